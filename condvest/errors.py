@@ -1,0 +1,118 @@
+"""The workbench's typed errors. Every error names the thing at fault.
+
+    CondvestError
+    ├── ConfigError            a setting is missing or malformed (names the variable)
+    ├── ParameterError         a notebook/runner parameter is invalid (names the parameter); raised before any write
+    ├── StorageError           a lake object could not be read or written (names the key)
+    │   ├── ObjectNotFound     the object does not exist
+    │   ├── PreconditionFailed a conditional write lost a race (If-Match / If-None-Match)
+    │   └── CorruptObject      the object exists but cannot be parsed (truncated parquet, bad JSON)
+    ├── SourceError            the market-data source failed (names URL path, HTTP status, symbol, date)
+    │   ├── RateLimited        HTTP 429 after every retry
+    │   ├── SourceUnavailable  5xx, timeouts, connection resets after every retry
+    │   ├── AuthError          401/403 or status NOT_AUTHORIZED (never retried)
+    │   └── BadPayload         truncated JSON, an error inside an HTTP 200, a schema violation
+    ├── DatabaseError          a Postgres operation failed (names the SQL file or table)
+    │   └── ClusterError       the embedded throwaway cluster could not start
+    ├── FetchFailed            one or more sessions failed in a fetch run (lists them)
+    ├── BusyError              another run holds the lock (names the lock and its holder)
+    ├── ValidationError        a data validation failed (migration report, checksums)
+    └── RunFailed              a notebook run failed (names the notebook and the failing cell)
+"""
+
+from __future__ import annotations
+
+
+class CondvestError(Exception):
+    """Base class of every workbench error."""
+
+
+class ConfigError(CondvestError):
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        super().__init__(f"setting {variable}: {problem}")
+
+
+class ParameterError(CondvestError):
+    def __init__(self, message: str, parameter: str | None = None) -> None:
+        self.parameter = parameter
+        super().__init__(f"parameter {parameter}: {message}" if parameter else message)
+
+
+class StorageError(CondvestError):
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {problem}")
+
+
+class ObjectNotFound(StorageError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key, "no such object")
+
+
+class PreconditionFailed(StorageError):
+    def __init__(self, key: str, problem: str = "conditional write lost a race") -> None:
+        super().__init__(key, problem)
+
+
+class CorruptObject(StorageError):
+    pass
+
+
+class SourceError(CondvestError):
+    def __init__(self, message: str, *, path: str | None = None, status: int | None = None,
+                 symbol: str | None = None, date: str | None = None) -> None:
+        self.path, self.status, self.symbol, self.date = path, status, symbol, date
+        ctx = [f"{k}={v}" for k, v in (("path", path), ("status", status), ("symbol", symbol), ("date", date))
+               if v is not None]
+        super().__init__(message + (f" ({' '.join(ctx)})" if ctx else ""))
+
+
+class RateLimited(SourceError):
+    pass
+
+
+class SourceUnavailable(SourceError):
+    pass
+
+
+class AuthError(SourceError):
+    pass
+
+
+class BadPayload(SourceError):
+    pass
+
+
+class DatabaseError(CondvestError):
+    def __init__(self, message: str, *, sql_file: str | None = None, table: str | None = None) -> None:
+        self.sql_file, self.table = sql_file, table
+        where = sql_file or table
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ClusterError(DatabaseError):
+    pass
+
+
+class FetchFailed(CondvestError):
+    def __init__(self, failed: dict[str, str]) -> None:
+        self.failed = dict(failed)
+        items = ", ".join(f"{d}: {why}" for d, why in sorted(self.failed.items()))
+        super().__init__(f"{len(self.failed)} session(s) failed: {items}")
+
+
+class BusyError(CondvestError):
+    def __init__(self, lock: str, holder: str) -> None:
+        self.lock, self.holder = lock, holder
+        super().__init__(f"busy: {lock} is held by {holder}")
+
+
+class ValidationError(CondvestError):
+    pass
+
+
+class RunFailed(CondvestError):
+    def __init__(self, notebook: str, cell: str, problem: str) -> None:
+        self.notebook, self.cell = notebook, cell
+        super().__init__(f"{notebook} failed in {cell}: {problem}")

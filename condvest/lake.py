@@ -1,0 +1,82 @@
+"""Lake paths (keys relative to the lake root), the only place that spells them.
+
+    public/raw_ohlcv/LOAD*.parquet                         legacy AWS DMS export
+    bronze/raw_ohlcv/symbol=AAPL/date=2025-10-17.parquet   daily increment, one file per symbol and session
+    bronze/raw_ohlcv/symbol=AAPL/data.parquet              compacted history of one symbol
+    bronze/_manifest/sessions_2025.json                    sessions complete in bronze, one object a year
+    bronze/_quarantine/date=2025-10-17/<run>.parquet       rows that failed the bar checks, with a reason
+    silver/silver_3d/year=2025/month=10/data_3d_202510.parquet
+    processing_metadata/silver_3d_checkpoint.json
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from condvest.errors import ParameterError
+
+BRONZE_PREFIX = "bronze/raw_ohlcv"
+MANIFEST_PREFIX = "bronze/_manifest"
+QUARANTINE_PREFIX = "bronze/_quarantine"
+DMS_PREFIX = "public/raw_ohlcv"
+SILVER_PREFIX = "silver"
+METADATA_PREFIX = "processing_metadata"
+
+# Tickers as Polygon spells them: letters, digits, '.', '-' (BRK.B, BF-B); lowercase class suffixes too.
+_SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$")
+
+
+def check_symbol(symbol: str) -> str:
+    """Return ``symbol`` when it is a safe ticker; reject anything that could escape a path or a query."""
+    if not isinstance(symbol, str) or not _SYMBOL_RE.fullmatch(symbol) or ".." in symbol:
+        raise ParameterError(f"invalid symbol {symbol!r}", "symbols")
+    return symbol
+
+
+def check_interval(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ParameterError(f"interval must be a positive integer, got {n!r}", "intervals")
+    return n
+
+
+def bronze_symbol_prefix(symbol: str) -> str:
+    return f"{BRONZE_PREFIX}/symbol={check_symbol(symbol)}/"
+
+
+def bronze_daily_key(symbol: str, day: dt.date) -> str:
+    return f"{bronze_symbol_prefix(symbol)}date={day.isoformat()}.parquet"
+
+
+def bronze_history_key(symbol: str) -> str:
+    return f"{bronze_symbol_prefix(symbol)}data.parquet"
+
+
+def parse_bronze_key(key: str) -> tuple[str, dt.date | None] | None:
+    """``(symbol, date)`` of a daily file, ``(symbol, None)`` of a history file, else ``None``."""
+    m = re.fullmatch(re.escape(BRONZE_PREFIX) + r"/symbol=([^/]+)/(?:date=(\d{4}-\d{2}-\d{2})|data)\.parquet", key)
+    if not m:
+        return None
+    return m.group(1), dt.date.fromisoformat(m.group(2)) if m.group(2) else None
+
+
+def manifest_key(year: int) -> str:
+    return f"{MANIFEST_PREFIX}/sessions_{year:04d}.json"
+
+
+def quarantine_key(day: dt.date, run_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id):
+        raise ParameterError(f"invalid run id {run_id!r}", "run_id")
+    return f"{QUARANTINE_PREFIX}/date={day.isoformat()}/{run_id}.parquet"
+
+
+def silver_prefix(n: int) -> str:
+    return f"{SILVER_PREFIX}/silver_{check_interval(n)}d/"
+
+
+def silver_key(n: int, year: int, month: int) -> str:
+    return f"{silver_prefix(n)}year={year:04d}/month={month:02d}/data_{n}d_{year:04d}{month:02d}.parquet"
+
+
+def checkpoint_key(n: int) -> str:
+    return f"{METADATA_PREFIX}/silver_{check_interval(n)}d_checkpoint.json"

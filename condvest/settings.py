@@ -1,0 +1,187 @@
+"""One frozen settings object, read from the environment in one place (``Settings.from_env``).
+
+Small value objects carry the limits (``HttpLimits``) and the retention window (``Retention``).
+Secrets are held in ``Secret`` so that they never show in a repr, a log line or a notebook output.
+"""
+
+from __future__ import annotations
+
+import calendar as _cal
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from condvest.errors import ConfigError, ParameterError
+
+DEFAULT_BASE_URL = "https://api.polygon.io"
+
+
+class Secret:
+    """A string that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long Postgres keeps bars: ``years`` + ``months`` before the run's "today" (default 3 y + 1 m)."""
+
+    years: int = 3
+    months: int = 1
+
+    def __post_init__(self) -> None:
+        if self.years < 0 or self.months < 0 or self.total_months <= 0:
+            raise ParameterError(f"retention must be positive, got {self.years} years {self.months} months",
+                                 "retention")
+
+    @property
+    def total_months(self) -> int:
+        return self.years * 12 + self.months
+
+    def cutoff(self, as_of: dt.date) -> dt.date:
+        """The first date kept: bars dated before it belong in the archive (Feb 29 clips to month end)."""
+        m = as_of.year * 12 + (as_of.month - 1) - self.total_months
+        year, month = divmod(m, 12)
+        month += 1
+        day = min(as_of.day, _cal.monthrange(year, month)[1])
+        return dt.date(year, month, day)
+
+    def as_interval(self) -> str:
+        """The window as a PostgreSQL interval literal, e.g. ``3 years 1 months``."""
+        return f"{self.years} years {self.months} months"
+
+    @classmethod
+    def parse(cls, text: str) -> Retention:
+        """Parse ``"3 years 1 month"``, ``"37 months"`` or ``"3y1m"``."""
+        t = text.strip().lower()
+        m = re.fullmatch(r"(?:(\d+)\s*(?:y|years?)\s*)?(?:(\d+)\s*(?:m|mons?|months?))?", t)
+        if not t or not m or (m.group(1) is None and m.group(2) is None):
+            raise ParameterError(f"cannot read retention {text!r}; write e.g. '3 years 1 month'", "retention")
+        return cls(int(m.group(1) or 0), int(m.group(2) or 0))
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Concurrency, timeouts and retry policy of the market-data client."""
+
+    concurrency: int = 16
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_retries: int = 5
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    lake_uri: str = "./lake"
+    runs_uri: str = "./runs"
+    s3_endpoint_url: str | None = None
+    pg_dsn: Secret | None = None
+    home: Path = Path(".condvest")
+    polygon_base_url: str = DEFAULT_BASE_URL
+    polygon_api_key: Secret | None = None
+    polygon_api_key_secret_arn: str | None = None
+    rds_secret_arn: str | None = None
+    rds_endpoint: str | None = None
+    rds_username: str | None = None
+    rds_password: Secret | None = None
+    rds_db_name: str = "condvest"
+    aws_region: str | None = None
+    batch_job_queue: str | None = None
+    resampling_job_definition: str | None = None
+    batch_size: int = 50
+    retention: Retention = field(default_factory=Retention)
+    http: HttpLimits = field(default_factory=HttpLimits)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from ``env`` (default: ``os.environ``); seed variable names are honoured."""
+        e = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            v = e.get(name)
+            return v if v not in (None, "") else None
+
+        def get_int(name: str, default: int) -> int:
+            v = get(name)
+            if v is None:
+                return default
+            try:
+                n = int(v)
+            except ValueError:
+                raise ConfigError(name, f"expected an integer, got {v!r}") from None
+            if n <= 0:
+                raise ConfigError(name, f"must be positive, got {n}")
+            return n
+
+        lake = get("CONDVEST_LAKE_URI")
+        if lake is None and get("S3_DATALAKE_BUCKET"):
+            lake = f"s3://{get('S3_DATALAKE_BUCKET')}"
+        lake = lake or "./lake"
+        if lake.startswith("s3://") and len(lake) <= 5:
+            raise ConfigError("CONDVEST_LAKE_URI", "s3:// needs a bucket name")
+        retention = Retention()
+        if get("CONDVEST_RETENTION"):
+            try:
+                retention = Retention.parse(get("CONDVEST_RETENTION") or "")
+            except ParameterError as exc:
+                raise ConfigError("CONDVEST_RETENTION", str(exc)) from None
+        base_url = (get("POLYGON_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        if not re.match(r"^https?://", base_url):
+            raise ConfigError("POLYGON_BASE_URL", f"expected an http(s) URL, got {base_url!r}")
+        http = HttpLimits(concurrency=get_int("CONDVEST_HTTP_CONCURRENCY", HttpLimits.concurrency),
+                          max_retries=get_int("CONDVEST_HTTP_RETRIES", HttpLimits.max_retries))
+        return cls(
+            lake_uri=lake,
+            runs_uri=get("CONDVEST_RUNS_URI") or "./runs",
+            s3_endpoint_url=get("AWS_ENDPOINT_URL_S3") or get("AWS_ENDPOINT_URL"),
+            pg_dsn=Secret(v) if (v := get("CONDVEST_PG_DSN")) else None,
+            home=Path(get("CONDVEST_HOME") or ".condvest"),
+            polygon_base_url=base_url,
+            polygon_api_key=Secret(v) if (v := get("POLYGON_API_KEY")) else None,
+            polygon_api_key_secret_arn=get("POLYGON_API_KEY_SECRET_ARN"),
+            rds_secret_arn=get("RDS_SECRET_ARN"),
+            rds_endpoint=get("RDS_ENDPOINT"),
+            rds_username=get("RDS_USERNAME"),
+            rds_password=Secret(v) if (v := get("RDS_PASSWORD")) else None,
+            rds_db_name=get("RDS_DB_NAME") or "condvest",
+            aws_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
+            batch_job_queue=get("BATCH_JOB_QUEUE"),
+            resampling_job_definition=get("RESAMPLING_JOB_DEFINITION"),
+            batch_size=get_int("BATCH_SIZE", 50),
+            retention=retention,
+            http=http,
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests, notebooks)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def secrets(self) -> list[str]:
+        """Every secret value this object holds (for output scrubbing)."""
+        out = []
+        for v in (self.pg_dsn, self.polygon_api_key, self.rds_password):
+            if v is not None and v.reveal():
+                out.append(v.reveal())
+        return out

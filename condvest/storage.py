@@ -1,0 +1,317 @@
+"""The lake's storage layer: one small interface over a local folder or ``s3://bucket/prefix``.
+
+Keys are always ``/``-separated and relative to the lake root. Every stage reads and writes through a
+``Store`` picked by URI scheme (``open_store``); DuckDB reads the same objects through ``Store.url``.
+Conditional writes (``if_match`` / ``if_none_match``) are the lake's only coordination primitive:
+S3 uses the real ``If-Match`` / ``If-None-Match`` headers, the local store a file lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from condvest.errors import ObjectNotFound, PreconditionFailed, StorageError
+from condvest.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+def _check_key(key: str) -> str:
+    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in key.split("/")):
+        raise StorageError(key or "<empty>", "invalid object key")
+    return key
+
+
+class Store:
+    """Abstract lake store. Subclasses: ``LocalStore``, ``S3Store``."""
+
+    uri: str
+    #: True when ``put(if_match=...)`` / ``put(if_none_match=True)`` are enforced by the backend
+    conditional_writes: bool = True
+
+    def get(self, key: str) -> bytes:
+        return self.get_with_etag(key)[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        raise NotImplementedError
+
+    def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        """Write ``data`` whole (atomically for readers); return the new etag."""
+        raise NotImplementedError
+
+    def head(self, key: str) -> ObjectInfo | None:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, in key order, after ``start_after`` when given."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        n = 0
+        for k in keys:
+            self.delete(k)
+            n += 1
+        return n
+
+    def copy(self, src: str, dst: str) -> None:
+        self.put(dst, self.get(src))
+
+    def url(self, key: str) -> str:
+        """The path or URL DuckDB and pyarrow use for ``key`` (globs allowed)."""
+        raise NotImplementedError
+
+    def put_many(self, items: Iterable[tuple[str, bytes]], threads: int = 8) -> int:
+        """Write many objects concurrently; returns the count. The first failure is raised."""
+        items = list(items)
+        if not items:
+            return 0
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            for _ in pool.map(lambda kv: self.put(kv[0], kv[1]), items):
+                pass
+        return len(items)
+
+
+class LocalStore(Store):
+    """A folder on disk. Writes go to a temporary file and are renamed into place."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    @staticmethod
+    def _etag(st: os.stat_result) -> str:
+        return f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}"
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        p = self._path(key)
+        try:
+            with open(p, "rb") as f:
+                st = os.fstat(f.fileno())
+                return f.read(), self._etag(st)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except IsADirectoryError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageError(key, f"read failed: {exc}") from exc
+
+    def _write(self, p: Path, data: bytes) -> str:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, p)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return self._etag(p.stat())
+
+    def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        p = self._path(key)
+        try:
+            if if_match is None and not if_none_match:
+                return self._write(p, data)
+            lock_path = self.root / ".locks" / (key.replace("/", "%2F") + ".lock")
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(lock_path, "a") as lf:
+                fcntl.flock(lf, fcntl.LOCK_EX)
+                try:
+                    current = self._etag(p.stat()) if p.exists() else None
+                    if if_none_match and current is not None:
+                        raise PreconditionFailed(key, "object already exists")
+                    if if_match is not None and current != if_match:
+                        raise PreconditionFailed(key, "object changed since it was read")
+                    return self._write(p, data)
+                finally:
+                    fcntl.flock(lf, fcntl.LOCK_UN)
+        except PreconditionFailed:
+            raise
+        except OSError as exc:
+            raise StorageError(key, f"write failed: {exc}") from exc
+
+    def head(self, key: str) -> ObjectInfo | None:
+        p = self._path(key)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        if not p.is_file():
+            return None
+        return ObjectInfo(key, st.st_size, self._etag(st))
+
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        # walk only the directory that holds the prefix
+        base_dir, _, _ = prefix.rpartition("/")
+        top = self.root / base_dir if base_dir else self.root
+        if not top.is_dir():
+            return
+        found: list[tuple[str, os.stat_result]] = []
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                if key.startswith(prefix) and (start_after is None or key > start_after):
+                    found.append((key, os.stat(os.path.join(dirpath, name))))
+        for key, st in sorted(found, key=lambda kv: kv[0]):
+            yield ObjectInfo(key, st.st_size, self._etag(st))
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(key, f"delete failed: {exc}") from exc
+
+    def url(self, key: str) -> str:
+        return str(self.root / key) if key else str(self.root)
+
+
+class S3Store(Store):
+    """``s3://bucket[/prefix]`` through boto3 (endpoint from ``AWS_ENDPOINT_URL`` for S3-compatible stores)."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None,
+                 client: Any = None) -> None:
+        rest = uri[len("s3://"):].strip("/")
+        self.bucket, _, prefix = rest.partition("/")
+        if not self.bucket:
+            raise StorageError(uri, "s3 URI needs a bucket")
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.uri = uri.rstrip("/")
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.session.Session().client(
+                "s3", endpoint_url=self.endpoint_url, region_name=self.region or "us-east-1",
+                config=Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "standard"},
+                              s3={"addressing_style": "path"} if self.endpoint_url else None),
+            )
+        return self._client
+
+    def _k(self, key: str) -> str:
+        return self.prefix + _check_key(key)
+
+    def _err(self, key: str, exc: Exception) -> StorageError:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return ObjectNotFound(key)
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            return PreconditionFailed(key)
+        return StorageError(key, f"S3 {code or type(exc).__name__}: {exc}")
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+            return r["Body"].read(), r["ETag"]
+        except Exception as exc:  # botocore raises ClientError / connection errors
+            raise self._err(key, exc) from exc
+
+    def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        kw: dict[str, Any] = {}
+        if if_match is not None:
+            kw["IfMatch"] = if_match
+        if if_none_match:
+            kw["IfNoneMatch"] = "*"
+        try:
+            r = self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, **kw)
+            return r["ETag"]
+        except Exception as exc:
+            raise self._err(key, exc) from exc
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            r = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+        except Exception as exc:
+            err = self._err(key, exc)
+            if isinstance(err, ObjectNotFound):
+                return None
+            raise err from exc
+        return ObjectInfo(key, int(r["ContentLength"]), r["ETag"])
+
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if start_after:
+            kw["StartAfter"] = self.prefix + start_after
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(**kw):
+                for o in page.get("Contents", []):
+                    yield ObjectInfo(o["Key"][len(self.prefix):], int(o["Size"]), o["ETag"])
+        except Exception as exc:
+            raise self._err(prefix, exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+        except Exception as exc:
+            raise self._err(key, exc) from exc
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i : i + 1000]
+            try:
+                r = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": self._k(k)} for k in chunk], "Quiet": True})
+            except Exception as exc:
+                raise self._err(chunk[0], exc) from exc
+            if r.get("Errors"):
+                e = r["Errors"][0]
+                raise StorageError(e.get("Key", chunk[0]), f"delete failed: {e.get('Message')}")
+        return len(keys)
+
+    def copy(self, src: str, dst: str) -> None:
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=self._k(dst),
+                                    CopySource={"Bucket": self.bucket, "Key": self._k(src)})
+        except Exception as exc:
+            raise self._err(src, exc) from exc
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+
+def open_store(uri: str | None = None, settings: Settings | None = None) -> Store:
+    """The store for ``uri`` (default: the settings' lake)."""
+    settings = settings or Settings.from_env()
+    uri = uri or settings.lake_uri
+    if uri.startswith("s3://"):
+        return S3Store(uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region)
+    if "://" in uri and not uri.startswith("file://"):
+        raise StorageError(uri, "unsupported lake URI scheme (use a folder or s3://bucket/prefix)")
+    return LocalStore(uri.removeprefix("file://"))
