@@ -113,6 +113,8 @@ class Settings:
     batch_size: int = 50
     retention: Retention = field(default_factory=Retention)
     http: HttpLimits = field(default_factory=HttpLimits)
+    #: pins the run's "today" (New York) for reproducible runs; ``None`` means the real date
+    as_of: dt.date | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -152,7 +154,14 @@ class Settings:
             raise ConfigError("POLYGON_BASE_URL", f"expected an http(s) URL, got {base_url!r}")
         http = HttpLimits(concurrency=get_int("CONDVEST_HTTP_CONCURRENCY", HttpLimits.concurrency),
                           max_retries=get_int("CONDVEST_HTTP_RETRIES", HttpLimits.max_retries))
+        as_of = None
+        if get("CONDVEST_AS_OF"):
+            try:
+                as_of = dt.date.fromisoformat(get("CONDVEST_AS_OF") or "")
+            except ValueError:
+                raise ConfigError("CONDVEST_AS_OF", "expected an ISO date YYYY-MM-DD") from None
         return cls(
+            as_of=as_of,
             lake_uri=lake,
             runs_uri=get("CONDVEST_RUNS_URI") or "./runs",
             s3_endpoint_url=get("AWS_ENDPOINT_URL_S3") or get("AWS_ENDPOINT_URL"),
@@ -173,6 +182,14 @@ class Settings:
             retention=retention,
             http=http,
         )
+
+    def today(self) -> dt.date:
+        """The run's "today" in New York: ``as_of`` when pinned, else the real date."""
+        if self.as_of is not None:
+            return self.as_of
+        from condvest.calendar import today_in_new_york
+
+        return today_in_new_york()
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests, notebooks)."""
