@@ -11,7 +11,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 FIRST_SUPPORTED = dt.date(1962, 1, 1)
 _LAST_SUPPORTED = dt.date(2099, 12, 31)
 

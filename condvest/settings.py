@@ -195,6 +195,24 @@ class Settings:
         """A copy with some fields changed (tests, notebooks)."""
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    def describe(self) -> dict[str, str]:
+        """What a run will use, for notebooks and logs: no secret values, only whether they are set."""
+        if self.pg_dsn is not None:
+            pg = "CONDVEST_PG_DSN"
+        elif self.rds_secret_arn or self.rds_endpoint:
+            pg = "RDS (" + ("secret ARN" if self.rds_secret_arn else f"endpoint {self.rds_endpoint}") + ")"
+        else:
+            pg = f"embedded cluster under {self.home}"
+        if self.polygon_api_key is not None:
+            key = "POLYGON_API_KEY (set)"
+        elif self.polygon_api_key_secret_arn:
+            key = "POLYGON_API_KEY_SECRET_ARN (set)"
+        else:
+            key = "missing"
+        return {"lake": self.lake_uri, "runs": self.runs_uri, "s3 endpoint": self.s3_endpoint_url or "AWS default",
+                "polygon": self.polygon_base_url, "api key": key, "postgres": pg,
+                "retention": self.retention.as_interval(), "today (New York)": self.today().isoformat()}
+
     def secrets(self) -> list[str]:
         """Every secret value this object holds (for output scrubbing)."""
         out = []

@@ -1,0 +1,45 @@
+# The README's two commands: `make demo` (the daily pipeline, offline) and `make test` (the suite).
+# Both create the virtual environment and install the project on first use.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint format nbval bench clean system
+
+$(STAMP): pyproject.toml
+	@bash tools/ensure-system.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+system:
+	@bash tools/ensure-system.sh
+
+demo: $(STAMP)
+	$(PY) -m condvest.offline.demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -p no:cacheprovider tests
+	$(PY) -m condvest.offline.sandbox -- $(PY) -m pytest -p no:cacheprovider --nbval-lax notebooks
+
+nbval: $(STAMP)
+	$(PY) -m condvest.offline.sandbox -- $(PY) -m pytest -p no:cacheprovider --nbval-lax notebooks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/bench_fetch.py
+
+clean:
+	rm -rf lake runs .condvest

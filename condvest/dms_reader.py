@@ -1,0 +1,158 @@
+"""Reader of the legacy AWS DMS export ``public/raw_ohlcv/LOAD*.parquet`` into the bronze row schema.
+
+DMS copied the Postgres table ``raw_ohlcv`` and added its own ``timestamp`` column, so the bar time
+lives in ``timestamp_1`` (a UTC instant, 00:00 New York of the session); ``timestamp`` is ignored.
+Files written at different times disagree on types (int vs double volume, ms vs µs timestamps, a
+timestamp stored as text), so every column is mapped and cast explicitly here; a file that cannot be
+read or lacks a required column raises ``CorruptObject`` naming the file.
+
+    read_dms_file(store, key) -> pa.Table          one file, in BRONZE_SCHEMA (ingested_at null)
+    list_dms_files(store) -> list[ObjectInfo]      the export's LOAD*.parquet objects, in key order
+    BRONZE_SCHEMA                                  the bronze row schema (column order included)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from condvest.calendar import NEW_YORK
+from condvest.errors import CorruptObject
+from condvest.lake import DMS_PREFIX
+from condvest.storage import ObjectInfo, Store
+
+log = logging.getLogger(__name__)
+
+UTC_US = pa.timestamp("us", tz="UTC")
+BRONZE_SCHEMA = pa.schema([
+    pa.field("symbol", pa.string(), nullable=False),
+    pa.field("date", pa.date32(), nullable=False),
+    pa.field("timestamp", UTC_US, nullable=False),
+    pa.field("open", pa.float64(), nullable=False),
+    pa.field("high", pa.float64(), nullable=False),
+    pa.field("low", pa.float64(), nullable=False),
+    pa.field("close", pa.float64(), nullable=False),
+    pa.field("volume", pa.float64(), nullable=False),
+    pa.field("vwap", pa.float64()),
+    pa.field("transactions", pa.int64()),
+    pa.field("interval", pa.string()),
+    pa.field("ingested_at", UTC_US),
+])
+
+#: bronze column <- DMS column (``timestamp`` is DMS's own artefact and deliberately absent)
+DMS_COLUMNS = {"symbol": "symbol", "timestamp": "timestamp_1", "open": "open", "high": "high", "low": "low",
+               "close": "close", "volume": "volume", "vwap": "vwap", "transactions": "transactions",
+               "interval": "interval"}
+_REQUIRED = ("symbol", "timestamp_1", "open", "high", "low", "close", "volume")
+
+
+def list_dms_files(store: Store) -> list[ObjectInfo]:
+    """The DMS export's ``LOAD*.parquet`` objects, in key order (empty when the export is gone)."""
+    prefix = f"{DMS_PREFIX}/LOAD"
+    return [o for o in store.list(prefix) if o.key.endswith(".parquet") and "/" not in o.key[len(DMS_PREFIX) + 1:]]
+
+
+def _to_utc_us(col: pa.ChunkedArray, key: str) -> pa.ChunkedArray:
+    """Any timestamp representation DMS produced -> timestamp[us, UTC]."""
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = col.cast(t.value_type)
+        t = col.type
+    if pa.types.is_timestamp(t):
+        if t.tz is None:  # DMS writes naive UTC instants
+            col = pc.assume_timezone(col.cast(pa.timestamp(t.unit)), "UTC")
+        return col.cast(UTC_US)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        import pandas as pd
+
+        try:
+            parsed = pd.to_datetime(pd.Series(col.to_pylist(), dtype="object"), utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            raise CorruptObject(key, f"timestamp_1 holds text that is not a timestamp: {exc}") from exc
+        return pa.chunked_array([pa.array(parsed.dt.as_unit("us"), type=UTC_US)])
+    if pa.types.is_integer(t):
+        # epoch numbers: pick the unit by magnitude (ms below 1e14, µs below 1e17, else ns)
+        arr = col.cast(pa.int64())
+        mx = pc.max(pc.abs(arr)).as_py() or 0
+        unit = "ms" if mx < 10**14 else "us" if mx < 10**17 else "ns"
+        return arr.cast(pa.timestamp(unit)).cast(pa.timestamp("us")).cast(UTC_US)
+    raise CorruptObject(key, f"timestamp_1 has unsupported type {t}")
+
+
+def _to_float(col: pa.ChunkedArray, name: str, key: str) -> pa.ChunkedArray:
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col, t = col.cast(t.value_type), t.value_type
+    try:
+        if pa.types.is_decimal(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t):
+            return col.cast(pa.float64())
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return col.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise CorruptObject(key, f"column {name} cannot be read as a number: {exc}") from exc
+    raise CorruptObject(key, f"column {name} has unsupported type {t}")
+
+
+def _to_int(col: pa.ChunkedArray, name: str, key: str) -> pa.ChunkedArray:
+    f = _to_float(col, name, key)
+    frac = pc.not_equal(f, pc.floor(f))
+    if pc.any(frac).as_py():
+        raise CorruptObject(key, f"column {name} holds non-integral values")
+    return f.cast(pa.int64(), safe=False)
+
+
+def _to_str(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    return col.cast(pa.string())
+
+
+def normalize_dms_table(table: pa.Table, key: str) -> pa.Table:
+    """Map one DMS table to ``BRONZE_SCHEMA`` (pure; ``key`` only names the file in errors)."""
+    names = set(table.column_names)
+    missing = [c for c in _REQUIRED if c not in names]
+    if missing:
+        raise CorruptObject(key, f"DMS file lacks column(s) {', '.join(missing)}")
+    n = table.num_rows
+    ts = _to_utc_us(table.column("timestamp_1"), key)
+    if ts.null_count:
+        raise CorruptObject(key, f"timestamp_1 has {ts.null_count} null value(s)")
+    local = pc.local_timestamp(ts.cast(pa.timestamp("us", tz=str(NEW_YORK))))
+    date = pc.cast(pc.floor_temporal(local, unit="day"), pa.timestamp("us")).cast(pa.date32())
+    cols: dict[str, pa.ChunkedArray] = {
+        "symbol": _to_str(table.column("symbol")),
+        "date": date,
+        "timestamp": ts,
+    }
+    for c in ("open", "high", "low", "close", "volume"):
+        cols[c] = _to_float(table.column(c), c, key)
+        if cols[c].null_count:
+            raise CorruptObject(key, f"column {c} has {cols[c].null_count} null value(s)")
+    cols["vwap"] = (_to_float(table.column("vwap"), "vwap", key) if "vwap" in names
+                    else pa.chunked_array([pa.nulls(n, pa.float64())]))
+    cols["transactions"] = (_to_int(table.column("transactions"), "transactions", key) if "transactions" in names
+                            else pa.chunked_array([pa.nulls(n, pa.int64())]))
+    cols["interval"] = (pc.fill_null(_to_str(table.column("interval")), "1d") if "interval" in names
+                        else pa.chunked_array([pa.array(["1d"] * n, pa.string())]))
+    cols["ingested_at"] = pa.chunked_array([pa.nulls(n, UTC_US)])
+    if cols["symbol"].null_count:
+        raise CorruptObject(key, f"column symbol has {cols['symbol'].null_count} null value(s)")
+    return pa.Table.from_arrays([cols[f.name] for f in BRONZE_SCHEMA], schema=BRONZE_SCHEMA)
+
+
+def read_dms_file(store: Store, key: str, symbols: set[str] | None = None) -> pa.Table:
+    """Read one DMS export file into ``BRONZE_SCHEMA`` (rows of ``symbols`` only, when given)."""
+    data = store.get(key)
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptObject(key, f"cannot read parquet: {exc}") from exc
+    if symbols is not None and "symbol" in table.column_names:
+        table = table.filter(pc.is_in(_to_str(table.column("symbol")), pa.array(sorted(symbols), pa.string())))
+    out = normalize_dms_table(table, key)
+    log.debug("dms file read key=%s rows=%d", key, out.num_rows)
+    return out

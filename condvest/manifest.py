@@ -1,0 +1,128 @@
+"""The bronze manifest: which sessions bronze holds completely, one small JSON object a year.
+
+``bronze/_manifest/sessions_2025.json``::
+
+    {"version": 1, "sessions": {"2025-10-17": {"scope": "all", "symbols": 5350, "rows": 5350,
+                                               "source": "grouped", "run_id": "...", "written_at": "..."}}}
+
+``scope`` is ``"all"`` when the session was fetched for every symbol (grouped daily, the migration),
+or the sorted list of symbols a subset run wrote. Gap detection reads the year objects that cover its
+window (one or two GETs) instead of listing millions of bronze objects. Updates are read-modify-write
+with a conditional put, retried when another writer got there first, so concurrent runs never lose
+each other's sessions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
+from condvest.lake import manifest_key
+from condvest.storage import Store
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+_MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    scope: str | tuple[str, ...]
+    symbols: int
+    rows: int
+    source: str
+    run_id: str = ""
+    written_at: str = ""
+
+    def covers(self, symbols: Iterable[str] | None) -> bool:
+        """True when this entry holds every requested symbol (``None``: every symbol)."""
+        if self.scope == ALL:
+            return True
+        if symbols is None:
+            return False
+        return set(symbols) <= set(self.scope)
+
+    def merged(self, newer: SessionEntry) -> SessionEntry:
+        if newer.scope == ALL or self.scope == ALL:
+            scope: str | tuple[str, ...] = ALL
+        else:
+            scope = tuple(sorted(set(self.scope) | set(newer.scope)))
+        symbols = newer.symbols if scope == ALL and newer.scope == ALL else max(self.symbols, newer.symbols,
+                                                                                  len(scope) if scope != ALL else 0)
+        return SessionEntry(scope, symbols, max(self.rows, newer.rows), newer.source, newer.run_id, newer.written_at)
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["scope"] = self.scope if self.scope == ALL else list(self.scope)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> SessionEntry:
+        scope = d["scope"]
+        return cls(scope=ALL if scope == ALL else tuple(scope),  # type: ignore[arg-type]
+                   symbols=int(d.get("symbols", 0)), rows=int(d.get("rows", 0)),  # type: ignore[arg-type]
+                   source=str(d.get("source", "")), run_id=str(d.get("run_id", "")),
+                   written_at=str(d.get("written_at", "")))
+
+
+def _load(store: Store, year: int) -> tuple[dict[dt.date, SessionEntry], str | None]:
+    key = manifest_key(year)
+    try:
+        raw, etag = store.get_with_etag(key)
+    except ObjectNotFound:
+        return {}, None
+    try:
+        doc = json.loads(raw)
+        return {dt.date.fromisoformat(d): SessionEntry.from_json(e) for d, e in doc["sessions"].items()}, etag
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptObject(key, f"unreadable manifest: {exc}") from exc
+
+
+def read_sessions(store: Store, start: dt.date, end: dt.date) -> dict[dt.date, SessionEntry]:
+    """Manifest entries for sessions in [start, end]."""
+    out: dict[dt.date, SessionEntry] = {}
+    for year in range(start.year, end.year + 1):
+        entries, _ = _load(store, year)
+        out.update({d: e for d, e in entries.items() if start <= d <= end})
+    return out
+
+
+def missing_sessions(store: Store, sessions: Iterable[dt.date], symbols: Iterable[str] | None = None) -> list[dt.date]:
+    """The sessions (from the calendar) that bronze does not hold for ``symbols`` (``None``: all)."""
+    sessions = sorted(sessions)
+    if not sessions:
+        return []
+    wanted = None if symbols is None else list(symbols)
+    have = read_sessions(store, sessions[0], sessions[-1])
+    return [d for d in sessions if d not in have or not have[d].covers(wanted)]
+
+
+def record_sessions(store: Store, entries: Mapping[dt.date, SessionEntry]) -> None:
+    """Merge ``entries`` into the manifest (conditional read-modify-write per year, retried on a race)."""
+    by_year: dict[int, dict[dt.date, SessionEntry]] = {}
+    for d, e in entries.items():
+        by_year.setdefault(d.year, {})[d] = e
+    for year, new in sorted(by_year.items()):
+        key = manifest_key(year)
+        for attempt in range(_MAX_ATTEMPTS):
+            current, etag = _load(store, year)
+            for d, e in new.items():
+                current[d] = current[d].merged(e) if d in current else e
+            doc = {"version": 1, "sessions": {d.isoformat(): current[d].to_json() for d in sorted(current)}}
+            body = json.dumps(doc, separators=(",", ":")).encode()
+            try:
+                if etag is None:
+                    store.put(key, body, if_none_match=True)
+                else:
+                    store.put(key, body, if_match=etag)
+                log.debug("manifest=updated key=%s sessions=%d attempt=%d", key, len(new), attempt)
+                break
+            except PreconditionFailed:
+                continue
+        else:
+            raise StorageError(key, f"manifest update lost {_MAX_ATTEMPTS} races in a row")

@@ -1,0 +1,72 @@
+"""The Postgres hot cache of daily bars: upserts inside the retention window only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import pandas as pd
+from psycopg import sql
+
+from condvest.errors import DatabaseError
+from condvest.postgres import apply_sql, sql_files
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume", "interval", "vwap", "transactions")
+
+
+def ensure_cache_table(conn: Any) -> None:
+    """Apply the raw_ohlcv DDL (idempotent) when the table is missing."""
+    if conn.execute("SELECT to_regclass('raw_ohlcv')").fetchone()[0] is None:
+        apply_sql(conn, sql_files(["001_raw_ohlcv.sql"]))
+
+
+def upsert_bars(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
+    """Upsert bars dated on or after ``cutoff`` into raw_ohlcv; returns the rows written.
+
+    The key is (symbol, session date), stored as "timestamp" = the session date at 00:00 New York.
+    Rows older than the cutoff are never written (they belong to the archive), also when they reach
+    this function.
+    """
+    if df.empty:
+        return 0
+    rows = df[df["date"] >= cutoff]
+    if rows.empty:
+        return 0
+    stamps = pd.to_datetime(rows["date"].astype(str)).dt.tz_localize("America/New_York")
+    data = rows.assign(timestamp=stamps)
+    records = zip(data["symbol"], data["timestamp"], data["open"], data["high"], data["low"], data["close"],
+                  data["volume"], data["interval"], data["vwap"].astype(object).where(data["vwap"].notna(), None),
+                  data["transactions"].astype(object).where(data["transactions"].notna(), None), strict=True)
+    try:
+        with conn.transaction():
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _bars_in (LIKE raw_ohlcv INCLUDING DEFAULTS) "
+                         "ON COMMIT DELETE ROWS")
+            copy_sql = sql.SQL("COPY _bars_in ({}) FROM STDIN").format(
+                sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
+            with conn.cursor().copy(copy_sql) as cp:
+                for rec in records:
+                    cp.write_row(rec)
+            cur = conn.execute(
+                """
+                INSERT INTO raw_ohlcv AS r (symbol, "timestamp", open, high, low, close, volume, "interval", vwap,
+                                            transactions)
+                SELECT symbol, "timestamp", open, high, low, close, volume, "interval", vwap, transactions
+                FROM _bars_in
+                WHERE "timestamp" >= (%(cutoff)s::date)::timestamp AT TIME ZONE 'America/New_York'
+                ON CONFLICT (symbol, "timestamp") DO UPDATE
+                SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+                    volume = EXCLUDED.volume, "interval" = EXCLUDED."interval", vwap = EXCLUDED.vwap,
+                    transactions = EXCLUDED.transactions
+                """,
+                {"cutoff": cutoff},
+            )
+            n = cur.rowcount
+    except DatabaseError:
+        raise
+    except Exception as exc:  # psycopg errors: keep the first line, name the table
+        raise DatabaseError(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__,
+                            table="raw_ohlcv") from exc
+    return int(n)

@@ -1,0 +1,132 @@
+"""The command line: ``python -m runner run|pipeline|list``. The only place errors become exit codes.
+
+Exit codes: 0 every run succeeded; 1 a notebook cell failed (one line names the notebook and the cell);
+2 the request was refused before anything ran (unknown notebook or pipeline, a secret-looking or
+undeclared parameter) or a setting is invalid; 3 the runs location could not be read or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from condvest.errors import ConfigError, ParameterError, StorageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--runs-dir",
+        metavar="URI",
+        help="runs location: a folder or s3://bucket/prefix (default: CONDVEST_RUNS_URI or ./runs)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="log the runner's steps (key=value) to stderr")
+
+    execution = argparse.ArgumentParser(add_help=False, parents=[common])
+    execution.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a notebook parameter (typed like papermill's -p: True/False/None, int, float, str)",
+    )
+    execution.add_argument("--run-id", metavar="ID", help="the run id (default: <UTC time>-<name>-<random>)")
+    execution.add_argument(
+        "--cwd",
+        metavar="DIR",
+        type=Path,
+        help="working directory of the notebooks (default: the project root above cwd)",
+    )
+    execution.add_argument("--log-output", action="store_true", help="also log cell outputs to stderr (scrubbed)")
+    execution.add_argument("--no-progress", action="store_true", help="no progress bar")
+    execution.add_argument("--timeout", type=float, metavar="SECONDS", help="per-cell execution timeout")
+
+    parser = argparse.ArgumentParser(
+        prog="python -m runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", parents=[execution], help="run one notebook")
+    run.add_argument("notebook", help="a path or a short name such as 01_fetch (notebooks/01_fetch.ipynb)")
+    pipe = sub.add_parser("pipeline", parents=[execution], help="run a named pipeline's stages in order")
+    pipe.add_argument("name", help="pipeline name (see runner/pipelines.py)")
+    ls = sub.add_parser("list", parents=[common], help="recent runs from the run index")
+    ls.add_argument("-n", "--limit", type=int, default=20, help="how many runs (default 20)")
+    return parser
+
+
+def _configure_logging(verbose: bool, secrets: list[str]) -> None:
+    from runner.scrub import Scrubber, ScrubFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(ScrubFilter(Scrubber(secrets)))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from condvest.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(args.verbose, settings.secrets())
+    if args.command != "list" and args.log_output:
+        logging.getLogger("papermill").setLevel(logging.INFO)
+    try:
+        return _dispatch(args, settings)
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(f"error: runs location: {exc}", file=sys.stderr)
+        return 3
+
+
+def _dispatch(args: argparse.Namespace, settings: object) -> int:
+    from runner.notebooks import parse_value
+
+    if args.command == "list":
+        from runner.run_index import format_table, read_index
+
+        print(format_table(read_index(settings, runs_uri=args.runs_dir), limit=args.limit))  # type: ignore[arg-type]
+        return 0
+    params = {name: parse_value(value) for name, value in args.parameter}
+    options = dict(
+        settings=settings,
+        runs_uri=args.runs_dir,
+        run_id=args.run_id,
+        root=args.cwd,
+        progress_bar=not args.no_progress,
+        log_output=args.log_output,
+        execution_timeout=args.timeout,
+    )
+    if args.command == "run":
+        from runner.execute import run_notebook
+
+        results = [run_notebook(args.notebook, params, **options)]  # type: ignore[arg-type]
+    else:
+        from runner.pipelines import run_pipeline
+
+        results = run_pipeline(args.name, params, **options)  # type: ignore[arg-type]
+    for r in results:
+        print(r.summary(), file=sys.stdout if r.ok else sys.stderr)
+    if args.command == "pipeline":
+        last = results[-1]
+        state = "ok" if last.ok else f"stopped at stage {last.stage} of {len(results)} run"
+        where = last.pipeline_run_id
+        print(f"pipeline {args.name} {state}: {where}", file=sys.stdout if last.ok else sys.stderr)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

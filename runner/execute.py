@@ -1,0 +1,344 @@
+"""Run one notebook with papermill into a run folder (ipynb + html) and record it in the run index.
+
+The notebook executes into a private temporary folder; the executed notebook is then scrubbed of
+secrets, rendered to html and written to ``<runs>/<folder>/<run id>/<name>.ipynb|html`` through the
+storage layer (a local folder or ``s3://``), so an unscrubbed copy never reaches the runs location.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets as _secrets
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from condvest.errors import ParameterError, RunFailed
+from condvest.settings import Settings
+from condvest.storage import Store, open_store
+from runner.notebooks import check_parameters, check_run_id, declared_parameters, find_project_root
+from runner.notebooks import resolve_notebook as _resolve
+from runner.run_index import append_run
+from runner.scrub import Scrubber
+
+log = logging.getLogger(__name__)
+
+#: a notebook records result figures by displaying a JSON object under this mimetype (merged in cell order)
+RESULT_MIMETYPE = "application/vnd.condvest.result+json"
+_MARKER_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+
+
+@dataclass(frozen=True)
+class CellError:
+    """Where and how a run failed. ``cell`` is the execution count (``In [n]`` in the executed notebook);
+    ``cell_index`` is the 0-based position in the source notebook (injected cells not counted)."""
+
+    cell: int | None
+    cell_index: int | None
+    source: str
+    ename: str
+    evalue: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell,
+            "cell_index": self.cell_index,
+            "source": self.source,
+            "ename": self.ename,
+            "evalue": self.evalue,
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    notebook: str
+    status: str  # "ok" | "failed"
+    parameters: dict[str, Any]
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    ipynb_key: str | None
+    html_key: str | None
+    runs_uri: str
+    results: dict[str, Any] = field(default_factory=dict)
+    error: CellError | None = None
+    pipeline: str | None = None
+    pipeline_run_id: str | None = None
+    stage: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def duration_s(self) -> float:
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+    def summary(self) -> str:
+        """One line: ``01_fetch.ipynb ok in 3.2 s: runs/<id>/01_fetch.html`` or the failing cell."""
+        where = f"{self.runs_uri.rstrip('/')}/{self.html_key}" if self.html_key else "no output written"
+        if self.ok:
+            return f"{self.notebook} ok in {self.duration_s:.1f} s: {where}"
+        e = self.error
+        if e is None:
+            return f"{self.notebook} failed: {where}"
+        cell = f"cell {e.cell}" if e.cell is not None else "a cell"
+        message = e.evalue.strip().splitlines()[0] if e.evalue.strip() else ""
+        return f"{self.notebook} failed in {cell} (`{e.source}`): {e.ename}: {message} [{where}]"
+
+    def raise_for_status(self) -> RunResult:
+        if not self.ok:
+            e = self.error
+            cell = f"cell {e.cell} (`{e.source}`)" if e else "an unknown cell"
+            raise RunFailed(self.notebook, cell, f"{e.ename}: {e.evalue}" if e else "see the executed notebook")
+        return self
+
+    def index_record(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "notebook": self.notebook,
+            "status": self.status,
+            "parameters": self.parameters,
+            "started_at": self.started_at.isoformat(timespec="milliseconds"),
+            "finished_at": self.finished_at.isoformat(timespec="milliseconds"),
+            "duration_s": self.duration_s,
+            "error": self.error.as_dict() if self.error else None,
+            "results": self.results,
+            "ipynb": self.ipynb_key,
+            "html": self.html_key,
+            "pipeline": self.pipeline,
+            "pipeline_run_id": self.pipeline_run_id,
+            "stage": self.stage,
+        }
+
+
+def new_run_id(label: str, now: dt.datetime | None = None) -> str:
+    """``20261128T181500Z-01_fetch-a1b2``: UTC start time, notebook (or pipeline) name, 4 random hex digits."""
+    now = now or dt.datetime.now(dt.UTC)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in label) or "run"
+    return f"{now:%Y%m%dT%H%M%SZ}-{safe}-{_secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A notebook and its checked parameters, ready to execute (everything that can be refused, refused)."""
+
+    path: Path
+    parameters: dict[str, Any]
+    kernel_name: str
+
+
+def prepare(
+    notebook: str | Path,
+    parameters: Mapping[str, Any] | None,
+    settings: Settings,
+    root: Path,
+    *,
+    allow_undeclared: bool = False,
+) -> PreparedRun:
+    """Resolve the notebook and check its parameters; raises ``ParameterError`` before anything runs."""
+    path = _resolve(notebook, root)
+    declared = None if allow_undeclared else declared_parameters(path)
+    params = check_parameters(parameters or {}, settings.secrets(), declared, path.name)
+    import nbformat
+
+    meta = nbformat.read(path, as_version=4).metadata
+    kernel = (meta.get("kernelspec") or {}).get("name") or "python3"
+    return PreparedRun(path, params, kernel)
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip() and not line.strip().startswith("#"):
+            text = line.strip()
+            return text if len(text) <= 80 else text[:77] + "..."
+    return ""
+
+
+def find_failure(nb: Any, fallback: BaseException | None = None) -> CellError | None:
+    """The first failing code cell of an executed notebook (an error output, or papermill's exception mark)."""
+    index = -1
+    for cell in nb.cells:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if not tags & _MARKER_TAGS:
+            index += 1
+        if cell.cell_type != "code":
+            continue
+        pm = cell.get("metadata", {}).get("papermill", {})
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error" and not (
+                out.get("ename") == "SystemExit" and str(out.get("evalue", "")) in ("", "0")
+            ):
+                return CellError(
+                    cell.get("execution_count"),
+                    None if tags & _MARKER_TAGS else index,
+                    _first_line(cell.source),
+                    out.get("ename", "Error"),
+                    str(out.get("evalue", "")),
+                )
+        if pm.get("exception") is True or (fallback is not None and pm.get("status") == "running"):
+            ename = type(fallback).__name__ if fallback is not None else "CellExecutionError"
+            return CellError(cell.get("execution_count"), index, _first_line(cell.source), ename, str(fallback or ""))
+    if fallback is not None:
+        return CellError(None, None, "", type(fallback).__name__, str(fallback))
+    return None
+
+
+def collect_results(nb: Any) -> dict[str, Any]:
+    """Merge every ``RESULT_MIMETYPE`` output of the notebook, in cell order (a later key wins)."""
+    results: dict[str, Any] = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {}).get(RESULT_MIMETYPE)
+            if isinstance(data, dict):
+                results.update(data)
+    return results
+
+
+def _scrub_json(value: Any, scrubber: Scrubber) -> Any:
+    import json
+
+    return json.loads(scrubber.text(json.dumps(value, default=str)))
+
+
+def execute(
+    prepared: PreparedRun,
+    *,
+    settings: Settings,
+    store: Store,
+    run_id: str,
+    folder: str | None,
+    root: Path,
+    progress_bar: bool = True,
+    log_output: bool = False,
+    execution_timeout: float | None = None,
+    pipeline: str | None = None,
+    pipeline_run_id: str | None = None,
+    stage: int | None = None,
+) -> RunResult:
+    """Execute a prepared notebook, write its ipynb and html into the run folder and append the run index."""
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from runner.render import notebook_html
+
+    scrubber = Scrubber(settings.secrets())
+    name = prepared.path.name
+    prefix = f"{folder}/{run_id}" if folder else run_id
+    ipynb_key, html_key = f"{prefix}/{prepared.path.stem}.ipynb", f"{prefix}/{prepared.path.stem}.html"
+    if store.exists(ipynb_key):
+        raise ParameterError(f"{run_id!r} is already used by {store.url(ipynb_key)}", "run_id")
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    log.info("run started run_id=%s notebook=%s parameters=%s cwd=%s", run_id, name, prepared.parameters, root)
+    failure: BaseException | None = None
+    with tempfile.TemporaryDirectory(prefix="condvest-run-") as tmp:
+        out_path = Path(tmp) / name
+        try:
+            papermill.execute_notebook(
+                str(prepared.path),
+                str(out_path),
+                parameters=prepared.parameters,
+                kernel_name=prepared.kernel_name,
+                progress_bar=progress_bar,
+                log_output=log_output,
+                cwd=str(root),
+                execution_timeout=execution_timeout,
+            )
+        except PapermillExecutionError as exc:
+            failure = exc
+        except Exception as exc:  # kernel died, cell timeout, kernel missing: the run failed, record it
+            failure = exc
+            log.warning(
+                "run aborted run_id=%s notebook=%s error=%s",
+                run_id,
+                name,
+                scrubber.text(f"{type(exc).__name__}: {exc}"),
+            )
+        nb = nbformat.read(out_path, as_version=4) if out_path.exists() else None
+    finished = dt.datetime.now(dt.UTC)
+    error = None
+    if failure is not None:
+        fallback = None if isinstance(failure, PapermillExecutionError) else failure
+        error = find_failure(nb, fallback) if nb is not None else find_failure(nbformat.v4.new_notebook(), failure)
+        if error is not None:
+            error = CellError(
+                error.cell,
+                error.cell_index,
+                scrubber.text(error.source),
+                error.ename,
+                scrubber.text(error.evalue)[:2000],
+            )
+    results: dict[str, Any] = {}
+    if nb is not None:
+        results = _scrub_json(collect_results(nb), scrubber)
+        clean = scrubber.notebook(nb)
+        store.put(ipynb_key, nbformat.writes(clean).encode())
+        store.put(html_key, notebook_html(clean, scrubber).encode())
+    result = RunResult(
+        run_id=run_id,
+        notebook=name,
+        status="failed" if failure is not None else "ok",
+        parameters=_scrub_json(prepared.parameters, scrubber),
+        started_at=started,
+        finished_at=finished,
+        ipynb_key=ipynb_key if nb is not None else None,
+        html_key=html_key if nb is not None else None,
+        runs_uri=store.uri,
+        results=results,
+        error=error,
+        pipeline=pipeline,
+        pipeline_run_id=pipeline_run_id,
+        stage=stage,
+    )
+    append_run(store, result.index_record())
+    log.info(
+        "run finished run_id=%s notebook=%s status=%s duration_s=%.1f wall_s=%.1f",
+        run_id,
+        name,
+        result.status,
+        result.duration_s,
+        time.monotonic() - t0,
+    )
+    return result
+
+
+def run_notebook(
+    notebook: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    runs_uri: str | None = None,
+    run_id: str | None = None,
+    root: Path | None = None,
+    progress_bar: bool = True,
+    log_output: bool = False,
+    execution_timeout: float | None = None,
+) -> RunResult:
+    """Run one notebook into ``<runs>/<run id>/`` and append the run index; see ``RunResult``.
+
+    Raises ``ParameterError`` (nothing written) for an unknown notebook, a secret-looking or undeclared
+    parameter, or a bad run id. A failing cell does not raise: the result has ``status == "failed"``
+    (``raise_for_status()`` turns it into ``RunFailed``).
+    """
+    settings = settings or Settings.from_env()
+    root = (root or find_project_root()).resolve()
+    prepared = prepare(notebook, parameters, settings, root)
+    run_id = check_run_id(run_id) if run_id else new_run_id(prepared.path.stem)
+    store = open_store(runs_uri or settings.runs_uri, settings)
+    return execute(
+        prepared,
+        settings=settings,
+        store=store,
+        run_id=run_id,
+        folder=None,
+        root=root,
+        progress_bar=progress_bar,
+        log_output=log_output,
+        execution_timeout=execution_timeout,
+    )

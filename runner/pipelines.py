@@ -1,0 +1,129 @@
+"""Named pipelines: notebooks run in order, each in its own run folder under one pipeline run id.
+
+A stage is a notebook and its fixed parameters. Pipeline-level parameters (``-p``) go to every stage
+whose notebook declares them and override a stage's fixed value; a ``-p`` that no stage declares is
+refused. The whole plan (notebooks present, parameters declared) is checked before the first stage runs,
+and the pipeline stops at the first failing stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from condvest.errors import ParameterError
+from condvest.settings import Settings
+from condvest.storage import open_store
+from runner.execute import PreparedRun, RunResult, execute, new_run_id, prepare
+from runner.notebooks import check_parameters, check_run_id, declared_parameters, find_project_root
+from runner.notebooks import resolve_notebook as _resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    notebook: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+PIPELINES: dict[str, tuple[Stage, ...]] = {
+    # the daily job: fetch the missing sessions, then resample (fixed resample parameters join it here)
+    "daily": (Stage("01_fetch"), Stage("02_resample")),
+    "weekly": (Stage("04_retention", {"mode": "archive"}),),
+}
+
+
+def get_pipeline(name: str) -> tuple[Stage, ...]:
+    try:
+        return PIPELINES[name]
+    except KeyError:
+        known = ", ".join(sorted(PIPELINES))
+        raise ParameterError(f"no pipeline {name!r} (known: {known})", "pipeline") from None
+
+
+def plan_pipeline(
+    name: str, stages: Sequence[Stage], parameters: Mapping[str, Any] | None, settings: Settings, root: Path
+) -> list[PreparedRun]:
+    """Check every stage before anything runs; raises ``ParameterError`` naming the stage at fault."""
+    parameters = dict(parameters or {})
+    check_parameters(parameters, settings.secrets(), None, f"pipeline {name}")
+    used: set[str] = set()
+    plan = []
+    for i, stage in enumerate(stages, start=1):
+        try:
+            path = _resolve(stage.notebook, root)
+        except ParameterError as exc:
+            raise ParameterError(
+                f"pipeline {name}, stage {i} ({stage.notebook}): {exc} -- the notebook does "
+                "not exist yet; add it or take the stage out of runner/pipelines.py",
+                "notebook",
+            ) from None
+        declared = set(declared_parameters(path))
+        chosen = {**stage.parameters, **{k: v for k, v in parameters.items() if k in declared}}
+        used |= declared & parameters.keys()
+        try:
+            plan.append(prepare(path, chosen, settings, root))
+        except ParameterError as exc:
+            raise ParameterError(f"pipeline {name}, stage {i} ({path.name}): {exc}", exc.parameter) from None
+    unused = sorted(parameters.keys() - used)
+    if unused:
+        raise ParameterError(f"no stage of pipeline {name} declares {', '.join(unused)}", unused[0])
+    return plan
+
+
+def run_pipeline(
+    name: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    stages: Sequence[Stage] | None = None,
+    settings: Settings | None = None,
+    runs_uri: str | None = None,
+    run_id: str | None = None,
+    root: Path | None = None,
+    progress_bar: bool = True,
+    log_output: bool = False,
+    execution_timeout: float | None = None,
+) -> list[RunResult]:
+    """Run a pipeline (``stages``, default ``PIPELINES[name]``) into ``<runs>/<pipeline run id>/<run id>/``.
+
+    Returns the results of the stages that ran; the last one failed when the pipeline stopped early.
+    Raises ``ParameterError`` (nothing run, nothing written) when the plan does not check out.
+    """
+    settings = settings or Settings.from_env()
+    root = (root or find_project_root()).resolve()
+    stages = get_pipeline(name) if stages is None else tuple(stages)
+    plan = plan_pipeline(name, stages, parameters, settings, root)
+    pipeline_run_id = check_run_id(run_id) if run_id else new_run_id(name)
+    store = open_store(runs_uri or settings.runs_uri, settings)
+    log.info("pipeline started pipeline=%s pipeline_run_id=%s stages=%d", name, pipeline_run_id, len(plan))
+    results: list[RunResult] = []
+    for i, prepared in enumerate(plan, start=1):
+        result = execute(
+            prepared,
+            settings=settings,
+            store=store,
+            run_id=new_run_id(prepared.path.stem),
+            folder=pipeline_run_id,
+            root=root,
+            progress_bar=progress_bar,
+            log_output=log_output,
+            execution_timeout=execution_timeout,
+            pipeline=name,
+            pipeline_run_id=pipeline_run_id,
+            stage=i,
+        )
+        results.append(result)
+        if not result.ok:
+            log.warning(
+                "pipeline stopped pipeline=%s pipeline_run_id=%s stage=%d notebook=%s",
+                name,
+                pipeline_run_id,
+                i,
+                prepared.path.name,
+            )
+            break
+    return results

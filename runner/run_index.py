@@ -1,0 +1,139 @@
+"""The run index: one JSON line per notebook run in ``<runs>/index.jsonl``.
+
+Appends are a read-modify-write guarded by a conditional put (``If-Match`` on S3, a file lock locally;
+``If-None-Match`` when the index does not exist yet), retried with jittered backoff when another run
+wrote in between, so concurrent runs never lose each other's lines.
+
+Each line: ``run_id, notebook, status ("ok"|"failed"), parameters, started_at, finished_at (ISO UTC),
+duration_s, error (null or {cell, cell_index, source, ename, evalue}), results (merged result figures),
+ipynb, html (keys relative to the runs root), pipeline, pipeline_run_id, stage``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
+from condvest.settings import Settings
+from condvest.storage import Store, open_store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+INDEX_KEY = "index.jsonl"
+COLUMNS = [
+    "run_id",
+    "notebook",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "parameters",
+    "results",
+    "error",
+    "ipynb",
+    "html",
+    "pipeline",
+    "pipeline_run_id",
+    "stage",
+    "ipynb_url",
+    "html_url",
+]
+
+
+def append_run(store: Store, record: dict[str, Any], *, attempts: int = 20) -> None:
+    """Append one record to the store's ``index.jsonl`` (conditional write, retried on a lost race)."""
+    line = json.dumps(record, default=str, sort_keys=False) + "\n"
+    for attempt in range(1, attempts + 1):
+        try:
+            try:
+                data, etag = store.get_with_etag(INDEX_KEY)
+            except ObjectNotFound:
+                store.put(INDEX_KEY, line.encode(), if_none_match=True)
+            else:
+                if data and not data.endswith(b"\n"):
+                    data += b"\n"
+                store.put(INDEX_KEY, data + line.encode(), if_match=etag)
+            log.info("run indexed run_id=%s index=%s attempt=%d", record.get("run_id"), store.url(INDEX_KEY), attempt)
+            return
+        except PreconditionFailed:
+            delay = min(2.0, 0.05 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            log.info("run index busy run_id=%s attempt=%d retry_in_s=%.2f", record.get("run_id"), attempt, delay)
+            time.sleep(delay)
+    raise StorageError(
+        INDEX_KEY,
+        f"could not append run {record.get('run_id')} after {attempts} attempts "
+        "(other runs kept winning the conditional write)",
+    )
+
+
+def read_records(store: Store) -> list[dict[str, Any]]:
+    """Every record of the store's run index, in append order (empty when there is no index yet)."""
+    try:
+        data = store.get(INDEX_KEY)
+    except ObjectNotFound:
+        return []
+    records = []
+    for n, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorruptObject(INDEX_KEY, f"line {n} is not JSON: {exc}") from None
+        if not isinstance(rec, dict):
+            raise CorruptObject(INDEX_KEY, f"line {n} is not a JSON object")
+        records.append(rec)
+    return records
+
+
+def read_index(
+    settings: Settings | None = None, *, runs_uri: str | None = None, expand_results: bool = False
+) -> pd.DataFrame:
+    """The run index as a DataFrame, oldest run first (one row per notebook run).
+
+    Columns: ``COLUMNS`` (``started_at``/``finished_at`` as UTC timestamps; ``parameters``, ``results`` and
+    ``error`` as dicts; ``ipynb_url``/``html_url`` as full paths or ``s3://`` URLs). With
+    ``expand_results`` every result figure also gets a column ``results.<name>``.
+    """
+    import pandas as pd
+
+    settings = settings or Settings.from_env()
+    store = open_store(runs_uri or settings.runs_uri, settings)
+    records = read_records(store)
+    df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=COLUMNS)
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    df["ipynb_url"] = [store.url(k) if isinstance(k, str) else None for k in df["ipynb"]]
+    df["html_url"] = [store.url(k) if isinstance(k, str) else None for k in df["html"]]
+    for col in ("started_at", "finished_at"):
+        df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
+    df["duration_s"] = pd.to_numeric(df["duration_s"])
+    df = df[COLUMNS].sort_values("started_at", kind="stable").reset_index(drop=True)
+    if expand_results and len(df):
+        extra = pd.json_normalize([r if isinstance(r, dict) else {} for r in df["results"]]).add_prefix("results.")
+        df = pd.concat([df, extra], axis=1)
+    return df
+
+
+def format_table(df: pd.DataFrame, limit: int = 20) -> str:
+    """Recent runs as a plain-text table (newest last), for ``python -m runner list``."""
+    if df.empty:
+        return "no runs recorded"
+    rows = df.tail(limit)
+    lines = []
+    header = f"{'started (UTC)':<20} {'status':<7} {'duration':>9}  {'notebook':<22} {'run id':<40} failing cell"
+    lines.append(header)
+    for r in rows.itertuples(index=False):
+        err = r.error if isinstance(r.error, dict) else None
+        cell = f"cell {err.get('cell')}: {err.get('ename')}" if err else ""
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at is not None else ""
+        lines.append(f"{started:<20} {r.status:<7} {r.duration_s:>8.1f}s  {r.notebook:<22} {r.run_id:<40} {cell}")
+    return "\n".join(lines)
