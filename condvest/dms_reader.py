@@ -8,7 +8,7 @@ read or lacks a required column raises ``CorruptObject`` naming the file.
 
     read_dms_file(store, key) -> pa.Table          one file, in BRONZE_SCHEMA (ingested_at null)
     list_dms_files(store) -> list[ObjectInfo]      the export's LOAD*.parquet objects, in key order
-    BRONZE_SCHEMA                                  the bronze row schema (column order included)
+    BRONZE_SCHEMA                                  condvest.bars.BRONZE_SCHEMA, re-exported
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from condvest.bars import BRONZE_SCHEMA
 from condvest.calendar import NEW_YORK
 from condvest.errors import CorruptObject
 from condvest.lake import DMS_PREFIX
@@ -28,20 +29,6 @@ from condvest.storage import ObjectInfo, Store
 log = logging.getLogger(__name__)
 
 UTC_US = pa.timestamp("us", tz="UTC")
-BRONZE_SCHEMA = pa.schema([
-    pa.field("symbol", pa.string(), nullable=False),
-    pa.field("date", pa.date32(), nullable=False),
-    pa.field("timestamp", UTC_US, nullable=False),
-    pa.field("open", pa.float64(), nullable=False),
-    pa.field("high", pa.float64(), nullable=False),
-    pa.field("low", pa.float64(), nullable=False),
-    pa.field("close", pa.float64(), nullable=False),
-    pa.field("volume", pa.float64(), nullable=False),
-    pa.field("vwap", pa.float64()),
-    pa.field("transactions", pa.int64()),
-    pa.field("interval", pa.string()),
-    pa.field("ingested_at", UTC_US),
-])
 
 #: bronze column <- DMS column (``timestamp`` is DMS's own artefact and deliberately absent)
 DMS_COLUMNS = {"symbol": "symbol", "timestamp": "timestamp_1", "open": "open", "high": "high", "low": "low",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from condvest.errors import ConfigError, ParameterError, StorageError
+from condvest.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,8 +73,6 @@ def _configure_logging(verbose: bool, secrets: list[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from condvest.settings import Settings
-
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -92,13 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
-def _dispatch(args: argparse.Namespace, settings: object) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from runner.notebooks import parse_value
 
     if args.command == "list":
         from runner.run_index import format_table, read_index
 
-        print(format_table(read_index(settings, runs_uri=args.runs_dir), limit=args.limit))  # type: ignore[arg-type]
+        print(format_table(read_index(settings, runs_uri=args.runs_dir), limit=args.limit))
         return 0
     params = {name: parse_value(value) for name, value in args.parameter}
     options = dict(
@@ -113,18 +112,18 @@ def _dispatch(args: argparse.Namespace, settings: object) -> int:
     if args.command == "run":
         from runner.execute import run_notebook
 
-        results = [run_notebook(args.notebook, params, **options)]  # type: ignore[arg-type]
+        results = [run_notebook(args.notebook, params, **options)]
     else:
         from runner.pipelines import run_pipeline
 
-        results = run_pipeline(args.name, params, **options)  # type: ignore[arg-type]
+        results = run_pipeline(args.name, params, **options)
     for r in results:
         print(r.summary(), file=sys.stdout if r.ok else sys.stderr)
     if args.command == "pipeline":
         last = results[-1]
-        state = "ok" if last.ok else f"stopped at stage {last.stage} of {len(results)} run"
-        where = last.pipeline_run_id
-        print(f"pipeline {args.name} {state}: {where}", file=sys.stdout if last.ok else sys.stderr)
+        state = "ok" if last.ok else f"failed at stage {last.stage} ({last.notebook})"
+        folder = f"{last.runs_uri.rstrip('/')}/{last.pipeline_run_id}"
+        print(f"pipeline {args.name} {state}: {folder}", file=sys.stdout if last.ok else sys.stderr)
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from runner.scrub import Scrubber
 
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
+#: recorded for the run index, not for people (a notebook shows what it wants under other mimetypes)
+_HIDDEN_MIMETYPES = ("application/vnd.condvest.result+json",)
 
 
 def _plotly_div(figure: dict[str, Any]) -> str:
@@ -43,12 +45,20 @@ def notebook_html(nb: Any, scrubber: Scrubber) -> str:
     nb = copy.deepcopy(nb)
     figures = 0
     for cell in nb.cells:
+        kept = []
         for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            if PLOTLY_MIMETYPE in data:
-                data["text/html"] = _plotly_div(dict(data[PLOTLY_MIMETYPE]))
-                del data[PLOTLY_MIMETYPE]
-                figures += 1
+            data = out.get("data")
+            if data is not None:
+                for mimetype in _HIDDEN_MIMETYPES:
+                    data.pop(mimetype, None)
+                if not data:
+                    continue
+                if PLOTLY_MIMETYPE in data:
+                    data["text/html"] = _plotly_div(dict(data.pop(PLOTLY_MIMETYPE)))
+                    figures += 1
+            kept.append(out)
+        if "outputs" in cell:
+            cell.outputs = kept
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
     body = scrubber.text(body)
