@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from condvest import manifest
 from condvest.bars import bars_frame, check_bars, dedupe
 from condvest.bronze_write import merge_history, write_daily_files, write_quarantine
+from condvest.crash import crash_point
 from condvest.errors import AuthError, CondvestError, FetchFailed, SourceError
 from condvest.fetch_plan import FetchParams, FetchPlan, backfill_window, parse_symbols, plan, validate
 from condvest.polygon import PolygonClient
@@ -141,11 +142,14 @@ class _Writer:
         return good, bad
 
     def _write_session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> None:
+        t0 = time.monotonic()
         good, bad = self._prepare(raw, res)
         write_quarantine(self.store, day, self.run_id, bad)
         res.bronze_rows += write_daily_files(self.store, good)
+        crash_point("fetch.after_bronze")
         if self.write_postgres:
             res.postgres_rows += upsert(self._pg(), good, self.cutoff)
+        res.seconds += time.monotonic() - t0
 
     async def session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> None:
         async with self._lock:
@@ -210,6 +214,7 @@ async def _fetch_sessions(client: PolygonClient, w: _Writer, report: FetchReport
             res, t0 = results[day], time.monotonic()
             try:
                 raw = bars_frame(await client.grouped_daily(day))
+                res.seconds += time.monotonic() - t0
                 if raw.empty:
                     raise SourceError("empty answer on a trading session", date=day.isoformat())
                 await w.session(day, raw, res)
@@ -219,7 +224,7 @@ async def _fetch_sessions(client: PolygonClient, w: _Writer, report: FetchReport
             except CondvestError as exc:
                 res.status, res.error = "failed", str(exc)
                 log.error("fetch=session_failed session=%s error=%s", day, exc)
-            res.seconds = round(time.monotonic() - t0, 3)
+            res.seconds = round(res.seconds, 3)
 
         await _bounded(list(plan_.sessions), grouped, "fetch sessions", progress, max(1, client.limits.concurrency))
         return
@@ -251,7 +256,7 @@ async def _fetch_sessions(client: PolygonClient, w: _Writer, report: FetchReport
             res.status = "done"
         except CondvestError as exc:
             res.status, res.error = "failed", str(exc)
-        res.seconds = round((time.monotonic() - t0) / len(plan_.sessions), 3)
+        res.seconds = round(res.seconds + (time.monotonic() - t0) / len(plan_.sessions), 3)
 
 
 async def _fetch_history(client: PolygonClient, w: _Writer, report: FetchReport, progress: bool) -> None:

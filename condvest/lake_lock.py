@@ -60,7 +60,7 @@ def lake_lock(store: Store, name: str = "resample", run_id: str | None = None, p
     """Hold lock ``name`` for the body; ``BusyError`` at once when someone else holds it."""
     key = lock_key(name)
     rec = {"holder": f"{socket.gethostname()}:{os.getpid()}", "run_id": run_id or uuid.uuid4().hex[:12],
-           "purpose": purpose, "taken_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+           "purpose": purpose, "taken_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     try:
         store.put(key, json.dumps(rec).encode(), if_none_match=True)
     except PreconditionFailed:

@@ -149,10 +149,10 @@ class PolygonClient:
                 payload = json.loads(body)
                 if isinstance(payload, dict) and payload.get("status") == "NOT_AUTHORIZED":
                     raise AuthError("not authorized", path=path, status=status, symbol=symbol, date=date)
-                if not isinstance(payload, dict) or payload.get("status") not in ("OK", "DELAYED"):
+                if not isinstance(payload, dict) or payload.get("status") == "ERROR":
                     detail = payload.get("error") or payload.get("message") if isinstance(payload, dict) else None
-                    raise BadPayload(f"error body in HTTP 200: {detail or 'no status OK'}", path=path, status=200,
-                                     symbol=symbol, date=date)
+                    raise BadPayload(f"error body in HTTP 200: {detail or 'not a JSON object'}", path=path,
+                                     status=200, symbol=symbol, date=date)
                 return payload
             except ValueError as exc:  # truncated or invalid JSON
                 last = BadPayload(f"invalid JSON ({exc.__class__.__name__})", path=path, status=200, symbol=symbol,

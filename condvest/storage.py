@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -210,18 +211,21 @@ class S3Store(Store):
         self.endpoint_url = endpoint_url
         self.region = region
         self._client = client
+        self._client_lock = threading.Lock()
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
+            with self._client_lock:  # put_many's threads must share one client (and one connection pool)
+                if self._client is None:
+                    import boto3
+                    from botocore.config import Config
 
-            self._client = boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint_url, region_name=self.region or "us-east-1",
-                config=Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "standard"},
-                              s3={"addressing_style": "path"} if self.endpoint_url else None),
-            )
+                    self._client = boto3.session.Session().client(
+                        "s3", endpoint_url=self.endpoint_url, region_name=self.region or "us-east-1",
+                        config=Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "standard"},
+                                      s3={"addressing_style": "path"} if self.endpoint_url else None),
+                    )
         return self._client
 
     def _k(self, key: str) -> str:
@@ -236,8 +240,9 @@ class S3Store(Store):
         return StorageError(key, f"S3 {code or type(exc).__name__}: {exc}")
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        k = self._k(key)
         try:
-            r = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+            r = self.client.get_object(Bucket=self.bucket, Key=k)
             return r["Body"].read(), r["ETag"]
         except Exception as exc:  # botocore raises ClientError / connection errors
             raise self._err(key, exc) from exc
@@ -248,15 +253,21 @@ class S3Store(Store):
             kw["IfMatch"] = if_match
         if if_none_match:
             kw["IfNoneMatch"] = "*"
+        k = self._k(key)
         try:
-            r = self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, **kw)
+            r = self.client.put_object(Bucket=self.bucket, Key=k, Body=data, **kw)
             return r["ETag"]
         except Exception as exc:
-            raise self._err(key, exc) from exc
+            err = self._err(key, exc)
+            if if_match is not None and isinstance(err, ObjectNotFound):
+                # AWS answers If-Match on a missing object with 404: the object changed (it went away)
+                err = PreconditionFailed(key, "object was deleted since it was read")
+            raise err from exc
 
     def head(self, key: str) -> ObjectInfo | None:
+        k = self._k(key)
         try:
-            r = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+            r = self.client.head_object(Bucket=self.bucket, Key=k)
         except Exception as exc:
             err = self._err(key, exc)
             if isinstance(err, ObjectNotFound):
@@ -276,8 +287,9 @@ class S3Store(Store):
             raise self._err(prefix, exc) from exc
 
     def delete(self, key: str) -> None:
+        k = self._k(key)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+            self.client.delete_object(Bucket=self.bucket, Key=k)
         except Exception as exc:
             raise self._err(key, exc) from exc
 
@@ -285,9 +297,9 @@ class S3Store(Store):
         keys = list(keys)
         for i in range(0, len(keys), 1000):
             chunk = keys[i : i + 1000]
+            objects = [{"Key": self._k(k)} for k in chunk]
             try:
-                r = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": self._k(k)} for k in chunk], "Quiet": True})
+                r = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
             except Exception as exc:
                 raise self._err(chunk[0], exc) from exc
             if r.get("Errors"):
@@ -296,9 +308,9 @@ class S3Store(Store):
         return len(keys)
 
     def copy(self, src: str, dst: str) -> None:
+        src_k, dst_k = self._k(src), self._k(dst)
         try:
-            self.client.copy_object(Bucket=self.bucket, Key=self._k(dst),
-                                    CopySource={"Bucket": self.bucket, "Key": self._k(src)})
+            self.client.copy_object(Bucket=self.bucket, Key=dst_k, CopySource={"Bucket": self.bucket, "Key": src_k})
         except Exception as exc:
             raise self._err(src, exc) from exc
 

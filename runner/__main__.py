@@ -2,7 +2,8 @@
 
 Exit codes: 0 every run succeeded; 1 a notebook cell failed (one line names the notebook and the cell);
 2 the request was refused before anything ran (unknown notebook or pipeline, a secret-looking or
-undeclared parameter) or a setting is invalid; 3 the runs location could not be read or written.
+undeclared parameter) or a setting is invalid; 3 the runs location could not be read or written;
+130 interrupted (Ctrl-C; the run is recorded as failed).
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageError as exc:
         print(f"error: runs location: {exc}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print("interrupted: the run was recorded as failed", file=sys.stderr)
+        return 130
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -196,6 +196,10 @@ def collect_results(nb: Any) -> dict[str, Any]:
             data = out.get("data", {}).get(RESULT_MIMETYPE)
             if isinstance(data, dict):
                 results.update(data)
+            elif data is not None:
+                log.warning(
+                    "result ignored mimetype=%s reason=not-a-json-object type=%s", RESULT_MIMETYPE, type(data).__name__
+                )
     return results
 
 
@@ -252,7 +256,7 @@ def execute(
             )
         except PapermillExecutionError as exc:
             failure = exc
-        except Exception as exc:  # kernel died, cell timeout, kernel missing: the run failed, record it
+        except (Exception, KeyboardInterrupt) as exc:  # kernel died, timeout, no kernel, Ctrl-C: record the run
             failure = exc
             log.warning(
                 "run aborted run_id=%s notebook=%s error=%s",
@@ -297,6 +301,8 @@ def execute(
         stage=stage,
     )
     append_run(store, result.index_record())
+    if isinstance(failure, KeyboardInterrupt):
+        raise failure
     log.info(
         "run finished run_id=%s notebook=%s status=%s duration_s=%.1f wall_s=%.1f",
         run_id,

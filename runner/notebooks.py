@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from condvest.errors import ParameterError
+from runner.scrub import Scrubber
 
 #: parameter names that look like a credential: secrets come from the environment, never as parameters
 SECRET_NAME = re.compile(r"(?i)(api_?key|apikey|passw(or)?d|secret|token|dsn|credential|private_?key)")
@@ -84,6 +85,12 @@ def check_parameters(
             )
         if any(s in str(value) for s in secret_values):
             raise ParameterError("its value contains a secret from the environment; refusing to record it", name)
+        if isinstance(value, str) and Scrubber([]).text(value) != value:
+            raise ParameterError(
+                "its value carries a credential (apiKey=... or a URL password); pass it through "
+                "the environment instead",
+                name,
+            )
         if known is not None and name not in known:
             listed = ", ".join(sorted(known)) or "none"
             raise ParameterError(f"{notebook} does not declare it (declared: {listed})", name)

@@ -8,4 +8,4 @@ for _var in ("POLYGON_API_KEY_SECRET_ARN", "RDS_SECRET_ARN", "RDS_ENDPOINT", "CO
              "CONDVEST_LAKE_URI", "S3_DATALAKE_BUCKET"):
     os.environ.pop(_var, None)
 
-pytest_plugins = ["tests.fixtures.pg"]
+pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.s3", "tests.fixtures.polygon"]

@@ -1,0 +1,292 @@
+"""Benchmark of 02_resample at the seed's scale (5,350 symbols, ~10.8M daily rows back to 1962).
+
+    .venv/bin/python bench/bench_resample.py [--root /tmp/condvest-bench] [--symbols 5350] [--rows 10800000]
+
+1. generates a bronze lake (numpy, one ``symbol=X/data.parquet`` per symbol);
+2. full resample of the six intervals, each contender in its own process (peak RSS from wait4):
+   condvest ``run_resample(force_full_resample=True)``, (a) one plain DuckDB query of the same semantics
+   (dedup on (symbol, date), numbering, six aggregations, one partitioned COPY), (b) pandas, (c) polars;
+3. writes one new session (5,350 daily files) and times the incremental run beside its floor: DuckDB
+   reading those 5,350 files and nothing else.
+Prints a markdown table (the figures in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+INTERVALS = (3, 5, 8, 13, 21, 34)
+THREADS = 2
+MEMORY = "3GB"
+
+
+def _schema() -> pa.Schema:
+    from condvest.bars import BRONZE_SCHEMA
+
+    return BRONZE_SCHEMA
+
+
+def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7) -> dict:
+    from condvest.calendar import sessions_between
+
+    t0 = time.perf_counter()
+    sessions = np.array(sessions_between(dt.date(1962, 1, 2), dt.date(2025, 10, 17)), dtype="datetime64[D]")
+    ns = len(sessions)
+    rng = np.random.default_rng(seed)
+    # history lengths: a few symbols back to 1962, most much shorter; scaled to n_rows in total
+    u = rng.random(n_symbols) ** 6.0
+    lengths = np.maximum(1, (u / u.sum() * n_rows)).astype(np.int64)
+    lengths[: max(1, n_symbols // 500)] = ns
+    lengths = np.minimum(lengths, ns)
+    lengths[-1] += n_rows - lengths.sum()
+    lengths = np.clip(lengths, 1, ns)
+    total = int(lengths.sum())
+    sym_idx = np.repeat(np.arange(n_symbols), lengths)
+    starts = np.cumsum(lengths) - lengths
+    pos = np.arange(total) - np.repeat(starts, lengths)
+    day_idx = ns - np.repeat(lengths, lengths) + pos  # every symbol trades up to the last session
+    ret = rng.normal(0, 0.02, total)
+    ret[starts] = 0
+    logp = np.cumsum(ret)
+    logp -= np.repeat(logp[starts], lengths)
+    close = np.round(20 * np.exp(logp), 4)
+    open_ = np.round(close * (1 + rng.normal(0, 0.005, total)), 4)
+    high = np.maximum(open_, close) * (1 + rng.random(total) * 0.01)
+    low = np.minimum(open_, close) * (1 - rng.random(total) * 0.01)
+    volume = rng.integers(100, 5_000_000, total).astype(np.float64)
+    names = np.array([f"S{i:05d}" for i in range(n_symbols)])
+    days = sessions[day_idx]
+    ts = days.astype("datetime64[us]") + np.timedelta64(4, "h")
+    ingested = np.datetime64("2025-10-18T00:00:00", "us")
+    schema = _schema()
+    table = pa.table({
+        "symbol": pa.DictionaryArray.from_arrays(pa.array(sym_idx.astype(np.int32)), pa.array(names)).cast(
+            pa.string()),
+        "date": pa.array(days, pa.date32()), "timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "open": open_, "high": high, "low": low, "close": close, "volume": volume,
+        "vwap": pa.array((high + low + close) / 3), "transactions": pa.array(rng.integers(1, 9999, total)),
+        "interval": pa.array(["1d"] * 1, pa.string()).take(pa.array(np.zeros(total, np.int64))),
+        "ingested_at": pa.array(np.full(total, ingested), pa.timestamp("us", tz="UTC")),
+    }, schema=schema)
+    base = root / "bronze" / "raw_ohlcv"
+
+    def write(i: int) -> None:
+        d = base / f"symbol={names[i]}"
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.slice(int(starts[i]), int(lengths[i])), d / "data.parquet", compression="snappy")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(n_symbols)))
+    return {"rows": total, "symbols": n_symbols, "first": str(sessions[day_idx.min()]),
+            "last": str(sessions[-1]), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def new_session(root: Path, day: str = "2025-10-20") -> int:
+    """One daily file per symbol for the next session."""
+    base = root / "bronze" / "raw_ohlcv"
+    syms = sorted(p.name.split("=", 1)[1] for p in base.iterdir() if p.name.startswith("symbol="))
+    d = np.datetime64(day)
+    schema = _schema()
+    rng = np.random.default_rng(11)
+
+    def write(s: str) -> None:
+        c = float(rng.uniform(5, 50))
+        t = pa.table({"symbol": [s], "date": pa.array([d], pa.date32()),
+                      "timestamp": pa.array([d.astype("datetime64[us]") + np.timedelta64(4, "h")],
+                                            pa.timestamp("us", tz="UTC")),
+                      "open": [c], "high": [c * 1.01], "low": [c * 0.99], "close": [c], "volume": [1000.0],
+                      "vwap": [c], "transactions": [10], "interval": ["1d"],
+                      "ingested_at": pa.array([np.datetime64("2025-10-21T00:00:00", "us")],
+                                              pa.timestamp("us", tz="UTC"))}, schema=schema)
+        pq.write_table(t, base / f"symbol={s}" / f"date={day}.parquet")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, syms))
+    return len(syms)
+
+
+# ---------------------------------------------------------------- contenders (each runs in a child process)
+
+def run_condvest(root: str) -> dict:
+    from condvest.resample import run_resample
+    from condvest.settings import Settings
+
+    r = run_resample(Settings(lake_uri=root), ",".join(map(str, INTERVALS)), force_full_resample=False,
+                     threads=THREADS, memory_limit=MEMORY)
+    return {"modes": sorted({x.mode for x in r.results}), "bars": sum(x.bars_total for x in r.results)}
+
+
+def run_condvest_full(root: str) -> dict:
+    from condvest.resample import run_resample
+    from condvest.settings import Settings
+
+    r = run_resample(Settings(lake_uri=root), ",".join(map(str, INTERVALS)), force_full_resample=True,
+                     threads=THREADS, memory_limit=MEMORY)
+    return {"modes": sorted({x.mode for x in r.results}), "bars": sum(x.bars_total for x in r.results)}
+
+
+def run_duckdb(root: str) -> dict:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET threads = {THREADS}; SET memory_limit = '{MEMORY}'; SET preserve_insertion_order = false")
+    out = Path(root) / "bench_out" / "duckdb"
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    aggs = " UNION ALL ".join(
+        f"SELECT symbol, min(date) AS date, max(date) AS end_date, arg_min(open, i) AS open, max(high) AS high, "
+        f"min(low) AS low, arg_max(close, i) AS close, sum(volume) AS volume, count(*) AS sessions, {n} AS iv "
+        f"FROM numbered GROUP BY symbol, i // {n}" for n in INTERVALS)
+    con.execute(f"""
+        COPY (
+          WITH dedup AS (
+            SELECT symbol, date, open, high, low, close, volume FROM read_parquet('{root}/bronze/raw_ohlcv/*/*.parquet',
+                filename = true)
+            QUALIFY row_number() OVER (PARTITION BY symbol, date ORDER BY ingested_at DESC NULLS LAST,
+                                       filename LIKE '%/data.parquet') = 1),
+          numbered AS MATERIALIZED (
+            SELECT *, row_number() OVER (PARTITION BY symbol ORDER BY date) - 1 AS i FROM dedup)
+          SELECT *, strftime(date, '%Y') AS year, strftime(date, '%m') AS month FROM ({aggs}))
+        TO '{out}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (iv, year, month))""")
+    return {"files": sum(1 for _ in out.rglob("*.parquet"))}
+
+
+def run_pandas(root: str) -> dict:
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    t = ds.dataset(f"{root}/bronze/raw_ohlcv", format="parquet", partitioning=None).to_table(
+        columns=["symbol", "date", "open", "high", "low", "close", "volume", "ingested_at"])
+    df = t.to_pandas()
+    df = df.sort_values(["symbol", "date", "ingested_at"], ascending=[True, True, False], kind="stable")
+    df = df.drop_duplicates(["symbol", "date"], keep="first")
+    df["i"] = df.groupby("symbol", sort=False).cumcount()
+    out = Path(root) / "bench_out" / "pandas"
+    shutil.rmtree(out, ignore_errors=True)
+    total = 0
+    for n in INTERVALS:
+        g = df.groupby([df["symbol"], df["i"] // n], sort=False)
+        bars = g.agg(date=("date", "first"), end_date=("date", "last"), open=("open", "first"),
+                     high=("high", "max"), low=("low", "min"), close=("close", "last"), volume=("volume", "sum"),
+                     sessions=("date", "size")).reset_index(level=0)
+        d = pd.to_datetime(bars["date"])
+        bars["year"], bars["month"] = d.dt.strftime("%Y"), d.dt.strftime("%m")
+        ds.write_dataset(pa.Table.from_pandas(bars, preserve_index=False), out / f"silver_{n}d", format="parquet",
+                         partitioning=["year", "month"], partitioning_flavor="hive",
+                         existing_data_behavior="overwrite_or_ignore", max_partitions=4096)
+        total += len(bars)
+    return {"bars": total}
+
+
+def run_polars(root: str) -> dict:
+    import polars as pl
+
+    lf = pl.scan_parquet(f"{root}/bronze/raw_ohlcv/*/*.parquet").select(
+        ["symbol", "date", "open", "high", "low", "close", "volume", "ingested_at"])
+    df = (lf.sort(["symbol", "date", "ingested_at"], descending=[False, False, True])
+          .unique(["symbol", "date"], keep="first", maintain_order=True)
+          .with_columns(i=pl.int_range(pl.len()).over("symbol")).collect())
+    out = Path(root) / "bench_out" / "polars"
+    shutil.rmtree(out, ignore_errors=True)
+    total = 0
+    for n in INTERVALS:
+        bars = (df.group_by(["symbol", pl.col("i") // n]).agg(
+            pl.col("date").min().alias("date"), pl.col("date").max().alias("end_date"),
+            pl.col("open").sort_by("i").first(), pl.col("high").max(), pl.col("low").min(),
+            pl.col("close").sort_by("i").last(), pl.col("volume").sum(), pl.len().alias("sessions"))
+            .drop("i").with_columns(year=pl.col("date").dt.strftime("%Y"), month=pl.col("date").dt.strftime("%m")))
+        bars.write_parquet(out / f"silver_{n}d", partition_by=["year", "month"])
+        total += bars.height
+    return {"bars": total}
+
+
+def run_floor(root: str) -> dict:
+    import duckdb
+
+    files = sorted(str(p) for p in Path(root, "bronze", "raw_ohlcv").glob("symbol=*/date=*.parquet"))
+    con = duckdb.connect()
+    con.execute(f"SET threads = {THREADS}")
+    t = con.execute("SELECT * FROM read_parquet($f, union_by_name = true, filename = true)", {"f": files})
+    return {"rows": t.fetch_arrow_table().num_rows, "files": len(files)}
+
+
+CONTENDERS = {"condvest": run_condvest, "condvest_full": run_condvest_full, "duckdb": run_duckdb,
+              "pandas": run_pandas, "polars": run_polars, "floor": run_floor}
+
+
+def measure(name: str, root: Path) -> dict:
+    """Run one contender in a fresh process; wall time and peak RSS (wait4)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--root", str(root)], stdout=subprocess.PIPE)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, rusage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{name} failed")
+    res = json.loads(out.decode().strip().splitlines()[-1])
+    return {"name": name, "wall_s": round(wall, 2), "inner_s": res["seconds"], "peak_rss_mb": rusage.ru_maxrss // 1024,
+            **res["result"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default="/tmp/condvest-bench")
+    ap.add_argument("--symbols", type=int, default=5350)
+    ap.add_argument("--rows", type=int, default=10_800_000)
+    ap.add_argument("--child")
+    ap.add_argument("--skip", default="", help="comma-separated contenders to skip (e.g. pandas)")
+    a = ap.parse_args()
+    root = Path(a.root)
+    if a.child:
+        import duckdb  # noqa: F401  imports are not part of the timed work
+        import pandas  # noqa: F401
+
+        import condvest.resample  # noqa: F401
+        if a.child == "polars":
+            import polars  # noqa: F401
+        t0 = time.perf_counter()
+        result = CONTENDERS[a.child](str(root))
+        print(json.dumps({"seconds": round(time.perf_counter() - t0, 2), "result": result}))
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    gen = generate(root, a.symbols, a.rows)
+    print(f"generated {gen}", flush=True)
+    skip = set(filter(None, a.skip.split(",")))
+    rows = []
+    for name in ("duckdb", "condvest_full", "pandas", "polars"):
+        if name not in skip:
+            rows.append(measure(name, root))
+            print(rows[-1], flush=True)
+    files = new_session(root)
+    print(f"new session: {files} daily files", flush=True)
+    for name in ("floor", "condvest"):
+        rows.append(measure(name, root))
+        print(rows[-1], flush=True)
+    rows.append(measure("condvest", root) | {"name": "condvest (re-run, no new data)"})
+    by = {r["name"]: r for r in rows}
+    print("\n| run | wall s | in-process s | peak RSS MB |\n|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['name']} | {r['wall_s']} | {r['inner_s']} | {r['peak_rss_mb']} |")
+    full, duck = by["condvest_full"]["inner_s"], by["duckdb"]["inner_s"]
+    inc, floor = by["condvest"]["inner_s"], by["floor"]["inner_s"]
+    print(f"\nfull / plain DuckDB = {full / duck:.2f} (target <= 1.2); peak RSS full = "
+          f"{by['condvest_full']['peak_rss_mb']} MB (target <= 4096)")
+    print(f"incremental / floor = {inc / floor:.2f} (target <= 2); incremental / full = {inc / full:.1%} "
+          "(target <= 10%)")
+
+
+if __name__ == "__main__":
+    main()

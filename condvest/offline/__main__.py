@@ -1,0 +1,84 @@
+"""Command line of the offline market.
+
+    python -m condvest.offline serve --port 8765 --symbols 100 --seed 7 [--api-key KEY] [--now ISO]
+    python -m condvest.offline dms --lake ./lake --start 1962-01-02 --end 2025-10-31 [--lake-like]
+    python -m condvest.offline.server --port 8765 --symbols 100 --seed 7      (same as ``serve``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import threading
+
+from condvest.errors import CondvestError
+
+
+def _market(args: argparse.Namespace) -> object:
+    from condvest.offline.market import SyntheticMarket
+
+    if args.lake_like:
+        return SyntheticMarket.lake_like(args.symbols, args.seed)
+    return SyntheticMarket(args.symbols, args.seed)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from condvest.offline.server import start_in_thread
+
+    now = dt.datetime.fromisoformat(args.now) if args.now else None
+    handle = start_in_thread(_market(args), args.host, args.port, args.api_key, now=now)  # type: ignore[arg-type]
+    print(f"offline Polygon server at {handle.base_url} (api key {args.api_key!r}); Ctrl-C stops it", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+    return 0
+
+
+def _dms(args: argparse.Namespace) -> int:
+    from condvest.offline.dms import write_dms_export
+    from condvest.settings import Settings
+    from condvest.storage import open_store
+
+    store = open_store(args.lake, Settings.from_env())
+    keys = write_dms_export(store, _market(args), dt.date.fromisoformat(args.start),  # type: ignore[arg-type]
+                            dt.date.fromisoformat(args.end), n_files=args.files, quirks=not args.no_quirks)
+    print("\n".join(keys))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m condvest.offline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("serve", "dms"):
+        p = sub.add_parser(name)
+        p.add_argument("--symbols", type=int, default=100)
+        p.add_argument("--seed", type=int, default=7)
+        p.add_argument("--lake-like", action="store_true", help="calibrate listings to ~10.8M rows (5,350 symbols)")
+    serve = sub.choices["serve"]
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--api-key", default="test-key")
+    serve.add_argument("--now", help="fix the server clock, e.g. 2025-10-20T15:00:00+00:00")
+    dms = sub.choices["dms"]
+    dms.add_argument("--lake", required=True, help="lake root: a folder or s3://bucket/prefix")
+    dms.add_argument("--start", default="1962-01-02")
+    dms.add_argument("--end", default="2025-10-31")
+    dms.add_argument("--files", type=int, default=8)
+    dms.add_argument("--no-quirks", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return _serve(args) if args.command == "serve" else _dms(args)
+    except CondvestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

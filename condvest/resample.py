@@ -1,0 +1,268 @@
+"""02_resample: bronze daily bars -> Fibonacci-interval silver bars (3, 5, 8, 13, 21, 34 sessions).
+
+    run_resample(settings, intervals="3,5,8,13,21,34", force_full_resample=False) -> ResampleReport
+    checkpoint_table(settings) -> pandas.DataFrame
+
+A run holds the lake lock ``resample`` (shared with compaction), reads the checkpoints, and either
+recomputes everything (no checkpoint, ``force_full_resample``, the DMS export changed, or most symbols
+changed) or only the symbols whose bronze objects changed since the state the checkpoints name, from
+the first bar a change can touch. Month files are always rewritten whole. The trailing, still-open bar
+of each symbol is written with ``sessions < N`` and recomputed whenever that symbol gets data.
+
+Write order, the crash story: silver month files, then the state folder, then the checkpoints (the
+commit record). A crash leaves the old checkpoint naming the old state; the next run recomputes the same
+changes and rewrites the same month files whole, so the result is the same as without the crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from condvest.crash import crash_point
+from condvest.errors import CorruptObject, ObjectNotFound, ParameterError
+from condvest.lake import METADATA_PREFIX, SILVER_PREFIX, check_interval, checkpoint_key
+from condvest.lake_lock import lake_lock
+from condvest.resample_engine import connect, load_rows, register_dms
+from condvest.resample_write import incremental_pass, write_full
+from condvest.settings import Settings
+from condvest.silver_state import (
+    JOURNAL_PREFIX,
+    SilverState,
+    apply_journals,
+    diff_sources,
+    latest_journal,
+    list_sources,
+    prune_states,
+)
+from condvest.storage import Store, open_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVALS = "3,5,8,13,21,34"
+MIN_TAIL = 34
+MAX_INTERVAL = 10_000
+#: when more symbols than this share (and than FULL_MIN) need their whole history re-read, recompute everything
+FULL_FRACTION = 0.5
+FULL_MIN = 200
+
+
+def parse_intervals(intervals: str | int | Iterable[int]) -> tuple[int, ...]:
+    """``"3,5,8"`` (or ints) -> sorted unique positive ints; anything else is a ``ParameterError``."""
+    if isinstance(intervals, str):
+        parts = [p.strip() for p in intervals.split(",")]
+        if not intervals.strip() or any(not p.isdigit() for p in parts):
+            raise ParameterError(f"intervals must be positive integers separated by commas, got {intervals!r}",
+                                 "intervals")
+        values = [int(p) for p in parts]
+    elif isinstance(intervals, int):
+        values = [intervals]
+    else:
+        values = list(intervals)
+    out = sorted({check_interval(v) for v in values})
+    if not out or out[-1] > MAX_INTERVAL:
+        raise ParameterError(f"intervals must be between 1 and {MAX_INTERVAL}, got {intervals!r}", "intervals")
+    return tuple(out)
+
+
+@dataclass
+class IntervalResult:
+    interval: int
+    mode: str  # full | incremental | unchanged
+    bars_written: int = 0
+    months_rewritten: int = 0
+    symbols_changed: int = 0
+    rows_read: int = 0
+    bars_total: int = 0
+    last_session: str | None = None
+
+
+@dataclass
+class ResampleReport:
+    run_id: str
+    intervals: tuple[int, ...]
+    results: list[IntervalResult] = field(default_factory=list)
+    seconds: float = 0.0
+    message: str = ""
+
+    def to_frame(self) -> pd.DataFrame:
+        cols = list(IntervalResult.__dataclass_fields__)
+        return pd.DataFrame([asdict(r) for r in self.results], columns=cols)
+
+    def summary(self) -> dict[str, object]:
+        return {"run_id": self.run_id, "message": self.message, "seconds": round(self.seconds, 2),
+                "bars_written": sum(r.bars_written for r in self.results)}
+
+
+def _read_checkpoint(store: Store, n: int) -> dict | None:
+    key = checkpoint_key(n)
+    try:
+        doc = json.loads(store.get(key))
+    except ObjectNotFound:
+        return None
+    except ValueError as exc:
+        raise CorruptObject(key, f"unreadable checkpoint: {exc}") from exc
+    if doc.get("status") != "complete" or "state" not in doc:
+        raise CorruptObject(key, "checkpoint is not a complete commit record; run with force_full_resample=True")
+    return doc
+
+
+def _all_checkpoints(store: Store) -> list[dict]:
+    out = []
+    for o in store.list(f"{METADATA_PREFIX}/silver_"):
+        if o.key.endswith("_checkpoint.json"):
+            try:
+                out.append(json.loads(store.get(o.key)))
+            except (ValueError, ObjectNotFound):
+                continue
+    return out
+
+
+def _write_checkpoint(store: Store, n: int, state: SilverState, mode: str, rows_read: int, run_id: str) -> dict:
+    counts = state.symbols["n"].astype("int64") if len(state.symbols) else pd.Series([], dtype="int64")
+    bars = int(((counts + n - 1) // n).sum())
+    complete = int((counts // n).sum())
+    last = max(state.symbols["last_date"]) if len(state.symbols) else None
+    doc = {"interval": n, "status": "complete", "mode": mode,
+           "last_processed_session": last.isoformat() if last else None,
+           "bars": bars, "complete_bars": complete, "partial_bars": bars - complete,
+           "symbols": len(state.symbols), "rows_read": rows_read,
+           "source_watermark": {"state": state.run_id, "objects": len(state.sources), "journal": state.journal},
+           "state": state.run_id, "tail": state.tail_len, "run_id": run_id,
+           "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    store.put(checkpoint_key(n), json.dumps(doc, indent=1).encode())
+    return doc
+
+
+def _full(store: Store, settings: Settings, ns: tuple[int, ...], sources: pd.DataFrame, journal: str | None,
+          run_id: str, threads: int | None, memory_limit: str | None) -> tuple[SilverState, dict[int, IntervalResult]]:
+    con = connect(store, threads=threads, memory_limit=memory_limit)
+    try:
+        keys = sources.loc[sources["kind"] != "dms", "key"].tolist()
+        dms_keys = sources.loc[sources["kind"] == "dms", "key"].tolist()
+        if dms_keys:
+            register_dms(con, store, dms_keys, None)
+        rows = load_rows(con, store, "rows", keys, dms=bool(dms_keys))
+        tail_len = max(MIN_TAIL, max(ns))
+        written = write_full(con, store, ns, run_id)
+        symbols = con.execute("SELECT symbol, count(*) AS n, min(date) AS first_date, max(date) AS last_date "
+                              "FROM rows GROUP BY symbol ORDER BY symbol").df()
+        tail = con.execute("SELECT r.symbol, r.i, r.date, r.open, r.high, r.low, r.close, r.volume FROM rows r "
+                           "JOIN (SELECT symbol, count(*) AS n FROM rows GROUP BY symbol) c USING (symbol) "
+                           "WHERE r.i >= c.n - $t ORDER BY r.symbol, r.i", {"t": tail_len}).df()
+    finally:
+        con.close()
+    for df in (symbols, tail):
+        for col in ("date", "first_date", "last_date"):
+            if col in df:
+                df[col] = pd.to_datetime(df[col]).dt.date
+    state = SilverState(run_id, sources, symbols, tail, tail_len, journal)
+    results = {n: IntervalResult(n, "full", bars_written=written[n][0], months_rewritten=written[n][1],
+                                 symbols_changed=len(symbols), rows_read=rows) for n in ns}
+    return state, results
+
+
+def run_resample(settings: Settings, intervals: str | Iterable[int] = DEFAULT_INTERVALS,
+                 force_full_resample: bool = False, *, store: Store | None = None, threads: int | None = None,
+                 memory_limit: str | None = None) -> ResampleReport:
+    """Bring the silver bars of ``intervals`` up to date with bronze (see the module docstring)."""
+    ns = parse_intervals(intervals)
+    if not isinstance(force_full_resample, bool):
+        raise ParameterError(f"force_full_resample must be True or False, got {force_full_resample!r}",
+                             "force_full_resample")
+    store = store or open_store(settings=settings)
+    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    report = ResampleReport(run_id, ns)
+    t0 = time.perf_counter()
+    with lake_lock(store, "resample", run_id=run_id, purpose="resample"):
+        for o in list(store.list(f"{SILVER_PREFIX}/_staging/")):  # leftovers of a crashed full run
+            store.delete(o.key)
+        checkpoints = {n: (None if force_full_resample else _read_checkpoint(store, n)) for n in ns}
+        journal = latest_journal(store)
+        sources = list_sources(store)
+        log.info("resample start run_id=%s intervals=%s objects=%d force_full=%s", run_id,
+                 ",".join(map(str, ns)), len(sources), force_full_resample)
+        if sources.empty and all(c is None for c in checkpoints.values()):
+            report.message = "nothing to resample: bronze is empty"
+            report.results = [IntervalResult(n, "unchanged") for n in ns]
+            log.info("resample nothing to do run_id=%s", run_id)
+            return report
+        results: dict[int, IntervalResult] = {}
+        need_full = any(c is None or c.get("tail", 0) < n - 1 for n, c in checkpoints.items())
+        groups: dict[str, list[int]] = {}
+        if not need_full:
+            for n, c in checkpoints.items():
+                groups.setdefault(c["state"], []).append(n)
+        for i, (state_id, group) in enumerate(sorted(groups.items())):
+            cp = checkpoints[group[0]]
+            base = SilverState.load(store, state_id, cp["tail"], cp["source_watermark"].get("journal"))
+            cursor, extra = apply_journals(store, base)
+            changes = diff_sources(base, sources, extra)
+            slow = len(changes.since) - len(changes.append)
+            if changes.dms_changed or slow > max(FULL_MIN, FULL_FRACTION * len(base.symbols)):
+                log.info("resample falling back to full run_id=%s reread_symbols=%d dms_changed=%s", run_id,
+                         slow, changes.dms_changed)
+                need_full = True
+                break
+            sub_id = run_id if i == 0 else f"{run_id}-{i}"
+            state, res = incremental_pass(store, base, changes, sources, cursor, tuple(group), sub_id,
+                                          threads=threads, memory_limit=memory_limit)
+            results.update(res)
+            if state is not None:
+                crash_point("resample.before_checkpoint")
+                for n in group:
+                    _write_checkpoint(store, n, state, res[n].mode, res[n].rows_read, run_id)
+                    crash_point("resample.after_first_checkpoint")
+            for n in group:
+                results[n].bars_total, results[n].last_session = _totals(state or base, n)
+        if need_full:
+            state, results = _full(store, settings, ns, sources, journal, run_id, threads, memory_limit)
+            crash_point("resample.after_silver")
+            state.save(store)
+            crash_point("resample.before_checkpoint")
+            for n in ns:
+                _write_checkpoint(store, n, state, "full", results[n].rows_read, run_id)
+                crash_point("resample.after_first_checkpoint")
+                results[n].bars_total, results[n].last_session = _totals(state, n)
+        _prune(store)
+    report.results = [results[n] for n in ns]
+    report.seconds = time.perf_counter() - t0
+    changed = sum(r.bars_written for r in report.results)
+    report.message = (f"resampled {len(ns)} interval(s): {changed} bars written" if changed
+                      else "silver is up to date: nothing to resample")
+    log.info("resample done run_id=%s seconds=%.2f bars_written=%d", run_id, report.seconds, changed)
+    return report
+
+
+def _totals(state: SilverState, n: int) -> tuple[int, str | None]:
+    if state.symbols.empty:
+        return 0, None
+    counts = state.symbols["n"].astype("int64")
+    return int(((counts + n - 1) // n).sum()), max(state.symbols["last_date"]).isoformat()
+
+
+def _prune(store: Store) -> None:
+    """Delete states no checkpoint names, and compaction journals every checkpoint has passed."""
+    cps = _all_checkpoints(store)
+    prune_states(store, {c["state"] for c in cps if "state" in c})
+    cursors = [c.get("source_watermark", {}).get("journal") for c in cps]
+    if cps and all(cursors):
+        floor = min(cursors)
+        store.delete_many([o.key for o in store.list(JOURNAL_PREFIX) if o.key < floor])
+
+
+def checkpoint_table(settings: Settings, *, store: Store | None = None, with_times: bool = False) -> pd.DataFrame:
+    """One row per checkpoint (interval order); ``with_times`` adds run id and update time."""
+    store = store or open_store(settings=settings)
+    cols = ["interval", "last_processed_session", "bars", "complete_bars", "partial_bars", "symbols", "status"]
+    if with_times:
+        cols += ["mode", "rows_read", "run_id", "updated_at"]
+    rows = sorted(_all_checkpoints(store), key=lambda c: c.get("interval", 0))
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)

@@ -1,0 +1,171 @@
+"""The DuckDB side of resampling: read bronze deduplicated and numbered, aggregate bars, write month files.
+
+All SQL is fixed text; table names come from this module's constants, every value (file lists, intervals,
+dates, paths) is bound. Bars of interval N: per symbol, sessions numbered 0, 1, … from its first bar
+(column ``i``); sessions ``k·N … k·N+N−1`` form bar k: first open, max high, min low, last close, summed
+volume, labelled with the first session (``date``), plus ``end_date`` and ``sessions`` (< N: the trailing,
+still-open bar).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from condvest.dms_reader import read_dms_file
+from condvest.errors import CorruptObject, StorageError
+from condvest.storage import LocalStore, Store
+
+log = logging.getLogger(__name__)
+
+SILVER_SCHEMA = pa.schema([
+    ("symbol", pa.string()), ("date", pa.date32()), ("end_date", pa.date32()), ("open", pa.float64()),
+    ("high", pa.float64()), ("low", pa.float64()), ("close", pa.float64()), ("volume", pa.float64()),
+    ("sessions", pa.int32()),
+])
+SILVER_COLUMNS = SILVER_SCHEMA.names
+
+_RAW_SELECT = """
+SELECT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date, CAST(open AS DOUBLE) AS open,
+       CAST(high AS DOUBLE) AS high, CAST(low AS DOUBLE) AS low, CAST(close AS DOUBLE) AS close,
+       CAST(volume AS DOUBLE) AS volume, {ingested} AS ingested_at,
+       CASE WHEN filename LIKE '%/data.parquet' THEN 1 ELSE 2 END AS src_rank, filename
+FROM read_parquet($files, union_by_name = true, filename = true)
+"""
+_DMS_SELECT = """
+SELECT symbol, date, open, high, low, close, volume, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at,
+       0 AS src_rank, filename
+FROM dms_rows
+"""
+# newest write wins; rows without ingested_at: daily file before data.parquet before the DMS export
+_DEDUP = """
+SELECT * FROM ({raw}) WHERE $all_symbols OR symbol IN (SELECT symbol FROM wanted)
+QUALIFY row_number() OVER (PARTITION BY symbol, date
+                           ORDER BY ingested_at DESC NULLS LAST, src_rank DESC, filename DESC,
+                                    close, volume, open, high, low) = 1
+"""
+# the bars of one interval from table {src} (an allow-listed name), rows at or after each symbol's cut
+_BARS = """
+SELECT symbol, min(date) AS date, max(date) AS end_date, arg_min(open, i) AS open, max(high) AS high,
+       min(low) AS low, arg_max(close, i) AS close, sum(volume) AS volume, CAST(count(*) AS INTEGER) AS sessions
+FROM {src} {where}
+GROUP BY symbol, i // {n}
+"""
+_TABLES = frozenset({"rows", "delta"})
+
+
+def connect(store: Store, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that reads and writes ``store.url(...)`` paths (``condvest.duck`` when present)."""
+    try:
+        from condvest import duck  # written by the storage helper: httpfs and credentials for S3
+    except ImportError:
+        duck = None
+    if duck is not None and hasattr(duck, "connect"):
+        con = duck.connect(store, threads=threads, memory_limit=memory_limit)
+    else:
+        con = duckdb.connect()
+        if threads:
+            con.execute("SET threads = $t", {"t": int(threads)})
+        if memory_limit:
+            con.execute("SET memory_limit = $m", {"m": memory_limit})
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def bars_sql(src: str, param: str = "n", with_cut: bool = False) -> str:
+    """The aggregation over table ``src`` of the interval bound to ``$<param>``; with ``with_cut`` only the
+    rows at or after each symbol's first recomputed index (table ``cuts``)."""
+    if src not in _TABLES or not re.fullmatch(r"n\d{0,2}", param):
+        raise ValueError(f"bad bars_sql arguments {src!r} {param!r}")
+    where = f"JOIN cuts c USING (symbol) WHERE {src}.i >= c.b" if with_cut else ""
+    return _BARS.format(src=src, where=where, n="$" + param)
+
+
+def _find_bad_file(store: Store, keys: list[str], exc: Exception) -> CorruptObject:
+    for key in keys:
+        try:
+            pq.read_metadata(io.BytesIO(store.get(key)))
+        except (pa.ArrowException, OSError) as bad:
+            return CorruptObject(key, f"unreadable parquet: {bad}")
+        except StorageError as bad:
+            return CorruptObject(key, str(bad))
+    return CorruptObject(keys[0] if keys else "<bronze>", f"bronze could not be read: {exc}")
+
+
+def register_dms(con: duckdb.DuckDBPyConnection, store: Store, keys: list[str], symbols: set[str] | None) -> int:
+    """Read the DMS export files (explicit schema) into the view ``dms_rows``; returns the rows read."""
+    from condvest.bars import BRONZE_SCHEMA
+
+    tables = []
+    for k in keys:
+        t = read_dms_file(store, k, symbols)
+        tables.append(t.append_column("filename", pa.array([store.url(k)] * t.num_rows, pa.string())))
+    schema = BRONZE_SCHEMA.append(pa.field("filename", pa.string()))
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    con.register("dms_rows", table)
+    return table.num_rows
+
+
+def load_rows(con: duckdb.DuckDBPyConnection, store: Store, table: str, keys: list[str], dms: bool,
+              symbols: set[str] | None = None) -> int:
+    """Create temp table ``table`` (symbol, date, OHLCV, i) from bronze objects ``keys`` (+ ``dms_rows``),
+    deduplicated on (symbol, date) and numbered per symbol from 0. Returns the rows read."""
+    if table not in _TABLES:
+        raise ValueError(table)
+    con.register("wanted", pa.table({"symbol": pa.array(sorted(symbols or ()), pa.string())}))
+    params = {"files": [store.url(k) for k in keys], "all_symbols": symbols is None}
+    parts = []
+    if keys:
+        parts.append(_RAW_SELECT)
+    if dms:
+        parts.append(_DMS_SELECT)
+    if not parts:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (symbol VARCHAR, date DATE, open DOUBLE, high DOUBLE, "
+                    "low DOUBLE, close DOUBLE, volume DOUBLE, i BIGINT)")
+        return 0
+    if not keys:
+        params.pop("files")
+    for ingested in ("CAST(ingested_at AS TIMESTAMPTZ)", "CAST(NULL AS TIMESTAMPTZ)"):
+        raw = " UNION ALL ".join(parts).format(ingested=ingested)
+        sql = (f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT symbol, date, open, high, low, close, volume, "
+               f"row_number() OVER (PARTITION BY symbol ORDER BY date) - 1 AS i FROM ({_DEDUP.format(raw=raw)})")
+        try:
+            con.execute(sql, params)
+            break
+        except duckdb.BinderException as exc:
+            if "ingested_at" not in str(exc) or ingested.startswith("CAST(NULL"):
+                raise
+        except duckdb.Error as exc:
+            raise _find_bad_file(store, keys, exc) from exc
+    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def silver_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table.select(SILVER_COLUMNS).cast(SILVER_SCHEMA), buf, compression="zstd")
+    return buf.getvalue()
+
+
+_STAGED = re.compile(r"iv=(\d+)/year=(\d{4})/month=(\d{2})/[^/]+\.parquet$")
+
+
+def parse_staged(key: str) -> tuple[int, int, int] | None:
+    m = _STAGED.search(key)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def move(store: Store, src: str, dst: str) -> None:
+    """Move one object into place (atomic rename on a local lake; copy then delete on S3)."""
+    if isinstance(store, LocalStore):
+        import os
+
+        os.makedirs(os.path.dirname(store.url(dst)), exist_ok=True)
+        os.replace(store.url(src), store.url(dst))
+    else:
+        store.copy(src, dst)
+        store.delete(src)

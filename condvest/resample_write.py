@@ -1,0 +1,226 @@
+"""Writing silver: the full rewrite (one partitioned COPY, moved into place) and the incremental pass
+(only the month files that hold bars of changed symbols, each rewritten whole)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from condvest.crash import crash_point
+from condvest.lake import SILVER_PREFIX, silver_key, silver_prefix
+from condvest.resample_engine import (
+    SILVER_COLUMNS,
+    bars_sql,
+    connect,
+    load_rows,
+    move,
+    parse_staged,
+    register_dms,
+    silver_bytes,
+)
+from condvest.silver_state import MIN_DATE, TAIL_COLUMNS, Changes, SilverState
+from condvest.storage import LocalStore, Store
+
+if TYPE_CHECKING:
+    from condvest.resample import IntervalResult
+
+log = logging.getLogger(__name__)
+_COLS = ", ".join(SILVER_COLUMNS)
+
+
+def write_full(con: duckdb.DuckDBPyConnection, store: Store, ns: tuple[int, ...], run_id: str) -> dict[int, tuple]:
+    """Write every month file of every interval from temp table ``rows``; returns {n: (bars, months)}."""
+    staging = f"{SILVER_PREFIX}/_staging/{run_id}"
+    params = {f"n{k}": n for k, n in enumerate(ns)}
+    union = " UNION ALL ".join(
+        f"SELECT {_COLS}, CAST($n{k} AS INTEGER) AS iv FROM ({bars_sql('rows', f'n{k}')})" for k in range(len(ns)))
+    sql = (f"COPY (SELECT *, strftime(date, '%Y') AS year, strftime(date, '%m') AS month FROM ({union})) "
+           "TO $path (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (iv, year, month), OVERWRITE_OR_IGNORE true)")
+    if isinstance(store, LocalStore):  # DuckDB creates the last folder only
+        os.makedirs(os.path.dirname(store.url(staging)), exist_ok=True)
+    con.execute(sql, {**params, "path": store.url(staging)})
+    staged: dict[tuple[int, int, int], list[str]] = {}
+    for o in store.list(staging + "/"):
+        part = parse_staged(o.key)
+        if part is not None:
+            staged.setdefault(part, []).append(o.key)
+    old = {n: {o.key for o in store.list(silver_prefix(n))} for n in ns}
+    out: dict[int, list[int]] = {n: [0, 0] for n in ns}
+    for (n, year, month), keys in tqdm(sorted(staged.items()), desc="silver months", unit="file", disable=None):
+        dst = silver_key(n, year, month)
+        if len(keys) == 1:
+            move(store, keys[0], dst)
+        else:  # DuckDB split one partition into several files: merge them
+            table = pa.concat_tables([_read(store, k) for k in keys])
+            store.put(dst, silver_bytes(table))
+            store.delete_many(keys)
+        old[n].discard(dst)
+        out[n][1] += 1
+        crash_point("resample.mid_silver")
+    for n in ns:
+        store.delete_many(sorted(old[n]))  # months that no longer hold any bar
+        out[n][0] = int(con.execute(f"SELECT count(*) FROM ({bars_sql('rows')})", {"n": n}).fetchone()[0])
+    return {n: tuple(v) for n, v in out.items()}
+
+
+def _read(store: Store, key: str) -> pa.Table:
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(store.get(key)))
+
+
+def _date(x: object) -> dt.date | None:
+    if x is None or x is pd.NaT or (isinstance(x, float) and np.isnan(x)):
+        return None
+    if isinstance(x, pd.Timestamp):
+        return x.date()
+    if isinstance(x, np.datetime64):
+        return pd.Timestamp(x).date()
+    return x  # type: ignore[return-value]
+
+
+def _load_delta(con: duckdb.DuckDBPyConnection, store: Store, base: SilverState, ch: Changes,
+                sources: pd.DataFrame) -> int:
+    """Temp table ``delta``: every row of the slow symbols (numbered from 0), and for append symbols their
+    stored tail plus the new daily rows numbered after it. Returns the bronze rows read."""
+    slow = set(ch.since) - ch.append
+    files = sources[(sources["kind"] != "dms") & sources["symbol"].isin(slow)]["key"].tolist()
+    dms_keys = sources.loc[sources["kind"] == "dms", "key"].tolist()
+    if slow and dms_keys:
+        register_dms(con, store, dms_keys, slow)
+    read = load_rows(con, store, "delta", files if slow else [], dms=bool(slow and dms_keys), symbols=slow)
+    if ch.append:
+        read += load_rows(con, store, "rows", sorted(ch.new_files), dms=False, symbols=ch.append)
+        olds = base.symbols[base.symbols["symbol"].isin(ch.append)][["symbol", "n"]]
+        con.register("olds", olds)
+        con.register("tail_rows", base.tail[base.tail["symbol"].isin(ch.append)][TAIL_COLUMNS])
+        con.execute("INSERT INTO delta SELECT symbol, CAST(date AS DATE), open, high, low, close, volume, i "
+                    "FROM tail_rows")
+        con.execute("INSERT INTO delta SELECT r.symbol, r.date, r.open, r.high, r.low, r.close, r.volume, r.i + o.n "
+                    "FROM rows r JOIN olds o USING (symbol)")
+    return read
+
+
+def incremental_pass(store: Store, base: SilverState, ch: Changes, sources: pd.DataFrame, cursor: str | None,
+                     ns: tuple[int, ...], run_id: str, threads: int | None = None,
+                     memory_limit: str | None = None) -> tuple[SilverState | None, dict[int, IntervalResult]]:
+    """Recompute the bars of the changed symbols from their first touched bar; rewrite those months whole."""
+    from condvest.resample import IntervalResult
+
+    new_sources = sources.copy()
+    folded = base.sources.set_index(["key", "etag"])["folded"]
+    idx = pd.MultiIndex.from_frame(new_sources[["key", "etag"]])
+    new_sources["folded"] = folded.reindex(idx).fillna(False).astype(bool).to_numpy()
+    if not ch.since:
+        same = cursor == base.journal and _same_sources(base.sources, new_sources)
+        state = None if same else SilverState(run_id, new_sources, base.symbols, base.tail, base.tail_len, cursor)
+        if state is not None:
+            state.save(store)
+        return state, {n: IntervalResult(n, "unchanged") for n in ns}
+    con = connect(store, threads=threads, memory_limit=memory_limit)
+    try:
+        rows_read = _load_delta(con, store, base, ch, sources)
+        meta = pd.DataFrame({"symbol": sorted(ch.since)})
+        meta["since"] = [ch.since[s] for s in meta["symbol"]]
+        con.register("meta", meta)
+        con.execute("CREATE OR REPLACE TEMP TABLE jmeta AS SELECT m.symbol, CAST(m.since AS DATE) AS since, "
+                    "coalesce(min(d.i) FILTER (WHERE d.date >= m.since), max(d.i) + 1, 0) AS j, "
+                    "coalesce(max(d.i) + 1, 0) AS n, min(d.date) AS first_date, max(d.date) AS last_date "
+                    "FROM meta m LEFT JOIN delta d USING (symbol) GROUP BY m.symbol, m.since")
+        jm = con.execute("SELECT * FROM jmeta ORDER BY symbol").df()
+        old = base.symbols.set_index("symbol")
+        jm["old_first"] = jm["symbol"].map(old["first_date"])
+        jm["old_last"] = jm["symbol"].map(old["last_date"])
+        app = jm["symbol"].isin(ch.append)
+        jm.loc[app, "first_date"] = jm.loc[app, "old_first"]
+        results = {}
+        for n in ns:
+            con.execute("CREATE OR REPLACE TEMP TABLE cuts AS SELECT m.symbol, (m.j // $n) * $n AS b, "
+                        "CASE WHEN (m.j // $n) * $n < m.j THEN d.date ELSE m.since END AS cut "
+                        "FROM jmeta m LEFT JOIN delta d ON d.symbol = m.symbol AND d.i = (m.j // $n) * $n", {"n": n})
+            results[n] = _rewrite_months(con, store, n, jm)
+            results[n].rows_read, results[n].symbols_changed = rows_read, len(jm)
+        crash_point("resample.after_silver")
+        tail = con.execute("SELECT d.symbol, d.i, d.date, d.open, d.high, d.low, d.close, d.volume FROM delta d "
+                           "JOIN jmeta m USING (symbol) WHERE d.i >= m.n - $t ORDER BY d.symbol, d.i",
+                           {"t": base.tail_len}).df()
+    finally:
+        con.close()
+    kept = jm[jm["n"] > 0]
+    symbols = pd.concat([base.symbols[~base.symbols["symbol"].isin(jm["symbol"])],
+                         kept[["symbol", "n", "first_date", "last_date"]]]).sort_values("symbol")
+    for df, cols in ((symbols, ("first_date", "last_date")), (tail, ("date",))):
+        for c in cols:
+            df[c] = pd.to_datetime(df[c]).dt.date
+    tail = pd.concat([base.tail[~base.tail["symbol"].isin(jm["symbol"])], tail]).sort_values(["symbol", "i"])
+    state = SilverState(run_id, new_sources, symbols.reset_index(drop=True), tail.reset_index(drop=True),
+                        base.tail_len, cursor)
+    state.save(store)
+    return state, results
+
+
+def _same_sources(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    ka = a.sort_values("key")[["key", "etag", "folded"]].reset_index(drop=True)
+    kb = b.sort_values("key")[["key", "etag", "folded"]].reset_index(drop=True)
+    return ka.equals(kb)
+
+
+def _rewrite_months(con: duckdb.DuckDBPyConnection, store: Store, n: int, jm: pd.DataFrame) -> IntervalResult:
+    from condvest.resample import IntervalResult
+
+    cuts = dict(con.execute("SELECT symbol, cut FROM cuts").fetchall())
+    months: set[int] = set()
+    for sym, first, old_first, last, old_last in zip(jm["symbol"], jm["first_date"], jm["old_first"],
+                                                     jm["last_date"], jm["old_last"], strict=True):
+        c = cuts.get(sym)
+        starts = [d for d in (_date(first), _date(old_first)) if d is not None]
+        ends = [d for d in (_date(last), _date(old_last)) if d is not None]
+        if not starts or not ends:
+            continue
+        lo = c if c is not None and c > MIN_DATE else min(starts)
+        hi = max(ends)
+        months.update(range(lo.year * 12 + lo.month - 1, hi.year * 12 + hi.month))
+    keys = {m: silver_key(n, m // 12, m % 12 + 1) for m in sorted(months)}
+    if len(keys) > 24:
+        existing = {o.key for o in store.list(silver_prefix(n))}
+        old_keys = [k for k in keys.values() if k in existing]
+    else:
+        old_keys = [k for k in keys.values() if store.exists(k)]
+    old_sql = (f"SELECT {_COLS}, false AS is_new FROM read_parquet($old, union_by_name = true) s "
+               "ANTI JOIN cuts c ON s.symbol = c.symbol AND s.date >= c.cut UNION ALL " if old_keys else "")
+    sql = f"{old_sql}SELECT {_COLS}, true AS is_new FROM ({bars_sql('delta', 'n', with_cut=True)})"
+    params = {"n": n, **({"old": [store.url(k) for k in old_keys]} if old_keys else {})}
+    table = con.execute(sql, params).fetch_arrow_table()
+    bars_new = int(pc.sum(table.column("is_new").cast(pa.int64())).as_py() or 0)
+    d = table.column("date")
+    ym = pc.add(pc.multiply(pc.year(d), 12), pc.subtract(pc.month(d), 1)).cast(pa.int64())
+    table = table.append_column("_ym", ym)
+    table = table.sort_by([("_ym", "ascending"), ("symbol", "ascending"), ("date", "ascending")])
+    ym_sorted = table.column("_ym").to_numpy()
+    items, written = [], set()
+    for m in np.unique(ym_sorted):
+        lo, hi = np.searchsorted(ym_sorted, m, "left"), np.searchsorted(ym_sorted, m, "right")
+        key = silver_key(n, int(m) // 12, int(m) % 12 + 1)
+        if key not in keys.values():
+            raise AssertionError(f"bar outside the planned months: {key}")
+        items.append((key, silver_bytes(table.slice(lo, hi - lo))))
+        written.add(key)
+    for key, data in items:
+        store.put(key, data)
+        crash_point("resample.mid_silver")
+    emptied = [k for k in old_keys if k not in written]
+    store.delete_many(emptied)
+    log.info("silver months rewritten interval=%d months=%d bars_new=%d emptied=%d", n, len(items), bars_new,
+             len(emptied))
+    return IntervalResult(n, "incremental", bars_written=bars_new, months_rewritten=len(items) + len(emptied))

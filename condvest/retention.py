@@ -1,0 +1,465 @@
+"""The Postgres retention policy: deploy it, preview it (dry run), run it (archive), and read its views.
+
+The policy itself lives in ``sql/002``-``005`` (tables, the ``archive_old_ohlcv_data`` procedure, views,
+an optional pg_cron job); this module applies those files and calls the procedure, so that psql,
+pg_cron, the notebook and the runner all run the very same code. One cutoff rule everywhere:
+``Retention.cutoff`` (alias ``cutoff`` here), which the SQL function ``retention_cutoff`` matches day for
+day (months on the calendar, the day clipped to the month's end); ``archive`` checks that agreement on
+the server before it moves anything.
+
+Every function that touches the database takes an open psycopg connection; ``archive`` needs it outside
+a transaction block (the procedure commits its log row before it re-raises a failure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+from typing import Any
+
+import pandas as pd
+
+from condvest.errors import DatabaseError, ParameterError, ValidationError
+from condvest.postgres import apply_sql, sql_files
+from condvest.settings import Retention, Settings
+
+log = logging.getLogger(__name__)
+
+MODES = ("deploy", "dry-run", "archive")
+METHODS = ("auto", "rows")
+#: the schema files this policy needs, in apply order (001 is the hot table itself)
+POLICY_FILES = (
+    "001_raw_ohlcv.sql",
+    "002_retention_tables.sql",
+    "003_retention_procedure.sql",
+    "004_retention_views.sql",
+    "005_retention_schedule.sql",
+)
+#: months of raw_ohlcv partitions kept ready ahead of the run's date
+_MONTHS_AHEAD = 4
+_LOCK_TIMEOUT_RE = re.compile(r"^\d+(\.\d+)?\s*(ms|s|min)?$")
+
+#: the one cutoff function: ``cutoff(retention, as_of)`` is the first session date kept in raw_ohlcv
+cutoff = Retention.cutoff
+
+
+def retention_cutoff(retention: Retention | Settings, as_of: dt.date) -> dt.date:
+    """``Retention.cutoff`` for a ``Retention`` or for a settings object's retention."""
+    r = retention.retention if isinstance(retention, Settings) else retention
+    return r.cutoff(as_of)
+
+
+def _retention(value: Retention | str | None) -> Retention:
+    if value is None:
+        return Retention()
+    if isinstance(value, Retention):
+        return value
+    return Retention.parse(value)
+
+
+def _db_error(exc: Exception, table: str) -> DatabaseError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    state = getattr(exc, "sqlstate", None)
+    return DatabaseError(text + (f" (sqlstate {state})" if state else ""), table=table)
+
+
+def _frame(record: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame({"item": list(record), "value": [str(v) for v in record.values()]}).set_index("item")
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionPlan:
+    """A checked set of notebook parameters: what to do, and the run's one cutoff."""
+
+    mode: str
+    retention: Retention
+    as_of: dt.date
+    cutoff: dt.date
+    lock_timeout: str = "5s"
+    method: str = "auto"
+
+    def to_frame(self) -> pd.DataFrame:
+        return _frame(
+            {
+                "mode": self.mode,
+                "retention": self.retention.as_interval(),
+                "as of": self.as_of,
+                "cutoff (first date kept)": self.cutoff,
+                "lock_timeout": self.lock_timeout,
+                "method": self.method,
+            }
+        )
+
+
+def plan(
+    settings: Settings,
+    mode: str = "deploy",
+    retention: Retention | str | None = None,
+    as_of: dt.date | str | None = None,
+    lock_timeout: str = "5s",
+    method: str = "auto",
+) -> RetentionPlan:
+    """Check the parameters before anything is written; ``None`` means the settings' retention / today."""
+    if mode not in MODES:
+        raise ParameterError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}", "mode")
+    if method not in METHODS:
+        raise ParameterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}", "method")
+    if not isinstance(lock_timeout, str) or not _LOCK_TIMEOUT_RE.match(lock_timeout.strip()):
+        raise ParameterError(f"cannot read {lock_timeout!r}; write e.g. '5s' or '500ms'", "lock_timeout")
+    r = settings.retention if retention is None else _retention(retention)
+    if r != settings.retention:
+        log.warning(
+            "retention=%r differs from the setting %r that 01_fetch uses",
+            r.as_interval(),
+            settings.retention.as_interval(),
+        )
+    if as_of is None:
+        day = settings.today()
+    elif isinstance(as_of, dt.date):
+        day = as_of
+    else:
+        try:
+            day = dt.date.fromisoformat(str(as_of))
+        except ValueError:
+            raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {as_of!r}", "as_of") from None
+    return RetentionPlan(mode, r, day, r.cutoff(day), lock_timeout.strip(), method)
+
+
+# -------------------------------------------------------------------------------------------- deploy
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployReport:
+    files: tuple[str, ...]
+    raw_ohlcv_partitioned: bool
+    archive_partitioned: bool
+    timescaledb: bool
+    pg_cron: bool
+    partitions_created: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """The deployment, without the partition count (it depends on what was there before)."""
+        return _frame(
+            {
+                "files applied": ", ".join(self.files),
+                "raw_ohlcv partitioned by month": self.raw_ohlcv_partitioned,
+                "archive partitioned by month": self.archive_partitioned,
+                "TimescaleDB": self.timescaledb,
+                "pg_cron weekly job": self.pg_cron,
+            }
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Deterministic for a given server (no partition count, no timings)."""
+        return {
+            "mode": "deploy",
+            "files": len(self.files),
+            "partitioned": self.raw_ohlcv_partitioned,
+            "timescaledb": self.timescaledb,
+            "pg_cron": self.pg_cron,
+        }
+
+
+def _one(conn: Any, query: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the first row, in a transaction of its own (the connection is left idle)."""
+    with conn.transaction():
+        row = conn.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def _has_extension(conn: Any, name: str) -> bool:
+    return bool(_one(conn, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = %s)", (name,)))
+
+
+def _is_partitioned(conn: Any, table: str) -> bool:
+    return _one(conn, "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (table,)) == "p"
+
+
+def is_deployed(conn: Any) -> bool:
+    """True when the archive procedure and its tables exist in this database."""
+    return bool(
+        _one(
+            conn,
+            "SELECT to_regprocedure('archive_old_ohlcv_data(interval,date,text,text,bigint)')"
+            " IS NOT NULL AND to_regclass('data_retention_log') IS NOT NULL",
+        )
+    )
+
+
+def ensure_partitions(conn: Any, start: dt.date, end: dt.date) -> int:
+    """Create raw_ohlcv's missing monthly partitions for the months [start, end); returns how many."""
+    try:
+        with conn.transaction():
+            n = conn.execute("SELECT ensure_raw_ohlcv_partitions(%s::date, %s::date)", (start, end)).fetchone()[0]
+    except Exception as exc:
+        raise _db_error(exc, "raw_ohlcv") from exc
+    log.info("partitions_created=%s start=%s end=%s", n, start, end)
+    return int(n)
+
+
+def deploy(conn: Any, *, as_of: dt.date, retention: Retention | None = None) -> DeployReport:
+    """Apply the policy's SQL files (each in its own transaction; safe to re-apply) and create the monthly
+    partitions of the retention window and the coming months."""
+    files = apply_sql(conn, sql_files(POLICY_FILES))
+    r = retention or Retention()
+    first = r.cutoff(as_of).replace(day=1)
+    last = (pd.Timestamp(as_of) + pd.DateOffset(months=_MONTHS_AHEAD)).date()
+    created = ensure_partitions(conn, first, last)
+    report = DeployReport(
+        tuple(files),
+        _is_partitioned(conn, "raw_ohlcv"),
+        _is_partitioned(conn, "raw_ohlcv_archive"),
+        _has_extension(conn, "timescaledb"),
+        _has_extension(conn, "pg_cron"),
+        created,
+    )
+    log.info(
+        "retention_deployed files=%s partitioned=%s timescaledb=%s pg_cron=%s",
+        len(files),
+        report.raw_ohlcv_partitioned,
+        report.timescaledb,
+        report.pg_cron,
+    )
+    return report
+
+
+# ------------------------------------------------------------------------------------------- dry run
+
+_DRY_RUN_SQL = """
+SELECT count(*) AS rows_to_archive,
+       (min("timestamp") AT TIME ZONE 'America/New_York')::date AS oldest,
+       (max("timestamp") AT TIME ZONE 'America/New_York')::date AS newest,
+       count(DISTINCT symbol) AS symbols,
+       (SELECT count(*) FROM raw_ohlcv) AS rows_in_raw_ohlcv
+  FROM raw_ohlcv
+ WHERE "timestamp" < (%(cutoff)s::date)::timestamp AT TIME ZONE 'America/New_York'
+"""
+
+
+def dry_run(conn: Any, cutoff: dt.date) -> pd.DataFrame:
+    """What an archive with this cutoff would move (count, oldest, newest, symbols), in a read-only
+    transaction: it changes nothing."""
+    try:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            cur = conn.execute(_DRY_RUN_SQL, {"cutoff": cutoff})
+            row = cur.fetchone()
+            cols = [d.name for d in cur.description]
+    except Exception as exc:
+        raise _db_error(exc, "raw_ohlcv") from exc
+    df = pd.DataFrame([row], columns=cols)
+    df.insert(0, "cutoff", cutoff)
+    log.info("dry_run cutoff=%s rows_to_archive=%s", cutoff, int(df.at[0, "rows_to_archive"]))
+    return df
+
+
+# ------------------------------------------------------------------------------------------- archive
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveResult:
+    """One run of archive_old_ohlcv_data, as logged in data_retention_log."""
+
+    run_id: int
+    status: str
+    as_of: dt.date
+    cutoff: dt.date
+    method: str
+    archived: int
+    deleted: int
+    partitions_moved: int
+    seconds: float
+    error: str | None
+
+    def summary(self) -> dict[str, Any]:
+        """The deterministic part (no timings, no run id)."""
+        return {
+            "status": self.status,
+            "as_of": self.as_of,
+            "cutoff": self.cutoff,
+            "archived": self.archived,
+            "deleted": self.deleted,
+            "partitions_moved": self.partitions_moved,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        return _frame(self.summary())
+
+
+_LOG_SQL = """
+SELECT id, status, as_of, cutoff_date, method, records_archived, records_deleted, partitions_moved,
+       execution_time_seconds, error_message
+  FROM data_retention_log WHERE id = %s
+"""
+
+
+def archive(
+    conn: Any,
+    retention: Retention | str | None = None,
+    *,
+    as_of: dt.date,
+    lock_timeout: str = "5s",
+    method: str = "auto",
+) -> ArchiveResult:
+    """Move every bar dated before ``cutoff(retention, as_of)`` to raw_ohlcv_archive by calling
+    ``archive_old_ohlcv_data``. Returns the logged run (status ``success`` or ``skipped`` when another run
+    holds the lock); raises ``DatabaseError`` for a failed run (already rolled back and logged)."""
+    r = _retention(retention)
+    expected = r.cutoff(as_of)
+    if method not in METHODS:
+        raise ParameterError(f"unknown method {method!r}", "method")
+    from psycopg.pq import TransactionStatus
+
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise DatabaseError("archive needs a connection outside a transaction block", table="raw_ohlcv")
+    was_autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        server = conn.execute("SELECT retention_cutoff(%s::interval, %s::date)", (r.as_interval(), as_of)).fetchone()
+        if server[0] != expected:
+            raise ValidationError(f"cutoff mismatch: SQL retention_cutoff gives {server[0]}, Python {expected}")
+        log.info("archive_start as_of=%s cutoff=%s retention=%r method=%s", as_of, expected, r.as_interval(), method)
+        try:
+            run_id = conn.execute(
+                "CALL archive_old_ohlcv_data(%s::interval, %s::date, %s, %s, NULL)",
+                (r.as_interval(), as_of, lock_timeout, method),
+            ).fetchone()[0]
+        except Exception as exc:
+            log.error("archive_failed as_of=%s cutoff=%s error=%r", as_of, expected, str(exc).splitlines()[0])
+            raise _db_error(exc, "raw_ohlcv") from exc
+        row = conn.execute(_LOG_SQL, (run_id,)).fetchone()
+    finally:
+        conn.autocommit = was_autocommit
+    result = ArchiveResult(
+        int(row[0]), row[1], row[2], row[3], row[4], int(row[5]), int(row[6]), int(row[7]), float(row[8] or 0), row[9]
+    )
+    log.info(
+        "archive_done run_id=%s status=%s archived=%s deleted=%s partitions=%s seconds=%.3f",
+        result.run_id,
+        result.status,
+        result.archived,
+        result.deleted,
+        result.partitions_moved,
+        result.seconds,
+    )
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionOutcome:
+    """What ``execute`` did: a table to show, a deterministic summary for the run index, and the details."""
+
+    mode: str
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    deploy: DeployReport | None = None
+    archive: ArchiveResult | None = None
+
+
+def execute(conn: Any, run: RetentionPlan) -> RetentionOutcome:
+    """Do what the plan's mode says: ``deploy``, ``dry-run`` (nothing written) or ``archive`` (which deploys
+    first only when the policy is missing from this database)."""
+    if run.mode == "deploy":
+        report = deploy(conn, as_of=run.as_of, retention=run.retention)
+        return RetentionOutcome(run.mode, report.to_frame(), report.summary(), deploy=report)
+    if run.mode == "dry-run":
+        table = dry_run(conn, run.cutoff)
+        summary = {
+            "mode": run.mode,
+            "cutoff": run.cutoff.isoformat(),
+            "rows_to_archive": int(table.at[0, "rows_to_archive"]),
+        }
+        return RetentionOutcome(run.mode, table, summary)
+    if not is_deployed(conn):
+        log.info("archive_needs_deploy as_of=%s", run.as_of)
+        deploy(conn, as_of=run.as_of, retention=run.retention)
+    result = archive(conn, run.retention, as_of=run.as_of, lock_timeout=run.lock_timeout, method=run.method)
+    summary = {
+        "mode": run.mode,
+        **{k: v.isoformat() if isinstance(v, dt.date) else v for k, v in result.summary().items()},
+    }
+    return RetentionOutcome(run.mode, result.to_frame(), summary, archive=result)
+
+
+# --------------------------------------------------------------------------------------------- views
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionViews:
+    distribution: pd.DataFrame
+    statistics: pd.DataFrame
+    log: pd.DataFrame
+
+
+def _read(conn: Any, view: str) -> pd.DataFrame:
+    from psycopg import sql
+
+    try:
+        with conn.transaction():
+            cur = conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(view)))
+            rows = cur.fetchall()
+            cols = [d.name for d in cur.description]
+    except Exception as exc:
+        raise _db_error(exc, view) from exc
+    return pd.DataFrame(rows, columns=cols)
+
+
+def distribution(conn: Any) -> pd.DataFrame:
+    """v_raw_ohlcv_data_distribution: rows per New York month, hot and archived."""
+    return _read(conn, "v_raw_ohlcv_data_distribution")
+
+
+def archive_statistics(conn: Any) -> pd.DataFrame:
+    """v_archive_statistics: one row about the archive (rows, symbols, date span, last run, size)."""
+    return _read(conn, "v_archive_statistics")
+
+
+def retention_log(conn: Any) -> pd.DataFrame:
+    """v_retention_log_summary: the last 20 runs with their consistency column."""
+    return _read(conn, "v_retention_log_summary")
+
+
+def read_views(conn: Any) -> RetentionViews:
+    """The three monitoring views as DataFrames."""
+    return RetentionViews(distribution(conn), archive_statistics(conn), retention_log(conn))
+
+
+def distribution_figure(df: pd.DataFrame) -> Any:
+    """Stacked monthly bars: rows still in raw_ohlcv and rows in the archive."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_bar(x=df.get("month", []), y=df.get("archived_records", []), name="raw_ohlcv_archive")
+    fig.add_bar(x=df.get("month", []), y=df.get("hot_records", []), name="raw_ohlcv (hot)")
+    fig.update_layout(
+        barmode="stack",
+        title="Rows per month: hot cache and archive",
+        xaxis_title="month",
+        yaxis_title="rows",
+        height=380,
+    )
+    return fig
+
+
+def retention_log_figure(df: pd.DataFrame) -> Any:
+    """Rows archived per run (last 20 runs), coloured by status."""
+    import plotly.express as px
+
+    data = (
+        df.sort_values("run_id") if not df.empty else pd.DataFrame({"run_id": [], "records_archived": [], "status": []})
+    )
+    fig = px.bar(
+        data,
+        x="run_id",
+        y="records_archived",
+        color="status",
+        title="Rows archived per run",
+        labels={"run_id": "run", "records_archived": "rows archived"},
+    )
+    fig.update_layout(height=340)
+    return fig

@@ -1,0 +1,201 @@
+"""What the silver layer was built from: the resampler's state, and how bronze changed since.
+
+A committed resample run leaves a state folder ``processing_metadata/resample_state/<run_id>/`` that its
+checkpoints name (the checkpoint is the commit record; a folder no checkpoint names is garbage):
+
+    sources.parquet   every object read: key, etag, symbol, date (daily files), kind, folded
+    symbols.parquet   per symbol: sessions n, first_date, last_date
+    tail.parquet      per symbol the last ``tail`` deduplicated sessions (index i, date, OHLCV): enough rows
+                      to rebuild any trailing bar without reading history again
+
+``diff_sources`` compares the current bronze listing with a state and says, per symbol, the earliest
+session date whose content may have changed (``MIN_DATE``: anything may have) and whether the change is
+a pure append of new daily files (read only those files). Compaction journals (``bronze/_compaction/``)
+explain rewritten ``data.parquet`` objects: a journal entry whose old etag matches the state says the new
+object holds the old one plus the folded daily files, so nothing needs reading again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from condvest.dms_reader import list_dms_files
+from condvest.errors import CorruptObject, ObjectNotFound
+from condvest.lake import BRONZE_PREFIX, METADATA_PREFIX, parse_bronze_key
+from condvest.storage import Store
+
+log = logging.getLogger(__name__)
+
+STATE_PREFIX = f"{METADATA_PREFIX}/resample_state/"
+JOURNAL_PREFIX = "bronze/_compaction/"
+MIN_DATE = dt.date(1, 1, 1)
+SOURCE_COLUMNS = ["key", "etag", "symbol", "date", "kind", "folded"]
+TAIL_COLUMNS = ["symbol", "i", "date", "open", "high", "low", "close", "volume"]
+
+
+def state_key(run_id: str, part: str) -> str:
+    return f"{STATE_PREFIX}{run_id}/{part}.parquet"
+
+
+def journal_key(stamp: str, run_id: str) -> str:
+    return f"{JOURNAL_PREFIX}{stamp}-{run_id}.json"
+
+
+def list_sources(store: Store) -> pd.DataFrame:
+    """Every bronze object (daily and history) plus the DMS export files, as a sources frame."""
+    rows = []
+    for o in store.list(f"{BRONZE_PREFIX}/symbol="):
+        parsed = parse_bronze_key(o.key)
+        if parsed is None:
+            continue
+        sym, day = parsed
+        rows.append((o.key, o.etag, sym, day, "daily" if day else "history", False))
+    for o in list_dms_files(store):
+        rows.append((o.key, o.etag, None, None, "dms", False))
+    return _sources_frame(rows)
+
+
+def _sources_frame(rows: list) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=SOURCE_COLUMNS)
+    return df.astype({"key": "object", "etag": "object", "symbol": "object", "kind": "object", "folded": "bool"})
+
+
+def latest_journal(store: Store) -> str | None:
+    last = None
+    for o in store.list(JOURNAL_PREFIX):
+        last = o.key
+    return last
+
+
+@dataclass
+class SilverState:
+    run_id: str
+    sources: pd.DataFrame
+    symbols: pd.DataFrame  # symbol, n, first_date, last_date
+    tail: pd.DataFrame  # TAIL_COLUMNS
+    tail_len: int
+    journal: str | None = None
+
+    def save(self, store: Store) -> None:
+        for part, df in (("sources", self.sources), ("symbols", self.symbols), ("tail", self.tail)):
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False), buf)
+            store.put(state_key(self.run_id, part), buf.getvalue())
+
+    @classmethod
+    def load(cls, store: Store, run_id: str, tail_len: int, journal: str | None) -> SilverState:
+        parts = {}
+        for part in ("sources", "symbols", "tail"):
+            key = state_key(run_id, part)
+            try:
+                parts[part] = pq.read_table(io.BytesIO(store.get(key))).to_pandas()
+            except ObjectNotFound:
+                raise CorruptObject(key, "resample state named by a checkpoint is missing; "
+                                         "run with force_full_resample=True") from None
+            except (pa.ArrowException, OSError) as exc:
+                raise CorruptObject(key, f"unreadable resample state: {exc}") from exc
+        for df in parts.values():
+            for col in ("date", "first_date", "last_date"):
+                if col in df:
+                    df[col] = pd.to_datetime(df[col]).dt.date if len(df) else df[col].astype("object")
+        return cls(run_id, parts["sources"], parts["symbols"], parts["tail"], tail_len, journal)
+
+
+def prune_states(store: Store, keep: set[str]) -> int:
+    """Delete state folders that no checkpoint names."""
+    doomed = [o.key for o in store.list(STATE_PREFIX) if o.key[len(STATE_PREFIX):].split("/")[0] not in keep]
+    return store.delete_many(doomed)
+
+
+@dataclass
+class Changes:
+    """Per symbol: the earliest date that may have changed; ``append`` symbols only gained later sessions."""
+
+    since: dict[str, dt.date] = field(default_factory=dict)
+    append: set[str] = field(default_factory=set)
+    new_files: list[str] = field(default_factory=list)  # daily files the append symbols need
+    dms_changed: bool = False
+
+    @property
+    def symbols(self) -> set[str]:
+        return set(self.since)
+
+
+def apply_journals(store: Store, state: SilverState) -> tuple[str | None, dict[str, dt.date]]:
+    """Fold compaction journals written after the state's cursor into ``state.sources`` (in place).
+
+    Returns the new cursor and, per symbol, the earliest date a journal brought in that the state had not
+    seen (a folded daily file the state never read, or read with another etag).
+    """
+    cursor, extra = state.journal, {}
+    src = state.sources.set_index("key", drop=False)
+    for o in store.list(JOURNAL_PREFIX, start_after=state.journal):
+        try:
+            doc = json.loads(store.get(o.key))
+        except ValueError as exc:
+            raise CorruptObject(o.key, f"unreadable compaction journal: {exc}") from exc
+        for sym, entry in doc["symbols"].items():
+            hist = entry["history_key"]
+            have = src.at[hist, "etag"] if hist in src.index else None
+            if have != entry["old_etag"]:
+                continue  # the state did not see the object compaction started from: diff reports it
+            if hist in src.index:
+                src.at[hist, "etag"] = entry["new_etag"]
+            else:
+                src.loc[hist] = [hist, entry["new_etag"], sym, None, "history", False]
+            for key, etag in entry["folded"].items():
+                parsed = parse_bronze_key(key)
+                day = parsed[1] if parsed else None
+                if key not in src.index or src.at[key, "etag"] != etag:
+                    if day is not None:
+                        extra[sym] = min(extra.get(sym, day), day)
+                src.loc[key] = [key, etag, sym, day, "daily", True]
+        cursor = o.key
+    state.sources = src.reset_index(drop=True)
+    return cursor, extra
+
+
+def diff_sources(old: SilverState, now: pd.DataFrame, extra: dict[str, dt.date]) -> Changes:
+    """How bronze changed between ``old`` (journals applied) and the listing ``now``."""
+    ch = Changes()
+    o = old.sources.set_index("key")
+    n = now.set_index("key")
+    o_dms = o[o["kind"] == "dms"]["etag"].to_dict()
+    n_dms = n[n["kind"] == "dms"]["etag"].to_dict()
+    ch.dms_changed = o_dms != n_dms
+    o, n = o[o["kind"] != "dms"], n[n["kind"] != "dms"]
+    joined = o[["etag", "symbol", "date", "kind", "folded"]].join(
+        n[["etag", "symbol", "date", "kind"]], how="outer", lsuffix="_o", rsuffix="_n")
+    added = joined["etag_o"].isna()
+    removed = joined["etag_n"].isna()
+    modified = ~added & ~removed & (joined["etag_o"] != joined["etag_n"])
+    gone_folded = removed & joined["folded"].fillna(False).astype(bool)
+    changed = joined[added | modified | (removed & ~gone_folded)]
+    last = dict(zip(old.symbols["symbol"], old.symbols["last_date"], strict=True))
+    append_files: dict[str, list[str]] = {}
+    for key, row in changed.iterrows():
+        sym = row["symbol_n"] if isinstance(row["symbol_n"], str) else row["symbol_o"]
+        kind = row["kind_n"] if isinstance(row["kind_n"], str) else row["kind_o"]
+        day = row["date_n"] if kind == "daily" and isinstance(row["kind_n"], str) else row["date_o"]
+        if kind == "history" or sym not in last:
+            since = MIN_DATE
+        else:
+            since = day
+        if kind == "daily" and bool(added[key]) and sym in last and day > last[sym]:
+            append_files.setdefault(sym, []).append(key)
+        ch.since[sym] = min(ch.since.get(sym, since), since)
+    for sym, day in extra.items():
+        ch.since[sym] = min(ch.since.get(sym, day), day)
+    for sym, files in append_files.items():
+        if ch.since[sym] > last[sym]:  # nothing but new later sessions
+            ch.append.add(sym)
+            ch.new_files.extend(files)
+    return ch

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Deploy or preview the Postgres retention policy (the seed's script, same modes).
+#
+#   sql/deploy_retention_policy.sh local     deploy to CONDVEST_PG_DSN, or else to the embedded local cluster
+#   sql/deploy_retention_policy.sh dry-run   show what an archive run would move (count, oldest, newest,
+#                                            symbols); changes nothing
+#   sql/deploy_retention_policy.sh rds       deploy to RDS: RDS_SECRET_ARN, or RDS_ENDPOINT + RDS_USERNAME +
+#                                            RDS_PASSWORD (+ RDS_DB_NAME, default condvest)
+#   sql/deploy_retention_policy.sh archive   run the archive now (CALL archive_old_ohlcv_data)
+#
+# Extra arguments go to python -m condvest.retention_cli, e.g. --retention "3 years 1 month" --as-of 2025-10-17.
+# Credentials come from the environment only; nothing here prints them. Set PYTHON to choose the interpreter.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$here/.venv/bin/python" ]]; then PYTHON="$here/.venv/bin/python"; else PYTHON=python3; fi
+fi
+
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+cd "$here"
+mode="${1:-}"
+[[ $# -gt 0 ]] && shift
+case "$mode" in
+    local)   exec "$PYTHON" -m condvest.retention_cli deploy --target local "$@" ;;
+    dry-run) exec "$PYTHON" -m condvest.retention_cli dry-run "$@" ;;
+    rds)     exec "$PYTHON" -m condvest.retention_cli deploy --target rds "$@" ;;
+    archive) exec "$PYTHON" -m condvest.retention_cli archive "$@" ;;
+    *)       usage ;;
+esac

@@ -1,0 +1,257 @@
+"""The runner with real papermill and real kernels on tiny notebooks (tests/data/notebooks/).
+
+Kernel runs are few on purpose (about 2 s each): one successful run, one failing run and one leaking
+run through the command line, and a two-stage pipeline against the S3 server of tests/fixtures/s3.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from condvest.errors import ParameterError
+from condvest.settings import Secret, Settings
+from condvest.storage import LocalStore, open_store
+from runner import RESULT_MIMETYPE, Stage, read_index, read_records, run_notebook, run_pipeline
+from runner.__main__ import main
+from runner.notebooks import parse_value
+from runner.pipelines import get_pipeline
+from runner.run_index import append_run
+from runner.scrub import Scrubber
+
+NOTEBOOKS = Path(__file__).parent / "data" / "notebooks"
+SENTINEL = "SENTINEL-pk-7f3a9c"
+
+
+def _project(tmp_path: Path, *names: str) -> Path:
+    """A throwaway project root (pyproject.toml + notebooks/) holding copies of the test notebooks."""
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    for name in names:
+        shutil.copy(NOTEBOOKS / f"{name}.ipynb", root / "notebooks" / f"{name}.ipynb")
+    return root
+
+
+def _cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **env}
+    full_env.pop("CONDVEST_RUNS_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def keep_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+# --- no kernel ------------------------------------------------------------------------------------------
+
+
+def test_parse_value_like_papermill():
+    assert [parse_value(v) for v in ("True", "False", "None", "7", "2.5", "2026-11-27", "all")] == [
+        True,
+        False,
+        None,
+        7,
+        2.5,
+        "2026-11-27",
+        "all",
+    ]
+
+
+@pytest.mark.parametrize("name", ["api_key", "POLYGON_API_KEY", "password", "db_dsn", "token", "client_secret"])
+def test_secret_named_parameter_is_refused_before_running(tmp_path, name):
+    settings = Settings(runs_uri=str(tmp_path / "runs"))
+    with pytest.raises(ParameterError, match="secret"):
+        run_notebook(NOTEBOOKS / "ok.ipynb", {name: "x"}, settings=settings, root=tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_parameter_problems_are_refused_before_running(tmp_path):
+    settings = Settings(runs_uri=str(tmp_path / "runs"), polygon_api_key=Secret(SENTINEL))
+    with pytest.raises(ParameterError, match="does not declare it"):
+        run_notebook(NOTEBOOKS / "ok.ipynb", {"nope": 1}, settings=settings, root=tmp_path)
+    with pytest.raises(ParameterError, match="contains a secret"):
+        run_notebook(NOTEBOOKS / "ok.ipynb", {"label": f"x{SENTINEL}"}, settings=settings, root=tmp_path)
+    with pytest.raises(ParameterError, match="credential"):
+        run_notebook(NOTEBOOKS / "ok.ipynb", {"label": "https://h/v2?apiKey=abc"}, settings=settings, root=tmp_path)
+    with pytest.raises(ParameterError, match="run_id"):
+        run_notebook(NOTEBOOKS / "ok.ipynb", settings=settings, root=tmp_path, run_id="../escape")
+    with pytest.raises(ParameterError, match="no notebook"):
+        run_notebook("99_missing", settings=settings, root=tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_scrubber_masks_secrets_query_keys_and_dsn_passwords():
+    s = Scrubber([SENTINEL, "p&ss"])
+    text = f"key {SENTINEL} url ?apiKey=abc123&x=1 dsn postgresql://u:hunter2@h:5432/db html p&amp;ss"
+    assert s.text(text) == "key *** url ?apiKey=***&x=1 dsn postgresql://u:***@h:5432/db html ***"
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x = 'apiKey=kept-in-code'")
+    cell.outputs = [nbformat.v4.new_output("stream", text=f"{SENTINEL}\n")]
+    nb.cells = [cell]
+    clean = s.notebook(nb)
+    assert clean.cells[0].source == "x = 'apiKey=kept-in-code'" and clean.cells[0].outputs[0].text == "***\n"
+
+
+def test_pipeline_plan_is_checked_before_any_stage_runs(tmp_path, keep_logging, capsys):
+    root = _project(tmp_path, "ok")
+    settings = Settings(runs_uri=str(tmp_path / "runs"))
+    stages = [Stage("ok"), Stage("02_not_yet")]
+    with pytest.raises(ParameterError, match=r"stage 2 \(02_not_yet\).*does not exist yet"):
+        run_pipeline("t", stages=stages, settings=settings, root=root)
+    with pytest.raises(ParameterError, match="no stage of pipeline t declares typo"):
+        run_pipeline("t", {"typo": 1}, stages=[Stage("ok")], settings=settings, root=root)
+    with pytest.raises(ParameterError, match="does not declare it"):
+        run_pipeline("t", stages=[Stage("ok", {"mode": "archive"})], settings=settings, root=root)
+    with pytest.raises(ParameterError, match="no pipeline 'nope'"):
+        get_pipeline("nope")
+    assert main(["pipeline", "daily", "--cwd", str(root), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "01_fetch" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    assert [s.notebook for s in get_pipeline("daily")] == ["01_fetch", "02_resample"]
+    assert get_pipeline("weekly") == (Stage("04_retention", {"mode": "archive"}),)
+
+
+def test_concurrent_index_appends_lose_nothing(tmp_path):
+    store = LocalStore(tmp_path / "runs")
+
+    def writer(w):
+        for i in range(5):
+            append_run(store, {"run_id": f"w{w}-{i}"})
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r["run_id"] for r in read_records(store)) == sorted(f"w{w}-{i}" for w in range(8) for i in range(5))
+
+
+# --- real kernels ---------------------------------------------------------------------------------------
+
+
+def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
+    root = _project(tmp_path, "ok")
+    monkeypatch.chdir(root)
+    settings = Settings()  # runs in ./runs of the working directory
+    result = run_notebook("ok", {"n": 4}, settings=settings, progress_bar=False)
+    assert result.ok and result.run_id.endswith(tuple("0123456789abcdef")) and "-ok-" in result.run_id
+    run_dir = root / "runs" / result.run_id
+    assert sorted(p.name for p in run_dir.iterdir()) == ["ok.html", "ok.ipynb"]
+    # the notebook ran with the parameter, from the project root, and recorded its results
+    assert result.results == {"points": 4, "label": "DEMO", "cwd": str(root)}
+    nb = nbformat.read(run_dir / "ok.ipynb", as_version=4)
+    assert any("n = 4" in c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert any(RESULT_MIMETYPE in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    # the html renders the plotly figure offline: plotly.js inline, not only a CDN script
+    page = (run_dir / "ok.html").read_text()
+    assert "Plotly.newPlot" in page and "plotly.js v" in page and len(page) > 1_000_000
+    assert 'src="https://cdn.plot.ly' not in page and "plotly-latest" not in page
+    df = read_index(settings, expand_results=True)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert (row.run_id, row.notebook, row.status, row.parameters) == (result.run_id, "ok.ipynb", "ok", {"n": 4})
+    assert row["results.points"] == 4 and row.error is None and row.duration_s > 0
+    assert row.finished_at >= row.started_at and str(row.started_at.tz) == "UTC"
+    assert row.html_url == str(run_dir / "ok.html")
+
+
+def test_cli_failing_cell_exits_nonzero_and_names_it(tmp_path, keep_logging, capsys):
+    root = _project(tmp_path, "fail_third")
+    proc = _cli(["run", "fail_third", "--run-id", "r1"], cwd=root)
+    assert proc.returncode == 1, proc.stderr
+    line = "fail_third.ipynb failed in cell 3 (`ratio = x / divisor`): ZeroDivisionError: division by zero"
+    assert line in proc.stderr
+    assert proc.stdout == ""
+    # the failed notebook and its html are still written, and the index says failed
+    run_dir = root / "runs" / "r1"
+    nb = nbformat.read(run_dir / "fail_third.ipynb", as_version=4)
+    assert any(o.get("ename") == "ZeroDivisionError" for c in nb.cells for o in c.get("outputs", []))
+    assert "ZeroDivisionError" in (run_dir / "fail_third.html").read_text()
+    [rec] = read_records(open_store(str(root / "runs")))
+    assert rec["status"] == "failed" and rec["html"] == "r1/fail_third.html"
+    assert rec["error"] == {
+        "cell": 3,
+        "cell_index": 2,
+        "source": "ratio = x / divisor",
+        "ename": "ZeroDivisionError",
+        "evalue": "division by zero",
+    }
+    assert main(["list", "--runs-dir", str(root / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "r1" in out and "failed" in out and "cell 3: ZeroDivisionError" in out
+    # the same run id again is refused, nothing overwritten
+    args = ["run", "fail_third", "--run-id", "r1", "--cwd", str(root), "--runs-dir", str(root / "runs")]
+    assert main(args) == 2
+    assert "already used" in capsys.readouterr().err
+    assert len(read_records(open_store(str(root / "runs")))) == 1
+
+
+def test_secret_never_reaches_notebook_html_index_or_logs(tmp_path):
+    root = _project(tmp_path, "leak_secret")
+    dsn = f"postgresql://condvest:{SENTINEL}-pw@127.0.0.1:5432/condvest"
+    proc = _cli(
+        ["run", "leak_secret", "-p", "symbol", "MSFT", "--log-output", "-v"],
+        cwd=root,
+        POLYGON_API_KEY=SENTINEL,
+        CONDVEST_PG_DSN=dsn,
+    )
+    assert proc.returncode == 1
+    assert "RuntimeError: request for MSFT failed: https://x.example/v2?apiKey=***" in proc.stderr
+    files = [p for p in (root / "runs").rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} >= {".ipynb", ".html", ".jsonl"}
+    for text in [proc.stdout, proc.stderr, *(p.read_text() for p in files)]:
+        assert SENTINEL not in text and "OTHERKEY123" not in text and "pw-not-in-settings" not in text
+    assert "key is ***" in proc.stderr  # --log-output shows the cell output, scrubbed
+    [rec] = read_records(open_store(str(root / "runs")))
+    assert rec["results"] == {"leak": "***", "symbol": "MSFT"} and rec["parameters"] == {"symbol": "MSFT"}
+    # In [6]: the injected parameters cell counts; cell_index is the position in the source notebook
+    assert rec["error"]["cell"] == 6 and rec["error"]["cell_index"] == 4
+
+
+def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_path, s3_settings):
+    settings = s3_settings.with_(runs_uri=f"{s3_settings.lake_uri}/runs")  # the lake's runs/ prefix
+    root = _project(tmp_path, "ok", "fail_third")
+    stages = [Stage("ok", {"label": "first"}), Stage("fail_third"), Stage("ok")]
+    results = run_pipeline("t", {"n": 2}, stages=stages, settings=settings, root=root, run_id="p1", progress_bar=False)
+    assert [(r.notebook, r.status, r.stage) for r in results] == [
+        ("ok.ipynb", "ok", 1),
+        ("fail_third.ipynb", "failed", 2),
+    ]
+    # the pipeline parameter went only to the stage that declares it
+    assert results[0].parameters == {"label": "first", "n": 2} and results[1].parameters == {}
+    store = open_store(settings.runs_uri, settings)
+    keys = sorted(o.key for o in store.list(""))
+    assert keys == sorted(["index.jsonl", *(k for r in results for k in (r.ipynb_key, r.html_key))])
+    assert all(k.startswith("p1/") for k in keys if k != "index.jsonl")
+    df = read_index(settings)
+    assert list(df.status) == ["ok", "failed"] and set(df.pipeline_run_id) == {"p1"}
+    assert df.html_url[0] == f"{settings.runs_uri}/{results[0].html_key}"
+    assert "Plotly.newPlot" in store.get(results[0].html_key).decode()
+
+    def writer(w):
+        for i in range(3):
+            append_run(store, {"run_id": f"w{w}-{i}"})
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(read_records(store)) == 2 + 12
+    assert json.loads(store.get("index.jsonl").decode().splitlines()[0])["run_id"] == results[0].run_id
