@@ -1,4 +1,4 @@
-"""In-memory DuckDB connections that read and write a lake store's URLs (``Store.url``).
+"""In-memory DuckDB connections that read and write a lake store's URLs (``Store.url``, ``target_url``).
 
 A ``LocalStore`` needs nothing special. An ``S3Store`` needs DuckDB's httpfs extension, which is loaded
 from the ``duckdb-extension-httpfs`` wheel (never downloaded), and an S3 secret built from boto3's
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import duckdb
 
 from condvest.errors import ConfigError, ParameterError
-from condvest.storage import S3Store, Store
+from condvest.storage import LocalStore, S3Store, Store, _check_key
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,18 @@ def connect(store: Store, *, threads: int | None = None, memory_limit: str | Non
     return con
 
 
+def target_url(store: Store, key: str) -> str:
+    """``store.url(key)`` ready for ``COPY ... TO``: on a local store the parent folders are created first.
+
+    DuckDB creates neither (a ``PARTITION_BY`` copy creates only its own folder); S3 has no folders.
+    Unlike ``Store.put``, a DuckDB write to a local folder is not atomic for readers.
+    """
+    _check_key(key)
+    if isinstance(store, LocalStore):
+        (store.root / key).parent.mkdir(parents=True, exist_ok=True)
+    return store.url(key)
+
+
 def httpfs_extension_path() -> Path:
     """Where the ``duckdb-extension-httpfs`` wheel keeps the httpfs build matching the installed DuckDB."""
     spec = importlib.util.find_spec(_HTTPFS_PACKAGE)
@@ -60,8 +72,9 @@ def httpfs_extension_path() -> Path:
         path = Path(root) / "extensions" / f"v{version}" / "httpfs.duckdb_extension"
         if path.is_file():
             return path
-    raise ConfigError(_HTTPFS_PACKAGE, f"has no httpfs build for DuckDB v{version}; install "
-                                       f"duckdb-extension-httpfs=={version}")
+    raise ConfigError(
+        _HTTPFS_PACKAGE, f"has no httpfs build for DuckDB v{version}; install duckdb-extension-httpfs=={version}"
+    )
 
 
 def _load_httpfs(con: duckdb.DuckDBPyConnection) -> None:
@@ -79,8 +92,12 @@ def _create_s3_secret(con: duckdb.DuckDBPyConnection, store: S3Store) -> None:
         raise ConfigError("AWS_ACCESS_KEY_ID", f"no AWS credentials found for {store.uri} (boto3 credential chain)")
     frozen = credentials.get_frozen_credentials()
     region = store.region or session.region_name or "us-east-1"
-    options = [("TYPE", "s3"), ("KEY_ID", _literal(frozen.access_key)), ("SECRET", _literal(frozen.secret_key)),
-               ("REGION", _literal(region))]
+    options = [
+        ("TYPE", "s3"),
+        ("KEY_ID", _literal(frozen.access_key)),
+        ("SECRET", _literal(frozen.secret_key)),
+        ("REGION", _literal(region)),
+    ]
     if frozen.token:
         options.append(("SESSION_TOKEN", _literal(frozen.token)))
     if store.endpoint_url:

@@ -124,6 +124,7 @@ class LocalStore(Store):
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".part")
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; lake files are ordinary files
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, p)

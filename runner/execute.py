@@ -234,7 +234,8 @@ def execute(
     scrubber = Scrubber(settings.secrets())
     name = prepared.path.name
     prefix = f"{folder}/{run_id}" if folder else run_id
-    ipynb_key, html_key = f"{prefix}/{prepared.path.stem}.ipynb", f"{prefix}/{prepared.path.stem}.html"
+    ipynb_key = f"{prefix}/{prepared.path.stem}.ipynb"
+    html_key: str | None = f"{prefix}/{prepared.path.stem}.html"
     if store.exists(ipynb_key):
         raise ParameterError(f"{run_id!r} is already used by {store.url(ipynb_key)}", "run_id")
     started = dt.datetime.now(dt.UTC)
@@ -283,7 +284,13 @@ def execute(
         results = _scrub_json(collect_results(nb), scrubber)
         clean = scrubber.notebook(nb)
         store.put(ipynb_key, nbformat.writes(clean).encode())
-        store.put(html_key, notebook_html(clean, scrubber).encode())
+        try:
+            page = notebook_html(clean, scrubber)
+        except Exception as exc:  # nbconvert/plotly trouble must not lose the run record; the ipynb is written
+            log.warning("html not rendered run_id=%s notebook=%s error=%s", run_id, name, f"{type(exc).__name__}")
+            html_key = None
+        else:
+            store.put(html_key, page.encode())
     result = RunResult(
         run_id=run_id,
         notebook=name,
@@ -292,7 +299,7 @@ def execute(
         started_at=started,
         finished_at=finished,
         ipynb_key=ipynb_key if nb is not None else None,
-        html_key=html_key if nb is not None else None,
+        html_key=html_key if nb is not None else None,  # None when the html could not be rendered
         runs_uri=store.uri,
         results=results,
         error=error,

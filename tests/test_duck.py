@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from condvest import duck
-from condvest.errors import ConfigError, ParameterError
+from condvest.errors import ConfigError, ParameterError, StorageError
 from condvest.storage import LocalStore, S3Store, Store, open_store
 
 
@@ -29,8 +29,16 @@ def _parquet(table: pa.Table) -> bytes:
 
 
 def _bars(symbol: str, day: str, close: float) -> pa.Table:
-    return pa.table({"date": [day], "open": [close - 1], "high": [close + 1], "low": [close - 2],
-                     "close": [close], "volume": [1000.5]})
+    return pa.table(
+        {
+            "date": [day],
+            "open": [close - 1],
+            "high": [close + 1],
+            "low": [close - 2],
+            "close": [close],
+            "volume": [1000.5],
+        }
+    )
 
 
 def _sql_string(url: str) -> str:
@@ -39,17 +47,23 @@ def _sql_string(url: str) -> str:
 
 def test_read_hive_partitioned_parquet_through_store_urls(store: Store) -> None:
     days = ["2025-10-15", "2025-10-16", "2025-10-17"]
-    items = [(f"bronze/raw_ohlcv/symbol={sym}/date={day}.parquet", _parquet(_bars(sym, day, 100.0 + i)))
-             for sym in ("AAPL", "MSFT") for i, day in enumerate(days)]
+    items = [
+        (f"bronze/raw_ohlcv/symbol={sym}/date={day}.parquet", _parquet(_bars(sym, day, 100.0 + i)))
+        for sym in ("AAPL", "MSFT")
+        for i, day in enumerate(days)
+    ]
     items.append(("bronze/raw_ohlcv/symbol=AAPL/notes.txt", b"not parquet"))
     store.put_many(items)
     con = duck.connect(store, threads=2)
     rows = con.execute(
         "SELECT symbol, count(*), sum(close), min(date) FROM read_parquet(?, hive_partitioning = true) "
-        "GROUP BY symbol ORDER BY symbol", [store.url("bronze/raw_ohlcv/**/*.parquet")]).fetchall()
+        "GROUP BY symbol ORDER BY symbol",
+        [store.url("bronze/raw_ohlcv/**/*.parquet")],
+    ).fetchall()
     assert rows == [("AAPL", 3, 303.0, "2025-10-15"), ("MSFT", 3, 303.0, "2025-10-15")]
-    one = con.execute("SELECT close FROM read_parquet(?)",
-                      [store.url("bronze/raw_ohlcv/symbol=MSFT/date=2025-10-17.parquet")]).fetchall()
+    one = con.execute(
+        "SELECT close FROM read_parquet(?)", [store.url("bronze/raw_ohlcv/symbol=MSFT/date=2025-10-17.parquet")]
+    ).fetchall()
     assert one == [(102.0,)]
 
 
@@ -57,19 +71,29 @@ def test_copy_to_store_url_then_read_back(store: Store) -> None:
     con = duck.connect(store)
     con.execute(
         f"COPY (SELECT range AS bar, 1962 + range % 2 AS year, 1 + range % 3 AS month, range * 1.5 AS close "
-        f"FROM range(12)) TO {_sql_string(store.url('silver/silver_3d'))} "
-        "(FORMAT parquet, PARTITION_BY (year, month))")
+        f"FROM range(12)) TO {_sql_string(duck.target_url(store, 'silver/silver_3d'))} "
+        "(FORMAT parquet, PARTITION_BY (year, month))"
+    )
     keys = [o.key for o in store.list("silver/silver_3d/")]
     assert len(keys) == 6 and all(k.endswith(".parquet") for k in keys)
     assert any(k.startswith("silver/silver_3d/year=1962/month=1/") for k in keys)
     # a single file, with the target as a bound parameter
-    con.execute("COPY (SELECT 42 AS answer) TO ? (FORMAT parquet)", [store.url("processing_metadata/one.parquet")])
+    url = duck.target_url(store, "processing_metadata/one.parquet")
+    con.execute("COPY (SELECT 42 AS answer) TO ? (FORMAT parquet)", [url])
     assert pq.read_table(io.BytesIO(store.get("processing_metadata/one.parquet"))).to_pylist() == [{"answer": 42}]
     back = con.execute(
         "SELECT year, month, count(*), sum(close) FROM read_parquet(?, hive_partitioning = true) "
-        "GROUP BY ALL ORDER BY year, month", [store.url("silver/silver_3d/**/*.parquet")]).fetchall()
+        "GROUP BY ALL ORDER BY year, month",
+        [store.url("silver/silver_3d/**/*.parquet")],
+    ).fetchall()
     assert sum(r[2] for r in back) == 12
     assert sum(r[3] for r in back) == pytest.approx(sum(i * 1.5 for i in range(12)))
+
+
+def test_target_url_validates_the_key(store: Store) -> None:
+    for key in ("../x", "/abs", "a//b"):
+        with pytest.raises(StorageError, match="invalid object key"):
+            duck.target_url(store, key)
 
 
 def test_settings_are_applied(tmp_path) -> None:
@@ -114,8 +138,14 @@ def test_s3_wrong_secret_is_refused_by_the_server(s3_settings, monkeypatch: pyte
 
 
 def test_s3_without_credentials_is_a_config_error(s3_settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):
+    for var in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ConfigError, match="no AWS credentials"):
         duck.connect(open_store(settings=s3_settings))

@@ -106,7 +106,14 @@ def test_grouped_range_and_frame_agree(synthetic_market):
         for b in m.grouped(day):
             r = rows.pop((b["T"], day))
             assert (r.open, r.high, r.low, r.close, r.volume, r.vwap, r.transactions) == (
-                b["o"], b["h"], b["l"], b["c"], b["v"], b["vw"], b["n"])
+                b["o"],
+                b["h"],
+                b["l"],
+                b["c"],
+                b["v"],
+                b["vw"],
+                b["n"],
+            )
     assert not rows
     s = m.symbols[0]
     rb = m.range_bars(s, start, end)
@@ -184,12 +191,21 @@ _TZ_SCRIPT = textwrap.dedent(
 
 
 def test_output_is_identical_in_every_host_time_zone():
+    procs = {
+        tz: subprocess.Popen(
+            [sys.executable, "-c", _TZ_SCRIPT],
+            env=dict(os.environ, TZ=tz),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for tz in ("UTC", "Asia/Tokyo", "America/Los_Angeles")
+    }
     digests = {}
-    for tz in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
-        env = dict(os.environ, TZ=tz)
-        out = subprocess.run([sys.executable, "-c", _TZ_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        digests[tz] = out.stdout.strip()
+    for tz, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        digests[tz] = out.strip()
     assert len(set(digests.values())) == 1, digests
 
 
@@ -211,12 +227,21 @@ def test_dms_export_files_and_their_quirks(dms_export):
     kinds = set()
     for key, spec in zip(keys, specs, strict=True):
         t = pq.read_table(store.url(key))
-        assert t.column_names == ["symbol", "open", "high", "low", "close", "volume", "interval", "timestamp",
-                                  "timestamp_1"]
+        assert t.column_names == [
+            "symbol",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "interval",
+            "timestamp",
+            "timestamp_1",
+        ]
         assert t.schema.field("volume").type == (pa.int64() if spec.volume_type == "int64" else pa.float64())
         kinds.add((spec.volume_type, str(t.schema.field("timestamp_1").type)))
         assert set(t["interval"].to_pylist()) == {"1d"}
-        assert t.column("symbol").unique().length() > 10  # every file holds many symbols (DMS fashion)
+        assert len(t.column("symbol").unique()) > 10  # every file holds many symbols (DMS fashion)
     assert {k[1] for k in kinds} == {"timestamp[ms, tz=UTC]", "timestamp[us, tz=UTC]", "string"}
     assert {k[0] for k in kinds} == {"int64", "double"}
 
@@ -231,12 +256,23 @@ def _read_normalised(store, keys) -> list[tuple]:
         else:
             stamps = ts1.to_pylist()
         loads = t["timestamp"].to_pylist()
-        for r, stamp, load in zip(t.select(["symbol", "open", "high", "low", "close", "volume"]).to_pylist(), stamps,
-                                  loads, strict=True):
+        for r, stamp, load in zip(
+            t.select(["symbol", "open", "high", "low", "close", "volume"]).to_pylist(), stamps, loads, strict=True
+        ):
             assert stamp.astimezone(NEW_YORK).time() == dt.time(0)
             assert load.date() != stamp.date()  # `timestamp` is the load time, not the bar
-            rows.append((r["symbol"], stamp.astimezone(NEW_YORK).date(), r["open"], r["high"], r["low"], r["close"],
-                         float(r["volume"]), key))
+            rows.append(
+                (
+                    r["symbol"],
+                    stamp.astimezone(NEW_YORK).date(),
+                    r["open"],
+                    r["high"],
+                    r["low"],
+                    r["close"],
+                    float(r["volume"]),
+                    key,
+                )
+            )
     return rows
 
 
@@ -263,8 +299,7 @@ def test_dms_export_holds_the_market_with_a_few_duplicates(dms_export, synthetic
 
 def test_dms_export_without_quirks_is_uniform(tmp_path, synthetic_market):
     store = LocalStore(tmp_path)
-    keys = write_dms_export(store, synthetic_market, dt.date(2024, 1, 1), dt.date(2024, 2, 29), n_files=3,
-                            quirks=False)
+    keys = write_dms_export(store, synthetic_market, dt.date(2024, 1, 1), dt.date(2024, 2, 29), n_files=3, quirks=False)
     schemas = {str(pq.read_schema(store.url(k))) for k in keys}
     assert len(schemas) == 1
     n = sum(pq.read_metadata(store.url(k)).num_rows for k in keys)

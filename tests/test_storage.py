@@ -73,9 +73,15 @@ def test_list_prefix_and_start_after_in_key_order(store: Store) -> None:
 def test_list_order_is_byte_order_across_folders(store: Store, request: pytest.FixtureRequest) -> None:
     """AWS S3 lists in UTF-8 byte order: ``a/b-x`` < ``a/b.y/1`` < ``a/b/3`` ('-' and '.' sort before '/')."""
     if isinstance(store, S3Store):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "SeaweedFS lists folder by folder: a/b/3 comes before a/b-x and a/b.y/1, and start_after "
-            "follows that order")))
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "SeaweedFS lists folder by folder: a/b/3 comes before a/b-x and a/b.y/1, and start_after "
+                    "follows that order"
+                ),
+            )
+        )
     store.put_many([("a/b/3", b"1"), ("a/b-x", b"1"), ("a/b.y/1", b"1"), ("a/c", b"1")])
     assert _keys(store, "a/") == ["a/b-x", "a/b.y/1", "a/b/3", "a/c"]
     assert _keys(store, "a/", start_after="a/b.y/1") == ["a/b/3", "a/c"]
@@ -138,8 +144,13 @@ def test_conditional_race_has_exactly_one_winner(store: Store) -> None:
         barrier = threading.Barrier(2)
         outcome: dict[int, str] = {}
 
-        def writer(i: int, etag: str = etag, barrier: threading.Barrier = barrier,
-                   outcome: dict[int, str] = outcome, round_: int = round_) -> None:
+        def writer(
+            i: int,
+            etag: str = etag,
+            barrier: threading.Barrier = barrier,
+            outcome: dict[int, str] = outcome,
+            round_: int = round_,
+        ) -> None:
             barrier.wait()
             try:
                 store.put(key, f"round {round_} writer {i}".encode(), if_match=etag)
@@ -185,9 +196,14 @@ def test_invalid_keys_are_rejected(store: Store) -> None:
 
 
 def _assert_rejected(store: Store, key: str) -> None:
-    for call in (lambda: store.get(key), lambda: store.put(key, b"x"), lambda: store.head(key),
-                 lambda: store.delete(key), lambda: store.copy("ok", key),
-                 lambda: store.put(key, b"x", if_none_match=True)):
+    for call in (
+        lambda: store.get(key),
+        lambda: store.put(key, b"x"),
+        lambda: store.head(key),
+        lambda: store.delete(key),
+        lambda: store.copy("ok", key),
+        lambda: store.put(key, b"x", if_none_match=True),
+    ):
         with pytest.raises(StorageError) as err:
             call()
         assert not isinstance(err.value, ObjectNotFound)
@@ -226,14 +242,18 @@ def test_s3_server_enforces_credentials(s3_server) -> None:
     import boto3
 
     anonymous = boto3.session.Session().client(
-        "s3", endpoint_url=s3_server.endpoint_url, region_name=s3_server.region,
-        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}))
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        region_name=s3_server.region,
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+    )
     with pytest.raises(botocore.exceptions.ClientError):
         anonymous.get_object(Bucket=s3_server.bucket, Key="auth/probe")
     with pytest.raises(botocore.exceptions.ClientError):
         anonymous.list_objects_v2(Bucket=s3_server.bucket)
     assert [o["Key"] for o in good.list_objects_v2(Bucket=s3_server.bucket, Prefix="auth/")["Contents"]] == [
-        "auth/probe"]
+        "auth/probe"
+    ]
 
 
 def test_s3_store_with_wrong_secret_raises_storage_error(s3_settings, monkeypatch) -> None:

@@ -13,8 +13,18 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultPlan", "RequestRecord", "ServerHandle", "SyntheticMarket", "dms_file_specs",
-           "make_app", "serve_in_thread", "write_dms_export"]
+__all__ = [
+    "FAULT_KINDS",
+    "Fault",
+    "FaultPlan",
+    "RequestRecord",
+    "ServerHandle",
+    "SyntheticMarket",
+    "dms_file_specs",
+    "make_app",
+    "serve_in_thread",
+    "write_dms_export",
+]
 
 _WHERE = {"SyntheticMarket": "market", "write_dms_export": "dms", "dms_file_specs": "dms"}
 

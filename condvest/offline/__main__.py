@@ -1,8 +1,8 @@
 """Command line of the offline market.
 
-    python -m condvest.offline serve --port 8765 --symbols 100 --seed 7 [--api-key KEY] [--now ISO]
-    python -m condvest.offline dms --lake ./lake --start 1962-01-02 --end 2025-10-31 [--lake-like]
-    python -m condvest.offline.server --port 8765 --symbols 100 --seed 7      (same as ``serve``)
+python -m condvest.offline serve --port 8765 --symbols 100 --seed 7 [--api-key KEY] [--now ISO]
+python -m condvest.offline dms --lake ./lake --start 1962-01-02 --end 2025-10-31 [--lake-like]
+python -m condvest.offline.server --port 8765 --symbols 100 --seed 7      (same as ``serve``)
 """
 
 from __future__ import annotations
@@ -45,15 +45,22 @@ def _dms(args: argparse.Namespace) -> int:
     from condvest.storage import open_store
 
     store = open_store(args.lake, Settings.from_env())
-    keys = write_dms_export(store, _market(args), dt.date.fromisoformat(args.start),  # type: ignore[arg-type]
-                            dt.date.fromisoformat(args.end), n_files=args.files, quirks=not args.no_quirks)
+    keys = write_dms_export(
+        store,
+        _market(args),
+        dt.date.fromisoformat(args.start),  # type: ignore[arg-type]
+        dt.date.fromisoformat(args.end),
+        n_files=args.files,
+        quirks=not args.no_quirks,
+    )
     print("\n".join(keys))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m condvest.offline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m condvest.offline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("serve", "dms"):
         p = sub.add_parser(name)

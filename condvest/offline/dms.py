@@ -57,11 +57,19 @@ class DmsFileSpec:
 
     def schema(self) -> pa.Schema:
         ts1 = {"ms": pa.timestamp("ms", tz="UTC"), "us": pa.timestamp("us", tz="UTC"), "string": pa.string()}
-        return pa.schema([("symbol", pa.string()), ("open", pa.float64()), ("high", pa.float64()),
-                          ("low", pa.float64()), ("close", pa.float64()),
-                          ("volume", pa.int64() if self.volume_type == "int64" else pa.float64()),
-                          ("interval", pa.string()), ("timestamp", pa.timestamp("us")),
-                          ("timestamp_1", ts1[self.timestamp_1])])
+        return pa.schema(
+            [
+                ("symbol", pa.string()),
+                ("open", pa.float64()),
+                ("high", pa.float64()),
+                ("low", pa.float64()),
+                ("close", pa.float64()),
+                ("volume", pa.int64() if self.volume_type == "int64" else pa.float64()),
+                ("interval", pa.string()),
+                ("timestamp", pa.timestamp("us")),
+                ("timestamp_1", ts1[self.timestamp_1]),
+            ]
+        )
 
 
 def dms_file_specs(n_files: int = 8, quirks: bool = True) -> list[DmsFileSpec]:
@@ -96,8 +104,9 @@ def _session_idx(days: np.ndarray) -> np.ndarray:
     return np.searchsorted(_sessions()[0], days.astype(np.int64) + _EPOCH)
 
 
-def _placement(table: pa.Table, positions: dict[str, int], specs: list[DmsFileSpec], dup_mod: int,
-               quirks: bool) -> tuple[np.ndarray, np.ndarray]:
+def _placement(
+    table: pa.Table, positions: dict[str, int], specs: list[DmsFileSpec], dup_mod: int, quirks: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """For every row: the file it goes to, and the file of its duplicate (-1: none)."""
     enc = pc.dictionary_encode(table["symbol"]).combine_chunks()
     pos = np.array([positions[s] for s in enc.dictionary.to_pylist()], dtype=np.int64)[enc.indices.to_numpy()]
@@ -132,14 +141,33 @@ def _file_table(table: pa.Table, spec: DmsFileSpec, load_us: int) -> pa.Table:
         volume = volume.cast(pa.int64())  # safe cast: raises if a fractional volume slipped in
     n = table.num_rows
     load = pa.array(load_us + np.arange(n, dtype=np.int64), pa.int64()).cast(pa.timestamp("us"))
-    return pa.table([table["symbol"], table["open"], table["high"], table["low"], table["close"], volume,
-                     pa.repeat(pa.scalar("1d", pa.string()), n), load, ts1],
-                    schema=spec.schema())
+    return pa.table(
+        [
+            table["symbol"],
+            table["open"],
+            table["high"],
+            table["low"],
+            table["close"],
+            volume,
+            pa.repeat(pa.scalar("1d", pa.string()), n),
+            load,
+            ts1,
+        ],
+        schema=spec.schema(),
+    )
 
 
-def write_dms_export(store: Store, market: SyntheticMarket, start: dt.date, end: dt.date, *,
-                     symbols: Sequence[str] | None = None, n_files: int = 8, quirks: bool = True,
-                     chunk_rows: int = 1_000_000) -> list[str]:
+def write_dms_export(
+    store: Store,
+    market: SyntheticMarket,
+    start: dt.date,
+    end: dt.date,
+    *,
+    symbols: Sequence[str] | None = None,
+    n_files: int = 8,
+    quirks: bool = True,
+    chunk_rows: int = 1_000_000,
+) -> list[str]:
     """Write the export of ``market``'s bars in [start, end] under ``public/raw_ohlcv/``; return the keys."""
     specs = dms_file_specs(n_files, quirks)
     positions = {s: i for i, s in enumerate(market.symbols)}
@@ -147,8 +175,10 @@ def write_dms_export(store: Store, market: SyntheticMarket, start: dt.date, end:
     rows = [0] * n_files
     with tempfile.TemporaryDirectory(prefix="condvest-dms-") as tmp:
         paths = [os.path.join(tmp, f"{i}.parquet") for i in range(n_files)]
-        writers = [pq.ParquetWriter(p, s.schema(), use_dictionary=["symbol", "interval", "timestamp_1"])
-                   for p, s in zip(paths, specs, strict=True)]
+        writers = [
+            pq.ParquetWriter(p, s.schema(), use_dictionary=["symbol", "interval", "timestamp_1"])
+            for p, s in zip(paths, specs, strict=True)
+        ]
         try:
             for chunk in market.iter_tables(start, end, symbols, chunk_rows=chunk_rows):
                 file_id, dup = _placement(chunk, positions, specs, dup_mod, quirks)

@@ -12,7 +12,6 @@ import binascii
 import datetime as dt
 import hashlib
 import re
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -33,11 +32,49 @@ if TYPE_CHECKING:
     from condvest.offline.faults import Fault
 
 _LAST = dt.date(2099, 12, 31)
-_WORDS = ("Apex", "Blue", "Cedar", "Delta", "Eagle", "First", "Global", "Harbor", "Iron", "Jade", "Keystone",
-          "Liberty", "Meridian", "North", "Orion", "Pacific", "Quantum", "River", "Summit", "Titan", "United",
-          "Vector", "Western", "Zenith")
-_TRADES = ("Industries", "Energy", "Financial", "Pharmaceuticals", "Semiconductor", "Retail", "Logistics",
-           "Materials", "Software", "Biosciences", "Foods", "Realty", "Networks", "Motors", "Utilities")
+_WORDS = (
+    "Apex",
+    "Blue",
+    "Cedar",
+    "Delta",
+    "Eagle",
+    "First",
+    "Global",
+    "Harbor",
+    "Iron",
+    "Jade",
+    "Keystone",
+    "Liberty",
+    "Meridian",
+    "North",
+    "Orion",
+    "Pacific",
+    "Quantum",
+    "River",
+    "Summit",
+    "Titan",
+    "United",
+    "Vector",
+    "Western",
+    "Zenith",
+)
+_TRADES = (
+    "Industries",
+    "Energy",
+    "Financial",
+    "Pharmaceuticals",
+    "Semiconductor",
+    "Retail",
+    "Logistics",
+    "Materials",
+    "Software",
+    "Biosciences",
+    "Foods",
+    "Realty",
+    "Networks",
+    "Motors",
+    "Utilities",
+)
 _FORMS = ("Inc.", "Corp.", "Holdings Inc.", "Group Inc.", "Co.", "Ltd.")
 _EXCHANGES = ("XNYS", "XNAS", "XNAS", "ARCX", "XASE")
 
@@ -55,7 +92,10 @@ def parse_bound(text: str, is_end: bool) -> dt.date:
     """A range bound (YYYY-MM-DD or epoch ms) as the first (or last) New York date it admits."""
     if text.isdigit() and len(text) > 8:
         ms = int(text)
-        day = session_date_from_epoch_ms(ms)
+        try:
+            day = session_date_from_epoch_ms(ms)
+        except (OverflowError, ValueError, OSError):
+            raise ParameterError(f"timestamp {text} is out of range", "from/to") from None
         if not is_end and _midnight(day) < ms:
             day += dt.timedelta(days=1)
         return day
@@ -148,9 +188,13 @@ def _data_fault(st: Any, request: web.Request, fault: Fault | None, bars: list[d
 def grouped(st: Any, request: web.Request, date_text: str, fault: Fault | None) -> dict[str, Any]:
     """``/v2/aggs/grouped/locale/us/market/stocks/{date}``: every listed ticker's bar of one session."""
     day = parse_day(date_text)
-    payload: dict[str, Any] = {"queryCount": 0, "resultsCount": 0,
-                               "adjusted": _bool(request.query.get("adjusted", "true")),
-                               "status": "OK", "request_id": st.request_id()}
+    payload: dict[str, Any] = {
+        "queryCount": 0,
+        "resultsCount": 0,
+        "adjusted": _bool(request.query.get("adjusted", "true")),
+        "status": "OK",
+        "request_id": st.request_id(),
+    }
     if not _is_session(day) or day > _last_available(st.clock()):
         return payload
     if fault is not None and fault.kind == "empty_session":
@@ -174,8 +218,15 @@ def aggregates(st: Any, request: web.Request, parts: dict[str, str], fault: Faul
         raise ParameterError(f"sort must be asc or desc, got {sort!r}", "sort")
     limit = _int(opts.get("limit", "5000"), "limit", 1, 50000)
     start, end = parse_bound(parts["start"], False), parse_bound(parts["end"], True)
-    payload: dict[str, Any] = {"ticker": ticker, "queryCount": 0, "resultsCount": 0, "adjusted": adjusted,
-                               "status": "OK", "request_id": st.request_id(), "count": 0}
+    payload: dict[str, Any] = {
+        "ticker": ticker,
+        "queryCount": 0,
+        "resultsCount": 0,
+        "adjusted": adjusted,
+        "status": "OK",
+        "request_id": st.request_id(),
+        "count": 0,
+    }
     market = st.market
     if not market.has_symbol(ticker):
         return payload
@@ -204,13 +255,12 @@ def aggregates(st: Any, request: web.Request, parts: dict[str, str], fault: Faul
     return payload
 
 
-@lru_cache(maxsize=512)
 def _close_time(day: dt.date) -> dt.time:
-    """The session's New York close (13:00 on half days)."""
-    import pandas_market_calendars as mcal
-
-    sched = mcal.get_calendar("NYSE").schedule(start_date=day.isoformat(), end_date=day.isoformat())
-    return sched["market_close"].iloc[0].to_pydatetime().astimezone(NEW_YORK).time()
+    """The session's New York close: 13:00 on today's half days (July 3, the day after Thanksgiving,
+    December 24, when they are sessions), else 16:00."""
+    thanksgiving = 22 + (3 - dt.date(day.year, 11, 1).weekday()) % 7
+    half = (day.month, day.day) in ((7, 3), (12, 24), (11, thanksgiving + 1))
+    return dt.time(13) if half and _is_session(day) else dt.time(16)
 
 
 def market_status(now: dt.datetime) -> dict[str, Any]:
@@ -225,12 +275,26 @@ def market_status(now: dt.datetime) -> dict[str, Any]:
     wd = ny.weekday()
     fx_closed = wd == 5 or (wd == 4 and minute >= dt.time(17)) or (wd == 6 and minute < dt.time(17))
     index = "open" if is_open else "closed"
-    return {"afterHours": after, "currencies": {"crypto": "open", "fx": "closed" if fx_closed else "open"},
-            "earlyHours": early, "exchanges": {"nasdaq": market, "nyse": market, "otc": market},
-            "indicesGroups": {"s_and_p": index, "societe_generale": index, "msci": index, "ftse_russell": index,
-                              "mstar": index, "mstarc": index, "cccy": index, "cgi": index, "nasdaq": index,
-                              "dow_jones": index},
-            "market": market, "serverTime": ny.isoformat(timespec="seconds")}
+    return {
+        "afterHours": after,
+        "currencies": {"crypto": "open", "fx": "closed" if fx_closed else "open"},
+        "earlyHours": early,
+        "exchanges": {"nasdaq": market, "nyse": market, "otc": market},
+        "indicesGroups": {
+            "s_and_p": index,
+            "societe_generale": index,
+            "msci": index,
+            "ftse_russell": index,
+            "mstar": index,
+            "mstarc": index,
+            "cccy": index,
+            "cgi": index,
+            "nasdaq": index,
+            "dow_jones": index,
+        },
+        "market": market,
+        "serverTime": ny.isoformat(timespec="seconds"),
+    }
 
 
 def reference(seed: int, symbol: str, as_of: dt.date) -> dict[str, Any]:
@@ -242,10 +306,20 @@ def reference(seed: int, symbol: str, as_of: dt.date) -> dict[str, Any]:
     alnum = "BCDFGHJKLMNPQRSTVWXYZ0123456789"
     figi = "".join(alnum[(h >> (24 + 5 * i)) % len(alnum)] for i in range(9))
     share = "".join(alnum[(h >> (80 + 5 * i)) % len(alnum)] for i in range(9))
-    return {"ticker": symbol, "name": name, "market": "stocks", "locale": "us",
-            "primary_exchange": _EXCHANGES[(h >> 20) % len(_EXCHANGES)], "type": "CS", "active": True,
-            "currency_name": "usd", "cik": f"{(h >> 130) % 2_000_000:010d}", "composite_figi": f"BBG{figi}",
-            "share_class_figi": f"BBG{share}", "last_updated_utc": f"{as_of.isoformat()}T00:00:00Z"}
+    return {
+        "ticker": symbol,
+        "name": name,
+        "market": "stocks",
+        "locale": "us",
+        "primary_exchange": _EXCHANGES[(h >> 20) % len(_EXCHANGES)],
+        "type": "CS",
+        "active": True,
+        "currency_name": "usd",
+        "cik": f"{(h >> 130) % 2_000_000:010d}",
+        "composite_figi": f"BBG{figi}",
+        "share_class_figi": f"BBG{share}",
+        "last_updated_utc": f"{as_of.isoformat()}T00:00:00Z",
+    }
 
 
 def tickers(st: Any, request: web.Request) -> dict[str, Any]:
@@ -258,9 +332,13 @@ def tickers(st: Any, request: web.Request) -> dict[str, Any]:
     if q.get("market", "stocks") != "stocks" or not _bool(q.get("active", "true")):
         names = []
     names = [s for s in names if market.listing_date(s) <= as_of]
-    for key, keep in (("ticker", lambda s, v: s == v), ("ticker.gte", lambda s, v: s >= v),
-                      ("ticker.gt", lambda s, v: s > v), ("ticker.lte", lambda s, v: s <= v),
-                      ("ticker.lt", lambda s, v: s < v)):
+    for key, keep in (
+        ("ticker", lambda s, v: s == v),
+        ("ticker.gte", lambda s, v: s >= v),
+        ("ticker.gt", lambda s, v: s > v),
+        ("ticker.lte", lambda s, v: s <= v),
+        ("ticker.lt", lambda s, v: s < v),
+    ):
         if q.get(key):
             names = [s for s in names if keep(s, q[key])]
     if q.get("search"):
@@ -272,8 +350,12 @@ def tickers(st: Any, request: web.Request) -> dict[str, Any]:
     if q.get("after"):
         names = [s for s in names if (s < q["after"] if desc else s > q["after"])]
     page = names[:limit]
-    payload: dict[str, Any] = {"results": [reference(market.seed, s, as_of) for s in page], "status": "OK",
-                               "request_id": st.request_id(), "count": len(page)}
+    payload: dict[str, Any] = {
+        "results": [reference(market.seed, s, as_of) for s in page],
+        "status": "OK",
+        "request_id": st.request_id(),
+        "count": len(page),
+    }
     if len(names) > limit:
         nxt = {k: v for k, v in q.items() if k not in ("cursor", "after", "apiKey")}
         nxt.update(after=page[-1], limit=str(limit), date=as_of.isoformat())

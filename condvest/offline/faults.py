@@ -30,8 +30,18 @@ from condvest.errors import ParameterError
 
 __all__ = ["DATA_FAULTS", "FAULT_KINDS", "Fault", "FaultPlan"]
 
-FAULT_KINDS = ("http_429", "http_429_no_retry_after", "http_5xx", "connection_reset", "truncated_json", "error_200",
-               "slow_body", "duplicate_bars", "bad_bars", "empty_session")
+FAULT_KINDS = (
+    "http_429",
+    "http_429_no_retry_after",
+    "http_5xx",
+    "connection_reset",
+    "truncated_json",
+    "error_200",
+    "slow_body",
+    "duplicate_bars",
+    "bad_bars",
+    "empty_session",
+)
 #: faults that change the bars of a grouped or range answer
 DATA_FAULTS = frozenset({"duplicate_bars", "bad_bars", "empty_session"})
 BAR_ENDPOINTS = frozenset({"grouped", "range"})
@@ -130,5 +140,8 @@ class FaultPlan:
 
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
-            return {"faults": [f.to_dict() for f in self.rules], "fired": [dict(e) for e in self.fired],
-                    "kinds": list(FAULT_KINDS)}
+            return {
+                "faults": [f.to_dict() for f in self.rules],
+                "fired": [dict(e) for e in self.fired],
+                "kinds": list(FAULT_KINDS),
+            }

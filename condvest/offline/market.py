@@ -92,9 +92,16 @@ class SyntheticMarket:
     lake's size (5,350 symbols, about 10.8M rows to 2025-10-31). Bars also exist after ``horizon``.
     """
 
-    def __init__(self, n_symbols: int = 50, seed: int = 7, first_date: dt.date = dt.date(1962, 1, 2), *,
-                 full_history_share: float = 0.2, listing_skew: float = 3.0,
-                 horizon: dt.date = dt.date(2025, 10, 31)) -> None:
+    def __init__(
+        self,
+        n_symbols: int = 50,
+        seed: int = 7,
+        first_date: dt.date = dt.date(1962, 1, 2),
+        *,
+        full_history_share: float = 0.2,
+        listing_skew: float = 3.0,
+        horizon: dt.date = dt.date(2025, 10, 31),
+    ) -> None:
         if n_symbols <= 0:
             raise ParameterError(f"n_symbols must be positive, got {n_symbols}", "n_symbols")
         if not 0.0 <= full_history_share <= 1.0 or listing_skew < 0:
@@ -151,8 +158,11 @@ class SyntheticMarket:
         k = self._keys
         h0, h1, h2 = (self._hash("param", k, j) for j in range(3))
         penny = (h0 % _U64(100)) < _U64(5)
-        lvl = np.where(penny, np.array(_PENNY)[(h1 % _U64(len(_PENNY))).astype(np.int64)],
-                       np.array(_PRICES)[(h1 % _U64(len(_PRICES))).astype(np.int64)])
+        lvl = np.where(
+            penny,
+            np.array(_PENNY)[(h1 % _U64(len(_PENNY))).astype(np.int64)],
+            np.array(_PRICES)[(h1 % _U64(len(_PRICES))).astype(np.int64)],
+        )
         lvl = lvl * (0.85 + 0.3 * _unit(h2))
         u = [_unit(self._hash("param", k, j)) for j in range(3, 10)]
         self._g = np.where(penny, 0.0, 0.16 * u[0])
@@ -173,8 +183,15 @@ class SyntheticMarket:
         return np.searchsorted(ords, np.maximum(day, first)).astype(np.int64)
 
     @classmethod
-    def lake_like(cls, n_symbols: int = 5350, seed: int = 7, rows: int = 10_800_000, *,
-                  full_history_share: float = 0.03, horizon: dt.date = dt.date(2025, 10, 31)) -> SyntheticMarket:
+    def lake_like(
+        cls,
+        n_symbols: int = 5350,
+        seed: int = 7,
+        rows: int = 10_800_000,
+        *,
+        full_history_share: float = 0.03,
+        horizon: dt.date = dt.date(2025, 10, 31),
+    ) -> SyntheticMarket:
         """A market whose history from 1962-01-02 to ``horizon`` holds about ``rows`` bars."""
         m = cls(n_symbols, seed, full_history_share=full_history_share, horizon=horizon)
         lo, hi = 0.0, 1e4
@@ -243,8 +260,16 @@ class SyntheticMarket:
         cents = ((hv >> _U64(16)) % _U64(99)).astype(np.int64) + 1
         v = np.where(frac, vi + cents / 100.0, vi.astype(np.float64))
         n = np.maximum(vi // self._tsize[s], 1)
-        return {"o": o / 10000.0, "h": h / 10000.0, "l": lo / 10000.0, "c": c / 10000.0, "v": v,
-                "vw": vw / 10000.0, "n": n, "ord": t}
+        return {
+            "o": o / 10000.0,
+            "h": h / 10000.0,
+            "l": lo / 10000.0,
+            "c": c / 10000.0,
+            "v": v,
+            "vw": vw / 10000.0,
+            "n": n,
+            "ord": t,
+        }
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -265,8 +290,10 @@ class SyntheticMarket:
         if end < start:
             raise ParameterError(f"end {end} is before start {start}", "end")
         ords = _sessions()[0]
-        return (int(np.searchsorted(ords, start.toordinal())),
-                int(np.searchsorted(ords, end.toordinal(), side="right")))
+        return (
+            int(np.searchsorted(ords, start.toordinal())),
+            int(np.searchsorted(ords, end.toordinal(), side="right")),
+        )
 
     def expected_rows(self, start: dt.date, end: dt.date) -> int:
         """How many bars ``frame(start, end)`` returns, computed without generating them."""
@@ -281,10 +308,20 @@ class SyntheticMarket:
         s = np.flatnonzero(self._list_idx <= k)
         b = self._bars(s, np.full(len(s), k, dtype=np.int64))
         t = ny_close_epoch_ms(day)
-        return [{"T": self.symbols[i], "v": _num(v), "vw": vw, "o": o, "c": c, "h": h, "l": lo, "t": t, "n": n}
-                for i, v, vw, o, c, h, lo, n in zip(s.tolist(), b["v"].tolist(), b["vw"].tolist(), b["o"].tolist(),
-                                                    b["c"].tolist(), b["h"].tolist(), b["l"].tolist(),
-                                                    b["n"].tolist(), strict=True)]
+        return [
+            {"T": self.symbols[i], "v": _num(v), "vw": vw, "o": o, "c": c, "h": h, "l": lo, "t": t, "n": n}
+            for i, v, vw, o, c, h, lo, n in zip(
+                s.tolist(),
+                b["v"].tolist(),
+                b["vw"].tolist(),
+                b["o"].tolist(),
+                b["c"].tolist(),
+                b["h"].tolist(),
+                b["l"].tolist(),
+                b["n"].tolist(),
+                strict=True,
+            )
+        ]
 
     def range_bars(self, symbol: str, start: dt.date, end: dt.date) -> list[dict]:
         """Polygon range results (``t`` = 00:00 New York) of ``symbol`` on sessions in [start, end]."""
@@ -296,13 +333,24 @@ class SyntheticMarket:
         k = np.arange(a, b, dtype=np.int64)
         bars = self._bars(np.full(len(k), i, dtype=np.int64), k)
         days = _sessions()[2]
-        return [{"v": _num(v), "vw": vw, "o": o, "c": c, "h": h, "l": lo, "t": ny_midnight_epoch_ms(days[kk]), "n": n}
-                for kk, v, vw, o, c, h, lo, n in zip(k.tolist(), bars["v"].tolist(), bars["vw"].tolist(),
-                                                     bars["o"].tolist(), bars["c"].tolist(), bars["h"].tolist(),
-                                                     bars["l"].tolist(), bars["n"].tolist(), strict=True)]
+        return [
+            {"v": _num(v), "vw": vw, "o": o, "c": c, "h": h, "l": lo, "t": ny_midnight_epoch_ms(days[kk]), "n": n}
+            for kk, v, vw, o, c, h, lo, n in zip(
+                k.tolist(),
+                bars["v"].tolist(),
+                bars["vw"].tolist(),
+                bars["o"].tolist(),
+                bars["c"].tolist(),
+                bars["h"].tolist(),
+                bars["l"].tolist(),
+                bars["n"].tolist(),
+                strict=True,
+            )
+        ]
 
-    def iter_tables(self, start: dt.date, end: dt.date, symbols: Sequence[str] | None = None, *,
-                    chunk_rows: int = 1_000_000) -> Iterator[pa.Table]:
+    def iter_tables(
+        self, start: dt.date, end: dt.date, symbols: Sequence[str] | None = None, *, chunk_rows: int = 1_000_000
+    ) -> Iterator[pa.Table]:
         """pyarrow tables of ~``chunk_rows`` bars each, whole symbols per chunk, ordered by (symbol, date).
 
         Columns: symbol (string), date (date32), open, high, low, close, volume, vwap (float64),
@@ -332,11 +380,23 @@ class SyntheticMarket:
         bars = self._bars(s, k)
         sym = pa.DictionaryArray.from_arrays(pa.array(s.astype(np.int32)), dictionary).cast(pa.string())
         date = pa.array((bars["ord"] - _EPOCH).astype(np.int32)).view(pa.date32())
-        return pa.table({"symbol": sym, "date": date, "open": bars["o"], "high": bars["h"], "low": bars["l"],
-                         "close": bars["c"], "volume": bars["v"], "vwap": bars["vw"], "transactions": bars["n"]})
+        return pa.table(
+            {
+                "symbol": sym,
+                "date": date,
+                "open": bars["o"],
+                "high": bars["h"],
+                "low": bars["l"],
+                "close": bars["c"],
+                "volume": bars["v"],
+                "vwap": bars["vw"],
+                "transactions": bars["n"],
+            }
+        )
 
-    def iter_frames(self, start: dt.date, end: dt.date, symbols: Sequence[str] | None = None, *,
-                    chunk_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+    def iter_frames(
+        self, start: dt.date, end: dt.date, symbols: Sequence[str] | None = None, *, chunk_rows: int = 1_000_000
+    ) -> Iterator[pd.DataFrame]:
         """``frame`` in chunks of whole symbols (about ``chunk_rows`` rows each)."""
         for table in self.iter_tables(start, end, symbols, chunk_rows=chunk_rows):
             yield _to_pandas(table)

@@ -44,22 +44,35 @@ __all__ = ["FAULT_KINDS", "Fault", "FaultPlan", "RequestRecord", "ServerHandle",
 
 Clock = dt.datetime | Callable[[], dt.datetime] | None
 _STATE: web.AppKey[_State] = web.AppKey("condvest_offline_state")
-_FAULT_KEY = "condvest_fault"
-_RECORD_KEY = "condvest_record"
+# typed request keys where aiohttp has them (3.13+), plain strings before
+_FAULT_KEY: Any = web.RequestKey("condvest_fault", object) if hasattr(web, "RequestKey") else "condvest_fault"
+_RECORD_KEY: Any = web.RequestKey("condvest_record", object) if hasattr(web, "RequestKey") else "condvest_record"
 _PRE_FAULTS = frozenset({"http_429", "http_429_no_retry_after", "http_5xx", "error_200"})
 _ROUTES = (
     ("grouped", re.compile(r"^/v2/aggs/grouped/locale/us/market/stocks/(?P<date>[^/]+)$")),
-    ("range", re.compile(r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>[^/]+)/(?P<span>[^/]+)/"
-                         r"(?P<start>[^/]+)/(?P<end>[^/]+)$")),
+    (
+        "range",
+        re.compile(
+            r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>[^/]+)/(?P<span>[^/]+)/"
+            r"(?P<start>[^/]+)/(?P<end>[^/]+)$"
+        ),
+    ),
     ("marketstatus", re.compile(r"^/v1/marketstatus/now$")),
     ("tickers", re.compile(r"^/v3/reference/tickers$")),
 )
-_RATE_MSG = ("You've exceeded the maximum requests per minute, please wait or upgrade your subscription to "
-             "continue. https://polygon.io/pricing")
-_GATEWAY_HTML = ("<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n<center><h1>{0}</h1></center>\r\n"
-                 "</body>\r\n</html>\r\n")
-_REASONS = {500: "500 Internal Server Error", 502: "502 Bad Gateway", 503: "503 Service Temporarily Unavailable",
-            504: "504 Gateway Time-out"}
+_RATE_MSG = (
+    "You've exceeded the maximum requests per minute, please wait or upgrade your subscription to "
+    "continue. https://polygon.io/pricing"
+)
+_GATEWAY_HTML = (
+    "<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n<center><h1>{0}</h1></center>\r\n</body>\r\n</html>\r\n"
+)
+_REASONS = {
+    500: "500 Internal Server Error",
+    502: "502 Bad Gateway",
+    503: "503 Service Temporarily Unavailable",
+    504: "504 Gateway Time-out",
+}
 
 
 @dataclass
@@ -151,7 +164,7 @@ def _auth(request: web.Request, key: str) -> str | None:
     if request.query.get("apiKey") == key:
         return "query"
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer ") and header[len("Bearer "):].strip() == key:
+    if header.startswith("Bearer ") and header[len("Bearer ") :].strip() == key:
         return "bearer"
     return None
 
@@ -166,8 +179,11 @@ async def _middleware(request: web.Request, handler: Callable[..., Any]) -> web.
     st.requests.append(rec)
     if rec.endpoint == "unknown":
         rec.status = 404
-        return _json(request, {"status": "ERROR", "request_id": st.request_id(),
-                               "error": f"Not Found: {request.method} {request.path}"}, 404)
+        return _json(
+            request,
+            {"status": "ERROR", "request_id": st.request_id(), "error": f"Not Found: {request.method} {request.path}"},
+            404,
+        )
     how = _auth(request, st.api_key)
     if how is None:
         rec.status = 401
@@ -196,14 +212,19 @@ def _pre_fault(request: web.Request, fault: Fault) -> web.Response:
     if fault.kind == "http_5xx":
         if fault.status == 500:
             return _json(request, {"status": "ERROR", "request_id": rid, "error": "Internal Server Error"}, 500)
-        return web.Response(status=fault.status, text=_GATEWAY_HTML.format(_REASONS[fault.status]),
-                            content_type="text/html")
-    return _json(request, {"status": "ERROR", "request_id": rid,
-                           "error": "Internal error while processing the request, please retry."}, 200)
+        return web.Response(
+            status=fault.status, text=_GATEWAY_HTML.format(_REASONS[fault.status]), content_type="text/html"
+        )
+    return _json(
+        request,
+        {"status": "ERROR", "request_id": rid, "error": "Internal error while processing the request, please retry."},
+        200,
+    )
 
 
-def _json(request: web.Request, payload: dict[str, Any], status: int = 200,
-          headers: dict[str, str] | None = None) -> web.Response:
+def _json(
+    request: web.Request, payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     body = json.dumps(payload, separators=(",", ":")).encode()
     return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
@@ -335,8 +356,9 @@ class ServerHandle:
         self._stop()
 
 
-def start_in_thread(market: SyntheticMarket, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key",
-                    *, now: Clock = None) -> ServerHandle:
+def start_in_thread(
+    market: SyntheticMarket, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key", *, now: Clock = None
+) -> ServerHandle:
     """Start the server on its own event loop in a daemon thread; call ``handle.stop()`` when done."""
     app = make_app(market, api_key=api_key, now=now)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -384,8 +406,9 @@ def start_in_thread(market: SyntheticMarket, host: str = "127.0.0.1", port: int 
 
 
 @contextmanager
-def serve_in_thread(market: SyntheticMarket, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key",
-                    *, now: Clock = None) -> Iterator[ServerHandle]:
+def serve_in_thread(
+    market: SyntheticMarket, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key", *, now: Clock = None
+) -> Iterator[ServerHandle]:
     """Run the server in a thread for the ``with`` block; yields its ``ServerHandle``."""
     handle = start_in_thread(market, host, port, api_key, now=now)
     try:

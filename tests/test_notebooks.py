@@ -1,0 +1,49 @@
+"""Notebook shape (parameters cell, kernelspec, thin glue) and papermill running 01_fetch offline."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_the_five_notebooks_exist():
+    names = {p.stem for p in NOTEBOOKS}
+    assert "01_fetch" in names  # the others join as their stages land
+    assert all(re.fullmatch(r"0[1-5]_[a-z]+", n) for n in names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_shape(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"].get("kernelspec", {}).get("name"), "papermill needs a kernelspec"
+    cells = nb["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] is code[0], "the first code cell, and only it, is tagged parameters"
+    params = "".join(tagged[0]["source"])
+    for line in params.splitlines():
+        if line.strip():
+            assert re.match(r"^[a-z_][a-z0-9_]* = .+  # \S", line), f"parameter line without a # help: {line!r}"
+    assert len(code) <= 10
+    for c in code:
+        src = "".join(c["source"])
+        assert not re.search(r"^\s*(def|class)\s", src, re.M), "logic belongs in condvest/"
+        assert not re.search(r"\b(SELECT|INSERT|DELETE|UPDATE|CREATE)\s", src), "SQL belongs in sql/ or builders"
+        assert "asyncio.run(" not in src, "use top-level await inside a kernel"
+        assert not c.get("outputs"), "notebooks are committed without outputs"
+
+
+def test_a_notebook_without_a_parameters_tag_fails_the_shape_check(tmp_path):
+    nb = json.loads(NOTEBOOKS[0].read_text())
+    for c in nb["cells"]:
+        c.get("metadata", {}).pop("tags", None)
+    bad = tmp_path / "99_bad.ipynb"
+    bad.write_text(json.dumps(nb))
+    with pytest.raises(AssertionError, match="parameters"):
+        test_notebook_shape(bad)
