@@ -98,18 +98,18 @@ def new_session(root: Path, day: str = "2025-10-20") -> int:
     """One daily file per symbol for the next session."""
     base = root / "bronze" / "raw_ohlcv"
     syms = sorted(p.name.split("=", 1)[1] for p in base.iterdir() if p.name.startswith("symbol="))
-    d = np.datetime64(day)
+    d = dt.date.fromisoformat(day)
+    stamp = dt.datetime.combine(d, dt.time(4), tzinfo=dt.UTC)
     schema = _schema()
     rng = np.random.default_rng(11)
 
     def write(s: str) -> None:
         c = float(rng.uniform(5, 50))
         t = pa.table({"symbol": [s], "date": pa.array([d], pa.date32()),
-                      "timestamp": pa.array([d.astype("datetime64[us]") + np.timedelta64(4, "h")],
-                                            pa.timestamp("us", tz="UTC")),
+                      "timestamp": pa.array([stamp], pa.timestamp("us", tz="UTC")),
                       "open": [c], "high": [c * 1.01], "low": [c * 0.99], "close": [c], "volume": [1000.0],
                       "vwap": [c], "transactions": [10], "interval": ["1d"],
-                      "ingested_at": pa.array([np.datetime64("2025-10-21T00:00:00", "us")],
+                      "ingested_at": pa.array([dt.datetime(2025, 10, 21, tzinfo=dt.UTC)],
                                               pa.timestamp("us", tz="UTC"))}, schema=schema)
         pq.write_table(t, base / f"symbol={s}" / f"date={day}.parquet")
 
@@ -219,8 +219,8 @@ def run_floor(root: str) -> dict:
     files = sorted(str(p) for p in Path(root, "bronze", "raw_ohlcv").glob("symbol=*/date=*.parquet"))
     con = duckdb.connect()
     con.execute(f"SET threads = {THREADS}")
-    t = con.execute("SELECT * FROM read_parquet($f, union_by_name = true, filename = true)", {"f": files})
-    return {"rows": t.fetch_arrow_table().num_rows, "files": len(files)}
+    t = con.execute("SELECT * FROM read_parquet($f)", {"f": files})
+    return {"rows": t.to_arrow_table().num_rows, "files": len(files)}
 
 
 CONTENDERS = {"condvest": run_condvest, "condvest_full": run_condvest_full, "duckdb": run_duckdb,

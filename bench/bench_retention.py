@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -196,6 +197,7 @@ def main() -> int:
             print(rows[-1], file=sys.stderr)
     finally:
         cluster.destroy()
+        shutil.rmtree(home, ignore_errors=True)
     print(
         f"\nrows {args.rows:,} · symbols {args.symbols:,} · as_of {AS_OF} · cutoff {cut} · "
         f"rows before the cutoff {expected_old:,}\n"

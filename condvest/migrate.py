@@ -252,15 +252,22 @@ def _migrate(store: Store, prefix: str, sources: list[dict], threads: int, progr
     state = _start_state(store, prefix, sources)
     resumed = state.resumed > 0
     files_before, rows_before, merged_before = state.files_written, state.rows_written, state.merged_symbols
+    clock = time.monotonic()
     src = _read(store, sources, threads, progress)
+    log.info("migration read run_id=%s rows=%d duplicates=%d symbols=%d seconds=%.1f", state.run_id, src.rows,
+             src.duplicates, len(src.symbols), time.monotonic() - clock)
     if state.phase == "writing":
+        clock = time.monotonic()
         write_histories(store, src, state, threads=threads, progress=progress)
         state.phase = "written"
         state.save(store)
+        log.info("migration write run_id=%s seconds=%.1f", state.run_id, time.monotonic() - clock)
         crash_point("migrate.after_write")
     sessions = _record_manifest(store, src, state.run_id)
     crash_point("migrate.after_manifest")
+    clock = time.monotonic()
     v = validate(store, src)
+    log.info("migration validate run_id=%s seconds=%.1f", state.run_id, time.monotonic() - clock)
     crash_point("migrate.after_validate")
     doc = _report_doc(state, src, v, sessions)
     save_report(store, doc)

@@ -147,7 +147,8 @@ def read_sources(store: Store, sources: list[ObjectInfo], *, threads: int = 2, p
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         tables = list(tqdm(pool.map(lambda k: read_source(store, k), keys), total=len(keys), desc="read export",
                            unit="file", disable=not progress))
-    table = pa.concat_tables(tables) if tables else BRONZE_SCHEMA.empty_table()
+    # one chunk per column: taking a symbol's rows from a chunked column would concatenate it every time
+    table = pa.concat_tables(tables).combine_chunks() if tables else BRONZE_SCHEMA.empty_table()
     rows = dedupe(table)
     return SourceRows(table=table, files=keys, **rows)
 

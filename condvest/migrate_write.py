@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from condvest.bars import BRONZE_SCHEMA, parquet_bytes
+from condvest.bars import BRONZE_SCHEMA
 from condvest.crash import crash_point
 from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
 from condvest.lake import BRONZE_PREFIX, bronze_history_key, parse_bronze_key
@@ -94,13 +94,21 @@ def merge_history(prior: pa.Table, migrated: pa.Table) -> tuple[pa.Table, int]:
     return t.take(pa.array(keep)), superseded
 
 
+def history_bytes(table: pa.Table) -> bytes:
+    """Parquet bytes of one history: snappy, dictionary pages only for the repetitive text columns (encoding
+    every float column as a dictionary costs twice the time and makes the file bigger)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="snappy", use_dictionary=["symbol", "interval"])
+    return buf.getvalue()
+
+
 def write_symbol(store: Store, symbol: str, rows: pa.Table, exists: bool) -> SymbolWrite:
     """Write (or merge into) the symbol's ``data.parquet``; conditional, retried on a lost race."""
     key = bronze_history_key(symbol)
     for _ in range(_ATTEMPTS):
         if not exists:
             try:
-                store.put(key, parquet_bytes(rows), if_none_match=True)
+                store.put(key, history_bytes(rows), if_none_match=True)
                 return SymbolWrite(symbol, rows.num_rows, 0, 0)
             except PreconditionFailed:
                 exists = True  # someone wrote it meanwhile: merge with theirs
@@ -113,7 +121,7 @@ def write_symbol(store: Store, symbol: str, rows: pa.Table, exists: bool) -> Sym
         prior = read_history(key, data)
         merged, superseded = merge_history(prior, rows)
         try:
-            store.put(key, parquet_bytes(merged), if_match=etag)
+            store.put(key, history_bytes(merged), if_match=etag)
         except PreconditionFailed:
             continue
         return SymbolWrite(symbol, merged.num_rows, prior.num_rows, superseded)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from condvest.crash import crash_point
 from condvest.errors import CorruptObject, ObjectNotFound, ParameterError
-from condvest.lake import METADATA_PREFIX, SILVER_PREFIX, check_interval, checkpoint_key
+from condvest.lake import METADATA_PREFIX, check_interval, checkpoint_key
 from condvest.lake_lock import lake_lock
 from condvest.resample_engine import connect, load_rows, register_dms
 from condvest.resample_write import incremental_pass, write_full
@@ -151,7 +151,7 @@ def _full(store: Store, settings: Settings, ns: tuple[int, ...], sources: pd.Dat
             register_dms(con, store, dms_keys, None)
         rows = load_rows(con, store, "rows", keys, dms=bool(dms_keys))
         tail_len = max(MIN_TAIL, max(ns))
-        written = write_full(con, store, ns, run_id)
+        written = write_full(con, store, ns, threads)
         symbols = con.execute("SELECT symbol, count(*) AS n, min(date) AS first_date, max(date) AS last_date "
                               "FROM rows GROUP BY symbol ORDER BY symbol").df()
         tail = con.execute("SELECT r.symbol, r.i, r.date, r.open, r.high, r.low, r.close, r.volume FROM rows r "
@@ -182,8 +182,6 @@ def run_resample(settings: Settings, intervals: str | Iterable[int] = DEFAULT_IN
     report = ResampleReport(run_id, ns)
     t0 = time.perf_counter()
     with lake_lock(store, "resample", run_id=run_id, purpose="resample"):
-        for o in list(store.list(f"{SILVER_PREFIX}/_staging/")):  # leftovers of a crashed full run
-            store.delete(o.key)
         checkpoints = {n: (None if force_full_resample else _read_checkpoint(store, n)) for n in ns}
         journal = latest_journal(store)
         sources = list_sources(store)

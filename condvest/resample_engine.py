@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from condvest.dms_reader import read_dms_file
 from condvest.errors import CorruptObject, StorageError
-from condvest.storage import LocalStore, Store
+from condvest.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +30,26 @@ SILVER_SCHEMA = pa.schema([
 ])
 SILVER_COLUMNS = SILVER_SCHEMA.names
 
+# {rank}: 1 for data.parquet objects, 2 for daily files (constants of this module, not input)
 _RAW_SELECT = """
 SELECT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date, CAST(open AS DOUBLE) AS open,
        CAST(high AS DOUBLE) AS high, CAST(low AS DOUBLE) AS low, CAST(close AS DOUBLE) AS close,
-       CAST(volume AS DOUBLE) AS volume, {ingested} AS ingested_at,
-       CASE WHEN filename LIKE '%/data.parquet' THEN 1 ELSE 2 END AS src_rank, filename
-FROM read_parquet($files, union_by_name = true, filename = true)
+       CAST(volume AS DOUBLE) AS volume, {ingested} AS ingested_at, {rank} AS src_rank
+FROM read_parquet(${param}{union})
 """
 _DMS_SELECT = """
 SELECT symbol, date, open, high, low, close, volume, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at,
-       0 AS src_rank, filename
+       0 AS src_rank
 FROM dms_rows
 """
-# newest write wins; rows without ingested_at: daily file before data.parquet before the DMS export
+# One pass: within each symbol, rows in (date, priority) order; the first row of each date is kept (newest
+# write wins; rows without ingested_at: daily file before data.parquet before the DMS export) and the
+# session index i is the dense rank of the date. Ties are broken on the values so the result is unique.
 _DEDUP = """
-SELECT * FROM ({raw}) WHERE $all_symbols OR symbol IN (SELECT symbol FROM wanted)
-QUALIFY row_number() OVER (PARTITION BY symbol, date
-                           ORDER BY ingested_at DESC NULLS LAST, src_rank DESC, filename DESC,
-                                    close, volume, open, high, low) = 1
+SELECT symbol, date, open, high, low, close, volume, dense_rank() OVER (PARTITION BY symbol ORDER BY date) - 1 AS i
+FROM ({raw}) WHERE $all_symbols OR symbol IN (SELECT symbol FROM wanted)
+QUALIFY lag(date) OVER (PARTITION BY symbol ORDER BY date, ingested_at DESC NULLS LAST, src_rank DESC,
+                        close, volume, open, high, low) IS DISTINCT FROM date
 """
 # the bars of one interval from table {src} (an allow-listed name), rows at or after each symbol's cut
 _BARS = """
@@ -118,30 +120,33 @@ def load_rows(con: duckdb.DuckDBPyConnection, store: Store, table: str, keys: li
     if table not in _TABLES:
         raise ValueError(table)
     con.register("wanted", pa.table({"symbol": pa.array(sorted(symbols or ()), pa.string())}))
-    params = {"files": [store.url(k) for k in keys], "all_symbols": symbols is None}
-    parts = []
-    if keys:
-        parts.append(_RAW_SELECT)
-    if dms:
-        parts.append(_DMS_SELECT)
-    if not parts:
+    history = [store.url(k) for k in keys if k.endswith("/data.parquet")]
+    daily = [store.url(k) for k in keys if not k.endswith("/data.parquet")]
+    params: dict[str, object] = {"all_symbols": symbols is None}
+    scans = []
+    for param, rank, urls in (("history", 1, history), ("daily", 2, daily)):
+        if urls:
+            params[param] = urls
+            scans.append((param, rank))
+    if not scans and not dms:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (symbol VARCHAR, date DATE, open DOUBLE, high DOUBLE, "
                     "low DOUBLE, close DOUBLE, volume DOUBLE, i BIGINT)")
         return 0
-    if not keys:
-        params.pop("files")
-    for ingested in ("CAST(ingested_at AS TIMESTAMPTZ)", "CAST(NULL AS TIMESTAMPTZ)"):
-        raw = " UNION ALL ".join(parts).format(ingested=ingested)
-        sql = (f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT symbol, date, open, high, low, close, volume, "
-               f"row_number() OVER (PARTITION BY symbol ORDER BY date) - 1 AS i FROM ({_DEDUP.format(raw=raw)})")
+    # fastest first: one schema for all files; then by column name; then for files without ingested_at
+    ing, union = "CAST(ingested_at AS TIMESTAMPTZ)", ", union_by_name = true"
+    attempts = [("", ing), (union, ing), (union, "CAST(NULL AS TIMESTAMPTZ)")]
+    for k, (union, ingested) in enumerate(attempts):
+        parts = [_RAW_SELECT.format(ingested=ingested, rank=rank, param=param, union=union) for param, rank in scans]
+        if dms:
+            parts.append(_DMS_SELECT)
+        sql = f"CREATE OR REPLACE TEMP TABLE {table} AS {_DEDUP.format(raw=' UNION ALL '.join(parts))}"
         try:
             con.execute(sql, params)
             break
-        except duckdb.BinderException as exc:
-            if "ingested_at" not in str(exc) or ingested.startswith("CAST(NULL"):
-                raise
-        except duckdb.Error as exc:
-            raise _find_bad_file(store, keys, exc) from exc
+        except duckdb.Error as exc:  # schemas differ, a column is missing, or a file is unreadable
+            if k == len(attempts) - 1:
+                raise _find_bad_file(store, keys, exc) from exc
+            log.debug("bronze read retry attempt=%d error=%s", k + 1, exc)
     return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
@@ -149,23 +154,3 @@ def silver_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table.select(SILVER_COLUMNS).cast(SILVER_SCHEMA), buf, compression="zstd")
     return buf.getvalue()
-
-
-_STAGED = re.compile(r"iv=(\d+)/year=(\d{4})/month=(\d{2})/[^/]+\.parquet$")
-
-
-def parse_staged(key: str) -> tuple[int, int, int] | None:
-    m = _STAGED.search(key)
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
-
-
-def move(store: Store, src: str, dst: str) -> None:
-    """Move one object into place (atomic rename on a local lake; copy then delete on S3)."""
-    if isinstance(store, LocalStore):
-        import os
-
-        os.makedirs(os.path.dirname(store.url(dst)), exist_ok=True)
-        os.replace(store.url(src), store.url(dst))
-    else:
-        store.copy(src, dst)
-        store.delete(src)

@@ -117,6 +117,8 @@ DECLARE
     v_part      record;
     v_b         record;
     v_name      text;
+    v_arch_lo   timestamptz[];
+    v_arch_hi   timestamptz[];
 BEGIN
     IF p_retention IS NULL OR v_as_of - p_retention >= v_as_of::timestamp THEN
         RAISE EXCEPTION 'archive_old_ohlcv_data: retention must be a positive interval, got %', p_retention
@@ -153,6 +155,9 @@ BEGIN
                         WHERE i.inhparent = 'raw_ohlcv'::regclass AND b.hi <= v_threshold) THEN
                 LOCK TABLE raw_ohlcv, raw_ohlcv_archive IN ACCESS EXCLUSIVE MODE;
             END IF;
+            SELECT coalesce(array_agg(b.lo), '{}'), coalesce(array_agg(b.hi), '{}') INTO v_arch_lo, v_arch_hi
+              FROM pg_inherits i CROSS JOIN LATERAL _retention_partition_bounds(i.inhrelid::regclass) b
+             WHERE i.inhparent = 'raw_ohlcv_archive'::regclass AND b.hi IS NOT NULL;
             FOR v_part IN
                 SELECT i.inhrelid::regclass AS part, c.relname, b.lo, b.hi
                   FROM pg_inherits i
@@ -162,10 +167,8 @@ BEGIN
                  ORDER BY b.lo
             LOOP
                 -- a month already present in the archive as a partition: leave it to the row move
-                CONTINUE WHEN EXISTS (
-                    SELECT 1 FROM pg_inherits ai
-                     CROSS JOIN LATERAL _retention_partition_bounds(ai.inhrelid::regclass) ab
-                     WHERE ai.inhparent = 'raw_ohlcv_archive'::regclass AND ab.lo < v_part.hi AND ab.hi > v_part.lo);
+                CONTINUE WHEN EXISTS (SELECT 1 FROM unnest(v_arch_lo, v_arch_hi) AS ab(lo, hi)
+                                       WHERE ab.lo < v_part.hi AND ab.hi > v_part.lo);
                 EXECUTE format('SELECT count(*) FROM %s', v_part.part) INTO v_n_del;
                 EXECUTE format('ALTER TABLE raw_ohlcv DETACH PARTITION %s', v_part.part);
                 EXECUTE format('ALTER TABLE %s ADD COLUMN archived_at timestamptz NOT NULL DEFAULT now()',

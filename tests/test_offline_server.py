@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from condvest.calendar import UTC, ny_close_epoch_ms, ny_midnight_epoch_ms, session_date_from_epoch_ms
+from condvest.errors import ParameterError
 from condvest.offline.faults import FAULT_KINDS
 
 GROUPED = "/v2/aggs/grouped/locale/us/market/stocks/{}"
@@ -99,6 +100,8 @@ def test_bars_appear_after_the_close_on_the_server_clock(polygon_server):
     polygon_server.set_now(dt.datetime(2024, 1, 5, 21, 5, tzinfo=UTC))  # 16:05 New York
     assert _json(polygon_server.url(GROUPED.format(DAY)))[1]["resultsCount"] > 0
     assert _json(polygon_server.url(GROUPED.format("2024-01-08")))[1]["resultsCount"] == 0
+    with pytest.raises(ParameterError):
+        polygon_server.set_now(dt.datetime(2024, 1, 5, 21, 5))  # naive: refused
 
 
 def test_grouped_bad_date_is_a_400(polygon_server):

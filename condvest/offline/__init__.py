@@ -23,6 +23,7 @@ __all__ = [
     "dms_file_specs",
     "make_app",
     "serve_in_thread",
+    "start_in_thread",
     "write_dms_export",
 ]
 

@@ -52,6 +52,7 @@ def _dms(args: argparse.Namespace) -> int:
         dt.date.fromisoformat(args.end),
         n_files=args.files,
         quirks=not args.no_quirks,
+        progress=True,
     )
     print("\n".join(keys))
     return 0

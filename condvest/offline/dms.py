@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from condvest.calendar import ny_midnight_epoch_ms
 from condvest.errors import ParameterError
@@ -167,11 +168,17 @@ def write_dms_export(
     n_files: int = 8,
     quirks: bool = True,
     chunk_rows: int = 1_000_000,
+    progress: bool = False,
 ) -> list[str]:
-    """Write the export of ``market``'s bars in [start, end] under ``public/raw_ohlcv/``; return the keys."""
+    """Write the export of ``market``'s bars in [start, end] under ``public/raw_ohlcv/``; return the keys.
+
+    Rows are generated and written ``chunk_rows`` at a time (whole symbols), so memory stays bounded;
+    the files are put into ``store`` at the end. ``progress`` shows a tqdm bar over the rows.
+    """
     specs = dms_file_specs(n_files, quirks)
     positions = {s: i for i, s in enumerate(market.symbols)}
-    dup_mod = max(2, market.expected_rows(start, end) // 50)
+    total = market.expected_rows(start, end)
+    dup_mod = max(2, total // 50)
     rows = [0] * n_files
     with tempfile.TemporaryDirectory(prefix="condvest-dms-") as tmp:
         paths = [os.path.join(tmp, f"{i}.parquet") for i in range(n_files)]
@@ -179,8 +186,10 @@ def write_dms_export(
             pq.ParquetWriter(p, s.schema(), use_dictionary=["symbol", "interval", "timestamp_1"])
             for p, s in zip(paths, specs, strict=True)
         ]
+        bar = tqdm(total=total, unit="rows", desc="DMS export", disable=not progress)
         try:
             for chunk in market.iter_tables(start, end, symbols, chunk_rows=chunk_rows):
+                bar.update(chunk.num_rows)
                 file_id, dup = _placement(chunk, positions, specs, dup_mod, quirks)
                 for i, spec in enumerate(specs):
                     take = np.concatenate([np.flatnonzero(file_id == i), np.flatnonzero(dup == i)])
@@ -189,6 +198,7 @@ def write_dms_export(
                         writers[i].write_table(part)
                         rows[i] += part.num_rows
         finally:
+            bar.close()
             for w in writers:
                 w.close()
         for path, spec in zip(paths, specs, strict=True):

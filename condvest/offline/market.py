@@ -110,6 +110,7 @@ class SyntheticMarket:
             raise ParameterError(f"first_date {first_date} must be in [{FIRST_SUPPORTED}, horizon)", "first_date")
         self.n_symbols, self.seed, self.first_date, self.horizon = n_symbols, seed, first_date, horizon
         self.full_history_share, self.listing_skew = full_history_share, listing_skew
+        self._pre_cache: dict[tuple[str, int], np.ndarray] = {}
         self._seed_int = int(_mix(np.array([seed & _MASK], dtype=np.uint64))[0])
         gen_ids = self._tickers(n_symbols)
         order = sorted(range(n_symbols), key=lambda i: gen_ids[i][0])
@@ -123,6 +124,17 @@ class SyntheticMarket:
 
     def _salt(self, stream: str, extra: int = 0) -> np.uint64:
         return _U64((self._seed_int + _STREAM[stream] * 0x1000193 + extra * 0x9E37) & _MASK)
+
+    def _pre(self, stream: str, extra: int = 0) -> np.ndarray:
+        """The first mixing round of every symbol's key for a stream (cached: it is per symbol, not per row)."""
+        key = (stream, extra)
+        if key not in self._pre_cache:
+            self._pre_cache[key] = _mix(self._keys ^ self._salt(stream, extra))
+        return self._pre_cache[key]
+
+    def _row_hash(self, stream: str, s: np.ndarray, t: np.ndarray, extra: int = 0) -> np.ndarray:
+        """``_hash(stream, keys[s], t)``, with the per-symbol round computed once."""
+        return _mix(self._pre(stream, extra)[s] + t.astype(np.uint64))
 
     def _hash(self, stream: str, a: np.ndarray, b: np.ndarray | int = 0) -> np.ndarray:
         pre = _mix(np.asarray(a, dtype=np.uint64) ^ self._salt(stream))
@@ -218,9 +230,8 @@ class SyntheticMarket:
         k0 = t // scale
         fr = (t - k0 * scale) / scale
         w = fr * fr * (3.0 - 2.0 * fr)
-        pre = _mix(self._keys[s] ^ self._salt(stream, scale))
-        a = _unit(_mix(pre + k0.astype(np.uint64)))
-        b = _unit(_mix(pre + (k0 + 1).astype(np.uint64)))
+        a = _unit(self._row_hash(stream, s, k0, scale))
+        b = _unit(self._row_hash(stream, s, k0 + 1, scale))
         return 2.0 * (a + (b - a) * w) - 1.0
 
     def _close_units(self, s: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -229,7 +240,7 @@ class SyntheticMarket:
         volf = self._volf[s]
         for scale, amp in _SCALES:
             p = p * (1.0 + amp * volf * self._noise("daily", s, t, scale))
-        p = p * (1.0 + self._sigma[s] * _irwin_hall(self._hash("daily", self._keys[s], t)))
+        p = p * (1.0 + self._sigma[s] * _irwin_hall(self._row_hash("daily", s, t)))
         return np.maximum(np.rint(p * 10000.0), 1.0).astype(np.int64)
 
     def _bars(self, s: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:
@@ -237,11 +248,17 @@ class SyntheticMarket:
         ords, prev, _ = _sessions()
         t = ords[k]
         c = self._close_units(s, t)
-        pc = self._close_units(s, prev[k])
-        keys, sig = self._keys[s], self._sigma[s]
-        o = np.maximum(np.rint(pc * (1.0 + 0.3 * sig * _irwin_hall(self._hash("gap", keys, t)))), 1.0)
+        # the open follows the previous session's close; reuse it where the previous row is that session
+        pc = np.empty_like(c)
+        follows = np.zeros(len(k), dtype=bool)
+        follows[1:] = (s[1:] == s[:-1]) & (k[1:] == k[:-1] + 1)
+        pc[1:][follows[1:]] = c[:-1][follows[1:]]
+        rest = ~follows
+        pc[rest] = self._close_units(s[rest], prev[k[rest]])
+        sig = self._sigma[s]
+        o = np.maximum(np.rint(pc * (1.0 + 0.3 * sig * _irwin_hall(self._row_hash("gap", s, t)))), 1.0)
         o = o.astype(np.int64)
-        hl = self._hash("hl", keys, t)
+        hl = self._row_hash("hl", s, t)
         m16 = _U64(0xFFFF)
         uh = (hl & m16).astype(np.float64) * (1.0 / 65536.0)
         ul = ((hl >> _U64(16)) & m16).astype(np.float64) * (1.0 / 65536.0)
@@ -250,7 +267,7 @@ class SyntheticMarket:
         h = mx + np.floor(mx * sig * 1.3 * uh).astype(np.int64)
         lo = np.maximum(mn - np.floor(mn * sig * 1.3 * ul).astype(np.int64), 1)
         vw = lo + (h - lo) * wv // 1000
-        hv = self._hash("vol", keys, t)
+        hv = self._row_hash("vol", s, t)
         x = (t - _T0) / 365.25
         vol = self._vbase[s] * (0.15 + 0.85 * np.minimum(x / 64.0, 1.0))
         vol = vol * (1.0 + 0.6 * self._noise("volnoise", s, t, _VOL_SCALE)) * (0.4 + 1.2 * _unit(hv))

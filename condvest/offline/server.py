@@ -40,7 +40,16 @@ from condvest.offline.market import SyntheticMarket
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultPlan", "RequestRecord", "ServerHandle", "make_app", "serve_in_thread"]
+__all__ = [
+    "FAULT_KINDS",
+    "Fault",
+    "FaultPlan",
+    "RequestRecord",
+    "ServerHandle",
+    "make_app",
+    "serve_in_thread",
+    "start_in_thread",
+]
 
 Clock = dt.datetime | Callable[[], dt.datetime] | None
 _STATE: web.AppKey[_State] = web.AppKey("condvest_offline_state")
@@ -98,9 +107,15 @@ class RequestRecord:
         return d
 
 
+def _check_clock(now: Clock) -> Clock:
+    if isinstance(now, dt.datetime) and now.tzinfo is None:
+        raise ParameterError(f"the server clock must be timezone-aware, got {now.isoformat()}", "now")
+    return now
+
+
 class _State:
     def __init__(self, market: SyntheticMarket, api_key: str, now: Clock) -> None:
-        self.market, self.api_key, self.now = market, api_key, now
+        self.market, self.api_key, self.now = market, api_key, _check_clock(now)
         self.faults = FaultPlan()
         self.requests: list[RequestRecord] = []
         self._ids = itertools.count(1)
@@ -125,10 +140,6 @@ def make_app(market: SyntheticMarket, *, api_key: str = "test-key", now: Clock =
     app.router.add_post("/_control/clock", _control_clock)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app
-
-
-def state_of(app: web.Application) -> _State:
-    return app[_STATE]
 
 
 # -- request plumbing --------------------------------------------------------------------------------
@@ -251,8 +262,12 @@ async def _send(request: web.Request, payload: dict[str, Any], status: int = 200
             request.transport.abort()
         raise asyncio.CancelledError()  # aiohttp drops the aborted connection quietly
     await asyncio.sleep(fault.delay if fault else 0)
-    await resp.write(body[half:])
-    await resp.write_eof()
+    try:
+        await resp.write(body[half:])
+        await resp.write_eof()
+    except ConnectionResetError:  # the client gave up during the stall (its read timeout): expected
+        log.info("client_gone_during_stall path=%s", request.path)
+        raise asyncio.CancelledError() from None
     return resp
 
 
@@ -302,7 +317,7 @@ async def _control_clock(request: web.Request) -> web.Response:
     st = request.app[_STATE]
     try:
         value = (await request.json()).get("now")
-        st.now = None if value is None else dt.datetime.fromisoformat(value)
+        st.now = None if value is None else _check_clock(dt.datetime.fromisoformat(value))
         now = st.clock()
     except (ParameterError, TypeError, ValueError, AttributeError) as exc:
         return web.json_response({"status": "ERROR", "error": str(exc)}, status=400)
@@ -336,8 +351,8 @@ class ServerHandle:
         return self._state.api_key
 
     def set_now(self, now: Clock) -> None:
-        """Fix (or with None, release) the server clock."""
-        self._state.now = now
+        """Fix (or with None, release) the server clock: an aware datetime or a callable returning one."""
+        self._state.now = _check_clock(now)
 
     def now(self) -> dt.datetime:
         return self._state.clock()

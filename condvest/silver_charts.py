@@ -1,0 +1,89 @@
+"""Reading silver bars back and drawing them (the 02_resample notebook's charts).
+
+    read_bars(settings, symbol, interval) -> DataFrame      interval 1: bronze daily bars, else silver
+    default_symbol(settings) -> str                          first symbol alphabetically ("" when none)
+    candlestick_figure(settings, symbol="", intervals=(1, 5, 21)) -> plotly Figure
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+
+from condvest.dms_reader import list_dms_files
+from condvest.lake import BRONZE_PREFIX, bronze_symbol_prefix, check_interval, check_symbol, silver_prefix
+from condvest.resample_engine import connect, load_rows, register_dms
+from condvest.settings import Settings
+from condvest.storage import Store, open_store
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = ["symbol", "date", "open", "high", "low", "close", "volume", "sessions"]
+
+
+def default_symbol(settings: Settings, *, store: Store | None = None) -> str:
+    """The first symbol in bronze, alphabetically ("" when bronze is empty)."""
+    store = store or open_store(settings=settings)
+    for o in store.list(f"{BRONZE_PREFIX}/symbol="):
+        return o.key[len(BRONZE_PREFIX) + len("/symbol="):].split("/")[0]
+    return ""
+
+
+def read_bars(settings: Settings, symbol: str, interval: int, *, store: Store | None = None) -> pd.DataFrame:
+    """Bars of one symbol: the deduplicated daily bars (interval 1) or the silver bars of ``interval``."""
+    symbol, interval = check_symbol(symbol), check_interval(interval)
+    store = store or open_store(settings=settings)
+    con = connect(store)
+    try:
+        if interval == 1:
+            keys = [o.key for o in store.list(bronze_symbol_prefix(symbol))]
+            dms = [o.key for o in list_dms_files(store)]
+            if dms:
+                register_dms(con, store, dms, {symbol})
+            load_rows(con, store, "rows", keys, dms=bool(dms), symbols={symbol})
+            df = con.execute("SELECT symbol, date, open, high, low, close, volume, 1 AS sessions FROM rows "
+                             "ORDER BY date").df()
+        else:
+            keys = [o.key for o in store.list(silver_prefix(interval))]
+            if not keys:
+                return pd.DataFrame(columns=_COLUMNS)
+            df = con.execute("SELECT symbol, date, open, high, low, close, volume, sessions "
+                             "FROM read_parquet($files, union_by_name = true) WHERE symbol = $symbol ORDER BY date",
+                             {"files": [store.url(k) for k in keys], "symbol": symbol}).df()
+    finally:
+        con.close()
+    return df
+
+
+def candlestick_figure(settings: Settings, symbol: str = "", intervals: Sequence[int] = (1, 5, 21),
+                       last_days: int = 365, *, store: Store | None = None) -> object:
+    """Candlesticks of ``symbol`` (default: the first one) at each interval, over its last ``last_days``."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    store = store or open_store(settings=settings)
+    symbol = symbol or default_symbol(settings, store=store)
+    if not symbol:
+        fig = go.Figure()
+        fig.update_layout(title="nothing to chart: bronze is empty", height=200)
+        return fig
+    labels = [f"{symbol} · {n}d" + (" (daily)" if n == 1 else "") for n in intervals]
+    fig = make_subplots(rows=len(intervals), cols=1, subplot_titles=labels, vertical_spacing=0.08)
+    for row, n in enumerate(intervals, start=1):
+        df = read_bars(settings, symbol, n, store=store)
+        if not df.empty:
+            end = pd.to_datetime(df["date"]).max()
+            df = df[pd.to_datetime(df["date"]) > end - pd.Timedelta(days=last_days)]
+        partial = df["sessions"] < n if len(df) else []
+        fig.add_trace(go.Candlestick(x=df["date"], open=df["open"], high=df["high"], low=df["low"],
+                                     close=df["close"], name=f"{n}d", showlegend=False), row=row, col=1)
+        if n > 1 and len(df) and bool(pd.Series(partial).any()):
+            last = df[partial]
+            fig.add_annotation(x=last["date"].iloc[-1], y=float(last["high"].iloc[-1]), text="open bar",
+                               showarrow=True, row=row, col=1)
+        fig.update_xaxes(rangeslider_visible=False, row=row, col=1)
+    fig.update_layout(height=300 * len(intervals), margin={"t": 40, "b": 20},
+                      title=f"{symbol}: daily bars and Fibonacci-interval silver bars")
+    return fig
