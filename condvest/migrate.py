@@ -18,7 +18,7 @@ is older than any daily fetch: wherever bronze already holds a bar fetched later
 
 Resumable: a progress state (``processing_metadata/dms_migration_state.json``) is saved after every batch
 of symbols; a killed run with the same export resumes after the last saved symbol (``CONDVEST_CRASH_AT``
-points: ``migrate.write_batch``, ``migrate.after_write``, ``migrate.after_manifest``,
+points: ``migrate.write_batch.<k>`` (k-th batch of the run), ``migrate.after_write``, ``migrate.after_manifest``,
 ``migrate.after_validate``, ``migrate.cleanup``). Idempotent: when a passing report names exactly the
 files present, a run writes nothing and says so.
 """
@@ -190,15 +190,19 @@ def _start_state(store: Store, prefix: str, sources: list[dict]) -> MigrationSta
 
 def run_migration(settings: Settings, source_prefix: str = DMS_PREFIX, dry_run: bool = False,
                   delete_source: bool = False, backup_source: bool = False, *, store: Store | None = None,
-                  threads: int = 4, progress: bool = True) -> MigrationReport:
+                  threads: int = 4, batch_symbols: int = 256, progress: bool = True) -> MigrationReport:
     """Migrate the DMS export under ``source_prefix/`` into bronze, validate, and (on request) clean up.
 
+    ``threads`` write histories concurrently; the progress state is saved every ``batch_symbols`` symbols.
     Raises ``ValidationError`` when the validation fails (the report is kept) or when the requested
     delete/backup is refused; ``CorruptObject`` naming the file for an unreadable or ill-typed export file.
     """
     t0 = time.monotonic()
     prefix = check_source_prefix(source_prefix)
     _check_flags(dry_run, delete_source, backup_source)
+    for name, n in (("threads", threads), ("batch_symbols", batch_symbols)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ParameterError(f"must be a positive integer, got {n!r}", name)
     store = store or open_store(settings=settings)
     sources = sources_json(list_sources(store, prefix))
     report = load_report(store)
@@ -215,7 +219,7 @@ def run_migration(settings: Settings, source_prefix: str = DMS_PREFIX, dry_run: 
     elif dry_run:
         out = _dry_run(store, prefix, sources, threads, progress)
     else:
-        out = _migrate(store, prefix, sources, threads, progress)
+        out = _migrate(store, prefix, sources, threads, progress, batch_symbols)
     log.info("migration status=%s prefix=%s message=%s", out.status, prefix, out.message)
     if delete_source or backup_source or dry_run:
         out.cleanup = _cleanup(store, prefix, delete=delete_source, backup=backup_source, dry_run=dry_run)
@@ -248,17 +252,18 @@ def _totals(src: SourceRows) -> dict[str, object]:
             "last_session": epoch + dt.timedelta(days=int(days[-1])) if len(days) else None}
 
 
-def _migrate(store: Store, prefix: str, sources: list[dict], threads: int, progress: bool) -> MigrationReport:
+def _migrate(store: Store, prefix: str, sources: list[dict], threads: int, progress: bool,
+             batch_symbols: int) -> MigrationReport:
+    clock = time.monotonic()
+    src = _read(store, sources, threads, progress)  # before any write: a bad export file stops the run here
+    log.info("migration read rows=%d duplicates=%d symbols=%d seconds=%.1f", src.rows, src.duplicates,
+             len(src.symbols), time.monotonic() - clock)
     state = _start_state(store, prefix, sources)
     resumed = state.resumed > 0
     files_before, rows_before, merged_before = state.files_written, state.rows_written, state.merged_symbols
-    clock = time.monotonic()
-    src = _read(store, sources, threads, progress)
-    log.info("migration read run_id=%s rows=%d duplicates=%d symbols=%d seconds=%.1f", state.run_id, src.rows,
-             src.duplicates, len(src.symbols), time.monotonic() - clock)
     if state.phase == "writing":
         clock = time.monotonic()
-        write_histories(store, src, state, threads=threads, progress=progress)
+        write_histories(store, src, state, threads=threads, batch_symbols=batch_symbols, progress=progress)
         state.phase = "written"
         state.save(store)
         log.info("migration write run_id=%s seconds=%.1f", state.run_id, time.monotonic() - clock)

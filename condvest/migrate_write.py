@@ -149,9 +149,9 @@ def write_histories(store: Store, src: SourceRows, state: MigrationState, *, thr
     bar = tqdm(total=len(todo), desc="write bronze", unit="symbol", disable=not progress)
     try:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for lo, hi in _batches(len(todo), batch_symbols):
+            for k, (lo, hi) in enumerate(_batches(len(todo), batch_symbols), start=1):
                 batch = list(pool.map(one, todo[lo:hi]))
-                crash_point("migrate.write_batch")  # files of this batch written, state not yet saved
+                crash_point(f"migrate.write_batch.{k}")  # files of this run's k-th batch written, state not saved
                 state.written_through = batch[-1].symbol
                 state.files_written += len(batch)
                 state.rows_written += sum(w.rows for w in batch)

@@ -162,9 +162,10 @@ def incremental_pass(store: Store, base: SilverState, ch: Changes, sources: pd.D
 
 
 def _same_sources(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    ka = a.sort_values("key")[["key", "etag", "folded"]].reset_index(drop=True)
-    kb = b.sort_values("key")[["key", "etag", "folded"]].reset_index(drop=True)
-    return ka.equals(kb)
+    def rows(df: pd.DataFrame) -> set[tuple[str, str, bool]]:
+        return set(zip(df["key"].astype(str), df["etag"].astype(str), df["folded"].astype(bool), strict=True))
+
+    return len(a) == len(b) and rows(a) == rows(b)
 
 
 def _rewrite_months(con: duckdb.DuckDBPyConnection, store: Store, n: int, jm: pd.DataFrame) -> IntervalResult:

@@ -1,0 +1,312 @@
+"""03_migrate: a generated DMS export (with its quirks) into bronze, validated, resumable, guarded cleanup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from condvest.bars import BRONZE_SCHEMA
+from condvest.errors import CorruptObject, ParameterError, ValidationError
+from condvest.lake import BRONZE_PREFIX, DMS_PREFIX, bronze_history_key
+from condvest.manifest import read_sessions
+from condvest.migrate import cleanup_sources, run_migration
+from condvest.migrate_read import dedupe
+from condvest.migrate_state import REPORT_KEY, STATE_KEY
+from condvest.offline.dms import write_dms_export
+from condvest.offline.market import SyntheticMarket
+from condvest.settings import Settings
+from condvest.storage import LocalStore
+
+START, END = dt.date(2019, 1, 2), dt.date(2020, 6, 30)
+N_SYMBOLS = 24
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def market() -> SyntheticMarket:
+    return SyntheticMarket(N_SYMBOLS, seed=11, full_history_share=0.5)
+
+
+@pytest.fixture(scope="module")
+def export_bytes(market, tmp_path_factory) -> dict[str, bytes]:
+    """The export's objects, generated once per module (8 files, every quirk)."""
+    store = LocalStore(tmp_path_factory.mktemp("export"))
+    keys = write_dms_export(store, market, START, END, n_files=8, quirks=True)
+    return {k: store.get(k) for k in keys}
+
+
+@pytest.fixture
+def lake(tmp_path, export_bytes) -> tuple[Settings, LocalStore]:
+    store = LocalStore(tmp_path / "lake")
+    for k, data in export_bytes.items():
+        store.put(k, data)
+    return Settings(lake_uri=str(store.root)), store
+
+
+def _objects(store: LocalStore, prefix: str) -> dict[str, str]:
+    return {o.key: o.etag for o in store.list(prefix)}
+
+
+def _bronze(store: LocalStore) -> pd.DataFrame:
+    frames = [pq.read_table(io.BytesIO(store.get(o.key))).to_pandas() for o in store.list(BRONZE_PREFIX + "/")]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=BRONZE_SCHEMA.names)
+    return df.sort_values(["symbol", "date"]).reset_index(drop=True)
+
+
+def _migrate(settings: Settings, **kw) -> object:
+    return run_migration(settings, progress=False, **kw)
+
+
+def test_quirky_export_migrates_with_identical_counts_and_values(lake, market) -> None:
+    settings, store = lake
+    sources = _objects(store, DMS_PREFIX + "/")
+    report = _migrate(settings)
+    assert report.status == "migrated" and report.passed is True
+    assert report.duplicates > 0  # the generator repeats about fifty (symbol, session) rows across files
+    truth = market.frame(START, END)
+    assert report.source_rows == len(truth) + report.duplicates
+    bronze = _bronze(store)
+    # one data.parquet per symbol, nothing else
+    assert {o.key for o in store.list(BRONZE_PREFIX + "/")} == {bronze_history_key(s) for s in truth["symbol"].unique()}
+    assert pq.read_schema(io.BytesIO(store.get(bronze_history_key(truth["symbol"].iloc[0])))).equals(
+        BRONZE_SCHEMA, check_metadata=False)
+    # identical per-symbol counts and values (the market is the ground truth behind the export)
+    assert bronze.groupby("symbol").size().to_dict() == truth.groupby("symbol").size().to_dict()
+    cols = ["symbol", "date", "open", "high", "low", "close", "volume"]
+    got = bronze[cols].assign(date=pd.to_datetime(bronze["date"]).dt.date)
+    want = truth[cols].assign(date=pd.to_datetime(truth["date"]).dt.date).sort_values(["symbol", "date"])
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)
+    # bar time = 00:00 New York of the session, kept as a UTC instant; ingested_at = the DMS load time
+    ts = pd.to_datetime(bronze["timestamp"]).dt.tz_convert("America/New_York")
+    assert (ts.dt.hour == 0).all() and (ts.dt.date == got["date"]).all()
+    assert bronze["ingested_at"].notna().all() and (bronze["interval"] == "1d").all()
+    # validation table: every symbol passes, counts match
+    v = report.validation
+    assert len(v) == truth["symbol"].nunique() and v["ok"].all()
+    assert (v["source_rows"] == v["target_rows"]).all() and v["duplicates"].sum() == report.duplicates
+    assert report.failures().empty
+    # manifest: every session, scope all, source dms
+    sessions = read_sessions(store, START, END)
+    assert set(sessions) == set(got["date"]) and all(e.scope == "all" and e.source == "dms" for e in sessions.values())
+    # the report names the files with sizes and etags; the sources are untouched
+    doc = json.loads(store.get(REPORT_KEY))
+    assert doc["passed"] and {s["key"]: s["etag"] for s in doc["sources"]} == sources
+    assert all(s["size"] > 0 for s in doc["sources"])
+    assert _objects(store, DMS_PREFIX + "/") == sources
+    assert set(report.cleanup["action"]) == {"kept"}
+    assert report.summary().set_index("item").loc["validation", "value"] == "passed"
+
+
+def test_rerun_after_completion_writes_nothing(lake) -> None:
+    settings, store = lake
+    _migrate(settings)
+    before = _objects(store, "")
+    again = _migrate(settings)
+    assert again.status == "already_migrated" and again.files_written == 0 and "nothing written" in again.message
+    assert _objects(store, "") == before
+    assert again.passed is True and len(again.validation) == again.symbols and again.validation["ok"].all()
+
+
+def _run_killed(settings: Settings, point: str, **kw) -> subprocess.CompletedProcess:
+    code = textwrap.dedent(f"""
+        from condvest.migrate import run_migration
+        from condvest.settings import Settings
+        run_migration(Settings(lake_uri={settings.lake_uri!r}), progress=False, **{kw!r})
+    """)
+    env = {**os.environ, "CONDVEST_CRASH_AT": point}
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
+
+
+def test_killed_run_resumes_and_matches_a_clean_run(lake, tmp_path, export_bytes) -> None:
+    settings, store = lake
+    sources = _objects(store, DMS_PREFIX + "/")
+    proc = _run_killed(settings, "migrate.write_batch.2", batch_symbols=5)
+    assert proc.returncode == 77, proc.stderr.decode()[-2000:]
+    state = json.loads(store.get(STATE_KEY))
+    assert state["phase"] == "writing" and state["files_written"] == 5  # batch 1 saved, batch 2 written, unsaved
+    assert not store.exists(REPORT_KEY)
+    resumed = _migrate(settings, batch_symbols=5)
+    assert resumed.status == "migrated" and resumed.resumed and resumed.passed
+    assert resumed.files_written == resumed.symbols - 5  # batch 1 was not written again
+    assert _objects(store, DMS_PREFIX + "/") == sources
+    clean = LocalStore(tmp_path / "clean")
+    for k, data in export_bytes.items():
+        clean.put(k, data)
+    _migrate(Settings(lake_uri=str(clean.root)))
+    pd.testing.assert_frame_equal(_bronze(store), _bronze(clean))
+
+
+@pytest.mark.parametrize("point", ["migrate.after_write", "migrate.after_validate"])
+def test_killed_after_writing_resumes_without_rewriting(lake, point) -> None:
+    settings, store = lake
+    proc = _run_killed(settings, point)
+    assert proc.returncode == 77, proc.stderr.decode()[-2000:]
+    etags = _objects(store, BRONZE_PREFIX + "/")
+    resumed = _migrate(settings)
+    assert resumed.resumed and resumed.passed and resumed.files_written == 0
+    assert _objects(store, BRONZE_PREFIX + "/") == etags
+
+
+def test_delete_refused_without_a_passing_report_then_allowed(lake) -> None:
+    settings, store = lake
+    sources = _objects(store, DMS_PREFIX + "/")
+    with pytest.raises(ValidationError, match="no validation report"):
+        cleanup_sources(settings, delete_source=True, store=store)
+    assert _objects(store, DMS_PREFIX + "/") == sources
+    _migrate(settings)
+    # a source file changed after the validation: refused, nothing touched
+    changed = sorted(sources)[3]
+    store.put(changed, store.get(changed))  # same bytes, new object (new etag)
+    dry = cleanup_sources(settings, delete_source=True, dry_run=True, store=store)
+    assert set(dry["action"]) == {"would refuse"} and dry["detail"].str.contains(changed).all()
+    with pytest.raises(ValidationError, match="changed since the validation"):
+        cleanup_sources(settings, delete_source=True, store=store)
+    assert set(_objects(store, DMS_PREFIX + "/")) == set(sources)
+    # a fresh run validates the export as it is now, and then the delete goes through
+    report = _migrate(settings, delete_source=True)
+    assert report.status == "migrated" and report.passed
+    assert set(report.cleanup["action"]) == {"deleted"} and len(report.cleanup) == len(sources)
+    assert not list(store.list(DMS_PREFIX + "/"))
+    doc = json.loads(store.get(REPORT_KEY))
+    assert doc["cleanup"]["action"] == "delete" and doc["cleanup"]["finished_at"]
+    after = _migrate(settings)
+    assert after.status == "nothing_to_migrate" and "deleted" in after.message
+
+
+def test_failed_validation_keeps_the_report_and_refuses_cleanup(lake) -> None:
+    settings, store = lake
+    assert _run_killed(settings, "migrate.after_manifest").returncode == 77
+    # damage one history behind the migration's back: drop its last row
+    key = sorted(o.key for o in store.list(BRONZE_PREFIX + "/"))[0]
+    t = pq.read_table(io.BytesIO(store.get(key)))
+    buf = io.BytesIO()
+    pq.write_table(t.slice(0, t.num_rows - 1), buf)
+    store.put(key, buf.getvalue())
+    with pytest.raises(ValidationError, match="validation failed for 1 symbol"):
+        _migrate(settings, delete_source=True)
+    doc = json.loads(store.get(REPORT_KEY))
+    assert doc["passed"] is False and doc["totals"]["failed_symbols"] == 1
+    bad = [r for r in doc["symbols"] if not r["ok"]][0]
+    assert bad["missing"] == 1 and bronze_history_key(bad["symbol"]) == key
+    with pytest.raises(ValidationError, match="did not pass"):
+        cleanup_sources(settings, delete_source=True, store=store)
+    assert len(list(store.list(DMS_PREFIX + "/"))) == 8
+    # a re-run starts over (writes are merges) and repairs it
+    assert _migrate(settings).passed
+
+
+def test_backup_moves_the_export(lake, export_bytes) -> None:
+    settings, store = lake
+    report = _migrate(settings, backup_source=True)
+    assert set(report.cleanup["action"]) == {"moved"}
+    assert not list(store.list(DMS_PREFIX + "/"))
+    for k, data in export_bytes.items():
+        assert store.get(k.replace("public/raw_ohlcv/", "public/raw_ohlcv_backup/")) == data
+    assert _migrate(settings).status == "nothing_to_migrate"
+
+
+def test_killed_cleanup_finishes_on_rerun(lake) -> None:
+    settings, store = lake
+    proc = _run_killed(settings, "migrate.cleanup", delete_source=True)
+    assert proc.returncode == 77, proc.stderr.decode()[-2000:]
+    assert len(list(store.list(DMS_PREFIX + "/"))) == 7
+    left = cleanup_sources(settings, delete_source=True, store=store)
+    assert len(left) == 7 and not list(store.list(DMS_PREFIX + "/"))
+
+
+def test_corrupt_or_illtyped_file_is_named_and_nothing_is_written(lake) -> None:
+    settings, store = lake
+    bad = f"{DMS_PREFIX}/LOAD00000003.parquet"
+    data = store.get(bad)
+    store.put(bad, data[: len(data) // 2])  # truncated
+    sources = _objects(store, DMS_PREFIX + "/")
+    with pytest.raises(CorruptObject) as exc:
+        _migrate(settings)
+    assert exc.value.key == bad
+    assert _objects(store, "") == sources  # no bronze, no state, no report, no manifest
+    # a file whose columns do not fit: named too
+    t = pq.read_table(io.BytesIO(data)).drop_columns(["timestamp_1"])
+    buf = io.BytesIO()
+    pq.write_table(t, buf)
+    store.put(bad, buf.getvalue())
+    with pytest.raises(CorruptObject, match="timestamp_1") as exc:
+        _migrate(settings)
+    assert exc.value.key == bad
+
+
+def test_dry_run_writes_nothing(lake) -> None:
+    settings, store = lake
+    before = _objects(store, "")
+    report = _migrate(settings, dry_run=True, delete_source=True)
+    assert report.status == "dry_run" and report.symbols > 0 and report.files_written == 0
+    assert set(report.cleanup["action"]) == {"would refuse"}  # nothing validated yet
+    assert _objects(store, "") == before
+
+
+def test_existing_history_is_merged_newer_rows_win(lake, market) -> None:
+    settings, store = lake
+    sym = market.frame(START, END)["symbol"].iloc[0]
+    truth = market.frame(START, END, [sym])
+    fresh = truth.tail(2).copy()  # a later fetch corrected the last bar and added one the export lacks
+    fresh["close"] = fresh["close"] + 1.0
+    fresh["date"] = [truth["date"].iloc[-1], END + dt.timedelta(days=1)]
+    fresh = fresh.assign(timestamp=pd.Timestamp("2026-01-01", tz="UTC"), vwap=np.nan, transactions=pd.NA,
+                         interval="1d", ingested_at=pd.Timestamp("2026-01-05", tz="UTC"))
+    table = pa.Table.from_pandas(fresh[BRONZE_SCHEMA.names], schema=BRONZE_SCHEMA, preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    store.put(bronze_history_key(sym), buf.getvalue())
+    report = _migrate(settings)
+    assert report.passed and report.merged_symbols == 1
+    row = report.validation.set_index("symbol").loc[sym]
+    assert row["superseded"] == 1 and row["other_rows"] == 1 and row["target_rows"] == len(truth) + 1
+    got = _bronze(store)
+    got = got[got["symbol"] == sym]
+    assert len(got) == len(truth) + 1
+    assert got["close"].iloc[-2] == fresh["close"].iloc[0]  # the fresher fetch kept its value
+    assert got["close"].iloc[:-2].tolist() == truth["close"].iloc[:-1].tolist()
+
+
+def test_dedupe_newest_load_time_wins_ties_to_the_later_row() -> None:
+    t = pa.table({"symbol": ["B", "A", "A", "A", "B"], "date": pa.array([1, 1, 1, 2, 1], pa.date32()),
+                  "ingested_at": pa.array([5, 9, 3, None, 5], pa.timestamp("us", tz="UTC"))})
+    d = dedupe(t)
+    assert d["symbols"] == ["A", "B"] and d["order"].tolist() == [1, 3, 4]
+    assert d["raw_counts"].tolist() == [3, 2] and d["starts"].tolist() == [0, 2] and d["ends"].tolist() == [2, 3]
+
+
+def test_nothing_to_migrate_and_bad_parameters(tmp_path) -> None:
+    settings = Settings(lake_uri=str(tmp_path / "empty"))
+    report = _migrate(settings)
+    assert report.status == "nothing_to_migrate" and report.validation.empty and report.cleanup.empty
+    assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").rglob("*"))
+    for prefix in ("bronze/raw_ohlcv", "../etc", "processing_metadata", "a//b", ""):
+        with pytest.raises(ParameterError):
+            _migrate(settings, source_prefix=prefix)
+    with pytest.raises(ParameterError):
+        _migrate(settings, delete_source=True, backup_source=True)
+    with pytest.raises(ParameterError):
+        _migrate(settings, dry_run="yes")
+
+
+def test_migration_on_s3(s3_settings, market) -> None:
+    from condvest.storage import open_store
+
+    store = open_store(settings=s3_settings)
+    write_dms_export(store, market, dt.date(2020, 1, 2), dt.date(2020, 3, 31), symbols=market.symbols[:6], n_files=3)
+    report = run_migration(s3_settings, progress=False, backup_source=True)
+    assert report.passed and report.symbols == 6 and report.duplicates >= 0
+    assert len(list(store.list("public/raw_ohlcv_backup/"))) == 3 and not list(store.list(DMS_PREFIX + "/"))
+    assert run_migration(s3_settings, progress=False).status == "nothing_to_migrate"
