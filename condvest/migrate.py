@@ -37,7 +37,7 @@ from condvest.crash import crash_point
 from condvest.errors import ParameterError, ValidationError
 from condvest.lake import DMS_PREFIX
 from condvest.manifest import ALL, SessionEntry, record_sessions
-from condvest.migrate_cleanup import CLEANUP_COLUMNS
+from condvest.migrate_cleanup import CLEANUP_COLUMNS, report_covers
 from condvest.migrate_cleanup import cleanup_sources as _cleanup
 from condvest.migrate_read import SourceRows, check_source_prefix, list_sources, read_sources, sources_json
 from condvest.migrate_state import REPORT_KEY, MigrationState, load_report, load_state, now_iso, save_report
@@ -50,8 +50,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MigrationReport", "cleanup_sources", "run_migration"]
 
-INGESTED_AT_RULE = ("ingested_at of a migrated row = its DMS load time (DMS column 'timestamp'; null when "
-                    "absent); per (symbol, session) the newest ingested_at wins, so later fetches stay")
+INGESTED_AT_RULE = (
+    "ingested_at of a migrated row = its DMS load time (DMS column 'timestamp'; null when "
+    "absent); per (symbol, session) the newest ingested_at wins, so later fetches stay"
+)
 
 
 @dataclass
@@ -110,10 +112,17 @@ class MigrationReport:
 
     def figures(self) -> dict[str, object]:
         """Headline figures for the run index."""
-        return {"status": self.status, "source_files": len(self.sources), "source_rows": self.source_rows,
-                "duplicates": self.duplicates, "symbols": self.symbols, "files_written": self.files_written,
-                "validation_passed": self.passed, "cleanup": ", ".join(sorted(set(self.cleanup["action"]))),
-                "seconds": round(self.seconds, 1)}
+        return {
+            "status": self.status,
+            "source_files": len(self.sources),
+            "source_rows": self.source_rows,
+            "duplicates": self.duplicates,
+            "symbols": self.symbols,
+            "files_written": self.files_written,
+            "validation_passed": self.passed,
+            "cleanup": ", ".join(sorted(set(self.cleanup["action"]))),
+            "seconds": round(self.seconds, 1),
+        }
 
 
 def _check_flags(dry_run: object, delete_source: object, backup_source: object) -> None:
@@ -131,20 +140,32 @@ def _from_report(doc: dict, status: str, message: str) -> MigrationReport:
         if len(v):
             v[c] = pd.to_datetime(v[c]).dt.date
     day = lambda s: dt.date.fromisoformat(s) if s else None  # noqa: E731
-    return MigrationReport(status=status, message=message, source_prefix=doc["source_prefix"],
-                           run_id=doc.get("run_id", ""), sources=doc["sources"], source_rows=t.get("source_rows", 0),
-                           duplicates=t.get("duplicates", 0), symbols=t.get("symbols", 0),
-                           sessions=t.get("sessions", 0), first_session=day(t.get("first_session")),
-                           last_session=day(t.get("last_session")), passed=doc.get("passed"), report_key=REPORT_KEY,
-                           validation=v)
+    return MigrationReport(
+        status=status,
+        message=message,
+        source_prefix=doc["source_prefix"],
+        run_id=doc.get("run_id", ""),
+        sources=doc["sources"],
+        source_rows=t.get("source_rows", 0),
+        duplicates=t.get("duplicates", 0),
+        symbols=t.get("symbols", 0),
+        sessions=t.get("sessions", 0),
+        first_session=day(t.get("first_session")),
+        last_session=day(t.get("last_session")),
+        passed=doc.get("passed"),
+        report_key=REPORT_KEY,
+        validation=v,
+    )
 
 
 def _record_manifest(store: Store, src: SourceRows, run_id: str) -> int:
     days, counts = src.session_counts()
     written_at = now_iso()
     epoch = dt.date(1970, 1, 1)
-    entries = {epoch + dt.timedelta(days=int(d)): SessionEntry(ALL, int(c), int(c), "dms", run_id, written_at)
-               for d, c in zip(days, counts, strict=True)}
+    entries = {
+        epoch + dt.timedelta(days=int(d)): SessionEntry(ALL, int(c), int(c), "dms", run_id, written_at)
+        for d, c in zip(days, counts, strict=True)
+    }
     record_sessions(store, entries)
     log.info("manifest sessions recorded run_id=%s sessions=%d", run_id, len(entries))
     return len(entries)
@@ -152,17 +173,32 @@ def _record_manifest(store: Store, src: SourceRows, run_id: str) -> int:
 
 def _report_doc(state: MigrationState, src: SourceRows, v: pd.DataFrame, sessions: int) -> dict:
     passed = bool(len(v) == len(src.symbols) and v["ok"].all())
-    rows = v.assign(**{c: v[c].map(lambda d: d.isoformat() if pd.notna(d) else None)
-                       for c in ("first_session", "last_session", "target_first", "target_last")})
+    rows = v.assign(
+        **{
+            c: v[c].map(lambda d: d.isoformat() if pd.notna(d) else None)
+            for c in ("first_session", "last_session", "target_first", "target_last")
+        }
+    )
     return {
-        "version": 1, "run_id": state.run_id, "source_prefix": state.source_prefix, "sources": state.sources,
-        "passed": passed, "started_at": state.started_at, "validated_at": now_iso(),
+        "version": 1,
+        "run_id": state.run_id,
+        "source_prefix": state.source_prefix,
+        "sources": state.sources,
+        "passed": passed,
+        "started_at": state.started_at,
+        "validated_at": now_iso(),
         "ingested_at_rule": INGESTED_AT_RULE,
-        "totals": {"source_rows": src.rows, "duplicates": src.duplicates, "symbols": len(src.symbols),
-                   "sessions": sessions, "first_session": _iso(v["first_session"].min()) if len(v) else None,
-                   "last_session": _iso(v["last_session"].max()) if len(v) else None,
-                   "target_rows": int(v["target_rows"].sum()), "superseded": int(v["superseded"].sum()),
-                   "failed_symbols": int((~v["ok"]).sum())},
+        "totals": {
+            "source_rows": src.rows,
+            "duplicates": src.duplicates,
+            "symbols": len(src.symbols),
+            "sessions": sessions,
+            "first_session": _iso(v["first_session"].min()) if len(v) else None,
+            "last_session": _iso(v["last_session"].max()) if len(v) else None,
+            "target_rows": int(v["target_rows"].sum()),
+            "superseded": int(v["superseded"].sum()),
+            "failed_symbols": int((~v["ok"]).sum()),
+        },
         "symbols": rows.to_dict(orient="records"),
         "cleanup": None,
     }
@@ -177,8 +213,9 @@ def _start_state(store: Store, prefix: str, sources: list[dict]) -> MigrationSta
     state, etag = load_state(store)
     if state is not None and state.matches(prefix, sources) and state.phase in ("writing", "written"):
         state.resumed += 1
-        log.info("migration resuming run_id=%s phase=%s after_symbol=%s", state.run_id, state.phase,
-                 state.written_through)
+        log.info(
+            "migration resuming run_id=%s phase=%s after_symbol=%s", state.run_id, state.phase, state.written_through
+        )
         state.save(store)
         return state
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -188,9 +225,18 @@ def _start_state(store: Store, prefix: str, sources: list[dict]) -> MigrationSta
     return fresh
 
 
-def run_migration(settings: Settings, source_prefix: str = DMS_PREFIX, dry_run: bool = False,
-                  delete_source: bool = False, backup_source: bool = False, *, store: Store | None = None,
-                  threads: int = 4, batch_symbols: int = 256, progress: bool = True) -> MigrationReport:
+def run_migration(
+    settings: Settings,
+    source_prefix: str = DMS_PREFIX,
+    dry_run: bool = False,
+    delete_source: bool = False,
+    backup_source: bool = False,
+    *,
+    store: Store | None = None,
+    threads: int = 4,
+    batch_symbols: int = 256,
+    progress: bool = True,
+) -> MigrationReport:
     """Migrate the DMS export under ``source_prefix/`` into bronze, validate, and (on request) clean up.
 
     ``threads`` write histories concurrently; the progress state is saved every ``batch_symbols`` symbols.
@@ -206,15 +252,18 @@ def run_migration(settings: Settings, source_prefix: str = DMS_PREFIX, dry_run: 
     store = store or open_store(settings=settings)
     sources = sources_json(list_sources(store, prefix))
     report = load_report(store)
-    if report is not None and report.get("passed") and report.get("source_prefix") == prefix and (
-            report["sources"] == sources and sources):
-        out = _from_report(report, "already_migrated",
-                           f"already migrated and validated by run {report.get('run_id')}: nothing written")
+    if sources and report_covers(report, prefix, sources):
+        out = _from_report(
+            report, "already_migrated", f"already migrated and validated by run {report.get('run_id')}: nothing written"
+        )
     elif not sources:
         gone = (report or {}).get("cleanup") or {}
-        why = (f"; run {report.get('run_id')} migrated it and the export was "
-               f"{'moved to a backup' if gone.get('action') == 'backup' else 'deleted'} at {gone.get('finished_at')}"
-               if report and report.get("source_prefix") == prefix and gone else "")
+        why = (
+            f"; run {report.get('run_id')} migrated it and the export was "
+            f"{'moved to a backup' if gone.get('action') == 'backup' else 'deleted'} at {gone.get('finished_at')}"
+            if report and report.get("source_prefix") == prefix and gone
+            else ""
+        )
         out = MigrationReport("nothing_to_migrate", f"no *.parquet under {prefix}/{why}", prefix)
     elif dry_run:
         out = _dry_run(store, prefix, sources, threads, progress)
@@ -233,8 +282,13 @@ def _dry_run(store: Store, prefix: str, sources: list[dict], threads: int, progr
     src = _read(store, sources, threads, progress)
     merged = len(existing_histories(store) & set(src.symbols))
     return MigrationReport(
-        "dry_run", f"dry run: would write {len(src.symbols)} histories ({merged} merged with existing ones); "
-                   "nothing written", prefix, sources=sources, **_totals(src), merged_symbols=merged)
+        "dry_run",
+        f"dry run: would write {len(src.symbols)} histories ({merged} merged with existing ones); nothing written",
+        prefix,
+        sources=sources,
+        **_totals(src),
+        merged_symbols=merged,
+    )
 
 
 def _read(store: Store, sources: list[dict], threads: int, progress: bool) -> SourceRows:
@@ -247,17 +301,28 @@ def _read(store: Store, sources: list[dict], threads: int, progress: bool) -> So
 def _totals(src: SourceRows) -> dict[str, object]:
     days, _ = src.session_counts()
     epoch = dt.date(1970, 1, 1)
-    return {"source_rows": src.rows, "duplicates": src.duplicates, "symbols": len(src.symbols),
-            "sessions": len(days), "first_session": epoch + dt.timedelta(days=int(days[0])) if len(days) else None,
-            "last_session": epoch + dt.timedelta(days=int(days[-1])) if len(days) else None}
+    return {
+        "source_rows": src.rows,
+        "duplicates": src.duplicates,
+        "symbols": len(src.symbols),
+        "sessions": len(days),
+        "first_session": epoch + dt.timedelta(days=int(days[0])) if len(days) else None,
+        "last_session": epoch + dt.timedelta(days=int(days[-1])) if len(days) else None,
+    }
 
 
-def _migrate(store: Store, prefix: str, sources: list[dict], threads: int, progress: bool,
-             batch_symbols: int) -> MigrationReport:
+def _migrate(
+    store: Store, prefix: str, sources: list[dict], threads: int, progress: bool, batch_symbols: int
+) -> MigrationReport:
     clock = time.monotonic()
     src = _read(store, sources, threads, progress)  # before any write: a bad export file stops the run here
-    log.info("migration read rows=%d duplicates=%d symbols=%d seconds=%.1f", src.rows, src.duplicates,
-             len(src.symbols), time.monotonic() - clock)
+    log.info(
+        "migration read rows=%d duplicates=%d symbols=%d seconds=%.1f",
+        src.rows,
+        src.duplicates,
+        len(src.symbols),
+        time.monotonic() - clock,
+    )
     state = _start_state(store, prefix, sources)
     resumed = state.resumed > 0
     files_before, rows_before, merged_before = state.files_written, state.rows_written, state.merged_symbols
@@ -279,21 +344,42 @@ def _migrate(store: Store, prefix: str, sources: list[dict], threads: int, progr
     state.phase = "complete" if doc["passed"] else "failed"
     state.save(store)
     out = MigrationReport(
-        "migrated", "", prefix, run_id=state.run_id, sources=sources, **_totals(src),
-        files_written=state.files_written - files_before, rows_written=state.rows_written - rows_before,
-        merged_symbols=state.merged_symbols - merged_before, resumed=resumed, passed=doc["passed"],
-        report_key=REPORT_KEY, validation=v)
-    out.message = (f"{'resumed run ' + state.run_id + ': ' if resumed else ''}wrote {out.files_written} histories, "
-                   f"validation {'passed' if doc['passed'] else 'FAILED'}")
+        "migrated",
+        "",
+        prefix,
+        run_id=state.run_id,
+        sources=sources,
+        **_totals(src),
+        files_written=state.files_written - files_before,
+        rows_written=state.rows_written - rows_before,
+        merged_symbols=state.merged_symbols - merged_before,
+        resumed=resumed,
+        passed=doc["passed"],
+        report_key=REPORT_KEY,
+        validation=v,
+    )
+    out.message = (
+        f"{'resumed run ' + state.run_id + ': ' if resumed else ''}wrote {out.files_written} histories, "
+        f"validation {'passed' if doc['passed'] else 'FAILED'}"
+    )
     if not doc["passed"]:
         bad = v.loc[~v["ok"], "symbol"].tolist()
-        raise ValidationError(f"migration run {state.run_id}: validation failed for {len(bad)} symbol(s) "
-                              f"(first: {', '.join(bad[:5])}); see {REPORT_KEY}; the export was not touched")
+        raise ValidationError(
+            f"migration run {state.run_id}: validation failed for {len(bad)} symbol(s) "
+            f"(first: {', '.join(bad[:5])}); see {REPORT_KEY}; the export was not touched"
+        )
     return out
 
 
-def cleanup_sources(settings: Settings, source_prefix: str = DMS_PREFIX, delete_source: bool = False,
-                    backup_source: bool = False, dry_run: bool = False, *, store: Store | None = None) -> pd.DataFrame:
+def cleanup_sources(
+    settings: Settings,
+    source_prefix: str = DMS_PREFIX,
+    delete_source: bool = False,
+    backup_source: bool = False,
+    dry_run: bool = False,
+    *,
+    store: Store | None = None,
+) -> pd.DataFrame:
     """The explicit cleanup step on its own: delete or back up the export when a passing validation report
     matches it exactly; one row per file (``key, size, etag, action, detail``). Refusal: ``ValidationError``."""
     prefix = check_source_prefix(source_prefix)

@@ -29,7 +29,18 @@ CLEANUP_COLUMNS = ["key", "size", "etag", "action", "detail"]
 
 def backup_key(source_prefix: str, key: str) -> str:
     p = check_source_prefix(source_prefix)
-    return f"{p}_backup/{key[len(p) + 1:]}"
+    return f"{p}_backup/{key[len(p) + 1 :]}"
+
+
+def report_covers(report: dict | None, source_prefix: str, current: list[dict]) -> bool:
+    """True when ``report`` passed for ``source_prefix`` and names exactly the files in ``current`` (or a
+    subset of them, each unchanged, after an interrupted cleanup that the report records)."""
+    if report is None or not report.get("passed") or report.get("source_prefix") != source_prefix:
+        return False
+    if report["sources"] == current:
+        return True
+    reported = {s["key"]: s for s in report["sources"]}
+    return bool((report.get("cleanup") or {}).get("action")) and all(reported.get(s["key"]) == s for s in current)
 
 
 def check_cleanup(store: Store, source_prefix: str, action: str) -> tuple[list[dict], dict | None, str | None]:
@@ -48,19 +59,32 @@ def check_cleanup(store: Store, source_prefix: str, action: str) -> tuple[list[d
     reported = {s["key"]: s for s in report["sources"]}
     changed = [s["key"] for s in current if reported.get(s["key"]) != s]
     if changed:
-        return current, report, (f"{len(changed)} source file(s) are new or changed since the validation "
-                                 f"(first: {changed[0]}): run the migration again")
+        return (
+            current,
+            report,
+            (
+                f"{len(changed)} source file(s) are new or changed since the validation "
+                f"(first: {changed[0]}): run the migration again"
+            ),
+        )
     if len(current) != len(reported):
         started = (report.get("cleanup") or {}).get("action") == action
         if not started:
             gone = sorted(set(reported) - {s["key"] for s in current})
-            return current, report, (f"{len(gone)} file(s) of the validated export are gone (first: {gone[0]}) "
-                                     "and no interrupted cleanup of this kind is recorded")
+            return (
+                current,
+                report,
+                (
+                    f"{len(gone)} file(s) of the validated export are gone (first: {gone[0]}) "
+                    "and no interrupted cleanup of this kind is recorded"
+                ),
+            )
     return current, report, None
 
 
-def cleanup_sources(store: Store, source_prefix: str, *, delete: bool = False, backup: bool = False,
-                    dry_run: bool = False) -> pd.DataFrame:
+def cleanup_sources(
+    store: Store, source_prefix: str, *, delete: bool = False, backup: bool = False, dry_run: bool = False
+) -> pd.DataFrame:
     """Delete (``delete``) or move (``backup``) the export; one row per file with what happened.
 
     With neither flag, or with ``dry_run``, nothing is touched and the table says what would happen.
@@ -75,8 +99,13 @@ def cleanup_sources(store: Store, source_prefix: str, *, delete: bool = False, b
     rows = [[s["key"], s["size"], s["etag"]] for s in current]
     if action is None or dry_run:
         verb = {None: "kept", "delete": "would delete", "backup": "would move"}[action]
-        detail = ("delete_source and backup_source are off" if action is None
-                  else f"refused: {reason}" if reason else "allowed: matches a passing validation report")
+        detail = (
+            "delete_source and backup_source are off"
+            if action is None
+            else f"refused: {reason}"
+            if reason
+            else "allowed: matches a passing validation report"
+        )
         if action and reason:
             verb = "would refuse"
         elif action == "backup":
@@ -91,8 +120,12 @@ def cleanup_sources(store: Store, source_prefix: str, *, delete: bool = False, b
     assert report is not None
     earlier = report.get("cleanup") or {}
     started = earlier.get("started_at") if earlier.get("action") == action else None
-    report["cleanup"] = {"action": action, "started_at": started or now_iso(), "finished_at": None,
-                         "files": len(report["sources"])}
+    report["cleanup"] = {
+        "action": action,
+        "started_at": started or now_iso(),
+        "finished_at": None,
+        "files": len(report["sources"]),
+    }
     save_report(store, report)
     out = []
     for i, s in enumerate(current):
@@ -101,8 +134,9 @@ def cleanup_sources(store: Store, source_prefix: str, *, delete: bool = False, b
             dst = backup_key(source_prefix, key)
             have = store.head(dst)
             if have is not None and have.size != s["size"]:
-                raise ValidationError(f"refusing to move {key}: {dst} exists with another size "
-                                      f"({have.size} vs {s['size']} bytes)")
+                raise ValidationError(
+                    f"refusing to move {key}: {dst} exists with another size ({have.size} vs {s['size']} bytes)"
+                )
             if have is None:
                 store.copy(key, dst)
                 copied = store.head(dst)

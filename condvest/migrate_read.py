@@ -95,7 +95,7 @@ class SourceRows:
 
     def symbol_rows(self, i: int) -> pa.Table:
         """The winning rows of ``symbols[i]``, sorted by date."""
-        return self.table.take(pa.array(self.order[self.starts[i]:self.ends[i]]))
+        return self.table.take(pa.array(self.order[self.starts[i] : self.ends[i]]))
 
     def session_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(distinct session days as int32 days since epoch, symbols holding each)."""
@@ -145,8 +145,15 @@ def read_sources(store: Store, sources: list[ObjectInfo], *, threads: int = 2, p
     """Read every export file (concurrently) and pick one winner per (symbol, session)."""
     keys = sorted(o.key for o in sources)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        tables = list(tqdm(pool.map(lambda k: read_source(store, k), keys), total=len(keys), desc="read export",
-                           unit="file", disable=not progress))
+        tables = list(
+            tqdm(
+                pool.map(lambda k: read_source(store, k), keys),
+                total=len(keys),
+                desc="read export",
+                unit="file",
+                disable=not progress,
+            )
+        )
     # one chunk per column: taking a symbol's rows from a chunked column would concatenate it every time
     table = pa.concat_tables(tables).combine_chunks() if tables else BRONZE_SCHEMA.empty_table()
     rows = dedupe(table)
@@ -176,5 +183,10 @@ def dedupe(table: pa.Table) -> dict[str, object]:
     starts = np.concatenate([[0], bounds]).astype(np.int64)
     ends = np.concatenate([bounds, [len(order)]]).astype(np.int64)
     raw_counts = np.bincount(codes, minlength=len(uniq)).astype(np.int64)
-    return {"symbols": uniq.to_pylist(), "order": order.astype(np.int64), "starts": starts, "ends": ends,
-            "raw_counts": raw_counts}
+    return {
+        "symbols": uniq.to_pylist(),
+        "order": order.astype(np.int64),
+        "starts": starts,
+        "ends": ends,
+        "raw_counts": raw_counts,
+    }

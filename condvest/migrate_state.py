@@ -65,10 +65,12 @@ class MigrationState:
             else:
                 self.etag = store.put(STATE_KEY, self.to_json(), if_match=self.etag)
         except PreconditionFailed:
-            raise BusyError(STATE_KEY, "another migration run (the state changed under this run "
-                                       f"{self.run_id}); let it finish, then run again") from None
-        log.debug("migration state saved run_id=%s phase=%s through=%s", self.run_id, self.phase,
-                  self.written_through)
+            raise BusyError(
+                STATE_KEY,
+                "another migration run (the state changed under this run "
+                f"{self.run_id}); let it finish, then run again",
+            ) from None
+        log.debug("migration state saved run_id=%s phase=%s through=%s", self.run_id, self.phase, self.written_through)
 
 
 def load_state(store: Store) -> tuple[MigrationState | None, str | None]:

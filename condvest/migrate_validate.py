@@ -29,10 +29,12 @@ from condvest.storage import Store
 
 log = logging.getLogger(__name__)
 
-_HASH = "hash(date, \"timestamp\", open, high, low, close, volume, vwap, transactions, \"interval\", ingested_at)"
+_HASH = 'hash(date, "timestamp", open, high, low, close, volume, vwap, transactions, "interval", ingested_at)'
 _SOURCE = f"CREATE OR REPLACE TEMP TABLE s AS SELECT symbol, date, ingested_at, {_HASH} AS h FROM src WHERE _win"
-_TARGET = (f"CREATE OR REPLACE TEMP TABLE t AS SELECT CAST(symbol AS VARCHAR) AS symbol, date, "
-           f"CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at, {_HASH} AS h FROM read_parquet($files)")
+_TARGET = (
+    f"CREATE OR REPLACE TEMP TABLE t AS SELECT CAST(symbol AS VARCHAR) AS symbol, date, "
+    f"CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at, {_HASH} AS h FROM read_parquet($files)"
+)
 _JOINED = """
 SELECT s.symbol,
        count(*) AS target_matches,
@@ -49,12 +51,27 @@ SELECT s.symbol,
 FROM s LEFT JOIN t ON s.symbol = t.symbol AND s.date = t.date
 GROUP BY s.symbol
 """
-_TARGET_TOTALS = "SELECT symbol, count(*) AS target_rows, min(date) AS target_first, max(date) AS target_last " \
-                 "FROM t GROUP BY symbol"
+_TARGET_TOTALS = (
+    "SELECT symbol, count(*) AS target_rows, min(date) AS target_first, max(date) AS target_last FROM t GROUP BY symbol"
+)
 
-COLUMNS = ["symbol", "source_rows", "duplicates", "target_rows", "missing", "superseded", "other_rows",
-           "first_session", "last_session", "target_first", "target_last", "source_checksum", "target_checksum",
-           "checksum_ok", "ok"]
+COLUMNS = [
+    "symbol",
+    "source_rows",
+    "duplicates",
+    "target_rows",
+    "missing",
+    "superseded",
+    "other_rows",
+    "first_session",
+    "last_session",
+    "target_first",
+    "target_last",
+    "source_checksum",
+    "target_checksum",
+    "checksum_ok",
+    "ok",
+]
 
 
 def _connect(store: Store) -> duckdb.DuckDBPyConnection:
@@ -86,8 +103,13 @@ def validate(store: Store, src: SourceRows) -> pd.DataFrame:
         totals = con.execute(_TARGET_TOTALS).df()
     finally:
         con.close()
-    base = pd.DataFrame({"symbol": src.symbols, "source_rows": src.ends - src.starts,
-                         "duplicates": src.raw_counts - (src.ends - src.starts)})
+    base = pd.DataFrame(
+        {
+            "symbol": src.symbols,
+            "source_rows": src.ends - src.starts,
+            "duplicates": src.raw_counts - (src.ends - src.starts),
+        }
+    )
     df = base.merge(joined, on="symbol", how="left").merge(totals, on="symbol", how="left")
     for c in ("target_rows", "found", "target_matches", "superseded"):
         df[c] = df[c].fillna(0).astype("int64")
@@ -98,10 +120,20 @@ def validate(store: Store, src: SourceRows) -> pd.DataFrame:
         df[c] = df[c].map(lambda v: f"{int(v):016x}" if pd.notna(v) else "")
     for c in ("first_session", "last_session", "target_first", "target_last"):
         df[c] = pd.to_datetime(df[c]).dt.date
-    df["ok"] = ((df["missing"] == 0) & (df["target_matches"] == df["source_rows"]) & df["checksum_ok"]
-                & (df["target_first"] <= df["first_session"]) & (df["target_last"] >= df["last_session"]))
-    log.info("validation symbols=%d failed=%d source_rows=%d target_rows=%d", len(df), int((~df["ok"]).sum()),
-             int(df["source_rows"].sum()), int(df["target_rows"].sum()))
+    df["ok"] = (
+        (df["missing"] == 0)
+        & (df["target_matches"] == df["source_rows"])
+        & df["checksum_ok"]
+        & (df["target_first"] <= df["first_session"])
+        & (df["target_last"] >= df["last_session"])
+    )
+    log.info(
+        "validation symbols=%d failed=%d source_rows=%d target_rows=%d",
+        len(df),
+        int((~df["ok"]).sum()),
+        int(df["source_rows"].sum()),
+        int(df["target_rows"].sum()),
+    )
     return df[COLUMNS]
 
 

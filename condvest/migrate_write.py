@@ -132,9 +132,16 @@ def _batches(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def write_histories(store: Store, src: SourceRows, state: MigrationState, *, threads: int = 4,
-                    batch_symbols: int = 256, progress: bool = True,
-                    on_batch: Callable[[list[SymbolWrite]], None] | None = None) -> list[SymbolWrite]:
+def write_histories(
+    store: Store,
+    src: SourceRows,
+    state: MigrationState,
+    *,
+    threads: int = 4,
+    batch_symbols: int = 256,
+    progress: bool = True,
+    on_batch: Callable[[list[SymbolWrite]], None] | None = None,
+) -> list[SymbolWrite]:
     """Write every symbol after ``state.written_through``; save ``state`` after each batch."""
     todo = [i for i, s in enumerate(src.symbols) if state.written_through is None or s > state.written_through]
     if not todo:
@@ -163,6 +170,10 @@ def write_histories(store: Store, src: SourceRows, state: MigrationState, *, thr
                     on_batch(batch)
     finally:
         bar.close()
-    log.info("bronze histories written run_id=%s files=%d merged=%d", state.run_id, len(done),
-             sum(1 for w in done if w.prior_rows))
+    log.info(
+        "bronze histories written run_id=%s files=%d merged=%d",
+        state.run_id,
+        len(done),
+        sum(1 for w in done if w.prior_rows),
+    )
     return done

@@ -81,7 +81,8 @@ def test_quirky_export_migrates_with_identical_counts_and_values(lake, market) -
     # one data.parquet per symbol, nothing else
     assert {o.key for o in store.list(BRONZE_PREFIX + "/")} == {bronze_history_key(s) for s in truth["symbol"].unique()}
     assert pq.read_schema(io.BytesIO(store.get(bronze_history_key(truth["symbol"].iloc[0])))).equals(
-        BRONZE_SCHEMA, check_metadata=False)
+        BRONZE_SCHEMA, check_metadata=False
+    )
     # identical per-symbol counts and values (the market is the ground truth behind the export)
     assert bronze.groupby("symbol").size().to_dict() == truth.groupby("symbol").size().to_dict()
     cols = ["symbol", "date", "open", "high", "low", "close", "volume"]
@@ -222,8 +223,10 @@ def test_killed_cleanup_finishes_on_rerun(lake) -> None:
     proc = _run_killed(settings, "migrate.cleanup", delete_source=True)
     assert proc.returncode == 77, proc.stderr.decode()[-2000:]
     assert len(list(store.list(DMS_PREFIX + "/"))) == 7
-    left = cleanup_sources(settings, delete_source=True, store=store)
-    assert len(left) == 7 and not list(store.list(DMS_PREFIX + "/"))
+    again = _migrate(settings, delete_source=True)  # the report still covers what is left: no re-migration
+    assert again.status == "already_migrated" and again.files_written == 0
+    assert len(again.cleanup) == 7 and set(again.cleanup["action"]) == {"deleted"}
+    assert not list(store.list(DMS_PREFIX + "/"))
 
 
 def test_corrupt_or_illtyped_file_is_named_and_nothing_is_written(lake) -> None:
@@ -262,8 +265,13 @@ def test_existing_history_is_merged_newer_rows_win(lake, market) -> None:
     fresh = truth.tail(2).copy()  # a later fetch corrected the last bar and added one the export lacks
     fresh["close"] = fresh["close"] + 1.0
     fresh["date"] = [truth["date"].iloc[-1], END + dt.timedelta(days=1)]
-    fresh = fresh.assign(timestamp=pd.Timestamp("2026-01-01", tz="UTC"), vwap=np.nan, transactions=pd.NA,
-                         interval="1d", ingested_at=pd.Timestamp("2026-01-05", tz="UTC"))
+    fresh = fresh.assign(
+        timestamp=pd.Timestamp("2026-01-01", tz="UTC"),
+        vwap=np.nan,
+        transactions=pd.NA,
+        interval="1d",
+        ingested_at=pd.Timestamp("2026-01-05", tz="UTC"),
+    )
     table = pa.Table.from_pandas(fresh[BRONZE_SCHEMA.names], schema=BRONZE_SCHEMA, preserve_index=False)
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -280,8 +288,13 @@ def test_existing_history_is_merged_newer_rows_win(lake, market) -> None:
 
 
 def test_dedupe_newest_load_time_wins_ties_to_the_later_row() -> None:
-    t = pa.table({"symbol": ["B", "A", "A", "A", "B"], "date": pa.array([1, 1, 1, 2, 1], pa.date32()),
-                  "ingested_at": pa.array([5, 9, 3, None, 5], pa.timestamp("us", tz="UTC"))})
+    t = pa.table(
+        {
+            "symbol": ["B", "A", "A", "A", "B"],
+            "date": pa.array([1, 1, 1, 2, 1], pa.date32()),
+            "ingested_at": pa.array([5, 9, 3, None, 5], pa.timestamp("us", tz="UTC")),
+        }
+    )
     d = dedupe(t)
     assert d["symbols"] == ["A", "B"] and d["order"].tolist() == [1, 3, 4]
     assert d["raw_counts"].tolist() == [3, 2] and d["starts"].tolist() == [0, 2] and d["ends"].tolist() == [2, 3]

@@ -1,0 +1,175 @@
+"""03_migrate benchmark: the lake-sized DMS export into bronze, with validation, against a plain DuckDB COPY.
+
+    .venv/bin/python bench/bench_migrate.py [--root /tmp/condvest-bench-migrate] [--repeat 2]
+
+1. Generates (once; reused when present) the export of ``SyntheticMarket.lake_like()``: 5,350 symbols,
+   1962-01-02 to 2025-10-31, about 10.8M rows, 8 LOAD files with every DMS quirk (int/double volume,
+   ms/µs/text ``timestamp_1``, duplicates across files).
+2. Floor: one DuckDB ``COPY (SELECT <the same columns, cast to the bronze types> FROM read_parquet(export))
+   TO '<dir>' (FORMAT parquet, PARTITION_BY (symbol))``: no dedup, no validation, no manifest, and files
+   named ``data_N.parquet`` (several per symbol), i.e. the least any migration has to do.
+3. ``run_migration`` end to end: list, read with the explicit mapping, dedup, one ``data.parquet`` per
+   symbol, manifest, validation (DuckDB aggregates on both sides), report.
+
+Each measurement runs in a fresh subprocess on a fresh output folder; floor and migration alternate, and
+the best of ``--repeat`` runs of each is compared. Prints a markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+START, END = dt.date(1962, 1, 2), dt.date(2025, 10, 31)
+
+FLOOR_SQL = """
+COPY (
+  SELECT CAST(symbol AS VARCHAR) AS symbol,
+         CAST(timezone('America/New_York', CAST(timestamp_1 AS TIMESTAMPTZ)) AS DATE) AS date,
+         CAST(timestamp_1 AS TIMESTAMPTZ) AS "timestamp",
+         open, high, low, close, CAST(volume AS DOUBLE) AS volume,
+         CAST(NULL AS DOUBLE) AS vwap, CAST(NULL AS BIGINT) AS transactions, "interval",
+         CAST("timestamp" AS TIMESTAMPTZ) AS ingested_at
+  FROM read_parquet($files, union_by_name = true)
+) TO '{out}' (FORMAT parquet, PARTITION_BY (symbol))
+"""
+
+
+def _generate(lake: Path) -> None:
+    from condvest.offline.dms import write_dms_export
+    from condvest.offline.market import SyntheticMarket
+    from condvest.storage import LocalStore
+
+    store = LocalStore(lake)
+    if any(store.list("public/raw_ohlcv/")):
+        return
+    t0 = time.monotonic()
+    market = SyntheticMarket.lake_like()
+    write_dms_export(store, market, START, END, n_files=8, quirks=True)
+    print(f"generated export rows~{market.expected_rows(START, END):,} in {time.monotonic() - t0:.1f} s", flush=True)
+
+
+def _child_floor(lake: Path, out: Path) -> dict:
+    import duckdb
+
+    files = sorted(str(p) for p in (lake / "public" / "raw_ohlcv").glob("*.parquet"))
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    t0 = time.monotonic()
+    con.execute(FLOOR_SQL.format(out=str(out).replace("'", "''")), {"files": files})
+    seconds = time.monotonic() - t0
+    n_files = sum(1 for _ in out.rglob("*.parquet"))
+    rows = con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(out / "**" / "*.parquet")}).fetchone()[0]
+    return {"seconds": seconds, "files": n_files, "rows": rows}
+
+
+class _Phases(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.phases: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        m = re.match(r"migration (read|write|validate) .*seconds=([\d.]+)", msg)
+        if m:
+            self.phases[m.group(1)] = float(m.group(2))
+
+
+def _child_migrate(lake: Path, threads: int) -> dict:
+    from condvest.migrate import run_migration
+    from condvest.settings import Settings
+
+    handler = _Phases()
+    logging.getLogger("condvest").addHandler(handler)
+    logging.getLogger("condvest").setLevel(logging.INFO)
+    t0 = time.monotonic()
+    report = run_migration(Settings(lake_uri=str(lake)), progress=False, threads=threads)
+    seconds = time.monotonic() - t0
+    return {
+        "seconds": seconds,
+        "phases": handler.phases,
+        "status": report.status,
+        "passed": report.passed,
+        "source_rows": report.source_rows,
+        "duplicates": report.duplicates,
+        "symbols": report.symbols,
+        "files": report.files_written,
+        "rows": report.rows_written,
+    }
+
+
+def _clean_outputs(lake: Path) -> None:
+    for sub in ("bronze", "processing_metadata", ".locks"):
+        shutil.rmtree(lake / sub, ignore_errors=True)
+
+
+def _spawn(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=Path("/tmp/condvest-bench-migrate"))
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--child", choices=["floor", "migrate"])
+    opts = ap.parse_args()
+    lake = opts.root / "lake"
+    if opts.child == "floor":
+        out = opts.root / "floor"
+        shutil.rmtree(out, ignore_errors=True)
+        print(json.dumps(_child_floor(lake, out)))
+        shutil.rmtree(out, ignore_errors=True)
+        return 0
+    if opts.child == "migrate":
+        _clean_outputs(lake)
+        print(json.dumps(_child_migrate(lake, opts.threads)))
+        return 0
+    _generate(lake)
+    floors, migs = [], []
+    for i in range(opts.repeat):
+        for kind in ("floor", "migrate") if i % 2 == 0 else ("migrate", "floor"):
+            r = _spawn(["--root", str(opts.root), "--child", kind, "--threads", str(opts.threads)])
+            (floors if kind == "floor" else migs).append(r)
+            print(f"run {i + 1} {kind}: {r['seconds']:.1f} s  load={os.getloadavg()[0]:.1f}", flush=True)
+    f = min(floors, key=lambda r: r["seconds"])
+    m = min(migs, key=lambda r: r["seconds"])
+    assert m["passed"] and m["status"] == "migrated", m
+    ratio = m["seconds"] / f["seconds"]
+    ph = m["phases"]
+    print()
+    print(f"| what | rows | objects written | seconds (best of {opts.repeat}) |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| plain DuckDB COPY ... PARTITION_BY (symbol) (floor) | {f['rows']:,} | {f['files']:,} | {f['seconds']:.1f} |"
+    )
+    print(
+        f"| run_migration end to end (dedup, data.parquet per symbol, manifest, validation, report) "
+        f"| {m['rows']:,} | {m['files']:,} | {m['seconds']:.1f} |"
+    )
+    print(f"|   read + map + dedup | {m['source_rows']:,} ({m['duplicates']} duplicates) | | {ph.get('read', 0):.1f} |")
+    print(f"|   write histories | | {m['files']:,} | {ph.get('write', 0):.1f} |")
+    print(f"|   validate (both sides) | | | {ph.get('validate', 0):.1f} |")
+    print()
+    print(
+        f"migration / floor = {ratio:.2f}x (target <= 2x); end to end {m['seconds']:.1f} s (target <= 60 s); "
+        f"{m['symbols']} symbols; all runs: floor {[round(r['seconds'], 1) for r in floors]}, "
+        f"migration {[round(r['seconds'], 1) for r in migs]}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
