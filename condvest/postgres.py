@@ -87,7 +87,7 @@ class EmbeddedCluster:
 
     def dsn(self, dbname: str = "condvest") -> Secret:
         m = self._meta()
-        return Secret(f"postgresql://condvest:{quote(m["password"], safe="")}@127.0.0.1:{m['port']}/{dbname}")
+        return Secret(f"postgresql://condvest:{quote(m['password'], safe='')}@127.0.0.1:{m['port']}/{dbname}")
 
     def _chown(self, path: Path) -> None:
         if self.run_as:
@@ -185,7 +185,7 @@ def _rds_dsn(settings: Settings) -> Secret | None:
         return None
     if not (host and user and pw):
         raise ConfigError("RDS_ENDPOINT", "RDS settings need an endpoint, a user name and a password")
-    return Secret(f"postgresql://{quote(user, safe="")}:{quote(pw, safe="")}@{host}:{port}/{db}?sslmode=prefer")
+    return Secret(f"postgresql://{quote(user, safe='')}:{quote(pw, safe='')}@{host}:{port}/{db}?sslmode=prefer")
 
 
 def resolve_dsn(settings: Settings) -> Secret:

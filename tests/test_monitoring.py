@@ -181,7 +181,7 @@ def test_an_unreachable_database_is_reported_not_raised(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_notebook_runs_headless_on_a_filled_and_an_empty_lake(tmp_path, monkeypatch):
+def test_the_notebook_runs_headless(tmp_path, monkeypatch):
     from runner import run_notebook
 
     settings = settings_for(tmp_path)
@@ -197,9 +197,3 @@ def test_the_notebook_runs_headless_on_a_filled_and_an_empty_lake(tmp_path, monk
     outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
     assert "application/vnd.plotly.v1+json" in outputs and "Sessions not held in full" in outputs
 
-    monkeypatch.setenv("CONDVEST_LAKE_URI", str(tmp_path / "empty"))
-    result = run_notebook("05_monitoring", {"read_postgres": False}, settings=settings, root=ROOT,
-                          progress_bar=False)
-    assert result.ok, result.summary()
-    nb = json.loads((Path(settings.runs_uri) / result.ipynb_key).read_text())
-    assert "nothing yet" in json.dumps([c.get("outputs", []) for c in nb["cells"]])
