@@ -39,40 +39,34 @@ _QUARANTINE_DATE = re.compile(re.escape(QUARANTINE_PREFIX) + r"/date=(\d{4}-\d{2
 _SILVER_FILE = re.compile(re.escape(SILVER_PREFIX) + r"/silver_(\d+)d/year=(\d{4})/month=(\d{2})/[^/]+\.parquet$")
 COVERAGE_COLUMNS = ["year", "expected", "full", "partial", "missing", "coverage_pct", "rows", "first", "last"]
 SESSION_COLUMNS = ["date", "status", "rows", "symbols", "source", "run_id"]
+_TIME = "%Y-%m-%d %H:%M:%S"
+_RETENTION_NOTES = {
+    "skipped": "skipped (read_postgres=False)",
+    "not deployed": "nothing yet: the retention policy is not deployed (run 04_retention with mode='deploy')",
+}
 RUN_COLUMNS = ["started_at", "notebook", "status", "duration_s", "failure", "pipeline", "run_id", "html_url"]
 
 
 # --------------------------------------------------------------------------------------------- lake
 
 
-def manifest_years(store: Store) -> list[int]:
-    """The years the bronze manifest has an object for (one small listing of ``bronze/_manifest/``)."""
-    years = {int(m.group(1)) for o in store.list(MANIFEST_PREFIX + "/") if (m := _MANIFEST_YEAR.match(o.key))}
-    return sorted(years)
-
-
 def read_manifest(store: Store, through: dt.date) -> dict[dt.date, SessionEntry]:
-    """Every manifest entry up to ``through`` (one GET per year object)."""
-    years = manifest_years(store)
+    """Every manifest entry up to ``through``: one listing of ``bronze/_manifest/`` for the years it holds, then
+    one GET per year object."""
+    years = sorted(int(m.group(1)) for o in store.list(MANIFEST_PREFIX + "/") if (m := _MANIFEST_YEAR.match(o.key)))
     if not years or years[0] > through.year:
         return {}
     return read_sessions(store, max(dt.date(years[0], 1, 1), FIRST_SUPPORTED), through)
 
 
-def _status(entry: SessionEntry | None) -> str:
-    if entry is None:
-        return "missing"
-    return "full" if entry.scope == ALL else "partial"
-
-
 def session_status(entries: Mapping[dt.date, SessionEntry], sessions: Sequence[dt.date]) -> pd.DataFrame:
     """One row per calendar session: ``full`` (every symbol), ``partial`` (a symbol subset) or ``missing``."""
-    rows = []
-    for d in sessions:
-        e = entries.get(d)
-        rows.append(
-            (d, _status(e), e.rows if e else 0, e.symbols if e else 0, e.source if e else "", e.run_id if e else "")
-        )
+    rows = [
+        (d, "missing", 0, 0, "", "")
+        if (e := entries.get(d)) is None
+        else (d, "full" if e.scope == ALL else "partial", e.rows, e.symbols, e.source, e.run_id)
+        for d in sessions
+    ]
     return pd.DataFrame(rows, columns=SESSION_COLUMNS)
 
 
@@ -152,22 +146,10 @@ def _failure(err: Any) -> str:
 
 def recent_runs(runs: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
     """The last ``limit`` runs of the index, newest first, with the failing cell of failed runs."""
-    if runs.empty:
-        return pd.DataFrame(columns=RUN_COLUMNS)
     df = runs.sort_values("started_at", kind="stable").tail(limit).iloc[::-1]
-    out = pd.DataFrame(
-        {
-            "started_at": df["started_at"].dt.strftime("%Y-%m-%d %H:%M:%S"),
-            "notebook": [_notebook(n) for n in df["notebook"]],
-            "status": df["status"],
-            "duration_s": df["duration_s"].round(1),
-            "failure": [_failure(e) for e in df["error"]],
-            "pipeline": df["pipeline"].fillna(""),
-            "run_id": df["run_id"],
-            "html_url": df["html_url"].fillna(""),
-        }
-    )
-    return out.reset_index(drop=True)
+    df = df.assign(started_at=df["started_at"].dt.strftime(_TIME), notebook=[_notebook(n) for n in df["notebook"]],
+                   duration_s=df["duration_s"].round(1), failure=[_failure(e) for e in df["error"]])  # fmt: skip
+    return df[RUN_COLUMNS].fillna({"pipeline": "", "html_url": ""}).reset_index(drop=True)
 
 
 def runs_by_notebook(runs: pd.DataFrame) -> pd.DataFrame:
@@ -184,7 +166,7 @@ def runs_by_notebook(runs: pd.DataFrame) -> pd.DataFrame:
         last_started=("started_at", "last"), median_duration_s=("duration_s", "median"),
         last_failure=("failure", lambda f: next((x for x in reversed(list(f)) if x), "")),
     )  # fmt: skip
-    out["last_started"] = out["last_started"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    out["last_started"] = out["last_started"].dt.strftime(_TIME)
     out["median_duration_s"] = out["median_duration_s"].round(1)
     return out.reset_index()[cols]
 
@@ -261,7 +243,7 @@ class MonitoringSnapshot:
     coverage: pd.DataFrame  # per year, newest first
     sessions: pd.DataFrame  # the last ``chart_sessions`` sessions and their status
     missing: pd.DataFrame  # sessions not held in full among the last ``recent_sessions``
-    recent_sessions: int
+    recent_sessions: int  # sessions checked for gaps (fewer than asked when the manifest starts later)
     quarantine: pd.DataFrame
     silver_files: pd.DataFrame
     checkpoints: pd.DataFrame
@@ -284,25 +266,33 @@ class MonitoringSnapshot:
         }
 
     def overview(self) -> pd.DataFrame:
-        """One line per section: ``ok`` or ``look`` (something to check), and what it found or what would fill it."""
-        s, notes = self.summary(), self.notes
+        """One line per section: ``look`` when something deserves a glance (a gap in the recent window, silver
+        behind bronze, no retention policy, a notebook whose last run failed, an empty source), else ``ok``."""
+        s = self.summary()
         failing = sorted(runs_by_notebook(self.runs).query("last_status != 'ok'")["notebook"])
-        last = sorted(str(d) for d in self.checkpoints["last_processed_session"].dropna())
+        silver = sorted({str(d) for d in self.checkpoints["last_processed_session"].dropna()})
+        held = self.sessions.loc[self.sessions["status"] != "missing", "date"]
+        bronze = str(held.max()) if len(held) else ""
         hot = self.retention.distribution if self.retention else pd.DataFrame()
         detail = {
-            "lake": f"{s['missing_recent_sessions']} of the last {self.recent_sessions} sessions not held in full "
-            f"(latest {self.latest_session}); {s['quarantined_rows']} rows quarantined",
-            "silver": f"{s['silver_intervals']} intervals, last session processed "
-            + (f"{last[0]}..{last[-1]}" if last and last[0] != last[-1] else (last[0] if last else "none")),
+            "lake": f"{s['missing_recent_sessions']} of the last {self.recent_sessions} sessions not held in full, "
+            f"newest held {bronze or 'none'} (latest complete {self.latest_session}); "
+            f"{s['quarantined_rows']} rows quarantined",
+            "silver": f"{s['silver_intervals']} intervals, last session processed {', '.join(silver) or 'none'}",
             "retention": f"{int(hot['hot_records'].sum())} rows in raw_ohlcv, "
-            f"{int(hot['archived_records'].sum())} archived"
+            f"{int(hot['archived_records'].sum())} in raw_ohlcv_archive"
             if len(hot)
             else "raw_ohlcv is empty",
             "runs": f"{s['runs']} runs, {s['failed_runs']} failed"
             + (f"; last run failed: {', '.join(failing)}" if failing else ""),
         }
-        look = {"lake": s["missing_recent_sessions"] > 0, "retention": self.postgres != "ok", "runs": bool(failing)}
-        rows = [(k, "look" if k in notes or look.get(k) else "ok", notes.get(k) or v) for k, v in detail.items()]
+        look = {
+            "lake": s["missing_recent_sessions"] > 0,
+            "silver": bool(silver) and silver[0] < bronze,
+            "retention": self.postgres != "ok",
+            "runs": bool(failing),
+        }
+        rows = [(k, "look" if k in self.notes or look[k] else "ok", self.notes.get(k) or v) for k, v in detail.items()]
         return pd.DataFrame(rows, columns=["section", "state", "detail"]).set_index("section")
 
 
@@ -350,8 +340,9 @@ def collect(
     store: Store | None = None,
 ) -> MonitoringSnapshot:
     """Read every source once. ``recent_sessions``: the window checked for missing sessions (01_fetch's
-    ``max_backfill_days``); ``chart_sessions``: the sessions in the rows chart; ``read_postgres=False`` skips
-    the database (no connection, no embedded cluster started); ``as_of``: the run's today (default: settings)."""
+    ``max_backfill_days``); ``chart_sessions``: the sessions in the rows chart (neither window starts before the
+    first session the manifest holds); ``read_postgres=False`` skips the database (no connection, no embedded
+    cluster started); ``as_of``: the run's "today" (default: the settings', i.e. CONDVEST_AS_OF or today)."""
     from condvest.resample import checkpoint_table
     from runner.run_index import read_index
 
@@ -360,27 +351,29 @@ def collect(
     latest = latest_complete_session(day := _day(settings, as_of))
     store = store or open_store(settings=settings)
     entries = read_manifest(store, latest)
-    status = session_status(entries, last_n_sessions(latest, max(recent, chart)))
+    window = last_n_sessions(latest, max(recent, chart))
+    if entries:  # sessions before the first one the manifest holds are history not in bronze yet, not gaps
+        window = [d for d in window if d >= min(entries)]
+    status = session_status(entries, window)
     checkpoints = checkpoint_table(settings, store=store)
     runs = read_index(settings, expand_results=False)
     pg, views = read_retention(settings) if read_postgres else ("skipped", None)
-    empty = {
-        "lake": not entries and "nothing yet: the bronze manifest holds no session (run 01_fetch or 03_migrate)",
-        "silver": checkpoints.empty and "nothing yet: no silver checkpoint (run 02_resample)",
-        "runs": runs.empty and f"nothing yet: no run recorded under {settings.runs_uri} (python -m runner run ...)",
-        "retention": views is None
-        and {
-            "skipped": "skipped (read_postgres=False)",
-            "not deployed": "nothing yet: the retention policy is not deployed (04_retention with mode='deploy')",
-        }.get(pg, f"Postgres {pg}"),
-    }
+    notes = {}
+    if not entries:
+        notes["lake"] = "nothing yet: the bronze manifest holds no session (run 01_fetch or 03_migrate)"
+    if checkpoints.empty:
+        notes["silver"] = "nothing yet: no silver checkpoint (run 02_resample)"
+    if views is None:
+        notes["retention"] = _RETENTION_NOTES.get(pg, f"Postgres {pg}")
+    if runs.empty:
+        notes["runs"] = f"nothing yet: no run recorded under {settings.runs_uri} (python -m runner run NOTEBOOK)"
     snapshot = MonitoringSnapshot(
         as_of=day,
         latest_session=latest,
         coverage=coverage_by_year(entries, latest),
         sessions=status.tail(chart).reset_index(drop=True),
         missing=gaps(status.tail(recent)),
-        recent_sessions=recent,
+        recent_sessions=min(recent, len(window)),
         quarantine=quarantine_counts(store),
         silver_files=silver_file_counts(store),
         checkpoints=checkpoints,
@@ -388,7 +381,7 @@ def collect(
         runs_shown=shown,
         postgres=pg,
         retention=views,
-        notes={k: v for k, v in empty.items() if v},
+        notes=notes,
     )
     log.info("monitoring_collected %s", " ".join(f"{k}={v!r}" for k, v in snapshot.summary().items()))
     return snapshot
@@ -406,14 +399,26 @@ class Section:
     items: tuple[tuple[str, Any], ...] = ()
 
     def _ipython_display_(self) -> None:
-        from IPython.display import Markdown, display
+        from IPython.display import display
+
+        def text(t: str) -> None:
+            display({"text/markdown": t, "text/plain": t}, raw=True)
 
         if self.note:
-            display(Markdown(f"*{self.note}*"))
-        for caption, item in self.items:
-            if caption:
-                display(Markdown(f"**{caption}**"))
-            display(Markdown(item) if isinstance(item, str) else item)
+            text(f"*{self.note}*")
+        with pd.option_context("display.max_colwidth", None, "display.max_rows", 200):
+            for caption, item in self.items:
+                if caption:
+                    text(f"**{caption}**")
+                if isinstance(item, str):
+                    text(item)
+                else:
+                    display(item)
+
+
+def overview_section(s: MonitoringSnapshot) -> Section:
+    """The overview table, shown with its details unabridged."""
+    return Section("", (("", s.overview()),))
 
 
 def lake_section(s: MonitoringSnapshot) -> Section:

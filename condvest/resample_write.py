@@ -130,11 +130,13 @@ def incremental_pass(store: Store, base: SilverState, ch: Changes, sources: pd.D
                     "coalesce(max(d.i) + 1, 0) AS n, min(d.date) AS first_date, max(d.date) AS last_date "
                     "FROM meta m LEFT JOIN delta d USING (symbol) GROUP BY m.symbol, m.since")
         jm = con.execute("SELECT * FROM jmeta ORDER BY symbol").df()
-        old = base.symbols.set_index("symbol")
-        jm["old_first"] = jm["symbol"].map(old["first_date"])
-        jm["old_last"] = jm["symbol"].map(old["last_date"])
-        app = jm["symbol"].isin(ch.append)
-        jm.loc[app, "first_date"] = jm.loc[app, "old_first"]
+        old_first = dict(zip(base.symbols["symbol"], base.symbols["first_date"], strict=True))
+        old_last = dict(zip(base.symbols["symbol"], base.symbols["last_date"], strict=True))
+        jm["old_first"] = pd.Series([_date(old_first.get(s)) for s in jm["symbol"]], dtype=object)
+        jm["old_last"] = pd.Series([_date(old_last.get(s)) for s in jm["symbol"]], dtype=object)
+        jm["last_date"] = pd.Series([_date(x) for x in jm["last_date"]], dtype=object)
+        jm["first_date"] = pd.Series([o if s in ch.append else _date(f) for s, f, o in
+                                      zip(jm["symbol"], jm["first_date"], jm["old_first"], strict=True)], dtype=object)
         results = {}
         for n in ns:
             con.execute("CREATE OR REPLACE TEMP TABLE cuts AS SELECT m.symbol, (m.j // $n) * $n AS b, "

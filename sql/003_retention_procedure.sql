@@ -115,7 +115,6 @@ DECLARE
     v_state     text;
     v_message   text;
     v_part      record;
-    v_b         record;
     v_name      text;
     v_arch_lo   timestamptz[];
     v_arch_hi   timestamptz[];
@@ -228,7 +227,7 @@ BEGIN
             v_message := 'partition maintenance failed: ' || SQLERRM;
             v_state := NULL;
         END;
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION WHEN OTHERS OR query_canceled THEN  -- query_canceled: statement_timeout, a cancel request
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         v_status := 'failed';
         v_archived := 0;

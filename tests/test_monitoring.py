@@ -30,22 +30,27 @@ PARTIAL = dt.date(2025, 1, 14)
 
 
 def settings_for(tmp_path: Path, **kw) -> Settings:
-    return Settings(lake_uri=str(tmp_path / "lake"), runs_uri=str(tmp_path / "runs"), home=tmp_path / ".condvest",
-                    as_of=AS_OF, **kw)
+    return Settings(
+        lake_uri=str(tmp_path / "lake"), runs_uri=str(tmp_path / "runs"), home=tmp_path / ".condvest", as_of=AS_OF, **kw
+    )
 
 
 def fill_lake(store: LocalStore) -> None:
     """Dec 2 2024 .. Jan 16 2025 in the manifest, minus two gaps; Jan 14 for two symbols only; Jan 16 lies
     after as_of (must be ignored). Quarantine on two days, silver files and two checkpoints."""
-    entries = {d: SessionEntry(ALL, 50, 50, "grouped", "r1") for d in sessions_between(dt.date(2024, 12, 2),
-                                                                                       dt.date(2025, 1, 16))}
+    entries = {
+        d: SessionEntry(ALL, 50, 50, "grouped", "r1")
+        for d in sessions_between(dt.date(2024, 12, 2), dt.date(2025, 1, 16))
+    }
     for d in GAPS:
         del entries[d]
     entries[PARTIAL] = SessionEntry(("AAA", "BBB"), 2, 2, "range", "r2")
     record_sessions(store, entries)
     for day, bad in ((dt.date(2025, 1, 10), 2), (dt.date(2025, 1, 15), 1)):
-        results = [{"T": f"S{i}", "o": 10.0, "h": 11.0, "l": 9.0, "c": 10.5, "v": 100.0,
-                    "t": ny_close_epoch_ms(day)} for i in range(4)]
+        results = [
+            {"T": f"S{i}", "o": 10.0, "h": 11.0, "l": 9.0, "c": 10.5, "v": 100.0, "t": ny_close_epoch_ms(day)}
+            for i in range(4)
+        ]
         for r in results[:bad]:
             r["l"] = 12.0  # low above open and close
         good, quarantined = check_bars(bars_frame(results))
@@ -54,8 +59,16 @@ def fill_lake(store: LocalStore) -> None:
     for n, months in ((3, [(2024, 12), (2025, 1)]), (5, [(2025, 1)])):
         for y, m in months:
             store.put(silver_key(n, y, m), b"PAR1")
-        doc = {"interval": n, "status": "complete", "state": "s1", "last_processed_session": "2025-01-15",
-               "bars": 40 // n, "complete_bars": 40 // n - 1, "partial_bars": 1, "symbols": 2}
+        doc = {
+            "interval": n,
+            "status": "complete",
+            "state": "s1",
+            "last_processed_session": "2025-01-15",
+            "bars": 40 // n,
+            "complete_bars": 40 // n - 1,
+            "partial_bars": 1,
+            "symbols": 2,
+        }
         store.put(checkpoint_key(n), json.dumps(doc).encode())
 
 
@@ -67,10 +80,18 @@ def record_runs(runs_uri: str) -> None:
     plan = [("01_fetch", None), ("01_fetch", err), ("02_resample", None), ("01_fetch", None), ("04_retention", err)]
     for i, (nb, error) in enumerate(plan):
         start = t0 + dt.timedelta(minutes=10 * i)
-        result = RunResult(run_id=f"run-{i}", notebook=f"{nb}.ipynb", status="failed" if error else "ok",
-                           parameters={}, started_at=start, finished_at=start + dt.timedelta(seconds=5 + i),
-                           ipynb_key=f"run-{i}/{nb}.ipynb", html_key=f"run-{i}/{nb}.html", runs_uri=runs_uri,
-                           error=error)
+        result = RunResult(
+            run_id=f"run-{i}",
+            notebook=f"{nb}.ipynb",
+            status="failed" if error else "ok",
+            parameters={},
+            started_at=start,
+            finished_at=start + dt.timedelta(seconds=5 + i),
+            ipynb_key=f"run-{i}/{nb}.ipynb",
+            html_key=f"run-{i}/{nb}.html",
+            runs_uri=runs_uri,
+            error=error,
+        )
         append_run(store, result.index_record())
 
 
@@ -78,7 +99,7 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
     settings = settings_for(tmp_path)
     fill_lake(LocalStore(settings.lake_uri))
     record_runs(settings.runs_uri)
-    snap = monitoring.collect(settings, recent_sessions=5, chart_sessions=30, runs_shown=3, read_postgres=False)
+    snap = monitoring.collect(settings, recent_sessions=5, chart_sessions=40, runs_shown=3, read_postgres=False)
 
     assert snap.latest_session == AS_OF
     cov = snap.coverage.set_index("year")
@@ -88,18 +109,21 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
     assert cov.loc[2025, "rows"] == 7 * 50 + 2
     assert (cov.loc[2024, "first"], cov.loc[2025, "last"]) == (dt.date(2024, 12, 2), AS_OF)  # Jan 16 not counted
     # the last 5 sessions are Jan 8, 10, 13, 14, 15: one missing, one held for two symbols only
-    assert snap.missing[["date", "status"]].values.tolist() == [[dt.date(2025, 1, 13), "missing"],
-                                                                 [PARTIAL, "partial"]]
+    assert snap.missing[["date", "status"]].values.tolist() == [[dt.date(2025, 1, 13), "missing"], [PARTIAL, "partial"]]
     assert len(snap.sessions) == 30 and snap.sessions["date"].iloc[-1] == AS_OF
-    assert snap.sessions["date"].iloc[0] == dt.date(2024, 12, 2)  # 30 sessions back: the whole manifest
+    assert snap.sessions["date"].iloc[0] == dt.date(2024, 12, 2)  # not before the first session held
     assert set(snap.sessions.loc[snap.sessions["status"] == "missing", "date"]) == GAPS
 
     q = snap.quarantine
-    assert q[["date", "files", "rows", "symbols"]].values.tolist() == [[AS_OF, 1, 1, 1],
-                                                                       [dt.date(2025, 1, 10), 1, 2, 2]]
+    assert q[["date", "files", "rows", "symbols"]].values.tolist() == [
+        [AS_OF, 1, 1, 1],
+        [dt.date(2025, 1, 10), 1, 2, 2],
+    ]
     assert "low > open" in q["reasons"].iloc[0] and "low > close" in q["reasons"].iloc[0]
     assert snap.silver_files[["interval", "files", "first_month", "last_month"]].values.tolist() == [
-        [3, 2, "2024-12", "2025-01"], [5, 1, "2025-01", "2025-01"]]
+        [3, 2, "2024-12", "2025-01"],
+        [5, 1, "2025-01", "2025-01"],
+    ]
     assert snap.checkpoints["interval"].tolist() == [3, 5]
 
     per = monitoring.runs_by_notebook(snap.runs).set_index("notebook")
@@ -116,6 +140,22 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
     assert over["state"].to_dict() == {"lake": "look", "silver": "ok", "retention": "look", "runs": "look"}
     assert "2 of the last 5 sessions" in over.loc["lake", "detail"]
     assert "last run failed: 04_retention" in over.loc["runs", "detail"]
+
+    # silver behind bronze, and a gap window longer than the lake: counted from the first session held
+    lag = {
+        "interval": 8,
+        "status": "complete",
+        "state": "s1",
+        "last_processed_session": "2025-01-10",
+        "bars": 4,
+        "complete_bars": 3,
+        "partial_bars": 1,
+        "symbols": 2,
+    }
+    LocalStore(settings.lake_uri).put(checkpoint_key(8), json.dumps(lag).encode())
+    later = monitoring.collect(settings, recent_sessions=40, read_postgres=False)
+    assert later.overview().loc["silver", "state"] == "look"
+    assert later.recent_sessions == 30 and len(later.missing) == 3
 
     lake = monitoring.lake_section(snap)
     figures = [i for _, i in lake.items if isinstance(i, go.Figure)]
@@ -134,8 +174,12 @@ def test_an_empty_lake_says_nothing_yet_everywhere(tmp_path):
     assert (over["state"] == "look").all()
     assert "01_fetch" in over.loc["lake", "detail"] and "02_resample" in over.loc["silver", "detail"]
     assert "read_postgres=False" in over.loc["retention", "detail"]
-    for build in (monitoring.lake_section, monitoring.silver_section, monitoring.retention_section,
-                  monitoring.runs_section):
+    for build in (
+        monitoring.lake_section,
+        monitoring.silver_section,
+        monitoring.retention_section,
+        monitoring.runs_section,
+    ):
         section = build(snap)
         assert section.note.startswith(("nothing yet", "skipped"))
         assert not any(isinstance(i, go.Figure) for _, i in section.items)
@@ -158,11 +202,17 @@ def test_retention_views_before_and_after_deploy_and_archive(pg_settings):
 
     with connect(settings, autocommit=True) as conn:
         retention.deploy(conn, as_of=AS_OF)
-        rows = [("AAA", dt.datetime(2021, 6, 1, 4, tzinfo=dt.UTC)), ("BBB", dt.datetime(2021, 6, 2, 4, tzinfo=dt.UTC)),
-                ("AAA", dt.datetime(2024, 12, 2, 5, tzinfo=dt.UTC))]
+        rows = [
+            ("AAA", dt.datetime(2021, 6, 1, 4, tzinfo=dt.UTC)),
+            ("BBB", dt.datetime(2021, 6, 2, 4, tzinfo=dt.UTC)),
+            ("AAA", dt.datetime(2024, 12, 2, 5, tzinfo=dt.UTC)),
+        ]
         for sym, ts in rows:
-            conn.execute('INSERT INTO raw_ohlcv (symbol, "timestamp", open, high, low, close, volume)'
-                         " VALUES (%s, %s, 1, 1, 1, 1, 1)", (sym, ts))
+            conn.execute(
+                'INSERT INTO raw_ohlcv (symbol, "timestamp", open, high, low, close, volume)'
+                " VALUES (%s, %s, 1, 1, 1, 1, 1)",
+                (sym, ts),
+            )
         assert retention.archive(conn, as_of=AS_OF).archived == 2
     snap = monitoring.collect(settings)
     assert snap.postgres == "ok" and snap.overview().loc["retention", "state"] == "ok"
@@ -189,11 +239,15 @@ def test_the_notebook_runs_headless(tmp_path, monkeypatch):
     monkeypatch.setenv("CONDVEST_LAKE_URI", settings.lake_uri)
     monkeypatch.setenv("CONDVEST_RUNS_URI", settings.runs_uri)
     monkeypatch.setenv("CONDVEST_AS_OF", AS_OF.isoformat())
-    result = run_notebook("05_monitoring", {"read_postgres": False, "recent_sessions": 5}, settings=settings,
-                          root=ROOT, progress_bar=False)
+    result = run_notebook(
+        "05_monitoring",
+        {"read_postgres": False, "recent_sessions": 5},
+        settings=settings,
+        root=ROOT,
+        progress_bar=False,
+    )
     assert result.ok, result.summary()
     assert result.results["missing_recent_sessions"] == 2 and result.results["quarantined_rows"] == 3
     nb = json.loads((Path(settings.runs_uri) / result.ipynb_key).read_text())
     outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
     assert "application/vnd.plotly.v1+json" in outputs and "Sessions not held in full" in outputs
-

@@ -124,6 +124,6 @@ class ResampleMachine(RuleBasedStateMachine):
         self.clean = False
 
 
-ResampleMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=12, deadline=None,
+ResampleMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=15, deadline=None,
                                              suppress_health_check=[HealthCheck.too_slow])
 TestResampleMachine = ResampleMachine.TestCase

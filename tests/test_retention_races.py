@@ -210,3 +210,22 @@ def test_whole_month_move_blocked_by_a_reader_times_out_quickly(request):
         ok = retention.archive(observer, as_of=AS_OF)
         assert ok.status == "success" and ok.partitions_moved > 0
         base.assert_conserved(after, base.state(observer))
+
+
+def test_cancelled_run_is_logged_as_failed(request):
+    """A run stopped by statement_timeout (or a cancel request) is rolled back, logged, and raises."""
+    dsn = request.getfixturevalue("deployed")
+    with base.connect(dsn) as observer:
+        before = base.state(observer)
+        holder = _hold_row_lock(dsn)
+        try:
+            with base.connect(dsn) as conn:
+                conn.execute("SET statement_timeout = '700ms'")
+                with pytest.raises(DatabaseError, match="statement timeout"):
+                    retention.archive(conn, as_of=AS_OF, method="rows", lock_timeout="20s")
+        finally:
+            holder.rollback()
+            holder.close()
+        assert base.state(observer) == before
+        status, _, _, sqlstate, _ = base.log_rows(observer)[-1]
+        assert (status, sqlstate) == ("failed", "57014")
