@@ -15,6 +15,11 @@ the Postgres **`raw_ohlcv`** cache (only the retention window, 3 years + 1 month
 Bronze is written first (the run fails if it fails), then Postgres, then the manifest. Bars that break
 `low ≤ open, close ≤ high` or `volume ≥ 0` go to `bronze/_quarantine/` with their reason.
 The API key comes from `POLYGON_API_KEY` or `POLYGON_API_KEY_SECRET_ARN`, never from a parameter.
+
+The market-status answer (`/v1/marketstatus/now`) is recorded in the report; whether a session is due
+is decided by the NYSE calendar and the manifest. (The replaced system skipped whenever the status
+said "closed", which at the scheduled 06:00 ET run is always.) A run on a weekend or holiday therefore
+still fills gaps, and says "skipped" only when bronze already holds every session.
 """),
     ("parameters", """
 date = None  # one session to fetch, "YYYY-MM-DD"; None: the latest complete session (+ missing ones)
