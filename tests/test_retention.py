@@ -225,12 +225,12 @@ def test_redeploy_over_an_unpartitioned_raw_ohlcv(pg_dsn):
     with connect(pg_dsn) as conn:
         conn.execute(_OLD_001)
         load(conn, bars())
-        before = state_plain = conn.execute("SELECT count(*) FROM raw_ohlcv").fetchone()[0]
+        loaded = conn.execute("SELECT count(*) FROM raw_ohlcv").fetchone()[0]
         report = retention.deploy(conn, as_of=AS_OF)
         assert not report.raw_ohlcv_partitioned and not report.archive_partitioned
         assert report.partitions_created == 0
         before = state(conn)
-        assert before["total"] == state_plain
+        assert before["total"] == loaded
         result = retention.archive(conn, as_of=AS_OF)
         assert result.status == "success" and result.partitions_moved == 0 and result.archived > 0
         assert_conserved(before, state(conn))
