@@ -44,8 +44,22 @@ def _port() -> int:
 
 def start_server(symbols: int) -> tuple[subprocess.Popen, str]:
     port = _port()
-    proc = subprocess.Popen([sys.executable, "-m", "condvest.offline", "serve", "--port", str(port), "--symbols",
-                             str(symbols), "--api-key", KEY], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "condvest.offline",
+            "serve",
+            "--port",
+            str(port),
+            "--symbols",
+            str(symbols),
+            "--api-key",
+            KEY,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -101,12 +115,14 @@ def main() -> None:
         rows: list[tuple[str, float, float]] = []
 
         def settings(lake: str) -> Settings:
-            return Settings(lake_uri=str(tmp / lake), polygon_base_url=base, polygon_api_key=Secret(KEY),
-                            pg_dsn=dsn, as_of=AS_OF)
+            return Settings(
+                lake_uri=str(tmp / lake), polygon_base_url=base, polygon_api_key=Secret(KEY), pg_dsn=dsn, as_of=AS_OF
+            )
 
         # one session, end to end
-        r = asyncio.run(run_fetch(settings("lake1"), FetchParams(date=AS_OF.isoformat(), skip_market_check=True),
-                                  progress=False))
+        r = asyncio.run(
+            run_fetch(settings("lake1"), FetchParams(date=AS_OF.isoformat(), skip_market_check=True), progress=False)
+        )
         assert r.status == "ok", r.failed
         n1 = r.totals()["bronze_rows"]
         one = r.seconds
@@ -114,8 +130,11 @@ def main() -> None:
         rows.append((f"1 session, {n1:,} symbols, end to end", one, f1))
 
         # N missing sessions, smart backfill
-        r = asyncio.run(run_fetch(settings("lake2"), FetchParams(max_backfill_days=opts.sessions,
-                                                                 skip_market_check=True), progress=False))
+        r = asyncio.run(
+            run_fetch(
+                settings("lake2"), FetchParams(max_backfill_days=opts.sessions, skip_market_check=True), progress=False
+            )
+        )
         assert r.status == "ok", r.failed
         sessions = cal.last_n_sessions(AS_OF, opts.sessions)
         assert len(r.sessions) == len(sessions)
@@ -123,15 +142,19 @@ def main() -> None:
         fn = sum(floor(tmp / f"floorN{i}", bars_frame(market.grouped(d))) for i, d in enumerate(sessions))
         rows.append((f"{opts.sessions} missing sessions, {n:,} bars, end to end", r.seconds, fn))
 
-        print(f"\nfetch benchmark: {opts.symbols:,} symbols, local server, local lake, embedded PostgreSQL, "
-              f"{os.cpu_count()} cores\n")
-        print(f"| case | condvest (s) | floor: one-row parquet files only (s) | ratio |\n|---|---:|---:|---:|")
+        print(
+            f"\nfetch benchmark: {opts.symbols:,} symbols, local server, local lake, embedded PostgreSQL, "
+            f"{os.cpu_count()} cores\n"
+        )
+        print("| case | condvest (s) | floor: one-row parquet files only (s) | ratio |\n|---|---:|---:|---:|")
         for name, t, f in rows:
             print(f"| {name} | {t:.2f} | {f:.2f} | {t / f:.2f}x |")
         if not opts.skip_official:
             t = official_client(base, market.symbols, AS_OF)
-            print(f"\nofficial client (massive {_version()}), defaults, one range request per symbol, fetch only: "
-                  f"{t:.2f} s for one session ({one:.2f} s for condvest end to end: {t / one:.1f}x)")
+            print(
+                f"\nofficial client (massive {_version()}), defaults, one range request per symbol, fetch only: "
+                f"{t:.2f} s for one session ({one:.2f} s for condvest end to end: {t / one:.1f}x)"
+            )
     finally:
         proc.terminate()
         cluster.destroy()

@@ -20,20 +20,22 @@ import pyarrow.parquet as pq
 
 from condvest.errors import AuthError, BadPayload
 
-BRONZE_SCHEMA = pa.schema([
-    ("symbol", pa.string()),
-    ("date", pa.date32()),
-    ("timestamp", pa.timestamp("us", tz="UTC")),
-    ("open", pa.float64()),
-    ("high", pa.float64()),
-    ("low", pa.float64()),
-    ("close", pa.float64()),
-    ("volume", pa.float64()),
-    ("vwap", pa.float64()),
-    ("transactions", pa.int64()),
-    ("interval", pa.string()),
-    ("ingested_at", pa.timestamp("us", tz="UTC")),
-])
+BRONZE_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("date", pa.date32()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("vwap", pa.float64()),
+        ("transactions", pa.int64()),
+        ("interval", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 BRONZE_COLUMNS = BRONZE_SCHEMA.names
 QUARANTINE_SCHEMA = BRONZE_SCHEMA.append(pa.field("reason", pa.string()))
 
@@ -50,8 +52,7 @@ def check_envelope(payload: Any, *, path: str = "", symbol: str | None = None, d
     if status == "NOT_AUTHORIZED":
         raise AuthError(f"not authorized: {payload.get('message', '')}", **ctx)
     if status not in ("OK", "DELAYED"):
-        raise BadPayload(f"status {status!r}: {payload.get('error') or payload.get('message') or 'no message'}",
-                         **ctx)
+        raise BadPayload(f"status {status!r}: {payload.get('error') or payload.get('message') or 'no message'}", **ctx)
     results = payload.get("results")
     if results is None:
         if payload.get("resultsCount", 0) not in (0, None):
@@ -69,27 +70,30 @@ def check_envelope(payload: Any, *, path: str = "", symbol: str | None = None, d
     return results
 
 
-def bars_frame(results: Sequence[Mapping[str, Any]], symbol: str | None = None,
-               ingested_at: dt.datetime | None = None) -> pd.DataFrame:
+def bars_frame(
+    results: Sequence[Mapping[str, Any]], symbol: str | None = None, ingested_at: dt.datetime | None = None
+) -> pd.DataFrame:
     """Polygon result dicts -> a bronze-shaped DataFrame (``symbol`` from ``T`` unless given)."""
     n = len(results)
     if symbol is None and any("T" not in r or not isinstance(r["T"], str) for r in results):
         raise BadPayload("grouped result without a ticker 'T'")
     t = np.fromiter((int(r["t"]) for r in results), dtype="int64", count=n)
     ts = pd.to_datetime(t, unit="ms", utc=True)
-    df = pd.DataFrame({
-        "symbol": [symbol] * n if symbol is not None else [r["T"] for r in results],
-        "date": ts.tz_convert(_NY).date if n else np.array([], dtype=object),
-        "timestamp": ts,
-        "open": np.fromiter((float(r["o"]) for r in results), "float64", n),
-        "high": np.fromiter((float(r["h"]) for r in results), "float64", n),
-        "low": np.fromiter((float(r["l"]) for r in results), "float64", n),
-        "close": np.fromiter((float(r["c"]) for r in results), "float64", n),
-        "volume": np.fromiter((float(r["v"]) for r in results), "float64", n),
-        "vwap": pd.array([r.get("vw") for r in results], dtype="Float64"),
-        "transactions": pd.array([r.get("n") for r in results], dtype="Int64"),
-        "interval": ["1d"] * n,
-    })
+    df = pd.DataFrame(
+        {
+            "symbol": [symbol] * n if symbol is not None else [r["T"] for r in results],
+            "date": ts.tz_convert(_NY).date if n else np.array([], dtype=object),
+            "timestamp": ts,
+            "open": np.fromiter((float(r["o"]) for r in results), "float64", n),
+            "high": np.fromiter((float(r["h"]) for r in results), "float64", n),
+            "low": np.fromiter((float(r["l"]) for r in results), "float64", n),
+            "close": np.fromiter((float(r["c"]) for r in results), "float64", n),
+            "volume": np.fromiter((float(r["v"]) for r in results), "float64", n),
+            "vwap": pd.array([r.get("vw") for r in results], dtype="Float64"),
+            "transactions": pd.array([r.get("n") for r in results], dtype="Int64"),
+            "interval": ["1d"] * n,
+        }
+    )
     df["ingested_at"] = pd.Timestamp(ingested_at or dt.datetime.now(dt.UTC))
     return df
 

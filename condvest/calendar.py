@@ -33,8 +33,10 @@ def _check_range(day: dt.date) -> None:
     if not FIRST_SUPPORTED <= day <= _LAST_SUPPORTED:
         from condvest.errors import ParameterError
 
-        raise ParameterError(f"date {day.isoformat()} is outside the supported calendar range "
-                             f"{FIRST_SUPPORTED.isoformat()}..{_LAST_SUPPORTED.isoformat()}")
+        raise ParameterError(
+            f"date {day.isoformat()} is outside the supported calendar range "
+            f"{FIRST_SUPPORTED.isoformat()}..{_LAST_SUPPORTED.isoformat()}"
+        )
 
 
 def is_session(day: dt.date) -> bool:

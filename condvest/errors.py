@@ -1,23 +1,23 @@
 """The workbench's typed errors. Every error names the thing at fault.
 
-    CondvestError
-    ├── ConfigError            a setting is missing or malformed (names the variable)
-    ├── ParameterError         a notebook/runner parameter is invalid (names the parameter); raised before any write
-    ├── StorageError           a lake object could not be read or written (names the key)
-    │   ├── ObjectNotFound     the object does not exist
-    │   ├── PreconditionFailed a conditional write lost a race (If-Match / If-None-Match)
-    │   └── CorruptObject      the object exists but cannot be parsed (truncated parquet, bad JSON)
-    ├── SourceError            the market-data source failed (names URL path, HTTP status, symbol, date)
-    │   ├── RateLimited        HTTP 429 after every retry
-    │   ├── SourceUnavailable  5xx, timeouts, connection resets after every retry
-    │   ├── AuthError          401/403 or status NOT_AUTHORIZED (never retried)
-    │   └── BadPayload         truncated JSON, an error inside an HTTP 200, a schema violation
-    ├── DatabaseError          a Postgres operation failed (names the SQL file or table)
-    │   └── ClusterError       the embedded throwaway cluster could not start
-    ├── FetchFailed            one or more sessions failed in a fetch run (lists them)
-    ├── BusyError              another run holds the lock (names the lock and its holder)
-    ├── ValidationError        a data validation failed (migration report, checksums)
-    └── RunFailed              a notebook run failed (names the notebook and the failing cell)
+CondvestError
+├── ConfigError            a setting is missing or malformed (names the variable)
+├── ParameterError         a notebook/runner parameter is invalid (names the parameter); raised before any write
+├── StorageError           a lake object could not be read or written (names the key)
+│   ├── ObjectNotFound     the object does not exist
+│   ├── PreconditionFailed a conditional write lost a race (If-Match / If-None-Match)
+│   └── CorruptObject      the object exists but cannot be parsed (truncated parquet, bad JSON)
+├── SourceError            the market-data source failed (names URL path, HTTP status, symbol, date)
+│   ├── RateLimited        HTTP 429 after every retry
+│   ├── SourceUnavailable  5xx, timeouts, connection resets after every retry
+│   ├── AuthError          401/403 or status NOT_AUTHORIZED (never retried)
+│   └── BadPayload         truncated JSON, an error inside an HTTP 200, a schema violation
+├── DatabaseError          a Postgres operation failed (names the SQL file or table)
+│   └── ClusterError       the embedded throwaway cluster could not start
+├── FetchFailed            one or more sessions failed in a fetch run (lists them)
+├── BusyError              another run holds the lock (names the lock and its holder)
+├── ValidationError        a data validation failed (migration report, checksums)
+└── RunFailed              a notebook run failed (names the notebook and the failing cell)
 """
 
 from __future__ import annotations
@@ -60,11 +60,21 @@ class CorruptObject(StorageError):
 
 
 class SourceError(CondvestError):
-    def __init__(self, message: str, *, path: str | None = None, status: int | None = None,
-                 symbol: str | None = None, date: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        status: int | None = None,
+        symbol: str | None = None,
+        date: str | None = None,
+    ) -> None:
         self.path, self.status, self.symbol, self.date = path, status, symbol, date
-        ctx = [f"{k}={v}" for k, v in (("path", path), ("status", status), ("symbol", symbol), ("date", date))
-               if v is not None]
+        ctx = [
+            f"{k}={v}"
+            for k, v in (("path", path), ("status", status), ("symbol", symbol), ("date", date))
+            if v is not None
+        ]
         super().__init__(message + (f" ({' '.join(ctx)})" if ctx else ""))
 
 

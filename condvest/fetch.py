@@ -39,7 +39,8 @@ __all__ = ["FetchParams", "FetchReport", "SessionResult", "new_run_id", "run_fet
 
 def new_run_id() -> str:
     return os.environ.get("CONDVEST_RUN_ID") or (
-        dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3))
+        dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    )
 
 
 @dataclass
@@ -90,19 +91,39 @@ class FetchReport:
     def summary(self) -> dict[str, Any]:
         """The run's outcome without timings or request counts."""
         t = self.totals()
-        return {k: t[k] for k in ("mode", "status", "as_of", "sessions", "sessions_failed", "bronze_rows",
-                                   "postgres_rows", "quarantined", "duplicates", "reason")}
+        return {
+            k: t[k]
+            for k in (
+                "mode",
+                "status",
+                "as_of",
+                "sessions",
+                "sessions_failed",
+                "bronze_rows",
+                "postgres_rows",
+                "quarantined",
+                "duplicates",
+                "reason",
+            )
+        }
 
     def totals(self) -> dict[str, Any]:
         t = self.table()
-        return {"mode": self.plan.mode, "status": self.status, "as_of": self.plan.as_of.isoformat(),
-                "sessions": len(self.sessions), "sessions_failed": int((t["status"] != "done").sum()) if len(t) else 0,
-                "bronze_rows": int(t["bronze_rows"].sum()) if len(t) else 0,
-                "postgres_rows": int(t["postgres_rows"].sum()) if len(t) else 0,
-                "quarantined": int(t["quarantined"].sum()) if len(t) else 0,
-                "duplicates": int(t["duplicates"].sum()) if len(t) else 0,
-                "requests": self.requests, "retries": self.retries, "seconds": round(self.seconds, 2),
-                "reason": self.plan.reason}
+        return {
+            "mode": self.plan.mode,
+            "status": self.status,
+            "as_of": self.plan.as_of.isoformat(),
+            "sessions": len(self.sessions),
+            "sessions_failed": int((t["status"] != "done").sum()) if len(t) else 0,
+            "bronze_rows": int(t["bronze_rows"].sum()) if len(t) else 0,
+            "postgres_rows": int(t["postgres_rows"].sum()) if len(t) else 0,
+            "quarantined": int(t["quarantined"].sum()) if len(t) else 0,
+            "duplicates": int(t["duplicates"].sum()) if len(t) else 0,
+            "requests": self.requests,
+            "retries": self.retries,
+            "seconds": round(self.seconds, 2),
+            "reason": self.plan.reason,
+        }
 
     def raise_for_failures(self) -> None:
         if self.failed:
@@ -189,16 +210,18 @@ def upsert(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
     return n
 
 
-async def _bounded(items: list[Any], fn: Callable[[Any], Awaitable[None]], desc: str, progress: bool,
-                   limit: int) -> None:
+async def _bounded(
+    items: list[Any], fn: Callable[[Any], Awaitable[None]], desc: str, progress: bool, limit: int
+) -> None:
     sem = asyncio.Semaphore(limit)
 
     async def one(item: Any) -> None:
         async with sem:
             await fn(item)
 
-    with tqdm(total=len(items), desc=desc, unit=desc.split()[-1], disable=not progress or len(items) < 2,
-              leave=False) as bar:
+    with tqdm(
+        total=len(items), desc=desc, unit=desc.split()[-1], disable=not progress or len(items) < 2, leave=False
+    ) as bar:
         for fut in asyncio.as_completed([one(i) for i in items]):
             await fut
             bar.update(1)
@@ -210,6 +233,7 @@ async def _fetch_sessions(client: PolygonClient, w: _Writer, report: FetchReport
     report.sessions = [results[d] for d in plan_.sessions]
 
     if plan_.all_symbols:
+
         async def grouped(day: dt.date) -> None:
             res, t0 = results[day], time.monotonic()
             try:
@@ -295,15 +319,26 @@ def _record(store: Store, report: FetchReport) -> None:
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     source = "range" if plan_.mode == "history" or not plan_.all_symbols else "grouped"
     scope: str | tuple[str, ...] = manifest.ALL if plan_.all_symbols else tuple(plan_.symbols or ())
-    entries = {r.session: manifest.SessionEntry(scope, r.bronze_rows if plan_.all_symbols else len(scope),
-                                                r.bronze_rows, source, report.run_id, now)
-               for r in report.sessions if r.status == "done"}
+    entries = {
+        r.session: manifest.SessionEntry(
+            scope, r.bronze_rows if plan_.all_symbols else len(scope), r.bronze_rows, source, report.run_id, now
+        )
+        for r in report.sessions
+        if r.status == "done"
+    }
     if entries:
         manifest.record_sessions(store, entries)
 
 
-async def run_fetch(settings: Settings, params: FetchParams | None = None, *, store: Store | None = None,
-                    run_id: str | None = None, progress: bool = True, now: dt.datetime | None = None) -> FetchReport:
+async def run_fetch(
+    settings: Settings,
+    params: FetchParams | None = None,
+    *,
+    store: Store | None = None,
+    run_id: str | None = None,
+    progress: bool = True,
+    now: dt.datetime | None = None,
+) -> FetchReport:
     """Run 01_fetch. Parameters are validated before anything is fetched or written."""
     params = params or FetchParams()
     today = settings.today()
@@ -317,8 +352,13 @@ async def run_fetch(settings: Settings, params: FetchParams | None = None, *, st
         missing = manifest.missing_sessions(store, window, parse_symbols(params.symbols))
     plan_ = plan(params, today, missing, now)
     report = FetchReport(run_id, plan_)
-    log.info("fetch=plan run_id=%s mode=%s sessions=%d symbols=%s", run_id, plan_.mode, len(plan_.sessions),
-             "all" if plan_.all_symbols else len(plan_.symbols or ()))
+    log.info(
+        "fetch=plan run_id=%s mode=%s sessions=%d symbols=%s",
+        run_id,
+        plan_.mode,
+        len(plan_.sessions),
+        "all" if plan_.all_symbols else len(plan_.symbols or ()),
+    )
     async with PolygonClient.open(settings) as client:
         if not (params.skip_market_check or params.force):
             try:

@@ -87,8 +87,11 @@ def validate(params: FetchParams, today: dt.date) -> tuple[dt.date, dt.date | No
     day = _parse_date(params.date, "date")
     start = _parse_date(params.start, "start")
     end = _parse_date(params.end, "end")
-    if isinstance(params.max_backfill_days, bool) or not isinstance(params.max_backfill_days, int) \
-            or not 1 <= params.max_backfill_days <= 2000:
+    if (
+        isinstance(params.max_backfill_days, bool)
+        or not isinstance(params.max_backfill_days, int)
+        or not 1 <= params.max_backfill_days <= 2000
+    ):
         raise ParameterError(f"must be an integer in 1..2000, got {params.max_backfill_days!r}", "max_backfill_days")
     if (start is None) != (end is None):
         raise ParameterError("give both start and end for a historical backfill", "start" if start is None else "end")
@@ -105,15 +108,21 @@ def validate(params: FetchParams, today: dt.date) -> tuple[dt.date, dt.date | No
     return as_of, day, start, end
 
 
-def plan(params: FetchParams, today: dt.date, missing: list[dt.date] | None = None,
-         now: dt.datetime | None = None) -> FetchPlan:
+def plan(
+    params: FetchParams, today: dt.date, missing: list[dt.date] | None = None, now: dt.datetime | None = None
+) -> FetchPlan:
     """Decide what to fetch. ``missing`` are the window's sessions absent from the manifest (daily mode)."""
     as_of, day, start, end = validate(params, today)
     symbols = parse_symbols(params.symbols)
     if start is not None and end is not None:
         sessions = sessions_between(start, min(end, latest_complete_session(as_of, now)))
-        return FetchPlan("history", as_of, tuple(sessions), symbols,
-                         reason="" if sessions else f"no NYSE session between {start} and {end}")
+        return FetchPlan(
+            "history",
+            as_of,
+            tuple(sessions),
+            symbols,
+            reason="" if sessions else f"no NYSE session between {start} and {end}",
+        )
     if day is not None:
         if not is_session(day):
             return FetchPlan("skip", as_of, (), symbols, reason=f"{day} is not an NYSE session (holiday or weekend)")

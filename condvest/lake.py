@@ -1,12 +1,12 @@
 """Lake paths (keys relative to the lake root), the only place that spells them.
 
-    public/raw_ohlcv/LOAD*.parquet                         legacy AWS DMS export
-    bronze/raw_ohlcv/symbol=AAPL/date=2025-10-17.parquet   daily increment, one file per symbol and session
-    bronze/raw_ohlcv/symbol=AAPL/data.parquet              compacted history of one symbol
-    bronze/_manifest/sessions_2025.json                    sessions complete in bronze, one object a year
-    bronze/_quarantine/date=2025-10-17/<run>.parquet       rows that failed the bar checks, with a reason
-    silver/silver_3d/year=2025/month=10/data_3d_202510.parquet
-    processing_metadata/silver_3d_checkpoint.json
+public/raw_ohlcv/LOAD*.parquet                         legacy AWS DMS export
+bronze/raw_ohlcv/symbol=AAPL/date=2025-10-17.parquet   daily increment, one file per symbol and session
+bronze/raw_ohlcv/symbol=AAPL/data.parquet              compacted history of one symbol
+bronze/_manifest/sessions_2025.json                    sessions complete in bronze, one object a year
+bronze/_quarantine/date=2025-10-17/<run>.parquet       rows that failed the bar checks, with a reason
+silver/silver_3d/year=2025/month=10/data_3d_202510.parquet
+processing_metadata/silver_3d_checkpoint.json
 """
 
 from __future__ import annotations

@@ -52,8 +52,11 @@ class SessionEntry:
             scope: str | tuple[str, ...] = ALL
         else:
             scope = tuple(sorted(set(self.scope) | set(newer.scope)))
-        symbols = newer.symbols if scope == ALL and newer.scope == ALL else max(self.symbols, newer.symbols,
-                                                                                  len(scope) if scope != ALL else 0)
+        symbols = (
+            newer.symbols
+            if scope == ALL and newer.scope == ALL
+            else max(self.symbols, newer.symbols, len(scope) if scope != ALL else 0)
+        )
         return SessionEntry(scope, symbols, max(self.rows, newer.rows), newer.source, newer.run_id, newer.written_at)
 
     def to_json(self) -> dict[str, object]:
@@ -64,10 +67,14 @@ class SessionEntry:
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> SessionEntry:
         scope = d["scope"]
-        return cls(scope=ALL if scope == ALL else tuple(scope),  # type: ignore[arg-type]
-                   symbols=int(d.get("symbols", 0)), rows=int(d.get("rows", 0)),  # type: ignore[arg-type]
-                   source=str(d.get("source", "")), run_id=str(d.get("run_id", "")),
-                   written_at=str(d.get("written_at", "")))
+        return cls(
+            scope=ALL if scope == ALL else tuple(scope),  # type: ignore[arg-type]
+            symbols=int(d.get("symbols", 0)),
+            rows=int(d.get("rows", 0)),  # type: ignore[arg-type]
+            source=str(d.get("source", "")),
+            run_id=str(d.get("run_id", "")),
+            written_at=str(d.get("written_at", "")),
+        )
 
 
 def _load(store: Store, year: int) -> tuple[dict[dt.date, SessionEntry], str | None]:

@@ -37,15 +37,27 @@ def upsert_bars(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
         return 0
     stamps = pd.to_datetime(rows["date"].astype(str)).dt.tz_localize("America/New_York")
     data = rows.assign(timestamp=stamps)
-    records = zip(data["symbol"], data["timestamp"], data["open"], data["high"], data["low"], data["close"],
-                  data["volume"], data["interval"], data["vwap"].astype(object).where(data["vwap"].notna(), None),
-                  data["transactions"].astype(object).where(data["transactions"].notna(), None), strict=True)
+    records = zip(
+        data["symbol"],
+        data["timestamp"],
+        data["open"],
+        data["high"],
+        data["low"],
+        data["close"],
+        data["volume"],
+        data["interval"],
+        data["vwap"].astype(object).where(data["vwap"].notna(), None),
+        data["transactions"].astype(object).where(data["transactions"].notna(), None),
+        strict=True,
+    )
     try:
         with conn.transaction():
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _bars_in (LIKE raw_ohlcv INCLUDING DEFAULTS) "
-                         "ON COMMIT DELETE ROWS")
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _bars_in (LIKE raw_ohlcv INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
             copy_sql = sql.SQL("COPY _bars_in ({}) FROM STDIN").format(
-                sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
+                sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+            )
             with conn.cursor().copy(copy_sql) as cp:
                 for rec in records:
                     cp.write_row(rec)
@@ -67,6 +79,7 @@ def upsert_bars(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
     except DatabaseError:
         raise
     except Exception as exc:  # psycopg errors: keep the first line, name the table
-        raise DatabaseError(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__,
-                            table="raw_ohlcv") from exc
+        raise DatabaseError(
+            str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__, table="raw_ohlcv"
+        ) from exc
     return int(n)

@@ -39,10 +39,10 @@ def resolve_api_key(settings: Settings) -> Secret:
 
         try:
             raw = boto3.client("secretsmanager", region_name=settings.aws_region).get_secret_value(
-                SecretId=settings.polygon_api_key_secret_arn)["SecretString"]
+                SecretId=settings.polygon_api_key_secret_arn
+            )["SecretString"]
         except Exception as exc:  # botocore errors; the message never holds the secret value
-            raise ConfigError("POLYGON_API_KEY_SECRET_ARN", f"could not read the secret: {type(exc).__name__}") \
-                from exc
+            raise ConfigError("POLYGON_API_KEY_SECRET_ARN", f"could not read the secret: {type(exc).__name__}") from exc
         value = raw.strip()
         if value.startswith("{"):
             doc = json.loads(value)
@@ -93,8 +93,9 @@ class PolygonClient:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def get_json(self, url: str, params: dict[str, Any] | None = None, *, symbol: str | None = None,
-                       date: str | None = None) -> dict[str, Any]:
+    async def get_json(
+        self, url: str, params: dict[str, Any] | None = None, *, symbol: str | None = None, date: str | None = None
+    ) -> dict[str, Any]:
         """GET ``url`` (a path under the base URL, or a same-host absolute URL) and return the checked JSON."""
         if url.startswith("/"):
             url = self.base_url + url
@@ -116,8 +117,9 @@ class PolygonClient:
                         body = await resp.read()
                         retry_after = resp.headers.get("Retry-After")
             except (TimeoutError, aiohttp.ClientError) as exc:
-                last = SourceUnavailable(f"{type(exc).__name__}: {exc}".strip(": "), path=path, symbol=symbol,
-                                         date=date)
+                last = SourceUnavailable(
+                    f"{type(exc).__name__}: {exc}".strip(": "), path=path, symbol=symbol, date=date
+                )
                 log.warning("polygon=retry path=%s reason=%s attempt=%d", path, type(exc).__name__, attempt)
                 await asyncio.sleep(self._backoff(attempt))
                 continue
@@ -135,28 +137,40 @@ class PolygonClient:
                 log.warning("polygon=rate_limited path=%s wait_s=%.2f attempt=%d", path, wait, attempt)
                 continue
             if status in (401, 403):
-                raise AuthError("not authorized (check the API key)", path=path, status=status, symbol=symbol,
-                                date=date)
+                raise AuthError(
+                    "not authorized (check the API key)", path=path, status=status, symbol=symbol, date=date
+                )
             if status >= 500 or status == 408:
                 last = SourceUnavailable(f"HTTP {status}", path=path, status=status, symbol=symbol, date=date)
                 log.warning("polygon=retry path=%s status=%d attempt=%d", path, status, attempt)
                 await asyncio.sleep(self._backoff(attempt))
                 continue
             if status != 200:
-                raise BadPayload(f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}", path=path,
-                                 status=status, symbol=symbol, date=date)
+                raise BadPayload(
+                    f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}",
+                    path=path,
+                    status=status,
+                    symbol=symbol,
+                    date=date,
+                )
             try:
                 payload = json.loads(body)
                 if isinstance(payload, dict) and payload.get("status") == "NOT_AUTHORIZED":
                     raise AuthError("not authorized", path=path, status=status, symbol=symbol, date=date)
                 if not isinstance(payload, dict) or payload.get("status") == "ERROR":
                     detail = payload.get("error") or payload.get("message") if isinstance(payload, dict) else None
-                    raise BadPayload(f"error body in HTTP 200: {detail or 'not a JSON object'}", path=path,
-                                     status=200, symbol=symbol, date=date)
+                    raise BadPayload(
+                        f"error body in HTTP 200: {detail or 'not a JSON object'}",
+                        path=path,
+                        status=200,
+                        symbol=symbol,
+                        date=date,
+                    )
                 return payload
             except ValueError as exc:  # truncated or invalid JSON
-                last = BadPayload(f"invalid JSON ({exc.__class__.__name__})", path=path, status=200, symbol=symbol,
-                                  date=date)
+                last = BadPayload(
+                    f"invalid JSON ({exc.__class__.__name__})", path=path, status=200, symbol=symbol, date=date
+                )
             except BadPayload as exc:
                 last = exc
             log.warning("polygon=retry path=%s reason=bad_payload attempt=%d", path, attempt)

@@ -70,8 +70,12 @@ class EmbeddedCluster:
         self.meta_file = self.dir / "cluster.json"
 
     def _reachable(self, path: Path) -> bool:
-        return subprocess.run(["runuser", "-u", self.run_as, "--", "test", "-x", str(path)],
-                              capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                ["runuser", "-u", self.run_as, "--", "test", "-x", str(path)], capture_output=True
+            ).returncode
+            == 0
+        )
 
     def _cmd(self, *args: str) -> list[str]:
         return ["runuser", "-u", self.run_as, "--", *args] if self.run_as else list(args)
@@ -104,8 +108,19 @@ class EmbeddedCluster:
         self._chown(pwfile)
         os.chmod(pwfile, 0o600)
         try:
-            self._run(str(bindir / "initdb"), "-D", str(self.data), "-U", "condvest", "--auth=scram-sha-256",
-                      f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions")
+            self._run(
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "condvest",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-instructions",
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         meta = {"port": _free_port(), "password": password, "bindir": str(bindir)}
@@ -136,12 +151,25 @@ class EmbeddedCluster:
                 if s.connect_ex(("127.0.0.1", port)) == 0:  # taken by someone else: move
                     m["port"] = port = _free_port()
                     self.meta_file.write_text(json.dumps(m))
-            opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                    "-c max_wal_size=2GB -c shared_buffers=256MB -c log_min_messages=warning")
+            opts = (
+                f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_wal_size=2GB -c shared_buffers=256MB -c log_min_messages=warning"
+            )
             log.info("embedded_pg=start port=%s", port)
-            self._run(str(bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "server.log"),
-                      "-w", "-t", "60", "start")
+            self._run(
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-l",
+                str(self.dir / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            )
         self._ensure_database()
         return self.dsn()
 
@@ -169,7 +197,8 @@ def _rds_dsn(settings: Settings) -> Secret | None:
 
         try:
             raw = boto3.client("secretsmanager", region_name=settings.aws_region).get_secret_value(
-                SecretId=settings.rds_secret_arn)["SecretString"]
+                SecretId=settings.rds_secret_arn
+            )["SecretString"]
             s = json.loads(raw)
         except Exception as exc:  # botocore errors, bad JSON
             raise ConfigError("RDS_SECRET_ARN", f"could not read the secret: {type(exc).__name__}") from exc
@@ -207,8 +236,7 @@ def connect(settings: Settings, *, autocommit: bool = False, dsn: Secret | None 
         return psycopg.connect(dsn.reveal(), autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as exc:
         # psycopg's message can contain the host but not the password; keep only the first line
-        raise DatabaseError(f"cannot connect: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
-            from None
+        raise DatabaseError(f"cannot connect: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def sql_files(names: Sequence[str] | None = None) -> list[Path]:

@@ -51,8 +51,9 @@ class Retention:
 
     def __post_init__(self) -> None:
         if self.years < 0 or self.months < 0 or self.total_months <= 0:
-            raise ParameterError(f"retention must be positive, got {self.years} years {self.months} months",
-                                 "retention")
+            raise ParameterError(
+                f"retention must be positive, got {self.years} years {self.months} months", "retention"
+            )
 
     @property
     def total_months(self) -> int:
@@ -152,8 +153,10 @@ class Settings:
         base_url = (get("POLYGON_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         if not re.match(r"^https?://", base_url):
             raise ConfigError("POLYGON_BASE_URL", f"expected an http(s) URL, got {base_url!r}")
-        http = HttpLimits(concurrency=get_int("CONDVEST_HTTP_CONCURRENCY", HttpLimits.concurrency),
-                          max_retries=get_int("CONDVEST_HTTP_RETRIES", HttpLimits.max_retries))
+        http = HttpLimits(
+            concurrency=get_int("CONDVEST_HTTP_CONCURRENCY", HttpLimits.concurrency),
+            max_retries=get_int("CONDVEST_HTTP_RETRIES", HttpLimits.max_retries),
+        )
         as_of = None
         if get("CONDVEST_AS_OF"):
             try:
@@ -209,9 +212,16 @@ class Settings:
             key = "POLYGON_API_KEY_SECRET_ARN (set)"
         else:
             key = "missing"
-        return {"lake": self.lake_uri, "runs": self.runs_uri, "s3 endpoint": self.s3_endpoint_url or "AWS default",
-                "polygon": self.polygon_base_url, "api key": key, "postgres": pg,
-                "retention": self.retention.as_interval(), "today (New York)": self.today().isoformat()}
+        return {
+            "lake": self.lake_uri,
+            "runs": self.runs_uri,
+            "s3 endpoint": self.s3_endpoint_url or "AWS default",
+            "polygon": self.polygon_base_url,
+            "api key": key,
+            "postgres": pg,
+            "retention": self.retention.as_interval(),
+            "today (New York)": self.today().isoformat(),
+        }
 
     def secrets(self) -> list[str]:
         """Every secret value this object holds (for output scrubbing)."""

@@ -201,9 +201,10 @@ class LocalStore(Store):
 class S3Store(Store):
     """``s3://bucket[/prefix]`` through boto3 (endpoint from ``AWS_ENDPOINT_URL`` for S3-compatible stores)."""
 
-    def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None,
-                 client: Any = None) -> None:
-        rest = uri[len("s3://"):].strip("/")
+    def __init__(
+        self, uri: str, endpoint_url: str | None = None, region: str | None = None, client: Any = None
+    ) -> None:
+        rest = uri[len("s3://") :].strip("/")
         self.bucket, _, prefix = rest.partition("/")
         if not self.bucket:
             raise StorageError(uri, "s3 URI needs a bucket")
@@ -223,9 +224,14 @@ class S3Store(Store):
                     from botocore.config import Config
 
                     self._client = boto3.session.Session().client(
-                        "s3", endpoint_url=self.endpoint_url, region_name=self.region or "us-east-1",
-                        config=Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "standard"},
-                                      s3={"addressing_style": "path"} if self.endpoint_url else None),
+                        "s3",
+                        endpoint_url=self.endpoint_url,
+                        region_name=self.region or "us-east-1",
+                        config=Config(
+                            max_pool_connections=32,
+                            retries={"max_attempts": 5, "mode": "standard"},
+                            s3={"addressing_style": "path"} if self.endpoint_url else None,
+                        ),
                     )
         return self._client
 
@@ -283,7 +289,7 @@ class S3Store(Store):
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(**kw):
                 for o in page.get("Contents", []):
-                    yield ObjectInfo(o["Key"][len(self.prefix):], int(o["Size"]), o["ETag"])
+                    yield ObjectInfo(o["Key"][len(self.prefix) :], int(o["Size"]), o["ETag"])
         except Exception as exc:
             raise self._err(prefix, exc) from exc
 

@@ -49,8 +49,12 @@ def test_settings_reject_malformed_values():
 
 @pytest.mark.parametrize(
     ("as_of", "cutoff"),
-    [("2025-10-17", "2022-09-17"), ("2028-02-29", "2025-01-29"), ("2025-03-31", "2022-02-28"),
-     ("2024-04-30", "2021-03-30")],
+    [
+        ("2025-10-17", "2022-09-17"),
+        ("2028-02-29", "2025-01-29"),
+        ("2025-03-31", "2022-02-28"),
+        ("2024-04-30", "2021-03-30"),
+    ],
 )
 def test_retention_cutoff(as_of, cutoff):
     assert Retention().cutoff(dt.date.fromisoformat(as_of)) == dt.date.fromisoformat(cutoff)
@@ -73,7 +77,10 @@ def test_calendar_knows_old_holidays_and_half_days():
     assert cal.is_session(dt.date(2025, 11, 28))  # half day after Thanksgiving
     assert cal.previous_session(dt.date(2025, 7, 7)) == dt.date(2025, 7, 3)
     assert cal.sessions_between(dt.date(2025, 12, 24), dt.date(2025, 12, 29)) == [
-        dt.date(2025, 12, 24), dt.date(2025, 12, 26), dt.date(2025, 12, 29)]
+        dt.date(2025, 12, 24),
+        dt.date(2025, 12, 26),
+        dt.date(2025, 12, 29),
+    ]
 
 
 def _with_tz(tz: str, fn):
@@ -107,8 +114,12 @@ def test_parsing_is_identical_in_subprocesses_with_other_host_zones():
         "r=[{'o':1,'h':2,'l':1,'c':2,'v':1,'t':f(x)} for x in d for f in (c.ny_midnight_epoch_ms,c.ny_close_epoch_ms)];"
         "print(bars_frame(r,symbol='X')['date'].astype(str).str.cat(sep=','))"
     )
-    outs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "TZ": tz}, capture_output=True,
-                           text=True, check=True).stdout for tz in TZS}
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, "TZ": tz}, capture_output=True, text=True, check=True
+        ).stdout
+        for tz in TZS
+    }
     assert len(outs) == 1
 
 
@@ -152,8 +163,13 @@ def test_envelope_shapes_from_polygon():
 finite = st.floats(min_value=0.0001, max_value=1e6, allow_nan=False)
 
 
-@given(o=finite, c=finite, spread=st.floats(0, 100), v=st.floats(0, 1e9), day=st.dates(dt.date(1990, 1, 1),
-                                                                                         dt.date(2030, 1, 1)))
+@given(
+    o=finite,
+    c=finite,
+    spread=st.floats(0, 100),
+    v=st.floats(0, 1e9),
+    day=st.dates(dt.date(1990, 1, 1), dt.date(2030, 1, 1)),
+)
 @settings(max_examples=200, deadline=None)
 def test_parsed_bars_keep_values_exactly_and_valid_bars_pass(o, c, spread, v, day):
     hi, lo = max(o, c) + spread, max(0.0, min(o, c) - spread)
@@ -176,8 +192,13 @@ def test_broken_bars_are_quarantined_with_reasons():
 
 def test_dedupe_keys_on_symbol_and_session_not_the_whole_row():
     day = dt.date(2025, 10, 17)
-    df = bars_frame([_bar(cal.ny_midnight_epoch_ms(day), T="A"), _bar(cal.ny_close_epoch_ms(day), T="A", c=10.7),
-                     _bar(cal.ny_close_epoch_ms(day), T="B")])
+    df = bars_frame(
+        [
+            _bar(cal.ny_midnight_epoch_ms(day), T="A"),
+            _bar(cal.ny_close_epoch_ms(day), T="A", c=10.7),
+            _bar(cal.ny_close_epoch_ms(day), T="B"),
+        ]
+    )
     out, dropped = dedupe(df)
     assert dropped == 1 and len(out) == 2
     assert out.set_index("symbol").loc["A", "close"] == 10.7  # the last one seen wins
@@ -210,7 +231,9 @@ def test_manifest_gap_detection_and_concurrent_updates(tmp_path):
     assert manifest.missing_sessions(store, sessions) == []
     # two years, two objects; nothing else is listed
     assert sorted(o.key for o in store.list("bronze/")) == [
-        "bronze/_manifest/sessions_2025.json", "bronze/_manifest/sessions_2026.json"]
+        "bronze/_manifest/sessions_2025.json",
+        "bronze/_manifest/sessions_2026.json",
+    ]
 
 
 # --- Postgres connection settings -----------------------------------------------------------------------------
@@ -219,8 +242,14 @@ def test_manifest_gap_detection_and_concurrent_updates(tmp_path):
 def test_rds_settings_build_a_dsn_that_never_prints_its_password():
     from condvest.postgres import resolve_dsn
 
-    s = Settings.from_env({"RDS_ENDPOINT": "db.example.internal:6543", "RDS_USERNAME": "postgres",
-                           "RDS_PASSWORD": "p@ss:w/rd", "RDS_DB_NAME": "condvest"})
+    s = Settings.from_env(
+        {
+            "RDS_ENDPOINT": "db.example.internal:6543",
+            "RDS_USERNAME": "postgres",
+            "RDS_PASSWORD": "p@ss:w/rd",
+            "RDS_DB_NAME": "condvest",
+        }
+    )
     dsn = resolve_dsn(s)
     assert dsn.reveal() == "postgresql://postgres:p%40ss%3Aw%2Frd@db.example.internal:6543/condvest?sslmode=prefer"
     assert "p@ss" not in repr(dsn) and "p@ss" not in repr(s)

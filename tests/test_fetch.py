@@ -63,8 +63,10 @@ def bronze(cfg) -> pd.DataFrame:
 
 def pg_rows(cfg) -> pd.DataFrame:
     with psycopg.connect(cfg.pg_dsn.reveal()) as c:
-        rows = c.execute("SELECT symbol, (\"timestamp\" AT TIME ZONE 'America/New_York')::date AS date, open, high,"
-                         " low, close, volume FROM raw_ohlcv ORDER BY 1, 2").fetchall()
+        rows = c.execute(
+            "SELECT symbol, (\"timestamp\" AT TIME ZONE 'America/New_York')::date AS date, open, high,"
+            " low, close, volume FROM raw_ohlcv ORDER BY 1, 2"
+        ).fetchall()
     return pd.DataFrame(rows, columns=["symbol", "date", "open", "high", "low", "close", "volume"])
 
 
@@ -88,21 +90,28 @@ def test_daily_run_fills_the_window_once_and_a_rerun_does_nothing(cfg, srv, mark
     grouped = [r for r in srv.requests if r.endpoint == "grouped"]
     assert sorted(r.date for r in grouped) == sessions
     again = fetch(cfg, max_backfill_days=5)
-    assert again.status == "skipped" and not [r for r in srv.requests if r.endpoint == "grouped"][len(grouped):]
+    assert again.status == "skipped" and not [r for r in srv.requests if r.endpoint == "grouped"][len(grouped) :]
 
 
 def test_history_backfill_lands_exact_bars_and_postgres_keeps_only_the_window(cfg, srv, market):
     as_of = dt.date(2025, 3, 14)
     cutoff = cfg.retention.cutoff(as_of)
     start, end = cutoff - dt.timedelta(days=20), cutoff + dt.timedelta(days=20)
-    report = fetch(cfg, start=start.isoformat(), end=end.isoformat(), as_of=as_of.isoformat(), symbols="all",
-                   skip_market_check=True)
+    report = fetch(
+        cfg,
+        start=start.isoformat(),
+        end=end.isoformat(),
+        as_of=as_of.isoformat(),
+        symbols="all",
+        skip_market_check=True,
+    )
     assert report.status == "ok", report.failed
     got = bronze(cfg).sort_values(["symbol", "date"]).reset_index(drop=True)
     want = expected(market, start, end)
     assert set(got["date"]) <= set(cal.sessions_between(start, end))
-    pd.testing.assert_frame_equal(got[["symbol", "date", "close", "volume"]], want[["symbol", "date", "close", "volume"]],
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        got[["symbol", "date", "close", "volume"]], want[["symbol", "date", "close", "volume"]], check_dtype=False
+    )
     store = LocalStore(cfg.lake_uri)
     assert all(o.key.endswith("/data.parquet") for o in store.list("bronze/raw_ohlcv/"))
     pg = pg_rows(cfg)
@@ -128,8 +137,10 @@ def test_symbol_subset_uses_range_requests(cfg, srv, market):
     assert set(bronze(cfg)["symbol"]) == set(syms)
 
 
-@pytest.mark.parametrize("kind", ["http_429", "http_429_no_retry_after", "http_5xx", "truncated_json", "error_200",
-                                  "connection_reset", "slow_body"])
+@pytest.mark.parametrize(
+    "kind",
+    ["http_429", "http_429_no_retry_after", "http_5xx", "truncated_json", "error_200", "connection_reset", "slow_body"],
+)
 def test_transient_faults_are_retried(cfg, srv, kind):
     srv.faults.add(kind, path="/grouped/", times=2, retry_after=0.05, delay=3.0)
     report = fetch(cfg, max_backfill_days=2)
@@ -181,11 +192,16 @@ def test_the_api_key_never_reaches_logs_urls_or_reports(cfg, srv, caplog):
     assert {r.authorization for r in srv.requests} == {"bearer"}
 
 
-@pytest.mark.parametrize(("params", "name"), [({"start": "2025-01-10", "end": "2025-01-02"}, "end"),
-                                              ({"date": "2025-02-30"}, "date"),
-                                              ({"symbols": "AAPL,../x"}, "symbols"),
-                                              ({"max_backfill_days": 0}, "max_backfill_days"),
-                                              ({"start": "2025-01-02"}, "end")])
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"start": "2025-01-10", "end": "2025-01-02"}, "end"),
+        ({"date": "2025-02-30"}, "date"),
+        ({"symbols": "AAPL,../x"}, "symbols"),
+        ({"max_backfill_days": 0}, "max_backfill_days"),
+        ({"start": "2025-01-02"}, "end"),
+    ],
+)
 def test_bad_parameters_fail_before_anything_is_written(cfg, srv, params, name):
     with pytest.raises(ParameterError) as err:
         fetch(cfg, **params)
@@ -223,12 +239,18 @@ def test_the_key_can_come_from_secrets_manager(cfg, srv, monkeypatch):
     moto.start()
     try:
         host, port = moto.get_host_and_port()
-        for k, v in {"AWS_ENDPOINT_URL_SECRETS_MANAGER": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-                     "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for k, v in {
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
             monkeypatch.setenv(k, v)
         import boto3
 
-        arn = boto3.client("secretsmanager").create_secret(Name="polygon", SecretString=f'{{"api_key": "{KEY}"}}')["ARN"]
+        arn = boto3.client("secretsmanager").create_secret(Name="polygon", SecretString=f'{{"api_key": "{KEY}"}}')[
+            "ARN"
+        ]
         report = fetch(cfg.with_(polygon_api_key=None, polygon_api_key_secret_arn=arn), max_backfill_days=1)
         assert report.status == "ok"
     finally:

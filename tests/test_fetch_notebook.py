@@ -25,8 +25,14 @@ def world(tmp_path_factory, pg_cluster):
 
 
 def runner(env, *args):
-    return subprocess.run([sys.executable, "-m", "runner", *args, "--no-progress"], env={**os.environ, **env},
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args, "--no-progress"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_01_fetch_runs_headless_and_leaves_a_clean_run_log(world):
@@ -55,9 +61,12 @@ def test_a_failed_session_fails_the_run_naming_the_cell(world):
     import urllib.request
 
     fault = {"kind": "http_5xx", "path": "/grouped/", "status": 500}
-    req = urllib.request.Request(env["POLYGON_BASE_URL"] + "/_control/faults", method="PUT",
-                                 data=json.dumps({"faults": [fault]}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        env["POLYGON_BASE_URL"] + "/_control/faults",
+        method="PUT",
+        data=json.dumps({"faults": [fault]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     urllib.request.urlopen(req).read()
     try:
         r = runner(env, "run", "01_fetch", "-p", "date", "2025-10-16", "-p", "force", "True")

@@ -1,6 +1,6 @@
 """Write a notebook from a compact description (used to keep the notebooks' JSON tidy).
 
-    python tools/nbgen.py  # regenerates every notebook described in tools/notebooks/*.py
+python tools/nbgen.py  # regenerates every notebook described in tools/notebooks/*.py
 """
 
 from __future__ import annotations

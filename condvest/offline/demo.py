@@ -40,9 +40,25 @@ def _steps(today: dt.date) -> list[tuple[str, list[str]]]:
     _, history_start, backfill_end = _plan_dates(today)
     return [
         ("migrate the legacy DMS export", ["run", "03_migrate"]),
-        ("backfill history as of " + backfill_end.isoformat(),
-         ["run", "01_fetch", "-p", "start", history_start.isoformat(), "-p", "end", backfill_end.isoformat(),
-          "-p", "as_of", backfill_end.isoformat(), "-p", "skip_market_check", "True"]),
+        (
+            "backfill history as of " + backfill_end.isoformat(),
+            [
+                "run",
+                "01_fetch",
+                "-p",
+                "start",
+                history_start.isoformat(),
+                "-p",
+                "end",
+                backfill_end.isoformat(),
+                "-p",
+                "as_of",
+                backfill_end.isoformat(),
+                "-p",
+                "skip_market_check",
+                "True",
+            ],
+        ),
         ("daily pipeline (fetch, compaction, resample)", ["pipeline", "daily"]),
         ("deploy the retention policy", ["run", "04_retention", "-p", "mode", "deploy"]),
         ("weekly pipeline (archive)", ["pipeline", "weekly"]),
@@ -51,8 +67,11 @@ def _steps(today: dt.date) -> list[tuple[str, list[str]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m condvest.offline.demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m condvest.offline.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--symbols", type=int, default=50, help="symbols in the synthetic market (default 50)")
     ap.add_argument("--root", type=Path, default=Path.cwd(), help="where ./lake, ./runs and ./.condvest go")
     opts = ap.parse_args(argv)
@@ -66,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, **env, "CONDVEST_RUNS_URI": str(runs), "CONDVEST_AS_OF": today.isoformat()}
         for title, args in _steps(today):
             print(f"\n== {title}: python -m runner {' '.join(args)}", flush=True)
-            code = subprocess.run([sys.executable, "-m", "runner", *args, "--no-progress"], env=env,
-                                  cwd=root).returncode
+            code = subprocess.run(
+                [sys.executable, "-m", "runner", *args, "--no-progress"], env=env, cwd=root
+            ).returncode
             if code != 0:
-                print(f"\ndemo stopped: step '{title}' failed (exit {code}); its notebook is under {runs}",
-                      file=sys.stderr)
+                print(
+                    f"\ndemo stopped: step '{title}' failed (exit {code}); its notebook is under {runs}",
+                    file=sys.stderr,
+                )
                 return code
     from condvest.postgres import EmbeddedCluster
 

@@ -37,9 +37,17 @@ def dms_history_end(as_of: dt.date, sessions_back: int = 60) -> dt.date:
 
 
 @contextlib.contextmanager
-def offline_world(root: Path, *, n_symbols: int = 40, seed: int = 7, as_of: dt.date | None = DEFAULT_AS_OF,
-                  dms: bool = True, dms_start: dt.date = dt.date(1962, 1, 2), dms_end: dt.date | None = None,
-                  pg_home: Path | None = None) -> Iterator[dict[str, str]]:
+def offline_world(
+    root: Path,
+    *,
+    n_symbols: int = 40,
+    seed: int = 7,
+    as_of: dt.date | None = DEFAULT_AS_OF,
+    dms: bool = True,
+    dms_start: dt.date = dt.date(1962, 1, 2),
+    dms_end: dt.date | None = None,
+    pg_home: Path | None = None,
+) -> Iterator[dict[str, str]]:
     """Start the server (and Postgres unless ``CONDVEST_PG_DSN`` is set); yield the environment to run in."""
     from condvest.offline import SyntheticMarket, serve_in_thread, write_dms_export
     from condvest.postgres import EmbeddedCluster
@@ -52,8 +60,12 @@ def offline_world(root: Path, *, n_symbols: int = 40, seed: int = 7, as_of: dt.d
         write_dms_export(LocalStore(lake), market, dms_start, end, n_files=4, quirks=True)
     api_key = "offline-" + secrets.token_hex(8)
     cluster = None
-    env = {"CONDVEST_LAKE_URI": str(lake), "CONDVEST_RUNS_URI": str(root / "runs"), "POLYGON_API_KEY": api_key,
-           "CONDVEST_HOME": str(root / ".condvest")}
+    env = {
+        "CONDVEST_LAKE_URI": str(lake),
+        "CONDVEST_RUNS_URI": str(root / "runs"),
+        "POLYGON_API_KEY": api_key,
+        "CONDVEST_HOME": str(root / ".condvest"),
+    }
     if as_of is not None:
         env["CONDVEST_AS_OF"] = as_of.isoformat()
     if not os.environ.get("CONDVEST_PG_DSN"):
@@ -83,8 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     cmd = argv[i + 1 :]
     with tempfile.TemporaryDirectory(prefix="condvest-sandbox-") as tmp:
         os.chmod(tmp, 0o755)  # the postgres user must reach the embedded cluster's folder
-        with offline_world(Path(tmp), n_symbols=opts.symbols, seed=opts.seed,
-                           as_of=dt.date.fromisoformat(opts.as_of), dms=not opts.no_dms) as env:
+        with offline_world(
+            Path(tmp),
+            n_symbols=opts.symbols,
+            seed=opts.seed,
+            as_of=dt.date.fromisoformat(opts.as_of),
+            dms=not opts.no_dms,
+        ) as env:
             return subprocess.run(cmd, env={**os.environ, **env}).returncode
 
 
