@@ -47,12 +47,11 @@ def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7) -> dict:
     ns = len(sessions)
     rng = np.random.default_rng(seed)
     # history lengths: a few symbols back to 1962, most much shorter; scaled to n_rows in total
-    u = rng.random(n_symbols) ** 6.0
-    lengths = np.maximum(1, (u / u.sum() * n_rows)).astype(np.int64)
-    lengths[: max(1, n_symbols // 500)] = ns
-    lengths = np.minimum(lengths, ns)
-    lengths[-1] += n_rows - lengths.sum()
-    lengths = np.clip(lengths, 1, ns)
+    full = max(1, n_symbols // 500)  # a few symbols back to 1962
+    u = rng.random(n_symbols - full) ** 6.0
+    rest = np.clip((u / u.sum() * (n_rows - full * ns)).astype(np.int64), 1, ns)
+    rest[np.argmax(rest < ns)] += n_rows - full * ns - rest.sum()  # land on n_rows exactly
+    lengths = np.concatenate([np.full(full, ns, dtype=np.int64), np.clip(rest, 1, ns)])
     total = int(lengths.sum())
     sym_idx = np.repeat(np.arange(n_symbols), lengths)
     starts = np.cumsum(lengths) - lengths
@@ -72,15 +71,25 @@ def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7) -> dict:
     ts = days.astype("datetime64[us]") + np.timedelta64(4, "h")
     ingested = np.datetime64("2025-10-18T00:00:00", "us")
     schema = _schema()
-    table = pa.table({
-        "symbol": pa.DictionaryArray.from_arrays(pa.array(sym_idx.astype(np.int32)), pa.array(names)).cast(
-            pa.string()),
-        "date": pa.array(days, pa.date32()), "timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
-        "open": open_, "high": high, "low": low, "close": close, "volume": volume,
-        "vwap": pa.array((high + low + close) / 3), "transactions": pa.array(rng.integers(1, 9999, total)),
-        "interval": pa.array(["1d"] * 1, pa.string()).take(pa.array(np.zeros(total, np.int64))),
-        "ingested_at": pa.array(np.full(total, ingested), pa.timestamp("us", tz="UTC")),
-    }, schema=schema)
+    table = pa.table(
+        {
+            "symbol": pa.DictionaryArray.from_arrays(pa.array(sym_idx.astype(np.int32)), pa.array(names)).cast(
+                pa.string()
+            ),
+            "date": pa.array(days, pa.date32()),
+            "timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+            "vwap": pa.array((high + low + close) / 3),
+            "transactions": pa.array(rng.integers(1, 9999, total)),
+            "interval": pa.array(["1d"] * 1, pa.string()).take(pa.array(np.zeros(total, np.int64))),
+            "ingested_at": pa.array(np.full(total, ingested), pa.timestamp("us", tz="UTC")),
+        },
+        schema=schema,
+    )
     base = root / "bronze" / "raw_ohlcv"
 
     def write(i: int) -> None:
@@ -90,8 +99,13 @@ def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7) -> dict:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(write, range(n_symbols)))
-    return {"rows": total, "symbols": n_symbols, "first": str(sessions[day_idx.min()]),
-            "last": str(sessions[-1]), "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "rows": total,
+        "symbols": n_symbols,
+        "first": str(sessions[day_idx.min()]),
+        "last": str(sessions[-1]),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def new_session(root: Path, day: str = "2025-10-20") -> int:
@@ -105,12 +119,23 @@ def new_session(root: Path, day: str = "2025-10-20") -> int:
 
     def write(s: str) -> None:
         c = float(rng.uniform(5, 50))
-        t = pa.table({"symbol": [s], "date": pa.array([d], pa.date32()),
-                      "timestamp": pa.array([stamp], pa.timestamp("us", tz="UTC")),
-                      "open": [c], "high": [c * 1.01], "low": [c * 0.99], "close": [c], "volume": [1000.0],
-                      "vwap": [c], "transactions": [10], "interval": ["1d"],
-                      "ingested_at": pa.array([dt.datetime(2025, 10, 21, tzinfo=dt.UTC)],
-                                              pa.timestamp("us", tz="UTC"))}, schema=schema)
+        t = pa.table(
+            {
+                "symbol": [s],
+                "date": pa.array([d], pa.date32()),
+                "timestamp": pa.array([stamp], pa.timestamp("us", tz="UTC")),
+                "open": [c],
+                "high": [c * 1.01],
+                "low": [c * 0.99],
+                "close": [c],
+                "volume": [1000.0],
+                "vwap": [c],
+                "transactions": [10],
+                "interval": ["1d"],
+                "ingested_at": pa.array([dt.datetime(2025, 10, 21, tzinfo=dt.UTC)], pa.timestamp("us", tz="UTC")),
+            },
+            schema=schema,
+        )
         pq.write_table(t, base / f"symbol={s}" / f"date={day}.parquet")
 
     with ThreadPoolExecutor(8) as pool:
@@ -120,12 +145,18 @@ def new_session(root: Path, day: str = "2025-10-20") -> int:
 
 # ---------------------------------------------------------------- contenders (each runs in a child process)
 
+
 def run_condvest(root: str) -> dict:
     from condvest.resample import run_resample
     from condvest.settings import Settings
 
-    r = run_resample(Settings(lake_uri=root), ",".join(map(str, INTERVALS)), force_full_resample=False,
-                     threads=THREADS, memory_limit=MEMORY)
+    r = run_resample(
+        Settings(lake_uri=root),
+        ",".join(map(str, INTERVALS)),
+        force_full_resample=False,
+        threads=THREADS,
+        memory_limit=MEMORY,
+    )
     return {"modes": sorted({x.mode for x in r.results}), "bars": sum(x.bars_total for x in r.results)}
 
 
@@ -133,8 +164,13 @@ def run_condvest_full(root: str) -> dict:
     from condvest.resample import run_resample
     from condvest.settings import Settings
 
-    r = run_resample(Settings(lake_uri=root), ",".join(map(str, INTERVALS)), force_full_resample=True,
-                     threads=THREADS, memory_limit=MEMORY)
+    r = run_resample(
+        Settings(lake_uri=root),
+        ",".join(map(str, INTERVALS)),
+        force_full_resample=True,
+        threads=THREADS,
+        memory_limit=MEMORY,
+    )
     return {"modes": sorted({x.mode for x in r.results}), "bars": sum(x.bars_total for x in r.results)}
 
 
@@ -149,7 +185,9 @@ def run_duckdb(root: str) -> dict:
     aggs = " UNION ALL ".join(
         f"SELECT symbol, min(date) AS date, max(date) AS end_date, arg_min(open, i) AS open, max(high) AS high, "
         f"min(low) AS low, arg_max(close, i) AS close, sum(volume) AS volume, count(*) AS sessions, {n} AS iv "
-        f"FROM numbered GROUP BY symbol, i // {n}" for n in INTERVALS)
+        f"FROM numbered GROUP BY symbol, i // {n}"
+        for n in INTERVALS
+    )
     con.execute(f"""
         COPY (
           WITH dedup AS (
@@ -169,7 +207,8 @@ def run_pandas(root: str) -> dict:
     import pyarrow.dataset as ds
 
     t = ds.dataset(f"{root}/bronze/raw_ohlcv", format="parquet", partitioning=None).to_table(
-        columns=["symbol", "date", "open", "high", "low", "close", "volume", "ingested_at"])
+        columns=["symbol", "date", "open", "high", "low", "close", "volume", "ingested_at"]
+    )
     df = t.to_pandas()
     df = df.sort_values(["symbol", "date", "ingested_at"], ascending=[True, True, False], kind="stable")
     df = df.drop_duplicates(["symbol", "date"], keep="first")
@@ -179,14 +218,27 @@ def run_pandas(root: str) -> dict:
     total = 0
     for n in INTERVALS:
         g = df.groupby([df["symbol"], df["i"] // n], sort=False)
-        bars = g.agg(date=("date", "first"), end_date=("date", "last"), open=("open", "first"),
-                     high=("high", "max"), low=("low", "min"), close=("close", "last"), volume=("volume", "sum"),
-                     sessions=("date", "size")).reset_index(level=0)
+        bars = g.agg(
+            date=("date", "first"),
+            end_date=("date", "last"),
+            open=("open", "first"),
+            high=("high", "max"),
+            low=("low", "min"),
+            close=("close", "last"),
+            volume=("volume", "sum"),
+            sessions=("date", "size"),
+        ).reset_index(level=0)
         d = pd.to_datetime(bars["date"])
         bars["year"], bars["month"] = d.dt.strftime("%Y"), d.dt.strftime("%m")
-        ds.write_dataset(pa.Table.from_pandas(bars, preserve_index=False), out / f"silver_{n}d", format="parquet",
-                         partitioning=["year", "month"], partitioning_flavor="hive",
-                         existing_data_behavior="overwrite_or_ignore", max_partitions=4096)
+        ds.write_dataset(
+            pa.Table.from_pandas(bars, preserve_index=False),
+            out / f"silver_{n}d",
+            format="parquet",
+            partitioning=["year", "month"],
+            partitioning_flavor="hive",
+            existing_data_behavior="overwrite_or_ignore",
+            max_partitions=4096,
+        )
         total += len(bars)
     return {"bars": total}
 
@@ -195,19 +247,33 @@ def run_polars(root: str) -> dict:
     import polars as pl
 
     lf = pl.scan_parquet(f"{root}/bronze/raw_ohlcv/*/*.parquet").select(
-        ["symbol", "date", "open", "high", "low", "close", "volume", "ingested_at"])
-    df = (lf.sort(["symbol", "date", "ingested_at"], descending=[False, False, True])
-          .unique(["symbol", "date"], keep="first", maintain_order=True)
-          .with_columns(i=pl.int_range(pl.len()).over("symbol")).collect())
+        ["symbol", "date", "open", "high", "low", "close", "volume", "ingested_at"]
+    )
+    df = (
+        lf.sort(["symbol", "date", "ingested_at"], descending=[False, False, True])
+        .unique(["symbol", "date"], keep="first", maintain_order=True)
+        .with_columns(i=pl.int_range(pl.len()).over("symbol"))
+        .collect()
+    )
     out = Path(root) / "bench_out" / "polars"
     shutil.rmtree(out, ignore_errors=True)
     total = 0
     for n in INTERVALS:
-        bars = (df.group_by(["symbol", pl.col("i") // n]).agg(
-            pl.col("date").min().alias("date"), pl.col("date").max().alias("end_date"),
-            pl.col("open").sort_by("i").first(), pl.col("high").max(), pl.col("low").min(),
-            pl.col("close").sort_by("i").last(), pl.col("volume").sum(), pl.len().alias("sessions"))
-            .drop("i").with_columns(year=pl.col("date").dt.strftime("%Y"), month=pl.col("date").dt.strftime("%m")))
+        bars = (
+            df.group_by(["symbol", pl.col("i") // n])
+            .agg(
+                pl.col("date").min().alias("date"),
+                pl.col("date").max().alias("end_date"),
+                pl.col("open").sort_by("i").first(),
+                pl.col("high").max(),
+                pl.col("low").min(),
+                pl.col("close").sort_by("i").last(),
+                pl.col("volume").sum(),
+                pl.len().alias("sessions"),
+            )
+            .drop("i")
+            .with_columns(year=pl.col("date").dt.strftime("%Y"), month=pl.col("date").dt.strftime("%m"))
+        )
         bars.write_parquet(out / f"silver_{n}d", partition_by=["year", "month"])
         total += bars.height
     return {"bars": total}
@@ -223,22 +289,42 @@ def run_floor(root: str) -> dict:
     return {"rows": t.to_arrow_table().num_rows, "files": len(files)}
 
 
-CONTENDERS = {"condvest": run_condvest, "condvest_full": run_condvest_full, "duckdb": run_duckdb,
-              "pandas": run_pandas, "polars": run_polars, "floor": run_floor}
+CONTENDERS = {
+    "condvest": run_condvest,
+    "condvest_full": run_condvest_full,
+    "duckdb": run_duckdb,
+    "pandas": run_pandas,
+    "polars": run_polars,
+    "floor": run_floor,
+}
+
+
+def _peak_rss_mb() -> int:
+    """This process's peak resident set (VmHWM: reset by exec, unlike wait4's ru_maxrss after vfork)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    return -1
 
 
 def measure(name: str, root: Path) -> dict:
-    """Run one contender in a fresh process; wall time and peak RSS (wait4)."""
+    """Run one contender in a fresh process; wall time and its peak RSS."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--root", str(root)], stdout=subprocess.PIPE)
     out = proc.stdout.read() if proc.stdout else b""
-    _, status, rusage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{name} failed")
     res = json.loads(out.decode().strip().splitlines()[-1])
-    return {"name": name, "wall_s": round(wall, 2), "inner_s": res["seconds"], "peak_rss_mb": rusage.ru_maxrss // 1024,
-            **res["result"]}
+    return {
+        "name": name,
+        "wall_s": round(wall, 2),
+        "inner_s": res["seconds"],
+        "peak_rss_mb": res["peak_rss_mb"],
+        **res["result"],
+    }
 
 
 def main() -> None:
@@ -255,11 +341,13 @@ def main() -> None:
         import pandas  # noqa: F401
 
         import condvest.resample  # noqa: F401
+
         if a.child == "polars":
             import polars  # noqa: F401
         t0 = time.perf_counter()
         result = CONTENDERS[a.child](str(root))
-        print(json.dumps({"seconds": round(time.perf_counter() - t0, 2), "result": result}))
+        seconds = round(time.perf_counter() - t0, 2)
+        print(json.dumps({"seconds": seconds, "result": result, "peak_rss_mb": _peak_rss_mb()}))
         return
     shutil.rmtree(root, ignore_errors=True)
     gen = generate(root, a.symbols, a.rows)
@@ -282,10 +370,14 @@ def main() -> None:
         print(f"| {r['name']} | {r['wall_s']} | {r['inner_s']} | {r['peak_rss_mb']} |")
     full, duck = by["condvest_full"]["inner_s"], by["duckdb"]["inner_s"]
     inc, floor = by["condvest"]["inner_s"], by["floor"]["inner_s"]
-    print(f"\nfull / plain DuckDB = {full / duck:.2f} (target <= 1.2); peak RSS full = "
-          f"{by['condvest_full']['peak_rss_mb']} MB (target <= 4096)")
-    print(f"incremental / floor = {inc / floor:.2f} (target <= 2); incremental / full = {inc / full:.1%} "
-          "(target <= 10%)")
+    print(
+        f"\nfull / plain DuckDB = {full / duck:.2f} (target <= 1.2); peak RSS full = "
+        f"{by['condvest_full']['peak_rss_mb']} MB (target <= 4096)"
+    )
+    print(
+        f"incremental / floor = {inc / floor:.2f} (target <= 2); incremental / full = {inc / full:.1%} (target <= 10%);"
+        f" incremental / plain DuckDB full = {inc / duck:.1%}; floor / full = {floor / full:.1%}"
+    )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,14 @@ class CompactionReport:
     message: str = ""
 
     def summary(self) -> dict[str, object]:
-        return {"keep_sessions": self.keep_sessions, "cutoff": self.cutoff, "symbols": self.symbols,
-                "files_folded": self.files_folded, "skipped": len(self.skipped), "message": self.message}
+        return {
+            "keep_sessions": self.keep_sessions,
+            "cutoff": self.cutoff,
+            "symbols": self.symbols,
+            "files_folded": self.files_folded,
+            "skipped": len(self.skipped),
+            "message": self.message,
+        }
 
 
 def _check_count(value: object, name: str) -> int:
@@ -92,7 +98,7 @@ def _read(store: Store, key: str, data: bytes) -> pa.Table:
 
 def merge_rows(history: pa.Table | None, daily: list[pa.Table]) -> pa.Table:
     """One row per date: newest ``ingested_at`` first, then daily before history (pure)."""
-    parts = ([history.append_column("_rank", pa.array([1] * history.num_rows, pa.int8()))] if history else [])
+    parts = [history.append_column("_rank", pa.array([1] * history.num_rows, pa.int8()))] if history else []
     parts += [t.append_column("_rank", pa.array([2] * t.num_rows, pa.int8())) for t in daily]
     t = pa.concat_tables(parts)
     ing = pc.fill_null(t.column("ingested_at").cast(pa.int64()), -(2**62))
@@ -126,8 +132,9 @@ def _fold_symbol(store: Store, symbol: str, daily: dict[str, str]) -> tuple[dict
     return {"history_key": hist, "old_etag": old_etag, "new_etag": new_etag, "folded": etags}, merged.num_rows
 
 
-def compact_bronze(settings: Settings, keep_sessions: int = 10, min_fold_sessions: int = 5, *,
-                   store: Store | None = None) -> CompactionReport:
+def compact_bronze(
+    settings: Settings, keep_sessions: int = 10, min_fold_sessions: int = 5, *, store: Store | None = None
+) -> CompactionReport:
     """Fold daily bronze files older than the newest ``keep_sessions`` dates into ``data.parquet``."""
     keep_sessions = _check_count(keep_sessions, "keep_sessions")
     min_fold_sessions = max(1, _check_count(min_fold_sessions, "min_fold_sessions"))
@@ -156,7 +163,7 @@ def compact_bronze(settings: Settings, keep_sessions: int = 10, min_fold_session
         with tqdm(total=len(symbols), desc="compaction", unit="symbol", disable=None) as bar:
             for start in range(0, len(symbols), BATCH):
                 entries, doomed, etag_of = {}, [], {}
-                for sym in symbols[start:start + BATCH]:
+                for sym in symbols[start : start + BATCH]:
                     try:
                         entry, rows = _fold_symbol(store, sym, dict.fromkeys(work[sym], ""))
                     except PreconditionFailed as exc:
@@ -178,8 +185,14 @@ def compact_bronze(settings: Settings, keep_sessions: int = 10, min_fold_session
                     doomed = [k for k in doomed if (h := store.head(k)) is not None and h.etag == etag_of[k]]
                     report.files_folded += store.delete_many(doomed)
     report.seconds = time.perf_counter() - t0
-    report.message = (f"folded {report.files_folded} daily file(s) of {report.symbols} symbol(s) dated before "
-                      f"{report.cutoff}")
-    log.info("compaction done run_id=%s symbols=%d files=%d seconds=%.2f", run_id, report.symbols,
-             report.files_folded, report.seconds)
+    report.message = (
+        f"folded {report.files_folded} daily file(s) of {report.symbols} symbol(s) dated before {report.cutoff}"
+    )
+    log.info(
+        "compaction done run_id=%s symbols=%d files=%d seconds=%.2f",
+        run_id,
+        report.symbols,
+        report.files_folded,
+        report.seconds,
+    )
     return report

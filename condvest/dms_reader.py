@@ -31,16 +31,25 @@ log = logging.getLogger(__name__)
 UTC_US = pa.timestamp("us", tz="UTC")
 
 #: bronze column <- DMS column (``timestamp`` is DMS's own artefact and deliberately absent)
-DMS_COLUMNS = {"symbol": "symbol", "timestamp": "timestamp_1", "open": "open", "high": "high", "low": "low",
-               "close": "close", "volume": "volume", "vwap": "vwap", "transactions": "transactions",
-               "interval": "interval"}
+DMS_COLUMNS = {
+    "symbol": "symbol",
+    "timestamp": "timestamp_1",
+    "open": "open",
+    "high": "high",
+    "low": "low",
+    "close": "close",
+    "volume": "volume",
+    "vwap": "vwap",
+    "transactions": "transactions",
+    "interval": "interval",
+}
 _REQUIRED = ("symbol", "timestamp_1", "open", "high", "low", "close", "volume")
 
 
 def list_dms_files(store: Store) -> list[ObjectInfo]:
     """The DMS export's ``LOAD*.parquet`` objects, in key order (empty when the export is gone)."""
     prefix = f"{DMS_PREFIX}/LOAD"
-    return [o for o in store.list(prefix) if o.key.endswith(".parquet") and "/" not in o.key[len(DMS_PREFIX) + 1:]]
+    return [o for o in store.list(prefix) if o.key.endswith(".parquet") and "/" not in o.key[len(DMS_PREFIX) + 1 :]]
 
 
 def _to_utc_us(col: pa.ChunkedArray, key: str) -> pa.ChunkedArray:
@@ -119,12 +128,21 @@ def normalize_dms_table(table: pa.Table, key: str) -> pa.Table:
         cols[c] = _to_float(table.column(c), c, key)
         if cols[c].null_count:
             raise CorruptObject(key, f"column {c} has {cols[c].null_count} null value(s)")
-    cols["vwap"] = (_to_float(table.column("vwap"), "vwap", key) if "vwap" in names
-                    else pa.chunked_array([pa.nulls(n, pa.float64())]))
-    cols["transactions"] = (_to_int(table.column("transactions"), "transactions", key) if "transactions" in names
-                            else pa.chunked_array([pa.nulls(n, pa.int64())]))
-    cols["interval"] = (pc.fill_null(_to_str(table.column("interval")), "1d") if "interval" in names
-                        else pa.chunked_array([pa.array(["1d"] * n, pa.string())]))
+    cols["vwap"] = (
+        _to_float(table.column("vwap"), "vwap", key)
+        if "vwap" in names
+        else pa.chunked_array([pa.nulls(n, pa.float64())])
+    )
+    cols["transactions"] = (
+        _to_int(table.column("transactions"), "transactions", key)
+        if "transactions" in names
+        else pa.chunked_array([pa.nulls(n, pa.int64())])
+    )
+    cols["interval"] = (
+        pc.fill_null(_to_str(table.column("interval")), "1d")
+        if "interval" in names
+        else pa.chunked_array([pa.array(["1d"] * n, pa.string())])
+    )
     cols["ingested_at"] = pa.chunked_array([pa.nulls(n, UTC_US)])
     if cols["symbol"].null_count:
         raise CorruptObject(key, f"column symbol has {cols['symbol'].null_count} null value(s)")

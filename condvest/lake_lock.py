@@ -59,14 +59,19 @@ def _describe(rec: dict | None) -> str:
 def lake_lock(store: Store, name: str = "resample", run_id: str | None = None, purpose: str = "") -> Iterator[dict]:
     """Hold lock ``name`` for the body; ``BusyError`` at once when someone else holds it."""
     key = lock_key(name)
-    rec = {"holder": f"{socket.gethostname()}:{os.getpid()}", "run_id": run_id or uuid.uuid4().hex[:12],
-           "purpose": purpose, "taken_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    rec = {
+        "holder": f"{socket.gethostname()}:{os.getpid()}",
+        "run_id": run_id or uuid.uuid4().hex[:12],
+        "purpose": purpose,
+        "taken_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     try:
         store.put(key, json.dumps(rec).encode(), if_none_match=True)
     except PreconditionFailed:
         held = read_lock(store, name)
-        raise BusyError(key, _describe(held) + f"; if that run is gone, delete {key} (condvest.lake_lock.clear_lock)")\
-            from None
+        raise BusyError(
+            key, _describe(held) + f"; if that run is gone, delete {key} (condvest.lake_lock.clear_lock)"
+        ) from None
     log.info("lock taken lock=%s run_id=%s", key, rec["run_id"])
     try:
         yield rec

@@ -110,8 +110,9 @@ class MigrationReport:
         v = self.validation
         return v[~v["ok"].astype(bool)].reset_index(drop=True) if len(v) else empty_validation()
 
-    def figures(self) -> dict[str, object]:
-        """Headline figures for the run index."""
+    def figures(self, cleanup: pd.DataFrame | None = None) -> dict[str, object]:
+        """Headline figures for the run index (``cleanup``: the table of a separate ``cleanup_sources`` call)."""
+        cleanup = self.cleanup if cleanup is None else cleanup
         return {
             "status": self.status,
             "source_files": len(self.sources),
@@ -120,7 +121,7 @@ class MigrationReport:
             "symbols": self.symbols,
             "files_written": self.files_written,
             "validation_passed": self.passed,
-            "cleanup": ", ".join(sorted(set(self.cleanup["action"]))),
+            "cleanup": ", ".join(sorted(set(cleanup["action"]))),
             "seconds": round(self.seconds, 1),
         }
 

@@ -2,16 +2,21 @@
 
 Both sides are DuckDB aggregates. The source side is the deduplicated export (the rows the migration
 chose, in memory); the target side is read back from the written ``data.parquet`` objects through
-``Store.url`` (also on S3). They are joined on (symbol, session):
+``Store.url`` (also on S3). Per symbol: row count, first and last session, and a checksum, the sum
+(mod 2**64) of a 64-bit hash of every row's values (session, timestamp, OHLCV, vwap, transactions,
+interval, ingested_at).
 
-* every source row must be found in bronze (``missing`` = 0), exactly once (``target_matches``);
-* its values must be identical: the sum of a 64-bit hash of each row (session, timestamp, OHLCV,
-  vwap, transactions, interval, ingested_at) must agree on both sides (``checksum_ok``), except for
-  rows that a newer bronze write legitimately replaced (``superseded``, counted apart);
-* the first and last session of the symbol in bronze must not be inside the source's range.
+1. Both sides are aggregated per symbol without a join. Where all four agree, bronze holds exactly the
+   export's rows for that symbol: ``ok``. That is every symbol of a migration into an empty bronze.
+2. The other symbols (a history that existed before, or a real fault) are joined on (symbol, session):
+   every source row must be found in bronze (``missing`` = 0) exactly once (``target_matches``) with
+   identical values (``checksum_ok`` over the matched rows), except rows that a newer bronze write
+   legitimately replaced (``superseded``, counted apart); rows bronze holds beyond the export (earlier
+   fetches) are reported as ``other_rows`` and are fine; bronze's first and last session must not lie
+   inside the source's range.
 
-Rows that bronze holds beyond the export (earlier fetches) are reported as ``other_rows`` and are fine.
-Everything is bound: the file list and nothing else reaches DuckDB as data; the SQL is fixed text.
+Everything is bound (the file lists and the symbol list are parameters or registered tables); the SQL
+is fixed text.
 """
 
 from __future__ import annotations
@@ -30,11 +35,17 @@ from condvest.storage import Store
 log = logging.getLogger(__name__)
 
 _HASH = 'hash(date, "timestamp", open, high, low, close, volume, vwap, transactions, "interval", ingested_at)'
-_SOURCE = f"CREATE OR REPLACE TEMP TABLE s AS SELECT symbol, date, ingested_at, {_HASH} AS h FROM src WHERE _win"
-_TARGET = (
-    f"CREATE OR REPLACE TEMP TABLE t AS SELECT CAST(symbol AS VARCHAR) AS symbol, date, "
-    f"CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at, {_HASH} AS h FROM read_parquet($files)"
+_AGG = (
+    "SELECT symbol, count(*) AS n, min(date) AS lo, max(date) AS hi, "
+    "CAST(coalesce(sum(h), 0) % 18446744073709551616 AS UBIGINT) AS checksum FROM ({rows}) GROUP BY symbol"
 )
+_SOURCE_ROWS = f"SELECT symbol, date, ingested_at, {_HASH} AS h FROM src WHERE _win"
+_TARGET_ROWS = (
+    f"SELECT CAST(symbol AS VARCHAR) AS symbol, date, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at, "
+    f"{_HASH} AS h FROM read_parquet($files)"
+)
+_SOURCE = f"CREATE OR REPLACE TEMP TABLE s AS {_SOURCE_ROWS} AND symbol IN (SELECT symbol FROM wanted)"
+_TARGET = f"CREATE OR REPLACE TEMP TABLE t AS {_TARGET_ROWS}"
 _JOINED = """
 SELECT s.symbol,
        count(*) AS target_matches,
@@ -94,39 +105,20 @@ def validate(store: Store, src: SourceRows) -> pd.DataFrame:
     con = _connect(store)
     try:
         con.register("src", src.table.append_column("_win", src.winners_mask()))
-        con.execute(_SOURCE)
+        source = con.execute(_AGG.format(rows=_SOURCE_ROWS)).df()
+        files = [store.url(k) for k in keys]
         try:
-            con.execute(_TARGET, {"files": [store.url(k) for k in keys]})
+            target = con.execute(_AGG.format(rows=_TARGET_ROWS), {"files": files}).df()
         except duckdb.Error as exc:
             raise _bad_target(store, keys, exc) from exc
-        joined = con.execute(_JOINED).df()
-        totals = con.execute(_TARGET_TOTALS).df()
+        df = _compare(src, source, target)
+        odd = df.loc[~df["ok"], "symbol"].tolist()
+        if odd:
+            log.info("validation joining symbols=%d whose aggregates differ", len(odd))
+            df = pd.concat([df[df["ok"]], _joined(con, src, odd, keys, store)], ignore_index=True)
+            df = df.sort_values("symbol", ignore_index=True)
     finally:
         con.close()
-    base = pd.DataFrame(
-        {
-            "symbol": src.symbols,
-            "source_rows": src.ends - src.starts,
-            "duplicates": src.raw_counts - (src.ends - src.starts),
-        }
-    )
-    df = base.merge(joined, on="symbol", how="left").merge(totals, on="symbol", how="left")
-    for c in ("target_rows", "found", "target_matches", "superseded"):
-        df[c] = df[c].fillna(0).astype("int64")
-    df["missing"] = df["source_rows"] - df["found"]
-    df["other_rows"] = df["target_rows"] - df["found"]
-    df["checksum_ok"] = df["source_checksum"] == df["target_checksum"]
-    for c in ("source_checksum", "target_checksum"):
-        df[c] = df[c].map(lambda v: f"{int(v):016x}" if pd.notna(v) else "")
-    for c in ("first_session", "last_session", "target_first", "target_last"):
-        df[c] = pd.to_datetime(df[c]).dt.date
-    df["ok"] = (
-        (df["missing"] == 0)
-        & (df["target_matches"] == df["source_rows"])
-        & df["checksum_ok"]
-        & (df["target_first"] <= df["first_session"])
-        & (df["target_last"] >= df["last_session"])
-    )
     log.info(
         "validation symbols=%d failed=%d source_rows=%d target_rows=%d",
         len(df),
@@ -135,6 +127,77 @@ def validate(store: Store, src: SourceRows) -> pd.DataFrame:
         int(df["target_rows"].sum()),
     )
     return df[COLUMNS]
+
+
+def _base(src: SourceRows) -> pd.DataFrame:
+    n = src.ends - src.starts
+    return pd.DataFrame({"symbol": src.symbols, "source_rows": n, "duplicates": src.raw_counts - n})
+
+
+def _hex(col: pd.Series) -> pd.Series:
+    return col.map(lambda v: f"{int(v):016x}" if pd.notna(v) else "")
+
+
+def _dates(df: pd.DataFrame) -> pd.DataFrame:
+    for c in ("first_session", "last_session", "target_first", "target_last"):
+        df[c] = pd.to_datetime(df[c]).dt.date
+    return df
+
+
+def _compare(src: SourceRows, source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
+    """Step 1: per-symbol aggregates side by side; ``ok`` where they agree exactly."""
+    s = source.rename(columns={"lo": "first_session", "hi": "last_session", "checksum": "source_checksum"})
+    t = target.rename(
+        columns={"n": "target_rows", "lo": "target_first", "hi": "target_last", "checksum": "target_checksum"}
+    )
+    df = _base(src).merge(s.drop(columns="n"), on="symbol", how="left").merge(t, on="symbol", how="left")
+    df["target_rows"] = df["target_rows"].fillna(0).astype("int64")
+    df["checksum_ok"] = df["source_checksum"] == df["target_checksum"]
+    same = (
+        df["checksum_ok"]
+        & (df["target_rows"] == df["source_rows"])
+        & (df["target_first"] == df["first_session"])
+        & (df["target_last"] == df["last_session"])
+    )
+    df["missing"] = 0
+    df["superseded"] = 0
+    df["other_rows"] = 0
+    df["ok"] = same
+    df["source_checksum"], df["target_checksum"] = _hex(df["source_checksum"]), _hex(df["target_checksum"])
+    return _dates(df)
+
+
+def _joined(
+    con: duckdb.DuckDBPyConnection, src: SourceRows, symbols: list[str], keys: list[str], store: Store
+) -> pd.DataFrame:
+    """Step 2: the row-level join for ``symbols`` (those whose aggregates differ)."""
+    wanted = set(symbols)
+    con.register("wanted", pa.table({"symbol": pa.array(sorted(wanted), pa.string())}))
+    con.execute(_SOURCE)
+    files = [k for k, sym in zip(keys, src.symbols, strict=True) if sym in wanted]
+    try:
+        con.execute(_TARGET, {"files": [store.url(k) for k in files]})
+    except duckdb.Error as exc:
+        raise _bad_target(store, files, exc) from exc
+    joined = con.execute(_JOINED).df()
+    totals = con.execute(_TARGET_TOTALS).df()
+    base = _base(src)
+    df = base[base["symbol"].isin(wanted)].merge(joined, on="symbol", how="left").merge(totals, on="symbol", how="left")
+    for c in ("target_rows", "found", "target_matches", "superseded"):
+        df[c] = df[c].fillna(0).astype("int64")
+    df["missing"] = df["source_rows"] - df["found"]
+    df["other_rows"] = df["target_rows"] - df["found"]
+    df["checksum_ok"] = df["source_checksum"] == df["target_checksum"]
+    df["source_checksum"], df["target_checksum"] = _hex(df["source_checksum"]), _hex(df["target_checksum"])
+    df = _dates(df)
+    df["ok"] = (
+        (df["missing"] == 0)
+        & (df["target_matches"] == df["source_rows"])
+        & df["checksum_ok"]
+        & (df["target_first"] <= df["first_session"])
+        & (df["target_last"] >= df["last_session"])
+    )
+    return df
 
 
 def _bad_target(store: Store, keys: list[str], exc: Exception) -> StorageError:

@@ -45,7 +45,6 @@ class SymbolWrite:
     symbol: str
     rows: int  # rows in the written file
     prior_rows: int  # rows the existing data.parquet held (0: new file)
-    superseded: int  # migrated rows that lost to a newer bronze row
 
 
 def existing_histories(store: Store) -> set[str]:
@@ -78,9 +77,9 @@ def read_history(key: str, data: bytes) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=BRONZE_SCHEMA)
 
 
-def merge_history(prior: pa.Table, migrated: pa.Table) -> tuple[pa.Table, int]:
-    """One row per date from ``prior`` (bronze) and ``migrated`` (DMS): newest ``ingested_at`` wins (null
-    oldest), ties to ``prior``. Returns the merged table sorted by date and the migrated rows that lost."""
+def merge_history(prior: pa.Table, migrated: pa.Table) -> pa.Table:
+    """One row per date from ``prior`` (bronze) and ``migrated`` (DMS), sorted by date: the newest
+    ``ingested_at`` wins (null oldest), ties to ``prior``. Pure; merging the same rows again changes nothing."""
     t = pa.concat_tables([prior, migrated])
     rank = np.concatenate([np.ones(prior.num_rows, np.int8), np.zeros(migrated.num_rows, np.int8)])
     ing = pc.fill_null(t.column("ingested_at").combine_chunks().cast(pa.int64()), -(2**62)).to_numpy()
@@ -89,9 +88,7 @@ def merge_history(prior: pa.Table, migrated: pa.Table) -> tuple[pa.Table, int]:
     d = days[order]
     last = np.ones(len(d), dtype=bool)
     last[:-1] = d[1:] != d[:-1]
-    keep = order[last]
-    superseded = int(migrated.num_rows - np.count_nonzero(rank[keep] == 0))
-    return t.take(pa.array(keep)), superseded
+    return t.take(pa.array(order[last]))
 
 
 def history_bytes(table: pa.Table) -> bytes:
@@ -109,7 +106,7 @@ def write_symbol(store: Store, symbol: str, rows: pa.Table, exists: bool) -> Sym
         if not exists:
             try:
                 store.put(key, history_bytes(rows), if_none_match=True)
-                return SymbolWrite(symbol, rows.num_rows, 0, 0)
+                return SymbolWrite(symbol, rows.num_rows, 0)
             except PreconditionFailed:
                 exists = True  # someone wrote it meanwhile: merge with theirs
                 continue
@@ -119,12 +116,12 @@ def write_symbol(store: Store, symbol: str, rows: pa.Table, exists: bool) -> Sym
             exists = False
             continue
         prior = read_history(key, data)
-        merged, superseded = merge_history(prior, rows)
+        merged = merge_history(prior, rows)
         try:
             store.put(key, history_bytes(merged), if_match=etag)
         except PreconditionFailed:
             continue
-        return SymbolWrite(symbol, merged.num_rows, prior.num_rows, superseded)
+        return SymbolWrite(symbol, merged.num_rows, prior.num_rows)
     raise StorageError(key, f"lost {_ATTEMPTS} write races in a row to another bronze writer")
 
 

@@ -59,8 +59,9 @@ def parse_intervals(intervals: str | int | Iterable[int]) -> tuple[int, ...]:
     if isinstance(intervals, str):
         parts = [p.strip() for p in intervals.split(",")]
         if not intervals.strip() or any(not p.isdigit() for p in parts):
-            raise ParameterError(f"intervals must be positive integers separated by commas, got {intervals!r}",
-                                 "intervals")
+            raise ParameterError(
+                f"intervals must be positive integers separated by commas, got {intervals!r}", "intervals"
+            )
         values = [int(p) for p in parts]
     elif isinstance(intervals, int):
         values = [intervals]
@@ -97,8 +98,12 @@ class ResampleReport:
         return pd.DataFrame([asdict(r) for r in self.results], columns=cols)
 
     def summary(self) -> dict[str, object]:
-        return {"run_id": self.run_id, "message": self.message, "seconds": round(self.seconds, 2),
-                "bars_written": sum(r.bars_written for r in self.results)}
+        return {
+            "run_id": self.run_id,
+            "message": self.message,
+            "seconds": round(self.seconds, 2),
+            "bars_written": sum(r.bars_written for r in self.results),
+        }
 
 
 def _read_checkpoint(store: Store, n: int) -> dict | None:
@@ -130,19 +135,36 @@ def _write_checkpoint(store: Store, n: int, state: SilverState, mode: str, rows_
     bars = int(((counts + n - 1) // n).sum())
     complete = int((counts // n).sum())
     last = max(state.symbols["last_date"]) if len(state.symbols) else None
-    doc = {"interval": n, "status": "complete", "mode": mode,
-           "last_processed_session": last.isoformat() if last else None,
-           "bars": bars, "complete_bars": complete, "partial_bars": bars - complete,
-           "symbols": len(state.symbols), "rows_read": rows_read,
-           "source_watermark": {"state": state.run_id, "objects": len(state.sources), "journal": state.journal},
-           "state": state.run_id, "tail": state.tail_len, "run_id": run_id,
-           "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    doc = {
+        "interval": n,
+        "status": "complete",
+        "mode": mode,
+        "last_processed_session": last.isoformat() if last else None,
+        "bars": bars,
+        "complete_bars": complete,
+        "partial_bars": bars - complete,
+        "symbols": len(state.symbols),
+        "rows_read": rows_read,
+        "source_watermark": {"state": state.run_id, "objects": len(state.sources), "journal": state.journal},
+        "state": state.run_id,
+        "tail": state.tail_len,
+        "run_id": run_id,
+        "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     store.put(checkpoint_key(n), json.dumps(doc, indent=1).encode())
     return doc
 
 
-def _full(store: Store, settings: Settings, ns: tuple[int, ...], sources: pd.DataFrame, journal: str | None,
-          run_id: str, threads: int | None, memory_limit: str | None) -> tuple[SilverState, dict[int, IntervalResult]]:
+def _full(
+    store: Store,
+    settings: Settings,
+    ns: tuple[int, ...],
+    sources: pd.DataFrame,
+    journal: str | None,
+    run_id: str,
+    threads: int | None,
+    memory_limit: str | None,
+) -> tuple[SilverState, dict[int, IntervalResult]]:
     con = connect(store, threads=threads, memory_limit=memory_limit)
     try:
         keys = sources.loc[sources["kind"] != "dms", "key"].tolist()
@@ -152,11 +174,16 @@ def _full(store: Store, settings: Settings, ns: tuple[int, ...], sources: pd.Dat
         rows = load_rows(con, store, "rows", keys, dms=bool(dms_keys))
         tail_len = max(MIN_TAIL, max(ns))
         written = write_full(con, store, ns, threads)
-        symbols = con.execute("SELECT symbol, count(*) AS n, min(date) AS first_date, max(date) AS last_date "
-                              "FROM rows GROUP BY symbol ORDER BY symbol").df()
-        tail = con.execute("SELECT r.symbol, r.i, r.date, r.open, r.high, r.low, r.close, r.volume FROM rows r "
-                           "JOIN (SELECT symbol, count(*) AS n FROM rows GROUP BY symbol) c USING (symbol) "
-                           "WHERE r.i >= c.n - $t ORDER BY r.symbol, r.i", {"t": tail_len}).df()
+        symbols = con.execute(
+            "SELECT symbol, count(*) AS n, min(date) AS first_date, max(date) AS last_date "
+            "FROM rows GROUP BY symbol ORDER BY symbol"
+        ).df()
+        tail = con.execute(
+            "SELECT r.symbol, r.i, r.date, r.open, r.high, r.low, r.close, r.volume FROM rows r "
+            "JOIN (SELECT symbol, count(*) AS n FROM rows GROUP BY symbol) c USING (symbol) "
+            "WHERE r.i >= c.n - $t ORDER BY r.symbol, r.i",
+            {"t": tail_len},
+        ).df()
     finally:
         con.close()
     for df in (symbols, tail):
@@ -164,19 +191,35 @@ def _full(store: Store, settings: Settings, ns: tuple[int, ...], sources: pd.Dat
             if col in df:
                 df[col] = pd.to_datetime(df[col]).dt.date
     state = SilverState(run_id, sources, symbols, tail, tail_len, journal)
-    results = {n: IntervalResult(n, "full", bars_written=written[n][0], months_rewritten=written[n][1],
-                                 symbols_changed=len(symbols), rows_read=rows) for n in ns}
+    results = {
+        n: IntervalResult(
+            n,
+            "full",
+            bars_written=written[n][0],
+            months_rewritten=written[n][1],
+            symbols_changed=len(symbols),
+            rows_read=rows,
+        )
+        for n in ns
+    }
     return state, results
 
 
-def run_resample(settings: Settings, intervals: str | Iterable[int] = DEFAULT_INTERVALS,
-                 force_full_resample: bool = False, *, store: Store | None = None, threads: int | None = None,
-                 memory_limit: str | None = None) -> ResampleReport:
+def run_resample(
+    settings: Settings,
+    intervals: str | Iterable[int] = DEFAULT_INTERVALS,
+    force_full_resample: bool = False,
+    *,
+    store: Store | None = None,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+) -> ResampleReport:
     """Bring the silver bars of ``intervals`` up to date with bronze (see the module docstring)."""
     ns = parse_intervals(intervals)
     if not isinstance(force_full_resample, bool):
-        raise ParameterError(f"force_full_resample must be True or False, got {force_full_resample!r}",
-                             "force_full_resample")
+        raise ParameterError(
+            f"force_full_resample must be True or False, got {force_full_resample!r}", "force_full_resample"
+        )
     store = store or open_store(settings=settings)
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     report = ResampleReport(run_id, ns)
@@ -185,8 +228,13 @@ def run_resample(settings: Settings, intervals: str | Iterable[int] = DEFAULT_IN
         checkpoints = {n: (None if force_full_resample else _read_checkpoint(store, n)) for n in ns}
         journal = latest_journal(store)
         sources = list_sources(store)
-        log.info("resample start run_id=%s intervals=%s objects=%d force_full=%s", run_id,
-                 ",".join(map(str, ns)), len(sources), force_full_resample)
+        log.info(
+            "resample start run_id=%s intervals=%s objects=%d force_full=%s",
+            run_id,
+            ",".join(map(str, ns)),
+            len(sources),
+            force_full_resample,
+        )
         if sources.empty and all(c is None for c in checkpoints.values()):
             report.message = "nothing to resample: bronze is empty"
             report.results = [IntervalResult(n, "unchanged") for n in ns]
@@ -205,13 +253,18 @@ def run_resample(settings: Settings, intervals: str | Iterable[int] = DEFAULT_IN
             changes = diff_sources(base, sources, extra)
             slow = len(changes.since) - len(changes.append)
             if changes.dms_changed or slow > max(FULL_MIN, FULL_FRACTION * len(base.symbols)):
-                log.info("resample falling back to full run_id=%s reread_symbols=%d dms_changed=%s", run_id,
-                         slow, changes.dms_changed)
+                log.info(
+                    "resample falling back to full run_id=%s reread_symbols=%d dms_changed=%s",
+                    run_id,
+                    slow,
+                    changes.dms_changed,
+                )
                 need_full = True
                 break
             sub_id = run_id if i == 0 else f"{run_id}-{i}"
-            state, res = incremental_pass(store, base, changes, sources, cursor, tuple(group), sub_id,
-                                          threads=threads, memory_limit=memory_limit)
+            state, res = incremental_pass(
+                store, base, changes, sources, cursor, tuple(group), sub_id, threads=threads, memory_limit=memory_limit
+            )
             results.update(res)
             if state is not None:
                 crash_point("resample.before_checkpoint")
@@ -233,8 +286,11 @@ def run_resample(settings: Settings, intervals: str | Iterable[int] = DEFAULT_IN
     report.results = [results[n] for n in ns]
     report.seconds = time.perf_counter() - t0
     changed = sum(r.bars_written for r in report.results)
-    report.message = (f"resampled {len(ns)} interval(s): {changed} bars written" if changed
-                      else "silver is up to date: nothing to resample")
+    report.message = (
+        f"resampled {len(ns)} interval(s): {changed} bars written"
+        if changed
+        else "silver is up to date: nothing to resample"
+    )
     log.info("resample done run_id=%s seconds=%.2f bars_written=%d", run_id, report.seconds, changed)
     return report
 

@@ -23,11 +23,19 @@ from condvest.storage import Store
 
 log = logging.getLogger(__name__)
 
-SILVER_SCHEMA = pa.schema([
-    ("symbol", pa.string()), ("date", pa.date32()), ("end_date", pa.date32()), ("open", pa.float64()),
-    ("high", pa.float64()), ("low", pa.float64()), ("close", pa.float64()), ("volume", pa.float64()),
-    ("sessions", pa.int32()),
-])
+SILVER_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("date", pa.date32()),
+        ("end_date", pa.date32()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("sessions", pa.int32()),
+    ]
+)
 SILVER_COLUMNS = SILVER_SCHEMA.names
 
 # {rank}: 1 for data.parquet objects, 2 for daily files (constants of this module, not input)
@@ -113,8 +121,14 @@ def register_dms(con: duckdb.DuckDBPyConnection, store: Store, keys: list[str], 
     return table.num_rows
 
 
-def load_rows(con: duckdb.DuckDBPyConnection, store: Store, table: str, keys: list[str], dms: bool,
-              symbols: set[str] | None = None) -> int:
+def load_rows(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    table: str,
+    keys: list[str],
+    dms: bool,
+    symbols: set[str] | None = None,
+) -> int:
     """Create temp table ``table`` (symbol, date, OHLCV, i) from bronze objects ``keys`` (+ ``dms_rows``),
     deduplicated on (symbol, date) and numbered per symbol from 0. Returns the rows read."""
     if table not in _TABLES:
@@ -129,8 +143,10 @@ def load_rows(con: duckdb.DuckDBPyConnection, store: Store, table: str, keys: li
             params[param] = urls
             scans.append((param, rank))
     if not scans and not dms:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (symbol VARCHAR, date DATE, open DOUBLE, high DOUBLE, "
-                    "low DOUBLE, close DOUBLE, volume DOUBLE, i BIGINT)")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} (symbol VARCHAR, date DATE, open DOUBLE, high DOUBLE, "
+            "low DOUBLE, close DOUBLE, volume DOUBLE, i BIGINT)"
+        )
         return 0
     # fastest first: one schema for all files; then by column name; then for files without ingested_at
     ing, union = "CAST(ingested_at AS TIMESTAMPTZ)", ", union_by_name = true"

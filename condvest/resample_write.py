@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 _COLS = ", ".join(SILVER_COLUMNS)
 
 
-def write_full(con: duckdb.DuckDBPyConnection, store: Store, ns: tuple[int, ...], threads: int | None = None
-               ) -> dict[int, tuple[int, int]]:
+def write_full(
+    con: duckdb.DuckDBPyConnection, store: Store, ns: tuple[int, ...], threads: int | None = None
+) -> dict[int, tuple[int, int]]:
     """Write every month file of every interval from temp table ``rows``; returns {n: (bars, months)}.
 
     One interval at a time: DuckDB aggregates the bars, Arrow splits them by month, and a thread pool
@@ -81,8 +82,9 @@ def _date(x: object) -> dt.date | None:
     return x  # type: ignore[return-value]
 
 
-def _load_delta(con: duckdb.DuckDBPyConnection, store: Store, base: SilverState, ch: Changes,
-                sources: pd.DataFrame) -> int:
+def _load_delta(
+    con: duckdb.DuckDBPyConnection, store: Store, base: SilverState, ch: Changes, sources: pd.DataFrame
+) -> int:
     """Temp table ``delta``: every row of the slow symbols (numbered from 0), and for append symbols their
     stored tail plus the new daily rows numbered after it. Returns the bronze rows read."""
     slow = set(ch.since) - ch.append
@@ -96,16 +98,27 @@ def _load_delta(con: duckdb.DuckDBPyConnection, store: Store, base: SilverState,
         olds = base.symbols[base.symbols["symbol"].isin(ch.append)][["symbol", "n"]]
         con.register("olds", olds)
         con.register("tail_rows", base.tail[base.tail["symbol"].isin(ch.append)][TAIL_COLUMNS])
-        con.execute("INSERT INTO delta SELECT symbol, CAST(date AS DATE), open, high, low, close, volume, i "
-                    "FROM tail_rows")
-        con.execute("INSERT INTO delta SELECT r.symbol, r.date, r.open, r.high, r.low, r.close, r.volume, r.i + o.n "
-                    "FROM rows r JOIN olds o USING (symbol)")
+        con.execute(
+            "INSERT INTO delta SELECT symbol, CAST(date AS DATE), open, high, low, close, volume, i FROM tail_rows"
+        )
+        con.execute(
+            "INSERT INTO delta SELECT r.symbol, r.date, r.open, r.high, r.low, r.close, r.volume, r.i + o.n "
+            "FROM rows r JOIN olds o USING (symbol)"
+        )
     return read
 
 
-def incremental_pass(store: Store, base: SilverState, ch: Changes, sources: pd.DataFrame, cursor: str | None,
-                     ns: tuple[int, ...], run_id: str, threads: int | None = None,
-                     memory_limit: str | None = None) -> tuple[SilverState | None, dict[int, IntervalResult]]:
+def incremental_pass(
+    store: Store,
+    base: SilverState,
+    ch: Changes,
+    sources: pd.DataFrame,
+    cursor: str | None,
+    ns: tuple[int, ...],
+    run_id: str,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+) -> tuple[SilverState | None, dict[int, IntervalResult]]:
     """Recompute the bars of the changed symbols from their first touched bar; rewrite those months whole."""
     from condvest.resample import IntervalResult
 
@@ -125,40 +138,54 @@ def incremental_pass(store: Store, base: SilverState, ch: Changes, sources: pd.D
         meta = pd.DataFrame({"symbol": sorted(ch.since)})
         meta["since"] = [ch.since[s] for s in meta["symbol"]]
         con.register("meta", meta)
-        con.execute("CREATE OR REPLACE TEMP TABLE jmeta AS SELECT m.symbol, CAST(m.since AS DATE) AS since, "
-                    "coalesce(min(d.i) FILTER (WHERE d.date >= m.since), max(d.i) + 1, 0) AS j, "
-                    "coalesce(max(d.i) + 1, 0) AS n, min(d.date) AS first_date, max(d.date) AS last_date "
-                    "FROM meta m LEFT JOIN delta d USING (symbol) GROUP BY m.symbol, m.since")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE jmeta AS SELECT m.symbol, CAST(m.since AS DATE) AS since, "
+            "coalesce(min(d.i) FILTER (WHERE d.date >= m.since), max(d.i) + 1, 0) AS j, "
+            "coalesce(max(d.i) + 1, 0) AS n, min(d.date) AS first_date, max(d.date) AS last_date "
+            "FROM meta m LEFT JOIN delta d USING (symbol) GROUP BY m.symbol, m.since"
+        )
         jm = con.execute("SELECT * FROM jmeta ORDER BY symbol").df()
         old_first = dict(zip(base.symbols["symbol"], base.symbols["first_date"], strict=True))
         old_last = dict(zip(base.symbols["symbol"], base.symbols["last_date"], strict=True))
         jm["old_first"] = pd.Series([_date(old_first.get(s)) for s in jm["symbol"]], dtype=object)
         jm["old_last"] = pd.Series([_date(old_last.get(s)) for s in jm["symbol"]], dtype=object)
         jm["last_date"] = pd.Series([_date(x) for x in jm["last_date"]], dtype=object)
-        jm["first_date"] = pd.Series([o if s in ch.append else _date(f) for s, f, o in
-                                      zip(jm["symbol"], jm["first_date"], jm["old_first"], strict=True)], dtype=object)
+        jm["first_date"] = pd.Series(
+            [
+                o if s in ch.append else _date(f)
+                for s, f, o in zip(jm["symbol"], jm["first_date"], jm["old_first"], strict=True)
+            ],
+            dtype=object,
+        )
         results = {}
         for n in ns:
-            con.execute("CREATE OR REPLACE TEMP TABLE cuts AS SELECT m.symbol, (m.j // $n) * $n AS b, "
-                        "CASE WHEN (m.j // $n) * $n < m.j THEN d.date ELSE m.since END AS cut "
-                        "FROM jmeta m LEFT JOIN delta d ON d.symbol = m.symbol AND d.i = (m.j // $n) * $n", {"n": n})
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE cuts AS SELECT m.symbol, (m.j // $n) * $n AS b, "
+                "CASE WHEN (m.j // $n) * $n < m.j THEN d.date ELSE m.since END AS cut "
+                "FROM jmeta m LEFT JOIN delta d ON d.symbol = m.symbol AND d.i = (m.j // $n) * $n",
+                {"n": n},
+            )
             results[n] = _rewrite_months(con, store, n, jm)
             results[n].rows_read, results[n].symbols_changed = rows_read, len(jm)
         crash_point("resample.after_silver")
-        tail = con.execute("SELECT d.symbol, d.i, d.date, d.open, d.high, d.low, d.close, d.volume FROM delta d "
-                           "JOIN jmeta m USING (symbol) WHERE d.i >= m.n - $t ORDER BY d.symbol, d.i",
-                           {"t": base.tail_len}).df()
+        tail = con.execute(
+            "SELECT d.symbol, d.i, d.date, d.open, d.high, d.low, d.close, d.volume FROM delta d "
+            "JOIN jmeta m USING (symbol) WHERE d.i >= m.n - $t ORDER BY d.symbol, d.i",
+            {"t": base.tail_len},
+        ).df()
     finally:
         con.close()
     kept = jm[jm["n"] > 0]
-    symbols = pd.concat([base.symbols[~base.symbols["symbol"].isin(jm["symbol"])],
-                         kept[["symbol", "n", "first_date", "last_date"]]]).sort_values("symbol")
+    symbols = pd.concat(
+        [base.symbols[~base.symbols["symbol"].isin(jm["symbol"])], kept[["symbol", "n", "first_date", "last_date"]]]
+    ).sort_values("symbol")
     for df, cols in ((symbols, ("first_date", "last_date")), (tail, ("date",))):
         for c in cols:
             df[c] = pd.to_datetime(df[c]).dt.date
     tail = pd.concat([base.tail[~base.tail["symbol"].isin(jm["symbol"])], tail]).sort_values(["symbol", "i"])
-    state = SilverState(run_id, new_sources, symbols.reset_index(drop=True), tail.reset_index(drop=True),
-                        base.tail_len, cursor)
+    state = SilverState(
+        run_id, new_sources, symbols.reset_index(drop=True), tail.reset_index(drop=True), base.tail_len, cursor
+    )
     state.save(store)
     return state, results
 
@@ -175,8 +202,9 @@ def _rewrite_months(con: duckdb.DuckDBPyConnection, store: Store, n: int, jm: pd
 
     cuts = dict(con.execute("SELECT symbol, cut FROM cuts").fetchall())
     months: set[int] = set()
-    for sym, first, old_first, last, old_last in zip(jm["symbol"], jm["first_date"], jm["old_first"],
-                                                     jm["last_date"], jm["old_last"], strict=True):
+    for sym, first, old_first, last, old_last in zip(
+        jm["symbol"], jm["first_date"], jm["old_first"], jm["last_date"], jm["old_last"], strict=True
+    ):
         c = cuts.get(sym)
         starts = [d for d in (_date(first), _date(old_first)) if d is not None]
         ends = [d for d in (_date(last), _date(old_last)) if d is not None]
@@ -191,8 +219,12 @@ def _rewrite_months(con: duckdb.DuckDBPyConnection, store: Store, n: int, jm: pd
         old_keys = [k for k in keys.values() if k in existing]
     else:
         old_keys = [k for k in keys.values() if store.exists(k)]
-    old_sql = (f"SELECT {_COLS}, false AS is_new FROM read_parquet($old, union_by_name = true) s "
-               "ANTI JOIN cuts c ON s.symbol = c.symbol AND s.date >= c.cut UNION ALL " if old_keys else "")
+    old_sql = (
+        f"SELECT {_COLS}, false AS is_new FROM read_parquet($old, union_by_name = true) s "
+        "ANTI JOIN cuts c ON s.symbol = c.symbol AND s.date >= c.cut UNION ALL "
+        if old_keys
+        else ""
+    )
     sql = f"{old_sql}SELECT {_COLS}, true AS is_new FROM ({bars_sql('delta', 'n', with_cut=True)})"
     params = {"n": n, **({"old": [store.url(k) for k in old_keys]} if old_keys else {})}
     table = con.execute(sql, params).fetch_arrow_table()
@@ -215,6 +247,7 @@ def _rewrite_months(con: duckdb.DuckDBPyConnection, store: Store, n: int, jm: pd
         crash_point("resample.mid_silver")
     emptied = [k for k in old_keys if k not in written]
     store.delete_many(emptied)
-    log.info("silver months rewritten interval=%d months=%d bars_new=%d emptied=%d", n, len(items), bars_new,
-             len(emptied))
+    log.info(
+        "silver months rewritten interval=%d months=%d bars_new=%d emptied=%d", n, len(items), bars_new, len(emptied)
+    )
     return IntervalResult(n, "incremental", bars_written=bars_new, months_rewritten=len(items) + len(emptied))

@@ -1,8 +1,8 @@
 """Reading silver bars back and drawing them (the 02_resample notebook's charts).
 
-    read_bars(settings, symbol, interval) -> DataFrame      interval 1: bronze daily bars, else silver
-    default_symbol(settings) -> str                          first symbol alphabetically ("" when none)
-    candlestick_figure(settings, symbol="", intervals=(1, 5, 21)) -> plotly Figure
+read_bars(settings, symbol, interval) -> DataFrame      interval 1: bronze daily bars, else silver
+default_symbol(settings) -> str                          first symbol alphabetically ("" when none)
+candlestick_figure(settings, symbol="", intervals=(1, 5, 21)) -> plotly Figure
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def default_symbol(settings: Settings, *, store: Store | None = None) -> str:
     """The first symbol in bronze, alphabetically ("" when bronze is empty)."""
     store = store or open_store(settings=settings)
     for o in store.list(f"{BRONZE_PREFIX}/symbol="):
-        return o.key[len(BRONZE_PREFIX) + len("/symbol="):].split("/")[0]
+        return o.key[len(BRONZE_PREFIX) + len("/symbol=") :].split("/")[0]
     return ""
 
 
@@ -43,22 +43,31 @@ def read_bars(settings: Settings, symbol: str, interval: int, *, store: Store | 
             if dms:
                 register_dms(con, store, dms, {symbol})
             load_rows(con, store, "rows", keys, dms=bool(dms), symbols={symbol})
-            df = con.execute("SELECT symbol, date, open, high, low, close, volume, 1 AS sessions FROM rows "
-                             "ORDER BY date").df()
+            df = con.execute(
+                "SELECT symbol, date, open, high, low, close, volume, 1 AS sessions FROM rows ORDER BY date"
+            ).df()
         else:
             keys = [o.key for o in store.list(silver_prefix(interval))]
             if not keys:
                 return pd.DataFrame(columns=_COLUMNS)
-            df = con.execute("SELECT symbol, date, open, high, low, close, volume, sessions "
-                             "FROM read_parquet($files, union_by_name = true) WHERE symbol = $symbol ORDER BY date",
-                             {"files": [store.url(k) for k in keys], "symbol": symbol}).df()
+            df = con.execute(
+                "SELECT symbol, date, open, high, low, close, volume, sessions "
+                "FROM read_parquet($files, union_by_name = true) WHERE symbol = $symbol ORDER BY date",
+                {"files": [store.url(k) for k in keys], "symbol": symbol},
+            ).df()
     finally:
         con.close()
     return df
 
 
-def candlestick_figure(settings: Settings, symbol: str = "", intervals: Sequence[int] = (1, 5, 21),
-                       last_days: int = 365, *, store: Store | None = None) -> object:
+def candlestick_figure(
+    settings: Settings,
+    symbol: str = "",
+    intervals: Sequence[int] = (1, 5, 21),
+    last_days: int = 365,
+    *,
+    store: Store | None = None,
+) -> object:
     """Candlesticks of ``symbol`` (default: the first one) at each interval, over its last ``last_days``."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -77,13 +86,28 @@ def candlestick_figure(settings: Settings, symbol: str = "", intervals: Sequence
             end = pd.to_datetime(df["date"]).max()
             df = df[pd.to_datetime(df["date"]) > end - pd.Timedelta(days=last_days)]
         partial = df["sessions"] < n if len(df) else []
-        fig.add_trace(go.Candlestick(x=df["date"], open=df["open"], high=df["high"], low=df["low"],
-                                     close=df["close"], name=f"{n}d", showlegend=False), row=row, col=1)
+        fig.add_trace(
+            go.Candlestick(
+                x=df["date"],
+                open=df["open"],
+                high=df["high"],
+                low=df["low"],
+                close=df["close"],
+                name=f"{n}d",
+                showlegend=False,
+            ),
+            row=row,
+            col=1,
+        )
         if n > 1 and len(df) and bool(pd.Series(partial).any()):
             last = df[partial]
-            fig.add_annotation(x=last["date"].iloc[-1], y=float(last["high"].iloc[-1]), text="open bar",
-                               showarrow=True, row=row, col=1)
+            fig.add_annotation(
+                x=last["date"].iloc[-1], y=float(last["high"].iloc[-1]), text="open bar", showarrow=True, row=row, col=1
+            )
         fig.update_xaxes(rangeslider_visible=False, row=row, col=1)
-    fig.update_layout(height=300 * len(intervals), margin={"t": 40, "b": 20},
-                      title=f"{symbol}: daily bars and Fibonacci-interval silver bars")
+    fig.update_layout(
+        height=300 * len(intervals),
+        margin={"t": 40, "b": 20},
+        title=f"{symbol}: daily bars and Fibonacci-interval silver bars",
+    )
     return fig

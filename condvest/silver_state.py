@@ -98,8 +98,9 @@ class SilverState:
             try:
                 parts[part] = pq.read_table(io.BytesIO(store.get(key))).to_pandas()
             except ObjectNotFound:
-                raise CorruptObject(key, "resample state named by a checkpoint is missing; "
-                                         "run with force_full_resample=True") from None
+                raise CorruptObject(
+                    key, "resample state named by a checkpoint is missing; run with force_full_resample=True"
+                ) from None
             except (pa.ArrowException, OSError) as exc:
                 raise CorruptObject(key, f"unreadable resample state: {exc}") from exc
         for df in parts.values():
@@ -111,7 +112,7 @@ class SilverState:
 
 def prune_states(store: Store, keep: set[str]) -> int:
     """Delete state folders that no checkpoint names."""
-    doomed = [o.key for o in store.list(STATE_PREFIX) if o.key[len(STATE_PREFIX):].split("/")[0] not in keep]
+    doomed = [o.key for o in store.list(STATE_PREFIX) if o.key[len(STATE_PREFIX) :].split("/")[0] not in keep]
     return store.delete_many(doomed)
 
 
@@ -173,7 +174,8 @@ def diff_sources(old: SilverState, now: pd.DataFrame, extra: dict[str, dt.date])
     ch.dms_changed = o_dms != n_dms
     o, n = o[o["kind"] != "dms"], n[n["kind"] != "dms"]
     joined = o[["etag", "symbol", "date", "kind", "folded"]].join(
-        n[["etag", "symbol", "date", "kind"]], how="outer", lsuffix="_o", rsuffix="_n")
+        n[["etag", "symbol", "date", "kind"]], how="outer", lsuffix="_o", rsuffix="_n"
+    )
     added = joined["etag_o"].isna()
     removed = joined["etag_n"].isna()
     modified = ~added & ~removed & (joined["etag_o"] != joined["etag_n"])
@@ -195,7 +197,7 @@ def diff_sources(old: SilverState, now: pd.DataFrame, extra: dict[str, dt.date])
     for sym, day in extra.items():
         ch.since[sym] = min(ch.since.get(sym, day), day)
     for sym, files in append_files.items():
-        if ch.since[sym] > last[sym]:  # nothing but new later sessions
+        if sym not in extra and ch.since[sym] > last[sym]:  # nothing but new later daily files
             ch.append.add(sym)
             ch.new_files.extend(files)
     return ch

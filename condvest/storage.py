@@ -9,6 +9,7 @@ S3 uses the real ``If-Match`` / ``If-None-Match`` headers, the local store a fil
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import tempfile
@@ -139,7 +140,9 @@ class LocalStore(Store):
         try:
             if if_match is None and not if_none_match:
                 return self._write(p, data)
-            lock_path = self.root / ".locks" / (key.replace("/", "%2F") + ".lock")
+            # striped locks: a fixed set of lock files, so conditional writes leave no litter per key
+            stripe = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 64
+            lock_path = self.root / ".locks" / f"stripe-{stripe:02d}.lock"
             lock_path.parent.mkdir(parents=True, exist_ok=True)
             with open(lock_path, "a") as lf:
                 fcntl.flock(lf, fcntl.LOCK_EX)

@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from condvest.bars import BRONZE_SCHEMA
 from condvest.errors import CorruptObject, ParameterError, ValidationError
@@ -24,6 +26,7 @@ from condvest.manifest import read_sessions
 from condvest.migrate import cleanup_sources, run_migration
 from condvest.migrate_read import dedupe
 from condvest.migrate_state import REPORT_KEY, STATE_KEY
+from condvest.migrate_write import merge_history
 from condvest.offline.dms import write_dms_export
 from condvest.offline.market import SyntheticMarket
 from condvest.settings import Settings
@@ -323,3 +326,103 @@ def test_migration_on_s3(s3_settings, market) -> None:
     assert report.passed and report.symbols == 6 and report.duplicates >= 0
     assert len(list(store.list("public/raw_ohlcv_backup/"))) == 3 and not list(store.list(DMS_PREFIX + "/"))
     assert run_migration(s3_settings, progress=False).status == "nothing_to_migrate"
+
+
+def _tiny_dms(**overrides) -> bytes:
+    cols = {
+        "symbol": pa.array(["AAA", "AAA"]),
+        "open": pa.array([1.0, 2.0]),
+        "high": pa.array([1.5, 2.5]),
+        "low": pa.array([0.5, 1.5]),
+        "close": pa.array([1.2, 2.2]),
+        "volume": pa.array([100, 200], pa.int64()),
+        "interval": pa.array(["1d", "1d"]),
+        "timestamp": pa.array([1_760_000_000_000_000] * 2, pa.timestamp("us")),
+        "timestamp_1": pa.array([1_704_171_600_000, 1_704_258_000_000], pa.timestamp("ms", tz="UTC")),
+    }
+    cols.update(overrides)
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ({"volume": pa.array([2**53 + 1, 5], pa.int64())}, "volume"),  # would round as a double
+        ({"timestamp_1": pa.array(["2024-01-02T05:00:00Z", "yesterday"])}, "timestamp_1"),
+        ({"symbol": pa.array(["AAA", "../x"])}, "invalid symbol"),
+        ({"close": pa.array([1.2, None], pa.float64())}, "null"),
+    ],
+)
+def test_values_that_cannot_be_kept_exactly_stop_the_run_naming_the_file(tmp_path, override, match) -> None:
+    store = LocalStore(tmp_path / "lake")
+    store.put(f"{DMS_PREFIX}/LOAD00000001.parquet", _tiny_dms())
+    bad = f"{DMS_PREFIX}/LOAD00000002.parquet"
+    store.put(bad, _tiny_dms(**override))
+    with pytest.raises(CorruptObject, match=match) as exc:
+        _migrate(Settings(lake_uri=str(store.root)))
+    assert exc.value.key == bad and not list(store.list(BRONZE_PREFIX + "/"))
+
+
+def test_tiny_export_sessions_are_new_york_dates(tmp_path) -> None:
+    store = LocalStore(tmp_path / "lake")
+    store.put(f"{DMS_PREFIX}/LOAD00000001.parquet", _tiny_dms())  # 00:00 New York = 05:00 UTC
+    report = _migrate(Settings(lake_uri=str(store.root)))
+    assert report.passed and report.first_session == dt.date(2024, 1, 2) and report.last_session == dt.date(2024, 1, 3)
+    got = _bronze(store)
+    assert got["volume"].tolist() == [100.0, 200.0] and got["vwap"].isna().all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(0, 4), st.one_of(st.none(), st.integers(0, 3))),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_dedupe_matches_a_reference_and_merge_is_idempotent(rows) -> None:
+    t = pa.table(
+        {
+            "symbol": [r[0] for r in rows],
+            "date": pa.array([r[1] for r in rows], pa.date32()),
+            "ingested_at": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+            "pos": list(range(len(rows))),
+        }
+    )
+    d = dedupe(t)
+    ref = (
+        pd.DataFrame(
+            {"s": [r[0] for r in rows], "d": [r[1] for r in rows], "i": [-1 if r[2] is None else r[2] for r in rows]}
+        )
+        .reset_index()
+        .sort_values(["s", "d", "i", "index"])
+        .groupby(["s", "d"])
+        .tail(1)
+    )
+    assert d["order"].tolist() == ref["index"].tolist()
+    # merging a symbol's winners into a history that already holds them changes nothing
+    sym = d["symbols"][0]
+    win = t.take(pa.array(d["order"][d["starts"][0] : d["ends"][0]]))
+    full = pa.table({c: win.column(c) for c in ("symbol", "date", "ingested_at")})
+    assert merge_history(full, full).equals(full) and sym == d["symbols"][0]
+    # and a newer migrated row replaces an older bronze row, never the other way round
+    older = full.set_column(2, "ingested_at", pa.array([0] * len(full), pa.timestamp("us", tz="UTC")))
+    newer = full.set_column(2, "ingested_at", pa.array([9] * len(full), pa.timestamp("us", tz="UTC")))
+    assert merge_history(older, newer).equals(newer) and merge_history(newer, older).equals(newer)
+
+
+def test_two_runs_that_interleave_stop_with_busy(tmp_path) -> None:
+    from condvest.errors import BusyError
+    from condvest.migrate_state import MigrationState, load_state
+
+    store = LocalStore(tmp_path / "lake")
+    mine = MigrationState(run_id="a", source_prefix=DMS_PREFIX, sources=[])
+    mine.save(store)
+    theirs, _ = load_state(store)
+    theirs.save(store)  # another run took the state over
+    with pytest.raises(BusyError, match="another migration run"):
+        mine.save(store)
+    with pytest.raises(BusyError):
+        MigrationState(run_id="b", source_prefix=DMS_PREFIX, sources=[]).save(store)  # a fresh run, state exists

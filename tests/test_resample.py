@@ -171,24 +171,34 @@ def test_missing_ingested_at_prefers_the_daily_file(lake):
     run_resample(settings, "3", store=store)
     assert_silver_matches(store, (3,))
     daily = reference_rows(store)
-    assert daily.loc[daily["date"] == DAYS[3], "close"].item() == pq.read_table(
-        io.BytesIO(store.get(bronze_daily_key("AAA", DAYS[3])))).column("close")[0].as_py()
+    assert (
+        daily.loc[daily["date"] == DAYS[3], "close"].item()
+        == pq.read_table(io.BytesIO(store.get(bronze_daily_key("AAA", DAYS[3])))).column("close")[0].as_py()
+    )
 
 
 def _dms_table(symbols, days, volume_type, ts_kind):
     rows = [(s, d) for s in symbols for d in days]
     stamps = [dt.datetime.fromtimestamp(ny_midnight_epoch_ms(d) / 1000, dt.UTC) for _, d in rows]
-    ts = {"ms": pa.array(stamps, pa.timestamp("ms", tz="UTC")), "us": pa.array(stamps, pa.timestamp("us")),
-          "string": pa.array([t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in stamps])}[ts_kind]
+    ts = {
+        "ms": pa.array(stamps, pa.timestamp("ms", tz="UTC")),
+        "us": pa.array(stamps, pa.timestamp("us")),
+        "string": pa.array([t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in stamps]),
+    }[ts_kind]
     vol = [1_000_001 + i for i in range(len(rows))]
-    return pa.table({
-        "symbol": [s for s, _ in rows], "open": [10.0] * len(rows), "high": [11.0] * len(rows),
-        "low": [9.0] * len(rows), "close": [10.5 + i / 100 for i in range(len(rows))],
-        "volume": pa.array(vol, pa.int64()) if volume_type == "int" else pa.array([v + 0.25 for v in vol]),
-        "interval": ["1d"] * len(rows),
-        "timestamp": pa.array([dt.datetime(2025, 11, 2)] * len(rows), pa.timestamp("us")),
-        "timestamp_1": ts,
-    })
+    return pa.table(
+        {
+            "symbol": [s for s, _ in rows],
+            "open": [10.0] * len(rows),
+            "high": [11.0] * len(rows),
+            "low": [9.0] * len(rows),
+            "close": [10.5 + i / 100 for i in range(len(rows))],
+            "volume": pa.array(vol, pa.int64()) if volume_type == "int" else pa.array([v + 0.25 for v in vol]),
+            "interval": ["1d"] * len(rows),
+            "timestamp": pa.array([dt.datetime(2025, 11, 2)] * len(rows), pa.timestamp("us")),
+            "timestamp_1": ts,
+        }
+    )
 
 
 def test_dms_reader_maps_columns_and_types_explicitly(monkeypatch):
@@ -216,7 +226,7 @@ def test_dms_export_is_read_beside_bronze(lake):
     files = [("int", "ms"), ("double", "us"), ("int", "string")]
     for i, (vt, tk) in enumerate(files):
         buf = io.BytesIO()
-        pq.write_table(_dms_table(["AAA", "BBB"], DAYS[i * 10:(i + 1) * 10], vt, tk), buf)
+        pq.write_table(_dms_table(["AAA", "BBB"], DAYS[i * 10 : (i + 1) * 10], vt, tk), buf)
         store.put(f"{DMS_PREFIX}/LOAD{i + 1:08d}.parquet", buf.getvalue())
     write_daily(store, "AAA", DAYS[30], 5)
     write_daily(store, "AAA", DAYS[29], 6)  # the same session in DMS and bronze: bronze wins
@@ -232,3 +242,25 @@ def test_dms_export_is_read_beside_bronze(lake):
     store.put(f"{DMS_PREFIX}/LOAD00000002.parquet", b"truncated")
     with pytest.raises(CorruptObject, match="LOAD00000002"):
         run_resample(settings, "3,5", store=store)
+
+
+def test_on_s3_full_incremental_compaction_and_lock(s3_settings):
+    from condvest.compaction import compact_bronze
+    from condvest.storage import open_store
+
+    store = open_store(settings=s3_settings)
+    write_history(store, "AAA", DAYS[:40], 1)
+    for i, d in enumerate(DAYS[40:46]):
+        write_daily(store, "AAA", d, 10 + i)
+    run_resample(s3_settings, "3,5", store=store)
+    assert_silver_matches(store, (3, 5))
+    write_daily(store, "AAA", DAYS[46], 20)
+    write_daily(store, "AAA", DAYS[3], 21, ingested=dt.datetime(2025, 5, 1, tzinfo=dt.UTC))
+    assert {r.mode for r in run_resample(s3_settings, "3,5", store=store).results} == {"incremental"}
+    assert_silver_matches(store, (3, 5))
+    compact_bronze(s3_settings, keep_sessions=2, min_fold_sessions=1, store=store)
+    assert {r.mode for r in run_resample(s3_settings, "3,5", store=store).results} == {"unchanged"}
+    assert_silver_matches(store, (3, 5))
+    with lake_lock(store, "resample", run_id="s3-holder"):
+        with pytest.raises(BusyError, match="s3-holder"):
+            run_resample(s3_settings, "3,5", store=store)

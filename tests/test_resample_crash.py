@@ -45,7 +45,7 @@ def _lake(tmp_path):
     root = tmp_path / "lake"
     store = LocalStore(root)
     for i, sym in enumerate(("AAA", "BBB", "CCC")):
-        write_history(store, sym, DAYS[i * 5:80], i)
+        write_history(store, sym, DAYS[i * 5 : 80], i)
     return root, store, Settings(lake_uri=str(root))
 
 

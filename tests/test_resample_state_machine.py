@@ -28,8 +28,14 @@ DAYS = sessions_between(dt.date(2024, 1, 2), dt.date(2024, 5, 31))
 SYMBOLS = ("AA", "BB", "CC")
 NS = (2, 3, 5)
 IV = "2,3,5"
-POINTS = ("resample.mid_silver", "resample.after_silver", "resample.before_checkpoint",
-          "resample.after_first_checkpoint", "compaction.after_history", "compaction.after_journal")
+POINTS = (
+    "resample.mid_silver",
+    "resample.after_silver",
+    "resample.before_checkpoint",
+    "resample.after_first_checkpoint",
+    "compaction.after_history",
+    "compaction.after_journal",
+)
 
 
 class _Crash(BaseException):
@@ -58,7 +64,7 @@ class ResampleMachine(RuleBasedStateMachine):
 
     @initialize(sym=st.sampled_from(SYMBOLS), start=st.integers(0, 30), length=st.integers(1, 40))
     def start(self, sym, start, length):
-        days = DAYS[start:start + length]
+        days = DAYS[start : start + length]
         write_history(self.store, sym, days, self._seed())
         self.dates[sym] |= set(days)
 
@@ -66,7 +72,7 @@ class ResampleMachine(RuleBasedStateMachine):
     def append(self, sym, k):
         have = self.dates[sym]
         first = DAYS.index(max(have)) + 1 if have else 40
-        for d in DAYS[first:first + k]:
+        for d in DAYS[first : first + k]:
             write_daily(self.store, sym, d, self._seed(), self._ingested())
             have.add(d)
         self.clean = False
@@ -84,7 +90,7 @@ class ResampleMachine(RuleBasedStateMachine):
         from condvest.lake import bronze_symbol_prefix
         from condvest.storage import ObjectInfo  # noqa: F401
 
-        days = DAYS[start:start + length]
+        days = DAYS[start : start + length]
         write_history(self.store, sym, days, self._seed(), self._ingested())
         daily = {d for d in self.dates[sym] if self.store.exists(f"{bronze_symbol_prefix(sym)}date={d}.parquet")}
         self.dates[sym] = set(days) | daily
@@ -112,8 +118,7 @@ class ResampleMachine(RuleBasedStateMachine):
 
     @rule(point=st.sampled_from(POINTS), force=st.booleans())
     def crash(self, point, force):
-        with mock.patch.dict("os.environ", {"CONDVEST_CRASH_AT": point}), \
-                mock.patch("os._exit", side_effect=_Crash):
+        with mock.patch.dict("os.environ", {"CONDVEST_CRASH_AT": point}), mock.patch("os._exit", side_effect=_Crash):
             try:
                 if point.startswith("compaction"):
                     compact_bronze(self.settings, keep_sessions=1, min_fold_sessions=1, store=self.store)
@@ -124,6 +129,7 @@ class ResampleMachine(RuleBasedStateMachine):
         self.clean = False
 
 
-ResampleMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=15, deadline=None,
-                                             suppress_health_check=[HealthCheck.too_slow])
+ResampleMachine.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestResampleMachine = ResampleMachine.TestCase

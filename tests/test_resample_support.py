@@ -29,12 +29,23 @@ def bronze_table(symbol: str, days: list[dt.date], seed: int, ingested: dt.datet
     low = np.minimum(open_, close) - 0.25
     volume = rng.integers(0, 4000, n) * 0.5  # exact in binary: sums do not depend on order
     ts = [dt.datetime.combine(d, dt.time(4), tzinfo=dt.UTC) for d in days]
-    return pa.table({
-        "symbol": [symbol] * n, "date": pa.array(days, pa.date32()), "timestamp": pa.array(ts, BRONZE_SCHEMA[2].type),
-        "open": open_, "high": high, "low": low, "close": close, "volume": volume,
-        "vwap": pa.nulls(n, pa.float64()), "transactions": pa.nulls(n, pa.int64()), "interval": ["1d"] * n,
-        "ingested_at": pa.array([ingested] * n, BRONZE_SCHEMA[-1].type),
-    }, schema=BRONZE_SCHEMA)
+    return pa.table(
+        {
+            "symbol": [symbol] * n,
+            "date": pa.array(days, pa.date32()),
+            "timestamp": pa.array(ts, BRONZE_SCHEMA[2].type),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+            "vwap": pa.nulls(n, pa.float64()),
+            "transactions": pa.nulls(n, pa.int64()),
+            "interval": ["1d"] * n,
+            "ingested_at": pa.array([ingested] * n, BRONZE_SCHEMA[-1].type),
+        },
+        schema=BRONZE_SCHEMA,
+    )
 
 
 def _bytes(t: pa.Table) -> bytes:
@@ -77,9 +88,20 @@ def reference_bars(rows: pd.DataFrame, n: int) -> pd.DataFrame:
     for sym, g in rows.sort_values(["symbol", "date"]).groupby("symbol", sort=True):
         g = g.reset_index(drop=True)
         for k in range(0, len(g), n):
-            b = g.iloc[k:k + n]
-            out.append((sym, b["date"].iloc[0], b["date"].iloc[-1], b["open"].iloc[0], b["high"].max(),
-                        b["low"].min(), b["close"].iloc[-1], float(b["volume"].sum()), len(b)))
+            b = g.iloc[k : k + n]
+            out.append(
+                (
+                    sym,
+                    b["date"].iloc[0],
+                    b["date"].iloc[-1],
+                    b["open"].iloc[0],
+                    b["high"].max(),
+                    b["low"].min(),
+                    b["close"].iloc[-1],
+                    float(b["volume"].sum()),
+                    len(b),
+                )
+            )
     cols = ["symbol", "date", "end_date", "open", "high", "low", "close", "volume", "sessions"]
     return _norm(pd.DataFrame(out, columns=cols))
 
@@ -97,8 +119,10 @@ def silver_frame(store: Store, n: int) -> pd.DataFrame:
     frames = []
     for o in store.list(f"silver/silver_{n}d/"):
         t = pq.read_table(io.BytesIO(store.get(o.key))).to_pandas()
-        ym = {f"year={d.year:04d}/month={d.month:02d}/data_{n}d_{d.year:04d}{d.month:02d}.parquet"
-              for d in pd.to_datetime(t["date"]).dt.date}
+        ym = {
+            f"year={d.year:04d}/month={d.month:02d}/data_{n}d_{d.year:04d}{d.month:02d}.parquet"
+            for d in pd.to_datetime(t["date"]).dt.date
+        }
         assert len(ym) <= 1 and (not ym or o.key.endswith(ym.pop())), o.key
         frames.append(t)
     cols = ["symbol", "date", "end_date", "open", "high", "low", "close", "volume", "sessions"]
