@@ -264,3 +264,15 @@ def test_embedded_cluster_is_reused_and_listens_on_loopback_only(pg_cluster):
     with psycopg.connect(pg_cluster.dsn("postgres").reveal()) as c:
         assert c.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"
         assert c.execute("SELECT current_user").fetchone()[0] == "condvest"
+
+
+def test_importing_the_package_does_nothing_and_the_public_api_resolves():
+    code = (
+        "import sys, os, logging; before = set(os.environ.items());"
+        "import condvest;"
+        "assert 'pandas' not in sys.modules and 'duckdb' not in sys.modules and 'psycopg' not in sys.modules;"
+        "assert set(os.environ.items()) == before and not logging.getLogger().handlers;"
+        "[getattr(condvest, n) for n in condvest.__all__]; print('ok')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "ok", r.stderr
