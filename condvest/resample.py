@@ -3,15 +3,25 @@
     run_resample(settings, intervals="3,5,8,13,21,34", force_full_resample=False) -> ResampleReport
     checkpoint_table(settings) -> pandas.DataFrame
 
-A run holds the lake lock ``resample`` (shared with compaction), reads the checkpoints, and either
-recomputes everything (no checkpoint, ``force_full_resample``, the DMS export changed, or most symbols
-changed) or only the symbols whose bronze objects changed since the state the checkpoints name, from
-the first bar a change can touch. Month files are always rewritten whole. The trailing, still-open bar
-of each symbol is written with ``sessions < N`` and recomputed whenever that symbol gets data.
+Input: bronze (``symbol=X/data.parquet`` and ``symbol=X/date=D.parquet``) and, until the migration has
+removed it, the DMS export (read with ``condvest.dms_reader``'s explicit schema); one row per (symbol,
+date), the newest ``ingested_at`` winning, rows without it ranked daily file > data.parquet > DMS.
+Output: ``silver/silver_{N}d/year=YYYY/month=MM/data_{N}d_YYYYMM.parquet`` with symbol, date (first
+session), end_date (last session), open, high, low, close, volume and sessions. The trailing, still-open
+bar of each symbol is written too, flagged by ``sessions < N``; it is recomputed in every run that
+brings its symbol data, so it is never frozen.
+
+A run holds the lake lock ``resample`` (shared with compaction; ``BusyError`` names the holder and how to
+clear a stale lock), reads the checkpoints, and either recomputes everything (no checkpoint,
+``force_full_resample``, a new interval, the DMS export changed, or more than half of the symbols need
+their whole history re-read) or only the symbols whose bronze objects changed since the state the
+checkpoints name, from the first bar a change can touch: new later sessions only need the stored tail,
+a late backfill or correction re-reads that symbol. Month files are always rewritten whole.
 
 Write order, the crash story: silver month files, then the state folder, then the checkpoints (the
 commit record). A crash leaves the old checkpoint naming the old state; the next run recomputes the same
 changes and rewrites the same month files whole, so the result is the same as without the crash.
+Silver edited by hand is not detected: ``force_full_resample=True`` rebuilds it.
 """
 
 from __future__ import annotations
@@ -157,7 +167,6 @@ def _write_checkpoint(store: Store, n: int, state: SilverState, mode: str, rows_
 
 def _full(
     store: Store,
-    settings: Settings,
     ns: tuple[int, ...],
     sources: pd.DataFrame,
     journal: str | None,
@@ -274,7 +283,7 @@ def run_resample(
             for n in group:
                 results[n].bars_total, results[n].last_session = _totals(state or base, n)
         if need_full:
-            state, results = _full(store, settings, ns, sources, journal, run_id, threads, memory_limit)
+            state, results = _full(store, ns, sources, journal, run_id, threads, memory_limit)
             crash_point("resample.after_silver")
             state.save(store)
             crash_point("resample.before_checkpoint")

@@ -206,8 +206,8 @@ def _rewrite_months(con: duckdb.DuckDBPyConnection, store: Store, n: int, jm: pd
         jm["symbol"], jm["first_date"], jm["old_first"], jm["last_date"], jm["old_last"], strict=True
     ):
         c = cuts.get(sym)
-        starts = [d for d in (_date(first), _date(old_first)) if d is not None]
-        ends = [d for d in (_date(last), _date(old_last)) if d is not None]
+        starts = [d for d in (first, old_first) if isinstance(d, dt.date)]
+        ends = [d for d in (last, old_last) if isinstance(d, dt.date)]
         if not starts or not ends:
             continue
         lo = c if c is not None and c > MIN_DATE else min(starts)

@@ -183,15 +183,15 @@ def diff_sources(old: SilverState, now: pd.DataFrame, extra: dict[str, dt.date])
     changed = joined[added | modified | (removed & ~gone_folded)]
     last = dict(zip(old.symbols["symbol"], old.symbols["last_date"], strict=True))
     append_files: dict[str, list[str]] = {}
-    for key, row in changed.iterrows():
-        sym = row["symbol_n"] if isinstance(row["symbol_n"], str) else row["symbol_o"]
-        kind = row["kind_n"] if isinstance(row["kind_n"], str) else row["kind_o"]
-        day = row["date_n"] if kind == "daily" and isinstance(row["kind_n"], str) else row["date_o"]
-        if kind == "history" or sym not in last:
-            since = MIN_DATE
-        else:
-            since = day
-        if kind == "daily" and bool(added[key]) and sym in last and day > last[sym]:
+    cols = [changed[c].tolist() for c in ("symbol_n", "symbol_o", "kind_n", "kind_o", "date_n", "date_o")]
+    for key, is_added, sym_n, sym_o, kind_n, kind_o, date_n, date_o in zip(
+        changed.index, added[changed.index].tolist(), *cols, strict=True
+    ):
+        present = isinstance(kind_n, str)
+        sym, kind = (sym_n, kind_n) if present else (sym_o, kind_o)
+        day = date_n if present else date_o
+        since = MIN_DATE if kind == "history" or sym not in last else day
+        if kind == "daily" and is_added and sym in last and day > last[sym]:
             append_files.setdefault(sym, []).append(key)
         ch.since[sym] = min(ch.since.get(sym, since), since)
     for sym, day in extra.items():

@@ -264,3 +264,22 @@ def test_on_s3_full_incremental_compaction_and_lock(s3_settings):
     with lake_lock(store, "resample", run_id="s3-holder"):
         with pytest.raises(BusyError, match="s3-holder"):
             run_resample(s3_settings, "3,5", store=store)
+
+
+@pytest.mark.parametrize("tz", ["Asia/Tokyo", "America/Los_Angeles"])
+def test_host_time_zone_changes_nothing(tmp_path, monkeypatch, tz):
+    import time
+
+    results = []
+    for zone in ("UTC", tz):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        store = LocalStore(tmp_path / zone.replace("/", "_"))
+        write_history(store, "AAA", DAYS[:30], 1)
+        write_daily(store, "AAA", DAYS[30], 2)
+        run_resample(Settings(lake_uri=store.uri), "3,5", store=store)
+        results.append([silver_frame(store, n) for n in (3, 5)])
+    monkeypatch.delenv("TZ")
+    time.tzset()
+    for a, b in zip(*results, strict=True):
+        pd.testing.assert_frame_equal(a, b)

@@ -88,7 +88,6 @@ class ResampleMachine(RuleBasedStateMachine):
     def rewrite_history(self, sym, start, length):
         """A migration or historical backfill writes data.parquet directly."""
         from condvest.lake import bronze_symbol_prefix
-        from condvest.storage import ObjectInfo  # noqa: F401
 
         days = DAYS[start : start + length]
         write_history(self.store, sym, days, self._seed(), self._ingested())
