@@ -101,6 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--symbols", type=int, default=5350)
     ap.add_argument("--sessions", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-official", action="store_true")
     opts = ap.parse_args()
     from condvest.offline import SyntheticMarket
@@ -119,15 +120,23 @@ def main() -> None:
                 lake_uri=str(tmp / lake), polygon_base_url=base, polygon_api_key=Secret(KEY), pg_dsn=dsn, as_of=AS_OF
             )
 
-        # one session, end to end
-        r = asyncio.run(
-            run_fetch(settings("lake1"), FetchParams(date=AS_OF.isoformat(), skip_market_check=True), progress=False)
+        # one session, end to end: a warm-up on another day, then the best of --repeat runs on fresh lakes
+        asyncio.run(
+            run_fetch(settings("warmup"), FetchParams(date="2025-10-15", skip_market_check=True), progress=False)
         )
-        assert r.status == "ok", r.failed
+        ones, floors = [], []
+        for i in range(opts.repeat):
+            r = asyncio.run(
+                run_fetch(
+                    settings(f"lake1-{i}"), FetchParams(date=AS_OF.isoformat(), skip_market_check=True), progress=False
+                )
+            )
+            assert r.status == "ok", r.failed
+            ones.append(r.seconds)
+            floors.append(floor(tmp / f"floor1-{i}", bars_frame(market.grouped(AS_OF))))
         n1 = r.totals()["bronze_rows"]
-        one = r.seconds
-        f1 = floor(tmp / "floor1", bars_frame(market.grouped(AS_OF)))
-        rows.append((f"1 session, {n1:,} symbols, end to end", one, f1))
+        one = min(ones)
+        rows.append((f"1 session, {n1:,} symbols, end to end (best of {opts.repeat})", one, min(floors)))
 
         # N missing sessions, smart backfill
         r = asyncio.run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
-from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pyarrow as pa
@@ -20,19 +20,26 @@ from condvest.storage import Store
 log = logging.getLogger(__name__)
 
 
-def write_daily_files(store: Store, df: pd.DataFrame, threads: int = 8) -> int:
-    """One ``symbol=X/date=D.parquet`` per row (rows already unique on (symbol, date)); returns files written."""
+def write_daily_files(store: Store, df: pd.DataFrame, threads: int = 4) -> int:
+    """One ``symbol=X/date=D.parquet`` per row (rows already unique on (symbol, date)); returns files written.
+
+    Each worker both encodes and writes its files, so encoding runs in parallel with the I/O.
+    """
     if df.empty:
         return 0
     table = to_table(df).replace_schema_metadata(None)
-    symbols = table.column("symbol").to_pylist()
-    dates = table.column("date").to_pylist()
+    keys = [
+        bronze_daily_key(sym, day)
+        for sym, day in zip(table.column("symbol").to_pylist(), table.column("date").to_pylist(), strict=True)
+    ]
 
-    def items() -> Iterable[tuple[str, bytes]]:
-        for i, (sym, day) in enumerate(zip(symbols, dates, strict=True)):
-            yield bronze_daily_key(sym, day), parquet_bytes(table.slice(i, 1))
+    def write(i: int) -> None:
+        store.put(keys[i], parquet_bytes(table.slice(i, 1)))
 
-    return store.put_many(items(), threads=threads)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for _ in pool.map(write, range(len(keys)), chunksize=64):
+            pass
+    return len(keys)
 
 
 def read_parquet_object(store: Store, key: str, schema: pa.Schema = BRONZE_SCHEMA) -> pa.Table:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +24,8 @@ from condvest.errors import ObjectNotFound, PreconditionFailed, StorageError
 from condvest.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_TMP_COUNTER = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -122,18 +124,24 @@ class LocalStore(Store):
             raise StorageError(key, f"read failed: {exc}") from exc
 
     def _write(self, p: Path, data: bytes) -> str:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".part")
+        # a private temporary name in the target folder, then an atomic rename: readers see old or new
+        tmp = p.parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{next(_TMP_COUNTER)}.part"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; lake files are ordinary files
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                st = os.fstat(f.fileno())
             os.replace(tmp, p)
         except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
             raise
-        return self._etag(p.stat())
+        return self._etag(st)
 
     def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         p = self._path(key)
