@@ -179,22 +179,29 @@ class LocalStore(Store):
         return ObjectInfo(key, st.st_size, self._etag(st))
 
     def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        # walk only the directory that holds the prefix
+        # walk only the directory that holds the prefix; scandir keeps it to one syscall per entry
         base_dir, _, _ = prefix.rpartition("/")
-        top = self.root / base_dir if base_dir else self.root
-        if not top.is_dir():
-            return
+        top = os.path.join(self.root, base_dir) if base_dir else str(self.root)
         found: list[tuple[str, os.stat_result]] = []
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel_dir = os.path.relpath(dirpath, self.root)
-            for name in filenames:
-                if name.startswith("."):
-                    continue
-                key = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
-                if key.startswith(prefix) and (start_after is None or key > start_after):
-                    found.append((key, os.stat(os.path.join(dirpath, name))))
-        for key, st in sorted(found, key=lambda kv: kv[0]):
+        stack = [(top, base_dir + "/" if base_dir else "")]
+        while stack:
+            path, rel = stack.pop()
+            try:
+                entries = os.scandir(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with entries:
+                for e in entries:
+                    if e.name.startswith("."):
+                        continue
+                    key = rel + e.name
+                    if e.is_dir(follow_symlinks=False):
+                        if key.startswith(prefix[: len(key)]):
+                            stack.append((e.path, key + "/"))
+                    elif key.startswith(prefix) and (start_after is None or key > start_after):
+                        found.append((key, e.stat()))
+        found.sort(key=lambda kv: kv[0])
+        for key, st in found:
             yield ObjectInfo(key, st.st_size, self._etag(st))
 
     def delete(self, key: str) -> None:
