@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, parquet_bytes, to_table
-from condvest.errors import CorruptObject, ObjectNotFound
+from condvest.errors import CorruptObject, ObjectNotFound, StorageError
 from condvest.lake import bronze_daily_key, bronze_history_key, quarantine_key
 from condvest.storage import Store
 
@@ -37,22 +37,45 @@ def write_daily_files(store: Store, df: pd.DataFrame, threads: int = 4) -> int:
         store.put(keys[i], parquet_bytes(table.slice(i, 1)))
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for _ in pool.map(write, range(len(keys)), chunksize=64):
+        for _ in pool.map(write, range(len(keys))):
             pass
     return len(keys)
 
 
-def read_parquet_object(store: Store, key: str, schema: pa.Schema = BRONZE_SCHEMA) -> pa.Table:
-    """Read one parquet object into ``schema``; a file that cannot be parsed is an error naming it."""
-    raw = store.get(key)
+#: columns a bronze object may lack (older writers); filled with nulls when read
+OPTIONAL_COLUMNS = ("vwap", "transactions", "ingested_at")
+
+
+def read_bronze_bytes(key: str, data: bytes) -> pa.Table:
+    """A bronze parquet object's bytes in ``BRONZE_SCHEMA``; anything unreadable is an error naming ``key``."""
     try:
-        table = pq.read_table(io.BytesIO(raw))
-    except (pa.ArrowInvalid, OSError) as exc:
+        t = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
         raise CorruptObject(key, f"unreadable parquet: {exc}") from exc
-    try:
-        return table.select(schema.names).cast(schema)
-    except (KeyError, pa.ArrowInvalid) as exc:
-        raise CorruptObject(key, f"unexpected columns or types: {exc}") from exc
+    cols = []
+    for f in BRONZE_SCHEMA:
+        if f.name in t.column_names:
+            try:
+                cols.append(t.column(f.name).cast(f.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise CorruptObject(key, f"column {f.name}: {exc}") from exc
+        elif f.name in OPTIONAL_COLUMNS:
+            cols.append(pa.chunked_array([pa.nulls(t.num_rows, f.type)]))
+        else:
+            raise CorruptObject(key, f"bronze object lacks column {f.name}")
+    return pa.Table.from_arrays(cols, schema=BRONZE_SCHEMA)
+
+
+def find_corrupt_object(store: Store, keys: list[str], exc: Exception) -> StorageError:
+    """After a bulk (DuckDB) read failed with ``exc``: the first of ``keys`` that is unreadable, named."""
+    for key in keys:
+        try:
+            pq.read_metadata(io.BytesIO(store.get(key)))
+        except (pa.ArrowException, OSError) as bad:
+            return CorruptObject(key, f"unreadable parquet: {bad}")
+        except StorageError as bad:
+            return bad
+    return StorageError(keys[0] if keys else "<none>", f"bronze objects could not be read: {exc}")
 
 
 def merge_history(store: Store, symbol: str, df: pd.DataFrame) -> int:
@@ -60,7 +83,7 @@ def merge_history(store: Store, symbol: str, df: pd.DataFrame) -> int:
     key = bronze_history_key(symbol)
     new = to_table(df).replace_schema_metadata(None)
     try:
-        old = read_parquet_object(store, key)
+        old = read_bronze_bytes(key, store.get(key))
         merged = pa.concat_tables([old, new])
     except ObjectNotFound:
         merged = new

@@ -34,9 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from condvest.bars import BRONZE_SCHEMA
+from condvest.bronze_write import read_bronze_bytes
 from condvest.crash import crash_point
-from condvest.errors import CorruptObject, ObjectNotFound, ParameterError, PreconditionFailed
+from condvest.errors import ObjectNotFound, ParameterError, PreconditionFailed
 from condvest.lake import BRONZE_PREFIX, bronze_history_key, parse_bronze_key
 from condvest.lake_lock import lake_lock
 from condvest.settings import Settings
@@ -77,25 +77,6 @@ def _check_count(value: object, name: str) -> int:
     return value
 
 
-def _read(store: Store, key: str, data: bytes) -> pa.Table:
-    try:
-        t = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise CorruptObject(key, f"unreadable parquet: {exc}") from exc
-    cols = []
-    for f in BRONZE_SCHEMA:
-        if f.name in t.column_names:
-            try:
-                cols.append(t.column(f.name).cast(f.type))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise CorruptObject(key, f"column {f.name}: {exc}") from exc
-        elif f.name in ("vwap", "transactions", "ingested_at"):
-            cols.append(pa.nulls(t.num_rows, f.type))
-        else:
-            raise CorruptObject(key, f"bronze object lacks column {f.name}")
-    return pa.Table.from_arrays(cols, schema=BRONZE_SCHEMA)
-
-
 def merge_rows(history: pa.Table | None, daily: list[pa.Table]) -> pa.Table:
     """One row per date: newest ``ingested_at`` first, then daily before history (pure)."""
     parts = [history.append_column("_rank", pa.array([1] * history.num_rows, pa.int8()))] if history else []
@@ -113,13 +94,13 @@ def _fold_symbol(store: Store, symbol: str, daily: dict[str, str]) -> tuple[dict
     hist = bronze_history_key(symbol)
     try:
         raw, old_etag = store.get_with_etag(hist)
-        history: pa.Table | None = _read(store, hist, raw)
+        history: pa.Table | None = read_bronze_bytes(hist, raw)
     except ObjectNotFound:
         history, old_etag = None, None
     tables, etags = [], {}
     for key in sorted(daily):
         data, etag = store.get_with_etag(key)
-        tables.append(_read(store, key, data))
+        tables.append(read_bronze_bytes(key, data))
         etags[key] = etag
     merged = merge_rows(history, tables)
     buf = io.BytesIO()

@@ -27,7 +27,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from condvest.errors import CorruptObject, StorageError
+from condvest.bronze_write import find_corrupt_object
 from condvest.lake import bronze_history_key
 from condvest.migrate_read import SourceRows
 from condvest.storage import Store
@@ -110,7 +110,7 @@ def validate(store: Store, src: SourceRows) -> pd.DataFrame:
         try:
             target = con.execute(_AGG.format(rows=_TARGET_ROWS), {"files": files}).df()
         except duckdb.Error as exc:
-            raise _bad_target(store, keys, exc) from exc
+            raise find_corrupt_object(store, keys, exc) from exc
         df = _compare(src, source, target)
         odd = df.loc[~df["ok"], "symbol"].tolist()
         if odd:
@@ -178,7 +178,7 @@ def _joined(
     try:
         con.execute(_TARGET, {"files": [store.url(k) for k in files]})
     except duckdb.Error as exc:
-        raise _bad_target(store, files, exc) from exc
+        raise find_corrupt_object(store, files, exc) from exc
     joined = con.execute(_JOINED).df()
     totals = con.execute(_TARGET_TOTALS).df()
     base = _base(src)
@@ -198,19 +198,3 @@ def _joined(
         & (df["target_last"] >= df["last_session"])
     )
     return df
-
-
-def _bad_target(store: Store, keys: list[str], exc: Exception) -> StorageError:
-    """Name the bronze object DuckDB could not read."""
-    import io
-
-    import pyarrow.parquet as pq
-
-    for key in keys:
-        try:
-            pq.read_metadata(io.BytesIO(store.get(key)))
-        except (pa.ArrowException, OSError) as bad:
-            return CorruptObject(key, f"unreadable parquet: {bad}")
-        except StorageError as bad:
-            return bad
-    return StorageError(keys[0], f"bronze histories could not be read: {exc}")

@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from condvest.bars import BRONZE_SCHEMA
+from condvest.bronze_write import read_bronze_bytes
 from condvest.crash import crash_point
-from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
+from condvest.errors import ObjectNotFound, PreconditionFailed, StorageError
 from condvest.lake import BRONZE_PREFIX, bronze_history_key, parse_bronze_key
 from condvest.migrate_read import SourceRows
 from condvest.migrate_state import MigrationState
@@ -37,7 +37,6 @@ from condvest.storage import Store
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 5
-_OPTIONAL = ("vwap", "transactions", "ingested_at")
 
 
 @dataclass(frozen=True)
@@ -55,26 +54,6 @@ def existing_histories(store: Store) -> set[str]:
         if parsed is not None and parsed[1] is None:
             out.add(parsed[0])
     return out
-
-
-def read_history(key: str, data: bytes) -> pa.Table:
-    """A bronze ``data.parquet`` in ``BRONZE_SCHEMA`` (optional columns filled with nulls when absent)."""
-    try:
-        t = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise CorruptObject(key, f"unreadable parquet: {exc}") from exc
-    cols = []
-    for f in BRONZE_SCHEMA:
-        if f.name in t.column_names:
-            try:
-                cols.append(t.column(f.name).cast(f.type))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise CorruptObject(key, f"column {f.name}: {exc}") from exc
-        elif f.name in _OPTIONAL:
-            cols.append(pa.chunked_array([pa.nulls(t.num_rows, f.type)]))
-        else:
-            raise CorruptObject(key, f"bronze history lacks column {f.name}")
-    return pa.Table.from_arrays(cols, schema=BRONZE_SCHEMA)
 
 
 def merge_history(prior: pa.Table, migrated: pa.Table) -> pa.Table:
@@ -115,7 +94,7 @@ def write_symbol(store: Store, symbol: str, rows: pa.Table, exists: bool) -> Sym
         except ObjectNotFound:
             exists = False
             continue
-        prior = read_history(key, data)
+        prior = read_bronze_bytes(key, data)
         merged = merge_history(prior, rows)
         try:
             store.put(key, history_bytes(merged), if_match=etag)

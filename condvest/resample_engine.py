@@ -17,8 +17,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from condvest.bronze_write import find_corrupt_object
 from condvest.dms_reader import read_dms_file
-from condvest.errors import CorruptObject, StorageError
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
@@ -96,17 +96,6 @@ def bars_sql(src: str, param: str = "n", with_cut: bool = False) -> str:
     return _BARS.format(src=src, where=where, n="$" + param)
 
 
-def _find_bad_file(store: Store, keys: list[str], exc: Exception) -> CorruptObject:
-    for key in keys:
-        try:
-            pq.read_metadata(io.BytesIO(store.get(key)))
-        except (pa.ArrowException, OSError) as bad:
-            return CorruptObject(key, f"unreadable parquet: {bad}")
-        except StorageError as bad:
-            return CorruptObject(key, str(bad))
-    return CorruptObject(keys[0] if keys else "<bronze>", f"bronze could not be read: {exc}")
-
-
 def register_dms(con: duckdb.DuckDBPyConnection, store: Store, keys: list[str], symbols: set[str] | None) -> int:
     """Read the DMS export files (explicit schema) into the view ``dms_rows``; returns the rows read."""
     from condvest.bars import BRONZE_SCHEMA
@@ -161,7 +150,7 @@ def load_rows(
             break
         except duckdb.Error as exc:  # schemas differ, a column is missing, or a file is unreadable
             if k == len(attempts) - 1:
-                raise _find_bad_file(store, keys, exc) from exc
+                raise find_corrupt_object(store, keys, exc) from exc
             log.debug("bronze read retry attempt=%d error=%s", k + 1, exc)
     return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
