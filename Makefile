@@ -40,6 +40,9 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/bench_fetch.py
+	$(PY) bench/bench_resample.py
+	$(PY) bench/bench_migrate.py
+	$(PY) bench/bench_retention.py
 
 clean:
 	rm -rf lake runs .condvest
