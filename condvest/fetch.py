@@ -169,7 +169,7 @@ class _Writer:
         res.bronze_rows += write_daily_files(self.store, good)
         crash_point("fetch.after_bronze")
         if self.write_postgres:
-            res.postgres_rows += upsert(self._pg(), good, self.cutoff)
+            res.postgres_rows += _upsert(self._pg(), good, self.cutoff)
         res.seconds += time.monotonic() - t0
 
     async def session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> None:
@@ -179,12 +179,17 @@ class _Writer:
     def _write_history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> None:
         scratch = SessionResult(dt.date.min)
         good, bad = self._prepare(raw, scratch)
+        if scratch.duplicates:  # the same bar twice in a response or across pages: count it on its session
+            dup = raw[raw.duplicated(["symbol", "date"], keep="last")].groupby("date").size()
+            for day, n in dup.items():
+                if day in results:
+                    results[day].duplicates += int(n)
         for day, part in bad.groupby("date"):
             results[day].quarantined += len(part)
             write_quarantine(self.store, day, f"{self.run_id}-{symbol}", part)
         if not good.empty:
             merge_history(self.store, symbol, good)
-        pg = upsert(self._pg(), good, self.cutoff) if self.write_postgres and not good.empty else 0
+        pg = _upsert(self._pg(), good, self.cutoff) if self.write_postgres and not good.empty else 0
         for day, n in raw.groupby("date").size().items():
             if day in results:
                 results[day].source_rows += int(n)
@@ -202,7 +207,7 @@ class _Writer:
             await asyncio.to_thread(self._write_history, symbol, raw, results)
 
 
-def upsert(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
+def _upsert(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
     from condvest.pg_cache import upsert_bars
 
     n = upsert_bars(conn, df, cutoff)

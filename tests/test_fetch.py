@@ -255,3 +255,14 @@ def test_the_key_can_come_from_secrets_manager(cfg, srv, monkeypatch):
         assert report.status == "ok"
     finally:
         moto.stop()
+
+
+def test_duplicates_across_range_pages_are_counted_and_dropped(cfg, srv, market):
+    sym = market.symbols[0]
+    srv.faults.add("duplicate_bars", path=f"/ticker/{sym}/", times=1, count=2)
+    report = fetch(cfg, start="2025-09-02", end="2025-10-17", symbols=sym, skip_market_check=True)
+    assert report.status == "ok" and report.totals()["duplicates"] == 2
+    b = bronze(cfg)
+    assert not b.duplicated(["symbol", "date"]).any() and len(b) == len(
+        cal.sessions_between(max(dt.date(2025, 9, 2), market.listing_date(sym)), dt.date(2025, 10, 17))
+    )
