@@ -109,38 +109,35 @@ def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7) -> dict:
 
 
 def new_session(root: Path, day: str = "2025-10-20") -> int:
-    """One daily file per symbol for the next session."""
+    """One daily file per symbol for the next session, written the way 01_fetch writes them (through
+    `write_daily_files`, which also leaves the session's batch object beside them)."""
+    import pandas as pd
+
+    from condvest.bronze_write import write_daily_files
+    from condvest.storage import LocalStore
+
     base = root / "bronze" / "raw_ohlcv"
     syms = sorted(p.name.split("=", 1)[1] for p in base.iterdir() if p.name.startswith("symbol="))
     d = dt.date.fromisoformat(day)
-    stamp = dt.datetime.combine(d, dt.time(4), tzinfo=dt.UTC)
-    schema = _schema()
     rng = np.random.default_rng(11)
-
-    def write(s: str) -> None:
-        c = float(rng.uniform(5, 50))
-        t = pa.table(
-            {
-                "symbol": [s],
-                "date": pa.array([d], pa.date32()),
-                "timestamp": pa.array([stamp], pa.timestamp("us", tz="UTC")),
-                "open": [c],
-                "high": [c * 1.01],
-                "low": [c * 0.99],
-                "close": [c],
-                "volume": [1000.0],
-                "vwap": [c],
-                "transactions": [10],
-                "interval": ["1d"],
-                "ingested_at": pa.array([dt.datetime(2025, 10, 21, tzinfo=dt.UTC)], pa.timestamp("us", tz="UTC")),
-            },
-            schema=schema,
-        )
-        pq.write_table(t, base / f"symbol={s}" / f"date={day}.parquet")
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(write, syms))
-    return len(syms)
+    c = rng.uniform(5, 50, len(syms))
+    df = pd.DataFrame(
+        {
+            "symbol": syms,
+            "date": [d] * len(syms),
+            "timestamp": pd.Timestamp(dt.datetime.combine(d, dt.time(4), tzinfo=dt.UTC)),
+            "open": c,
+            "high": c * 1.01,
+            "low": c * 0.99,
+            "close": c,
+            "volume": 1000.0,
+            "vwap": c,
+            "transactions": 10,
+            "interval": "1d",
+            "ingested_at": pd.Timestamp(dt.datetime(2025, 10, 21, tzinfo=dt.UTC)),
+        }
+    )
+    return write_daily_files(LocalStore(root), df, run_id=f"bench-{day}")
 
 
 # ---------------------------------------------------------------- contenders (each runs in a child process)

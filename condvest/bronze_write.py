@@ -14,31 +14,39 @@ import pyarrow.parquet as pq
 
 from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, parquet_bytes, to_table
 from condvest.errors import CorruptObject, ObjectNotFound, StorageError
-from condvest.lake import bronze_daily_key, bronze_history_key, quarantine_key
+from condvest.lake import batch_key, bronze_daily_key, bronze_history_key, quarantine_key
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
 
 
-def write_daily_files(store: Store, df: pd.DataFrame, threads: int = 4) -> int:
+def write_daily_files(store: Store, df: pd.DataFrame, threads: int = 4, run_id: str | None = None) -> int:
     """One ``symbol=X/date=D.parquet`` per row (rows already unique on (symbol, date)); returns files written.
 
-    Each worker both encodes and writes its files, so encoding runs in parallel with the I/O.
+    Each worker both encodes and writes its files. With ``run_id``, the rows are then also written as one
+    batch object per session (``bronze/_batches/date=D/<run_id>.parquet``) naming each file's key and
+    etag: a reader that finds the same etag on a file may take the row from the batch instead of opening
+    the file (02_resample's incremental run reads one object instead of thousands). The daily files stay
+    the source of truth; a file rewritten later has another etag and is read itself.
     """
     if df.empty:
         return 0
     table = to_table(df).replace_schema_metadata(None)
-    keys = [
-        bronze_daily_key(sym, day)
-        for sym, day in zip(table.column("symbol").to_pylist(), table.column("date").to_pylist(), strict=True)
-    ]
+    dates = table.column("date").to_pylist()
+    keys = [bronze_daily_key(sym, day) for sym, day in zip(table.column("symbol").to_pylist(), dates, strict=True)]
 
-    def write(i: int) -> None:
-        store.put(keys[i], parquet_bytes(table.slice(i, 1)))
+    def write(i: int) -> str:
+        return store.put(keys[i], parquet_bytes(table.slice(i, 1)))
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for _ in pool.map(write, range(len(keys))):
-            pass
+        etags = list(pool.map(write, range(len(keys))))
+    if run_id is not None:
+        batch = table.append_column("key", pa.array(keys, pa.string())).append_column(
+            "etag", pa.array(etags, pa.string())
+        )
+        for day in sorted(set(dates)):
+            part = batch.filter(pc.equal(batch.column("date"), pa.scalar(day, pa.date32())))
+            store.put(batch_key(day, run_id), parquet_bytes(part))
     return len(keys)
 
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from condvest.bronze_write import read_bronze_bytes
 from condvest.crash import crash_point
 from condvest.errors import ObjectNotFound, ParameterError, PreconditionFailed
-from condvest.lake import BRONZE_PREFIX, bronze_history_key, parse_bronze_key
+from condvest.lake import BATCH_PREFIX, BRONZE_PREFIX, bronze_history_key, parse_bronze_key
 from condvest.lake_lock import lake_lock
 from condvest.settings import Settings
 from condvest.silver_state import journal_key
@@ -75,6 +75,15 @@ def _check_count(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ParameterError(f"{name} must be a non-negative integer, got {value!r}", name)
     return value
+
+
+def _batch_date(key: str) -> dt.date:
+    """The session of ``bronze/_batches/date=D/<run>.parquet`` (anything else sorts last: kept)."""
+    part = key[len(BATCH_PREFIX) + 1 :].split("/", 1)[0]
+    try:
+        return dt.date.fromisoformat(part.removeprefix("date="))
+    except ValueError:
+        return dt.date.max
 
 
 def merge_rows(history: pa.Table | None, daily: list[pa.Table]) -> pa.Table:
@@ -165,6 +174,9 @@ def compact_bronze(
                     # delete only what was folded: a daily file re-written since then stays
                     doomed = [k for k in doomed if (h := store.head(k)) is not None and h.etag == etag_of[k]]
                     report.files_folded += store.delete_many(doomed)
+        # fetch's session batches only shortcut reading daily files: once those are folded, they go too
+        old_batches = [o.key for o in store.list(f"{BATCH_PREFIX}/") if _batch_date(o.key) < cutoff]
+        store.delete_many(old_batches)
     report.seconds = time.perf_counter() - t0
     report.message = (
         f"folded {report.files_folded} daily file(s) of {report.symbols} symbol(s) dated before {report.cutoff}"

@@ -166,7 +166,7 @@ class _Writer:
         t0 = time.monotonic()
         good, bad = self._prepare(raw, res)
         write_quarantine(self.store, day, self.run_id, bad)
-        res.bronze_rows += write_daily_files(self.store, good)
+        res.bronze_rows += write_daily_files(self.store, good, run_id=self.run_id)
         crash_point("fetch.after_bronze")
         if self.write_postgres:
             res.postgres_rows += _upsert(self._pg(), good, self.cutoff)

@@ -19,6 +19,7 @@ from condvest.errors import ParameterError
 BRONZE_PREFIX = "bronze/raw_ohlcv"
 MANIFEST_PREFIX = "bronze/_manifest"
 QUARANTINE_PREFIX = "bronze/_quarantine"
+BATCH_PREFIX = "bronze/_batches"
 DMS_PREFIX = "public/raw_ohlcv"
 SILVER_PREFIX = "silver"
 METADATA_PREFIX = "processing_metadata"
@@ -68,6 +69,16 @@ def quarantine_key(day: dt.date, run_id: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id):
         raise ParameterError(f"invalid run id {run_id!r}", "run_id")
     return f"{QUARANTINE_PREFIX}/date={day.isoformat()}/{run_id}.parquet"
+
+
+def batch_prefix(day: dt.date) -> str:
+    return f"{BATCH_PREFIX}/date={day.isoformat()}/"
+
+
+def batch_key(day: dt.date, run_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id):
+        raise ParameterError(f"invalid run id {run_id!r}", "run_id")
+    return f"{batch_prefix(day)}{run_id}.parquet"
 
 
 def silver_prefix(n: int) -> str:

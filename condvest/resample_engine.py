@@ -45,6 +45,13 @@ SELECT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date, CAST(open 
        CAST(volume AS DOUBLE) AS volume, {ingested} AS ingested_at, {rank} AS src_rank
 FROM read_parquet(${param}{union})
 """
+# rows taken from fetch's session batches instead of opening their daily files (same rows, same rank)
+_BATCH_SELECT = """
+SELECT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date, CAST(open AS DOUBLE) AS open,
+       CAST(high AS DOUBLE) AS high, CAST(low AS DOUBLE) AS low, CAST(close AS DOUBLE) AS close,
+       CAST(volume AS DOUBLE) AS volume, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at, 2 AS src_rank
+FROM batch_rows
+"""
 _DMS_SELECT = """
 SELECT symbol, date, open, high, low, close, volume, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at,
        0 AS src_rank
@@ -117,9 +124,11 @@ def load_rows(
     keys: list[str],
     dms: bool,
     symbols: set[str] | None = None,
+    batch: pa.Table | None = None,
 ) -> int:
-    """Create temp table ``table`` (symbol, date, OHLCV, i) from bronze objects ``keys`` (+ ``dms_rows``),
-    deduplicated on (symbol, date) and numbered per symbol from 0. Returns the rows read."""
+    """Create temp table ``table`` (symbol, date, OHLCV, i) from bronze objects ``keys`` (+ ``dms_rows``, +
+    ``batch``: daily rows taken from session batches), deduplicated on (symbol, date) and numbered per
+    symbol from 0. Returns the rows read."""
     if table not in _TABLES:
         raise ValueError(table)
     con.register("wanted", pa.table({"symbol": pa.array(sorted(symbols or ()), pa.string())}))
@@ -131,7 +140,10 @@ def load_rows(
         if urls:
             params[param] = urls
             scans.append((param, rank))
-    if not scans and not dms:
+    use_batch = batch is not None and batch.num_rows > 0
+    if use_batch:
+        con.register("batch_rows", batch)
+    if not scans and not dms and not use_batch:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {table} (symbol VARCHAR, date DATE, open DOUBLE, high DOUBLE, "
             "low DOUBLE, close DOUBLE, volume DOUBLE, i BIGINT)"
@@ -142,6 +154,8 @@ def load_rows(
     attempts = [("", ing), (union, ing), (union, "CAST(NULL AS TIMESTAMPTZ)")]
     for k, (union, ingested) in enumerate(attempts):
         parts = [_RAW_SELECT.format(ingested=ingested, rank=rank, param=param, union=union) for param, rank in scans]
+        if use_batch:
+            parts.append(_BATCH_SELECT)
         if dms:
             parts.append(_DMS_SELECT)
         sql = f"CREATE OR REPLACE TEMP TABLE {table} AS {_DEDUP.format(raw=' UNION ALL '.join(parts))}"
@@ -159,3 +173,42 @@ def silver_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table.select(SILVER_COLUMNS).cast(SILVER_SCHEMA), buf, compression="zstd")
     return buf.getvalue()
+
+
+def batched_rows(store: Store, keys: list[str], etags: dict[str, str]) -> tuple[pa.Table | None, list[str]]:
+    """Split daily files ``keys`` into rows found in fetch's session batches under the file's current etag
+    (``etags``: key -> etag from the listing) and the keys that must be read themselves.
+
+    A batch is only a shortcut: a file rewritten after its batch has another etag and is read itself; a
+    batch that cannot be read is skipped with a warning (its files are then read one by one)."""
+    from condvest.bars import BRONZE_SCHEMA
+    from condvest.errors import ObjectNotFound
+    from condvest.lake import batch_prefix, parse_bronze_key
+
+    days = sorted({p[1] for p in map(parse_bronze_key, keys) if p is not None and p[1] is not None})
+    tables = []
+    for day in days:
+        for obj in store.list(batch_prefix(day)):
+            try:
+                t = pq.read_table(io.BytesIO(store.get(obj.key)))
+                tables.append(
+                    t.select([*BRONZE_SCHEMA.names, "key", "etag"]).cast(
+                        BRONZE_SCHEMA.append(pa.field("key", pa.string())).append(pa.field("etag", pa.string()))
+                    )
+                )
+            except ObjectNotFound:
+                continue
+            except (pa.ArrowException, OSError, KeyError) as exc:
+                log.warning("batch=unreadable key=%s error=%s (its daily files are read instead)", obj.key, exc)
+    if not tables:
+        return None, keys
+    batch = pa.concat_tables(tables)
+    wanted = set(keys)
+    seen: set[str] = set()
+    take = []
+    for i, (k, e) in enumerate(zip(batch.column("key").to_pylist(), batch.column("etag").to_pylist(), strict=True)):
+        if k in wanted and k not in seen and etags.get(k) == e:
+            seen.add(k)
+            take.append(i)
+    covered = batch.take(pa.array(take, pa.int64())).select(BRONZE_SCHEMA.names)
+    return covered, [k for k in keys if k not in seen]

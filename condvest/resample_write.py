@@ -21,6 +21,7 @@ from condvest.lake import silver_key, silver_prefix
 from condvest.resample_engine import (
     SILVER_COLUMNS,
     bars_sql,
+    batched_rows,
     connect,
     load_rows,
     register_dms,
@@ -94,7 +95,9 @@ def _load_delta(
         register_dms(con, store, dms_keys, slow)
     read = load_rows(con, store, "delta", files if slow else [], dms=bool(slow and dms_keys), symbols=slow)
     if ch.append:
-        read += load_rows(con, store, "rows", sorted(ch.new_files), dms=False, symbols=ch.append)
+        etags = dict(zip(sources["key"], sources["etag"], strict=True))
+        batch, rest = batched_rows(store, sorted(ch.new_files), etags)
+        read += load_rows(con, store, "rows", rest, dms=False, symbols=ch.append, batch=batch)
         olds = base.symbols[base.symbols["symbol"].isin(ch.append)][["symbol", "n"]]
         con.register("olds", olds)
         con.register("tail_rows", base.tail[base.tail["symbol"].isin(ch.append)][TAIL_COLUMNS])
