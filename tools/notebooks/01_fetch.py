@@ -12,7 +12,8 @@ the Postgres **`raw_ohlcv`** cache (only the retention window, 3 years + 1 month
   `symbol=X/data.parquet` history file.
 * `symbols="all"` makes one grouped-daily request a session; a comma list makes one range request a symbol.
 
-Bronze is written first (the run fails if it fails), then Postgres, then the manifest. Bars that break
+Bronze is written first (the run fails if it fails): one file per symbol and session, plus one batch
+object per session that 02_resample reads instead of thousands of files. Then Postgres, then the manifest. Bars that break
 `low ≤ open, close ≤ high` or `volume ≥ 0` go to `bronze/_quarantine/` with their reason.
 The API key comes from `POLYGON_API_KEY` or `POLYGON_API_KEY_SECRET_ARN`, never from a parameter.
 
