@@ -5,12 +5,17 @@
 -- Safe to re-apply.
 
 DO $$
+DECLARE
+    v_timescale   boolean := EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb');
+    -- partitioned like raw_ohlcv (so that whole months can be attached here) unless TimescaleDB is there
+    v_partitioned boolean := NOT v_timescale
+                             AND (SELECT relkind FROM pg_class WHERE oid = 'raw_ohlcv'::regclass) = 'p';
 BEGIN
     IF to_regclass('raw_ohlcv_archive') IS NOT NULL THEN
         RETURN;
     END IF;
-    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-        CREATE TABLE raw_ohlcv_archive (
+    -- one column list for every variant; only the trailing PARTITION BY differs (a constant, no input)
+    EXECUTE 'CREATE TABLE raw_ohlcv_archive (
             symbol       text             NOT NULL,
             "timestamp"  timestamptz      NOT NULL,
             open         double precision NOT NULL,
@@ -18,52 +23,23 @@ BEGIN
             low          double precision NOT NULL,
             close        double precision NOT NULL,
             volume       double precision NOT NULL,
-            "interval"   text             NOT NULL DEFAULT '1d',
-            vwap         double precision,
-            transactions bigint,
-            archived_at  timestamptz      NOT NULL DEFAULT now(),
-            CONSTRAINT raw_ohlcv_archive_pkey PRIMARY KEY (symbol, "timestamp")
-        );
-        -- dynamic SQL: these functions exist only with the extension
-        EXECUTE 'SELECT create_hypertable(''raw_ohlcv_archive'', ''timestamp'','
-                || ' chunk_time_interval => interval ''1 year'', if_not_exists => true)';
-        EXECUTE 'ALTER TABLE raw_ohlcv_archive SET (timescaledb.compress,'
-                || ' timescaledb.compress_segmentby = ''symbol'', timescaledb.compress_orderby = ''"timestamp"'')';
-        EXECUTE 'SELECT add_compression_policy(''raw_ohlcv_archive'', interval ''30 days'', if_not_exists => true)';
-    ELSIF (SELECT relkind FROM pg_class WHERE oid = 'raw_ohlcv'::regclass) = 'p' THEN
-        -- same partitioning as raw_ohlcv so that whole months can be attached here
-        CREATE TABLE raw_ohlcv_archive (
-            symbol       text             NOT NULL,
-            "timestamp"  timestamptz      NOT NULL,
-            open         double precision NOT NULL,
-            high         double precision NOT NULL,
-            low          double precision NOT NULL,
-            close        double precision NOT NULL,
-            volume       double precision NOT NULL,
-            "interval"   text             NOT NULL DEFAULT '1d',
+            "interval"   text             NOT NULL DEFAULT ''1d'',
             vwap         double precision,
             transactions bigint,
             archived_at  timestamptz      NOT NULL DEFAULT now(),
             CONSTRAINT raw_ohlcv_archive_pkey PRIMARY KEY (symbol, "timestamp"),
             CONSTRAINT raw_ohlcv_bar_check CHECK (low <= open AND open <= high AND low <= close
                                                   AND close <= high AND volume >= 0)
-        ) PARTITION BY RANGE ("timestamp");
+        )' || CASE WHEN v_partitioned THEN ' PARTITION BY RANGE ("timestamp")' ELSE '' END;
+    IF v_partitioned THEN
         CREATE TABLE raw_ohlcv_archive_default PARTITION OF raw_ohlcv_archive DEFAULT;
-    ELSE
-        CREATE TABLE raw_ohlcv_archive (
-            symbol       text             NOT NULL,
-            "timestamp"  timestamptz      NOT NULL,
-            open         double precision NOT NULL,
-            high         double precision NOT NULL,
-            low          double precision NOT NULL,
-            close        double precision NOT NULL,
-            volume       double precision NOT NULL,
-            "interval"   text             NOT NULL DEFAULT '1d',
-            vwap         double precision,
-            transactions bigint,
-            archived_at  timestamptz      NOT NULL DEFAULT now(),
-            CONSTRAINT raw_ohlcv_archive_pkey PRIMARY KEY (symbol, "timestamp")
-        );
+    ELSIF v_timescale THEN
+        -- dynamic SQL: these functions exist only with the extension
+        EXECUTE 'SELECT create_hypertable(''raw_ohlcv_archive'', ''timestamp'','
+                || ' chunk_time_interval => interval ''1 year'', if_not_exists => true)';
+        EXECUTE 'ALTER TABLE raw_ohlcv_archive SET (timescaledb.compress,'
+                || ' timescaledb.compress_segmentby = ''symbol'', timescaledb.compress_orderby = ''"timestamp"'')';
+        EXECUTE 'SELECT add_compression_policy(''raw_ohlcv_archive'', interval ''30 days'', if_not_exists => true)';
     END IF;
 END
 $$;
