@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def world(tmp_path_factory, pg_cluster):
     root = tmp_path_factory.mktemp("world")
     os.chmod(root, 0o755)
-    with offline_world(root, n_symbols=8, dms=False, pg_home=root / ".condvest") as env:
-        env["CONDVEST_PG_DSN"] = pg_cluster.dsn("postgres").reveal()
+    with offline_world(root, n_symbols=8, dms=False, pg_dsn=pg_cluster.dsn("postgres").reveal()) as env:
         yield root, env
 
 

@@ -47,8 +47,11 @@ def offline_world(
     dms_start: dt.date = dt.date(1962, 1, 2),
     dms_end: dt.date | None = None,
     pg_home: Path | None = None,
+    pg_dsn: str | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Start the server (and Postgres unless ``CONDVEST_PG_DSN`` is set); yield the environment to run in."""
+    """Start the server (and Postgres unless ``pg_dsn`` or ``CONDVEST_PG_DSN`` is given); yield the environment.
+
+    A cluster started here is destroyed on exit unless ``pg_home`` names where it should stay."""
     from condvest.offline import SyntheticMarket, serve_in_thread, write_dms_export
     from condvest.postgres import EmbeddedCluster
 
@@ -68,7 +71,9 @@ def offline_world(
     }
     if as_of is not None:
         env["CONDVEST_AS_OF"] = as_of.isoformat()
-    if not os.environ.get("CONDVEST_PG_DSN"):
+    if pg_dsn:
+        env["CONDVEST_PG_DSN"] = pg_dsn
+    elif not os.environ.get("CONDVEST_PG_DSN"):
         cluster = EmbeddedCluster(pg_home or root / ".condvest")
         env["CONDVEST_PG_DSN"] = cluster.start().reveal()
     try:
