@@ -18,7 +18,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
 from condvest.lake import manifest_key
@@ -48,16 +48,13 @@ class SessionEntry:
         return set(symbols) <= set(self.scope)
 
     def merged(self, newer: SessionEntry) -> SessionEntry:
-        if newer.scope == ALL or self.scope == ALL:
-            scope: str | tuple[str, ...] = ALL
-        else:
-            scope = tuple(sorted(set(self.scope) | set(newer.scope)))
-        symbols = (
-            newer.symbols
-            if scope == ALL and newer.scope == ALL
-            else max(self.symbols, newer.symbols, len(scope) if scope != ALL else 0)
-        )
-        return SessionEntry(scope, symbols, max(self.rows, newer.rows), newer.source, newer.run_id, newer.written_at)
+        """This entry after ``newer`` wrote the same session (a daily session holds one bar per symbol)."""
+        if newer.scope == ALL:
+            return newer
+        if self.scope == ALL:
+            return replace(self, run_id=newer.run_id, written_at=newer.written_at)
+        scope = tuple(sorted(set(self.scope) | set(newer.scope)))
+        return SessionEntry(scope, len(scope), len(scope), newer.source, newer.run_id, newer.written_at)
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)

@@ -76,8 +76,6 @@ def upsert_bars(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
                 {"cutoff": cutoff},
             )
             n = cur.rowcount
-    except DatabaseError:
-        raise
     except Exception as exc:  # psycopg errors: keep the first line, name the table
         raise DatabaseError(
             str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__, table="raw_ohlcv"

@@ -20,8 +20,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -259,27 +258,3 @@ def apply_sql(conn: Any, files: Sequence[Path] | None = None) -> list[str]:
             raise DatabaseError(str(exc).strip().splitlines()[0], sql_file=f.name) from exc
         applied.append(f.name)
     return applied
-
-
-@contextlib.contextmanager
-def session(settings: Settings, *, autocommit: bool = False) -> Iterator[Any]:
-    """``with session(settings) as conn:`` — a connection with the schema applied."""
-    conn = connect(settings, autocommit=autocommit)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def wait_for(dsn: Secret, timeout: float = 30.0) -> None:
-    import psycopg
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with psycopg.connect(dsn.reveal(), connect_timeout=2):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise ClusterError("database did not come up in time") from None
-            time.sleep(0.2)
