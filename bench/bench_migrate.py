@@ -86,7 +86,7 @@ class _Phases(logging.Handler):
 
 
 def _child_migrate(lake: Path, threads: int) -> dict:
-    from condvest.migrate import run_migration
+    from condvest.migrate.run import run_migration
     from condvest.settings import Settings
 
     handler = _Phases()

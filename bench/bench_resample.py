@@ -113,7 +113,7 @@ def new_session(root: Path, day: str = "2025-10-20") -> int:
     `write_daily_files`, which also leaves the session's batch object beside them)."""
     import pandas as pd
 
-    from condvest.bronze_write import write_daily_files
+    from condvest.bronze import write_daily_files
     from condvest.storage import LocalStore
 
     base = root / "bronze" / "raw_ohlcv"
@@ -144,7 +144,7 @@ def new_session(root: Path, day: str = "2025-10-20") -> int:
 
 
 def run_condvest(root: str) -> dict:
-    from condvest.resample import run_resample
+    from condvest.resample.run import run_resample
     from condvest.settings import Settings
 
     r = run_resample(
@@ -158,7 +158,7 @@ def run_condvest(root: str) -> dict:
 
 
 def run_condvest_full(root: str) -> dict:
-    from condvest.resample import run_resample
+    from condvest.resample.run import run_resample
     from condvest.settings import Settings
 
     r = run_resample(
@@ -356,7 +356,7 @@ def main() -> None:
         import duckdb  # noqa: F401  imports are not part of the timed work
         import pandas  # noqa: F401
 
-        import condvest.resample  # noqa: F401
+        import condvest.resample.run  # noqa: F401
 
         if a.child == "polars":
             import polars  # noqa: F401

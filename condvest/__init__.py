@@ -23,7 +23,7 @@ _LAZY = {
     "FetchReport": ("fetch", "FetchReport"),
     "run_resample": ("resample", "run_resample"),
     "checkpoint_table": ("resample", "checkpoint_table"),
-    "compact_bronze": ("compaction", "compact_bronze"),
+    "compact_bronze": ("resample", "compact_bronze"),
     "run_migration": ("migrate", "run_migration"),
     "cleanup_sources": ("migrate", "cleanup_sources"),
     "MigrationReport": ("migrate", "MigrationReport"),

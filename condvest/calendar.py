@@ -10,6 +10,8 @@ import datetime as dt
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from condvest.errors import ParameterError
+
 NEW_YORK = ZoneInfo("America/New_York")
 UTC = dt.UTC
 FIRST_SUPPORTED = dt.date(1962, 1, 1)
@@ -31,8 +33,6 @@ def _session_set() -> frozenset[dt.date]:
 
 def _check_range(day: dt.date) -> None:
     if not FIRST_SUPPORTED <= day <= _LAST_SUPPORTED:
-        from condvest.errors import ParameterError
-
         raise ParameterError(
             f"date {day.isoformat()} is outside the supported calendar range "
             f"{FIRST_SUPPORTED.isoformat()}..{_LAST_SUPPORTED.isoformat()}"
@@ -65,8 +65,6 @@ def previous_session(day: dt.date) -> dt.date:
     days = _all_sessions()
     i = bisect.bisect_left(days, day)
     if i == 0:
-        from condvest.errors import ParameterError
-
         raise ParameterError(f"no NYSE session before {day.isoformat()} in the supported range")
     return days[i - 1]
 
@@ -100,3 +98,16 @@ def today_in_new_york(now: dt.datetime | None = None) -> dt.date:
     """Today's date in New York (``now`` must be aware when given)."""
     now = now or dt.datetime.now(tz=UTC)
     return now.astimezone(NEW_YORK).date()
+
+
+#: grouped-daily bars are final some time after the 16:00 close; before this hour today is not complete
+_SESSION_COMPLETE_HOUR = 18
+
+
+def latest_complete_session(as_of: dt.date, now: dt.datetime | None = None) -> dt.date:
+    """The newest session whose bars are final on ``as_of`` (``as_of`` itself once the evening has come)."""
+    now = now or dt.datetime.now(tz=NEW_YORK)
+    now_ny = now.astimezone(NEW_YORK)
+    if is_session(as_of) and (as_of < now_ny.date() or now_ny.hour >= _SESSION_COMPLETE_HOUR):
+        return as_of
+    return previous_session(as_of)

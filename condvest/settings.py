@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from condvest.calendar import today_in_new_york
 from condvest.errors import ConfigError, ParameterError
 
 DEFAULT_BASE_URL = "https://api.polygon.io"
@@ -190,8 +191,6 @@ class Settings:
         """The run's "today" in New York: ``as_of`` when pinned, else the real date."""
         if self.as_of is not None:
             return self.as_of
-        from condvest.calendar import today_in_new_york
-
         return today_in_new_york()
 
     def with_(self, **changes: object) -> Settings:

@@ -9,9 +9,9 @@ A notebook records result figures for the index by displaying a JSON object unde
 Importing this package does nothing beyond defining names.
 """
 
+from condvest.runs import INDEX_KEY, read_index, read_records
 from runner.execute import RESULT_MIMETYPE, CellError, RunResult, new_run_id, run_notebook
 from runner.pipelines import PIPELINES, Stage, run_pipeline
-from runner.run_index import INDEX_KEY, read_index, read_records
 
 __all__ = [
     "INDEX_KEY",

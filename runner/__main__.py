@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from condvest.errors import ConfigError, ParameterError, StorageError
+from condvest.runs import format_table, read_index
 from condvest.settings import Settings
+from runner.execute import run_notebook
+from runner.notebooks import parse_value
+from runner.pipelines import run_pipeline
+from runner.scrub import Scrubber, ScrubFilter
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,8 +67,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: bool, secrets: list[str]) -> None:
-    from runner.scrub import Scrubber, ScrubFilter
-
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     handler.addFilter(ScrubFilter(Scrubber(secrets)))
@@ -96,11 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from runner.notebooks import parse_value
-
     if args.command == "list":
-        from runner.run_index import format_table, read_index
-
         print(format_table(read_index(settings, runs_uri=args.runs_dir), limit=args.limit))
         return 0
     params = {name: parse_value(value) for name, value in args.parameter}
@@ -114,12 +113,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         execution_timeout=args.timeout,
     )
     if args.command == "run":
-        from runner.execute import run_notebook
-
         results = [run_notebook(args.notebook, params, **options)]
     else:
-        from runner.pipelines import run_pipeline
-
         results = run_pipeline(args.name, params, **options)
     for r in results:
         print(r.summary(), file=sys.stdout if r.ok else sys.stderr)

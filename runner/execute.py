@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from condvest.errors import ParameterError, RunFailed
+from condvest.runs import append_run
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 from runner.notebooks import check_parameters, check_run_id, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
-from runner.run_index import append_run
+from runner.render import notebook_html
 from runner.scrub import Scrubber
 
 log = logging.getLogger(__name__)
@@ -228,8 +229,6 @@ def execute(
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
-
-    from runner.render import notebook_html
 
     scrubber = Scrubber(settings.secrets())
     name = prepared.path.name

@@ -8,7 +8,7 @@
 #                                            RDS_PASSWORD (+ RDS_DB_NAME, default condvest)
 #   sql/deploy_retention_policy.sh archive   run the archive now (CALL archive_old_ohlcv_data)
 #
-# Extra arguments go to python -m condvest.retention_cli, e.g. --retention "3 years 1 month" --as-of 2025-10-17.
+# Extra arguments go to python -m condvest.retention, e.g. --retention "3 years 1 month" --as-of 2025-10-17.
 # Credentials come from the environment only; nothing here prints them. Set PYTHON to choose the interpreter.
 set -euo pipefail
 
@@ -23,9 +23,9 @@ cd "$here"
 mode="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$mode" in
-    local)   exec "$PYTHON" -m condvest.retention_cli deploy --target local "$@" ;;
-    dry-run) exec "$PYTHON" -m condvest.retention_cli dry-run "$@" ;;
-    rds)     exec "$PYTHON" -m condvest.retention_cli deploy --target rds "$@" ;;
-    archive) exec "$PYTHON" -m condvest.retention_cli archive "$@" ;;
+    local)   exec "$PYTHON" -m condvest.retention deploy --target local "$@" ;;
+    dry-run) exec "$PYTHON" -m condvest.retention dry-run "$@" ;;
+    rds)     exec "$PYTHON" -m condvest.retention deploy --target rds "$@" ;;
+    archive) exec "$PYTHON" -m condvest.retention archive "$@" ;;
     *)       usage ;;
 esac

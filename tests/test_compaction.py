@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from condvest.calendar import sessions_between
-from condvest.compaction import compact_bronze
 from condvest.errors import BusyError, ParameterError
 from condvest.lake import bronze_daily_key, bronze_history_key
 from condvest.lake_lock import lake_lock
-from condvest.resample import run_resample
+from condvest.resample.compaction import compact_bronze
+from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
 from tests.test_resample_support import assert_silver_matches, reference_rows, write_daily, write_history

@@ -18,7 +18,7 @@ import pytest
 from condvest import calendar as cal
 from condvest import manifest
 from condvest.errors import FetchFailed, ParameterError
-from condvest.fetch import FetchParams, run_fetch
+from condvest.fetch.run import FetchParams, run_fetch
 from condvest.offline import SyntheticMarket, serve_in_thread
 from condvest.settings import HttpLimits, Secret, Settings
 from condvest.storage import LocalStore
@@ -217,7 +217,7 @@ def test_two_runs_for_the_same_day_leave_one_row_per_key(cfg, srv):
 
 def test_crash_between_bronze_and_postgres_loses_nothing(cfg, srv):
     code = (
-        "import asyncio,datetime as dt;from condvest.fetch import run_fetch,FetchParams;"
+        "import asyncio,datetime as dt;from condvest.fetch.run import run_fetch,FetchParams;"
         "from condvest.settings import Settings,Secret,HttpLimits;"
         f"s=Settings(lake_uri={cfg.lake_uri!r},polygon_base_url={srv.base_url!r},polygon_api_key=Secret({KEY!r}),"
         f"pg_dsn=Secret({cfg.pg_dsn.reveal()!r}),as_of=dt.date(2025,10,17));"

@@ -23,10 +23,10 @@ from condvest.bars import BRONZE_SCHEMA
 from condvest.errors import CorruptObject, ParameterError, ValidationError
 from condvest.lake import BRONZE_PREFIX, DMS_PREFIX, bronze_history_key
 from condvest.manifest import read_sessions
-from condvest.migrate import cleanup_sources, run_migration
-from condvest.migrate_read import dedupe
-from condvest.migrate_state import REPORT_KEY, STATE_KEY
-from condvest.migrate_write import merge_history
+from condvest.migrate.read import dedupe
+from condvest.migrate.run import cleanup_sources, run_migration
+from condvest.migrate.state import REPORT_KEY, STATE_KEY
+from condvest.migrate.write import merge_history
 from condvest.offline.dms import write_dms_export
 from condvest.offline.market import SyntheticMarket
 from condvest.settings import Settings
@@ -125,7 +125,7 @@ def test_rerun_after_completion_writes_nothing(lake) -> None:
 
 def _run_killed(settings: Settings, point: str, **kw) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
-        from condvest.migrate import run_migration
+        from condvest.migrate.run import run_migration
         from condvest.settings import Settings
         run_migration(Settings(lake_uri={settings.lake_uri!r}), progress=False, **{kw!r})
     """)
@@ -415,7 +415,7 @@ def test_dedupe_matches_a_reference_and_merge_is_idempotent(rows) -> None:
 
 def test_two_runs_that_interleave_stop_with_busy(tmp_path) -> None:
     from condvest.errors import BusyError
-    from condvest.migrate_state import MigrationState, load_state
+    from condvest.migrate.state import MigrationState, load_state
 
     store = LocalStore(tmp_path / "lake")
     mine = MigrationState(run_id="a", source_prefix=DMS_PREFIX, sources=[])

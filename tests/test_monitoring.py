@@ -10,18 +10,19 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from condvest import monitoring, retention
+from condvest import retention
+from condvest.monitoring import snapshot as monitoring
 from condvest.bars import bars_frame, check_bars
-from condvest.bronze_write import write_quarantine
+from condvest.bronze import write_quarantine
 from condvest.calendar import ny_close_epoch_ms, sessions_between
 from condvest.errors import ParameterError
 from condvest.lake import checkpoint_key, silver_key
 from condvest.manifest import ALL, SessionEntry, record_sessions
 from condvest.postgres import connect
+from condvest.runs import append_run
 from condvest.settings import Secret, Settings
 from condvest.storage import LocalStore
 from runner.execute import CellError, RunResult
-from runner.run_index import append_run
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_OF = dt.date(2025, 1, 15)  # a session; 2025-01-09 was a closure (national day of mourning)

@@ -439,7 +439,8 @@ def test_cli_serves_until_stopped(tmp_path):
         [
             sys.executable,
             "-m",
-            "condvest.offline.server",
+            "condvest.offline",
+            "serve",
             "--port",
             "0",
             "--symbols",

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from condvest.calendar import ny_midnight_epoch_ms, sessions_between
-from condvest.dms_reader import normalize_dms_table, read_dms_file
+from condvest.dms import normalize_dms_table, read_dms_file
 from condvest.errors import BusyError, CorruptObject, ParameterError
 from condvest.lake import DMS_PREFIX, bronze_daily_key, checkpoint_key
 from condvest.lake_lock import clear_lock, lake_lock, read_lock
-from condvest.resample import checkpoint_table, parse_intervals, run_resample
+from condvest.resample.run import checkpoint_table, parse_intervals, run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
 from tests.test_resample_support import (
@@ -245,7 +245,7 @@ def test_dms_export_is_read_beside_bronze(lake):
 
 
 def test_on_s3_full_incremental_compaction_and_lock(s3_settings):
-    from condvest.compaction import compact_bronze
+    from condvest.resample.compaction import compact_bronze
     from condvest.storage import open_store
 
     store = open_store(settings=s3_settings)

@@ -8,10 +8,10 @@ import os
 
 import pandas as pd
 
-from condvest.bronze_write import write_daily_files
+from condvest.bronze import write_daily_files
 from condvest.calendar import sessions_between
 from condvest.lake import BATCH_PREFIX, bronze_daily_key
-from condvest.resample import run_resample
+from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
 from tests.test_resample_support import assert_silver_matches, bronze_table, write_history
@@ -68,7 +68,7 @@ def test_a_batch_is_used_only_while_the_file_keeps_its_etag(tmp_path):
 
 
 def test_compaction_removes_the_batches_of_folded_sessions(tmp_path):
-    from condvest.compaction import compact_bronze
+    from condvest.resample.compaction import compact_bronze
 
     store, settings = _lake(tmp_path)
     for k, day in enumerate(DAYS[-2:]):

@@ -15,7 +15,7 @@ from condvest.calendar import sessions_between
 from condvest.crash import CRASH_EXIT_CODE
 from condvest.errors import BusyError
 from condvest.lake_lock import clear_lock
-from condvest.resample import run_resample
+from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
 from tests.test_resample_support import assert_silver_matches, reference_rows, write_daily, write_history
@@ -27,10 +27,10 @@ _SCRIPT = """
 import sys
 from condvest.settings import Settings
 if sys.argv[1] == "resample":
-    from condvest.resample import run_resample
+    from condvest.resample.run import run_resample
     run_resample(Settings.from_env(), sys.argv[2], force_full_resample=sys.argv[3] == "full")
 else:
-    from condvest.compaction import compact_bronze
+    from condvest.resample.compaction import compact_bronze
     compact_bronze(Settings.from_env(), keep_sessions=2, min_fold_sessions=1)
 """
 
@@ -88,7 +88,7 @@ def test_crash_in_compaction_loses_nothing(tmp_path, point):
     _crash(root, point, "compact")
     assert reference_rows(store).equals(before)  # readers see every bar once, mid-way too
     _recover(store, settings)
-    from condvest.compaction import compact_bronze
+    from condvest.resample.compaction import compact_bronze
 
     compact_bronze(settings, keep_sessions=2, min_fold_sessions=1, store=store)
     assert reference_rows(store).equals(before)

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from condvest.calendar import sessions_between
-from condvest.compaction import compact_bronze
-from condvest.resample import run_resample
+from condvest.resample.compaction import compact_bronze
+from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
 from tests.test_resample_support import assert_silver_matches, write_daily, write_history

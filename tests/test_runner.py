@@ -19,13 +19,13 @@ import nbformat
 import pytest
 
 from condvest.errors import ParameterError
+from condvest.runs import append_run
 from condvest.settings import Secret, Settings
 from condvest.storage import LocalStore, open_store
 from runner import RESULT_MIMETYPE, Stage, read_index, read_records, run_notebook, run_pipeline
 from runner.__main__ import main
 from runner.notebooks import parse_value
 from runner.pipelines import get_pipeline
-from runner.run_index import append_run
 from runner.scrub import Scrubber
 
 NOTEBOOKS = Path(__file__).parent / "data" / "notebooks"

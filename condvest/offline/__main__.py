@@ -2,7 +2,6 @@
 
 python -m condvest.offline serve --port 8765 --symbols 100 --seed 7 [--api-key KEY] [--now ISO]
 python -m condvest.offline dms --lake ./lake --start 1962-01-02 --end 2025-10-31 [--lake-like]
-python -m condvest.offline.server --port 8765 --symbols 100 --seed 7      (same as ``serve``)
 """
 
 from __future__ import annotations
@@ -14,19 +13,20 @@ import sys
 import threading
 
 from condvest.errors import CondvestError
+from condvest.offline.dms import write_dms_export
+from condvest.offline.market import SyntheticMarket
+from condvest.offline.server import start_in_thread
+from condvest.settings import Settings
+from condvest.storage import open_store
 
 
 def _market(args: argparse.Namespace) -> object:
-    from condvest.offline.market import SyntheticMarket
-
     if args.lake_like:
         return SyntheticMarket.lake_like(args.symbols, args.seed)
     return SyntheticMarket(args.symbols, args.seed)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from condvest.offline.server import start_in_thread
-
     now = dt.datetime.fromisoformat(args.now) if args.now else None
     handle = start_in_thread(_market(args), args.host, args.port, args.api_key, now=now)  # type: ignore[arg-type]
     print(f"offline Polygon server at {handle.base_url} (api key {args.api_key!r}); Ctrl-C stops it", flush=True)
@@ -40,10 +40,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _dms(args: argparse.Namespace) -> int:
-    from condvest.offline.dms import write_dms_export
-    from condvest.settings import Settings
-    from condvest.storage import open_store
-
     store = open_store(args.lake, Settings.from_env())
     keys = write_dms_export(
         store,

@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from condvest.calendar import last_n_sessions, previous_session
-from condvest.fetch_plan import latest_complete_session
+from condvest.calendar import last_n_sessions, latest_complete_session, previous_session
 from condvest.offline.sandbox import offline_world
+from condvest.postgres import EmbeddedCluster
 from condvest.settings import Settings
 
 
@@ -94,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return code
-    from condvest.postgres import EmbeddedCluster
-
     EmbeddedCluster(root / ".condvest").stop()
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s.")
     print(f"  executed notebooks and html: {runs}/<run id>/  (run index: {runs}/index.jsonl)")

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from condvest.calendar import previous_session
+from condvest.offline import SyntheticMarket, serve_in_thread, write_dms_export
+from condvest.postgres import EmbeddedCluster
 from condvest.storage import LocalStore
 
 #: the pinned "today" of sandboxed runs: a Friday, so the default daily run has a session to fetch
@@ -52,9 +54,6 @@ def offline_world(
     """Start the server (and Postgres unless ``pg_dsn`` or ``CONDVEST_PG_DSN`` is given); yield the environment.
 
     A cluster started here is destroyed on exit unless ``pg_home`` names where it should stay."""
-    from condvest.offline import SyntheticMarket, serve_in_thread, write_dms_export
-    from condvest.postgres import EmbeddedCluster
-
     root.mkdir(parents=True, exist_ok=True)
     lake = root / "lake"
     market = SyntheticMarket(n_symbols=n_symbols, seed=seed)

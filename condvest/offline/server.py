@@ -430,9 +430,3 @@ def serve_in_thread(
         yield handle
     finally:
         handle.stop()
-
-
-if __name__ == "__main__":
-    from condvest.offline.__main__ import main
-
-    raise SystemExit(main(["serve", *__import__("sys").argv[1:]]))

@@ -37,7 +37,7 @@ write_postgres = True  # also upsert the retention window into Postgres raw_ohlc
     ("md", "## Settings\nWhere this run reads and writes (secrets are only reported as set or missing)."),
     ("code", """
 from condvest.display import show_result
-from condvest.fetch import FetchParams, run_fetch
+from condvest.fetch.run import FetchParams, run_fetch
 from condvest.settings import Settings
 
 settings = Settings.from_env()

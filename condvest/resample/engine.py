@@ -17,8 +17,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from condvest.bronze_write import find_corrupt_object
-from condvest.dms_reader import read_dms_file
+from condvest import duck
+from condvest.bars import BRONZE_SCHEMA
+from condvest.bronze import find_corrupt_object
+from condvest.dms import read_dms_file
+from condvest.errors import ObjectNotFound
+from condvest.lake import batch_prefix, parse_bronze_key
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
@@ -77,19 +81,8 @@ _TABLES = frozenset({"rows", "delta"})
 
 
 def connect(store: Store, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that reads and writes ``store.url(...)`` paths (``condvest.duck`` when present)."""
-    try:
-        from condvest import duck  # written by the storage helper: httpfs and credentials for S3
-    except ImportError:
-        duck = None
-    if duck is not None and hasattr(duck, "connect"):
-        con = duck.connect(store, threads=threads, memory_limit=memory_limit)
-    else:
-        con = duckdb.connect()
-        if threads:
-            con.execute("SET threads = $t", {"t": int(threads)})
-        if memory_limit:
-            con.execute("SET memory_limit = $m", {"m": memory_limit})
+    """A DuckDB connection that reads and writes ``store.url(...)`` paths (httpfs and credentials for S3)."""
+    con = duck.connect(store, threads=threads, memory_limit=memory_limit)
     con.execute("SET preserve_insertion_order = false")
     return con
 
@@ -105,8 +98,6 @@ def bars_sql(src: str, param: str = "n", with_cut: bool = False) -> str:
 
 def register_dms(con: duckdb.DuckDBPyConnection, store: Store, keys: list[str], symbols: set[str] | None) -> int:
     """Read the DMS export files (explicit schema) into the view ``dms_rows``; returns the rows read."""
-    from condvest.bars import BRONZE_SCHEMA
-
     tables = []
     for k in keys:
         t = read_dms_file(store, k, symbols)
@@ -181,10 +172,6 @@ def batched_rows(store: Store, keys: list[str], etags: dict[str, str]) -> tuple[
 
     A batch is only a shortcut: a file rewritten after its batch has another etag and is read itself; a
     batch that cannot be read is skipped with a warning (its files are then read one by one)."""
-    from condvest.bars import BRONZE_SCHEMA
-    from condvest.errors import ObjectNotFound
-    from condvest.lake import batch_prefix, parse_bronze_key
-
     days = sorted({p[1] for p in map(parse_bronze_key, keys) if p is not None and p[1] is not None})
     tables = []
     for day in days:

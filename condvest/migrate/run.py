@@ -37,14 +37,14 @@ from condvest.crash import crash_point
 from condvest.errors import ParameterError, ValidationError
 from condvest.lake import DMS_PREFIX
 from condvest.manifest import ALL, SessionEntry, record_sessions
-from condvest.migrate_cleanup import CLEANUP_COLUMNS, report_covers
-from condvest.migrate_cleanup import cleanup_sources as _cleanup
-from condvest.migrate_read import SourceRows, check_source_prefix, list_sources, read_sources, sources_json
-from condvest.migrate_state import REPORT_KEY, MigrationState, load_report, load_state, now_iso, save_report
-from condvest.migrate_validate import COLUMNS, empty_validation, validate
-from condvest.migrate_write import existing_histories, write_histories
+from condvest.migrate.cleanup import CLEANUP_COLUMNS, report_covers
+from condvest.migrate.cleanup import cleanup_sources as _cleanup
+from condvest.migrate.read import SourceRows, check_source_prefix, list_sources, read_sources, sources_json
+from condvest.migrate.state import REPORT_KEY, MigrationState, load_report, load_state, now_iso, save_report
+from condvest.migrate.validate import COLUMNS, empty_validation, validate
+from condvest.migrate.write import existing_histories, write_histories
 from condvest.settings import Settings
-from condvest.storage import Store, open_store
+from condvest.storage import ObjectInfo, Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +293,6 @@ def _dry_run(store: Store, prefix: str, sources: list[dict], threads: int, progr
 
 
 def _read(store: Store, sources: list[dict], threads: int, progress: bool) -> SourceRows:
-    from condvest.storage import ObjectInfo
-
     infos = [ObjectInfo(str(s["key"]), int(s["size"]), str(s["etag"])) for s in sources]  # type: ignore[call-overload]
     return read_sources(store, infos, threads=min(threads, 2), progress=progress)
 

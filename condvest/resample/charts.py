@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from condvest.dms_reader import list_dms_files
+from condvest.dms import list_dms_files
 from condvest.lake import BRONZE_PREFIX, bronze_symbol_prefix, check_interval, check_symbol, silver_prefix
-from condvest.resample_engine import connect, load_rows, register_dms
+from condvest.resample.engine import connect, load_rows, register_dms
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 

@@ -26,12 +26,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from condvest.bronze_write import read_bronze_bytes
+from condvest.bronze import read_bronze_bytes
 from condvest.crash import crash_point
 from condvest.errors import ObjectNotFound, PreconditionFailed, StorageError
 from condvest.lake import BRONZE_PREFIX, bronze_history_key, parse_bronze_key
-from condvest.migrate_read import SourceRows
-from condvest.migrate_state import MigrationState
+from condvest.migrate.read import SourceRows
+from condvest.migrate.state import MigrationState
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)

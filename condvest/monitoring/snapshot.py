@@ -23,12 +23,15 @@ from typing import Any
 
 import pandas as pd
 
-from condvest.calendar import FIRST_SUPPORTED, last_n_sessions, sessions_between
+from condvest import retention
+from condvest.calendar import FIRST_SUPPORTED, last_n_sessions, latest_complete_session, sessions_between
 from condvest.errors import DatabaseError, ParameterError
-from condvest.fetch_plan import latest_complete_session
 from condvest.lake import MANIFEST_PREFIX, QUARANTINE_PREFIX, SILVER_PREFIX
 from condvest.manifest import ALL, SessionEntry, read_sessions
+from condvest.postgres import connect
+from condvest.resample.run import checkpoint_table
 from condvest.retention import RetentionViews, distribution_figure, retention_log_figure
+from condvest.runs import read_index
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 
@@ -298,9 +301,6 @@ class MonitoringSnapshot:
 
 def read_retention(settings: Settings) -> tuple[str, RetentionViews | None]:
     """``("ok", views)`` when the policy is deployed, else ``("not deployed" | "unreachable: <why>", None)``."""
-    from condvest import retention
-    from condvest.postgres import connect
-
     try:
         conn = connect(settings, autocommit=True)
     except DatabaseError as exc:
@@ -343,9 +343,6 @@ def collect(
     ``max_backfill_days``); ``chart_sessions``: the sessions in the rows chart (neither window starts before the
     first session the manifest holds); ``read_postgres=False`` skips the database (no connection, no embedded
     cluster started); ``as_of``: the run's "today" (default: the settings', i.e. CONDVEST_AS_OF or today)."""
-    from condvest.resample import checkpoint_table
-    from runner.run_index import read_index
-
     recent, chart = _count("recent_sessions", recent_sessions), _count("chart_sessions", chart_sessions)
     shown = _count("runs_shown", runs_shown)
     latest = latest_complete_session(day := _day(settings, as_of))

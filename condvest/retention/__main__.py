@@ -1,8 +1,8 @@
 """Command line for the retention policy (what ``sql/deploy_retention_policy.sh`` runs).
 
-    python -m condvest.retention_cli deploy  [--target local|rds|env] [--retention "3 years 1 month"] [--as-of D]
-    python -m condvest.retention_cli dry-run [...]
-    python -m condvest.retention_cli archive [...] [--lock-timeout 5s] [--method auto|rows]
+    python -m condvest.retention deploy  [--target local|rds|env] [--retention "3 years 1 month"] [--as-of D]
+    python -m condvest.retention dry-run [...]
+    python -m condvest.retention archive [...] [--lock-timeout 5s] [--method auto|rows]
 
 ``--target local`` uses ``CONDVEST_PG_DSN`` or else the embedded cluster, never RDS; ``--target rds`` uses
 ``RDS_SECRET_ARN`` or ``RDS_ENDPOINT``/``RDS_USERNAME``/``RDS_PASSWORD``/``RDS_DB_NAME``; ``env`` (default)
@@ -41,7 +41,7 @@ def _emit(text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m condvest.retention_cli", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m condvest.retention", description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=retention.MODES)
     parser.add_argument("--target", choices=("env", "local", "rds"), default="env")
     parser.add_argument("--retention", default=None, help='e.g. "3 years 1 month" (default: CONDVEST_RETENTION)')

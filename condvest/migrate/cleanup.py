@@ -17,9 +17,9 @@ import logging
 import pandas as pd
 
 from condvest.crash import crash_point
-from condvest.errors import ValidationError
-from condvest.migrate_read import check_source_prefix, list_sources, sources_json
-from condvest.migrate_state import REPORT_KEY, load_report, now_iso, save_report
+from condvest.errors import ParameterError, ValidationError
+from condvest.migrate.read import check_source_prefix, list_sources, sources_json
+from condvest.migrate.state import REPORT_KEY, load_report, now_iso, save_report
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,6 @@ def cleanup_sources(
     Raises ``ValidationError`` with the reason when the guard refuses (except in a dry run, where the
     refusal is the table's answer)."""
     if delete and backup:
-        from condvest.errors import ParameterError
-
         raise ParameterError("choose delete_source or backup_source, not both", "backup_source")
     action = "backup" if backup else "delete" if delete else None
     current, report, reason = check_cleanup(store, source_prefix, action or "delete")

@@ -34,13 +34,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from condvest.bronze_write import read_bronze_bytes
+from condvest.bronze import read_bronze_bytes
 from condvest.crash import crash_point
 from condvest.errors import ObjectNotFound, ParameterError, PreconditionFailed
 from condvest.lake import BATCH_PREFIX, BRONZE_PREFIX, bronze_history_key, parse_bronze_key
 from condvest.lake_lock import lake_lock
+from condvest.resample.state import journal_key
 from condvest.settings import Settings
-from condvest.silver_state import journal_key
 from condvest.storage import Store, open_store
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
     list_sources(store, prefix) -> list[ObjectInfo]    the export's *.parquet objects, in key order
     read_sources(store, sources) -> SourceRows         every row in the bronze schema, winners marked
 
-Column mapping and type normalisation are ``condvest.dms_reader.normalize_dms_table`` (``timestamp_1``
+Column mapping and type normalisation are ``condvest.dms.normalize_dms_table`` (``timestamp_1``
 is the bar, its New York date the session; int/double volume, ms/µs/text timestamps). On top of it the
 migration keeps DMS's own ``timestamp`` column, the row's load time, as ``ingested_at``:
 
@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from condvest.bars import BRONZE_SCHEMA
-from condvest.dms_reader import normalize_dms_table
+from condvest.dms import normalize_dms_table
 from condvest.errors import CorruptObject, ParameterError
 from condvest.lake import BRONZE_PREFIX, MANIFEST_PREFIX, METADATA_PREFIX, check_symbol
 from condvest.storage import ObjectInfo, Store

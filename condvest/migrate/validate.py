@@ -27,9 +27,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from condvest.bronze_write import find_corrupt_object
+from condvest.bronze import find_corrupt_object
+from condvest.duck import connect
 from condvest.lake import bronze_history_key
-from condvest.migrate_read import SourceRows
+from condvest.migrate.read import SourceRows
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,6 @@ COLUMNS = [
 
 
 def _connect(store: Store) -> duckdb.DuckDBPyConnection:
-    from condvest.duck import connect
-
     con = connect(store)
     con.execute("SET preserve_insertion_order = false")
     return con

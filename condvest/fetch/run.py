@@ -24,11 +24,13 @@ from tqdm.auto import tqdm
 
 from condvest import manifest
 from condvest.bars import bars_frame, check_bars, dedupe
-from condvest.bronze_write import merge_history, write_daily_files, write_quarantine
+from condvest.bronze import merge_history, write_daily_files, write_quarantine
 from condvest.crash import crash_point
 from condvest.errors import AuthError, CondvestError, FetchFailed, SourceError
-from condvest.fetch_plan import FetchParams, FetchPlan, backfill_window, parse_symbols, plan, validate
+from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
+from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, parse_symbols, plan, validate
 from condvest.polygon import PolygonClient
+from condvest.postgres import connect
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 
@@ -142,9 +144,6 @@ class _Writer:
 
     def _pg(self) -> Any:
         if self._conn is None:
-            from condvest.pg_cache import ensure_cache_table
-            from condvest.postgres import connect
-
             self._conn = connect(self.settings)
             ensure_cache_table(self._conn)
             self._conn.commit()
@@ -208,8 +207,6 @@ class _Writer:
 
 
 def _upsert(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
-    from condvest.pg_cache import upsert_bars
-
     n = upsert_bars(conn, df, cutoff)
     conn.commit()
     return n

@@ -7,7 +7,6 @@ import datetime as dt
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from condvest.crash import crash_point
 from condvest.lake import silver_key, silver_prefix
-from condvest.resample_engine import (
+from condvest.resample.engine import (
     SILVER_COLUMNS,
     bars_sql,
     batched_rows,
@@ -27,11 +26,9 @@ from condvest.resample_engine import (
     register_dms,
     silver_bytes,
 )
-from condvest.silver_state import MIN_DATE, TAIL_COLUMNS, Changes, SilverState
+from condvest.resample.result import IntervalResult
+from condvest.resample.state import MIN_DATE, TAIL_COLUMNS, Changes, SilverState
 from condvest.storage import Store
-
-if TYPE_CHECKING:
-    from condvest.resample import IntervalResult
 
 log = logging.getLogger(__name__)
 _COLS = ", ".join(SILVER_COLUMNS)
@@ -123,7 +120,6 @@ def incremental_pass(
     memory_limit: str | None = None,
 ) -> tuple[SilverState | None, dict[int, IntervalResult]]:
     """Recompute the bars of the changed symbols from their first touched bar; rewrite those months whole."""
-    from condvest.resample import IntervalResult
 
     new_sources = sources.copy()
     folded = base.sources.set_index(["key", "etag"])["folded"]
@@ -201,7 +197,6 @@ def _same_sources(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 
 def _rewrite_months(con: duckdb.DuckDBPyConnection, store: Store, n: int, jm: pd.DataFrame) -> IntervalResult:
-    from condvest.resample import IntervalResult
 
     cuts = dict(con.execute("SELECT symbol, cut FROM cuts").fetchall())
     months: set[int] = set()

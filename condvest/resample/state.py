@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from condvest.dms_reader import list_dms_files
+from condvest.dms import list_dms_files
 from condvest.errors import CorruptObject, ObjectNotFound
 from condvest.lake import BRONZE_PREFIX, METADATA_PREFIX, parse_bronze_key
 from condvest.storage import Store

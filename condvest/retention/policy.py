@@ -23,7 +23,7 @@ import pandas as pd
 
 from condvest.errors import DatabaseError, ParameterError, ValidationError
 from condvest.postgres import apply_sql, sql_files
-from condvest.retention_views import db_error as _db_error
+from condvest.retention.views import db_error as _db_error
 from condvest.settings import Retention, Settings
 
 log = logging.getLogger(__name__)
@@ -379,44 +379,3 @@ def execute(conn: Any, run: RetentionPlan) -> RetentionOutcome:
         **{k: v.isoformat() if isinstance(v, dt.date) else v for k, v in result.summary().items()},
     }
     return RetentionOutcome(run.mode, result.to_frame(), summary, archive=result)
-
-
-# --------------------------------------------------------------------------------------------- views
-
-
-# the views and their charts live in retention_views; re-exported here for callers of this module
-from condvest.retention_views import (  # noqa: E402
-    RetentionViews,
-    archive_statistics,
-    distribution,
-    distribution_figure,
-    read_views,
-    retention_log,
-    retention_log_figure,
-)
-
-__all__ = [
-    "METHODS",
-    "MODES",
-    "POLICY_FILES",
-    "ArchiveResult",
-    "DeployReport",
-    "RetentionOutcome",
-    "RetentionPlan",
-    "RetentionViews",
-    "archive",
-    "archive_statistics",
-    "cutoff",
-    "deploy",
-    "distribution",
-    "distribution_figure",
-    "dry_run",
-    "ensure_partitions",
-    "execute",
-    "is_deployed",
-    "plan",
-    "read_views",
-    "retention_cutoff",
-    "retention_log",
-    "retention_log_figure",
-]

@@ -4,7 +4,7 @@
     checkpoint_table(settings) -> pandas.DataFrame
 
 Input: bronze (``symbol=X/data.parquet`` and ``symbol=X/date=D.parquet``) and, until the migration has
-removed it, the DMS export (read with ``condvest.dms_reader``'s explicit schema); one row per (symbol,
+removed it, the DMS export (read with ``condvest.dms``'s explicit schema); one row per (symbol,
 date), the newest ``ingested_at`` winning, rows without it ranked daily file > data.parquet > DMS.
 Output: ``silver/silver_{N}d/year=YYYY/month=MM/data_{N}d_YYYYMM.parquet`` with symbol, date (first
 session), end_date (last session), open, high, low, close, volume and sessions. The trailing, still-open
@@ -32,7 +32,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
@@ -40,10 +39,9 @@ from condvest.crash import crash_point
 from condvest.errors import CorruptObject, ObjectNotFound, ParameterError
 from condvest.lake import METADATA_PREFIX, check_interval, checkpoint_key
 from condvest.lake_lock import lake_lock
-from condvest.resample_engine import connect, load_rows, register_dms
-from condvest.resample_write import incremental_pass, write_full
-from condvest.settings import Settings
-from condvest.silver_state import (
+from condvest.resample.engine import connect, load_rows, register_dms
+from condvest.resample.result import IntervalResult, ResampleReport
+from condvest.resample.state import (
     JOURNAL_PREFIX,
     SilverState,
     apply_journals,
@@ -52,6 +50,8 @@ from condvest.silver_state import (
     list_sources,
     prune_states,
 )
+from condvest.resample.write import incremental_pass, write_full
+from condvest.settings import Settings
 from condvest.storage import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -81,39 +81,6 @@ def parse_intervals(intervals: str | int | Iterable[int]) -> tuple[int, ...]:
     if not out or out[-1] > MAX_INTERVAL:
         raise ParameterError(f"intervals must be between 1 and {MAX_INTERVAL}, got {intervals!r}", "intervals")
     return tuple(out)
-
-
-@dataclass
-class IntervalResult:
-    interval: int
-    mode: str  # full | incremental | unchanged
-    bars_written: int = 0
-    months_rewritten: int = 0
-    symbols_changed: int = 0
-    rows_read: int = 0
-    bars_total: int = 0
-    last_session: str | None = None
-
-
-@dataclass
-class ResampleReport:
-    run_id: str
-    intervals: tuple[int, ...]
-    results: list[IntervalResult] = field(default_factory=list)
-    seconds: float = 0.0
-    message: str = ""
-
-    def to_frame(self) -> pd.DataFrame:
-        cols = list(IntervalResult.__dataclass_fields__)
-        return pd.DataFrame([asdict(r) for r in self.results], columns=cols)
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "run_id": self.run_id,
-            "message": self.message,
-            "seconds": round(self.seconds, 2),
-            "bars_written": sum(r.bars_written for r in self.results),
-        }
 
 
 def _read_checkpoint(store: Store, n: int) -> dict | None:

@@ -12,12 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from condvest.calendar import NEW_YORK, is_session, last_n_sessions, previous_session, sessions_between
+from condvest.calendar import is_session, last_n_sessions, latest_complete_session, sessions_between
 from condvest.errors import ParameterError
 from condvest.lake import check_symbol
-
-#: grouped-daily bars are final some time after the 16:00 close; before this hour today is not complete
-_SESSION_COMPLETE_HOUR = 18
 
 
 @dataclass(frozen=True)
@@ -70,15 +67,6 @@ def parse_symbols(value: str | list[str] | None) -> tuple[str, ...] | None:
     if len(items) == 1 and items[0].lower() == "all":
         return None
     return tuple(sorted({check_symbol(s.upper()) for s in items}))
-
-
-def latest_complete_session(as_of: dt.date, now: dt.datetime | None = None) -> dt.date:
-    """The newest session whose bars are final on ``as_of`` (``as_of`` itself once the evening has come)."""
-    now = now or dt.datetime.now(tz=NEW_YORK)
-    now_ny = now.astimezone(NEW_YORK)
-    if is_session(as_of) and (as_of < now_ny.date() or now_ny.hour >= _SESSION_COMPLETE_HOUR):
-        return as_of
-    return previous_session(as_of)
 
 
 def validate(params: FetchParams, today: dt.date) -> tuple[dt.date, dt.date | None, dt.date | None, dt.date | None]:

@@ -1,0 +1,22 @@
+"""01_fetch: Polygon daily bars into bronze (the source of truth), the Postgres cache and the manifest.
+
+    run_fetch(settings, FetchParams(...)) -> FetchReport
+    plan(params, today, missing) -> FetchPlan        (pure: which sessions a run fetches, and why)
+
+Modules: ``plan`` (parameters and the sessions to fetch), ``run`` (the run: source, bronze, Postgres,
+manifest), ``pg_cache`` (the Postgres upsert of the retention window).
+"""
+
+from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, parse_symbols, plan
+from condvest.fetch.run import FetchReport, SessionResult, run_fetch
+
+__all__ = [
+    "FetchParams",
+    "FetchPlan",
+    "FetchReport",
+    "SessionResult",
+    "backfill_window",
+    "parse_symbols",
+    "plan",
+    "run_fetch",
+]
