@@ -144,13 +144,12 @@ def new_session(root: Path, day: str = "2025-10-20") -> int:
 
 
 def run_condvest(root: str) -> dict:
-    from condvest.resample.run import run_resample
+    from condvest.resample import ResampleParams, run_resample
     from condvest.settings import Settings
 
     r = run_resample(
         Settings(lake_uri=root),
-        ",".join(map(str, INTERVALS)),
-        force_full_resample=False,
+        ResampleParams(INTERVALS),
         threads=THREADS,
         memory_limit=MEMORY,
     )
@@ -158,13 +157,12 @@ def run_condvest(root: str) -> dict:
 
 
 def run_condvest_full(root: str) -> dict:
-    from condvest.resample.run import run_resample
+    from condvest.resample import ResampleParams, run_resample
     from condvest.settings import Settings
 
     r = run_resample(
         Settings(lake_uri=root),
-        ",".join(map(str, INTERVALS)),
-        force_full_resample=True,
+        ResampleParams(INTERVALS, True),
         threads=THREADS,
         memory_limit=MEMORY,
     )

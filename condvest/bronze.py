@@ -1,11 +1,22 @@
-"""Writing bars into the bronze layer and the quarantine (the source of truth: written first)."""
+"""The bronze layer's owner: daily files, each symbol's history file, the quarantine, and the one merge rule.
+
+Every writer of a symbol's ``data.parquet`` (fetch's history backfills, the migration, compaction) goes
+through ``update_history``, and every reader that meets the same bar twice (those three and the
+resampler's SQL) resolves it by the same rule, ``merge_rows`` / ``DEDUP_ORDER_SQL``:
+
+    per (symbol, session date) the row with the newest ``ingested_at`` wins; a row without one is the
+    oldest; on a tie the source ranked higher wins (a daily file 2 > a history file 1 > the DMS export 0);
+    on a full tie the smallest (close, volume, open, high, low), so the result never depends on read order.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
@@ -13,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, parquet_bytes, to_table
-from condvest.errors import CorruptObject, ObjectNotFound, StorageError
+from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
 from condvest.lake import batch_key, bronze_daily_key, bronze_history_key, quarantine_key
 from condvest.storage import Store
 
@@ -86,23 +97,85 @@ def find_corrupt_object(store: Store, keys: list[str], exc: Exception) -> Storag
     return StorageError(keys[0] if keys else "<none>", f"bronze objects could not be read: {exc}")
 
 
-def merge_history(store: Store, symbol: str, df: pd.DataFrame) -> int:
-    """Merge bars into ``symbol=X/data.parquet``: one row per date, the newest ``ingested_at`` winning."""
+#: the rank of each source on an ``ingested_at`` tie (higher wins); the resampler's SQL uses the same numbers
+SOURCE_RANK = {"dms": 0, "history": 1, "daily": 2}
+#: the merge rule as a DuckDB ORDER BY within (symbol, date), over columns ``ingested_at`` and ``src_rank``
+DEDUP_ORDER_SQL = "ingested_at DESC NULLS LAST, src_rank DESC, close, volume, open, high, low"
+_TIE_BREAK = ("close", "volume", "open", "high", "low")
+_ATTEMPTS = 5
+
+
+def merge_rows(parts: Sequence[tuple[pa.Table, str]]) -> pa.Table:
+    """One row per (symbol, date) of ``parts`` (tables in ``BRONZE_SCHEMA``, each with its source: ``"daily"``,
+    ``"history"`` or ``"dms"``), sorted by symbol and date, by the module's merge rule. Pure; merging the same
+    rows again changes nothing."""
+    tables = [t.append_column("_rank", pa.array([SOURCE_RANK[src]] * t.num_rows, pa.int8())) for t, src in parts]
+    if not tables:
+        return BRONZE_SCHEMA.empty_table()
+    t = pa.concat_tables(tables)
+    t = t.append_column("_ing", pc.fill_null(t.column("ingested_at").cast(pa.int64()), -(2**62)))
+    keys = [("symbol", "ascending"), ("date", "ascending"), ("_ing", "descending"), ("_rank", "descending")]
+    t = t.sort_by([*keys, *((c, "ascending") for c in _TIE_BREAK if c in t.column_names)])
+    sym = t.column("symbol").combine_chunks()
+    day = t.column("date").combine_chunks().cast(pa.int32())
+    return t.filter(pc.or_(_changed(sym), _changed(day))).drop_columns(["_rank", "_ing"])
+
+
+def _changed(col: pa.Array) -> pa.Array:
+    """True where a value differs from the one before it (the first row is always True)."""
+    n = len(col)
+    if n == 0:
+        return pa.array([], pa.bool_())
+    prev = pa.concat_arrays([col.slice(0, 1), col.slice(0, n - 1)])
+    out = pc.not_equal(col, prev).to_numpy(zero_copy_only=False).copy()
+    out[0] = True
+    return pa.array(out)
+
+
+def history_bytes(table: pa.Table) -> bytes:
+    """Parquet bytes of one history: snappy, dictionary pages only for the repetitive text columns (encoding
+    every float column as a dictionary costs twice the time and makes the file bigger)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="snappy", use_dictionary=["symbol", "interval"])
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class HistoryWrite:
+    symbol: str
+    rows: int  # rows in the written file
+    prior_rows: int  # rows the file held before (0: a new file)
+    old_etag: str | None  # the version merged into (None: there was none)
+    new_etag: str
+
+
+def update_history(
+    store: Store, symbol: str, parts: Sequence[tuple[pa.Table, str]], *, exists: bool = True
+) -> HistoryWrite:
+    """Merge ``parts`` into ``symbol=X/data.parquet`` by ``merge_rows``; the write is conditional on the version
+    read (If-None-Match when there was none, If-Match otherwise) and retried from a fresh read when another
+    writer got in between, so no writer's rows are lost. ``exists=False`` skips the first read (a new symbol).
+    Raises ``PreconditionFailed`` after ``_ATTEMPTS`` lost races."""
     key = bronze_history_key(symbol)
-    new = to_table(df).replace_schema_metadata(None)
-    try:
-        old = read_bronze_bytes(key, store.get(key))
-        merged = pa.concat_tables([old, new])
-    except ObjectNotFound:
-        merged = new
-    # newest write wins: sort by date, then ingested_at descending, keep the first of each date
-    order = pc.sort_indices(merged, sort_keys=[("date", "ascending"), ("ingested_at", "descending")])
-    merged = merged.take(order)
-    dates = merged.column("date").to_numpy(zero_copy_only=False)
-    keep = [0] + [i for i in range(1, len(dates)) if dates[i] != dates[i - 1]] if len(dates) else []
-    merged = merged.take(pa.array(keep, type=pa.int64()))
-    store.put(key, parquet_bytes(merged))
-    return merged.num_rows
+    for _ in range(_ATTEMPTS):
+        prior, etag = None, None
+        if exists:
+            try:
+                data, etag = store.get_with_etag(key)
+                prior = read_bronze_bytes(key, data)
+            except ObjectNotFound:
+                pass
+        merged = merge_rows([*([(prior, "history")] if prior is not None else []), *parts])
+        try:
+            if etag is None:
+                new = store.put(key, history_bytes(merged), if_none_match=True)
+            else:
+                new = store.put(key, history_bytes(merged), if_match=etag)
+        except PreconditionFailed:
+            exists = True
+            continue
+        return HistoryWrite(symbol, merged.num_rows, prior.num_rows if prior is not None else 0, etag, new)
+    raise PreconditionFailed(key, f"lost {_ATTEMPTS} write races in a row to another bronze writer")
 
 
 def write_quarantine(store: Store, day: dt.date, run_id: str, df: pd.DataFrame) -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from condvest.errors import ParameterError
+from condvest import params
 
 BRONZE_PREFIX = "bronze/raw_ohlcv"
 MANIFEST_PREFIX = "bronze/_manifest"
@@ -24,25 +24,9 @@ DMS_PREFIX = "public/raw_ohlcv"
 SILVER_PREFIX = "silver"
 METADATA_PREFIX = "processing_metadata"
 
-# Tickers as Polygon spells them: letters, digits, '.', '-' (BRK.B, BF-B); lowercase class suffixes too.
-_SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$")
-
-
-def check_symbol(symbol: str) -> str:
-    """Return ``symbol`` when it is a safe ticker; reject anything that could escape a path or a query."""
-    if not isinstance(symbol, str) or not _SYMBOL_RE.fullmatch(symbol) or ".." in symbol:
-        raise ParameterError(f"invalid symbol {symbol!r}", "symbols")
-    return symbol
-
-
-def check_interval(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ParameterError(f"interval must be a positive integer, got {n!r}", "intervals")
-    return n
-
 
 def bronze_symbol_prefix(symbol: str) -> str:
-    return f"{BRONZE_PREFIX}/symbol={check_symbol(symbol)}/"
+    return f"{BRONZE_PREFIX}/symbol={params.symbol(symbol)}/"
 
 
 def bronze_daily_key(symbol: str, day: dt.date) -> str:
@@ -66,9 +50,7 @@ def manifest_key(year: int) -> str:
 
 
 def quarantine_key(day: dt.date, run_id: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id):
-        raise ParameterError(f"invalid run id {run_id!r}", "run_id")
-    return f"{QUARANTINE_PREFIX}/date={day.isoformat()}/{run_id}.parquet"
+    return f"{QUARANTINE_PREFIX}/date={day.isoformat()}/{params.run_id(run_id)}.parquet"
 
 
 def batch_prefix(day: dt.date) -> str:
@@ -76,13 +58,11 @@ def batch_prefix(day: dt.date) -> str:
 
 
 def batch_key(day: dt.date, run_id: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id):
-        raise ParameterError(f"invalid run id {run_id!r}", "run_id")
-    return f"{batch_prefix(day)}{run_id}.parquet"
+    return f"{batch_prefix(day)}{params.run_id(run_id)}.parquet"
 
 
 def silver_prefix(n: int) -> str:
-    return f"{SILVER_PREFIX}/silver_{check_interval(n)}d/"
+    return f"{SILVER_PREFIX}/silver_{params.interval(n)}d/"
 
 
 def silver_key(n: int, year: int, month: int) -> str:
@@ -90,4 +70,4 @@ def silver_key(n: int, year: int, month: int) -> str:
 
 
 def checkpoint_key(n: int) -> str:
-    return f"{METADATA_PREFIX}/silver_{check_interval(n)}d_checkpoint.json"
+    return f"{METADATA_PREFIX}/silver_{params.interval(n)}d_checkpoint.json"

@@ -19,12 +19,12 @@ import logging
 import os
 import re
 import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from condvest.errors import BusyError, ObjectNotFound, ParameterError, PreconditionFailed
 from condvest.lake import METADATA_PREFIX
+from condvest.runs import new_run_id
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def lake_lock(store: Store, name: str = "resample", run_id: str | None = None, p
     key = lock_key(name)
     rec = {
         "holder": f"{socket.gethostname()}:{os.getpid()}",
-        "run_id": run_id or uuid.uuid4().hex[:12],
+        "run_id": run_id or new_run_id(name),
         "purpose": purpose,
         "taken_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

@@ -11,9 +11,11 @@ ipynb, html (keys relative to the runs root), pipeline, pipeline_run_id, stage``
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import random
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INDEX_KEY = "index.jsonl"
+
+
+def new_run_id(label: str, now: dt.datetime | None = None) -> str:
+    """``20261128T181500Z-01_fetch-a1b2c3``: UTC start time, what runs (a notebook, pipeline or stage), 6 random
+    hex digits. The one form of run id: runner runs, fetch's quarantine and batch objects, resample and
+    compaction state, migration reports and lake locks all name their run with it."""
+    now = now or dt.datetime.now(dt.UTC)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in label) or "run"
+    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{safe}-{secrets.token_hex(3)}"
+
+
 COLUMNS = [
     "run_id",
     "notebook",

@@ -9,8 +9,8 @@ A notebook records result figures for the index by displaying a JSON object unde
 Importing this package does nothing beyond defining names.
 """
 
-from condvest.runs import INDEX_KEY, read_index, read_records
-from runner.execute import RESULT_MIMETYPE, CellError, RunResult, new_run_id, run_notebook
+from condvest.runs import INDEX_KEY, new_run_id, read_index, read_records
+from runner.execute import RESULT_MIMETYPE, CellError, RunOptions, RunResult, run_notebook
 from runner.pipelines import PIPELINES, Stage, run_pipeline
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "PIPELINES",
     "RESULT_MIMETYPE",
     "CellError",
+    "RunOptions",
     "RunResult",
     "Stage",
     "new_run_id",

@@ -17,7 +17,7 @@ from pathlib import Path
 from condvest.errors import ConfigError, ParameterError, StorageError
 from condvest.runs import format_table, read_index
 from condvest.settings import Settings
-from runner.execute import run_notebook
+from runner.execute import RunOptions, run_notebook
 from runner.notebooks import parse_value
 from runner.pipelines import run_pipeline
 from runner.scrub import Scrubber, ScrubFilter
@@ -103,8 +103,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(format_table(read_index(settings, runs_uri=args.runs_dir), limit=args.limit))
         return 0
     params = {name: parse_value(value) for name, value in args.parameter}
-    options = dict(
-        settings=settings,
+    options = RunOptions(
         runs_uri=args.runs_dir,
         run_id=args.run_id,
         root=args.cwd,
@@ -113,9 +112,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         execution_timeout=args.timeout,
     )
     if args.command == "run":
-        results = [run_notebook(args.notebook, params, **options)]
+        results = [run_notebook(args.notebook, params, settings=settings, options=options)]
     else:
-        results = run_pipeline(args.name, params, **options)
+        results = run_pipeline(args.name, params, settings=settings, options=options)
     for r in results:
         print(r.summary(), file=sys.stdout if r.ok else sys.stderr)
     if args.command == "pipeline":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import secrets as _secrets
 import tempfile
 import time
 from collections.abc import Mapping
@@ -18,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from condvest.errors import ParameterError, RunFailed
-from condvest.runs import append_run
+from condvest.params import run_id as check_run_id
+from condvest.runs import append_run, new_run_id
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
-from runner.notebooks import check_parameters, check_run_id, declared_parameters, find_project_root
+from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
 from runner.render import notebook_html
 from runner.scrub import Scrubber
@@ -117,11 +117,21 @@ class RunResult:
         }
 
 
-def new_run_id(label: str, now: dt.datetime | None = None) -> str:
-    """``20261128T181500Z-01_fetch-a1b2``: UTC start time, notebook (or pipeline) name, 4 random hex digits."""
-    now = now or dt.datetime.now(dt.UTC)
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in label) or "run"
-    return f"{now:%Y%m%dT%H%M%SZ}-{safe}-{_secrets.token_hex(2)}"
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, the same for a notebook and for every stage of a pipeline.
+
+    ``runs_uri``: where run folders and the index go (default: the settings'); ``run_id``: the run's (or the
+    pipeline's) id instead of a new one; ``root``: the project folder (default: found from here);
+    ``progress_bar``: papermill's cell progress; ``log_output``: stream cell output to the log;
+    ``execution_timeout``: seconds a cell may run."""
+
+    runs_uri: str | None = None
+    run_id: str | None = None
+    root: Path | None = None
+    progress_bar: bool = True
+    log_output: bool = False
+    execution_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -218,9 +228,7 @@ def execute(
     run_id: str,
     folder: str | None,
     root: Path,
-    progress_bar: bool = True,
-    log_output: bool = False,
-    execution_timeout: float | None = None,
+    options: RunOptions,
     pipeline: str | None = None,
     pipeline_run_id: str | None = None,
     stage: int | None = None,
@@ -249,10 +257,10 @@ def execute(
                 str(out_path),
                 parameters=prepared.parameters,
                 kernel_name=prepared.kernel_name,
-                progress_bar=progress_bar,
-                log_output=log_output,
+                progress_bar=options.progress_bar,
+                log_output=options.log_output,
                 cwd=str(root),
-                execution_timeout=execution_timeout,
+                execution_timeout=options.execution_timeout,
             )
         except PapermillExecutionError as exc:
             failure = exc
@@ -325,12 +333,7 @@ def run_notebook(
     parameters: Mapping[str, Any] | None = None,
     *,
     settings: Settings | None = None,
-    runs_uri: str | None = None,
-    run_id: str | None = None,
-    root: Path | None = None,
-    progress_bar: bool = True,
-    log_output: bool = False,
-    execution_timeout: float | None = None,
+    options: RunOptions = RunOptions(),
 ) -> RunResult:
     """Run one notebook into ``<runs>/<run id>/`` and append the run index; see ``RunResult``.
 
@@ -339,18 +342,8 @@ def run_notebook(
     (``raise_for_status()`` turns it into ``RunFailed``).
     """
     settings = settings or Settings.from_env()
-    root = (root or find_project_root()).resolve()
+    root = (options.root or find_project_root()).resolve()
     prepared = prepare(notebook, parameters, settings, root)
-    run_id = check_run_id(run_id) if run_id else new_run_id(prepared.path.stem)
-    store = open_store(runs_uri or settings.runs_uri, settings)
-    return execute(
-        prepared,
-        settings=settings,
-        store=store,
-        run_id=run_id,
-        folder=None,
-        root=root,
-        progress_bar=progress_bar,
-        log_output=log_output,
-        execution_timeout=execution_timeout,
-    )
+    run_id = check_run_id(options.run_id) if options.run_id else new_run_id(prepared.path.stem)
+    store = open_store(options.runs_uri or settings.runs_uri, settings)
+    return execute(prepared, settings=settings, store=store, run_id=run_id, folder=None, root=root, options=options)

@@ -12,7 +12,6 @@ from runner.scrub import Scrubber
 
 #: parameter names that look like a credential: secrets come from the environment, never as parameters
 SECRET_NAME = re.compile(r"(?i)(api_?key|apikey|passw(or)?d|secret|token|dsn|credential|private_?key)")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -95,9 +94,3 @@ def check_parameters(
             listed = ", ".join(sorted(known)) or "none"
             raise ParameterError(f"{notebook} does not declare it (declared: {listed})", name)
     return dict(parameters)
-
-
-def check_run_id(run_id: str) -> str:
-    if not _RUN_ID.match(run_id):
-        raise ParameterError(f"{run_id!r}: use letters, digits, '.', '_' and '-' (no '/')", "run_id")
-    return run_id

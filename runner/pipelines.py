@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from condvest.errors import ParameterError
+from condvest.params import run_id as check_run_id
+from condvest.runs import new_run_id
 from condvest.settings import Settings
 from condvest.storage import open_store
-from runner.execute import PreparedRun, RunResult, execute, new_run_id, prepare
-from runner.notebooks import check_parameters, check_run_id, declared_parameters, find_project_root
+from runner.execute import PreparedRun, RunOptions, RunResult, execute, prepare
+from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,7 @@ def run_pipeline(
     *,
     stages: Sequence[Stage] | None = None,
     settings: Settings | None = None,
-    runs_uri: str | None = None,
-    run_id: str | None = None,
-    root: Path | None = None,
-    progress_bar: bool = True,
-    log_output: bool = False,
-    execution_timeout: float | None = None,
+    options: RunOptions = RunOptions(),
 ) -> list[RunResult]:
     """Run a pipeline (``stages``, default ``PIPELINES[name]``) into ``<runs>/<pipeline run id>/<run id>/``.
 
@@ -94,11 +91,11 @@ def run_pipeline(
     Raises ``ParameterError`` (nothing run, nothing written) when the plan does not check out.
     """
     settings = settings or Settings.from_env()
-    root = (root or find_project_root()).resolve()
+    root = (options.root or find_project_root()).resolve()
     stages = get_pipeline(name) if stages is None else tuple(stages)
     plan = plan_pipeline(name, stages, parameters, settings, root)
-    pipeline_run_id = check_run_id(run_id) if run_id else new_run_id(name)
-    store = open_store(runs_uri or settings.runs_uri, settings)
+    pipeline_run_id = check_run_id(options.run_id) if options.run_id else new_run_id(name)
+    store = open_store(options.runs_uri or settings.runs_uri, settings)
     log.info("pipeline started pipeline=%s pipeline_run_id=%s stages=%d", name, pipeline_run_id, len(plan))
     results: list[RunResult] = []
     for i, prepared in enumerate(plan, start=1):
@@ -109,9 +106,7 @@ def run_pipeline(
             run_id=new_run_id(prepared.path.stem),
             folder=pipeline_run_id,
             root=root,
-            progress_bar=progress_bar,
-            log_output=log_output,
-            execution_timeout=execution_timeout,
+            options=options,
             pipeline=name,
             pipeline_run_id=pipeline_run_id,
             stage=i,

@@ -13,6 +13,7 @@ from condvest.calendar import sessions_between
 from condvest.errors import BusyError, ParameterError
 from condvest.lake import bronze_daily_key, bronze_history_key
 from condvest.lake_lock import lake_lock
+from condvest.resample import CompactionParams, ResampleParams
 from condvest.resample.compaction import compact_bronze
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
@@ -40,14 +41,14 @@ def test_folds_old_daily_files_and_readers_see_the_same_bars(lake):
         write_daily(store, "BBB", d, 50 + i)  # BBB has no history object yet
     write_daily(store, "AAA", DAYS[5], 99, ingested=dt.datetime(2025, 6, 1, tzinfo=dt.UTC))  # a correction
     before = reference_rows(store)
-    report = compact_bronze(settings, keep_sessions=4, min_fold_sessions=2, store=store)
+    report = compact_bronze(settings, CompactionParams(keep_sessions=4, min_fold_sessions=2), store=store)
     assert report.cutoff == DAYS[28].isoformat() and report.symbols == 2
     assert report.files_folded == 2 * 8 + 1
     assert _daily(store) == sorted(bronze_daily_key(s, d) for s in ("AAA", "BBB") for d in DAYS[28:32])
     assert reference_rows(store).equals(before)
     hist = pq.read_table(io.BytesIO(store.get(bronze_history_key("AAA"))))
     assert hist.column("date").to_pylist() == DAYS[:28]  # one row per date, in order
-    again = compact_bronze(settings, keep_sessions=4, min_fold_sessions=2, store=store)
+    again = compact_bronze(settings, CompactionParams(keep_sessions=4, min_fold_sessions=2), store=store)
     assert again.files_folded == 0 and "nothing to compact" in again.message
     assert reference_rows(store).equals(before)
 
@@ -56,9 +57,9 @@ def test_waits_until_enough_sessions_are_due(lake):
     store, settings = lake
     for d in DAYS[:5]:
         write_daily(store, "AAA", d, 1)
-    assert compact_bronze(settings, keep_sessions=3, min_fold_sessions=3, store=store).files_folded == 0
-    assert compact_bronze(settings, keep_sessions=3, min_fold_sessions=2, store=store).files_folded == 2
-    assert compact_bronze(settings, keep_sessions=0, min_fold_sessions=1, store=store).files_folded == 3
+    assert compact_bronze(settings, CompactionParams(3, 3), store=store).files_folded == 0
+    assert compact_bronze(settings, CompactionParams(3, 2), store=store).files_folded == 2
+    assert compact_bronze(settings, CompactionParams(0, 1), store=store).files_folded == 3
     assert _daily(store) == []
 
 
@@ -67,7 +68,7 @@ def test_rows_without_ingested_at_prefer_the_daily_file(lake):
     write_history(store, "AAA", DAYS[:5], 1, ingested=None)
     write_daily(store, "AAA", DAYS[2], 2, ingested=None)
     want = reference_rows(store)
-    compact_bronze(settings, keep_sessions=0, min_fold_sessions=1, store=store)
+    compact_bronze(settings, CompactionParams(0, 1), store=store)
     assert reference_rows(store).equals(want)
 
 
@@ -76,15 +77,15 @@ def test_resample_after_compaction_reads_nothing_again(lake):
     write_history(store, "AAA", DAYS[:30], 1)
     for i, d in enumerate(DAYS[30:40]):
         write_daily(store, "AAA", d, 10 + i)
-    run_resample(settings, "3,5", store=store)
-    compact_bronze(settings, keep_sessions=2, min_fold_sessions=1, store=store)
+    run_resample(settings, ResampleParams("3,5"), store=store)
+    compact_bronze(settings, CompactionParams(keep_sessions=2, min_fold_sessions=1), store=store)
     journals = [o.key for o in store.list("bronze/_compaction/")]
     assert len(journals) == 1 and "AAA" in json.loads(store.get(journals[0]))["symbols"]
-    report = run_resample(settings, "3,5", store=store)
+    report = run_resample(settings, ResampleParams("3,5"), store=store)
     assert {r.mode for r in report.results} == {"unchanged"} and report.results[0].rows_read == 0
     assert_silver_matches(store, (3, 5))
     write_daily(store, "AAA", DAYS[40], 77)
-    report = run_resample(settings, "3,5", store=store)
+    report = run_resample(settings, ResampleParams("3,5"), store=store)
     assert report.results[0].mode == "incremental" and report.results[0].rows_read == 1
     assert_silver_matches(store, (3, 5))
 
@@ -93,7 +94,7 @@ def test_parameters_and_lock(lake):
     store, settings = lake
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(ParameterError):
-            compact_bronze(settings, keep_sessions=bad, store=store)
+            compact_bronze(settings, CompactionParams(keep_sessions=bad), store=store)
     assert list(store.list("")) == []
     with lake_lock(store, "resample", run_id="someone"):
         with pytest.raises(BusyError, match="someone"):

@@ -18,7 +18,8 @@ from condvest import calendar as cal
 from condvest import manifest
 from condvest.bars import bars_frame, check_bars, check_envelope, dedupe
 from condvest.errors import AuthError, BadPayload, ConfigError, ParameterError
-from condvest.lake import bronze_daily_key, check_symbol, parse_bronze_key
+from condvest.lake import bronze_daily_key, parse_bronze_key
+from condvest.params import symbol as check_symbol
 from condvest.settings import Retention, Settings
 from condvest.storage import LocalStore
 

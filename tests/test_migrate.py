@@ -20,13 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from condvest.bars import BRONZE_SCHEMA
+from condvest.bronze import merge_rows
 from condvest.errors import CorruptObject, ParameterError, ValidationError
 from condvest.lake import BRONZE_PREFIX, DMS_PREFIX, bronze_history_key
 from condvest.manifest import read_sessions
 from condvest.migrate.read import dedupe
 from condvest.migrate.run import cleanup_sources, run_migration
 from condvest.migrate.state import REPORT_KEY, STATE_KEY
-from condvest.migrate.write import merge_history
 from condvest.offline.dms import write_dms_export
 from condvest.offline.market import SyntheticMarket
 from condvest.settings import Settings
@@ -406,11 +406,13 @@ def test_dedupe_matches_a_reference_and_merge_is_idempotent(rows) -> None:
     sym = d["symbols"][0]
     win = t.take(pa.array(d["order"][d["starts"][0] : d["ends"][0]]))
     full = pa.table({c: win.column(c) for c in ("symbol", "date", "ingested_at")})
-    assert merge_history(full, full).equals(full) and sym == d["symbols"][0]
+    assert merge_rows([(full, "history"), (full, "dms")]).equals(full) and sym == d["symbols"][0]
     # and a newer migrated row replaces an older bronze row, never the other way round
     older = full.set_column(2, "ingested_at", pa.array([0] * len(full), pa.timestamp("us", tz="UTC")))
     newer = full.set_column(2, "ingested_at", pa.array([9] * len(full), pa.timestamp("us", tz="UTC")))
-    assert merge_history(older, newer).equals(newer) and merge_history(newer, older).equals(newer)
+    assert merge_rows([(older, "history"), (newer, "dms")]).equals(newer) and merge_rows(
+        [(newer, "history"), (older, "dms")]
+    ).equals(newer)
 
 
 def test_two_runs_that_interleave_stop_with_busy(tmp_path) -> None:

@@ -11,13 +11,13 @@ import plotly.graph_objects as go
 import pytest
 
 from condvest import retention
-from condvest.monitoring import snapshot as monitoring
 from condvest.bars import bars_frame, check_bars
 from condvest.bronze import write_quarantine
 from condvest.calendar import ny_close_epoch_ms, sessions_between
 from condvest.errors import ParameterError
 from condvest.lake import checkpoint_key, silver_key
 from condvest.manifest import ALL, SessionEntry, record_sessions
+from condvest.monitoring import snapshot as monitoring
 from condvest.postgres import connect
 from condvest.runs import append_run
 from condvest.settings import Secret, Settings
@@ -233,7 +233,7 @@ def test_an_unreachable_database_is_reported_not_raised(tmp_path):
 
 @pytest.mark.slow
 def test_the_notebook_runs_headless(tmp_path, monkeypatch):
-    from runner import run_notebook
+    from runner import RunOptions, run_notebook
 
     settings = settings_for(tmp_path)
     fill_lake(LocalStore(settings.lake_uri))
@@ -244,8 +244,7 @@ def test_the_notebook_runs_headless(tmp_path, monkeypatch):
         "05_monitoring",
         {"read_postgres": False, "recent_sessions": 5},
         settings=settings,
-        root=ROOT,
-        progress_bar=False,
+        options=RunOptions(root=ROOT, progress_bar=False),
     )
     assert result.ok, result.summary()
     assert result.results["missing_recent_sessions"] == 2 and result.results["quarantined_rows"] == 3

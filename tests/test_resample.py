@@ -16,7 +16,9 @@ from condvest.dms import normalize_dms_table, read_dms_file
 from condvest.errors import BusyError, CorruptObject, ParameterError
 from condvest.lake import DMS_PREFIX, bronze_daily_key, checkpoint_key
 from condvest.lake_lock import clear_lock, lake_lock, read_lock
-from condvest.resample.run import checkpoint_table, parse_intervals, run_resample
+from condvest.params import intervals as parse_intervals
+from condvest.resample import CompactionParams, ResampleParams
+from condvest.resample.run import checkpoint_table, run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
 from tests.test_resample_support import (
@@ -56,9 +58,9 @@ def test_bad_parameters_write_nothing(lake):
     write_history(store, "AAA", DAYS[:10], 1)
     for bad in ("3,x", "0"):
         with pytest.raises(ParameterError):
-            run_resample(settings, bad, store=store)
+            run_resample(settings, ResampleParams(bad), store=store)
     with pytest.raises(ParameterError):
-        run_resample(settings, "3", force_full_resample="yes", store=store)
+        run_resample(settings, ResampleParams("3", force_full_resample="yes"), store=store)
     assert snapshot(store) == {}
 
 
@@ -75,7 +77,7 @@ def test_full_incremental_backfill_and_rerun_equal_the_reference(lake):
     write_history(store, "AAA", DAYS[:100], 1)
     write_history(store, "BBB", DAYS[20:95], 2)
     write_history(store, "CCC", DAYS[60:61], 3)
-    r = run_resample(settings, IV, store=store)
+    r = run_resample(settings, ResampleParams(IV), store=store)
     assert {x.mode for x in r.results} == {"full"}
     assert_silver_matches(store, NS)
     cp = json.loads(store.get(checkpoint_key(3)))
@@ -84,32 +86,32 @@ def test_full_incremental_backfill_and_rerun_equal_the_reference(lake):
     # one new session for some symbols: incremental, only the trailing bars change
     write_daily(store, "AAA", DAYS[100], 10)
     write_daily(store, "BBB", DAYS[95], 11)
-    r = run_resample(settings, IV, store=store)
+    r = run_resample(settings, ResampleParams(IV), store=store)
     assert {x.mode for x in r.results} == {"incremental"}
     assert all(x.symbols_changed == 2 and x.rows_read == 2 for x in r.results)
     assert_silver_matches(store, NS)
     # re-run without new data: nothing written at all
     before = snapshot(store)
-    r = run_resample(settings, IV, store=store)
+    r = run_resample(settings, ResampleParams(IV), store=store)
     assert {x.mode for x in r.results} == {"unchanged"} and snapshot(store) == before
     # a late backfill of an older session shifts BBB's numbering; a correction re-fetches AAA's session
     write_daily(store, "BBB", DAYS[5], 12)
     write_daily(store, "AAA", DAYS[40], 13, ingested=dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
     write_daily(store, "DDD", DAYS[7], 14)  # a new symbol
-    r = run_resample(settings, IV, store=store)
+    r = run_resample(settings, ResampleParams(IV), store=store)
     assert {x.mode for x in r.results} == {"incremental"}
     assert_silver_matches(store, NS)
     # an older write does not win over the newer history row
     write_daily(store, "CCC", DAYS[60], 15, ingested=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
-    run_resample(settings, IV, store=store)
+    run_resample(settings, ResampleParams(IV), store=store)
     assert_silver_matches(store, NS)
     # a removed daily file (not compacted) takes its bar away again
     store.delete(bronze_daily_key("BBB", DAYS[5]))
-    run_resample(settings, IV, store=store)
+    run_resample(settings, ResampleParams(IV), store=store)
     assert_silver_matches(store, NS)
     incremental = {n: silver_frame(store, n) for n in NS}
     table = checkpoint_table(settings, store=store)
-    r = run_resample(settings, IV, force_full_resample=True, store=store)
+    r = run_resample(settings, ResampleParams(IV, force_full_resample=True), store=store)
     assert {x.mode for x in r.results} == {"full"}
     for n in NS:
         pd.testing.assert_frame_equal(silver_frame(store, n), incremental[n])
@@ -119,13 +121,13 @@ def test_full_incremental_backfill_and_rerun_equal_the_reference(lake):
 def test_partial_bars_are_flagged_and_rewritten(lake):
     store, settings = lake
     write_history(store, "AAA", DAYS[:7], 1)
-    run_resample(settings, "5", store=store)
+    run_resample(settings, ResampleParams("5"), store=store)
     bars = silver_frame(store, 5)
     assert bars["sessions"].tolist() == [5, 2]
     write_daily(store, "AAA", DAYS[7], 2)
     write_daily(store, "AAA", DAYS[8], 3)
     write_daily(store, "AAA", DAYS[9], 4)
-    run_resample(settings, "5", store=store)
+    run_resample(settings, ResampleParams("5"), store=store)
     assert silver_frame(store, 5)["sessions"].tolist() == [5, 5]
     assert_silver_matches(store, (5,))
 
@@ -133,8 +135,8 @@ def test_partial_bars_are_flagged_and_rewritten(lake):
 def test_a_new_interval_triggers_a_full_run_of_the_requested_ones(lake):
     store, settings = lake
     write_history(store, "AAA", DAYS[:50], 1)
-    run_resample(settings, "3", store=store)
-    r = run_resample(settings, "3,55", store=store)
+    run_resample(settings, ResampleParams("3"), store=store)
+    r = run_resample(settings, ResampleParams("3,55"), store=store)
     assert {x.mode for x in r.results} == {"full"}
     assert_silver_matches(store, (3, 55))
 
@@ -144,15 +146,15 @@ def test_second_run_is_busy_and_a_stale_lock_can_be_cleared(lake):
     write_history(store, "AAA", DAYS[:10], 1)
     with lake_lock(store, "resample", run_id="holder-run"):
         with pytest.raises(BusyError, match="holder-run") as info:
-            run_resample(settings, "3", store=store)
+            run_resample(settings, ResampleParams("3"), store=store)
         assert "since" in str(info.value) and "clear_lock" in str(info.value)
     assert read_lock(store, "resample") is None
-    run_resample(settings, "3", store=store)
+    run_resample(settings, ResampleParams("3"), store=store)
     store.put("processing_metadata/_locks/resample.lock", b'{"holder": "h:1", "run_id": "dead", "taken_at": "x"}')
     with pytest.raises(BusyError, match="dead"):
-        run_resample(settings, "3", store=store)
+        run_resample(settings, ResampleParams("3"), store=store)
     assert clear_lock(store)["run_id"] == "dead"
-    run_resample(settings, "3", store=store)
+    run_resample(settings, ResampleParams("3"), store=store)
 
 
 def test_corrupt_bronze_object_is_named(lake):
@@ -160,7 +162,7 @@ def test_corrupt_bronze_object_is_named(lake):
     write_history(store, "AAA", DAYS[:10], 1)
     store.put(bronze_daily_key("AAA", DAYS[10]), b"PAR1 not really parquet")
     with pytest.raises(CorruptObject, match="date=2024-01-17"):
-        run_resample(settings, "3", store=store)
+        run_resample(settings, ResampleParams("3"), store=store)
     assert not store.exists(checkpoint_key(3))
 
 
@@ -168,7 +170,7 @@ def test_missing_ingested_at_prefers_the_daily_file(lake):
     store, settings = lake
     write_history(store, "AAA", DAYS[:10], 1, ingested=None)
     write_daily(store, "AAA", DAYS[3], 99, ingested=None)
-    run_resample(settings, "3", store=store)
+    run_resample(settings, ResampleParams("3"), store=store)
     assert_silver_matches(store, (3,))
     daily = reference_rows(store)
     assert (
@@ -230,7 +232,7 @@ def test_dms_export_is_read_beside_bronze(lake):
         store.put(f"{DMS_PREFIX}/LOAD{i + 1:08d}.parquet", buf.getvalue())
     write_daily(store, "AAA", DAYS[30], 5)
     write_daily(store, "AAA", DAYS[29], 6)  # the same session in DMS and bronze: bronze wins
-    run_resample(settings, "3,5", store=store)
+    run_resample(settings, ResampleParams("3,5"), store=store)
     dms = pa.concat_tables([read_dms_file(store, f"{DMS_PREFIX}/LOAD{i + 1:08d}.parquet") for i in range(3)])
     d = dms.to_pandas()[["symbol", "date", "open", "high", "low", "close", "volume"]]
     d["date"] = pd.to_datetime(d["date"]).dt.date
@@ -241,7 +243,7 @@ def test_dms_export_is_read_beside_bronze(lake):
     assert silver_frame(store, 3)["volume"].iloc[0] == 1_000_001 + 1_000_002 + 1_000_003
     store.put(f"{DMS_PREFIX}/LOAD00000002.parquet", b"truncated")
     with pytest.raises(CorruptObject, match="LOAD00000002"):
-        run_resample(settings, "3,5", store=store)
+        run_resample(settings, ResampleParams("3,5"), store=store)
 
 
 def test_on_s3_full_incremental_compaction_and_lock(s3_settings):
@@ -252,18 +254,18 @@ def test_on_s3_full_incremental_compaction_and_lock(s3_settings):
     write_history(store, "AAA", DAYS[:40], 1)
     for i, d in enumerate(DAYS[40:46]):
         write_daily(store, "AAA", d, 10 + i)
-    run_resample(s3_settings, "3,5", store=store)
+    run_resample(s3_settings, ResampleParams("3,5"), store=store)
     assert_silver_matches(store, (3, 5))
     write_daily(store, "AAA", DAYS[46], 20)
     write_daily(store, "AAA", DAYS[3], 21, ingested=dt.datetime(2025, 5, 1, tzinfo=dt.UTC))
-    assert {r.mode for r in run_resample(s3_settings, "3,5", store=store).results} == {"incremental"}
+    assert {r.mode for r in run_resample(s3_settings, ResampleParams("3,5"), store=store).results} == {"incremental"}
     assert_silver_matches(store, (3, 5))
-    compact_bronze(s3_settings, keep_sessions=2, min_fold_sessions=1, store=store)
-    assert {r.mode for r in run_resample(s3_settings, "3,5", store=store).results} == {"unchanged"}
+    compact_bronze(s3_settings, CompactionParams(keep_sessions=2, min_fold_sessions=1), store=store)
+    assert {r.mode for r in run_resample(s3_settings, ResampleParams("3,5"), store=store).results} == {"unchanged"}
     assert_silver_matches(store, (3, 5))
     with lake_lock(store, "resample", run_id="s3-holder"):
         with pytest.raises(BusyError, match="s3-holder"):
-            run_resample(s3_settings, "3,5", store=store)
+            run_resample(s3_settings, ResampleParams("3,5"), store=store)
 
 
 @pytest.mark.parametrize("tz", ["Asia/Tokyo", "America/Los_Angeles"])
@@ -277,7 +279,7 @@ def test_host_time_zone_changes_nothing(tmp_path, monkeypatch, tz):
         store = LocalStore(tmp_path / zone.replace("/", "_"))
         write_history(store, "AAA", DAYS[:30], 1)
         write_daily(store, "AAA", DAYS[30], 2)
-        run_resample(Settings(lake_uri=store.uri), "3,5", store=store)
+        run_resample(Settings(lake_uri=store.uri), ResampleParams("3,5"), store=store)
         results.append([silver_frame(store, n) for n in (3, 5)])
     monkeypatch.delenv("TZ")
     time.tzset()

@@ -15,6 +15,7 @@ from condvest.calendar import sessions_between
 from condvest.crash import CRASH_EXIT_CODE
 from condvest.errors import BusyError
 from condvest.lake_lock import clear_lock
+from condvest.resample import CompactionParams, ResampleParams
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
@@ -27,11 +28,11 @@ _SCRIPT = """
 import sys
 from condvest.settings import Settings
 if sys.argv[1] == "resample":
-    from condvest.resample.run import run_resample
-    run_resample(Settings.from_env(), sys.argv[2], force_full_resample=sys.argv[3] == "full")
+    from condvest.resample import ResampleParams, run_resample
+    run_resample(Settings.from_env(), ResampleParams(sys.argv[2], force_full_resample=sys.argv[3] == "full"))
 else:
-    from condvest.resample.compaction import compact_bronze
-    compact_bronze(Settings.from_env(), keep_sessions=2, min_fold_sessions=1)
+    from condvest.resample import CompactionParams, compact_bronze
+    compact_bronze(Settings.from_env(), CompactionParams(keep_sessions=2, min_fold_sessions=1))
 """
 
 
@@ -51,11 +52,11 @@ def _lake(tmp_path):
 
 def _recover(store, settings):
     with pytest.raises(BusyError, match="since"):
-        run_resample(settings, IV, store=store)
+        run_resample(settings, ResampleParams(IV), store=store)
     assert clear_lock(store) is not None
-    run_resample(settings, IV, store=store)
+    run_resample(settings, ResampleParams(IV), store=store)
     assert_silver_matches(store, NS)
-    assert {r.mode for r in run_resample(settings, IV, store=store).results} == {"unchanged"}
+    assert {r.mode for r in run_resample(settings, ResampleParams(IV), store=store).results} == {"unchanged"}
 
 
 @pytest.mark.parametrize("point", ["resample.mid_silver", "resample.before_checkpoint"])
@@ -68,7 +69,7 @@ def test_crash_in_a_full_run(tmp_path, point):
 @pytest.mark.parametrize("point", ["resample.mid_silver", "resample.after_silver", "resample.after_first_checkpoint"])
 def test_crash_in_an_incremental_run(tmp_path, point):
     root, store, settings = _lake(tmp_path)
-    run_resample(settings, IV, store=store)
+    run_resample(settings, ResampleParams(IV), store=store)
     for i, d in enumerate(DAYS[80:84]):
         write_daily(store, "AAA", d, 100 + i)
     write_daily(store, "CCC", DAYS[2], 200)  # a late backfill
@@ -79,19 +80,19 @@ def test_crash_in_an_incremental_run(tmp_path, point):
 @pytest.mark.parametrize("point", ["compaction.after_history", "compaction.after_journal"])
 def test_crash_in_compaction_loses_nothing(tmp_path, point):
     root, store, settings = _lake(tmp_path)
-    run_resample(settings, IV, store=store)
+    run_resample(settings, ResampleParams(IV), store=store)
     for i, d in enumerate(DAYS[80:86]):
         write_daily(store, "AAA", d, 100 + i)
         write_daily(store, "BBB", d, 200 + i)
-    run_resample(settings, IV, store=store)
+    run_resample(settings, ResampleParams(IV), store=store)
     before = reference_rows(store)
     _crash(root, point, "compact")
     assert reference_rows(store).equals(before)  # readers see every bar once, mid-way too
     _recover(store, settings)
     from condvest.resample.compaction import compact_bronze
 
-    compact_bronze(settings, keep_sessions=2, min_fold_sessions=1, store=store)
+    compact_bronze(settings, CompactionParams(keep_sessions=2, min_fold_sessions=1), store=store)
     assert reference_rows(store).equals(before)
     assert len([o for o in store.list("bronze/raw_ohlcv/") if "date=" in o.key]) == 4
     assert_silver_matches(store, NS)
-    assert {r.mode for r in run_resample(settings, IV, store=store).results} == {"unchanged"}
+    assert {r.mode for r in run_resample(settings, ResampleParams(IV), store=store).results} == {"unchanged"}

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from condvest.calendar import sessions_between
+from condvest.resample import CompactionParams, ResampleParams
 from condvest.resample.compaction import compact_bronze
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
@@ -97,12 +98,12 @@ class ResampleMachine(RuleBasedStateMachine):
 
     @rule(keep=st.integers(0, 3))
     def compact(self, keep):
-        compact_bronze(self.settings, keep_sessions=keep, min_fold_sessions=1, store=self.store)
+        compact_bronze(self.settings, CompactionParams(keep_sessions=keep, min_fold_sessions=1), store=self.store)
         self.clean = False
 
     @rule(force=st.booleans())
     def resample(self, force):
-        run_resample(self.settings, IV, force_full_resample=force, store=self.store)
+        run_resample(self.settings, ResampleParams(IV, force_full_resample=force), store=self.store)
         assert_silver_matches(self.store, NS)
         self.clean = True
 
@@ -110,7 +111,7 @@ class ResampleMachine(RuleBasedStateMachine):
     @rule()
     def rerun_changes_nothing(self):
         before = {o.key: o.etag for o in self.store.list("") if not o.key.startswith("bronze/")}
-        report = run_resample(self.settings, IV, store=self.store)
+        report = run_resample(self.settings, ResampleParams(IV), store=self.store)
         assert {r.mode for r in report.results} == {"unchanged"}
         after = {o.key: o.etag for o in self.store.list("") if not o.key.startswith("bronze/")}
         assert after == before
@@ -120,9 +121,9 @@ class ResampleMachine(RuleBasedStateMachine):
         with mock.patch.dict("os.environ", {"CONDVEST_CRASH_AT": point}), mock.patch("os._exit", side_effect=_Crash):
             try:
                 if point.startswith("compaction"):
-                    compact_bronze(self.settings, keep_sessions=1, min_fold_sessions=1, store=self.store)
+                    compact_bronze(self.settings, CompactionParams(1, 1), store=self.store)
                 else:
-                    run_resample(self.settings, IV, force_full_resample=force, store=self.store)
+                    run_resample(self.settings, ResampleParams(IV, force_full_resample=force), store=self.store)
             except _Crash:
                 pass
         self.clean = False

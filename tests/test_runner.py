@@ -22,7 +22,7 @@ from condvest.errors import ParameterError
 from condvest.runs import append_run
 from condvest.settings import Secret, Settings
 from condvest.storage import LocalStore, open_store
-from runner import RESULT_MIMETYPE, Stage, read_index, read_records, run_notebook, run_pipeline
+from runner import RESULT_MIMETYPE, RunOptions, Stage, read_index, read_records, run_notebook, run_pipeline
 from runner.__main__ import main
 from runner.notebooks import parse_value
 from runner.pipelines import get_pipeline
@@ -77,22 +77,29 @@ def test_parse_value_like_papermill():
 def test_secret_named_parameter_is_refused_before_running(tmp_path, name):
     settings = Settings(runs_uri=str(tmp_path / "runs"))
     with pytest.raises(ParameterError, match="secret"):
-        run_notebook(NOTEBOOKS / "ok.ipynb", {name: "x"}, settings=settings, root=tmp_path)
+        run_notebook(NOTEBOOKS / "ok.ipynb", {name: "x"}, settings=settings, options=RunOptions(root=tmp_path))
     assert not (tmp_path / "runs").exists()
 
 
 def test_parameter_problems_are_refused_before_running(tmp_path):
     settings = Settings(runs_uri=str(tmp_path / "runs"), polygon_api_key=Secret(SENTINEL))
     with pytest.raises(ParameterError, match="does not declare it"):
-        run_notebook(NOTEBOOKS / "ok.ipynb", {"nope": 1}, settings=settings, root=tmp_path)
+        run_notebook(NOTEBOOKS / "ok.ipynb", {"nope": 1}, settings=settings, options=RunOptions(root=tmp_path))
     with pytest.raises(ParameterError, match="contains a secret"):
-        run_notebook(NOTEBOOKS / "ok.ipynb", {"label": f"x{SENTINEL}"}, settings=settings, root=tmp_path)
+        run_notebook(
+            NOTEBOOKS / "ok.ipynb", {"label": f"x{SENTINEL}"}, settings=settings, options=RunOptions(root=tmp_path)
+        )
     with pytest.raises(ParameterError, match="credential"):
-        run_notebook(NOTEBOOKS / "ok.ipynb", {"label": "https://h/v2?apiKey=abc"}, settings=settings, root=tmp_path)
+        run_notebook(
+            NOTEBOOKS / "ok.ipynb",
+            {"label": "https://h/v2?apiKey=abc"},
+            settings=settings,
+            options=RunOptions(root=tmp_path),
+        )
     with pytest.raises(ParameterError, match="run_id"):
-        run_notebook(NOTEBOOKS / "ok.ipynb", settings=settings, root=tmp_path, run_id="../escape")
+        run_notebook(NOTEBOOKS / "ok.ipynb", settings=settings, options=RunOptions(root=tmp_path, run_id="../escape"))
     with pytest.raises(ParameterError, match="no notebook"):
-        run_notebook("99_missing", settings=settings, root=tmp_path)
+        run_notebook("99_missing", settings=settings, options=RunOptions(root=tmp_path))
     assert not (tmp_path / "runs").exists()
 
 
@@ -113,11 +120,11 @@ def test_pipeline_plan_is_checked_before_any_stage_runs(tmp_path, keep_logging, 
     settings = Settings(runs_uri=str(tmp_path / "runs"))
     stages = [Stage("ok"), Stage("02_not_yet")]
     with pytest.raises(ParameterError, match=r"stage 2 \(02_not_yet\).*does not exist yet"):
-        run_pipeline("t", stages=stages, settings=settings, root=root)
+        run_pipeline("t", stages=stages, settings=settings, options=RunOptions(root=root))
     with pytest.raises(ParameterError, match="no stage of pipeline t declares typo"):
-        run_pipeline("t", {"typo": 1}, stages=[Stage("ok")], settings=settings, root=root)
+        run_pipeline("t", {"typo": 1}, stages=[Stage("ok")], settings=settings, options=RunOptions(root=root))
     with pytest.raises(ParameterError, match="does not declare it"):
-        run_pipeline("t", stages=[Stage("ok", {"mode": "archive"})], settings=settings, root=root)
+        run_pipeline("t", stages=[Stage("ok", {"mode": "archive"})], settings=settings, options=RunOptions(root=root))
     with pytest.raises(ParameterError, match="no pipeline 'nope'"):
         get_pipeline("nope")
     assert main(["pipeline", "daily", "--cwd", str(root), "--runs-dir", str(tmp_path / "runs")]) == 2
@@ -149,7 +156,7 @@ def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
     root = _project(tmp_path, "ok")
     monkeypatch.chdir(root)
     settings = Settings()  # runs in ./runs of the working directory
-    result = run_notebook("ok", {"n": 4}, settings=settings, progress_bar=False)
+    result = run_notebook("ok", {"n": 4}, settings=settings, options=RunOptions(progress_bar=False))
     assert result.ok and result.run_id.endswith(tuple("0123456789abcdef")) and "-ok-" in result.run_id
     run_dir = root / "runs" / result.run_id
     assert sorted(p.name for p in run_dir.iterdir()) == ["ok.html", "ok.ipynb"]
@@ -228,7 +235,9 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     settings = s3_settings.with_(runs_uri=f"{s3_settings.lake_uri}/runs")  # the lake's runs/ prefix
     root = _project(tmp_path, "ok", "fail_third")
     stages = [Stage("ok", {"label": "first"}), Stage("fail_third"), Stage("ok")]
-    results = run_pipeline("t", {"n": 2}, stages=stages, settings=settings, root=root, run_id="p1", progress_bar=False)
+    results = run_pipeline(
+        "t", {"n": 2}, stages=stages, settings=settings, options=RunOptions(root=root, run_id="p1", progress_bar=False)
+    )
     assert [(r.notebook, r.status, r.stage) for r in results] == [
         ("ok.ipynb", "ok", 1),
         ("fail_third.ipynb", "failed", 2),

@@ -7,7 +7,7 @@ Modules: ``plan`` (parameters and the sessions to fetch), ``run`` (the run: sour
 manifest), ``pg_cache`` (the Postgres upsert of the retention window).
 """
 
-from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, parse_symbols, plan
+from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, plan
 from condvest.fetch.run import FetchReport, SessionResult, run_fetch
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "FetchReport",
     "SessionResult",
     "backfill_window",
-    "parse_symbols",
     "plan",
     "run_fetch",
 ]

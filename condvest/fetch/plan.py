@@ -12,9 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from condvest import params
 from condvest.calendar import is_session, last_n_sessions, latest_complete_session, sessions_between
 from condvest.errors import ParameterError
-from condvest.lake import check_symbol
 
 
 @dataclass(frozen=True)
@@ -45,63 +45,29 @@ class FetchPlan:
         return self.symbols is None
 
 
-def _parse_date(value: str | dt.date | None, name: str) -> dt.date | None:
-    if value in (None, "", "None"):
-        return None
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value).strip())
-    except ValueError:
-        raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {value!r}", name) from None
-
-
-def parse_symbols(value: str | list[str] | None) -> tuple[str, ...] | None:
-    """``"all"`` -> ``None``; ``"AAPL, msft"`` -> ``("AAPL", "MSFT")`` (validated, deduplicated, sorted)."""
-    if value is None:
-        return None
-    items = value if isinstance(value, list) else str(value).split(",")
-    items = [s.strip() for s in items if s.strip()]
-    if not items:
-        raise ParameterError("no symbols given (use 'all' or a comma list)", "symbols")
-    if len(items) == 1 and items[0].lower() == "all":
-        return None
-    return tuple(sorted({check_symbol(s.upper()) for s in items}))
-
-
-def validate(params: FetchParams, today: dt.date) -> tuple[dt.date, dt.date | None, dt.date | None, dt.date | None]:
+def validate(p: FetchParams, today: dt.date) -> tuple[dt.date, dt.date | None, dt.date | None, dt.date | None]:
     """Check every parameter before anything is written; returns (as_of, date, start, end)."""
-    as_of = _parse_date(params.as_of, "as_of") or today
-    day = _parse_date(params.date, "date")
-    start = _parse_date(params.start, "start")
-    end = _parse_date(params.end, "end")
-    if (
-        isinstance(params.max_backfill_days, bool)
-        or not isinstance(params.max_backfill_days, int)
-        or not 1 <= params.max_backfill_days <= 2000
-    ):
-        raise ParameterError(f"must be an integer in 1..2000, got {params.max_backfill_days!r}", "max_backfill_days")
-    if (start is None) != (end is None):
-        raise ParameterError("give both start and end for a historical backfill", "start" if start is None else "end")
-    if start is not None and end is not None:
-        if end < start:
-            raise ParameterError(f"end {end} is before start {start}", "end")
-        if day is not None:
-            raise ParameterError("give either date or start/end, not both", "date")
-        if end > as_of:
-            raise ParameterError(f"end {end} is after as_of {as_of}", "end")
+    as_of = params.iso_date(p.as_of, "as_of") or today
+    day = params.iso_date(p.date, "date")
+    params.count(p.max_backfill_days, "max_backfill_days", 1, 2000)
+    for name in ("force", "skip_market_check", "backfill_missing", "write_postgres"):
+        params.flag(getattr(p, name), name)
+    span = params.date_range(p.start, p.end, as_of=as_of)
+    start, end = span if span else (None, None)
+    if span is not None and day is not None:
+        raise ParameterError("give either date or start/end, not both", parameter="date")
     if day is not None and day > as_of:
-        raise ParameterError(f"date {day} is after as_of {as_of}", "date")
-    parse_symbols(params.symbols)
+        raise ParameterError(f"date {day} is after as_of {as_of}", parameter="date")
+    params.symbol_list(p.symbols)
     return as_of, day, start, end
 
 
 def plan(
-    params: FetchParams, today: dt.date, missing: list[dt.date] | None = None, now: dt.datetime | None = None
+    p: FetchParams, today: dt.date, missing: list[dt.date] | None = None, now: dt.datetime | None = None
 ) -> FetchPlan:
     """Decide what to fetch. ``missing`` are the window's sessions absent from the manifest (daily mode)."""
-    as_of, day, start, end = validate(params, today)
-    symbols = parse_symbols(params.symbols)
+    as_of, day, start, end = validate(p, today)
+    symbols = params.symbol_list(p.symbols)
     if start is not None and end is not None:
         sessions = sessions_between(start, min(end, latest_complete_session(as_of, now)))
         return FetchPlan(
@@ -116,10 +82,10 @@ def plan(
             return FetchPlan("skip", as_of, (), symbols, reason=f"{day} is not an NYSE session (holiday or weekend)")
         return FetchPlan("date", as_of, (day,), symbols)
     latest = latest_complete_session(as_of, now)
-    if params.backfill_missing:
-        sessions = sorted(set(missing or []) | ({latest} if params.force else set()))
+    if p.backfill_missing:
+        sessions = sorted(set(missing or []) | ({latest} if p.force else set()))
     else:
-        sessions = [latest] if params.force or latest in (missing or []) else []
+        sessions = [latest] if p.force or latest in (missing or []) else []
     if not sessions:
         return FetchPlan("skip", as_of, (), symbols, reason=f"bronze already holds every session up to {latest}")
     return FetchPlan("daily", as_of, tuple(sessions), symbols)

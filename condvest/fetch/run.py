@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -23,26 +21,22 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from condvest import manifest
-from condvest.bars import bars_frame, check_bars, dedupe
-from condvest.bronze import merge_history, write_daily_files, write_quarantine
+from condvest import params as checks
+from condvest.bars import bars_frame, check_bars, dedupe, to_table
+from condvest.bronze import update_history, write_daily_files, write_quarantine
 from condvest.crash import crash_point
 from condvest.errors import AuthError, CondvestError, FetchFailed, SourceError
 from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
-from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, parse_symbols, plan, validate
+from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, plan, validate
 from condvest.polygon import PolygonClient
 from condvest.postgres import connect
+from condvest.runs import new_run_id
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FetchParams", "FetchReport", "SessionResult", "new_run_id", "run_fetch"]
-
-
-def new_run_id() -> str:
-    return os.environ.get("CONDVEST_RUN_ID") or (
-        dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-    )
 
 
 @dataclass
@@ -187,7 +181,7 @@ class _Writer:
             results[day].quarantined += len(part)
             write_quarantine(self.store, day, f"{self.run_id}-{symbol}", part)
         if not good.empty:
-            merge_history(self.store, symbol, good)
+            update_history(self.store, symbol, [(to_table(good).replace_schema_metadata(None), "daily")])
         pg = _upsert(self._pg(), good, self.cutoff) if self.write_postgres and not good.empty else 0
         for day, n in raw.groupby("date").size().items():
             if day in results:
@@ -346,12 +340,12 @@ async def run_fetch(
     today = settings.today()
     as_of, _, _, _ = validate(params, today)
     store = store or open_store(settings=settings)
-    run_id = run_id or new_run_id()
+    run_id = run_id or new_run_id("fetch")
     t0 = time.monotonic()
     missing: list[dt.date] = []
     if params.date is None and params.start is None:
         window = backfill_window(as_of, params.max_backfill_days if params.backfill_missing else 1, now)
-        missing = manifest.missing_sessions(store, window, parse_symbols(params.symbols))
+        missing = manifest.missing_sessions(store, window, checks.symbol_list(params.symbols))
     plan_ = plan(params, today, missing, now)
     report = FetchReport(run_id, plan_)
     log.info(

@@ -32,10 +32,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from condvest import params
 from condvest.bars import BRONZE_SCHEMA
 from condvest.dms import normalize_dms_table
 from condvest.errors import CorruptObject, ParameterError
-from condvest.lake import BRONZE_PREFIX, MANIFEST_PREFIX, METADATA_PREFIX, check_symbol
+from condvest.lake import BRONZE_PREFIX, MANIFEST_PREFIX, METADATA_PREFIX
 from condvest.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def read_source(store: Store, key: str) -> pa.Table:
     table = table.set_column(BRONZE_SCHEMA.get_field_index("ingested_at"), "ingested_at", ingested)
     for sym in pc.unique(table.column("symbol")).to_pylist():
         try:
-            check_symbol(sym)
+            params.symbol(sym)
         except ParameterError:
             raise CorruptObject(key, f"invalid symbol {sym!r} in the export") from None
     log.debug("source read key=%s rows=%d", key, table.num_rows)

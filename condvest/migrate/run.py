@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -43,6 +42,7 @@ from condvest.migrate.read import SourceRows, check_source_prefix, list_sources,
 from condvest.migrate.state import REPORT_KEY, MigrationState, load_report, load_state, now_iso, save_report
 from condvest.migrate.validate import COLUMNS, empty_validation, validate
 from condvest.migrate.write import existing_histories, write_histories
+from condvest.runs import new_run_id
 from condvest.settings import Settings
 from condvest.storage import ObjectInfo, Store, open_store
 
@@ -219,7 +219,7 @@ def _start_state(store: Store, prefix: str, sources: list[dict]) -> MigrationSta
         )
         state.save(store)
         return state
-    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    run_id = new_run_id("migrate")
     fresh = MigrationState(run_id=run_id, source_prefix=prefix, sources=sources, etag=etag)
     fresh.save(store)
     log.info("migration started run_id=%s files=%d", run_id, len(sources))

@@ -1,7 +1,7 @@
 """02_resample: compaction of bronze, DuckDB resampling into Fibonacci-interval silver bars, the charts.
 
-    compact_bronze(settings, keep_sessions=10) -> CompactionReport
-    run_resample(settings, intervals="3,5,8,13,21,34", force_full_resample=False) -> ResampleReport
+    compact_bronze(settings, CompactionParams(keep_sessions=10)) -> CompactionReport
+    run_resample(settings, ResampleParams(intervals="3,5,8,13,21,34", force_full_resample=False)) -> ResampleReport
     checkpoint_table(settings) -> pandas.DataFrame
     read_bars(settings, symbol, interval) / candlestick_figure(...)      (the silver charts)
 
@@ -10,20 +10,21 @@ Modules: ``run`` (the run and its checkpoints), ``engine`` (DuckDB reads and the
 """
 
 from condvest.resample.charts import candlestick_figure, default_symbol, read_bars
-from condvest.resample.compaction import CompactionReport, compact_bronze
+from condvest.resample.compaction import CompactionParams, CompactionReport, compact_bronze
 from condvest.resample.result import IntervalResult, ResampleReport
-from condvest.resample.run import DEFAULT_INTERVALS, checkpoint_table, parse_intervals, run_resample
+from condvest.resample.run import DEFAULT_INTERVALS, ResampleParams, checkpoint_table, run_resample
 
 __all__ = [
     "DEFAULT_INTERVALS",
+    "CompactionParams",
     "CompactionReport",
     "IntervalResult",
+    "ResampleParams",
     "ResampleReport",
     "candlestick_figure",
     "checkpoint_table",
     "compact_bronze",
     "default_symbol",
-    "parse_intervals",
     "read_bars",
     "run_resample",
 ]

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from condvest import params
 from condvest.dms import list_dms_files
-from condvest.lake import BRONZE_PREFIX, bronze_symbol_prefix, check_interval, check_symbol, silver_prefix
+from condvest.lake import BRONZE_PREFIX, bronze_symbol_prefix, silver_prefix
 from condvest.resample.engine import connect, load_rows, register_dms
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
@@ -33,7 +34,7 @@ def default_symbol(settings: Settings, *, store: Store | None = None) -> str:
 
 def read_bars(settings: Settings, symbol: str, interval: int, *, store: Store | None = None) -> pd.DataFrame:
     """Bars of one symbol: the deduplicated daily bars (interval 1) or the silver bars of ``interval``."""
-    symbol, interval = check_symbol(symbol), check_interval(interval)
+    symbol, interval = params.symbol(symbol, "symbol"), params.interval(interval, "interval")
     store = store or open_store(settings=settings)
     con = connect(store)
     try:

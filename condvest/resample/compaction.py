@@ -1,6 +1,6 @@
 """Compaction of bronze: fold each symbol's old daily files into its ``data.parquet``.
 
-    compact_bronze(settings, keep_sessions=10, min_fold_sessions=5) -> CompactionReport
+    compact_bronze(settings, CompactionParams(keep_sessions=10, min_fold_sessions=5)) -> CompactionReport
 
 The newest ``keep_sessions`` session dates present among the daily files stay as daily files; older
 daily files are folded into ``symbol=X/data.parquet`` (one row per date, the newest write winning, rows
@@ -22,24 +22,21 @@ beside a resample. A re-run after a crash folds the same files again, with the s
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from condvest.bronze import read_bronze_bytes
+from condvest import params
+from condvest.bronze import read_bronze_bytes, update_history
 from condvest.crash import crash_point
-from condvest.errors import ObjectNotFound, ParameterError, PreconditionFailed
+from condvest.errors import PreconditionFailed
 from condvest.lake import BATCH_PREFIX, BRONZE_PREFIX, bronze_history_key, parse_bronze_key
 from condvest.lake_lock import lake_lock
 from condvest.resample.state import journal_key
+from condvest.runs import new_run_id
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 
@@ -71,12 +68,6 @@ class CompactionReport:
         }
 
 
-def _check_count(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ParameterError(f"{name} must be a non-negative integer, got {value!r}", name)
-    return value
-
-
 def _batch_date(key: str) -> dt.date:
     """The session of ``bronze/_batches/date=D/<run>.parquet`` (anything else sorts last: kept)."""
     part = key[len(BATCH_PREFIX) + 1 :].split("/", 1)[0]
@@ -86,50 +77,38 @@ def _batch_date(key: str) -> dt.date:
         return dt.date.max
 
 
-def merge_rows(history: pa.Table | None, daily: list[pa.Table]) -> pa.Table:
-    """One row per date: newest ``ingested_at`` first, then daily before history (pure)."""
-    parts = [history.append_column("_rank", pa.array([1] * history.num_rows, pa.int8()))] if history else []
-    parts += [t.append_column("_rank", pa.array([2] * t.num_rows, pa.int8())) for t in daily]
-    t = pa.concat_tables(parts)
-    ing = pc.fill_null(t.column("ingested_at").cast(pa.int64()), -(2**62))
-    t = t.append_column("_ing", ing)
-    t = t.sort_by([("date", "ascending"), ("_ing", "descending"), ("_rank", "descending")])
-    dates = t.column("date").cast(pa.int32()).to_numpy()
-    keep = [0] + [i for i in range(1, len(dates)) if dates[i] != dates[i - 1]] if len(dates) else []
-    return t.take(pa.array(keep, pa.int64())).drop_columns(["_rank", "_ing"])
-
-
-def _fold_symbol(store: Store, symbol: str, daily: dict[str, str]) -> tuple[dict, int]:
-    hist = bronze_history_key(symbol)
-    try:
-        raw, old_etag = store.get_with_etag(hist)
-        history: pa.Table | None = read_bronze_bytes(hist, raw)
-    except ObjectNotFound:
-        history, old_etag = None, None
+def _fold_symbol(store: Store, symbol: str, daily: list[str]) -> tuple[dict, int]:
     tables, etags = [], {}
     for key in sorted(daily):
         data, etag = store.get_with_etag(key)
-        tables.append(read_bronze_bytes(key, data))
+        tables.append((read_bronze_bytes(key, data), "daily"))
         etags[key] = etag
-    merged = merge_rows(history, tables)
-    buf = io.BytesIO()
-    pq.write_table(merged, buf, compression="zstd")
-    if old_etag is None:
-        new_etag = store.put(hist, buf.getvalue(), if_none_match=True)
-    else:
-        new_etag = store.put(hist, buf.getvalue(), if_match=old_etag)
+    w = update_history(store, symbol, tables)
     crash_point("compaction.after_history")
-    return {"history_key": hist, "old_etag": old_etag, "new_etag": new_etag, "folded": etags}, merged.num_rows
+    entry = {"history_key": bronze_history_key(symbol), "old_etag": w.old_etag, "new_etag": w.new_etag}
+    return {**entry, "folded": etags}, w.rows
+
+
+@dataclass(frozen=True)
+class CompactionParams:
+    """``keep_sessions``: the newest session dates that stay as daily files; ``min_fold_sessions``: fold only
+    once at least this many dates are due (so histories are rewritten every few sessions, not daily)."""
+
+    keep_sessions: int = 10
+    min_fold_sessions: int = 5
+
+    def check(self) -> tuple[int, int]:
+        keep = params.count(self.keep_sessions, "keep_sessions", 0)
+        return keep, max(1, params.count(self.min_fold_sessions, "min_fold_sessions", 0))
 
 
 def compact_bronze(
-    settings: Settings, keep_sessions: int = 10, min_fold_sessions: int = 5, *, store: Store | None = None
+    settings: Settings, p: CompactionParams | None = None, *, store: Store | None = None
 ) -> CompactionReport:
-    """Fold daily bronze files older than the newest ``keep_sessions`` dates into ``data.parquet``."""
-    keep_sessions = _check_count(keep_sessions, "keep_sessions")
-    min_fold_sessions = max(1, _check_count(min_fold_sessions, "min_fold_sessions"))
+    """Fold daily bronze files older than the newest ``p.keep_sessions`` dates into ``data.parquet``."""
+    keep_sessions, min_fold_sessions = (p or CompactionParams()).check()
     store = store or open_store(settings=settings)
-    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    run_id = new_run_id("compaction")
     report = CompactionReport(run_id, keep_sessions)
     t0 = time.perf_counter()
     with lake_lock(store, "resample", run_id=run_id, purpose="compaction"):
@@ -155,9 +134,9 @@ def compact_bronze(
                 entries, doomed, etag_of = {}, [], {}
                 for sym in symbols[start : start + BATCH]:
                     try:
-                        entry, rows = _fold_symbol(store, sym, dict.fromkeys(work[sym], ""))
+                        entry, rows = _fold_symbol(store, sym, work[sym])
                     except PreconditionFailed as exc:
-                        report.skipped[sym] = f"history changed while compacting: {exc}"
+                        report.skipped[sym] = f"history kept changing while compacting: {exc}"
                         log.warning("compaction skipped symbol=%s reason=precondition", sym)
                         continue
                     entries[sym] = entry

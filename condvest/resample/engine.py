@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from condvest import duck
 from condvest.bars import BRONZE_SCHEMA
-from condvest.bronze import find_corrupt_object
+from condvest.bronze import DEDUP_ORDER_SQL, SOURCE_RANK, find_corrupt_object
 from condvest.dms import read_dms_file
 from condvest.errors import ObjectNotFound
 from condvest.lake import batch_prefix, parse_bronze_key
@@ -42,7 +42,7 @@ SILVER_SCHEMA = pa.schema(
 )
 SILVER_COLUMNS = SILVER_SCHEMA.names
 
-# {rank}: 1 for data.parquet objects, 2 for daily files (constants of this module, not input)
+# {rank}: bronze.SOURCE_RANK of data.parquet objects or of daily files (constants, not input)
 _RAW_SELECT = """
 SELECT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date, CAST(open AS DOUBLE) AS open,
        CAST(high AS DOUBLE) AS high, CAST(low AS DOUBLE) AS low, CAST(close AS DOUBLE) AS close,
@@ -53,22 +53,20 @@ FROM read_parquet(${param}{union})
 _BATCH_SELECT = """
 SELECT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date, CAST(open AS DOUBLE) AS open,
        CAST(high AS DOUBLE) AS high, CAST(low AS DOUBLE) AS low, CAST(close AS DOUBLE) AS close,
-       CAST(volume AS DOUBLE) AS volume, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at, 2 AS src_rank
+       CAST(volume AS DOUBLE) AS volume, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at, {daily} AS src_rank
 FROM batch_rows
-"""
+""".format(daily=SOURCE_RANK["daily"])
 _DMS_SELECT = """
 SELECT symbol, date, open, high, low, close, volume, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at,
-       0 AS src_rank
+       {dms} AS src_rank
 FROM dms_rows
-"""
-# One pass: within each symbol, rows in (date, priority) order; the first row of each date is kept (newest
-# write wins; rows without ingested_at: daily file before data.parquet before the DMS export) and the
-# session index i is the dense rank of the date. Ties are broken on the values so the result is unique.
+""".format(dms=SOURCE_RANK["dms"])
+# One pass: within each symbol, rows in (date, bronze's merge rule) order; the first row of each date is kept
+# and the session index i is the dense rank of the date.
 _DEDUP = """
 SELECT symbol, date, open, high, low, close, volume, dense_rank() OVER (PARTITION BY symbol ORDER BY date) - 1 AS i
 FROM ({raw}) WHERE $all_symbols OR symbol IN (SELECT symbol FROM wanted)
-QUALIFY lag(date) OVER (PARTITION BY symbol ORDER BY date, ingested_at DESC NULLS LAST, src_rank DESC,
-                        close, volume, open, high, low) IS DISTINCT FROM date
+QUALIFY lag(date) OVER (PARTITION BY symbol ORDER BY date, {order}) IS DISTINCT FROM date
 """
 # the bars of one interval from table {src} (an allow-listed name), rows at or after each symbol's cut
 _BARS = """
@@ -127,7 +125,7 @@ def load_rows(
     daily = [store.url(k) for k in keys if not k.endswith("/data.parquet")]
     params: dict[str, object] = {"all_symbols": symbols is None}
     scans = []
-    for param, rank, urls in (("history", 1, history), ("daily", 2, daily)):
+    for param, rank, urls in (("history", SOURCE_RANK["history"], history), ("daily", SOURCE_RANK["daily"], daily)):
         if urls:
             params[param] = urls
             scans.append((param, rank))
@@ -149,7 +147,8 @@ def load_rows(
             parts.append(_BATCH_SELECT)
         if dms:
             parts.append(_DMS_SELECT)
-        sql = f"CREATE OR REPLACE TEMP TABLE {table} AS {_DEDUP.format(raw=' UNION ALL '.join(parts))}"
+        dedup = _DEDUP.format(raw=" UNION ALL ".join(parts), order=DEDUP_ORDER_SQL)
+        sql = f"CREATE OR REPLACE TEMP TABLE {table} AS {dedup}"
         try:
             con.execute(sql, params)
             break

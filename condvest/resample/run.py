@@ -1,6 +1,6 @@
 """02_resample: bronze daily bars -> Fibonacci-interval silver bars (3, 5, 8, 13, 21, 34 sessions).
 
-    run_resample(settings, intervals="3,5,8,13,21,34", force_full_resample=False) -> ResampleReport
+    run_resample(settings, ResampleParams(intervals="3,5,8,13,21,34", force_full_resample=False)) -> ResampleReport
     checkpoint_table(settings) -> pandas.DataFrame
 
 Input: bronze (``symbol=X/data.parquet`` and ``symbol=X/date=D.parquet``) and, until the migration has
@@ -30,14 +30,15 @@ import datetime as dt
 import json
 import logging
 import time
-import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import pandas as pd
 
+from condvest import params
 from condvest.crash import crash_point
-from condvest.errors import CorruptObject, ObjectNotFound, ParameterError
-from condvest.lake import METADATA_PREFIX, check_interval, checkpoint_key
+from condvest.errors import CorruptObject, ObjectNotFound
+from condvest.lake import METADATA_PREFIX, checkpoint_key
 from condvest.lake_lock import lake_lock
 from condvest.resample.engine import connect, load_rows, register_dms
 from condvest.resample.result import IntervalResult, ResampleReport
@@ -51,6 +52,7 @@ from condvest.resample.state import (
     prune_states,
 )
 from condvest.resample.write import incremental_pass, write_full
+from condvest.runs import new_run_id
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 
@@ -58,29 +60,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INTERVALS = "3,5,8,13,21,34"
 MIN_TAIL = 34
-MAX_INTERVAL = 10_000
 #: when more symbols than this share (and than FULL_MIN) need their whole history re-read, recompute everything
 FULL_FRACTION = 0.5
 FULL_MIN = 200
-
-
-def parse_intervals(intervals: str | int | Iterable[int]) -> tuple[int, ...]:
-    """``"3,5,8"`` (or ints) -> sorted unique positive ints; anything else is a ``ParameterError``."""
-    if isinstance(intervals, str):
-        parts = [p.strip() for p in intervals.split(",")]
-        if not intervals.strip() or any(not p.isdigit() for p in parts):
-            raise ParameterError(
-                f"intervals must be positive integers separated by commas, got {intervals!r}", "intervals"
-            )
-        values = [int(p) for p in parts]
-    elif isinstance(intervals, int):
-        values = [intervals]
-    else:
-        values = list(intervals)
-    out = sorted({check_interval(v) for v in values})
-    if not out or out[-1] > MAX_INTERVAL:
-        raise ParameterError(f"intervals must be between 1 and {MAX_INTERVAL}, got {intervals!r}", "intervals")
-    return tuple(out)
 
 
 def _read_checkpoint(store: Store, n: int) -> dict | None:
@@ -181,23 +163,34 @@ def _full(
     return state, results
 
 
+@dataclass(frozen=True)
+class ResampleParams:
+    """02_resample's parameters. ``intervals``: bar lengths in sessions (``"3,5,8"`` or ints);
+    ``force_full_resample``: recompute every bar instead of only what changed."""
+
+    intervals: str | Iterable[int] = DEFAULT_INTERVALS
+    force_full_resample: bool = False
+
+    def check(self) -> tuple[int, ...]:
+        """The intervals, checked with every other parameter (``ParameterError`` before any write)."""
+        params.flag(self.force_full_resample, "force_full_resample")
+        return params.intervals(self.intervals)
+
+
 def run_resample(
     settings: Settings,
-    intervals: str | Iterable[int] = DEFAULT_INTERVALS,
-    force_full_resample: bool = False,
+    p: ResampleParams | None = None,
     *,
     store: Store | None = None,
     threads: int | None = None,
     memory_limit: str | None = None,
 ) -> ResampleReport:
-    """Bring the silver bars of ``intervals`` up to date with bronze (see the module docstring)."""
-    ns = parse_intervals(intervals)
-    if not isinstance(force_full_resample, bool):
-        raise ParameterError(
-            f"force_full_resample must be True or False, got {force_full_resample!r}", "force_full_resample"
-        )
+    """Bring the silver bars of ``p.intervals`` up to date with bronze (see the module docstring)."""
+    p = p or ResampleParams()
+    ns = p.check()
+    force_full_resample = p.force_full_resample
     store = store or open_store(settings=settings)
-    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    run_id = new_run_id("resample")
     report = ResampleReport(run_id, ns)
     t0 = time.perf_counter()
     with lake_lock(store, "resample", run_id=run_id, purpose="resample"):
