@@ -24,8 +24,8 @@ from condvest.bronze import merge_rows
 from condvest.errors import CorruptObject, ParameterError, ValidationError
 from condvest.lake import BRONZE_PREFIX, DMS_PREFIX, bronze_history_key
 from condvest.manifest import read_sessions
+from condvest.migrate import MigrateParams, cleanup_sources, run_migration
 from condvest.migrate.read import dedupe
-from condvest.migrate.run import cleanup_sources, run_migration
 from condvest.migrate.state import REPORT_KEY, STATE_KEY
 from condvest.offline.dms import write_dms_export
 from condvest.offline.market import SyntheticMarket
@@ -69,7 +69,10 @@ def _bronze(store: LocalStore) -> pd.DataFrame:
 
 
 def _migrate(settings: Settings, **kw) -> object:
-    return run_migration(settings, progress=False, **kw)
+    p = MigrateParams(**{k: kw.pop(k) for k in list(kw) if k in MigrateParams.__dataclass_fields__})
+    report = run_migration(settings, p, progress=False, **kw)
+    report.raise_for_status()
+    return report
 
 
 def test_quirky_export_migrates_with_identical_counts_and_values(lake, market) -> None:
@@ -110,7 +113,7 @@ def test_quirky_export_migrates_with_identical_counts_and_values(lake, market) -
     assert all(s["size"] > 0 for s in doc["sources"])
     assert _objects(store, DMS_PREFIX + "/") == sources
     assert set(report.cleanup["action"]) == {"kept"}
-    assert report.summary().set_index("item").loc["validation", "value"] == "passed"
+    assert report.to_frame().set_index("item").loc["validation", "value"] == "passed"
 
 
 def test_rerun_after_completion_writes_nothing(lake) -> None:
@@ -125,9 +128,11 @@ def test_rerun_after_completion_writes_nothing(lake) -> None:
 
 def _run_killed(settings: Settings, point: str, **kw) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
-        from condvest.migrate.run import run_migration
+        from condvest.migrate import MigrateParams, run_migration
         from condvest.settings import Settings
-        run_migration(Settings(lake_uri={settings.lake_uri!r}), progress=False, **{kw!r})
+        kw = {kw!r}
+        p = MigrateParams(**{{k: kw.pop(k) for k in list(kw) if k in MigrateParams.__dataclass_fields__}})
+        run_migration(Settings(lake_uri={settings.lake_uri!r}), p, progress=False, **kw)
     """)
     env = {**os.environ, "CONDVEST_CRASH_AT": point}
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
@@ -167,16 +172,16 @@ def test_delete_refused_without_a_passing_report_then_allowed(lake) -> None:
     settings, store = lake
     sources = _objects(store, DMS_PREFIX + "/")
     with pytest.raises(ValidationError, match="no validation report"):
-        cleanup_sources(settings, delete_source=True, store=store)
+        cleanup_sources(settings, MigrateParams(delete_source=True), store=store)
     assert _objects(store, DMS_PREFIX + "/") == sources
     _migrate(settings)
     # a source file changed after the validation: refused, nothing touched
     changed = sorted(sources)[3]
     store.put(changed, store.get(changed))  # same bytes, new object (new etag)
-    dry = cleanup_sources(settings, delete_source=True, dry_run=True, store=store)
+    dry = cleanup_sources(settings, MigrateParams(delete_source=True, dry_run=True), store=store)
     assert set(dry["action"]) == {"would refuse"} and dry["detail"].str.contains(changed).all()
     with pytest.raises(ValidationError, match="changed since the validation"):
-        cleanup_sources(settings, delete_source=True, store=store)
+        cleanup_sources(settings, MigrateParams(delete_source=True), store=store)
     assert set(_objects(store, DMS_PREFIX + "/")) == set(sources)
     # a fresh run validates the export as it is now, and then the delete goes through
     report = _migrate(settings, delete_source=True)
@@ -205,7 +210,7 @@ def test_failed_validation_keeps_the_report_and_refuses_cleanup(lake) -> None:
     bad = [r for r in doc["symbols"] if not r["ok"]][0]
     assert bad["missing"] == 1 and bronze_history_key(bad["symbol"]) == key
     with pytest.raises(ValidationError, match="did not pass"):
-        cleanup_sources(settings, delete_source=True, store=store)
+        cleanup_sources(settings, MigrateParams(delete_source=True), store=store)
     assert len(list(store.list(DMS_PREFIX + "/"))) == 8
     # a re-run starts over (writes are merges) and repairs it
     assert _migrate(settings).passed
@@ -322,7 +327,7 @@ def test_migration_on_s3(s3_settings, market) -> None:
 
     store = open_store(settings=s3_settings)
     write_dms_export(store, market, dt.date(2020, 1, 2), dt.date(2020, 3, 31), symbols=market.symbols[:6], n_files=3)
-    report = run_migration(s3_settings, progress=False, backup_source=True)
+    report = run_migration(s3_settings, MigrateParams(backup_source=True), progress=False)
     assert report.passed and report.symbols == 6 and report.duplicates >= 0
     assert len(list(store.list("public/raw_ohlcv_backup/"))) == 3 and not list(store.list(DMS_PREFIX + "/"))
     assert run_migration(s3_settings, progress=False).status == "nothing_to_migrate"

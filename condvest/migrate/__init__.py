@@ -1,13 +1,13 @@
 """03_migrate: the legacy AWS DMS export into per-symbol bronze history, validated before any deletion.
 
-    run_migration(settings, source_prefix="public/raw_ohlcv/", dry_run=False, ...) -> MigrationReport
-    cleanup_sources(settings, ...)     (delete or back up the export; only after a passing validation)
+    run_migration(settings, MigrateParams(source_prefix="public/raw_ohlcv", ...)) -> MigrationReport
+    cleanup_sources(settings, MigrateParams(delete_source=True))   (only after a passing validation)
 
 Modules: ``read`` (the export, explicitly typed), ``write`` (per-symbol histories), ``validate``
 (counts, first/last session, checksums), ``state`` (resumable progress and the kept report),
 ``cleanup`` (the guarded delete/backup), ``run`` (the run).
 """
 
-from condvest.migrate.run import MigrationReport, cleanup_sources, run_migration
+from condvest.migrate.run import MigrateParams, MigrationReport, cleanup_sources, run_migration
 
-__all__ = ["MigrationReport", "cleanup_sources", "run_migration"]
+__all__ = ["MigrateParams", "MigrationReport", "cleanup_sources", "run_migration"]

@@ -17,7 +17,7 @@ import logging
 import pandas as pd
 
 from condvest.crash import crash_point
-from condvest.errors import ParameterError, ValidationError
+from condvest.errors import ValidationError
 from condvest.migrate.read import check_source_prefix, list_sources, sources_json
 from condvest.migrate.state import REPORT_KEY, load_report, now_iso, save_report
 from condvest.storage import Store
@@ -91,7 +91,7 @@ def cleanup_sources(
     Raises ``ValidationError`` with the reason when the guard refuses (except in a dry run, where the
     refusal is the table's answer)."""
     if delete and backup:
-        raise ParameterError("choose delete_source or backup_source, not both", "backup_source")
+        raise ValueError("delete and backup exclude each other (MigrateParams.check refuses both)")
     action = "backup" if backup else "delete" if delete else None
     current, report, reason = check_cleanup(store, source_prefix, action or "delete")
     rows = [[s["key"], s["size"], s["etag"]] for s in current]

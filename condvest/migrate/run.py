@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from condvest import params
 from condvest.crash import crash_point
 from condvest.errors import ParameterError, ValidationError
 from condvest.lake import DMS_PREFIX
@@ -48,7 +49,7 @@ from condvest.storage import ObjectInfo, Store, open_store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MigrationReport", "cleanup_sources", "run_migration"]
+__all__ = ["MigrateParams", "MigrationReport", "cleanup_sources", "run_migration"]
 
 INGESTED_AT_RULE = (
     "ingested_at of a migrated row = its DMS load time (DMS column 'timestamp'; null when "
@@ -81,8 +82,21 @@ class MigrationReport:
     cleanup: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CLEANUP_COLUMNS))
     seconds: float = 0.0
 
-    def summary(self) -> pd.DataFrame:
-        """One row per figure (no run id or timings, so the same lake gives the same table)."""
+    def summary(self) -> dict[str, object]:
+        """Headline figures for the run index (no run id or timings: the same lake gives the same figures)."""
+        return {
+            "status": self.status,
+            "source_files": len(self.sources),
+            "source_rows": self.source_rows,
+            "duplicates": self.duplicates,
+            "symbols": self.symbols,
+            "files_written": self.files_written,
+            "validation_passed": self.passed,
+            "cleanup": ", ".join(sorted(set(self.cleanup["action"]))),
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per figure, as the notebook shows it."""
         v = self.validation
         items = [
             ("status", self.status),
@@ -110,28 +124,33 @@ class MigrationReport:
         v = self.validation
         return v[~v["ok"].astype(bool)].reset_index(drop=True) if len(v) else empty_validation()
 
-    def figures(self, cleanup: pd.DataFrame | None = None) -> dict[str, object]:
-        """Headline figures for the run index (``cleanup``: the table of a separate ``cleanup_sources`` call)."""
-        cleanup = self.cleanup if cleanup is None else cleanup
-        return {
-            "status": self.status,
-            "source_files": len(self.sources),
-            "source_rows": self.source_rows,
-            "duplicates": self.duplicates,
-            "symbols": self.symbols,
-            "files_written": self.files_written,
-            "validation_passed": self.passed,
-            "cleanup": ", ".join(sorted(set(cleanup["action"]))),
-            "seconds": round(self.seconds, 1),
-        }
+    def raise_for_status(self) -> None:
+        """``ValidationError`` naming the failing symbols when the validation failed (the report is kept)."""
+        if self.passed is False:
+            bad = self.failures()["symbol"].tolist()
+            raise ValidationError(
+                f"migration run {self.run_id}: validation failed for {len(bad)} symbol(s) "
+                f"(first: {', '.join(bad[:5])}); see {REPORT_KEY}; the export was not touched"
+            )
 
 
-def _check_flags(dry_run: object, delete_source: object, backup_source: object) -> None:
-    for name, v in (("dry_run", dry_run), ("delete_source", delete_source), ("backup_source", backup_source)):
-        if not isinstance(v, bool):
-            raise ParameterError(f"expected True or False, got {v!r}", name)
-    if delete_source and backup_source:
-        raise ParameterError("choose delete_source or backup_source, not both", "backup_source")
+@dataclass(frozen=True)
+class MigrateParams:
+    """03_migrate's parameters: where the export lives, a dry run, and the optional cleanup afterwards
+    (``delete_source`` or ``backup_source``, each only when a passing validation matches the export)."""
+
+    source_prefix: str = DMS_PREFIX
+    dry_run: bool = False
+    delete_source: bool = False
+    backup_source: bool = False
+
+    def check(self) -> str:
+        """The checked source prefix; every other parameter checked too (before anything is written)."""
+        for name in ("dry_run", "delete_source", "backup_source"):
+            params.flag(getattr(self, name), name)
+        if self.delete_source and self.backup_source:
+            raise ParameterError("choose delete_source or backup_source, not both", parameter="backup_source")
+        return check_source_prefix(self.source_prefix)
 
 
 def _from_report(doc: dict, status: str, message: str) -> MigrationReport:
@@ -228,28 +247,26 @@ def _start_state(store: Store, prefix: str, sources: list[dict]) -> MigrationSta
 
 def run_migration(
     settings: Settings,
-    source_prefix: str = DMS_PREFIX,
-    dry_run: bool = False,
-    delete_source: bool = False,
-    backup_source: bool = False,
+    p: MigrateParams | None = None,
     *,
     store: Store | None = None,
     threads: int = 4,
     batch_symbols: int = 256,
     progress: bool = True,
 ) -> MigrationReport:
-    """Migrate the DMS export under ``source_prefix/`` into bronze, validate, and (on request) clean up.
+    """Migrate the DMS export under ``p.source_prefix/`` into bronze, validate, and (on request) clean up.
 
     ``threads`` write histories concurrently; the progress state is saved every ``batch_symbols`` symbols.
-    Raises ``ValidationError`` when the validation fails (the report is kept) or when the requested
-    delete/backup is refused; ``CorruptObject`` naming the file for an unreadable or ill-typed export file.
+    A failed validation is in the report (``raise_for_status()`` raises ``ValidationError``; the export is
+    not touched). Raises ``ValidationError`` when a requested delete/backup is refused, ``CorruptObject``
+    naming the file for an unreadable or ill-typed export file.
     """
     t0 = time.monotonic()
-    prefix = check_source_prefix(source_prefix)
-    _check_flags(dry_run, delete_source, backup_source)
-    for name, n in (("threads", threads), ("batch_symbols", batch_symbols)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ParameterError(f"must be a positive integer, got {n!r}", name)
+    p = p or MigrateParams()
+    prefix = p.check()
+    dry_run, delete_source, backup_source = p.dry_run, p.delete_source, p.backup_source
+    params.count(threads, "threads", 1)
+    params.count(batch_symbols, "batch_symbols", 1)
     store = store or open_store(settings=settings)
     sources = sources_json(list_sources(store, prefix))
     report = load_report(store)
@@ -271,7 +288,9 @@ def run_migration(
     else:
         out = _migrate(store, prefix, sources, threads, progress, batch_symbols)
     log.info("migration status=%s prefix=%s message=%s", out.status, prefix, out.message)
-    if delete_source or backup_source or dry_run:
+    if out.passed is False:
+        out.cleanup = _cleanup(store, prefix, dry_run=True)  # what stays: a failed validation touches nothing
+    elif delete_source or backup_source or dry_run:
         out.cleanup = _cleanup(store, prefix, delete=delete_source, backup=backup_source, dry_run=dry_run)
     else:
         out.cleanup = _cleanup(store, prefix)
@@ -361,27 +380,13 @@ def _migrate(
         f"{'resumed run ' + state.run_id + ': ' if resumed else ''}wrote {out.files_written} histories, "
         f"validation {'passed' if doc['passed'] else 'FAILED'}"
     )
-    if not doc["passed"]:
-        bad = v.loc[~v["ok"], "symbol"].tolist()
-        raise ValidationError(
-            f"migration run {state.run_id}: validation failed for {len(bad)} symbol(s) "
-            f"(first: {', '.join(bad[:5])}); see {REPORT_KEY}; the export was not touched"
-        )
     return out
 
 
-def cleanup_sources(
-    settings: Settings,
-    source_prefix: str = DMS_PREFIX,
-    delete_source: bool = False,
-    backup_source: bool = False,
-    dry_run: bool = False,
-    *,
-    store: Store | None = None,
-) -> pd.DataFrame:
+def cleanup_sources(settings: Settings, p: MigrateParams | None = None, *, store: Store | None = None) -> pd.DataFrame:
     """The explicit cleanup step on its own: delete or back up the export when a passing validation report
     matches it exactly; one row per file (``key, size, etag, action, detail``). Refusal: ``ValidationError``."""
-    prefix = check_source_prefix(source_prefix)
-    _check_flags(dry_run, delete_source, backup_source)
+    p = p or MigrateParams()
+    prefix = p.check()
     store = store or open_store(settings=settings)
-    return _cleanup(store, prefix, delete=delete_source, backup=backup_source, dry_run=dry_run)
+    return _cleanup(store, prefix, delete=p.delete_source, backup=p.backup_source, dry_run=p.dry_run)
