@@ -134,7 +134,7 @@ def main() -> None:
             assert r.status == "ok", r.failed
             ones.append(r.seconds)
             floors.append(floor(tmp / f"floor1-{i}", bars_frame(market.grouped(AS_OF))))
-        n1 = r.totals()["bronze_rows"]
+        n1 = r.summary()["bronze_rows"]
         one = min(ones)
         rows.append((f"1 session, {n1:,} symbols, end to end (best of {opts.repeat})", one, min(floors)))
 
@@ -147,7 +147,7 @@ def main() -> None:
         assert r.status == "ok", r.failed
         sessions = cal.last_n_sessions(AS_OF, opts.sessions)
         assert len(r.sessions) == len(sessions)
-        n = r.totals()["bronze_rows"]
+        n = r.summary()["bronze_rows"]
         fn = sum(floor(tmp / f"floorN{i}", bars_frame(market.grouped(d))) for i, d in enumerate(sessions))
         rows.append((f"{opts.sessions} missing sessions, {n:,} bars, end to end", r.seconds, fn))
 

@@ -145,7 +145,7 @@ def test_transient_faults_are_retried(cfg, srv, kind):
     srv.faults.add(kind, path="/grouped/", times=2, retry_after=0.05, delay=3.0)
     report = fetch(cfg, max_backfill_days=2)
     assert report.status == "ok", report.failed
-    assert report.retries >= 2 and report.totals()["bronze_rows"] == 2 * 12
+    assert report.retries >= 2 and report.summary()["bronze_rows"] == 2 * 12
 
 
 def test_a_persistent_failure_fails_the_session_and_the_next_run_retries_it(cfg, srv):
@@ -153,7 +153,7 @@ def test_a_persistent_failure_fails_the_session_and_the_next_run_retries_it(cfg,
     report = fetch(cfg, max_backfill_days=3)
     assert report.status == "failed" and list(report.failed) == [AS_OF.isoformat()]
     with pytest.raises(FetchFailed, match=AS_OF.isoformat()):
-        report.raise_for_failures()
+        report.raise_for_status()
     store = LocalStore(cfg.lake_uri)
     assert manifest.missing_sessions(store, cal.last_n_sessions(AS_OF, 3)) == [AS_OF]
     srv.faults.clear()
@@ -171,7 +171,7 @@ def test_duplicate_and_bad_bars(cfg, srv):
     srv.faults.add("duplicate_bars", path="/grouped/", times=1, count=3)
     srv.faults.add("bad_bars", path="/grouped/", times=1, count=2)
     report = fetch(cfg, max_backfill_days=2)
-    t = report.totals()
+    t = report.summary()
     assert report.status == "ok" and t["duplicates"] == 3 and t["quarantined"] == 2
     b = bronze(cfg)
     assert not b.duplicated(["symbol", "date"]).any() and len(b) == 2 * 12 - 2
@@ -187,7 +187,7 @@ def test_the_api_key_never_reaches_logs_urls_or_reports(cfg, srv, caplog):
     caplog.set_level(logging.DEBUG)
     srv.faults.add("http_5xx", path="/grouped/", times=1)
     report = fetch(cfg, max_backfill_days=2)
-    assert KEY not in caplog.text and KEY not in repr(report) and KEY not in report.table().to_string()
+    assert KEY not in caplog.text and KEY not in repr(report) and KEY not in report.to_frame().to_string()
     assert all(KEY not in r.path_qs for r in srv.requests)
     assert {r.authorization for r in srv.requests} == {"bearer"}
 
@@ -261,7 +261,7 @@ def test_duplicates_across_range_pages_are_counted_and_dropped(cfg, srv, market)
     sym = market.symbols[0]
     srv.faults.add("duplicate_bars", path=f"/ticker/{sym}/", times=1, count=2)
     report = fetch(cfg, start="2025-09-02", end="2025-10-17", symbols=sym, skip_market_check=True)
-    assert report.status == "ok" and report.totals()["duplicates"] == 2
+    assert report.status == "ok" and report.summary()["duplicates"] == 2
     b = bronze(cfg)
     assert not b.duplicated(["symbol", "date"]).any() and len(b) == len(
         cal.sessions_between(max(dt.date(2025, 9, 2), market.listing_date(sym)), dt.date(2025, 10, 17))

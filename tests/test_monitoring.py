@@ -77,7 +77,7 @@ def record_runs(runs_uri: str) -> None:
     """Through the runner's own append: 01_fetch ok, failed, ok; 02_resample ok; 04_retention failed."""
     store = LocalStore(runs_uri)
     t0 = dt.datetime(2025, 1, 15, 22, 0, tzinfo=dt.UTC)
-    err = CellError(4, 3, "report.raise_for_failures()", "FetchFailed", "sessions failed: 2025-01-13\nmore")
+    err = CellError(4, 3, "report.raise_for_status()", "FetchFailed", "sessions failed: 2025-01-13\nmore")
     plan = [("01_fetch", None), ("01_fetch", err), ("02_resample", None), ("01_fetch", None), ("04_retention", err)]
     for i, (nb, error) in enumerate(plan):
         start = t0 + dt.timedelta(minutes=10 * i)
@@ -100,7 +100,9 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
     settings = settings_for(tmp_path)
     fill_lake(LocalStore(settings.lake_uri))
     record_runs(settings.runs_uri)
-    snap = monitoring.collect(settings, recent_sessions=5, chart_sessions=40, runs_shown=3, read_postgres=False)
+    snap = monitoring.collect(
+        settings, monitoring.MonitoringParams(recent_sessions=5, chart_sessions=40, runs_shown=3, read_postgres=False)
+    )
 
     assert snap.latest_session == AS_OF
     cov = snap.coverage.set_index("year")
@@ -154,7 +156,7 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
         "symbols": 2,
     }
     LocalStore(settings.lake_uri).put(checkpoint_key(8), json.dumps(lag).encode())
-    later = monitoring.collect(settings, recent_sessions=40, read_postgres=False)
+    later = monitoring.collect(settings, monitoring.MonitoringParams(recent_sessions=40, read_postgres=False))
     assert later.overview().loc["silver", "state"] == "look"
     assert later.recent_sessions == 30 and len(later.missing) == 3
 
@@ -167,7 +169,7 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
 
 def test_an_empty_lake_says_nothing_yet_everywhere(tmp_path):
     settings = settings_for(tmp_path)
-    snap = monitoring.collect(settings, read_postgres=False)
+    snap = monitoring.collect(settings, monitoring.MonitoringParams(read_postgres=False))
     assert snap.coverage.empty and snap.quarantine.empty and snap.silver_files.empty and snap.runs.empty
     assert len(snap.missing) == 30  # every session of the window is missing: nothing was ever fetched
     assert snap.summary()["failed_runs"] == 0
@@ -190,9 +192,9 @@ def test_an_empty_lake_says_nothing_yet_everywhere(tmp_path):
 def test_parameters_are_checked(tmp_path):
     settings = settings_for(tmp_path)
     with pytest.raises(ParameterError, match="recent_sessions"):
-        monitoring.collect(settings, recent_sessions=0, read_postgres=False)
+        monitoring.collect(settings, monitoring.MonitoringParams(recent_sessions=0, read_postgres=False))
     with pytest.raises(ParameterError, match="as_of"):
-        monitoring.collect(settings, as_of="yesterday", read_postgres=False)
+        monitoring.collect(settings, monitoring.MonitoringParams(as_of="yesterday", read_postgres=False))
 
 
 def test_retention_views_before_and_after_deploy_and_archive(pg_settings):

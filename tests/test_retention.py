@@ -320,16 +320,16 @@ def test_procedure_runs_from_psql_with_its_defaults(deployed):
 def test_bad_parameters_are_refused_before_any_write(deployed):
     settings = Settings(as_of=AS_OF)
     with pytest.raises(ParameterError, match="mode"):
-        retention.plan(settings, mode="purge")
+        retention.plan(settings, retention.RetentionParams(mode="purge"))
     with pytest.raises(ParameterError, match="retention"):
-        retention.plan(settings, retention="0 months")
+        retention.plan(settings, retention.RetentionParams(retention="0 months"))
     with pytest.raises(ParameterError, match="retention"):
-        retention.plan(settings, retention="1 month'; DROP TABLE raw_ohlcv; --")
+        retention.plan(settings, retention.RetentionParams(retention="1 month'; DROP TABLE raw_ohlcv; --"))
     with pytest.raises(ParameterError, match="as_of"):
-        retention.plan(settings, as_of="2025-02-30")
+        retention.plan(settings, retention.RetentionParams(as_of="2025-02-30"))
     with pytest.raises(ParameterError, match="lock_timeout"):
-        retention.plan(settings, lock_timeout="5s'; SELECT 1")
-    ok = retention.plan(settings, mode="dry-run", retention="37 months")
+        retention.plan(settings, retention.RetentionParams(lock_timeout="5s'; SELECT 1"))
+    ok = retention.plan(settings, retention.RetentionParams(mode="dry-run", retention="37 months"))
     assert (ok.as_of, ok.cutoff) == (AS_OF, dt.date(2021, 12, 15))
     with connect(deployed) as conn:
         before = state(conn)
@@ -359,15 +359,15 @@ def test_execute_modes(pg_dsn):
     settings = Settings(as_of=AS_OF)
     with connect(pg_dsn) as conn:
         # archive on a database without the policy deploys it first
-        out = retention.execute(conn, retention.plan(settings, mode="archive"))
+        out = retention.execute(conn, retention.plan(settings, retention.RetentionParams(mode="archive")))
         assert out.archive.status == "success" and out.archive.archived == 0
-        assert out.summary["status"] == "success" and out.summary["cutoff"] == "2021-12-15"
+        assert out.summary()["status"] == "success" and out.summary()["cutoff"] == "2021-12-15"
         load(conn, bars())
-        out = retention.execute(conn, retention.plan(settings, mode="dry-run"))
-        assert out.table.at[0, "rows_to_archive"] > 0 and out.summary["rows_to_archive"] > 0
-        out = retention.execute(conn, retention.plan(settings, mode="deploy"))
+        out = retention.execute(conn, retention.plan(settings, retention.RetentionParams(mode="dry-run")))
+        assert out.to_frame().at[0, "rows_to_archive"] > 0 and out.summary()["rows_to_archive"] > 0
+        out = retention.execute(conn, retention.plan(settings, retention.RetentionParams(mode="deploy")))
         assert out.deploy.files == retention.POLICY_FILES
-        assert out.summary == {
+        assert out.summary() == {
             "mode": "deploy",
             "files": 5,
             "partitioned": True,

@@ -4,7 +4,7 @@ Per session: fetch (grouped daily for all symbols, one request; per-symbol range
 subset or a historical range) -> parse and deduplicate on (symbol, session date) -> bar checks
 (failures go to the quarantine with their reason) -> bronze -> Postgres upsert of rows inside the
 retention window -> manifest. A session that fails anywhere is reported failed and is not recorded in
-the manifest, so the next run fetches it again; ``FetchReport.raise_for_failures`` makes the run fail.
+the manifest, so the next run fetches it again; ``FetchReport.raise_for_status`` makes the run fail.
 """
 
 from __future__ import annotations
@@ -75,36 +75,14 @@ class FetchReport:
             return "skipped"
         return "failed" if self.failed else "ok"
 
-    def table(self) -> pd.DataFrame:
+    def to_frame(self) -> pd.DataFrame:
         """Per-session counts and timings."""
         cols = list(SessionResult.__dataclass_fields__)
         return pd.DataFrame([asdict(r) for r in self.sessions], columns=cols)
 
-    def counts(self) -> pd.DataFrame:
-        """Per-session counts without timings (deterministic for a given market and lake)."""
-        return self.table().drop(columns=["seconds"])
-
     def summary(self) -> dict[str, Any]:
-        """The run's outcome without timings or request counts."""
-        t = self.totals()
-        return {
-            k: t[k]
-            for k in (
-                "mode",
-                "status",
-                "as_of",
-                "sessions",
-                "sessions_failed",
-                "bronze_rows",
-                "postgres_rows",
-                "quarantined",
-                "duplicates",
-                "reason",
-            )
-        }
-
-    def totals(self) -> dict[str, Any]:
-        t = self.table()
+        """The run's outcome for the run index (no timings: the same market and lake give the same figures)."""
+        t = self.to_frame()
         return {
             "mode": self.plan.mode,
             "status": self.status,
@@ -117,11 +95,11 @@ class FetchReport:
             "duplicates": int(t["duplicates"].sum()) if len(t) else 0,
             "requests": self.requests,
             "retries": self.retries,
-            "seconds": round(self.seconds, 2),
             "reason": self.plan.reason,
         }
 
-    def raise_for_failures(self) -> None:
+    def raise_for_status(self) -> None:
+        """``FetchFailed`` listing the failed sessions and symbols (after the notebook showed the tables)."""
         if self.failed:
             raise FetchFailed(self.failed)
 

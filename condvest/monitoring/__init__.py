@@ -5,6 +5,7 @@ overview_section(snapshot), lake_section(...), ...                   (what the n
 """
 
 from condvest.monitoring.snapshot import (
+    MonitoringParams,
     MonitoringSnapshot,
     Section,
     collect,
@@ -16,6 +17,7 @@ from condvest.monitoring.snapshot import (
 )
 
 __all__ = [
+    "MonitoringParams",
     "MonitoringSnapshot",
     "Section",
     "collect",

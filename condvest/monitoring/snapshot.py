@@ -23,9 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from condvest import retention
+from condvest import params, retention
 from condvest.calendar import FIRST_SUPPORTED, last_n_sessions, latest_complete_session, sessions_between
-from condvest.errors import DatabaseError, ParameterError
+from condvest.errors import DatabaseError
 from condvest.lake import MANIFEST_PREFIX, QUARANTINE_PREFIX, SILVER_PREFIX
 from condvest.manifest import ALL, SessionEntry, read_sessions
 from condvest.postgres import connect
@@ -268,6 +268,13 @@ class MonitoringSnapshot:
             "postgres": self.postgres,
         }
 
+    def raise_for_status(self) -> None:
+        """Nothing to raise: monitoring reports what it finds (``look`` states), it never fails a run on it."""
+
+    def to_frame(self) -> pd.DataFrame:
+        """One line per section: its state (ok / look) and what it found."""
+        return self.overview()
+
     def overview(self) -> pd.DataFrame:
         """One line per section: ``look`` when something deserves a glance (a gap in the recent window, silver
         behind bronze, no retention policy, a notebook whose last run failed, an empty source), else ``ok``."""
@@ -314,38 +321,29 @@ def read_retention(settings: Settings) -> tuple[str, RetentionViews | None]:
         conn.close()
 
 
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 20_000:
-        raise ParameterError(f"must be an integer in 1..20000, got {value!r}", name)
-    return value
+@dataclass(frozen=True)
+class MonitoringParams:
+    """05_monitoring's parameters. ``recent_sessions``: the window checked for missing sessions (01_fetch's
+    ``max_backfill_days``); ``chart_sessions``: the sessions in the rows chart (neither window starts before
+    the first session the manifest holds); ``runs_shown``: runs in the run table; ``read_postgres=False``
+    skips the database (no connection, no embedded cluster started); ``as_of``: the run's "today" (default:
+    the settings', i.e. CONDVEST_AS_OF or today)."""
+
+    recent_sessions: int = 30
+    chart_sessions: int = 250
+    runs_shown: int = 20
+    read_postgres: bool = True
+    as_of: dt.date | str | None = None
 
 
-def _day(settings: Settings, as_of: dt.date | str | None) -> dt.date:
-    if as_of is None or isinstance(as_of, dt.date):
-        return as_of or settings.today()
-    try:
-        return dt.date.fromisoformat(str(as_of))
-    except ValueError:
-        raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {as_of!r}", "as_of") from None
-
-
-def collect(
-    settings: Settings,
-    *,
-    recent_sessions: int = 30,
-    chart_sessions: int = 250,
-    runs_shown: int = 20,
-    read_postgres: bool = True,
-    as_of: dt.date | str | None = None,
-    store: Store | None = None,
-) -> MonitoringSnapshot:
-    """Read every source once. ``recent_sessions``: the window checked for missing sessions (01_fetch's
-    ``max_backfill_days``); ``chart_sessions``: the sessions in the rows chart (neither window starts before the
-    first session the manifest holds); ``read_postgres=False`` skips the database (no connection, no embedded
-    cluster started); ``as_of``: the run's "today" (default: the settings', i.e. CONDVEST_AS_OF or today)."""
-    recent, chart = _count("recent_sessions", recent_sessions), _count("chart_sessions", chart_sessions)
-    shown = _count("runs_shown", runs_shown)
-    latest = latest_complete_session(day := _day(settings, as_of))
+def collect(settings: Settings, p: MonitoringParams | None = None, *, store: Store | None = None) -> MonitoringSnapshot:
+    """Read every source once (see ``MonitoringParams``); parameters are checked before anything is read."""
+    p = p or MonitoringParams()
+    recent = params.count(p.recent_sessions, "recent_sessions", 1, 20_000)
+    chart = params.count(p.chart_sessions, "chart_sessions", 1, 20_000)
+    shown = params.count(p.runs_shown, "runs_shown", 1, 20_000)
+    read_postgres = params.flag(p.read_postgres, "read_postgres")
+    latest = latest_complete_session(day := params.iso_date(p.as_of, "as_of") or settings.today())
     store = store or open_store(settings=settings)
     entries = read_manifest(store, latest)
     window = last_n_sessions(latest, max(recent, chart))

@@ -27,6 +27,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import pandas as pd
 from tqdm import tqdm
 
 from condvest import params
@@ -56,6 +57,13 @@ class CompactionReport:
     skipped: dict[str, str] = field(default_factory=dict)  # symbol -> why
     seconds: float = 0.0
     message: str = ""
+
+    def to_frame(self) -> pd.DataFrame:
+        """The symbols left as they were, and why (empty when every due symbol was folded)."""
+        return pd.DataFrame(sorted(self.skipped.items()), columns=["symbol", "reason"])
+
+    def raise_for_status(self) -> None:
+        """Nothing to raise: a skipped symbol keeps its daily files and is folded by the next run."""
 
     def summary(self) -> dict[str, object]:
         return {

@@ -38,3 +38,6 @@ class ResampleReport:
             "seconds": round(self.seconds, 2),
             "bars_written": sum(r.bars_written for r in self.results),
         }
+
+    def raise_for_status(self) -> None:
+        """Nothing to raise: a resample that cannot finish raises at once and commits no checkpoint."""

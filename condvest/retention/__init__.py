@@ -1,7 +1,8 @@
 """04_retention: the Postgres retention policy: deploy it, preview it (dry run), run it (archive), its views.
 
-    plan(settings, mode, retention, as_of, lock_timeout, method) -> RetentionPlan   (pure; checks parameters)
-    execute(conn, plan) -> RetentionOutcome
+    run_retention(settings, RetentionParams(mode="deploy", ...)) -> RetentionOutcome   (connects, runs, reads)
+    plan(settings, RetentionParams(...)) -> RetentionPlan     (pure; checks parameters)
+    execute(conn, plan) -> RetentionOutcome                   (on a connection of your own)
     read_views(conn) -> RetentionViews, distribution_figure / retention_log_figure
 
 Modules: ``policy`` (the SQL files applied, the procedure called), ``views`` (the monitoring views and
@@ -15,6 +16,7 @@ from condvest.retention.policy import (
     ArchiveResult,
     DeployReport,
     RetentionOutcome,
+    RetentionParams,
     RetentionPlan,
     archive,
     cutoff,
@@ -25,6 +27,7 @@ from condvest.retention.policy import (
     is_deployed,
     plan,
     retention_cutoff,
+    run_retention,
 )
 from condvest.retention.views import (
     RetentionViews,
@@ -43,6 +46,7 @@ __all__ = [
     "ArchiveResult",
     "DeployReport",
     "RetentionOutcome",
+    "RetentionParams",
     "RetentionPlan",
     "RetentionViews",
     "archive",
@@ -60,4 +64,5 @@ __all__ = [
     "retention_cutoff",
     "retention_log",
     "retention_log_figure",
+    "run_retention",
 ]

@@ -52,12 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = _settings(args.target)
-        run = retention.plan(settings, args.mode, args.retention, args.as_of, args.lock_timeout, args.method)
+        run = retention.plan(
+            settings, retention.RetentionParams(args.mode, args.retention, args.as_of, args.lock_timeout, args.method)
+        )
         _emit(f"target: {settings.describe()['postgres']}")
         _emit(run.to_frame().to_string())
         with connect(settings, autocommit=True) as conn:
             outcome = retention.execute(conn, run)
-            _emit(outcome.table.to_string(index=args.mode != "dry-run"))
+            _emit(outcome.to_frame().to_string(index=args.mode != "dry-run"))
             if args.mode == "deploy":
                 _emit("would be archived now:")
                 _emit(retention.dry_run(conn, run.cutoff).to_string(index=False))

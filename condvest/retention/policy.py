@@ -21,8 +21,10 @@ from typing import Any
 
 import pandas as pd
 
+from condvest import params
 from condvest.errors import DatabaseError, ParameterError, ValidationError
-from condvest.postgres import apply_sql, sql_files
+from condvest.postgres import apply_sql, connect, sql_files
+from condvest.retention.views import RetentionViews, read_views
 from condvest.retention.views import db_error as _db_error
 from condvest.settings import Retention, Settings
 
@@ -91,19 +93,25 @@ class RetentionPlan:
         )
 
 
-def plan(
-    settings: Settings,
-    mode: str = "deploy",
-    retention: Retention | str | None = None,
-    as_of: dt.date | str | None = None,
-    lock_timeout: str = "5s",
-    method: str = "auto",
-) -> RetentionPlan:
+@dataclasses.dataclass(frozen=True)
+class RetentionParams:
+    """04_retention's parameters: ``mode`` (deploy | dry-run | archive), ``retention`` (e.g. "3 years 1 month";
+    None: the setting 01_fetch uses), ``as_of`` (the run's today; None: the settings'), ``lock_timeout``,
+    ``method`` (auto: whole months by partition; rows: row by row)."""
+
+    mode: str = "deploy"
+    retention: Retention | str | None = None
+    as_of: dt.date | str | None = None
+    lock_timeout: str = "5s"
+    method: str = "auto"
+
+
+def plan(settings: Settings, p: RetentionParams | None = None) -> RetentionPlan:
     """Check the parameters before anything is written; ``None`` means the settings' retention / today."""
-    if mode not in MODES:
-        raise ParameterError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}", "mode")
-    if method not in METHODS:
-        raise ParameterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}", "method")
+    p = p or RetentionParams()
+    mode = params.choice(p.mode, "mode", MODES)
+    method = params.choice(p.method, "method", METHODS)
+    lock_timeout, retention = p.lock_timeout, p.retention
     if not isinstance(lock_timeout, str) or not _LOCK_TIMEOUT_RE.match(lock_timeout.strip()):
         raise ParameterError(f"cannot read {lock_timeout!r}; write e.g. '5s' or '500ms'", "lock_timeout")
     r = settings.retention if retention is None else _retention(retention)
@@ -113,15 +121,7 @@ def plan(
             r.as_interval(),
             settings.retention.as_interval(),
         )
-    if as_of is None:
-        day = settings.today()
-    elif isinstance(as_of, dt.date):
-        day = as_of
-    else:
-        try:
-            day = dt.date.fromisoformat(str(as_of))
-        except ValueError:
-            raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {as_of!r}", "as_of") from None
+    day = params.iso_date(p.as_of, "as_of") or settings.today()
     return RetentionPlan(mode, r, day, r.cutoff(day), lock_timeout.strip(), method)
 
 
@@ -347,13 +347,27 @@ def archive(
 
 @dataclasses.dataclass(frozen=True)
 class RetentionOutcome:
-    """What ``execute`` did: a table to show, a deterministic summary for the run index, and the details."""
+    """What a retention run did: the table the notebook shows (``to_frame``), a deterministic ``summary`` for
+    the run index, the details, and (from ``run_retention``) what lies beyond the cutoff now and the views."""
 
     mode: str
     table: pd.DataFrame
-    summary: dict[str, Any]
+    figures: dict[str, Any]
     deploy: DeployReport | None = None
     archive: ArchiveResult | None = None
+    beyond_cutoff: pd.DataFrame | None = None
+    views: RetentionViews | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.figures)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table
+
+    def raise_for_status(self) -> None:
+        """``DatabaseError`` when the archive run was logged as failed (it was rolled back; the log says why)."""
+        if self.archive is not None and self.archive.status == "failed":
+            raise DatabaseError(f"archive run {self.archive.run_id} failed: {self.archive.error}", table="raw_ohlcv")
 
 
 def execute(conn: Any, run: RetentionPlan) -> RetentionOutcome:
@@ -379,3 +393,15 @@ def execute(conn: Any, run: RetentionPlan) -> RetentionOutcome:
         **{k: v.isoformat() if isinstance(v, dt.date) else v for k, v in result.summary().items()},
     }
     return RetentionOutcome(run.mode, result.to_frame(), summary, archive=result)
+
+
+def run_retention(settings: Settings, p: RetentionParams | None = None) -> RetentionOutcome:
+    """04_retention in one call: check the parameters, connect (``CONDVEST_PG_DSN``, the RDS settings or the
+    embedded cluster), do what the mode says, then read what lies beyond the cutoff and the views (when the
+    policy is deployed); the connection is closed on return."""
+    run = plan(settings, p)
+    with connect(settings, autocommit=True) as conn:
+        outcome = execute(conn, run)
+        beyond = dry_run(conn, run.cutoff)
+        views = read_views(conn) if is_deployed(conn) else None
+    return dataclasses.replace(outcome, beyond_cutoff=beyond, views=views)
