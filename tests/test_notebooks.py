@@ -29,11 +29,19 @@ def test_notebook_shape(path):
         if line.strip():
             assert re.match(r"^[a-z_][a-z0-9_]* = .+  # \S", line), f"parameter line without a # help: {line!r}"
     assert len(code) <= 10
+    ids = [c.get("id", "") for c in cells]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[a-z][a-z0-9-]{1,30}", i) for i in ids), (
+        f"cells need stable, readable ids (a word or two, not random hex): {ids}"
+    )
+    assert not any(re.fullmatch(r"[0-9a-f]{8}|c\d\d", i) for i in ids), f"generated cell ids: {ids}"
     for c in code:
         src = "".join(c["source"])
         assert not re.search(r"^\s*(def|class)\s", src, re.M), "logic belongs in condvest/"
         assert not re.search(r"\b(SELECT|INSERT|DELETE|UPDATE|CREATE)\s", src), "SQL belongs in sql/ or builders"
         assert "asyncio.run(" not in src, "use top-level await inside a kernel"
+        assert "from condvest." not in src or not re.search(r"from condvest\.\w+\.\w+ import", src), (
+            "notebooks import a stage's API (condvest.<stage>), not its modules"
+        )
         if "# NBVAL_CHECK_OUTPUT" not in src:
             assert not c.get("outputs"), "only nbval's checked cells keep (reference) outputs"
 
