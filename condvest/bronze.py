@@ -59,18 +59,18 @@ def read_bronze_bytes(key: str, data: bytes) -> pa.Table:
     try:
         t = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:
-        raise CorruptObject(key, f"unreadable parquet: {exc}") from exc
+        raise CorruptObject(f"unreadable parquet: {exc}", key=key) from exc
     cols = []
     for f in BRONZE_SCHEMA:
         if f.name in t.column_names:
             try:
                 cols.append(t.column(f.name).cast(f.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise CorruptObject(key, f"column {f.name}: {exc}") from exc
+                raise CorruptObject(f"column {f.name}: {exc}", key=key) from exc
         elif f.name in OPTIONAL_COLUMNS:
             cols.append(pa.chunked_array([pa.nulls(t.num_rows, f.type)]))
         else:
-            raise CorruptObject(key, f"bronze object lacks column {f.name}")
+            raise CorruptObject(f"bronze object lacks column {f.name}", key=key)
     return pa.Table.from_arrays(cols, schema=BRONZE_SCHEMA)
 
 
@@ -80,10 +80,10 @@ def find_corrupt_object(store: Store, keys: list[str], exc: Exception) -> Storag
         try:
             pq.read_metadata(io.BytesIO(store.get(key)))
         except (pa.ArrowException, OSError) as bad:
-            return CorruptObject(key, f"unreadable parquet: {bad}")
+            return CorruptObject(f"unreadable parquet: {bad}", key=key)
         except StorageError as bad:
             return bad
-    return StorageError(keys[0] if keys else "<none>", f"bronze objects could not be read: {exc}")
+    return StorageError(f"bronze objects could not be read: {exc}", key=keys[0] if keys else "<none>")
 
 
 def merge_history(store: Store, symbol: str, df: pd.DataFrame) -> int:

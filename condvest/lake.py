@@ -31,13 +31,13 @@ _SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$")
 def check_symbol(symbol: str) -> str:
     """Return ``symbol`` when it is a safe ticker; reject anything that could escape a path or a query."""
     if not isinstance(symbol, str) or not _SYMBOL_RE.fullmatch(symbol) or ".." in symbol:
-        raise ParameterError(f"invalid symbol {symbol!r}", "symbols")
+        raise ParameterError(f"invalid symbol {symbol!r}", parameter="symbols")
     return symbol
 
 
 def check_interval(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ParameterError(f"interval must be a positive integer, got {n!r}", "intervals")
+        raise ParameterError(f"interval must be a positive integer, got {n!r}", parameter="intervals")
     return n
 
 
@@ -67,7 +67,7 @@ def manifest_key(year: int) -> str:
 
 def quarantine_key(day: dt.date, run_id: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id):
-        raise ParameterError(f"invalid run id {run_id!r}", "run_id")
+        raise ParameterError(f"invalid run id {run_id!r}", parameter="run_id")
     return f"{QUARANTINE_PREFIX}/date={day.isoformat()}/{run_id}.parquet"
 
 
@@ -77,7 +77,7 @@ def batch_prefix(day: dt.date) -> str:
 
 def batch_key(day: dt.date, run_id: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", run_id):
-        raise ParameterError(f"invalid run id {run_id!r}", "run_id")
+        raise ParameterError(f"invalid run id {run_id!r}", parameter="run_id")
     return f"{batch_prefix(day)}{run_id}.parquet"
 
 

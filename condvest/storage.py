@@ -37,7 +37,7 @@ class ObjectInfo:
 
 def _check_key(key: str) -> str:
     if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in key.split("/")):
-        raise StorageError(key or "<empty>", "invalid object key")
+        raise StorageError("invalid object key", key=key or "<empty>")
     return key
 
 
@@ -117,11 +117,11 @@ class LocalStore(Store):
                 st = os.fstat(f.fileno())
                 return f.read(), self._etag(st)
         except FileNotFoundError:
-            raise ObjectNotFound(key) from None
+            raise ObjectNotFound(key=key) from None
         except IsADirectoryError:
-            raise ObjectNotFound(key) from None
+            raise ObjectNotFound(key=key) from None
         except OSError as exc:
-            raise StorageError(key, f"read failed: {exc}") from exc
+            raise StorageError(f"read failed: {exc}", key=key) from exc
 
     def _write(self, p: Path, data: bytes) -> str:
         # a private temporary name in the target folder, then an atomic rename: readers see old or new
@@ -157,16 +157,16 @@ class LocalStore(Store):
                 try:
                     current = self._etag(p.stat()) if p.exists() else None
                     if if_none_match and current is not None:
-                        raise PreconditionFailed(key, "object already exists")
+                        raise PreconditionFailed("object already exists", key=key)
                     if if_match is not None and current != if_match:
-                        raise PreconditionFailed(key, "object changed since it was read")
+                        raise PreconditionFailed("object changed since it was read", key=key)
                     return self._write(p, data)
                 finally:
                     fcntl.flock(lf, fcntl.LOCK_UN)
         except PreconditionFailed:
             raise
         except OSError as exc:
-            raise StorageError(key, f"write failed: {exc}") from exc
+            raise StorageError(f"write failed: {exc}", key=key) from exc
 
     def head(self, key: str) -> ObjectInfo | None:
         p = self._path(key)
@@ -210,7 +210,7 @@ class LocalStore(Store):
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise StorageError(key, f"delete failed: {exc}") from exc
+            raise StorageError(f"delete failed: {exc}", key=key) from exc
 
     def url(self, key: str) -> str:
         return str(self.root / key) if key else str(self.root)
@@ -225,7 +225,7 @@ class S3Store(Store):
         rest = uri[len("s3://") :].strip("/")
         self.bucket, _, prefix = rest.partition("/")
         if not self.bucket:
-            raise StorageError(uri, "s3 URI needs a bucket")
+            raise StorageError("s3 URI needs a bucket", key=uri)
         self.prefix = f"{prefix}/" if prefix else ""
         self.uri = uri.rstrip("/")
         self.endpoint_url = endpoint_url
@@ -259,10 +259,10 @@ class S3Store(Store):
     def _err(self, key: str, exc: Exception) -> StorageError:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "404", "NotFound"):
-            return ObjectNotFound(key)
+            return ObjectNotFound(key=key)
         if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            return PreconditionFailed(key)
-        return StorageError(key, f"S3 {code or type(exc).__name__}: {exc}")
+            return PreconditionFailed(key=key)
+        return StorageError(f"S3 {code or type(exc).__name__}: {exc}", key=key)
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         k = self._k(key)
@@ -286,7 +286,7 @@ class S3Store(Store):
             err = self._err(key, exc)
             if if_match is not None and isinstance(err, ObjectNotFound):
                 # AWS answers If-Match on a missing object with 404: the object changed (it went away)
-                err = PreconditionFailed(key, "object was deleted since it was read")
+                err = PreconditionFailed("object was deleted since it was read", key=key)
             raise err from exc
 
     def head(self, key: str) -> ObjectInfo | None:
@@ -329,7 +329,7 @@ class S3Store(Store):
                 raise self._err(chunk[0], exc) from exc
             if r.get("Errors"):
                 e = r["Errors"][0]
-                raise StorageError(e.get("Key", chunk[0]), f"delete failed: {e.get('Message')}")
+                raise StorageError(f"delete failed: {e.get('Message')}", key=e.get("Key", chunk[0]))
         return len(keys)
 
     def copy(self, src: str, dst: str) -> None:
@@ -350,5 +350,5 @@ def open_store(uri: str | None = None, settings: Settings | None = None) -> Stor
     if uri.startswith("s3://"):
         return S3Store(uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region)
     if "://" in uri and not uri.startswith("file://"):
-        raise StorageError(uri, "unsupported lake URI scheme (use a folder or s3://bucket/prefix)")
+        raise StorageError("unsupported lake URI scheme (use a folder or s3://bucket/prefix)", key=uri)
     return LocalStore(uri.removeprefix("file://"))

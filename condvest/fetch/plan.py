@@ -53,7 +53,7 @@ def _parse_date(value: str | dt.date | None, name: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value).strip())
     except ValueError:
-        raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {value!r}", name) from None
+        raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {value!r}", parameter=name) from None
 
 
 def parse_symbols(value: str | list[str] | None) -> tuple[str, ...] | None:
@@ -63,7 +63,7 @@ def parse_symbols(value: str | list[str] | None) -> tuple[str, ...] | None:
     items = value if isinstance(value, list) else str(value).split(",")
     items = [s.strip() for s in items if s.strip()]
     if not items:
-        raise ParameterError("no symbols given (use 'all' or a comma list)", "symbols")
+        raise ParameterError("no symbols given (use 'all' or a comma list)", parameter="symbols")
     if len(items) == 1 and items[0].lower() == "all":
         return None
     return tuple(sorted({check_symbol(s.upper()) for s in items}))
@@ -80,18 +80,22 @@ def validate(params: FetchParams, today: dt.date) -> tuple[dt.date, dt.date | No
         or not isinstance(params.max_backfill_days, int)
         or not 1 <= params.max_backfill_days <= 2000
     ):
-        raise ParameterError(f"must be an integer in 1..2000, got {params.max_backfill_days!r}", "max_backfill_days")
+        raise ParameterError(
+            f"must be an integer in 1..2000, got {params.max_backfill_days!r}", parameter="max_backfill_days"
+        )
     if (start is None) != (end is None):
-        raise ParameterError("give both start and end for a historical backfill", "start" if start is None else "end")
+        raise ParameterError(
+            "give both start and end for a historical backfill", parameter="start" if start is None else "end"
+        )
     if start is not None and end is not None:
         if end < start:
-            raise ParameterError(f"end {end} is before start {start}", "end")
+            raise ParameterError(f"end {end} is before start {start}", parameter="end")
         if day is not None:
-            raise ParameterError("give either date or start/end, not both", "date")
+            raise ParameterError("give either date or start/end, not both", parameter="date")
         if end > as_of:
-            raise ParameterError(f"end {end} is after as_of {as_of}", "end")
+            raise ParameterError(f"end {end} is after as_of {as_of}", parameter="end")
     if day is not None and day > as_of:
-        raise ParameterError(f"date {day} is after as_of {as_of}", "date")
+        raise ParameterError(f"date {day} is after as_of {as_of}", parameter="date")
     parse_symbols(params.symbols)
     return as_of, day, start, end
 

@@ -129,7 +129,7 @@ class FetchReport:
 
     def raise_for_failures(self) -> None:
         if self.failed:
-            raise FetchFailed(self.failed)
+            raise FetchFailed(failed=self.failed)
 
 
 class _Writer:

@@ -91,7 +91,7 @@ def cleanup_sources(
     Raises ``ValidationError`` with the reason when the guard refuses (except in a dry run, where the
     refusal is the table's answer)."""
     if delete and backup:
-        raise ParameterError("choose delete_source or backup_source, not both", "backup_source")
+        raise ParameterError("choose delete_source or backup_source, not both", parameter="backup_source")
     action = "backup" if backup else "delete" if delete else None
     current, report, reason = check_cleanup(store, source_prefix, action or "delete")
     rows = [[s["key"], s["size"], s["etag"]] for s in current]

@@ -129,9 +129,9 @@ class MigrationReport:
 def _check_flags(dry_run: object, delete_source: object, backup_source: object) -> None:
     for name, v in (("dry_run", dry_run), ("delete_source", delete_source), ("backup_source", backup_source)):
         if not isinstance(v, bool):
-            raise ParameterError(f"expected True or False, got {v!r}", name)
+            raise ParameterError(f"expected True or False, got {v!r}", parameter=name)
     if delete_source and backup_source:
-        raise ParameterError("choose delete_source or backup_source, not both", "backup_source")
+        raise ParameterError("choose delete_source or backup_source, not both", parameter="backup_source")
 
 
 def _from_report(doc: dict, status: str, message: str) -> MigrationReport:
@@ -249,7 +249,7 @@ def run_migration(
     _check_flags(dry_run, delete_source, backup_source)
     for name, n in (("threads", threads), ("batch_symbols", batch_symbols)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ParameterError(f"must be a positive integer, got {n!r}", name)
+            raise ParameterError(f"must be a positive integer, got {n!r}", parameter=name)
     store = store or open_store(settings=settings)
     sources = sources_json(list_sources(store, prefix))
     report = load_report(store)

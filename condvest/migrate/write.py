@@ -101,7 +101,7 @@ def write_symbol(store: Store, symbol: str, rows: pa.Table, exists: bool) -> Sym
         except PreconditionFailed:
             continue
         return SymbolWrite(symbol, merged.num_rows, prior.num_rows)
-    raise StorageError(key, f"lost {_ATTEMPTS} write races in a row to another bronze writer")
+    raise StorageError(f"lost {_ATTEMPTS} write races in a row to another bronze writer", key=key)
 
 
 def _batches(n: int, size: int) -> list[tuple[int, int]]:

@@ -316,7 +316,7 @@ def read_retention(settings: Settings) -> tuple[str, RetentionViews | None]:
 
 def _count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 20_000:
-        raise ParameterError(f"must be an integer in 1..20000, got {value!r}", name)
+        raise ParameterError(f"must be an integer in 1..20000, got {value!r}", parameter=name)
     return value
 
 
@@ -326,7 +326,7 @@ def _day(settings: Settings, as_of: dt.date | str | None) -> dt.date:
     try:
         return dt.date.fromisoformat(str(as_of))
     except ValueError:
-        raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {as_of!r}", "as_of") from None
+        raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {as_of!r}", parameter="as_of") from None
 
 
 def collect(

@@ -73,7 +73,7 @@ class CompactionReport:
 
 def _check_count(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ParameterError(f"{name} must be a non-negative integer, got {value!r}", name)
+        raise ParameterError(f"{name} must be a non-negative integer, got {value!r}", parameter=name)
     return value
 
 

@@ -70,7 +70,7 @@ def parse_intervals(intervals: str | int | Iterable[int]) -> tuple[int, ...]:
         parts = [p.strip() for p in intervals.split(",")]
         if not intervals.strip() or any(not p.isdigit() for p in parts):
             raise ParameterError(
-                f"intervals must be positive integers separated by commas, got {intervals!r}", "intervals"
+                f"intervals must be positive integers separated by commas, got {intervals!r}", parameter="intervals"
             )
         values = [int(p) for p in parts]
     elif isinstance(intervals, int):
@@ -79,7 +79,9 @@ def parse_intervals(intervals: str | int | Iterable[int]) -> tuple[int, ...]:
         values = list(intervals)
     out = sorted({check_interval(v) for v in values})
     if not out or out[-1] > MAX_INTERVAL:
-        raise ParameterError(f"intervals must be between 1 and {MAX_INTERVAL}, got {intervals!r}", "intervals")
+        raise ParameterError(
+            f"intervals must be between 1 and {MAX_INTERVAL}, got {intervals!r}", parameter="intervals"
+        )
     return tuple(out)
 
 
@@ -90,9 +92,9 @@ def _read_checkpoint(store: Store, n: int) -> dict | None:
     except ObjectNotFound:
         return None
     except ValueError as exc:
-        raise CorruptObject(key, f"unreadable checkpoint: {exc}") from exc
+        raise CorruptObject(f"unreadable checkpoint: {exc}", key=key) from exc
     if doc.get("status") != "complete" or "state" not in doc:
-        raise CorruptObject(key, "checkpoint is not a complete commit record; run with force_full_resample=True")
+        raise CorruptObject("checkpoint is not a complete commit record; run with force_full_resample=True", key=key)
     return doc
 
 
@@ -194,7 +196,7 @@ def run_resample(
     ns = parse_intervals(intervals)
     if not isinstance(force_full_resample, bool):
         raise ParameterError(
-            f"force_full_resample must be True or False, got {force_full_resample!r}", "force_full_resample"
+            f"force_full_resample must be True or False, got {force_full_resample!r}", parameter="force_full_resample"
         )
     store = store or open_store(settings=settings)
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]

@@ -101,11 +101,11 @@ def plan(
 ) -> RetentionPlan:
     """Check the parameters before anything is written; ``None`` means the settings' retention / today."""
     if mode not in MODES:
-        raise ParameterError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}", "mode")
+        raise ParameterError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}", parameter="mode")
     if method not in METHODS:
-        raise ParameterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}", "method")
+        raise ParameterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}", parameter="method")
     if not isinstance(lock_timeout, str) or not _LOCK_TIMEOUT_RE.match(lock_timeout.strip()):
-        raise ParameterError(f"cannot read {lock_timeout!r}; write e.g. '5s' or '500ms'", "lock_timeout")
+        raise ParameterError(f"cannot read {lock_timeout!r}; write e.g. '5s' or '500ms'", parameter="lock_timeout")
     r = settings.retention if retention is None else _retention(retention)
     if r != settings.retention:
         log.warning(
@@ -121,7 +121,7 @@ def plan(
         try:
             day = dt.date.fromisoformat(str(as_of))
         except ValueError:
-            raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {as_of!r}", "as_of") from None
+            raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {as_of!r}", parameter="as_of") from None
     return RetentionPlan(mode, r, day, r.cutoff(day), lock_timeout.strip(), method)
 
 
@@ -307,7 +307,7 @@ def archive(
     r = _retention(retention)
     expected = r.cutoff(as_of)
     if method not in METHODS:
-        raise ParameterError(f"unknown method {method!r}", "method")
+        raise ParameterError(f"unknown method {method!r}", parameter="method")
     from psycopg.pq import TransactionStatus
 
     if conn.info.transaction_status != TransactionStatus.IDLE:
