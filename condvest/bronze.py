@@ -70,18 +70,18 @@ def read_bronze_bytes(key: str, data: bytes) -> pa.Table:
     try:
         t = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:
-        raise CorruptObject(key, f"unreadable parquet: {exc}") from exc
+        raise CorruptObject(f"unreadable parquet: {exc}", key=key) from exc
     cols = []
     for f in BRONZE_SCHEMA:
         if f.name in t.column_names:
             try:
                 cols.append(t.column(f.name).cast(f.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise CorruptObject(key, f"column {f.name}: {exc}") from exc
+                raise CorruptObject(f"column {f.name}: {exc}", key=key) from exc
         elif f.name in OPTIONAL_COLUMNS:
             cols.append(pa.chunked_array([pa.nulls(t.num_rows, f.type)]))
         else:
-            raise CorruptObject(key, f"bronze object lacks column {f.name}")
+            raise CorruptObject(f"bronze object lacks column {f.name}", key=key)
     return pa.Table.from_arrays(cols, schema=BRONZE_SCHEMA)
 
 
@@ -91,10 +91,10 @@ def find_corrupt_object(store: Store, keys: list[str], exc: Exception) -> Storag
         try:
             pq.read_metadata(io.BytesIO(store.get(key)))
         except (pa.ArrowException, OSError) as bad:
-            return CorruptObject(key, f"unreadable parquet: {bad}")
+            return CorruptObject(f"unreadable parquet: {bad}", key=key)
         except StorageError as bad:
             return bad
-    return StorageError(keys[0] if keys else "<none>", f"bronze objects could not be read: {exc}")
+    return StorageError(f"bronze objects could not be read: {exc}", key=keys[0] if keys else "<none>")
 
 
 #: the rank of each source on an ``ingested_at`` tie (higher wins); the resampler's SQL uses the same numbers
@@ -175,7 +175,7 @@ def update_history(
             exists = True
             continue
         return HistoryWrite(symbol, merged.num_rows, prior.num_rows if prior is not None else 0, etag, new)
-    raise PreconditionFailed(key, f"lost {_ATTEMPTS} write races in a row to another bronze writer")
+    raise PreconditionFailed(f"lost {_ATTEMPTS} write races in a row to another bronze writer", key=key)
 
 
 def write_quarantine(store: Store, day: dt.date, run_id: str, df: pd.DataFrame) -> str | None:

@@ -68,7 +68,7 @@ def _to_utc_us(col: pa.ChunkedArray, key: str) -> pa.ChunkedArray:
         try:
             parsed = pd.to_datetime(pd.Series(col.to_pylist(), dtype="object"), utc=True, format="ISO8601")
         except (ValueError, TypeError) as exc:
-            raise CorruptObject(key, f"timestamp_1 holds text that is not a timestamp: {exc}") from exc
+            raise CorruptObject(f"timestamp_1 holds text that is not a timestamp: {exc}", key=key) from exc
         return pa.chunked_array([pa.array(parsed.dt.as_unit("us"), type=UTC_US)])
     if pa.types.is_integer(t):
         # epoch numbers: pick the unit by magnitude (ms below 1e14, µs below 1e17, else ns)
@@ -76,7 +76,7 @@ def _to_utc_us(col: pa.ChunkedArray, key: str) -> pa.ChunkedArray:
         mx = pc.max(pc.abs(arr)).as_py() or 0
         unit = "ms" if mx < 10**14 else "us" if mx < 10**17 else "ns"
         return arr.cast(pa.timestamp(unit)).cast(pa.timestamp("us")).cast(UTC_US)
-    raise CorruptObject(key, f"timestamp_1 has unsupported type {t}")
+    raise CorruptObject(f"timestamp_1 has unsupported type {t}", key=key)
 
 
 def _to_float(col: pa.ChunkedArray, name: str, key: str) -> pa.ChunkedArray:
@@ -89,15 +89,15 @@ def _to_float(col: pa.ChunkedArray, name: str, key: str) -> pa.ChunkedArray:
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             return col.cast(pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise CorruptObject(key, f"column {name} cannot be read as a number: {exc}") from exc
-    raise CorruptObject(key, f"column {name} has unsupported type {t}")
+        raise CorruptObject(f"column {name} cannot be read as a number: {exc}", key=key) from exc
+    raise CorruptObject(f"column {name} has unsupported type {t}", key=key)
 
 
 def _to_int(col: pa.ChunkedArray, name: str, key: str) -> pa.ChunkedArray:
     f = _to_float(col, name, key)
     frac = pc.not_equal(f, pc.floor(f))
     if pc.any(frac).as_py():
-        raise CorruptObject(key, f"column {name} holds non-integral values")
+        raise CorruptObject(f"column {name} holds non-integral values", key=key)
     return f.cast(pa.int64(), safe=False)
 
 
@@ -112,11 +112,11 @@ def normalize_dms_table(table: pa.Table, key: str) -> pa.Table:
     names = set(table.column_names)
     missing = [c for c in _REQUIRED if c not in names]
     if missing:
-        raise CorruptObject(key, f"DMS file lacks column(s) {', '.join(missing)}")
+        raise CorruptObject(f"DMS file lacks column(s) {', '.join(missing)}", key=key)
     n = table.num_rows
     ts = _to_utc_us(table.column("timestamp_1"), key)
     if ts.null_count:
-        raise CorruptObject(key, f"timestamp_1 has {ts.null_count} null value(s)")
+        raise CorruptObject(f"timestamp_1 has {ts.null_count} null value(s)", key=key)
     local = pc.local_timestamp(ts.cast(pa.timestamp("us", tz=str(NEW_YORK))))
     date = pc.cast(pc.floor_temporal(local, unit="day"), pa.timestamp("us")).cast(pa.date32())
     cols: dict[str, pa.ChunkedArray] = {
@@ -127,7 +127,7 @@ def normalize_dms_table(table: pa.Table, key: str) -> pa.Table:
     for c in ("open", "high", "low", "close", "volume"):
         cols[c] = _to_float(table.column(c), c, key)
         if cols[c].null_count:
-            raise CorruptObject(key, f"column {c} has {cols[c].null_count} null value(s)")
+            raise CorruptObject(f"column {c} has {cols[c].null_count} null value(s)", key=key)
     cols["vwap"] = (
         _to_float(table.column("vwap"), "vwap", key)
         if "vwap" in names
@@ -145,7 +145,7 @@ def normalize_dms_table(table: pa.Table, key: str) -> pa.Table:
     )
     cols["ingested_at"] = pa.chunked_array([pa.nulls(n, UTC_US)])
     if cols["symbol"].null_count:
-        raise CorruptObject(key, f"column symbol has {cols['symbol'].null_count} null value(s)")
+        raise CorruptObject(f"column symbol has {cols['symbol'].null_count} null value(s)", key=key)
     return pa.Table.from_arrays([cols[f.name] for f in BRONZE_SCHEMA], schema=BRONZE_SCHEMA)
 
 
@@ -155,7 +155,7 @@ def read_dms_file(store: Store, key: str, symbols: set[str] | None = None) -> pa
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:
-        raise CorruptObject(key, f"cannot read parquet: {exc}") from exc
+        raise CorruptObject(f"cannot read parquet: {exc}", key=key) from exc
     if symbols is not None and "symbol" in table.column_names:
         table = table.filter(pc.is_in(_to_str(table.column("symbol")), pa.array(sorted(symbols), pa.string())))
     out = normalize_dms_table(table, key)

@@ -34,7 +34,7 @@ def connect(store: Store, *, threads: int | None = None, memory_limit: str | Non
     config: dict[str, str | int | bool] = {"autoinstall_known_extensions": False}
     if threads is not None:
         if threads < 1:
-            raise ParameterError(f"must be at least 1, got {threads}", "threads")
+            raise ParameterError(f"must be at least 1, got {threads}", parameter="threads")
         config["threads"] = threads
     if memory_limit is not None:
         config["memory_limit"] = memory_limit
@@ -66,14 +66,17 @@ def httpfs_extension_path() -> Path:
     """Where the ``duckdb-extension-httpfs`` wheel keeps the httpfs build matching the installed DuckDB."""
     spec = importlib.util.find_spec(_HTTPFS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(_HTTPFS_PACKAGE, f"not installed; pip install duckdb-extension-httpfs=={duckdb.__version__}")
+        raise ConfigError(
+            f"not installed; pip install duckdb-extension-httpfs=={duckdb.__version__}", variable=_HTTPFS_PACKAGE
+        )
     version = duckdb.__version__
     for root in spec.submodule_search_locations:
         path = Path(root) / "extensions" / f"v{version}" / "httpfs.duckdb_extension"
         if path.is_file():
             return path
     raise ConfigError(
-        _HTTPFS_PACKAGE, f"has no httpfs build for DuckDB v{version}; install duckdb-extension-httpfs=={version}"
+        f"has no httpfs build for DuckDB v{version}; install duckdb-extension-httpfs=={version}",
+        variable=_HTTPFS_PACKAGE,
     )
 
 
@@ -89,7 +92,9 @@ def _create_s3_secret(con: duckdb.DuckDBPyConnection, store: S3Store) -> None:
     session = boto3.session.Session()
     credentials = session.get_credentials()
     if credentials is None:
-        raise ConfigError("AWS_ACCESS_KEY_ID", f"no AWS credentials found for {store.uri} (boto3 credential chain)")
+        raise ConfigError(
+            f"no AWS credentials found for {store.uri} (boto3 credential chain)", variable="AWS_ACCESS_KEY_ID"
+        )
     frozen = credentials.get_frozen_credentials()
     region = store.region or session.region_name or "us-east-1"
     options = [
@@ -112,9 +117,9 @@ def _endpoint(url: str) -> tuple[str, bool]:
     """``http(s)://host[:port][/]`` -> (``host[:port]``, uses TLS)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise ConfigError("AWS_ENDPOINT_URL", f"expected http(s)://host[:port], got {url!r}")
+        raise ConfigError(f"expected http(s)://host[:port], got {url!r}", variable="AWS_ENDPOINT_URL")
     if parts.username or parts.password or parts.query or parts.fragment:
-        raise ConfigError("AWS_ENDPOINT_URL", "must not carry credentials, a query or a fragment")
+        raise ConfigError("must not carry credentials, a query or a fragment", variable="AWS_ENDPOINT_URL")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     return (f"{host}:{parts.port}" if parts.port else host), parts.scheme == "https"
 
@@ -122,5 +127,5 @@ def _endpoint(url: str) -> tuple[str, bool]:
 def _literal(value: str) -> str:
     """A DuckDB string literal: single quotes doubled (backslashes are not escapes in DuckDB strings)."""
     if "\x00" in value:
-        raise ConfigError("duckdb", "a NUL character cannot appear in a DuckDB string literal")
+        raise ConfigError("a NUL character cannot appear in a DuckDB string literal", variable="duckdb")
     return "'" + value.replace("'", "''") + "'"

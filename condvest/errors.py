@@ -1,5 +1,9 @@
 """The workbench's typed errors. Every error names the thing at fault.
 
+Constructors take the message first and the context as keywords, e.g. ``StorageError(problem, key=key)``,
+``ParameterError(message, parameter="symbols")``; ``ObjectNotFound(key=...)``, ``FetchFailed(failed=...)`` and
+``BusyError(lock=..., holder=...)`` build their message from the context.
+
 CondvestError
 ├── ConfigError            a setting is missing or malformed (names the variable)
 ├── ParameterError         a notebook/runner parameter is invalid (names the parameter); raised before any write
@@ -28,31 +32,31 @@ class CondvestError(Exception):
 
 
 class ConfigError(CondvestError):
-    def __init__(self, variable: str, problem: str) -> None:
+    def __init__(self, problem: str, *, variable: str) -> None:
         self.variable = variable
         super().__init__(f"setting {variable}: {problem}")
 
 
 class ParameterError(CondvestError):
-    def __init__(self, message: str, parameter: str | None = None) -> None:
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
         self.parameter = parameter
         super().__init__(f"parameter {parameter}: {message}" if parameter else message)
 
 
 class StorageError(CondvestError):
-    def __init__(self, key: str, problem: str) -> None:
+    def __init__(self, problem: str, *, key: str) -> None:
         self.key = key
         super().__init__(f"{key}: {problem}")
 
 
 class ObjectNotFound(StorageError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key, "no such object")
+    def __init__(self, *, key: str) -> None:
+        super().__init__("no such object", key=key)
 
 
 class PreconditionFailed(StorageError):
-    def __init__(self, key: str, problem: str = "conditional write lost a race") -> None:
-        super().__init__(key, problem)
+    def __init__(self, problem: str = "conditional write lost a race", *, key: str) -> None:
+        super().__init__(problem, key=key)
 
 
 class CorruptObject(StorageError):
@@ -106,14 +110,14 @@ class ClusterError(DatabaseError):
 
 
 class FetchFailed(CondvestError):
-    def __init__(self, failed: dict[str, str]) -> None:
+    def __init__(self, *, failed: dict[str, str]) -> None:
         self.failed = dict(failed)
         items = ", ".join(f"{d}: {why}" for d, why in sorted(self.failed.items()))
         super().__init__(f"{len(self.failed)} session(s) failed: {items}")
 
 
 class BusyError(CondvestError):
-    def __init__(self, lock: str, holder: str) -> None:
+    def __init__(self, *, lock: str, holder: str) -> None:
         self.lock, self.holder = lock, holder
         super().__init__(f"busy: {lock} is held by {holder}")
 
@@ -123,6 +127,6 @@ class ValidationError(CondvestError):
 
 
 class RunFailed(CondvestError):
-    def __init__(self, notebook: str, cell: str, problem: str) -> None:
+    def __init__(self, problem: str, *, notebook: str, cell: str) -> None:
         self.notebook, self.cell = notebook, cell
         super().__init__(f"{notebook} failed in {cell}: {problem}")

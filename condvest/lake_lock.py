@@ -35,7 +35,7 @@ LOCK_NAMES = frozenset({"resample"})
 
 def lock_key(name: str) -> str:
     if name not in LOCK_NAMES or not re.fullmatch(r"[a-z_]+", name):
-        raise ParameterError(f"unknown lock {name!r}", "lock")
+        raise ParameterError(f"unknown lock {name!r}", parameter="lock")
     return f"{METADATA_PREFIX}/_locks/{name}.lock"
 
 
@@ -70,7 +70,7 @@ def lake_lock(store: Store, name: str = "resample", run_id: str | None = None, p
     except PreconditionFailed:
         held = read_lock(store, name)
         raise BusyError(
-            key, _describe(held) + f"; if that run is gone, delete {key} (condvest.lake_lock.clear_lock)"
+            lock=key, holder=_describe(held) + f"; if that run is gone, delete {key} (condvest.lake_lock.clear_lock)"
         ) from None
     log.info("lock taken lock=%s run_id=%s", key, rec["run_id"])
     try:

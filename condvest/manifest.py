@@ -84,7 +84,7 @@ def _load(store: Store, year: int) -> tuple[dict[dt.date, SessionEntry], str | N
         doc = json.loads(raw)
         return {dt.date.fromisoformat(d): SessionEntry.from_json(e) for d, e in doc["sessions"].items()}, etag
     except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptObject(key, f"unreadable manifest: {exc}") from exc
+        raise CorruptObject(f"unreadable manifest: {exc}", key=key) from exc
 
 
 def read_sessions(store: Store, start: dt.date, end: dt.date) -> dict[dt.date, SessionEntry]:
@@ -129,4 +129,4 @@ def record_sessions(store: Store, entries: Mapping[dt.date, SessionEntry]) -> No
             except PreconditionFailed:
                 continue
         else:
-            raise StorageError(key, f"manifest update lost {_MAX_ATTEMPTS} races in a row")
+            raise StorageError(f"manifest update lost {_MAX_ATTEMPTS} races in a row", key=key)

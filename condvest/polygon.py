@@ -42,15 +42,17 @@ def resolve_api_key(settings: Settings) -> Secret:
                 SecretId=settings.polygon_api_key_secret_arn
             )["SecretString"]
         except Exception as exc:  # botocore errors; the message never holds the secret value
-            raise ConfigError("POLYGON_API_KEY_SECRET_ARN", f"could not read the secret: {type(exc).__name__}") from exc
+            raise ConfigError(
+                f"could not read the secret: {type(exc).__name__}", variable="POLYGON_API_KEY_SECRET_ARN"
+            ) from exc
         value = raw.strip()
         if value.startswith("{"):
             doc = json.loads(value)
             value = next((doc[k] for k in ("POLYGON_API_KEY", "api_key", "apiKey", "key") if doc.get(k)), "")
         if not value:
-            raise ConfigError("POLYGON_API_KEY_SECRET_ARN", "the secret holds no API key")
+            raise ConfigError("the secret holds no API key", variable="POLYGON_API_KEY_SECRET_ARN")
         return Secret(value)
-    raise ConfigError("POLYGON_API_KEY", "no API key: set POLYGON_API_KEY or POLYGON_API_KEY_SECRET_ARN")
+    raise ConfigError("no API key: set POLYGON_API_KEY or POLYGON_API_KEY_SECRET_ARN", variable="POLYGON_API_KEY")
 
 
 @dataclass

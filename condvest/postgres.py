@@ -200,7 +200,7 @@ def _rds_dsn(settings: Settings) -> Secret | None:
             )["SecretString"]
             s = json.loads(raw)
         except Exception as exc:  # botocore errors, bad JSON
-            raise ConfigError("RDS_SECRET_ARN", f"could not read the secret: {type(exc).__name__}") from exc
+            raise ConfigError(f"could not read the secret: {type(exc).__name__}", variable="RDS_SECRET_ARN") from exc
         host, user, pw = s.get("host"), s.get("username"), s.get("password")
         db, port = s.get("dbname", settings.rds_db_name), s.get("port", 5432)
     elif settings.rds_endpoint:
@@ -212,7 +212,7 @@ def _rds_dsn(settings: Settings) -> Secret | None:
     else:
         return None
     if not (host and user and pw):
-        raise ConfigError("RDS_ENDPOINT", "RDS settings need an endpoint, a user name and a password")
+        raise ConfigError("RDS settings need an endpoint, a user name and a password", variable="RDS_ENDPOINT")
     return Secret(f"postgresql://{quote(user, safe='')}:{quote(pw, safe='')}@{host}:{port}/{db}?sslmode=prefer")
 
 

@@ -80,9 +80,9 @@ def append_run(store: Store, record: dict[str, Any], *, attempts: int = 20) -> N
             log.info("run index busy run_id=%s attempt=%d retry_in_s=%.2f", record.get("run_id"), attempt, delay)
             time.sleep(delay)
     raise StorageError(
-        INDEX_KEY,
         f"could not append run {record.get('run_id')} after {attempts} attempts "
         "(other runs kept winning the conditional write)",
+        key=INDEX_KEY,
     )
 
 
@@ -99,9 +99,9 @@ def read_records(store: Store) -> list[dict[str, Any]]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CorruptObject(INDEX_KEY, f"line {n} is not JSON: {exc}") from None
+            raise CorruptObject(f"line {n} is not JSON: {exc}", key=INDEX_KEY) from None
         if not isinstance(rec, dict):
-            raise CorruptObject(INDEX_KEY, f"line {n} is not a JSON object")
+            raise CorruptObject(f"line {n} is not a JSON object", key=INDEX_KEY)
         records.append(rec)
     return records
 

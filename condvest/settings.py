@@ -53,7 +53,7 @@ class Retention:
     def __post_init__(self) -> None:
         if self.years < 0 or self.months < 0 or self.total_months <= 0:
             raise ParameterError(
-                f"retention must be positive, got {self.years} years {self.months} months", "retention"
+                f"retention must be positive, got {self.years} years {self.months} months", parameter="retention"
             )
 
     @property
@@ -78,7 +78,7 @@ class Retention:
         t = text.strip().lower()
         m = re.fullmatch(r"(?:(\d+)\s*(?:y|years?)\s*)?(?:(\d+)\s*(?:m|mons?|months?))?", t)
         if not t or not m or (m.group(1) is None and m.group(2) is None):
-            raise ParameterError(f"cannot read retention {text!r}; write e.g. '3 years 1 month'", "retention")
+            raise ParameterError(f"cannot read retention {text!r}; write e.g. '3 years 1 month'", parameter="retention")
         return cls(int(m.group(1) or 0), int(m.group(2) or 0))
 
 
@@ -134,9 +134,9 @@ class Settings:
             try:
                 n = int(v)
             except ValueError:
-                raise ConfigError(name, f"expected an integer, got {v!r}") from None
+                raise ConfigError(f"expected an integer, got {v!r}", variable=name) from None
             if n <= 0:
-                raise ConfigError(name, f"must be positive, got {n}")
+                raise ConfigError(f"must be positive, got {n}", variable=name)
             return n
 
         lake = get("CONDVEST_LAKE_URI")
@@ -144,16 +144,16 @@ class Settings:
             lake = f"s3://{get('S3_DATALAKE_BUCKET')}"
         lake = lake or "./lake"
         if lake.startswith("s3://") and len(lake) <= 5:
-            raise ConfigError("CONDVEST_LAKE_URI", "s3:// needs a bucket name")
+            raise ConfigError("s3:// needs a bucket name", variable="CONDVEST_LAKE_URI")
         retention = Retention()
         if get("CONDVEST_RETENTION"):
             try:
                 retention = Retention.parse(get("CONDVEST_RETENTION") or "")
             except ParameterError as exc:
-                raise ConfigError("CONDVEST_RETENTION", str(exc)) from None
+                raise ConfigError(str(exc), variable="CONDVEST_RETENTION") from None
         base_url = (get("POLYGON_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         if not re.match(r"^https?://", base_url):
-            raise ConfigError("POLYGON_BASE_URL", f"expected an http(s) URL, got {base_url!r}")
+            raise ConfigError(f"expected an http(s) URL, got {base_url!r}", variable="POLYGON_BASE_URL")
         http = HttpLimits(
             concurrency=get_int("CONDVEST_HTTP_CONCURRENCY", HttpLimits.concurrency),
             max_retries=get_int("CONDVEST_HTTP_RETRIES", HttpLimits.max_retries),
@@ -163,7 +163,7 @@ class Settings:
             try:
                 as_of = dt.date.fromisoformat(get("CONDVEST_AS_OF") or "")
             except ValueError:
-                raise ConfigError("CONDVEST_AS_OF", "expected an ISO date YYYY-MM-DD") from None
+                raise ConfigError("expected an ISO date YYYY-MM-DD", variable="CONDVEST_AS_OF") from None
         return cls(
             as_of=as_of,
             lake_uri=lake,

@@ -35,9 +35,39 @@ class ObjectInfo:
     etag: str
 
 
+_S3_NOT_FOUND = ("NoSuchKey", "404", "NotFound")
+_S3_RACE_LOST = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+def _map_error(key: str, exc: BaseException, action: str, *, s3: bool = False) -> StorageError:
+    """The one place a backend failure becomes a lake error; every store operation's ``except`` calls it.
+
+    ``action`` names what was tried: ``read``, ``head``, ``write``, ``write-if-match``, ``list``, ``delete``
+    or ``copy``. The local store passes OS errors: a missing file (or a folder) on ``read`` is
+    ``ObjectNotFound``, anything else ``StorageError("<action> failed: ...")``. ``S3Store`` passes whatever
+    boto3 raised (``s3=True``): the S3 error code decides (not found is ``ObjectNotFound``, or
+    ``PreconditionFailed`` for ``write-if-match``; a lost condition is ``PreconditionFailed``), anything
+    else is ``StorageError("S3 <code or exception type>: ...")``.
+    """
+    if not s3:
+        if action == "read" and isinstance(exc, FileNotFoundError | IsADirectoryError):
+            return ObjectNotFound(key=key)
+        return StorageError(f"{action} failed: {exc}", key=key)
+    # botocore's ClientError carries a response; its timeouts carry response=None
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
+    if code in _S3_NOT_FOUND:
+        if action == "write-if-match":
+            # AWS answers If-Match on a missing object with 404: the object changed (it went away)
+            return PreconditionFailed("object was deleted since it was read", key=key)
+        return ObjectNotFound(key=key)
+    if code in _S3_RACE_LOST:
+        return PreconditionFailed(key=key)
+    return StorageError(f"S3 {code or type(exc).__name__}: {exc}", key=key)
+
+
 def _check_key(key: str) -> str:
     if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in key.split("/")):
-        raise StorageError(key or "<empty>", "invalid object key")
+        raise StorageError("invalid object key", key=key or "<empty>")
     return key
 
 
@@ -116,12 +146,8 @@ class LocalStore(Store):
             with open(p, "rb") as f:
                 st = os.fstat(f.fileno())
                 return f.read(), self._etag(st)
-        except FileNotFoundError:
-            raise ObjectNotFound(key) from None
-        except IsADirectoryError:
-            raise ObjectNotFound(key) from None
         except OSError as exc:
-            raise StorageError(key, f"read failed: {exc}") from exc
+            raise _map_error(key, exc, "read") from exc
 
     def _write(self, p: Path, data: bytes) -> str:
         # a private temporary name in the target folder, then an atomic rename: readers see old or new
@@ -157,16 +183,14 @@ class LocalStore(Store):
                 try:
                     current = self._etag(p.stat()) if p.exists() else None
                     if if_none_match and current is not None:
-                        raise PreconditionFailed(key, "object already exists")
+                        raise PreconditionFailed("object already exists", key=key)
                     if if_match is not None and current != if_match:
-                        raise PreconditionFailed(key, "object changed since it was read")
+                        raise PreconditionFailed("object changed since it was read", key=key)
                     return self._write(p, data)
                 finally:
                     fcntl.flock(lf, fcntl.LOCK_UN)
-        except PreconditionFailed:
-            raise
         except OSError as exc:
-            raise StorageError(key, f"write failed: {exc}") from exc
+            raise _map_error(key, exc, "write") from exc
 
     def head(self, key: str) -> ObjectInfo | None:
         p = self._path(key)
@@ -210,7 +234,7 @@ class LocalStore(Store):
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise StorageError(key, f"delete failed: {exc}") from exc
+            raise _map_error(key, exc, "delete") from exc
 
     def url(self, key: str) -> str:
         return str(self.root / key) if key else str(self.root)
@@ -225,7 +249,7 @@ class S3Store(Store):
         rest = uri[len("s3://") :].strip("/")
         self.bucket, _, prefix = rest.partition("/")
         if not self.bucket:
-            raise StorageError(uri, "s3 URI needs a bucket")
+            raise StorageError("s3 URI needs a bucket", key=uri)
         self.prefix = f"{prefix}/" if prefix else ""
         self.uri = uri.rstrip("/")
         self.endpoint_url = endpoint_url
@@ -256,21 +280,13 @@ class S3Store(Store):
     def _k(self, key: str) -> str:
         return self.prefix + _check_key(key)
 
-    def _err(self, key: str, exc: Exception) -> StorageError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return ObjectNotFound(key)
-        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            return PreconditionFailed(key)
-        return StorageError(key, f"S3 {code or type(exc).__name__}: {exc}")
-
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         k = self._k(key)
         try:
             r = self.client.get_object(Bucket=self.bucket, Key=k)
             return r["Body"].read(), r["ETag"]
         except Exception as exc:  # botocore raises ClientError / connection errors
-            raise self._err(key, exc) from exc
+            raise _map_error(key, exc, "read", s3=True) from exc
 
     def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         kw: dict[str, Any] = {}
@@ -283,18 +299,14 @@ class S3Store(Store):
             r = self.client.put_object(Bucket=self.bucket, Key=k, Body=data, **kw)
             return r["ETag"]
         except Exception as exc:
-            err = self._err(key, exc)
-            if if_match is not None and isinstance(err, ObjectNotFound):
-                # AWS answers If-Match on a missing object with 404: the object changed (it went away)
-                err = PreconditionFailed(key, "object was deleted since it was read")
-            raise err from exc
+            raise _map_error(key, exc, "write" if if_match is None else "write-if-match", s3=True) from exc
 
     def head(self, key: str) -> ObjectInfo | None:
         k = self._k(key)
         try:
             r = self.client.head_object(Bucket=self.bucket, Key=k)
         except Exception as exc:
-            err = self._err(key, exc)
+            err = _map_error(key, exc, "head", s3=True)
             if isinstance(err, ObjectNotFound):
                 return None
             raise err from exc
@@ -309,14 +321,14 @@ class S3Store(Store):
                 for o in page.get("Contents", []):
                     yield ObjectInfo(o["Key"][len(self.prefix) :], int(o["Size"]), o["ETag"])
         except Exception as exc:
-            raise self._err(prefix, exc) from exc
+            raise _map_error(prefix, exc, "list", s3=True) from exc
 
     def delete(self, key: str) -> None:
         k = self._k(key)
         try:
             self.client.delete_object(Bucket=self.bucket, Key=k)
         except Exception as exc:
-            raise self._err(key, exc) from exc
+            raise _map_error(key, exc, "delete", s3=True) from exc
 
     def delete_many(self, keys: Iterable[str]) -> int:
         keys = list(keys)
@@ -326,10 +338,10 @@ class S3Store(Store):
             try:
                 r = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
             except Exception as exc:
-                raise self._err(chunk[0], exc) from exc
+                raise _map_error(chunk[0], exc, "delete", s3=True) from exc
             if r.get("Errors"):
                 e = r["Errors"][0]
-                raise StorageError(e.get("Key", chunk[0]), f"delete failed: {e.get('Message')}")
+                raise StorageError(f"delete failed: {e.get('Message')}", key=e.get("Key", chunk[0]))
         return len(keys)
 
     def copy(self, src: str, dst: str) -> None:
@@ -337,7 +349,7 @@ class S3Store(Store):
         try:
             self.client.copy_object(Bucket=self.bucket, Key=dst_k, CopySource={"Bucket": self.bucket, "Key": src_k})
         except Exception as exc:
-            raise self._err(src, exc) from exc
+            raise _map_error(src, exc, "copy", s3=True) from exc
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
@@ -350,5 +362,5 @@ def open_store(uri: str | None = None, settings: Settings | None = None) -> Stor
     if uri.startswith("s3://"):
         return S3Store(uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region)
     if "://" in uri and not uri.startswith("file://"):
-        raise StorageError(uri, "unsupported lake URI scheme (use a folder or s3://bucket/prefix)")
+        raise StorageError("unsupported lake URI scheme (use a folder or s3://bucket/prefix)", key=uri)
     return LocalStore(uri.removeprefix("file://"))

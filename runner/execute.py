@@ -95,7 +95,9 @@ class RunResult:
         if not self.ok:
             e = self.error
             cell = f"cell {e.cell} (`{e.source}`)" if e else "an unknown cell"
-            raise RunFailed(self.notebook, cell, f"{e.ename}: {e.evalue}" if e else "see the executed notebook")
+            raise RunFailed(
+                f"{e.ename}: {e.evalue}" if e else "see the executed notebook", notebook=self.notebook, cell=cell
+            )
         return self
 
     def index_record(self) -> dict[str, Any]:
@@ -244,7 +246,7 @@ def execute(
     ipynb_key = f"{prefix}/{prepared.path.stem}.ipynb"
     html_key: str | None = f"{prefix}/{prepared.path.stem}.html"
     if store.exists(ipynb_key):
-        raise ParameterError(f"{run_id!r} is already used by {store.url(ipynb_key)}", "run_id")
+        raise ParameterError(f"{run_id!r} is already used by {store.url(ipynb_key)}", parameter="run_id")
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     log.info("run started run_id=%s notebook=%s parameters=%s cwd=%s", run_id, name, prepared.parameters, root)

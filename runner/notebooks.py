@@ -40,7 +40,7 @@ def resolve_notebook(ref: str | Path, root: Path) -> Path:
         if c.is_file():
             return c.resolve()
     looked = ", ".join(str(c) for c in candidates)
-    raise ParameterError(f"no notebook {str(ref)!r} (looked for {looked})", "notebook")
+    raise ParameterError(f"no notebook {str(ref)!r} (looked for {looked})", parameter="notebook")
 
 
 def parse_value(text: str) -> Any:
@@ -75,22 +75,24 @@ def check_parameters(
     known = None if declared is None else set(declared)
     for name, value in parameters.items():
         if not name.isidentifier():
-            raise ParameterError(f"{name!r} is not a valid parameter name", name)
+            raise ParameterError(f"{name!r} is not a valid parameter name", parameter=name)
         if SECRET_NAME.search(name):
             raise ParameterError(
                 "looks like a secret; secrets never travel as parameters (papermill writes every parameter "
                 "into the executed notebook): set it in the environment or Secrets Manager",
-                name,
+                parameter=name,
             )
         if any(s in str(value) for s in secret_values):
-            raise ParameterError("its value contains a secret from the environment; refusing to record it", name)
+            raise ParameterError(
+                "its value contains a secret from the environment; refusing to record it", parameter=name
+            )
         if isinstance(value, str) and Scrubber([]).text(value) != value:
             raise ParameterError(
                 "its value carries a credential (apiKey=... or a URL password); pass it through "
                 "the environment instead",
-                name,
+                parameter=name,
             )
         if known is not None and name not in known:
             listed = ", ".join(sorted(known)) or "none"
-            raise ParameterError(f"{notebook} does not declare it (declared: {listed})", name)
+            raise ParameterError(f"{notebook} does not declare it (declared: {listed})", parameter=name)
     return dict(parameters)

@@ -44,7 +44,7 @@ def get_pipeline(name: str) -> tuple[Stage, ...]:
         return PIPELINES[name]
     except KeyError:
         known = ", ".join(sorted(PIPELINES))
-        raise ParameterError(f"no pipeline {name!r} (known: {known})", "pipeline") from None
+        raise ParameterError(f"no pipeline {name!r} (known: {known})", parameter="pipeline") from None
 
 
 def plan_pipeline(
@@ -62,7 +62,7 @@ def plan_pipeline(
             raise ParameterError(
                 f"pipeline {name}, stage {i} ({stage.notebook}): {exc} -- the notebook does "
                 "not exist yet; add it or take the stage out of runner/pipelines.py",
-                "notebook",
+                parameter="notebook",
             ) from None
         declared = set(declared_parameters(path))
         chosen = {**stage.parameters, **{k: v for k, v in parameters.items() if k in declared}}
@@ -70,10 +70,10 @@ def plan_pipeline(
         try:
             plan.append(prepare(path, chosen, settings, root))
         except ParameterError as exc:
-            raise ParameterError(f"pipeline {name}, stage {i} ({path.name}): {exc}", exc.parameter) from None
+            raise ParameterError(f"pipeline {name}, stage {i} ({path.name}): {exc}", parameter=exc.parameter) from None
     unused = sorted(parameters.keys() - used)
     if unused:
-        raise ParameterError(f"no stage of pipeline {name} declares {', '.join(unused)}", unused[0])
+        raise ParameterError(f"no stage of pipeline {name} declares {', '.join(unused)}", parameter=unused[0])
     return plan
 
 

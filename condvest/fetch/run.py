@@ -101,7 +101,7 @@ class FetchReport:
     def raise_for_status(self) -> None:
         """``FetchFailed`` listing the failed sessions and symbols (after the notebook showed the tables)."""
         if self.failed:
-            raise FetchFailed(self.failed)
+            raise FetchFailed(failed=self.failed)
 
 
 class _Writer:

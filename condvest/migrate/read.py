@@ -49,13 +49,13 @@ _PROTECTED = (BRONZE_PREFIX, MANIFEST_PREFIX, METADATA_PREFIX, "bronze", "silver
 def check_source_prefix(prefix: str) -> str:
     """``prefix`` without a trailing slash, when it is a plain key prefix outside the lake's own layers."""
     if not isinstance(prefix, str):
-        raise ParameterError(f"expected a string, got {prefix!r}", "source_prefix")
+        raise ParameterError(f"expected a string, got {prefix!r}", parameter="source_prefix")
     p = prefix.strip("/")
     if not _PREFIX_RE.fullmatch(p) or any(part in (".", "..") for part in p.split("/")):
-        raise ParameterError(f"not a plain key prefix: {prefix!r}", "source_prefix")
+        raise ParameterError(f"not a plain key prefix: {prefix!r}", parameter="source_prefix")
     for protected in _PROTECTED:
         if p == protected or p.startswith(protected + "/") or protected.startswith(p + "/"):
-            raise ParameterError(f"{prefix!r} overlaps the lake's own layer {protected}/", "source_prefix")
+            raise ParameterError(f"{prefix!r} overlaps the lake's own layer {protected}/", parameter="source_prefix")
     return p
 
 
@@ -114,7 +114,7 @@ def _load_time(table: pa.Table, key: str) -> pa.ChunkedArray:
     if pa.types.is_null(t):
         return pa.chunked_array([pa.nulls(n, UTC_US)])
     if not pa.types.is_timestamp(t):
-        raise CorruptObject(key, f"DMS column timestamp (load time) has type {t}, expected a timestamp")
+        raise CorruptObject(f"DMS column timestamp (load time) has type {t}, expected a timestamp", key=key)
     if t.tz is None:
         col = pc.assume_timezone(col, "UTC")
     return col.cast(UTC_US)
@@ -126,18 +126,18 @@ def read_source(store: Store, key: str) -> pa.Table:
     try:
         raw = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:
-        raise CorruptObject(key, f"cannot read parquet: {exc}") from exc
+        raise CorruptObject(f"cannot read parquet: {exc}", key=key) from exc
     try:
         table = normalize_dms_table(raw, key)
         ingested = _load_time(raw, key)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # a cast the mapping did not foresee
-        raise CorruptObject(key, f"DMS columns do not fit the bronze schema: {exc}") from exc
+        raise CorruptObject(f"DMS columns do not fit the bronze schema: {exc}", key=key) from exc
     table = table.set_column(BRONZE_SCHEMA.get_field_index("ingested_at"), "ingested_at", ingested)
     for sym in pc.unique(table.column("symbol")).to_pylist():
         try:
             params.symbol(sym)
         except ParameterError:
-            raise CorruptObject(key, f"invalid symbol {sym!r} in the export") from None
+            raise CorruptObject(f"invalid symbol {sym!r} in the export", key=key) from None
     log.debug("source read key=%s rows=%d", key, table.num_rows)
     return table
 

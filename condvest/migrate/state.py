@@ -66,8 +66,8 @@ class MigrationState:
                 self.etag = store.put(STATE_KEY, self.to_json(), if_match=self.etag)
         except PreconditionFailed:
             raise BusyError(
-                STATE_KEY,
-                "another migration run (the state changed under this run "
+                lock=STATE_KEY,
+                holder="another migration run (the state changed under this run "
                 f"{self.run_id}); let it finish, then run again",
             ) from None
         log.debug("migration state saved run_id=%s phase=%s through=%s", self.run_id, self.phase, self.written_through)
@@ -84,7 +84,7 @@ def load_state(store: Store) -> tuple[MigrationState | None, str | None]:
         doc.pop("version", None)
         state = MigrationState(**doc)
     except (ValueError, TypeError) as exc:
-        raise CorruptObject(STATE_KEY, f"unreadable migration state: {exc}; delete it to start over") from exc
+        raise CorruptObject(f"unreadable migration state: {exc}; delete it to start over", key=STATE_KEY) from exc
     state.etag = etag
     return state, etag
 
@@ -100,7 +100,7 @@ def load_report(store: Store) -> dict | None:
         for k in ("passed", "source_prefix", "sources", "symbols"):
             doc[k]  # noqa: B018 - presence check
     except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptObject(REPORT_KEY, f"unreadable migration report: {exc}") from exc
+        raise CorruptObject(f"unreadable migration report: {exc}", key=REPORT_KEY) from exc
     return doc
 
 

@@ -76,7 +76,7 @@ class DmsFileSpec:
 def dms_file_specs(n_files: int = 8, quirks: bool = True) -> list[DmsFileSpec]:
     """Which file gets which column types."""
     if n_files < 1:
-        raise ParameterError(f"n_files must be >= 1, got {n_files}", "n_files")
+        raise ParameterError(f"n_files must be >= 1, got {n_files}", parameter="n_files")
     specs = []
     for i in range(n_files):
         key = f"{DMS_PREFIX}/LOAD{i + 1:08d}.parquet"

@@ -81,11 +81,11 @@ _EXCHANGES = ("XNYS", "XNAS", "XNAS", "ARCX", "XASE")
 
 def parse_day(text: str) -> dt.date:
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        raise ParameterError(f"Could not parse the date {text!r}; expected YYYY-MM-DD", "date")
+        raise ParameterError(f"Could not parse the date {text!r}; expected YYYY-MM-DD", parameter="date")
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise ParameterError(f"Could not parse the date {text!r}; expected YYYY-MM-DD", "date") from None
+        raise ParameterError(f"Could not parse the date {text!r}; expected YYYY-MM-DD", parameter="date") from None
 
 
 def parse_bound(text: str, is_end: bool) -> dt.date:
@@ -95,7 +95,7 @@ def parse_bound(text: str, is_end: bool) -> dt.date:
         try:
             day = session_date_from_epoch_ms(ms)
         except (OverflowError, ValueError, OSError):
-            raise ParameterError(f"timestamp {text} is out of range", "from/to") from None
+            raise ParameterError(f"timestamp {text} is out of range", parameter="from/to") from None
         if not is_end and _midnight(day) < ms:
             day += dt.timedelta(days=1)
         return day
@@ -126,9 +126,9 @@ def _int(text: str, name: str, lo: int, hi: int) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise ParameterError(f"{name} must be an integer, got {text!r}", name) from None
+        raise ParameterError(f"{name} must be an integer, got {text!r}", parameter=name) from None
     if not lo <= n <= hi:
-        raise ParameterError(f"{name} must be between {lo} and {hi}, got {n}", name)
+        raise ParameterError(f"{name} must be between {lo} and {hi}, got {n}", parameter=name)
     return n
 
 
@@ -140,7 +140,7 @@ def decode_cursor(cursor: str) -> dict[str, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ParameterError("invalid cursor", "cursor") from None
+        raise ParameterError("invalid cursor", parameter="cursor") from None
     return dict(parse_qsl(raw, keep_blank_values=True))
 
 
@@ -210,12 +210,12 @@ def aggregates(st: Any, request: web.Request, parts: dict[str, str], fault: Faul
     """``/v2/aggs/ticker/{T}/range/1/day/{from}/{to}``: one ticker's daily bars, paged by ``limit``."""
     ticker = parts["ticker"]
     if parts["mult"] != "1" or parts["span"] != "day":
-        raise ParameterError("the offline server serves 1/day aggregates only", "timespan")
+        raise ParameterError("the offline server serves 1/day aggregates only", parameter="timespan")
     opts = decode_cursor(request.query["cursor"]) if "cursor" in request.query else dict(request.query)
     adjusted = _bool(opts.get("adjusted", "true"))
     sort = opts.get("sort", "asc")
     if sort not in ("asc", "desc"):
-        raise ParameterError(f"sort must be asc or desc, got {sort!r}", "sort")
+        raise ParameterError(f"sort must be asc or desc, got {sort!r}", parameter="sort")
     limit = _int(opts.get("limit", "5000"), "limit", 1, 50000)
     start, end = parse_bound(parts["start"], False), parse_bound(parts["end"], True)
     payload: dict[str, Any] = {

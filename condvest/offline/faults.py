@@ -61,13 +61,13 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
-            raise ParameterError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}", "kind")
+            raise ParameterError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}", parameter="kind")
         if self.status not in (500, 502, 503, 504):
-            raise ParameterError(f"http_5xx status must be 500, 502, 503 or 504, got {self.status}", "status")
+            raise ParameterError(f"http_5xx status must be 500, 502, 503 or 504, got {self.status}", parameter="status")
         if self.times is not None and self.times < 0:
-            raise ParameterError(f"times must be >= 0 or None, got {self.times}", "times")
+            raise ParameterError(f"times must be >= 0 or None, got {self.times}", parameter="times")
         if self.delay < 0 or self.retry_after < 0 or self.count < 1:
-            raise ParameterError("delay and retry_after must be >= 0 and count >= 1", "fault")
+            raise ParameterError("delay and retry_after must be >= 0 and count >= 1", parameter="fault")
 
     def applies_to(self, endpoint: str) -> bool:
         return self.kind not in DATA_FAULTS or endpoint in BAR_ENDPOINTS
@@ -80,7 +80,7 @@ class Fault:
         known = {f.name for f in fields(cls)}
         extra = set(doc) - known
         if extra:
-            raise ParameterError(f"unknown fault field(s) {sorted(extra)}", "fault")
+            raise ParameterError(f"unknown fault field(s) {sorted(extra)}", parameter="fault")
         return cls(**doc)
 
 

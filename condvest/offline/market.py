@@ -103,11 +103,13 @@ class SyntheticMarket:
         horizon: dt.date = dt.date(2025, 10, 31),
     ) -> None:
         if n_symbols <= 0:
-            raise ParameterError(f"n_symbols must be positive, got {n_symbols}", "n_symbols")
+            raise ParameterError(f"n_symbols must be positive, got {n_symbols}", parameter="n_symbols")
         if not 0.0 <= full_history_share <= 1.0 or listing_skew < 0:
-            raise ParameterError("full_history_share must be in [0, 1] and listing_skew >= 0", "listing")
+            raise ParameterError("full_history_share must be in [0, 1] and listing_skew >= 0", parameter="listing")
         if not FIRST_SUPPORTED <= first_date < horizon:
-            raise ParameterError(f"first_date {first_date} must be in [{FIRST_SUPPORTED}, horizon)", "first_date")
+            raise ParameterError(
+                f"first_date {first_date} must be in [{FIRST_SUPPORTED}, horizon)", parameter="first_date"
+            )
         self.n_symbols, self.seed, self.first_date, self.horizon = n_symbols, seed, first_date, horizon
         self.full_history_share, self.listing_skew = full_history_share, listing_skew
         self._pre_cache: dict[tuple[str, int], np.ndarray] = {}
@@ -301,11 +303,11 @@ class SyntheticMarket:
         try:
             return self._pos[symbol]
         except KeyError:
-            raise ParameterError(f"unknown symbol {symbol!r}", "symbols") from None
+            raise ParameterError(f"unknown symbol {symbol!r}", parameter="symbols") from None
 
     def _session_range(self, start: dt.date, end: dt.date) -> tuple[int, int]:
         if end < start:
-            raise ParameterError(f"end {end} is before start {start}", "end")
+            raise ParameterError(f"end {end} is before start {start}", parameter="end")
         ords = _sessions()[0]
         return (
             int(np.searchsorted(ords, start.toordinal())),

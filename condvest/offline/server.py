@@ -109,7 +109,7 @@ class RequestRecord:
 
 def _check_clock(now: Clock) -> Clock:
     if isinstance(now, dt.datetime) and now.tzinfo is None:
-        raise ParameterError(f"the server clock must be timezone-aware, got {now.isoformat()}", "now")
+        raise ParameterError(f"the server clock must be timezone-aware, got {now.isoformat()}", parameter="now")
     return now
 
 
@@ -124,7 +124,7 @@ class _State:
         now = self.now() if callable(self.now) else self.now
         now = now or dt.datetime.now(tz=UTC)
         if now.tzinfo is None:
-            raise ParameterError("the server clock must be timezone-aware", "now")
+            raise ParameterError("the server clock must be timezone-aware", parameter="now")
         return now
 
     def request_id(self) -> str:

@@ -72,9 +72,9 @@ def _read_checkpoint(store: Store, n: int) -> dict | None:
     except ObjectNotFound:
         return None
     except ValueError as exc:
-        raise CorruptObject(key, f"unreadable checkpoint: {exc}") from exc
+        raise CorruptObject(f"unreadable checkpoint: {exc}", key=key) from exc
     if doc.get("status") != "complete" or "state" not in doc:
-        raise CorruptObject(key, "checkpoint is not a complete commit record; run with force_full_resample=True")
+        raise CorruptObject("checkpoint is not a complete commit record; run with force_full_resample=True", key=key)
     return doc
 
 

@@ -99,10 +99,10 @@ class SilverState:
                 parts[part] = pq.read_table(io.BytesIO(store.get(key))).to_pandas()
             except ObjectNotFound:
                 raise CorruptObject(
-                    key, "resample state named by a checkpoint is missing; run with force_full_resample=True"
+                    "resample state named by a checkpoint is missing; run with force_full_resample=True", key=key
                 ) from None
             except (pa.ArrowException, OSError) as exc:
-                raise CorruptObject(key, f"unreadable resample state: {exc}") from exc
+                raise CorruptObject(f"unreadable resample state: {exc}", key=key) from exc
         for df in parts.values():
             for col in ("date", "first_date", "last_date"):
                 if col in df:
@@ -142,7 +142,7 @@ def apply_journals(store: Store, state: SilverState) -> tuple[str | None, dict[s
         try:
             doc = json.loads(store.get(o.key))
         except ValueError as exc:
-            raise CorruptObject(o.key, f"unreadable compaction journal: {exc}") from exc
+            raise CorruptObject(f"unreadable compaction journal: {exc}", key=o.key) from exc
         for sym, entry in doc["symbols"].items():
             hist = entry["history_key"]
             have = src.at[hist, "etag"] if hist in src.index else None

@@ -31,7 +31,9 @@ def _settings(target: str) -> Settings:
         return settings.with_(rds_secret_arn=None, rds_endpoint=None)
     if target == "rds":
         if not (settings.rds_secret_arn or settings.rds_endpoint):
-            raise ConfigError("RDS_ENDPOINT", "rds mode needs RDS_SECRET_ARN or RDS_ENDPOINT/RDS_USERNAME/RDS_PASSWORD")
+            raise ConfigError(
+                "rds mode needs RDS_SECRET_ARN or RDS_ENDPOINT/RDS_USERNAME/RDS_PASSWORD", variable="RDS_ENDPOINT"
+            )
         return settings.with_(pg_dsn=None)
     return settings
 

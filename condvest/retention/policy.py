@@ -113,7 +113,7 @@ def plan(settings: Settings, p: RetentionParams | None = None) -> RetentionPlan:
     method = params.choice(p.method, "method", METHODS)
     lock_timeout, retention = p.lock_timeout, p.retention
     if not isinstance(lock_timeout, str) or not _LOCK_TIMEOUT_RE.match(lock_timeout.strip()):
-        raise ParameterError(f"cannot read {lock_timeout!r}; write e.g. '5s' or '500ms'", "lock_timeout")
+        raise ParameterError(f"cannot read {lock_timeout!r}; write e.g. '5s' or '500ms'", parameter="lock_timeout")
     r = settings.retention if retention is None else _retention(retention)
     if r != settings.retention:
         log.warning(
@@ -307,7 +307,7 @@ def archive(
     r = _retention(retention)
     expected = r.cutoff(as_of)
     if method not in METHODS:
-        raise ParameterError(f"unknown method {method!r}", "method")
+        raise ParameterError(f"unknown method {method!r}", parameter="method")
     from psycopg.pq import TransactionStatus
 
     if conn.info.transaction_status != TransactionStatus.IDLE:
