@@ -1,4 +1,5 @@
-"""Shared fixtures live in tests/fixtures/: a PostgreSQL cluster, an S3 server, the offline Polygon server."""
+"""Shared fixtures live in tests/fixtures/: a PostgreSQL cluster, an S3 server, the offline Polygon server,
+and the retention set-up (a deployed policy over a history of bars)."""
 
 import os
 
@@ -14,4 +15,4 @@ for _var in (
 ):
     os.environ.pop(_var, None)
 
-pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.s3", "tests.fixtures.polygon"]
+pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.s3", "tests.fixtures.polygon", "tests.fixtures.retention"]

@@ -19,7 +19,7 @@ from condvest.lake_lock import clear_lock, lake_lock, read_lock
 from condvest.resample.run import checkpoint_table, parse_intervals, run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
-from tests.test_resample_support import (
+from tests.fixtures.resample import (
     assert_silver_matches,
     reference_bars,
     reference_rows,

@@ -11,20 +11,20 @@ import plotly.graph_objects as go
 import pytest
 
 from condvest import retention
-from condvest.monitoring import snapshot as monitoring
 from condvest.bars import bars_frame, check_bars
 from condvest.bronze import write_quarantine
 from condvest.calendar import ny_close_epoch_ms, sessions_between
 from condvest.errors import ParameterError
 from condvest.lake import checkpoint_key, silver_key
 from condvest.manifest import ALL, SessionEntry, record_sessions
+from condvest.monitoring import snapshot as monitoring
 from condvest.postgres import connect
 from condvest.runs import append_run
 from condvest.settings import Secret, Settings
 from condvest.storage import LocalStore
 from runner.execute import CellError, RunResult
+from tests.fixtures.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 AS_OF = dt.date(2025, 1, 15)  # a session; 2025-01-09 was a closure (national day of mourning)
 GAPS = {dt.date(2024, 12, 10), dt.date(2025, 1, 13)}
 PARTIAL = dt.date(2025, 1, 14)
