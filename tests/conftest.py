@@ -1,17 +1,34 @@
-"""Shared fixtures live in tests/fixtures/: a PostgreSQL cluster, an S3 server, the offline Polygon server."""
+"""Shared fixtures live in tests/fixtures/: a PostgreSQL cluster, an S3 server, the offline Polygon server,
+and the retention set-up (a deployed policy over a history of bars)."""
 
 import os
+from collections.abc import Iterator
 
-# Nothing in the suite may depend on the host's time zone or reach a real service.
-os.environ.setdefault("CONDVEST_TEST", "1")
-for _var in (
+import pytest
+
+pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.s3", "tests.fixtures.polygon", "tests.fixtures.retention"]
+
+#: variables that would point the suite at a real service (AWS secrets, RDS, a real lake or bucket)
+REAL_SERVICE_VARS = (
     "POLYGON_API_KEY_SECRET_ARN",
     "RDS_SECRET_ARN",
     "RDS_ENDPOINT",
     "CONDVEST_PG_DSN",
     "CONDVEST_LAKE_URI",
     "S3_DATALAKE_BUCKET",
-):
-    os.environ.pop(_var, None)
+)
 
-pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.s3", "tests.fixtures.polygon"]
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_environment() -> Iterator[None]:
+    """Nothing in the suite may depend on the host's settings or reach a real service.
+
+    Session-scoped and autouse, so it is set up before every other fixture (the servers and clusters too) and
+    holds for every test, including subprocesses that inherit ``os.environ``; the environment is restored at
+    the end of the session.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONDVEST_TEST", os.environ.get("CONDVEST_TEST", "1"))
+        for var in REAL_SERVICE_VARS:
+            mp.delenv(var, raising=False)
+        yield

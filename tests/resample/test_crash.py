@@ -19,7 +19,7 @@ from condvest.resample import CompactionParams, ResampleParams
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
-from tests.test_resample_support import assert_silver_matches, reference_rows, write_daily, write_history
+from tests.fixtures.resample import assert_silver_matches, reference_rows, write_daily, write_history
 
 DAYS = sessions_between(dt.date(2024, 1, 2), dt.date(2024, 6, 28))
 NS = (3, 5, 8)

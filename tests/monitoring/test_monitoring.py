@@ -23,8 +23,8 @@ from condvest.runs import append_run
 from condvest.settings import Secret, Settings
 from condvest.storage import LocalStore
 from runner.execute import CellError, RunResult
+from tests.fixtures.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 AS_OF = dt.date(2025, 1, 15)  # a session; 2025-01-09 was a closure (national day of mourning)
 GAPS = {dt.date(2024, 12, 10), dt.date(2025, 1, 13)}
 PARTIAL = dt.date(2025, 1, 14)

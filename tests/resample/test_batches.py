@@ -15,7 +15,7 @@ from condvest.resample import CompactionParams, ResampleParams
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
-from tests.test_resample_support import assert_silver_matches, bronze_table, write_history
+from tests.fixtures.resample import assert_silver_matches, bronze_table, write_history
 
 NS = (3, 5)
 DAYS = sessions_between(dt.date(2025, 9, 1), dt.date(2025, 10, 17))

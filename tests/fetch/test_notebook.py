@@ -6,13 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from condvest.offline.sandbox import offline_world
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.fixtures.paths import ROOT
 
 
 @pytest.fixture(scope="module")

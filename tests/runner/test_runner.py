@@ -27,8 +27,9 @@ from runner.__main__ import main
 from runner.notebooks import parse_value
 from runner.pipelines import get_pipeline
 from runner.scrub import Scrubber
+from tests.fixtures.paths import TEST_DATA
 
-NOTEBOOKS = Path(__file__).parent / "data" / "notebooks"
+NOTEBOOKS = TEST_DATA / "notebooks"
 SENTINEL = "SENTINEL-pk-7f3a9c"
 
 

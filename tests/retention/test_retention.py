@@ -1,6 +1,7 @@
 """04_retention on a real PostgreSQL: deploy, dry run, archive, the cutoff rule, views (faults 25, 26).
 
-Races and lock faults (6, 7, 8, 24) are in test_retention_races.py; its helpers come from here.
+Races and lock faults (6, 7, 8, 24) are in test_races.py; the shared helpers and fixtures are in
+tests/fixtures/retention.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import psycopg
 import pytest
@@ -21,11 +21,17 @@ from condvest import retention
 from condvest.errors import DatabaseError, ParameterError
 from condvest.postgres import _pg_bindir
 from condvest.settings import Retention, Settings
-
-AS_OF = dt.date(2025, 1, 15)  # cutoff 2021-12-15 with 3 years 1 month
-SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
-FIRST, LAST = dt.date(2020, 6, 1), dt.date(2024, 12, 31)
-ROOT = Path(__file__).resolve().parent.parent
+from tests.fixtures.paths import ROOT
+from tests.fixtures.retention import (
+    AS_OF,
+    SYMBOLS,
+    assert_conserved,
+    bars,
+    connect,
+    load,
+    log_rows,
+    state,
+)
 
 _OLD_001 = """
 CREATE TABLE raw_ohlcv (
@@ -43,85 +49,8 @@ def psql_path() -> str:
     return shutil.which("psql") or str(Path(os.path.realpath(_pg_bindir() / "pg_ctl")).parent / "psql")
 
 
-def connect(dsn, autocommit=True) -> psycopg.Connection:
-    return psycopg.connect(dsn.reveal(), autocommit=autocommit)
-
-
-def bars(symbols=SYMBOLS, first=FIRST, last=LAST, seed=1) -> pd.DataFrame:
-    days = pd.bdate_range(first, last)
-    rng = np.random.default_rng(seed)
-    n = len(days) * len(symbols)
-    close = rng.uniform(0.05, 500.0, n)
-    return pd.DataFrame(
-        {
-            "symbol": np.repeat(symbols, len(days)),
-            "timestamp": np.tile(days.tz_localize("America/New_York"), len(symbols)),
-            "open": close,
-            "high": close * 1.01,
-            "low": close * 0.99,
-            "close": close,
-            "volume": rng.uniform(0, 1e6, n).round(3),
-        }
-    )
-
-
-def load(conn, df: pd.DataFrame) -> None:
-    cols = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
-    with conn.cursor().copy('COPY raw_ohlcv (symbol, "timestamp", open, high, low, close, volume) FROM STDIN') as cp:
-        for rec in df[list(cols)].itertuples(index=False):
-            cp.write_row(rec)
-
-
-def state(conn) -> dict:
-    """Counts and checksums of both tables, and how many keys sit in both."""
-    q = """SELECT count(*), coalesce(sum(hashtextextended(concat_ws('|', symbol, "timestamp", open, high, low,
-                                                                    close, volume), 0)::numeric), 0)
-             FROM {}"""
-    hot = conn.execute(q.format("raw_ohlcv")).fetchone()
-    arc = conn.execute(q.format("raw_ohlcv_archive")).fetchone()
-    both = conn.execute('SELECT count(*) FROM raw_ohlcv h JOIN raw_ohlcv_archive a USING (symbol, "timestamp")')
-    return {
-        "hot": hot[0],
-        "archive": arc[0],
-        "total": hot[0] + arc[0],
-        "checksum": hot[1] + arc[1],
-        "in_both": both.fetchone()[0],
-    }
-
-
-def assert_conserved(before: dict, after: dict) -> None:
-    assert after["in_both"] == 0
-    assert after["total"] == before["total"]
-    assert after["checksum"] == before["checksum"]
-
-
 def nyd(ts) -> dt.date:
     return pd.Timestamp(ts).tz_convert("America/New_York").date()
-
-
-def log_rows(conn) -> list[tuple]:
-    return conn.execute(
-        "SELECT status, records_archived, records_deleted, error_sqlstate, error_message"
-        " FROM data_retention_log ORDER BY id"
-    ).fetchall()
-
-
-@pytest.fixture
-def deployed(pg_dsn):
-    with connect(pg_dsn) as conn:
-        retention.deploy(conn, as_of=AS_OF)
-        load(conn, bars())
-    return pg_dsn
-
-
-@pytest.fixture
-def deployed_monthly(pg_dsn):
-    """Deployed, with monthly partitions for the whole history (so whole months move by partition)."""
-    with connect(pg_dsn) as conn:
-        retention.deploy(conn, as_of=AS_OF)
-        retention.ensure_partitions(conn, FIRST, AS_OF)
-        load(conn, bars())
-    return pg_dsn
 
 
 # ------------------------------------------------------------------------------------------------ cutoff

@@ -21,7 +21,7 @@ from condvest.resample import CompactionParams, ResampleParams
 from condvest.resample.run import checkpoint_table, run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
-from tests.test_resample_support import (
+from tests.fixtures.resample import (
     assert_silver_matches,
     reference_bars,
     reference_rows,

@@ -1,14 +1,14 @@
-"""Notebook shape (parameters cell, kernelspec, thin glue) and papermill running 01_fetch offline."""
+"""Notebook shape: parameters cell, kernelspec, thin glue. Papermill runs of the notebooks are with their stages."""
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.fixtures.paths import ROOT
+
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 

@@ -3,7 +3,7 @@ forced full runs and crashes, in any order. After every completed resample the s
 independent pandas computation over bronze, and a re-run without new data writes nothing.
 
 Crashes here are in-process: ``os._exit`` (the crash hook's exit) raises instead, so the run stops at the
-fault point with whatever it had written. Real process kills are in test_resample_crash.py.
+fault point with whatever it had written. Real process kills are in test_crash.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from condvest.resample.compaction import compact_bronze
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
-from tests.test_resample_support import assert_silver_matches, write_daily, write_history
+from tests.fixtures.resample import assert_silver_matches, write_daily, write_history
 
 DAYS = sessions_between(dt.date(2024, 1, 2), dt.date(2024, 5, 31))
 SYMBOLS = ("AA", "BB", "CC")

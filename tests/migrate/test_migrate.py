@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,10 +30,10 @@ from condvest.offline.dms import write_dms_export
 from condvest.offline.market import SyntheticMarket
 from condvest.settings import Settings
 from condvest.storage import LocalStore
+from tests.fixtures.paths import ROOT
 
 START, END = dt.date(2019, 1, 2), dt.date(2020, 6, 30)
 N_SYMBOLS = 24
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from condvest.resample.compaction import compact_bronze
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
-from tests.test_resample_support import assert_silver_matches, reference_rows, write_daily, write_history
+from tests.fixtures.resample import assert_silver_matches, reference_rows, write_daily, write_history
 
 DAYS = sessions_between(dt.date(2024, 3, 1), dt.date(2024, 5, 31))
 

@@ -16,8 +16,7 @@ import pytest
 
 from condvest import retention
 from condvest.errors import DatabaseError
-from tests import test_retention as base
-from tests.test_retention import deployed, deployed_monthly  # noqa: F401  (fixtures)
+from tests.fixtures import retention as base
 
 AS_OF = base.AS_OF
 OLD_ROW = "symbol = 'DDD' AND \"timestamp\" = '2021-06-01 00:00 America/New_York'"  # last old row loaded

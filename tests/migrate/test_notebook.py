@@ -13,8 +13,9 @@ from condvest.lake import DMS_PREFIX
 from condvest.offline.dms import write_dms_export
 from condvest.offline.market import SyntheticMarket
 from condvest.storage import LocalStore
+from tests.fixtures.paths import ROOT
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_migrate.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "03_migrate.ipynb"
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lake: Path, **params: object) -> dict:
