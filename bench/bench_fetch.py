@@ -28,7 +28,7 @@ from pathlib import Path
 
 from condvest import calendar as cal
 from condvest.bars import bars_frame, parquet_bytes, to_table
-from condvest.fetch.run import FetchParams, run_fetch
+from condvest.fetch import FetchParams, run_fetch
 from condvest.postgres import EmbeddedCluster
 from condvest.settings import Secret, Settings
 
