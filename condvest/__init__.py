@@ -3,11 +3,15 @@
 The public API by stage (loaded lazily on first use, so ``import condvest`` stays cheap):
 
     settings    Settings, Retention, HttpLimits, Secret
-    01_fetch    run_fetch, FetchParams, FetchReport
-    02_resample run_resample, compact_bronze, checkpoint_table
-    03_migrate  run_migration, cleanup_sources, MigrationReport
-    04_retention deploy_retention, dry_run_retention, archive_old_bars, read_retention_views
-    05_monitoring collect_monitoring, MonitoringSnapshot
+    01_fetch    run_fetch, FetchParams, FetchReport                       (condvest.fetch)
+    02_resample run_resample, ResampleParams, compact_bronze, checkpoint_table   (condvest.resample)
+    03_migrate  run_migration, MigrateParams, cleanup_sources, MigrationReport  (condvest.migrate)
+    04_retention run_retention, RetentionParams, deploy_retention, dry_run_retention, archive_old_bars,
+                read_retention_views                                       (condvest.retention)
+    05_monitoring collect_monitoring, MonitoringParams, MonitoringSnapshot  (condvest.monitoring)
+
+Every stage takes a frozen params object and returns a result with ``summary()``, ``to_frame()`` and
+``raise_for_status()``.
     storage     open_store, Store; Postgres: connect, EmbeddedCluster; errors: CondvestError and its tree
 """
 
@@ -24,6 +28,11 @@ _LAZY = {
     "run_resample": ("resample", "run_resample"),
     "checkpoint_table": ("resample", "checkpoint_table"),
     "compact_bronze": ("resample", "compact_bronze"),
+    "ResampleParams": ("resample", "ResampleParams"),
+    "MigrateParams": ("migrate", "MigrateParams"),
+    "RetentionParams": ("retention", "RetentionParams"),
+    "run_retention": ("retention", "run_retention"),
+    "MonitoringParams": ("monitoring", "MonitoringParams"),
     "run_migration": ("migrate", "run_migration"),
     "cleanup_sources": ("migrate", "cleanup_sources"),
     "MigrationReport": ("migrate", "MigrationReport"),
