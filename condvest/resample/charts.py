@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from condvest import params
-from condvest.dms import list_dms_files
 from condvest.lake import BRONZE_PREFIX, bronze_symbol_prefix, silver_prefix
+from condvest.migrate import readable_export
 from condvest.resample.engine import connect, load_rows, register_dms
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
@@ -40,7 +40,7 @@ def read_bars(settings: Settings, symbol: str, interval: int, *, store: Store | 
     try:
         if interval == 1:
             keys = [o.key for o in store.list(bronze_symbol_prefix(symbol))]
-            dms = [o.key for o in list_dms_files(store)]
+            dms = [o.key for o in readable_export(store)]
             if dms:
                 register_dms(con, store, dms, {symbol})
             load_rows(con, store, "rows", keys, dms=bool(dms), symbols={symbol})

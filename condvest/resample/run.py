@@ -3,9 +3,9 @@
     run_resample(settings, ResampleParams(intervals="3,5,8,13,21,34", force_full_resample=False)) -> ResampleReport
     checkpoint_table(settings) -> pandas.DataFrame
 
-Input: bronze (``symbol=X/data.parquet`` and ``symbol=X/date=D.parquet``) and, until the migration has
-removed it, the DMS export (read with ``condvest.dms``'s explicit schema); one row per (symbol,
-date), the newest ``ingested_at`` winning, rows without it ranked daily file > data.parquet > DMS.
+Input: bronze (``symbol=X/data.parquet`` and ``symbol=X/date=D.parquet``) and, until a passing migration
+report matches it (``condvest.migrate.readable_export``), the DMS export (read with ``condvest.dms``'s
+explicit schema); one row per (symbol, date) by ``condvest.bronze``'s merge rule.
 Output: ``silver/silver_{N}d/year=YYYY/month=MM/data_{N}d_YYYYMM.parquet`` with symbol, date (first
 session), end_date (last session), open, high, low, close, volume and sessions. The trailing, still-open
 bar of each symbol is written too, flagged by ``sessions < N``; it is recomputed in every run that
