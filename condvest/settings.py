@@ -117,6 +117,9 @@ class Settings:
     http: HttpLimits = field(default_factory=HttpLimits)
     #: pins the run's "today" (New York) for reproducible runs; ``None`` means the real date
     as_of: dt.date | None = None
+    #: DuckDB's memory limit for resampling (it spills to a temporary folder beyond it); size it for the
+    #: container: the whole process stays about 1 GB above it
+    duckdb_memory_limit: str = "3GB"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,8 +167,14 @@ class Settings:
                 as_of = dt.date.fromisoformat(get("CONDVEST_AS_OF") or "")
             except ValueError:
                 raise ConfigError("expected an ISO date YYYY-MM-DD", variable="CONDVEST_AS_OF") from None
+        memory = get("CONDVEST_DUCKDB_MEMORY_LIMIT") or "3GB"
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory, re.I):
+            raise ConfigError(
+                f"expected a size such as 3GB or 512MB, got {memory!r}", variable="CONDVEST_DUCKDB_MEMORY_LIMIT"
+            )
         return cls(
             as_of=as_of,
+            duckdb_memory_limit=memory,
             lake_uri=lake,
             runs_uri=get("CONDVEST_RUNS_URI") or "./runs",
             s3_endpoint_url=get("AWS_ENDPOINT_URL_S3") or get("AWS_ENDPOINT_URL"),

@@ -185,8 +185,12 @@ def run_resample(
     threads: int | None = None,
     memory_limit: str | None = None,
 ) -> ResampleReport:
-    """Bring the silver bars of ``p.intervals`` up to date with bronze (see the module docstring)."""
+    """Bring the silver bars of ``p.intervals`` up to date with bronze (see the module docstring).
+
+    DuckDB works within ``memory_limit`` (default: the settings' ``CONDVEST_DUCKDB_MEMORY_LIMIT``, 3 GB) and
+    spills beyond it; the bars reach Python one month at a time, so memory does not grow with the history."""
     p = p or ResampleParams()
+    memory_limit = memory_limit or settings.duckdb_memory_limit
     ns = p.check()
     force_full_resample = p.force_full_resample
     store = store or open_store(settings=settings)
