@@ -119,7 +119,7 @@ def test_old_fetcher_lake_gives_the_same_silver_as_the_workbench_lake(tmp_path):
     assert t.column("date").to_pylist() == HISTORY and t.schema == BRONZE_SCHEMA
 
     r_old = run_resample(Settings(lake_uri=str(tmp_path / "old")), ResampleParams("3,5"), store=old)
-    r_new = run_resample(Settings(lake_uri=str(tmp_path / "new")), ResampleParams("3,5"), store=new)
+    run_resample(Settings(lake_uri=str(tmp_path / "new")), ResampleParams("3,5"), store=new)
     assert r_old.message.startswith("the previous pipeline's checkpoint found for 3d: rebuilt in full")
     assert r_old.message.count("\n") == 0 and {x.mode for x in r_old.results} == {"full"}
     for n in (3, 5):
