@@ -323,6 +323,8 @@ async def run_fetch(
     missing: list[dt.date] = []
     if params.date is None and params.start is None:
         window = backfill_window(as_of, params.max_backfill_days if params.backfill_missing else 1, now)
+        if not manifest.has_manifest(store):  # a lake of the previous pipeline: build the manifest once
+            manifest.build_from_listing(store, progress=progress)
         missing = manifest.missing_sessions(store, window, checks.symbol_list(params.symbols))
     plan_ = plan(params, today, missing, now)
     report = FetchReport(run_id, plan_)
