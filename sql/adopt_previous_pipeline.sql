@@ -7,14 +7,20 @@
 -- execution_date, retention_threshold, records_archived, records_deleted, status, error_message,
 -- execution_time_seconds. A bar's session is the New York date of its "timestamp" read as UTC.
 --
--- {table} and {session} are filled in by the caller (an Identifier and one of the session expressions below);
--- values are bound.
+-- {table}, {session} and {instant} are filled in by the caller (an Identifier, and the expressions below for a
+-- naive "timestamp" (legacy_*) or a timestamptz one); values are bound.
 
 -- name: legacy_session
 (("timestamp" AT TIME ZONE 'UTC') AT TIME ZONE 'America/New_York')::date
 
 -- name: session
 ("timestamp" AT TIME ZONE 'America/New_York')::date
+
+-- name: legacy_instant
+("timestamp" AT TIME ZONE 'UTC')
+
+-- name: instant
+"timestamp"
 
 -- name: checksum
 -- Row count and an order-independent checksum of (symbol, session, prices, volume): equal before and after.
@@ -45,7 +51,7 @@ SELECT symbol, {session} AS session
 -- name: restamped
 -- Rows whose "timestamp" is not 00:00 New York of their session (they are stored at that time after adoption).
 SELECT count(*) FROM {table}
- WHERE ("timestamp" AT TIME ZONE 'UTC') <> ({session})::timestamp AT TIME ZONE 'America/New_York'
+ WHERE {instant} <> ({session})::timestamp AT TIME ZONE 'America/New_York'
 
 -- name: overlaps
 -- (symbol, session) present in both the hot table and the archive: a bar lives in one of them only.

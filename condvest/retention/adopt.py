@@ -93,8 +93,17 @@ def other_tables(conn: Any) -> tuple[str, ...]:
     return tuple(r[0] for r in rows)
 
 
+def _naive(table: str, legacy: dict[str, dict[str, str]]) -> bool:
+    return legacy.get(table, {}).get("timestamp") == "timestamp without time zone"
+
+
 def _session(table: str, legacy: dict[str, dict[str, str]]) -> sql.SQL:
-    return sql.SQL(_blocks()["legacy_session" if table in legacy else "session"])
+    """The New York session of a row: of a naive "timestamp" read as UTC, or of a timestamptz one."""
+    return sql.SQL(_blocks()["legacy_session" if _naive(table, legacy) else "session"])
+
+
+def _instant(table: str, legacy: dict[str, dict[str, str]]) -> sql.SQL:
+    return sql.SQL(_blocks()["legacy_instant" if _naive(table, legacy) else "instant"])
 
 
 def _checksum(conn: Any, table: str, legacy: dict[str, dict[str, str]]) -> tuple[int, int]:
@@ -190,7 +199,8 @@ def _inspect(conn: Any) -> AdoptionPlan:
         s = _session(table, legacy)
         dupes += [f"{table}: {k}" for k in _keys(conn.execute(_q("duplicates", table=ident, session=s)).fetchall())]
         bad += [f"{table}: {k}" for k in _keys(conn.execute(_q("bad_bars", table=ident, session=s)).fetchall())]
-        restamped += int(conn.execute(_q("restamped", table=ident, session=s)).fetchone()[0])
+        q = _q("restamped", table=ident, session=s, instant=_instant(table, legacy))
+        restamped += int(conn.execute(q).fetchone()[0])
         lo, hi = conn.execute(_q("span", table=ident, session=s)).fetchone()
         first = lo if first is None or (lo is not None and lo < first) else first
         last = hi if last is None or (hi is not None and hi > last) else last

@@ -24,7 +24,7 @@ from condvest.resample import CompactionParams, ResampleParams, compact_bronze
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
-from tests.fixtures.resample import silver_frame
+from tests.fixtures.resample import assert_silver_matches, silver_frame
 
 DAYS = sessions_between(dt.date(2024, 2, 1), dt.date(2024, 4, 30))  # across the DST change of March 10
 HISTORY, DAILY = DAYS[:-5], DAYS[-5:]
@@ -124,6 +124,7 @@ def test_old_fetcher_lake_gives_the_same_silver_as_the_workbench_lake(tmp_path):
     assert r_old.message.count("\n") == 0 and {x.mode for x in r_old.results} == {"full"}
     for n in (3, 5):
         pd.testing.assert_frame_equal(silver_frame(old, n), silver_frame(new, n))
+    assert_silver_matches(new, (3, 5))  # and both equal a recompute over all bronze
     assert OLD_SILVER not in {o.key for o in old.list("silver/")}  # no mix of old and new month files
     assert {o.key: o.etag for o in old.list("bronze/")} == bronze_before  # read as it is, never rewritten
     assert json.loads(old.get(checkpoint_key(3)))["status"] == "complete"

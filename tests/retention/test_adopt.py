@@ -135,6 +135,8 @@ def _types(conn, table: str) -> dict[str, str]:
 
 def test_dry_run_shows_the_adoption_and_changes_nothing(old_db):
     with connect(old_db) as conn:
+        # a bar stamped 16:00 New York (a grouped-daily bar) for a session nothing else holds
+        conn.execute("INSERT INTO raw_ohlcv VALUES ('BBB', 10, 11, 9, 10, 100, '2025-01-15 21:00', '1d')")
         run = retention.plan(Settings(pg_dsn=old_db), retention.RetentionParams("dry-run", as_of=AS_OF))
         outcome = retention.execute(conn, run)
         assert isinstance(outcome.adoption, retention.AdoptionPlan)
@@ -145,8 +147,13 @@ def test_dry_run_shows_the_adoption_and_changes_nothing(old_db):
         assert "raw_ohlcv (" in table["previous pipeline's tables"]
         assert _types(conn, "raw_ohlcv")["timestamp"] == "timestamp without time zone"  # unchanged
         # deploy on such a database refuses and says what to run instead
+        assert table["rows re-stamped to 00:00 New York"] == "1"
         with pytest.raises(ValidationError, match="mode='adopt'"):
             retention.deploy(conn, as_of=AS_OF)
+        # adopted, that bar keeps its session and is stamped like every other
+        retention.adopt(conn, as_of=AS_OF)
+        stamp = conn.execute("SELECT \"timestamp\" FROM raw_ohlcv WHERE symbol = 'BBB' ORDER BY 1 DESC LIMIT 1")
+        assert stamp.fetchone()[0] == dt.datetime(2025, 1, 15, 5, tzinfo=dt.UTC)
 
 
 def test_adopt_then_daily_upsert_then_archive_loses_nothing(old_db):
