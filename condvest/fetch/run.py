@@ -116,9 +116,14 @@ class _Writer:
 
     def _pg(self) -> Any:
         if self._conn is None:
-            self._conn = connect(self.settings)
-            ensure_cache_table(self._conn)
-            self._conn.commit()
+            conn = connect(self.settings)
+            try:
+                ensure_cache_table(conn)
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import io
 import logging
 
 import pandas as pd
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -87,3 +88,18 @@ def test_gap_detection_builds_the_manifest_once_and_leaves_old_files_alone(serve
     caplog.clear()
     again = asyncio.run(run_fetch(cfg, FetchParams(max_backfill_days=5), progress=False))
     assert again.plan.sessions == () and "built_from_listing" not in caplog.text
+
+
+def test_a_database_not_yet_adopted_fails_the_session_and_says_to_adopt(server, pg_settings):
+    server.reset()
+    cfg = pg_settings.with_(polygon_base_url=server.base_url, polygon_api_key=Secret(KEY), as_of=AS_OF, http=FAST)
+    with psycopg.connect(cfg.pg_dsn.reveal(), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE raw_ohlcv (symbol VARCHAR(10) NOT NULL, open DECIMAL(10, 2), high DECIMAL(10, 2),"
+            ' low DECIMAL(10, 2), close DECIMAL(10, 2), volume BIGINT, "timestamp" TIMESTAMP NOT NULL,'
+            ' "interval" VARCHAR(10) NOT NULL DEFAULT \'1d\', PRIMARY KEY (symbol, "timestamp", "interval"))'
+        )
+    report = asyncio.run(run_fetch(cfg, FetchParams(date=AS_OF.isoformat()), progress=False))
+    assert report.failed == {AS_OF.isoformat(): report.failed[AS_OF.isoformat()]}
+    assert "previous pipeline's shape" in report.failed[AS_OF.isoformat()]
+    assert "mode='adopt'" in report.failed[AS_OF.isoformat()]
