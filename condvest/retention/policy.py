@@ -422,11 +422,14 @@ def execute(conn: Any, run: RetentionPlan) -> RetentionOutcome:
 
 def run_retention(settings: Settings, p: RetentionParams | None = None) -> RetentionOutcome:
     """04_retention in one call: check the parameters, connect (``CONDVEST_PG_DSN``, the RDS settings or the
-    embedded cluster), do what the mode says, then read what lies beyond the cutoff and the views (when the
-    policy is deployed); the connection is closed on return."""
+    embedded cluster), do what the mode says, then read what lies beyond the cutoff and the views (empty when
+    the policy is not deployed); the connection is closed on return."""
     run = plan(settings, p)
     with connect(settings, autocommit=True) as conn:
         outcome = execute(conn, run)
         beyond = dry_run(conn, run.cutoff)
-        views = read_views(conn) if is_deployed(conn) else None
+        # not deployed (a dry run before deploy or adopt): empty views, so the notebook shows empty tables
+        views = (
+            read_views(conn) if is_deployed(conn) else RetentionViews(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+        )
     return dataclasses.replace(outcome, beyond_cutoff=beyond, views=views)

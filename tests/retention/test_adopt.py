@@ -8,6 +8,7 @@ tables the workbench does not use untouched. Duplicates per (symbol, session) st
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -234,3 +235,20 @@ def test_two_rows_for_one_session_stop_adoption_and_are_named(old_db):
             retention.adopt(conn, as_of=AS_OF)
         assert _types(conn, "raw_ohlcv")["timestamp"] == "timestamp without time zone"
         assert conn.execute("SELECT count(*) FROM data_retention_log").fetchone()[0] == 2
+
+
+def test_the_notebook_dry_run_then_adopt_on_the_old_database(old_db, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RDS_", "CONDVEST_"))}
+    env.update(CONDVEST_PG_DSN=old_db.reveal(), CONDVEST_RUNS_URI=str(tmp_path / "runs"), CONDVEST_AS_OF="2025-01-15")
+    for mode in ("dry-run", "adopt"):
+        r = subprocess.run(
+            [sys.executable, "-m", "runner", "run", "04_retention", "-p", "mode", mode, "--no-progress"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+    index = [json.loads(line) for line in (tmp_path / "runs" / "index.jsonl").read_text().splitlines()]
+    assert index[0]["results"]["adoption_needed"] is True and index[1]["results"]["checksums_equal"] is True
