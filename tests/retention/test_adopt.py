@@ -20,6 +20,7 @@ import pytest
 from condvest import retention
 from condvest.errors import ValidationError
 from condvest.fetch.pg_cache import upsert_bars
+from condvest.monitoring.snapshot import read_retention
 from condvest.settings import Retention, Settings
 from tests.fixtures.paths import ROOT
 from tests.fixtures.retention import connect
@@ -149,6 +150,7 @@ def test_dry_run_shows_the_adoption_and_changes_nothing(old_db):
         assert _types(conn, "raw_ohlcv")["timestamp"] == "timestamp without time zone"  # unchanged
         # deploy on such a database refuses and says what to run instead
         assert table["rows re-stamped to 00:00 New York"] == "1"
+        assert read_retention(Settings(pg_dsn=old_db)) == ("previous pipeline", None)  # 05_monitoring's note
         with pytest.raises(ValidationError, match="mode='adopt'"):
             retention.deploy(conn, as_of=AS_OF)
         # adopted, that bar keeps its session and is stamped like every other
