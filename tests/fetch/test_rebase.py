@@ -1,0 +1,172 @@
+"""Splits: after a run that crosses a split, bronze, Postgres and silver hold one price basis per symbol.
+
+The lake is built before a 2-for-1 split and a 3-for-2 split of one symbol (two splits in one backfill
+window), a 1-for-10 reverse split of another, and a 2-for-1 split of a symbol whose bar of that day was
+quarantined (no bar that day); then the server's clock moves past them and the daily pipeline runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+
+import pandas as pd
+import psycopg
+import pytest
+
+from condvest.errors import ParameterError
+from condvest.fetch.plan import FetchParams, rebase_since
+from condvest.fetch.run import run_fetch
+from condvest.lake import BASIS_KEY, bronze_history_key
+from condvest.offline import Split, SyntheticMarket, serve_in_thread
+from condvest.resample import ResampleParams
+from condvest.resample.run import run_resample
+from condvest.settings import HttpLimits, Secret, Settings
+from condvest.splits import read_splits
+from condvest.storage import LocalStore
+from tests.fixtures.resample import assert_silver_matches, reference_bars, reference_rows, silver_frame
+
+KEY = "rebase-key"
+FAST = HttpLimits(concurrency=4, read_timeout=2.0, max_retries=2, backoff_base=0.01, backoff_cap=0.02)
+NY = dt.timezone(dt.timedelta(hours=-4))  # EDT: both clocks are in October
+START, BEFORE, AS_OF = dt.date(2025, 7, 1), dt.date(2025, 10, 3), dt.date(2025, 10, 17)
+A, B, Q = "QBDA", "RWB", "BJRC"  # Q is the first ticker of a grouped answer: bad_bars breaks its bar
+SPLITS = (
+    Split(A, dt.date(2025, 10, 8), 1, 2),
+    Split(Q, dt.date(2025, 10, 9), 1, 2),
+    Split(B, dt.date(2025, 10, 10), 10, 1),
+    Split(A, dt.date(2025, 10, 15), 2, 3),
+)
+NS = (3, 5, 8, 13, 21, 34)
+
+
+@pytest.fixture(scope="module")
+def market():
+    return SyntheticMarket(n_symbols=6, seed=11, splits=SPLITS)
+
+
+@pytest.fixture(scope="module")
+def server(market):
+    with serve_in_thread(market, api_key=KEY) as srv:
+        yield srv
+
+
+@pytest.fixture
+def cfg(server, pg_settings) -> Settings:
+    server.reset()
+    server.set_now(dt.datetime.combine(BEFORE, dt.time(21), tzinfo=NY))
+    yield pg_settings.with_(polygon_base_url=server.base_url, polygon_api_key=Secret(KEY), http=FAST)
+    server.reset()
+    server.set_now(None)
+
+
+def fetch(cfg: Settings, as_of: dt.date, **params):
+    p = FetchParams(as_of=as_of.isoformat(), skip_market_check=True, **params)
+    return asyncio.run(run_fetch(cfg.with_(as_of=as_of), p, progress=False))
+
+
+def build_lake_before_splits(cfg: Settings, server) -> None:
+    report = fetch(cfg, BEFORE, start=START.isoformat(), end=BEFORE.isoformat())
+    assert report.status == "ok", report.failed
+    assert report.rebase.rebased == []
+    server.set_now(dt.datetime.combine(AS_OF, dt.time(21), tzinfo=NY))
+    server.reset()
+
+
+def expected(market: SyntheticMarket, end: dt.date, as_of: dt.date) -> pd.DataFrame:
+    df = market.frame(START, end, as_of=as_of)
+    df["date"] = pd.to_datetime(df["date"].astype(str)).dt.date
+    return df[["symbol", "date", "open", "high", "low", "close", "volume"]].reset_index(drop=True)
+
+
+def pg_rows(cfg: Settings) -> pd.DataFrame:
+    with psycopg.connect(cfg.pg_dsn.reveal()) as c:
+        rows = c.execute(
+            "SELECT symbol, (\"timestamp\" AT TIME ZONE 'America/New_York')::date AS date, open, high,"
+            " low, close, volume FROM raw_ohlcv ORDER BY 1, 2"
+        ).fetchall()
+    return pd.DataFrame(rows, columns=["symbol", "date", "open", "high", "low", "close", "volume"])
+
+
+def range_requests(server) -> list[str]:
+    return sorted(r.symbol for r in server.requests if r.endpoint == "range")
+
+
+def test_the_daily_pipeline_across_splits_leaves_one_basis_everywhere(cfg, server, market):
+    build_lake_before_splits(cfg, server)
+    store = LocalStore(cfg.lake_uri)
+    first = run_resample(cfg, ResampleParams(intervals=",".join(map(str, NS))))
+    assert first.results[0].mode == "full"
+    server.faults.add("bad_bars", path="/stocks/2025-10-09", times=1, count=1)  # Q has no bar that day
+
+    report = fetch(cfg, AS_OF, max_backfill_days=15)
+
+    assert report.status == "ok", report.failed
+    assert len(report.sessions) == 10 and report.sessions[3].quarantined == 1
+    # one splits request per fetched session, one range request per symbol with a split (A twice: once)
+    splits_days = sorted(r.date for r in server.requests if r.endpoint == "splits")
+    assert splits_days == [s.session for s in report.sessions]
+    assert range_requests(server) == sorted([A, B, Q])
+    assert report.rebase.rebased == sorted([A, B, Q]) and report.summary()["rebased"] == 3
+    assert read_splits(store)[["ticker", "execution_date"]].values.tolist() == [
+        [s.symbol, s.execution_date] for s in SPLITS
+    ]
+    basis = json.loads(store.get(BASIS_KEY))["symbols"]
+    assert {s: basis[s]["basis"] for s in basis} == {A: "2025-10-17", B: "2025-10-17", Q: "2025-10-17"}
+
+    want = expected(market, AS_OF, AS_OF)
+    pd.testing.assert_frame_equal(reference_rows(store), want, check_dtype=False, obj="bronze")
+    pd.testing.assert_frame_equal(pg_rows(cfg), want, check_dtype=False, obj="postgres")
+
+    second = run_resample(cfg, ResampleParams(intervals=",".join(map(str, NS))))
+    assert second.results[0].mode == "incremental"
+    assert_silver_matches(store, NS)
+    for n in NS:  # equal to a full recompute from the server's adjusted history
+        pd.testing.assert_frame_equal(silver_frame(store, n), reference_bars(want, n), check_dtype=False)
+
+
+def test_a_failing_refetch_keeps_the_old_basis_says_so_and_is_retried(cfg, server, market, caplog):
+    build_lake_before_splits(cfg, server)
+    store = LocalStore(cfg.lake_uri)
+    old_history = store.get(bronze_history_key(B))
+    server.faults.add("http_5xx", path=f"/ticker/{B}/range/", status=503)
+
+    with caplog.at_level(logging.WARNING, logger="condvest.fetch.rebase"):
+        report = fetch(cfg, AS_OF, max_backfill_days=15)
+
+    assert report.status == "ok", report.failed  # the sessions went on
+    assert set(report.rebase.failed) == {B} and "503" in report.rebase.failed[B]
+    assert any("rebase=failed" in r.message and f"symbol={B}" in r.message for r in caplog.records)
+    assert store.get(bronze_history_key(B)) == old_history
+    assert B not in json.loads(store.get(BASIS_KEY))["symbols"]
+    rows = reference_rows(store)
+    old_basis = expected(market, BEFORE, BEFORE)
+    kept = rows[(rows["symbol"] == B) & (rows["date"] <= BEFORE)].reset_index(drop=True)
+    want_kept = old_basis[old_basis["symbol"] == B].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, want_kept, check_dtype=False)
+
+    server.faults.clear()
+    server.reset()
+    again = fetch(cfg, AS_OF, max_backfill_days=15)  # nothing to fetch; the pending rebase is retried
+    assert again.plan.mode == "skip" and again.rebase.rebased == [B]
+    assert range_requests(server) == [B]
+    pd.testing.assert_frame_equal(reference_rows(store), expected(market, AS_OF, AS_OF), check_dtype=False)
+
+
+def test_rebase_parameter_checks_older_splits_for_history_of_unknown_basis(cfg, server, market):
+    build_lake_before_splits(cfg, server)
+    store = LocalStore(cfg.lake_uri)
+    plain = fetch(cfg, AS_OF, date=BEFORE.isoformat())  # its session has no split: nothing to rebase
+    assert plain.rebase.rebased == [] and read_splits(store).empty
+
+    report = fetch(cfg, AS_OF, date=BEFORE.isoformat(), rebase="2025-10-01")
+
+    assert report.status == "ok", report.failed
+    assert report.rebase.rebased == sorted([A, B, Q])
+    pd.testing.assert_frame_equal(reference_rows(store), expected(market, BEFORE, AS_OF), check_dtype=False)
+    assert rebase_since(FetchParams(rebase="all"), AS_OF) == dt.date(1962, 1, 1)
+    for bad in ("yesterday", "2030-01-01"):
+        with pytest.raises(ParameterError, match="rebase"):
+            fetch(cfg, AS_OF, rebase=bad)
