@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 import logging
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from condvest.errors import ParameterError
 from condvest.fetch.plan import FetchParams, rebase_since
 from condvest.fetch.run import run_fetch
-from condvest.lake import BASIS_KEY, bronze_history_key
+from condvest.lake import BASIS_KEY, bronze_daily_key, bronze_history_key
 from condvest.offline import Split, SyntheticMarket, serve_in_thread
 from condvest.resample import ResampleParams
 from condvest.resample.run import run_resample
@@ -40,6 +43,7 @@ SPLITS = (
     Split(A, dt.date(2025, 10, 15), 2, 3),
 )
 NS = (3, 5, 8, 13, 21, 34)
+COLS = ["symbol", "date", "open", "high", "low", "close", "volume"]
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +72,14 @@ def fetch(cfg: Settings, as_of: dt.date, **params):
 
 
 def build_lake_before_splits(cfg: Settings, server) -> None:
-    report = fetch(cfg, BEFORE, start=START.isoformat(), end=BEFORE.isoformat())
+    """History to 2025-10-01, then daily files of 10-02 and 10-03 fetched on their evenings (the old basis)."""
+    server.set_now(dt.datetime.combine(dt.date(2025, 10, 1), dt.time(21), tzinfo=NY))
+    report = fetch(cfg, dt.date(2025, 10, 1), start=START.isoformat(), end="2025-10-01")
     assert report.status == "ok", report.failed
-    assert report.rebase.rebased == []
+    server.set_now(dt.datetime.combine(BEFORE, dt.time(21), tzinfo=NY))
+    daily = fetch(cfg, BEFORE, max_backfill_days=5)
+    assert [r.session for r in daily.sessions] == [dt.date(2025, 10, 2), BEFORE]
+    assert report.rebase.rebased == daily.rebase.rebased == []
     server.set_now(dt.datetime.combine(AS_OF, dt.time(21), tzinfo=NY))
     server.reset()
 
@@ -78,7 +87,7 @@ def build_lake_before_splits(cfg: Settings, server) -> None:
 def expected(market: SyntheticMarket, end: dt.date, as_of: dt.date) -> pd.DataFrame:
     df = market.frame(START, end, as_of=as_of)
     df["date"] = pd.to_datetime(df["date"].astype(str)).dt.date
-    return df[["symbol", "date", "open", "high", "low", "close", "volume"]].reset_index(drop=True)
+    return df[COLS].reset_index(drop=True)
 
 
 def pg_rows(cfg: Settings) -> pd.DataFrame:
@@ -88,6 +97,18 @@ def pg_rows(cfg: Settings) -> pd.DataFrame:
             " low, close, volume FROM raw_ohlcv ORDER BY 1, 2"
         ).fetchall()
     return pd.DataFrame(rows, columns=["symbol", "date", "open", "high", "low", "close", "volume"])
+
+
+def every_stored_row(store: LocalStore) -> pd.DataFrame:
+    """Every row of every bronze object (daily files and histories), duplicates kept: nothing may be stale."""
+    frames = [pq.read_table(io.BytesIO(store.get(o.key))).to_pandas()[COLS] for o in store.list("bronze/raw_ohlcv/")]
+    return pd.concat(frames, ignore_index=True)
+
+
+def assert_no_stale_row(store: LocalStore, want: pd.DataFrame) -> None:
+    got = every_stored_row(store).merge(want, on=["symbol", "date"], suffixes=("", "_want"))
+    stale = got[(got["close"] != got["close_want"]) | (got["volume"] != got["volume_want"])]
+    assert stale.empty, stale
 
 
 def range_requests(server) -> list[str]:
@@ -105,6 +126,7 @@ def test_the_daily_pipeline_across_splits_leaves_one_basis_everywhere(cfg, serve
 
     assert report.status == "ok", report.failed
     assert len(report.sessions) == 10 and report.sessions[3].quarantined == 1
+    assert [r.daily_files for r in report.rebase.symbols] == [2 + 9, 2 + 10, 2 + 10]  # Q lacked 10-09
     # one splits request per fetched session, one range request per symbol with a split (A twice: once)
     splits_days = sorted(r.date for r in server.requests if r.endpoint == "splits")
     assert splits_days == [s.session for s in report.sessions]
@@ -118,6 +140,7 @@ def test_the_daily_pipeline_across_splits_leaves_one_basis_everywhere(cfg, serve
 
     want = expected(market, AS_OF, AS_OF)
     pd.testing.assert_frame_equal(reference_rows(store), want, check_dtype=False, obj="bronze")
+    assert_no_stale_row(store, want)  # daily files of the rebased symbols were rewritten too
     pd.testing.assert_frame_equal(pg_rows(cfg), want, check_dtype=False, obj="postgres")
 
     second = run_resample(cfg, ResampleParams(intervals=",".join(map(str, NS))))
@@ -161,11 +184,25 @@ def test_rebase_parameter_checks_older_splits_for_history_of_unknown_basis(cfg, 
     plain = fetch(cfg, AS_OF, date=BEFORE.isoformat())  # its session has no split: nothing to rebase
     assert plain.rebase.rebased == [] and read_splits(store).empty
 
+    # a session the source no longer serves (here: a row on a holiday) makes Q's re-fetch incomplete
+    holiday = pq.read_table(io.BytesIO(store.get(bronze_daily_key(Q, BEFORE)))).to_pandas()
+    holiday["date"] = dt.date(2025, 7, 4)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(holiday, preserve_index=False), buf)
+    store.put(bronze_daily_key(Q, dt.date(2025, 7, 4)), buf.getvalue())
+    q_history = store.get(bronze_history_key(Q))
+
     report = fetch(cfg, AS_OF, date=BEFORE.isoformat(), rebase="2025-10-01")
 
     assert report.status == "ok", report.failed
-    assert report.rebase.rebased == sorted([A, B, Q])
-    pd.testing.assert_frame_equal(reference_rows(store), expected(market, BEFORE, AS_OF), check_dtype=False)
+    assert report.rebase.rebased == sorted([A, B])
+    assert "lacks 1 session(s) bronze holds (2025-07-04..2025-07-04)" in report.rebase.failed[Q]
+    assert store.get(bronze_history_key(Q)) == q_history
+    rows = reference_rows(store)
+    want = expected(market, BEFORE, AS_OF)
+    for sym in (A, B):
+        got = rows[rows["symbol"] == sym].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want[want["symbol"] == sym].reset_index(drop=True), check_dtype=False)
     assert rebase_since(FetchParams(rebase="all"), AS_OF) == dt.date(1962, 1, 1)
     for bad in ("yesterday", "2030-01-01"):
         with pytest.raises(ParameterError, match="rebase"):
