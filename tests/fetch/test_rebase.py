@@ -12,6 +12,9 @@ import datetime as dt
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import psycopg
@@ -207,3 +210,25 @@ def test_rebase_parameter_checks_older_splits_for_history_of_unknown_basis(cfg, 
     for bad in ("yesterday", "2030-01-01"):
         with pytest.raises(ParameterError, match="rebase"):
             fetch(cfg, AS_OF, rebase=bad)
+
+
+def test_a_crash_after_the_new_history_is_finished_by_the_next_run(cfg, server, market):
+    build_lake_before_splits(cfg, server)
+    store = LocalStore(cfg.lake_uri)
+    code = (
+        "import asyncio,datetime as dt;from condvest.fetch.run import run_fetch,FetchParams;"
+        "from condvest.settings import Settings,Secret;"
+        f"s=Settings(lake_uri={cfg.lake_uri!r},polygon_base_url={server.base_url!r},polygon_api_key=Secret({KEY!r}),"
+        f"pg_dsn=Secret({cfg.pg_dsn.reveal()!r}),as_of=dt.date(2025,10,17));"
+        "asyncio.run(run_fetch(s,FetchParams(max_backfill_days=15,skip_market_check=True),progress=False))"
+    )
+    env = {**os.environ, "CONDVEST_CRASH_AT": "rebase.after_history"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 77, r.stderr
+    assert not store.exists(BASIS_KEY)  # no basis recorded: the split is still due
+    again = fetch(cfg, AS_OF, max_backfill_days=15)  # the sessions were not recorded either: fetched again
+    assert again.status == "ok" and again.rebase.rebased == sorted([A, B, Q])
+    want = expected(market, AS_OF, AS_OF)
+    pd.testing.assert_frame_equal(reference_rows(store), want, check_dtype=False)
+    assert_no_stale_row(store, want)
+    pd.testing.assert_frame_equal(pg_rows(cfg), want, check_dtype=False)
