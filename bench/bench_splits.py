@@ -1,6 +1,6 @@
 """Benchmark of a daily run that crosses splits: what k splits on the fetched day cost.
 
-    .venv/bin/python bench/bench_splits.py [--symbols 200] [--since 2015-01-02] [--splits 0,1,5]
+    .venv/bin/python bench/bench_splits.py [--symbols 200] [--since 2015-01-02] [--splits 0,1,5] [--young]
 
 For each k: a lake holding every symbol's bars from ``--since`` to the day before D (fetched with range
 requests before the splits, then a full 02_resample), then the server's clock moves past D, where k
@@ -33,9 +33,12 @@ NY = dt.timezone(dt.timedelta(hours=-4))
 INTERVALS = "3,5,8,13,21,34"
 
 
-def one(tmp: Path, n_symbols: int, since: dt.date, k: int) -> dict:
+def one(tmp: Path, n_symbols: int, since: dt.date, k: int, young: bool) -> dict:
     base = SyntheticMarket(n_symbols=n_symbols, seed=7)
-    listed = [s for s in base.symbols if base.listing_date(s) < since]
+    if young:  # the k most recently listed symbols (short histories)
+        listed = sorted(base.symbols, key=base.listing_date, reverse=True)[: max(k, 1)]
+    else:  # symbols listed before --since: their history spans the whole lake
+        listed = [s for s in base.symbols if base.listing_date(s) < since]
     chosen = listed[:: max(1, len(listed) // max(1, k))][:k]
     market = SyntheticMarket(n_symbols=n_symbols, seed=7, splits=[Split(s, D, 1, 2) for s in chosen])
     before = previous_session(D)
@@ -48,7 +51,9 @@ def one(tmp: Path, n_symbols: int, since: dt.date, k: int) -> dict:
         )
         r = asyncio.run(run_fetch(cfg, hist, progress=False))
         assert r.status == "ok", r.failed
-        run_resample(cfg, ResampleParams(intervals=INTERVALS))
+        t0 = time.perf_counter()
+        full = run_resample(cfg, ResampleParams(intervals=INTERVALS))
+        full_s = time.perf_counter() - t0
         srv.set_now(dt.datetime.combine(D, dt.time(21), tzinfo=NY))
         srv.reset()
         cfg = cfg.with_(as_of=D)
@@ -77,6 +82,8 @@ def one(tmp: Path, n_symbols: int, since: dt.date, k: int) -> dict:
         "split_months": len(months) * len(frame),
         "all_months": len({(d.year, d.month) for d in _sessions(market, None, since, D)}) * len(frame),
         "rows_read": int(frame["rows_read"].max()),
+        "full_rows": int(full.to_frame()["rows_read"].max()),
+        "full_s": full_s,
         "mode": ",".join(sorted(set(frame["mode"]))),
     }
 
@@ -91,26 +98,30 @@ def main() -> None:
     ap.add_argument("--symbols", type=int, default=200)
     ap.add_argument("--since", default="2015-01-02")
     ap.add_argument("--splits", default="0,1,5")
+    ap.add_argument("--young", action="store_true", help="split the most recently listed symbols instead")
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-splits-"))
     try:
-        rows = [one(tmp, opts.symbols, dt.date.fromisoformat(opts.since), int(k)) for k in opts.splits.split(",")]
+        since = dt.date.fromisoformat(opts.since)
+        rows = [one(tmp, opts.symbols, since, int(k), opts.young) for k in opts.splits.split(",")]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"\nsplits benchmark: {opts.symbols} symbols, bars since {opts.since}, one daily session ({D}) with k "
-        f"2-for-1 splits, local server, local lake, no Postgres, {os.cpu_count()} cores\n"
+        f"2-for-1 splits of {'the most recently listed' if opts.young else 'long-listed'} symbols, local server, "
+        f"local lake, no Postgres, {os.cpu_count()} cores\n"
     )
     print(
         "| k | requests: grouped / splits / range | 01_fetch (s) | 02_resample incremental (s) | rows read |"
-        " silver month files rewritten | months the split symbols span (x intervals) | all months (x intervals) |\n"
-        "|---:|---|---:|---:|---:|---:|---:|---:|"
+        " silver month files rewritten | months the split symbols span (x intervals) | all months (x intervals) |"
+        " full resample: rows, s |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     for r in rows:
         print(
             f"| {r['k']} | {r['grouped']} / {r['splits']} / {r['range']} | {r['fetch_s']:.2f} | "
             f"{r['resample_s']:.2f} | {r['rows_read']:,} | {r['rewritten']:,} | {r['split_months']:,} | "
-            f"{r['all_months']:,} |"
+            f"{r['all_months']:,} | {r['full_rows']:,}, {r['full_s']:.2f} |"
         )
 
 
