@@ -223,7 +223,7 @@ async def run_rebase(client: PolygonClient, settings: Settings, store: Store, jo
             raise
         except CondvestError as exc:
             res.status, res.error = "failed", str(exc)
-            log.warning("rebase=failed symbol=%s error=%s (old basis kept; retried next run)", symbol, exc)
+            log.warning("rebase=failed symbol=%s retry=next_run error=%s", symbol, exc)
 
     try:
         sem = asyncio.Semaphore(max(1, client.limits.concurrency))

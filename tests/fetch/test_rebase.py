@@ -194,18 +194,26 @@ def test_rebase_parameter_checks_older_splits_for_history_of_unknown_basis(cfg, 
     pq.write_table(pa.Table.from_pandas(holiday, preserve_index=False), buf)
     store.put(bronze_daily_key(Q, dt.date(2025, 7, 4)), buf.getvalue())
     q_history = store.get(bronze_history_key(Q))
+    # a split of a symbol the lake holds nothing of (never fetched, and its bar of this run quarantined):
+    # nothing to re-fetch, only its basis is recorded
+    store.delete_many([o.key for o in store.list(f"bronze/raw_ohlcv/symbol={B}/")])
+    server.reset()
+    server.faults.add("bad_bars", path=f"/stocks/{BEFORE}", times=1, count=5)  # the first five tickers, B too
 
     report = fetch(cfg, AS_OF, date=BEFORE.isoformat(), rebase="2025-10-01")
 
     assert report.status == "ok", report.failed
-    assert report.rebase.rebased == sorted([A, B])
+    assert report.sessions[0].quarantined == 5
+    status = dict(zip(report.rebase.to_frame()["symbol"], report.rebase.to_frame()["status"], strict=True))
+    assert status == {A: "rebased", B: "no bronze", Q: "failed"}
     assert "lacks 1 session(s) bronze holds (2025-07-04..2025-07-04)" in report.rebase.failed[Q]
     assert store.get(bronze_history_key(Q)) == q_history
+    assert range_requests(server) == sorted([A, Q])
+    assert sorted(json.loads(store.get(BASIS_KEY))["symbols"]) == [A, B]
     rows = reference_rows(store)
     want = expected(market, BEFORE, AS_OF)
-    for sym in (A, B):
-        got = rows[rows["symbol"] == sym].reset_index(drop=True)
-        pd.testing.assert_frame_equal(got, want[want["symbol"] == sym].reset_index(drop=True), check_dtype=False)
+    got = rows[rows["symbol"] == A].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want[want["symbol"] == A].reset_index(drop=True), check_dtype=False)
     assert rebase_since(FetchParams(rebase="all"), AS_OF) == dt.date(1962, 1, 1)
     for bad in ("yesterday", "2030-01-01"):
         with pytest.raises(ParameterError, match="rebase"):
