@@ -240,3 +240,20 @@ def test_a_crash_after_the_new_history_is_finished_by_the_next_run(cfg, server, 
     pd.testing.assert_frame_equal(reference_rows(store), want, check_dtype=False)
     assert_no_stale_row(store, want)
     pd.testing.assert_frame_equal(pg_rows(cfg), want, check_dtype=False)
+
+
+def test_a_session_whose_splits_cannot_be_read_is_failed_and_fetched_again(cfg, server, market):
+    build_lake_before_splits(cfg, server)
+    store = LocalStore(cfg.lake_uri)
+    server.faults.add("http_5xx", path="/v3/reference/splits", status=502)
+
+    report = fetch(cfg, AS_OF, max_backfill_days=15)
+
+    assert report.status == "failed" and len(report.failed) == 10
+    assert all("splits reference unavailable" in why for why in report.failed.values())
+    assert report.rebase.rebased == [] and not store.exists(BASIS_KEY)
+    server.faults.clear()
+    again = fetch(cfg, AS_OF, max_backfill_days=15)  # the manifest did not record them: all fetched again
+    assert again.status == "ok" and len(again.sessions) == 10
+    assert again.rebase.rebased == sorted([A, B, Q])
+    pd.testing.assert_frame_equal(reference_rows(store), expected(market, AS_OF, AS_OF), check_dtype=False)
