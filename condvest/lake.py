@@ -5,6 +5,8 @@ bronze/raw_ohlcv/symbol=AAPL/date=2025-10-17.parquet   daily increment, one file
 bronze/raw_ohlcv/symbol=AAPL/data.parquet              compacted history of one symbol
 bronze/_manifest/sessions_2025.json                    sessions complete in bronze, one object a year
 bronze/_quarantine/date=2025-10-17/<run>.parquet       rows that failed the bar checks, with a reason
+bronze/_corporate_actions/splits.parquet              the splits 01_fetch has read (Polygon's reference)
+bronze/_corporate_actions/basis.json                  per symbol, the split basis of its bronze history
 silver/silver_3d/year=2025/month=10/data_3d_202510.parquet
 processing_metadata/silver_3d_checkpoint.json
 """
@@ -20,6 +22,9 @@ BRONZE_PREFIX = "bronze/raw_ohlcv"
 MANIFEST_PREFIX = "bronze/_manifest"
 QUARANTINE_PREFIX = "bronze/_quarantine"
 BATCH_PREFIX = "bronze/_batches"
+CORPORATE_ACTIONS_PREFIX = "bronze/_corporate_actions"
+SPLITS_KEY = f"{CORPORATE_ACTIONS_PREFIX}/splits.parquet"
+BASIS_KEY = f"{CORPORATE_ACTIONS_PREFIX}/basis.json"
 DMS_PREFIX = "public/raw_ohlcv"
 SILVER_PREFIX = "silver"
 METADATA_PREFIX = "processing_metadata"

@@ -212,3 +212,25 @@ class PolygonClient:
             out.extend(r["ticker"] for r in results if isinstance(r, dict) and isinstance(r.get("ticker"), str))
             url, params = payload.get("next_url"), None
         return sorted(set(out))
+
+    async def splits(self, limit: int = 1000, **filters: str) -> list[dict[str, Any]]:
+        """Split records of ``/v3/reference/splits`` (paged), e.g. ``splits(execution_date="2025-10-17")`` or
+        ``splits(**{"execution_date.gte": "2020-01-01"})``; each checked for ticker, date and positive ratios."""
+        path = "/v3/reference/splits"
+        url: str | None = path
+        params: dict[str, Any] | None = {**filters, "limit": str(limit)}
+        date = filters.get("execution_date")
+        out: list[dict[str, Any]] = []
+        while url:
+            payload = await self.get_json(url, params, date=date)
+            results = payload.get("results", [])
+            if payload.get("status") not in ("OK", "DELAYED") or not isinstance(results, list):
+                raise BadPayload("not a splits answer", path=path, date=date)
+            for r in results:
+                ok = isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ("ticker", "execution_date"))
+                ratios = [r.get("split_from"), r.get("split_to")] if ok else []
+                if not ok or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in ratios):
+                    raise BadPayload(f"malformed split record: {r!r}"[:200], path=path, date=date)
+            out.extend(results)
+            url, params = payload.get("next_url"), None
+        return out

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from condvest import params
-from condvest.calendar import is_session, last_n_sessions, latest_complete_session, sessions_between
+from condvest.calendar import FIRST_SUPPORTED, is_session, last_n_sessions, latest_complete_session, sessions_between
 from condvest.errors import ParameterError
 
 
@@ -29,6 +29,7 @@ class FetchParams:
     end: str | None = None
     as_of: str | None = None
     write_postgres: bool = True
+    rebase: str | None = None  # "YYYY-MM-DD" or "all": also rebase symbols with a split since then
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,23 @@ def validate(p: FetchParams, today: dt.date) -> tuple[dt.date, dt.date | None, d
     if day is not None and day > as_of:
         raise ParameterError(f"date {day} is after as_of {as_of}", parameter="date")
     params.symbol_list(p.symbols)
+    rebase_since(p, as_of)
     return as_of, day, start, end
+
+
+def rebase_since(p: FetchParams, as_of: dt.date) -> dt.date | None:
+    """The ``rebase`` parameter as the first execution date to check (``all``: every split), or None."""
+    if p.rebase is None or p.rebase == "":
+        return None
+    if p.rebase == "all":
+        return FIRST_SUPPORTED
+    try:
+        since = params.iso_date(p.rebase, "rebase")
+    except ParameterError:
+        raise ParameterError(f"rebase must be YYYY-MM-DD or 'all', got {p.rebase!r}", parameter="rebase") from None
+    if since is not None and since > as_of:
+        raise ParameterError(f"rebase {since} is after as_of {as_of}", parameter="rebase")
+    return since
 
 
 def plan(

@@ -27,7 +27,8 @@ from condvest.bronze import update_history, write_daily_files, write_quarantine
 from condvest.crash import crash_point
 from condvest.errors import AuthError, CondvestError, FetchFailed, SourceError
 from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
-from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, plan, validate
+from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, plan, rebase_since, validate
+from condvest.fetch.rebase import RebaseJob, RebaseReport, run_rebase
 from condvest.polygon import PolygonClient
 from condvest.postgres import connect
 from condvest.runs import new_run_id
@@ -62,6 +63,7 @@ class FetchReport:
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
+    rebase: RebaseReport = field(default_factory=RebaseReport)
 
     @property
     def failed(self) -> dict[str, str]:
@@ -96,6 +98,7 @@ class FetchReport:
             "requests": self.requests,
             "retries": self.retries,
             "reason": self.plan.reason,
+            **self.rebase.summary(),
         }
 
     def raise_for_status(self) -> None:
@@ -309,6 +312,26 @@ def _record(store: Store, report: FetchReport) -> None:
         manifest.record_sessions(store, entries)
 
 
+def _rebase_job(report: FetchReport, params: FetchParams) -> RebaseJob:
+    done = tuple(r.session for r in report.sessions if r.status == "done")
+    since = rebase_since(params, report.plan.as_of)
+    if report.plan.mode == "history" and done:  # a long range: one splits request for all its sessions
+        since, done = min(since or done[0], done[0]), ()
+    return RebaseJob(report.run_id, report.plan.as_of, done, report.plan.symbols, since, params.write_postgres)
+
+
+def _mark_split_failures(report: FetchReport) -> None:
+    """A session whose splits could not be read is fetched again by the next run (with its splits)."""
+    for r in report.sessions:
+        if r.session in report.rebase.session_errors:
+            r.status, r.error = "failed", report.rebase.session_errors[r.session]
+    if report.rebase.reference_error:
+        report.symbol_errors["(splits reference)"] = report.rebase.reference_error
+        if report.plan.mode == "history":
+            for r in report.sessions:
+                r.status, r.error = "failed", report.rebase.reference_error
+
+
 async def run_fetch(
     settings: Settings,
     params: FetchParams | None = None,
@@ -358,6 +381,9 @@ async def run_fetch(
                     await _fetch_sessions(client, writer, report, progress)
             finally:
                 writer.close()
+        report.rebase = await run_rebase(client, settings, store, _rebase_job(report, params))
+        _mark_split_failures(report)
+        if plan_.mode != "skip":
             _record(store, report)
         report.requests, report.retries = client.stats.requests, client.stats.retries
     report.seconds = time.monotonic() - t0

@@ -1,4 +1,5 @@
-"""05_monitoring: lake coverage and gaps, quarantine, silver checkpoints, the retention views, run history.
+"""05_monitoring: lake coverage and gaps, quarantine, split basis per symbol, silver checkpoints, the retention
+views, run history.
 
 collect(settings, recent_sessions=30, ...) -> MonitoringSnapshot     (reads every source once)
 overview_section(snapshot), lake_section(...), ...                   (what the notebook shows)
@@ -14,6 +15,7 @@ from condvest.monitoring.snapshot import (
     retention_section,
     runs_section,
     silver_section,
+    splits_section,
 )
 
 __all__ = [
@@ -26,4 +28,5 @@ __all__ = [
     "retention_section",
     "runs_section",
     "silver_section",
+    "splits_section",
 ]

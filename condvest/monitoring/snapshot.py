@@ -1,13 +1,16 @@
-"""05_monitoring: what the lake, the silver checkpoints, the Postgres retention policy and the runs look like.
+"""05_monitoring: what the lake, the splits, the silver checkpoints, the Postgres retention policy and the runs
+look like.
 
     snapshot = collect(settings, recent_sessions=30, runs_shown=20)   # one read of every source
-    lake_section(snapshot), silver_section(snapshot), retention_section(snapshot), runs_section(snapshot)
+    lake_section(snapshot), splits_section(snapshot), silver_section(snapshot), retention_section(snapshot),
+    runs_section(snapshot)
 
 Reading is cheap by design: the bronze manifest (one JSON object a year) against the NYSE calendar, the
-quarantine and silver listings, the checkpoints, the Postgres retention views and the run index. Bronze
-objects themselves are never listed. A source that does not exist yet (an empty lake, a database without
-the retention policy, no runs) gives an empty frame and a one-line note saying what would fill it; an
-unreachable Postgres is reported in the retention section rather than failing the whole page. The table
+quarantine and silver listings, the splits and basis objects (two small objects), the checkpoints, the
+Postgres retention views and the run index. Bronze objects themselves are never listed. A source that
+does not exist yet (an empty lake, a database without the retention policy, no runs) gives an empty
+frame and a one-line note saying what would fill it; an unreachable Postgres is reported in the
+retention section rather than failing the whole page. The table
 and figure builders are pure (frames in, frames or plotly figures out).
 """
 
@@ -33,6 +36,7 @@ from condvest.resample.run import checkpoint_table
 from condvest.retention import RetentionViews, distribution_figure, retention_log_figure
 from condvest.runs import read_index
 from condvest.settings import Settings
+from condvest.splits import basis_frame, read_basis, read_splits
 from condvest.storage import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -257,6 +261,7 @@ class MonitoringSnapshot:
     postgres: str = "skipped"  # ok | not deployed | skipped | unreachable: <why>
     retention: RetentionViews | None = None
     notes: dict[str, str] = field(default_factory=dict)  # section -> why it is empty
+    splits: pd.DataFrame = field(default_factory=pd.DataFrame)  # per symbol: basis date and newer splits
 
     def summary(self) -> dict[str, Any]:
         """The headline figures (for the run index)."""
@@ -268,6 +273,8 @@ class MonitoringSnapshot:
             "runs": len(self.runs),
             "failed_runs": int((self.runs["status"] != "ok").sum()),
             "postgres": self.postgres,
+            "rebased_symbols": int((self.splits["basis"] != "unknown").sum()) if len(self.splits) else 0,
+            "symbols_behind_a_split": int((self.splits["status"] == "behind").sum()) if len(self.splits) else 0,
         }
 
     def raise_for_status(self) -> None:
@@ -295,6 +302,8 @@ class MonitoringSnapshot:
             f"{int(hot['archived_records'].sum())} in raw_ohlcv_archive"
             if len(hot)
             else "raw_ohlcv is empty",
+            "splits": f"{s['rebased_symbols']} symbol(s) with a recorded basis, "
+            f"{s['symbols_behind_a_split']} with a split newer than their basis",
             "runs": f"{s['runs']} runs, {s['failed_runs']} failed"
             + (f"; last run failed: {', '.join(failing)}" if failing else ""),
         }
@@ -302,6 +311,7 @@ class MonitoringSnapshot:
             "lake": s["missing_recent_sessions"] > 0,
             "silver": bool(silver) and silver[0] < bronze,
             "retention": self.postgres != "ok",
+            "splits": s["symbols_behind_a_split"] > 0,
             "runs": bool(failing),
         }
         rows = [(k, "look" if k in self.notes or look[k] else "ok", self.notes.get(k) or v) for k, v in detail.items()]
@@ -363,6 +373,7 @@ def collect(settings: Settings, p: MonitoringParams | None = None, *, store: Sto
         notes["silver"] = "nothing yet: no silver checkpoint (run 02_resample)"
     if views is None:
         notes["retention"] = _RETENTION_NOTES.get(pg, f"Postgres {pg}")
+    splits = basis_frame(read_splits(store), read_basis(store))  # empty is normal: no split seen yet
     if runs.empty:
         notes["runs"] = f"nothing yet: no run recorded under {settings.runs_uri} (python -m runner run NOTEBOOK)"
     snapshot = MonitoringSnapshot(
@@ -380,6 +391,7 @@ def collect(settings: Settings, p: MonitoringParams | None = None, *, store: Sto
         postgres=pg,
         retention=views,
         notes=notes,
+        splits=splits,
     )
     log.info("monitoring_collected %s", " ".join(f"{k}={v!r}" for k, v in snapshot.summary().items()))
     return snapshot
@@ -433,6 +445,16 @@ def lake_section(s: MonitoringSnapshot) -> Section:
         ("Silver files per interval", s.silver_files if len(s.silver_files) else "none"),
     )
     return Section(s.notes.get("lake", ""), items)
+
+
+def splits_section(s: MonitoringSnapshot) -> Section:
+    """Per symbol with a known split or basis: the basis date of its bronze history and any newer split."""
+    if s.splits.empty:
+        return Section("nothing yet: no split known (01_fetch reads the splits of every session it fetches)")
+    table = s.splits.assign(_o=s.splits["status"] != "behind").sort_values(["_o", "symbol"]).drop(columns="_o")
+    return Section(
+        "", (("Price basis per symbol (behind: a split newer than the basis)", table.reset_index(drop=True)),)
+    )
 
 
 def silver_section(s: MonitoringSnapshot) -> Section:

@@ -19,6 +19,7 @@ __all__ = [
     "FaultPlan",
     "RequestRecord",
     "ServerHandle",
+    "Split",
     "SyntheticMarket",
     "dms_file_specs",
     "make_app",
@@ -27,7 +28,7 @@ __all__ = [
     "write_dms_export",
 ]
 
-_WHERE = {"SyntheticMarket": "market", "write_dms_export": "dms", "dms_file_specs": "dms"}
+_WHERE = {"SyntheticMarket": "market", "Split": "market", "write_dms_export": "dms", "dms_file_specs": "dms"}
 
 
 def __getattr__(name: str) -> Any:

@@ -10,8 +10,10 @@
    back then (``as_of`` a few weeks ago), so Postgres holds a window that has since aged (the rows the
    previous pipeline held are updated in place);
 5. the daily pipeline (01_fetch with smart backfill, compaction and 02_resample) brings it up to today;
+   two symbols split inside its window (a 2-for-1 and a 1-for-10 reverse split), so 01_fetch re-fetches
+   their whole history on today's price basis (a rebase) and 02_resample recomputes their silver bars;
 6. 04_retention deploys the policy and the weekly pipeline archives the rows that aged out;
-7. 05_monitoring charts it all.
+7. 05_monitoring charts it all (its splits section lists the rebased symbols and their basis date).
 
 Every step is a runner run: executed notebooks and their html land under ``./runs``. The embedded
 Postgres cluster lives under ``./.condvest`` and is stopped at the end (notebooks restart it on demand).
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 from condvest.calendar import last_n_sessions, latest_complete_session, previous_session
-from condvest.offline.market import SyntheticMarket
+from condvest.offline.market import Split, SyntheticMarket
 from condvest.offline.previous import seed_previous_deployment
 from condvest.offline.sandbox import offline_world
 from condvest.postgres import EmbeddedCluster, connect
@@ -41,6 +43,17 @@ def _plan_dates(today: dt.date) -> tuple[dt.date, dt.date, dt.date]:
     backfill_end = last_n_sessions(latest_complete_session(today), 31)[0]  # just before the daily window
     history_start = Settings().retention.cutoff(backfill_end)
     return previous_session(history_start), history_start, backfill_end
+
+
+def _splits(today: dt.date, n_symbols: int, seed: int = 7) -> list[Split]:
+    """A 2-for-1 and a 1-for-10 reverse split inside the daily window, of two symbols listed before the export
+    ends (so their history spans the DMS export, the backfill and the daily files)."""
+    window = last_n_sessions(latest_complete_session(today), 30)
+    market = SyntheticMarket(n_symbols, seed)
+    old = [s for s in market.symbols if market.listing_date(s) < _plan_dates(today)[0]]
+    if len(old) < 2:
+        return []
+    return [Split(old[0], window[10], 1, 2), Split(old[1], window[20], 10, 1)]
 
 
 def _steps(today: dt.date) -> list[tuple[str, list[str]]]:
@@ -89,14 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     print(f"condvest demo: offline market of {opts.symbols} symbols, today = {today}, lake = {root / 'lake'}")
     dms_end = _plan_dates(today)[0]
-    with offline_world(root, n_symbols=opts.symbols, as_of=today, dms_end=dms_end, pg_home=root / ".condvest") as env:
+    splits = _splits(today, opts.symbols)
+    for sp in splits:
+        print(f"  the market splits {sp.symbol} {sp.split_from:g}:{sp.split_to:g} on {sp.execution_date}")
+    with offline_world(
+        root, n_symbols=opts.symbols, as_of=today, dms_end=dms_end, pg_home=root / ".condvest", splits=splits
+    ) as env:
         env = {**os.environ, **env, "CONDVEST_RUNS_URI": str(runs), "CONDVEST_AS_OF": today.isoformat()}
         _, history_start, backfill_end = _plan_dates(today)
         with connect(Settings(), dsn=Secret(env["CONDVEST_PG_DSN"]), autocommit=True) as conn:
             seeded = seed_previous_deployment(
                 conn,
                 LocalStore(root / "lake"),
-                SyntheticMarket(n_symbols=opts.symbols, seed=7),
+                SyntheticMarket(n_symbols=opts.symbols, seed=7, splits=splits),
                 history_start,
                 backfill_end,
             )

@@ -118,6 +118,11 @@ def _last_available(now: dt.datetime) -> dt.date:
     return today - dt.timedelta(days=1)
 
 
+def _today(st: Any) -> dt.date:
+    """The server's New York date: ``adjusted=true`` answers apply every split executed on or before it."""
+    return st.clock().astimezone(NEW_YORK).date()
+
+
 def _bool(text: str) -> bool:
     return text.strip().lower() not in ("false", "0", "no")
 
@@ -200,7 +205,8 @@ def grouped(st: Any, request: web.Request, date_text: str, fault: Fault | None) 
     if fault is not None and fault.kind == "empty_session":
         st.faults.note(request.path, emptied=day.isoformat())
         return payload
-    results = st.market.grouped(day)
+    adjusted = _bool(request.query.get("adjusted", "true"))
+    results = st.market.grouped(day, _today(st) if adjusted else None)
     _data_fault(st, request, fault, results, None)
     payload.update(queryCount=len(results), resultsCount=len(results), results=results)
     return payload
@@ -241,7 +247,8 @@ def aggregates(st: Any, request: web.Request, parts: dict[str, str], fault: Faul
     if sort == "desc":
         days.reverse()
     page = days[:limit]
-    bars = market.range_bars(ticker, min(page[0], page[-1]), max(page[0], page[-1]))
+    as_of = _today(st) if adjusted else None
+    bars = market.range_bars(ticker, min(page[0], page[-1]), max(page[0], page[-1]), as_of)
     if sort == "desc":
         bars.reverse()
     _data_fault(st, request, fault, bars, ticker)
@@ -361,3 +368,51 @@ def tickers(st: Any, request: web.Request) -> dict[str, Any]:
         nxt.update(after=page[-1], limit=str(limit), date=as_of.isoformat())
         payload["next_url"] = f"{_origin(request)}/v3/reference/tickers?cursor={encode_cursor(nxt)}"
     return payload
+
+
+def splits(st: Any, request: web.Request) -> dict[str, Any]:
+    """``/v3/reference/splits``: the market's splits (announced ones included), filtered by ``ticker`` and
+    ``execution_date`` (also ``.gt/.gte/.lt/.lte``), ordered by execution date (``order``), paged by ``limit``
+    (default 10, max 1000) through ``next_url``."""
+    q = decode_cursor(request.query["cursor"]) if "cursor" in request.query else dict(request.query)
+    limit = _int(q.get("limit", "10"), "limit", 1, 1000)
+    items = [(sp.execution_date, sp.symbol, sp) for sp in st.market.splits]
+    for key, keep in (
+        ("execution_date", lambda d, v: d == v),
+        ("execution_date.gte", lambda d, v: d >= v),
+        ("execution_date.gt", lambda d, v: d > v),
+        ("execution_date.lte", lambda d, v: d <= v),
+        ("execution_date.lt", lambda d, v: d < v),
+    ):
+        if q.get(key):
+            bound = parse_day(q[key])
+            items = [i for i in items if keep(i[0], bound)]
+    if q.get("ticker"):
+        items = [i for i in items if i[1] == q["ticker"]]
+    desc = q.get("order", "asc") == "desc"
+    items.sort(key=lambda i: (i[0], i[1]), reverse=desc)
+    offset = _int(q.get("offset", "0"), "offset", 0, 10**9)
+    page = items[offset : offset + limit]
+    payload: dict[str, Any] = {
+        "results": [
+            {
+                "execution_date": d.isoformat(),
+                "id": "E" + hashlib.sha256(f"{sym}:{d.isoformat()}".encode()).hexdigest()[:32],
+                "split_from": _ratio(sp.split_from),
+                "split_to": _ratio(sp.split_to),
+                "ticker": sym,
+            }
+            for d, sym, sp in page
+        ],
+        "status": "OK",
+        "request_id": st.request_id(),
+    }
+    if len(items) > offset + limit:
+        nxt = {k: v for k, v in q.items() if k not in ("cursor", "offset", "apiKey")}
+        nxt.update(offset=str(offset + limit), limit=str(limit))
+        payload["next_url"] = f"{_origin(request)}/v3/reference/splits?cursor={encode_cursor(nxt)}"
+    return payload
+
+
+def _ratio(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else x

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -26,7 +27,7 @@ from condvest.errors import ParameterError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyntheticMarket"]
+__all__ = ["Split", "SyntheticMarket"]
 
 _LAST_DAY = dt.date(2099, 12, 31)
 _T0 = dt.date(1962, 1, 1).toordinal()
@@ -83,6 +84,22 @@ def _session_index(day: dt.date) -> int | None:
     return i if i < len(ords) and ords[i] == day.toordinal() else None
 
 
+@dataclass(frozen=True)
+class Split:
+    """A split of ``symbol`` executed before the open of ``execution_date``: ``split_from`` old shares become
+    ``split_to`` new ones (2-for-1: from 1 to 2; a 1-for-10 reverse split: from 10 to 1)."""
+
+    symbol: str
+    execution_date: dt.date
+    split_from: float
+    split_to: float
+
+    @property
+    def price_factor(self) -> float:
+        """What a price before the split is multiplied by to be on the basis after it."""
+        return self.split_from / self.split_to
+
+
 class SyntheticMarket:
     """Deterministic daily bars for ``n_symbols`` tickers on NYSE sessions.
 
@@ -90,6 +107,11 @@ class SyntheticMarket:
     ``horizon`` with ``age = span * u / (1 + listing_skew * (1 - u))`` (u uniform), so a larger
     ``listing_skew`` means shorter histories. ``SyntheticMarket.lake_like()`` calibrates it to the real
     lake's size (5,350 symbols, about 10.8M rows to 2025-10-31). Bars also exist after ``horizon``.
+
+    ``splits`` (none by default) change the traded prices from their execution date on: the bars of a
+    session as they traded (``as_of=None``, unadjusted) are the price path times the factors of the
+    symbol's splits executed on or before it; ``as_of=D`` gives them split-adjusted as Polygon's
+    ``adjusted=true`` does on day D (every split executed on or before D applied; volumes inversely).
     """
 
     def __init__(
@@ -101,6 +123,7 @@ class SyntheticMarket:
         full_history_share: float = 0.2,
         listing_skew: float = 3.0,
         horizon: dt.date = dt.date(2025, 10, 31),
+        splits: Sequence[Split] = (),
     ) -> None:
         if n_symbols <= 0:
             raise ParameterError(f"n_symbols must be positive, got {n_symbols}", parameter="n_symbols")
@@ -121,6 +144,14 @@ class SyntheticMarket:
         self._pos = {s: i for i, s in enumerate(self.symbols)}
         self._params()
         self._list_idx = self._listing_indexes(full_history_share, listing_skew)
+        self.splits: tuple[Split, ...] = tuple(sorted(splits, key=lambda x: (x.execution_date, x.symbol)))
+        self._splits_of: dict[int, list[tuple[int, float]]] = {}
+        for sp in self.splits:
+            if not (sp.split_from > 0 and sp.split_to > 0):
+                raise ParameterError(f"split ratios must be positive: {sp}", parameter="splits")
+            self._splits_of.setdefault(self._index(sp.symbol), []).append(
+                (sp.execution_date.toordinal(), sp.price_factor)
+            )
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -245,8 +276,22 @@ class SyntheticMarket:
         p = p * (1.0 + self._sigma[s] * _irwin_hall(self._row_hash("daily", s, t)))
         return np.maximum(np.rint(p * 10000.0), 1.0).astype(np.int64)
 
-    def _bars(self, s: np.ndarray, k: np.ndarray) -> dict[str, np.ndarray]:
-        """Bars of symbol positions ``s`` on session indexes ``k`` (elementwise)."""
+    def _factors(self, s: np.ndarray, t: np.ndarray, as_of: dt.date | None) -> np.ndarray | None:
+        """Per row the price factor of the symbol's splits executed on or before max(t, as_of); None: all 1."""
+        if not self._splits_of:
+            return None
+        upto = t if as_of is None else np.maximum(t, as_of.toordinal())
+        f = np.ones(len(s), dtype=np.float64)
+        for pos, items in self._splits_of.items():
+            mine = s == pos
+            if not mine.any():
+                continue
+            for ex, factor in items:
+                f = np.where(mine & (upto >= ex), f * factor, f)
+        return f
+
+    def _bars(self, s: np.ndarray, k: np.ndarray, as_of: dt.date | None = None) -> dict[str, np.ndarray]:
+        """Bars of symbol positions ``s`` on session indexes ``k`` (elementwise), traded or adjusted as of a day."""
         ords, prev, _ = _sessions()
         t = ords[k]
         c = self._close_units(s, t)
@@ -279,7 +324,7 @@ class SyntheticMarket:
         cents = ((hv >> _U64(16)) % _U64(99)).astype(np.int64) + 1
         v = np.where(frac, vi + cents / 100.0, vi.astype(np.float64))
         n = np.maximum(vi // self._tsize[s], 1)
-        return {
+        out = {
             "o": o / 10000.0,
             "h": h / 10000.0,
             "l": lo / 10000.0,
@@ -289,6 +334,12 @@ class SyntheticMarket:
             "n": n,
             "ord": t,
         }
+        f = self._factors(s, t, as_of)
+        if f is not None:
+            for col in ("o", "h", "l", "c", "vw"):
+                out[col] = out[col] * f
+            out["v"] = out["v"] / f
+        return out
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -319,13 +370,17 @@ class SyntheticMarket:
         a, b = self._session_range(start, end)
         return int(np.maximum(b - np.maximum(self._list_idx, a), 0).sum())
 
-    def grouped(self, day: dt.date) -> list[dict]:
-        """Polygon grouped-daily results for ``day`` (``t`` = 16:00 New York); empty on a non-session."""
+    def splits_of(self, symbol: str) -> list[Split]:
+        return [sp for sp in self.splits if sp.symbol == symbol]
+
+    def grouped(self, day: dt.date, as_of: dt.date | None = None) -> list[dict]:
+        """Polygon grouped-daily results for ``day`` (``t`` = 16:00 New York); empty on a non-session.
+        ``as_of``: split-adjusted as of that day (None: as traded)."""
         k = _session_index(day)
         if k is None:
             return []
         s = np.flatnonzero(self._list_idx <= k)
-        b = self._bars(s, np.full(len(s), k, dtype=np.int64))
+        b = self._bars(s, np.full(len(s), k, dtype=np.int64), as_of)
         t = ny_close_epoch_ms(day)
         return [
             {"T": self.symbols[i], "v": _num(v), "vw": vw, "o": o, "c": c, "h": h, "l": lo, "t": t, "n": n}
@@ -342,15 +397,16 @@ class SyntheticMarket:
             )
         ]
 
-    def range_bars(self, symbol: str, start: dt.date, end: dt.date) -> list[dict]:
-        """Polygon range results (``t`` = 00:00 New York) of ``symbol`` on sessions in [start, end]."""
+    def range_bars(self, symbol: str, start: dt.date, end: dt.date, as_of: dt.date | None = None) -> list[dict]:
+        """Polygon range results (``t`` = 00:00 New York) of ``symbol`` on sessions in [start, end]
+        (``as_of``: split-adjusted as of that day; None: as traded)."""
         i = self._index(symbol)
         a, b = self._session_range(start, end)
         a = max(a, int(self._list_idx[i]))
         if a >= b:
             return []
         k = np.arange(a, b, dtype=np.int64)
-        bars = self._bars(np.full(len(k), i, dtype=np.int64), k)
+        bars = self._bars(np.full(len(k), i, dtype=np.int64), k, as_of)
         days = _sessions()[2]
         return [
             {"v": _num(v), "vw": vw, "o": o, "c": c, "h": h, "l": lo, "t": ny_midnight_epoch_ms(days[kk]), "n": n}
@@ -368,9 +424,16 @@ class SyntheticMarket:
         ]
 
     def iter_tables(
-        self, start: dt.date, end: dt.date, symbols: Sequence[str] | None = None, *, chunk_rows: int = 1_000_000
+        self,
+        start: dt.date,
+        end: dt.date,
+        symbols: Sequence[str] | None = None,
+        *,
+        chunk_rows: int = 1_000_000,
+        as_of: dt.date | None = None,
     ) -> Iterator[pa.Table]:
-        """pyarrow tables of ~``chunk_rows`` bars each, whole symbols per chunk, ordered by (symbol, date).
+        """pyarrow tables of ~``chunk_rows`` bars each, whole symbols per chunk, ordered by (symbol, date);
+        as traded, or split-adjusted as of ``as_of``.
 
         Columns: symbol (string), date (date32), open, high, low, close, volume, vwap (float64),
         transactions (int64).
@@ -392,11 +455,11 @@ class SyntheticMarket:
                 s = np.repeat(pos[i:j], cnt)
                 starts = np.repeat(lo[i:j] - (np.cumsum(cnt) - cnt), cnt)
                 k = np.arange(rows, dtype=np.int64) + starts
-                yield self._table(s, k, dictionary)
+                yield self._table(s, k, dictionary, as_of)
             i = j
 
-    def _table(self, s: np.ndarray, k: np.ndarray, dictionary: pa.Array) -> pa.Table:
-        bars = self._bars(s, k)
+    def _table(self, s: np.ndarray, k: np.ndarray, dictionary: pa.Array, as_of: dt.date | None = None) -> pa.Table:
+        bars = self._bars(s, k, as_of)
         sym = pa.DictionaryArray.from_arrays(pa.array(s.astype(np.int32)), dictionary).cast(pa.string())
         date = pa.array((bars["ord"] - _EPOCH).astype(np.int32)).view(pa.date32())
         return pa.table(
@@ -414,15 +477,24 @@ class SyntheticMarket:
         )
 
     def iter_frames(
-        self, start: dt.date, end: dt.date, symbols: Sequence[str] | None = None, *, chunk_rows: int = 1_000_000
+        self,
+        start: dt.date,
+        end: dt.date,
+        symbols: Sequence[str] | None = None,
+        *,
+        chunk_rows: int = 1_000_000,
+        as_of: dt.date | None = None,
     ) -> Iterator[pd.DataFrame]:
         """``frame`` in chunks of whole symbols (about ``chunk_rows`` rows each)."""
-        for table in self.iter_tables(start, end, symbols, chunk_rows=chunk_rows):
+        for table in self.iter_tables(start, end, symbols, chunk_rows=chunk_rows, as_of=as_of):
             yield _to_pandas(table)
 
-    def frame(self, start: dt.date, end: dt.date, symbols: Sequence[str] | None = None) -> pd.DataFrame:
-        """Every bar in [start, end] as a DataFrame ordered by (symbol, date); ``date`` is date32."""
-        tables = list(self.iter_tables(start, end, symbols, chunk_rows=2_000_000))
+    def frame(
+        self, start: dt.date, end: dt.date, symbols: Sequence[str] | None = None, *, as_of: dt.date | None = None
+    ) -> pd.DataFrame:
+        """Every bar in [start, end] as a DataFrame ordered by (symbol, date); ``date`` is date32. As traded,
+        or split-adjusted as of ``as_of``."""
+        tables = list(self.iter_tables(start, end, symbols, chunk_rows=2_000_000, as_of=as_of))
         if not tables:
             return _to_pandas(self._table(np.zeros(0, np.int64), np.zeros(0, np.int64), pa.array([], pa.string())))
         return _to_pandas(pa.concat_tables(tables))

@@ -18,11 +18,12 @@ import secrets
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from condvest.calendar import previous_session
 from condvest.offline import SyntheticMarket, serve_in_thread, write_dms_export
+from condvest.offline.market import Split
 from condvest.postgres import EmbeddedCluster
 from condvest.storage import LocalStore
 
@@ -50,13 +51,15 @@ def offline_world(
     dms_end: dt.date | None = None,
     pg_home: Path | None = None,
     pg_dsn: str | None = None,
+    splits: Sequence[Split] = (),
 ) -> Iterator[dict[str, str]]:
     """Start the server (and Postgres unless ``pg_dsn`` or ``CONDVEST_PG_DSN`` is given); yield the environment.
 
-    A cluster started here is destroyed on exit unless ``pg_home`` names where it should stay."""
+    ``splits``: the market's splits (none by default). A cluster started here is destroyed on exit unless
+    ``pg_home`` names where it should stay."""
     root.mkdir(parents=True, exist_ok=True)
     lake = root / "lake"
-    market = SyntheticMarket(n_symbols=n_symbols, seed=seed)
+    market = SyntheticMarket(n_symbols=n_symbols, seed=seed, splits=splits)
     if dms and not any(LocalStore(lake).list("public/raw_ohlcv/")):
         end = dms_end or dms_history_end(as_of or dt.date.today())
         write_dms_export(LocalStore(lake), market, dms_start, end, n_files=4, quirks=True)

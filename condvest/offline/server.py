@@ -7,6 +7,10 @@ Endpoints (as on api.polygon.io; auth by ``apiKey`` query parameter or ``Authori
                                                                  paged by ``limit`` through ``next_url``
     GET /v1/marketstatus/now                                     from the server's clock
     GET /v3/reference/tickers                                    paged by ``limit`` through ``next_url``
+    GET /v3/reference/splits                                     the market's splits, filtered by ticker and
+                                                                 execution_date(.gte/.lte), paged likewise
+
+``adjusted=true`` (the default) answers are split-adjusted as of the server clock's New York date.
 
 Bars of a session exist once its 16:00 New York close has passed on the server's clock. Test control
 (no auth): ``GET|POST|DELETE /_control/faults`` (see ``faults.py``), ``GET|DELETE /_control/requests``,
@@ -68,6 +72,7 @@ _ROUTES = (
     ),
     ("marketstatus", re.compile(r"^/v1/marketstatus/now$")),
     ("tickers", re.compile(r"^/v3/reference/tickers$")),
+    ("splits", re.compile(r"^/v3/reference/splits$")),
 )
 _RATE_MSG = (
     "You've exceeded the maximum requests per minute, please wait or upgrade your subscription to "
@@ -165,6 +170,8 @@ def _record(request: web.Request) -> RequestRecord:
             rec.symbol = parts["ticker"]
             rec.date = endpoints.parse_bound(parts["start"], False)
             rec.to_date = endpoints.parse_bound(parts["end"], True)
+        elif endpoint == "splits" and request.query.get("execution_date"):
+            rec.date = endpoints.parse_day(request.query["execution_date"])
     except ParameterError:
         pass
     return rec
@@ -282,6 +289,8 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             payload = endpoints.aggregates(st, request, parts, fault)
         elif endpoint == "marketstatus":
             payload = endpoints.market_status(st.clock())
+        elif endpoint == "splits":
+            payload = endpoints.splits(st, request)
         else:
             payload = endpoints.tickers(st, request)
     except ParameterError as exc:

@@ -133,7 +133,7 @@ def test_symbol_subset_uses_range_requests(cfg, srv, market):
     syms = market.symbols[:2]
     report = fetch(cfg, symbols=",".join(s.lower() for s in syms), max_backfill_days=3)
     assert report.status == "ok", report.failed
-    assert {r.endpoint for r in srv.requests} <= {"range", "marketstatus"}
+    assert {r.endpoint for r in srv.requests} <= {"range", "marketstatus", "splits"}
     assert set(bronze(cfg)["symbol"]) == set(syms)
 
 

@@ -21,6 +21,7 @@ from condvest.monitoring import snapshot as monitoring
 from condvest.postgres import connect
 from condvest.runs import append_run
 from condvest.settings import Secret, Settings
+from condvest.splits import Basis, record_basis, record_splits, splits_frame
 from condvest.storage import LocalStore
 from runner.execute import CellError, RunResult
 from tests.fixtures.paths import ROOT
@@ -140,7 +141,13 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
     s = snap.summary()
     assert (s["missing_recent_sessions"], s["quarantined_rows"], s["runs"], s["failed_runs"]) == (2, 3, 5, 2)
     over = snap.overview()
-    assert over["state"].to_dict() == {"lake": "look", "silver": "ok", "retention": "look", "runs": "look"}
+    assert over["state"].to_dict() == {
+        "lake": "look",
+        "silver": "ok",
+        "retention": "look",
+        "splits": "ok",
+        "runs": "look",
+    }
     assert "2 of the last 5 sessions" in over.loc["lake", "detail"]
     assert "last run failed: 04_retention" in over.loc["runs", "detail"]
 
@@ -167,6 +174,32 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
         assert any(isinstance(i, go.Figure) for _, i in section.items)
 
 
+def test_splits_show_each_symbols_basis_and_any_newer_split(tmp_path):
+    settings = settings_for(tmp_path)
+    store = LocalStore(settings.lake_uri)
+    seen = dt.datetime(2025, 1, 10, tzinfo=dt.UTC)
+    records = [
+        {"ticker": "AAA", "execution_date": "2025-01-08", "split_from": 1, "split_to": 2, "id": "e1"},
+        {"ticker": "BBB", "execution_date": "2025-01-10", "split_from": 10, "split_to": 1, "id": "e2"},
+        {"ticker": "AAA", "execution_date": "2025-01-14", "split_from": 2, "split_to": 3, "id": "e3"},
+    ]
+    assert record_splits(store, splits_frame(records, seen)) == 3
+    assert record_splits(store, splits_frame(records[:1], seen + dt.timedelta(days=1))) == 0  # seen again
+    record_basis(store, {"AAA": Basis(dt.date(2025, 1, 10), "2025-01-10T22:00:00+00:00", "r1", 40)})
+    record_basis(store, {"AAA": Basis(dt.date(2025, 1, 9))})  # an older basis never wins
+    snap = monitoring.collect(settings, monitoring.MonitoringParams(read_postgres=False))
+    table = snap.splits.set_index("symbol")
+    assert table.loc["AAA", "basis"] == "2025-01-10" and table.loc["AAA", "newer_splits"] == "2025-01-14 2:3"
+    assert table.loc["BBB", "basis"] == "unknown" and table.loc["BBB", "newer_splits"] == "2025-01-10 10:1"
+    assert (table["status"] == "behind").all()
+    assert snap.overview().loc["splits", "state"] == "look"
+    assert snap.summary()["symbols_behind_a_split"] == 2
+    record_basis(store, {s: Basis(dt.date(2025, 1, 15)) for s in ("AAA", "BBB")})
+    later = monitoring.collect(settings, monitoring.MonitoringParams(read_postgres=False))
+    assert (later.splits["status"] == "current").all() and later.overview().loc["splits", "state"] == "ok"
+    assert monitoring.splits_section(later).items[0][1]["basis"].tolist() == ["2025-01-15", "2025-01-15"]
+
+
 def test_an_empty_lake_says_nothing_yet_everywhere(tmp_path):
     settings = settings_for(tmp_path)
     snap = monitoring.collect(settings, monitoring.MonitoringParams(read_postgres=False))
@@ -174,7 +207,7 @@ def test_an_empty_lake_says_nothing_yet_everywhere(tmp_path):
     assert len(snap.missing) == 30  # every session of the window is missing: nothing was ever fetched
     assert snap.summary()["failed_runs"] == 0
     over = snap.overview()
-    assert (over["state"] == "look").all()
+    assert (over["state"].drop("splits") == "look").all() and over.loc["splits", "state"] == "ok"  # none seen yet
     assert "01_fetch" in over.loc["lake", "detail"] and "02_resample" in over.loc["silver", "detail"]
     assert "read_postgres=False" in over.loc["retention", "detail"]
     for build in (
@@ -182,6 +215,7 @@ def test_an_empty_lake_says_nothing_yet_everywhere(tmp_path):
         monitoring.silver_section,
         monitoring.retention_section,
         monitoring.runs_section,
+        monitoring.splits_section,
     ):
         section = build(snap)
         assert section.note.startswith(("nothing yet", "skipped"))
