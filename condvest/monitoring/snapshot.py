@@ -309,7 +309,7 @@ class MonitoringSnapshot:
 def read_retention(settings: Settings) -> tuple[str, RetentionViews | None]:
     """``("ok", views)`` when the policy is deployed, else ``("not deployed" | "unreachable: <why>", None)``."""
     try:
-        conn = connect(settings, autocommit=True)
+        conn = connect(settings, autocommit=True, start_embedded=False)
     except DatabaseError as exc:
         log.warning("postgres=unreachable error=%r", str(exc))
         return f"unreachable: {exc}", None
