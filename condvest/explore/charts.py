@@ -25,6 +25,9 @@ def candles_figure(lake: LakeViews, symbol: str = "", interval: int | None = Non
     if not symbol:
         return _empty("nothing to chart: bronze is empty (run 03_migrate or 01_fetch)")
     n = lake.interval if interval is None else interval
+    if n != 1 and n not in lake.intervals:
+        present = ", ".join(f"{i}" for i in lake.intervals) or "none"
+        return _empty(f"no {n}-session bars in silver (present: {present}): run 02_resample, or choose interval=1")
     df = lake.bars(symbol, n)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.03)
     fig.add_trace(
