@@ -52,6 +52,12 @@ def test_notebook_shape(path):
         )
         if "# NBVAL_CHECK_OUTPUT" not in src:
             assert not c.get("outputs"), "only nbval's checked cells keep (reference) outputs"
+    for i, c in enumerate(cells):
+        if c["cell_type"] == "code" and "# NBVAL_CHECK_OUTPUT" in "".join(c["source"]):
+            text = next("".join(m["source"]) for m in reversed(cells[:i]) if m["cell_type"] == "markdown")
+            assert "reference output of the offline demo" in text, (
+                f"cell {c.get('id')} opens showing stored outputs: its markdown must say they are the reference"
+            )
 
 
 def test_a_notebook_without_a_parameters_tag_fails_the_shape_check(tmp_path):
