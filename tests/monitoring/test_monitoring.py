@@ -140,7 +140,9 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
     s = snap.summary()
     assert (s["missing_recent_sessions"], s["quarantined_rows"], s["runs"], s["failed_runs"]) == (2, 3, 5, 2)
     over = snap.overview()
-    assert over["state"].to_dict() == {"lake": "look", "silver": "ok", "retention": "look", "runs": "look"}
+    assert over["state"].to_dict() == {"lake": "look", "silver": "ok", "retention": "look", "runs": "fail"}
+    shown = monitoring.overview_section(snap).items[0][1].to_html()
+    assert "#f8d0d0" in shown and "#fde9c8" in shown and "#d8f0d8" in shown, "ok / look / fail are coloured"
     assert "2 of the last 5 sessions" in over.loc["lake", "detail"]
     assert "last run failed: 04_retention" in over.loc["runs", "detail"]
 
@@ -165,6 +167,13 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
     assert len(figures) == 2 and not lake.note
     for section in (monitoring.silver_section(snap), monitoring.runs_section(snap)):
         assert any(isinstance(i, go.Figure) for _, i in section.items)
+    # one slot per NYSE session: no weekend or holiday on the axis
+    sessions_chart = figures[0]
+    assert sessions_chart.layout.xaxis.type == "category"
+    assert list(sessions_chart.layout.xaxis.categoryarray) == [str(d) for d in snap.sessions["date"]]
+    # the run table links each run's page
+    runs_html = monitoring.runs_section(snap).items[1][1].to_html()
+    assert runs_html.count('<a href="file://') == snap.runs_shown == 3
 
 
 def test_an_empty_lake_says_nothing_yet_everywhere(tmp_path):
