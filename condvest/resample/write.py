@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from condvest.crash import crash_point
+from condvest.display import progress_disable
 from condvest.lake import silver_key, silver_prefix
 from condvest.resample.engine import (
     SILVER_COLUMNS,
@@ -43,7 +44,7 @@ def write_full(
     encodes and writes the month files (DuckDB's own partitioned COPY is several times slower here).
     """
     out: dict[int, tuple[int, int]] = {}
-    for n in tqdm(ns, desc="silver intervals", unit="interval", disable=None):
+    for n in tqdm(ns, desc="02_resample silver intervals", unit="interval", disable=progress_disable()):
         table = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).to_arrow_table()
         old = {o.key for o in store.list(silver_prefix(n))}
         d = table.column("date")
