@@ -19,7 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from condvest.offline.market import SyntheticMarket
@@ -38,11 +38,14 @@ def _say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def lab_services(root: Path, *, n_symbols: int = DEMO_SYMBOLS, seed: int = DEMO_SEED) -> Iterator[dict[str, str]]:
-    """Start what the notebooks need and is not configured; yield the environment for JupyterLab.
+def lab_services(
+    root: Path, *, n_symbols: int = DEMO_SYMBOLS, seed: int = DEMO_SEED, env: Mapping[str, str] | None = None
+) -> Iterator[dict[str, str]]:
+    """Start what the notebooks need and is not configured; yield the environment for JupyterLab (``env``,
+    default the process environment, completed by the root's ``.env``).
 
     On exit the market stops, and the embedded cluster stops when it was started here."""
-    env = environment(root)
+    env = environment(root, env)
     settings = Settings.from_env(env, root=root)
     env.update(
         CONDVEST_LAKE_URI=settings.lake_uri,
