@@ -4,12 +4,14 @@ and never left running behind a removed folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
 
+from condvest.postgres import EmbeddedCluster
 from tests.fixtures.paths import ROOT
 
 pytestmark = pytest.mark.slow
@@ -38,6 +40,14 @@ def test_db_start_status_stop_and_make_clean(tmp_path):
     project = tmp_path / "project"
     (project / ".condvest").mkdir(parents=True)  # the marker: the root is here, whatever the cwd below it
     (project / "notebooks").mkdir()
+    cluster_dir = EmbeddedCluster(project / ".condvest").dir  # under /tmp when the postgres user cannot enter
+    try:
+        _lifecycle(project)
+    finally:
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+
+
+def _lifecycle(project):
     assert "not created yet" in _db(project / "notebooks", "status")
     out = _db(project / "notebooks", "start")
     assert "started on 127.0.0.1:" in out and "python -m condvest db stop" in out

@@ -44,6 +44,13 @@ def test_notebooks_in_jupyterlab_see_the_demo_world(tmp_path):
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     cluster = EmbeddedCluster(root / ".condvest")
+    try:
+        _lab_session(root, env, cluster, tmp_path)
+    finally:
+        cluster.destroy()
+
+
+def _lab_session(root, env, cluster, tmp_path):
     assert not cluster.running()
     settings = Settings.from_env({}, root=root)
     expected_checkpoints = checkpoint_table(settings).to_json()
