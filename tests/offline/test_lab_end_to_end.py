@@ -17,6 +17,8 @@ from condvest.offline.lab import lab_services
 from condvest.postgres import EmbeddedCluster
 from condvest.resample import checkpoint_table
 from condvest.settings import Settings
+from runner.render import plotly_file
+from tests.fixtures.browser import CHROMIUM, drawn_charts, dump_dom, external_scripts
 from tests.fixtures.lab import errors, lab_server, last_text, run_notebook_in_lab
 from tests.fixtures.paths import ROOT
 
@@ -43,11 +45,27 @@ def test_notebooks_in_jupyterlab_see_the_demo_world(tmp_path):
         cwd=root, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    _every_page_draws_offline(root / "runs", tmp_path / "profile")
     cluster = EmbeddedCluster(root / ".condvest")
     try:
         _lab_session(root, env, cluster, tmp_path)
     finally:
         cluster.destroy()
+
+
+def _every_page_draws_offline(runs, profile):
+    """Every page of the demo's runs opens offline with all its charts drawn; a run folder stays small."""
+    pages = sorted(runs.rglob("*.html"))
+    assert len(pages) >= 8
+    for page in pages:
+        text = page.read_text()
+        assert not external_scripts(text), page.name
+        expected = text.count("Plotly.newPlot(")
+        if CHROMIUM is not None:
+            assert drawn_charts(dump_dom(page, profile)) == expected, f"{page.name}: charts not drawn"
+    for folder in (p for p in runs.iterdir() if p.is_dir()):
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name != plotly_file())
+        assert size < 1_000_000, f"{folder.name}: {size} bytes besides the shared plotly.js"
 
 
 def _lab_session(root, env, cluster, tmp_path):

@@ -4,7 +4,6 @@ transport warning."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -12,39 +11,10 @@ import sys
 import pytest
 
 from runner.render import plotly_file
+from tests.fixtures.browser import CHROMIUM, drawn_charts, dump_dom
 from tests.fixtures.paths import TEST_DATA
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def dump_dom(page, profile) -> str:
-    """The page's DOM after its scripts ran, loaded from disk with every host name unresolvable."""
-    r = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--virtual-time-budget=8000",
-            f"--user-data-dir={profile}",
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r.stdout
-
-
-def drawn_charts(dom: str) -> int:
-    """Charts plotly drew (each gets an ``svg-container`` holding its ``main-svg`` layers)."""
-    return len(re.findall(r'<div[^>]*class="[^"]*svg-container', dom))
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (tools/ensure-system.sh installs it as root)")
