@@ -90,6 +90,10 @@ def jupyter_command(
     return [*cmd, *extra]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
@@ -103,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-browser", action="store_true", help="do not open a browser")
     ap.add_argument("--symbols", type=int, default=DEMO_SYMBOLS, help="symbols of the offline market (the demo's)")
     opts = ap.parse_args(argv)
+    # Ctrl-C and a plain kill both end in the clean-up below (even when started with SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     root = find_root()
     with lab_services(root, n_symbols=opts.symbols) as env:
         cmd = jupyter_command(root, extra, port=opts.port, browser=not opts.no_browser)
