@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from condvest.errors import ConfigError, ParameterError
+from condvest.polygon import resolve_api_key
 from condvest.settings import Retention, Settings
 
 
@@ -95,3 +96,9 @@ def test_dotenv_at_the_root_is_read_but_never_overrides_the_environment(tmp_path
     assert s.retention == Retention(4, 0), "a real environment variable wins over .env"
     assert "dotenv-secret-42" not in caplog.text and "POLYGON_API_KEY" in caplog.text
     assert "dotenv-secret-42" not in str(s.describe())
+
+
+def test_a_missing_api_key_says_how_to_get_one():
+    with pytest.raises(ConfigError, match="POLYGON_API_KEY") as err:
+        resolve_api_key(Settings())
+    assert ".env" in str(err.value) and "make lab" in str(err.value) and "\n" not in str(err.value)

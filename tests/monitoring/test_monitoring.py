@@ -18,7 +18,7 @@ from condvest.errors import ParameterError
 from condvest.lake import checkpoint_key, silver_key
 from condvest.manifest import ALL, SessionEntry, record_sessions
 from condvest.monitoring import snapshot as monitoring
-from condvest.postgres import connect
+from condvest.postgres import EmbeddedCluster, connect
 from condvest.runs import append_run
 from condvest.settings import Secret, Settings
 from condvest.storage import LocalStore
@@ -240,6 +240,17 @@ def test_an_unreachable_database_is_reported_not_raised(tmp_path):
     settings = settings_for(tmp_path, pg_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"))
     snap = monitoring.collect(settings)
     assert snap.postgres.startswith("unreachable") and "unreachable" in snap.overview().loc["retention", "detail"]
+
+
+def test_a_stopped_embedded_cluster_is_named_with_the_command_that_starts_it_not_started(tmp_path):
+    settings = settings_for(tmp_path)  # no DSN, no RDS: the embedded cluster under tmp_path/.condvest
+    snap = monitoring.collect(settings)
+    assert "python -m condvest db start" in snap.postgres and "\n" not in snap.postgres
+    cluster = EmbeddedCluster(settings.home)
+    try:
+        assert not cluster.exists(), "a read-only notebook creates and starts no database"
+    finally:
+        cluster.destroy()
 
 
 @pytest.mark.slow
