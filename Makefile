@@ -6,7 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format nbval bench clean system
+.PHONY: demo lab test lint format nbval bench clean system
 
 $(STAMP): pyproject.toml
 	@bash tools/ensure-system.sh
@@ -19,6 +19,10 @@ system:
 
 demo: $(STAMP)
 	$(PY) -m condvest.offline.demo
+
+# JupyterLab on notebooks/ in the demo's world (embedded PostgreSQL and offline market unless configured)
+lab: $(STAMP)
+	$(PY) -m condvest.offline.lab
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -45,5 +49,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_retention.py
 	$(PY) bench/bench_adopt.py
 
+# stop the embedded PostgreSQL before its folder goes (a removed data folder leaves a server running)
 clean:
+	@if [ -x $(PY) ] && [ -d .condvest ]; then $(PY) -m condvest db stop; fi
 	rm -rf lake runs .condvest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,3 +25,9 @@ def show_result(figures: Mapping[str, Any]) -> None:
 
     data = {k: _plain(v) for k, v in figures.items()}
     display({RESULT_MIMETYPE: data, "text/plain": json.dumps(data, sort_keys=True)}, raw=True)
+
+
+def progress_disable() -> bool | None:
+    """tqdm's ``disable`` for long work: shown inside a Jupyter kernel (whose stderr is no terminal, so tqdm's
+    automatic ``None`` would hide it), else tqdm decides (shown on a terminal, hidden in logs)."""
+    return False if "ipykernel" in sys.modules else None

@@ -52,7 +52,11 @@ def resolve_api_key(settings: Settings) -> Secret:
         if not value:
             raise ConfigError("the secret holds no API key", variable="POLYGON_API_KEY_SECRET_ARN")
         return Secret(value)
-    raise ConfigError("no API key: set POLYGON_API_KEY or POLYGON_API_KEY_SECRET_ARN", variable="POLYGON_API_KEY")
+    raise ConfigError(
+        "no API key: set POLYGON_API_KEY (environment or .env at the project root) or POLYGON_API_KEY_SECRET_ARN; "
+        "offline, `make lab` starts the synthetic market and sets it",
+        variable="POLYGON_API_KEY",
+    )
 
 
 @dataclass

@@ -179,6 +179,17 @@ class EmbeddedCluster:
             if not c.execute("SELECT 1 FROM pg_database WHERE datname = 'condvest'").fetchone():
                 c.execute("CREATE DATABASE condvest")
 
+    def exists(self) -> bool:
+        """Whether the cluster was created (``initdb`` ran)."""
+        return (self.data / "PG_VERSION").exists() and self.meta_file.exists()
+
+    def running(self) -> bool:
+        """Whether the cluster answers on its port."""
+        return self.exists() and self._ready()
+
+    def port(self) -> int | None:
+        return int(self._meta()["port"]) if self.meta_file.exists() else None
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             m = self._meta()
@@ -216,21 +227,36 @@ def _rds_dsn(settings: Settings) -> Secret | None:
     return Secret(f"postgresql://{quote(user, safe='')}:{quote(pw, safe='')}@{host}:{port}/{db}?sslmode=prefer")
 
 
-def resolve_dsn(settings: Settings) -> Secret:
-    """The DSN to use: explicit, RDS, or the embedded cluster (started on demand)."""
+#: the one line a reader gets when the embedded cluster is needed but not running
+NOT_RUNNING = "the embedded PostgreSQL is not running: start it with `python -m condvest db start` (or `make lab`)"
+
+
+def resolve_dsn(settings: Settings, *, start: bool = True) -> Secret:
+    """The DSN to use: explicit, RDS, or the embedded cluster (started on demand unless ``start=False``,
+    which raises ``ClusterError`` saying how to start it instead)."""
     if settings.pg_dsn is not None:
         return settings.pg_dsn
     rds = _rds_dsn(settings)
     if rds is not None:
         return rds
-    return EmbeddedCluster(settings.home).start()
+    cluster = EmbeddedCluster(settings.home)
+    if not start:
+        if not cluster.running():
+            raise ClusterError(NOT_RUNNING)
+        return cluster.dsn()
+    if not cluster.running():
+        log.warning("embedded_pg=starting dir=%s stop_with=%r", cluster.dir, "python -m condvest db stop")
+    return cluster.start()
 
 
-def connect(settings: Settings, *, autocommit: bool = False, dsn: Secret | None = None) -> Any:
-    """A new psycopg connection (caller closes it; use it as a context manager)."""
+def connect(
+    settings: Settings, *, autocommit: bool = False, dsn: Secret | None = None, start_embedded: bool = True
+) -> Any:
+    """A new psycopg connection (caller closes it; use it as a context manager). With
+    ``start_embedded=False`` a stopped embedded cluster is not started (``ClusterError`` says how)."""
     import psycopg
 
-    dsn = dsn or resolve_dsn(settings)
+    dsn = dsn or resolve_dsn(settings, start=start_embedded)
     try:
         return psycopg.connect(dsn.reveal(), autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import calendar as _cal
 import datetime as dt
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from pathlib import Path
 from condvest.calendar import today_in_new_york
 from condvest.errors import ConfigError, ParameterError
 from condvest.previous_env import previous_database, previous_lake
+from condvest.project import environment, find_root, resolve_location
 
 DEFAULT_BASE_URL = "https://api.polygon.io"
 
@@ -121,11 +121,16 @@ class Settings:
     #: DuckDB's memory limit for resampling (it spills to a temporary folder beyond it); size it for the
     #: container: the whole process stays about 1 GB above it
     duckdb_memory_limit: str = "3GB"
+    #: the project root that relative locations were resolved against (``None``: not resolved)
+    root: Path | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build the settings from ``env`` (default: ``os.environ``); seed variable names are honoured."""
-        e = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str] | None = None, *, root: Path | None = None) -> Settings:
+        """Build the settings from ``env`` (default: ``os.environ`` completed by the root's ``.env``); seed
+        variable names are honoured. Relative locations (lake, runs, ``CONDVEST_HOME``) are made absolute
+        against the project root (``condvest.project.find_root``), never the current directory."""
+        root = (root or find_root(env=env)).resolve()
+        e = environment(root) if env is None else env
 
         def get(name: str) -> str | None:
             v = e.get(name)
@@ -149,6 +154,7 @@ class Settings:
         db = {} if get("RDS_ENDPOINT") else previous_database(get)
         if lake.startswith("s3://") and len(lake) <= 5:
             raise ConfigError("s3:// needs a bucket name", variable="CONDVEST_LAKE_URI")
+        lake = resolve_location(lake, root)
         retention = Retention()
         if get("CONDVEST_RETENTION"):
             try:
@@ -177,10 +183,10 @@ class Settings:
             as_of=as_of,
             duckdb_memory_limit=memory,
             lake_uri=lake,
-            runs_uri=get("CONDVEST_RUNS_URI") or "./runs",
+            runs_uri=resolve_location(get("CONDVEST_RUNS_URI") or "./runs", root),
             s3_endpoint_url=get("AWS_ENDPOINT_URL_S3") or get("AWS_ENDPOINT_URL"),
             pg_dsn=Secret(v) if (v := get("CONDVEST_PG_DSN")) else None,
-            home=Path(get("CONDVEST_HOME") or ".condvest"),
+            home=Path(resolve_location(get("CONDVEST_HOME") or ".condvest", root)),
             polygon_base_url=base_url,
             polygon_api_key=Secret(v) if (v := get("POLYGON_API_KEY")) else None,
             polygon_api_key_secret_arn=get("POLYGON_API_KEY_SECRET_ARN"),
@@ -195,6 +201,7 @@ class Settings:
             batch_size=get_int("BATCH_SIZE", 50),
             retention=retention,
             http=http,
+            root=root,
         )
 
     def today(self) -> dt.date:
@@ -222,6 +229,7 @@ class Settings:
         else:
             key = "missing"
         return {
+            "project root": str(self.root) if self.root is not None else "not resolved",
             "lake": self.lake_uri,
             "runs": self.runs_uri,
             "s3 endpoint": self.s3_endpoint_url or "AWS default",

@@ -1,4 +1,4 @@
-"""The command line: ``python -m runner run|pipeline|list``. The only place errors become exit codes.
+"""The command line: ``python -m runner run|pipeline|list|show``. The only place errors become exit codes.
 
 Exit codes: 0 every run succeeded; 1 a notebook cell failed (one line names the notebook and the cell);
 2 the request was refused before anything ran (unknown notebook or pipeline, a secret-looking or
@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from condvest.errors import ConfigError, ParameterError, StorageError
-from condvest.runs import format_table, read_index
+from condvest.runs import read_index
 from condvest.settings import Settings
 from runner.execute import RunOptions, run_notebook
-from runner.notebooks import parse_value
+from runner.listing import pipelines_text, runs_json, runs_table, select_runs, show_run
+from runner.notebooks import find_project_root, parse_value
 from runner.pipelines import run_pipeline
+from runner.provenance import code_version
 from runner.scrub import Scrubber, ScrubFilter
 
 
@@ -56,14 +58,31 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", parents=[execution], help="run one notebook")
     run.add_argument("notebook", help="a path or a short name such as 01_fetch (notebooks/01_fetch.ipynb)")
-    pipe = sub.add_parser("pipeline", parents=[execution], help="run a named pipeline's stages in order")
-    pipe.add_argument("name", help="pipeline name (see runner/pipelines.py)")
-    ls = sub.add_parser("list", parents=[common], help="recent runs from the run index")
+    pipe = sub.add_parser(
+        "pipeline",
+        parents=[execution],
+        help="run a named pipeline's stages in order",
+        epilog=pipelines_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pipe.add_argument("name", help="pipeline name (listed below)")
+    ls = sub.add_parser("list", parents=[common], help="runs from the run index, newest first")
     ls.add_argument("-n", "--limit", type=int, default=20, help="how many runs (default 20)")
+    ls.add_argument("--notebook", metavar="NAME", help="only this notebook, e.g. 05_monitoring")
+    ls.add_argument("--status", choices=("ok", "failed"), help="only runs with this status")
+    ls.add_argument("--since", metavar="WHEN", help="only runs started since a date, a time, or a span (3d, 12h)")
+    ls.add_argument("--json", action="store_true", help="print the runs as a JSON array")
+    show = sub.add_parser("show", parents=[common], help="one run's summary and where its files are")
+    show.add_argument("run", help="a run id (or a pipeline run id: all its stages)")
     return parser
+
+
+def _version() -> str:
+    return f"condvest runner, code {code_version(find_project_root())}"
 
 
 def _configure_logging(verbose: bool, secrets: list[str]) -> None:
@@ -83,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _configure_logging(args.verbose, settings.secrets())
-    if args.command != "list" and args.log_output:
+    if args.command not in ("list", "show") and args.log_output:
         logging.getLogger("papermill").setLevel(logging.INFO)
     try:
         return _dispatch(args, settings)
@@ -100,7 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "list":
-        print(format_table(read_index(settings, runs_uri=args.runs_dir), limit=args.limit))
+        df = select_runs(
+            read_index(settings, runs_uri=args.runs_dir), notebook=args.notebook, status=args.status, since=args.since
+        )
+        print(runs_json(df.head(args.limit)) if args.json else runs_table(df, limit=args.limit))
+        return 0
+    if args.command == "show":
+        print(show_run(read_index(settings, runs_uri=args.runs_dir), args.run))
         return 0
     params = {name: parse_value(value) for name, value in args.parameter}
     options = RunOptions(

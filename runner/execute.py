@@ -21,9 +21,11 @@ from condvest.params import run_id as check_run_id
 from condvest.runs import append_run, new_run_id
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
+from runner.kernel import RunKernelManager
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
-from runner.render import notebook_html
+from runner.provenance import code_version, host
+from runner.render import RunHeader, StageLink, plotly_file, plotly_js, run_page, with_header
 from runner.scrub import Scrubber
 
 log = logging.getLogger(__name__)
@@ -234,8 +236,13 @@ def execute(
     pipeline: str | None = None,
     pipeline_run_id: str | None = None,
     stage: int | None = None,
+    stages: int | None = None,
+    neighbours: tuple[StageLink | None, StageLink | None] = (None, None),
 ) -> RunResult:
-    """Execute a prepared notebook, write its ipynb and html into the run folder and append the run index."""
+    """Execute a prepared notebook, write its ipynb and html into the run folder and append the run index.
+
+    The pages carry a header (``runner.render.RunHeader``); ``neighbours`` are the previous and next stage's
+    pages of a pipeline. plotly.js is written once into the run folder (``<folder or run id>/plotly-*.js``)."""
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -263,6 +270,7 @@ def execute(
                 log_output=options.log_output,
                 cwd=str(root),
                 execution_timeout=options.execution_timeout,
+                kernel_manager_class=RunKernelManager,
             )
         except PapermillExecutionError as exc:
             failure = exc
@@ -291,15 +299,40 @@ def execute(
     results: dict[str, Any] = {}
     if nb is not None:
         results = _scrub_json(collect_results(nb), scrubber)
-        clean = scrubber.notebook(nb)
+        header = RunHeader(
+            run_id=run_id,
+            notebook=name,
+            status="failed" if failure is not None else "ok",
+            started_at=started,
+            duration_s=round((finished - started).total_seconds(), 3),
+            parameters=_scrub_json(prepared.parameters, scrubber),
+            code_version=code_version(root),
+            host=host(),
+            pipeline=pipeline,
+            pipeline_run_id=pipeline_run_id,
+            stage=stage,
+            stages=stages,
+            previous=neighbours[0],
+            next=neighbours[1] if failure is None else None,
+            failing_cell=f"cell {error.cell}" if error is not None and error.cell is not None else None,
+        )
+        clean = with_header(scrubber.notebook(nb), header)
         store.put(ipynb_key, nbformat.writes(clean).encode())
+        plotly_key = f"{folder or run_id}/{plotly_file()}"
         try:
-            page = notebook_html(clean, scrubber)
+            page = run_page(
+                clean,
+                scrubber,
+                title=f"{prepared.path.stem} · {run_id}",
+                plotly_src=("../" if folder else "") + plotly_file(),
+            )
         except Exception as exc:  # nbconvert/plotly trouble must not lose the run record; the ipynb is written
             log.warning("html not rendered run_id=%s notebook=%s error=%s", run_id, name, f"{type(exc).__name__}")
             html_key = None
         else:
-            store.put(html_key, page.encode())
+            store.put(html_key, page.html.encode())
+            if page.figures and not store.exists(plotly_key):
+                store.put(plotly_key, plotly_js())
     result = RunResult(
         run_id=run_id,
         notebook=name,

@@ -22,6 +22,7 @@ from condvest.storage import open_store
 from runner.execute import PreparedRun, RunOptions, RunResult, execute, prepare
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
+from runner.render import StageLink
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +99,22 @@ def run_pipeline(
     store = open_store(options.runs_uri or settings.runs_uri, settings)
     log.info("pipeline started pipeline=%s pipeline_run_id=%s stages=%d", name, pipeline_run_id, len(plan))
     results: list[RunResult] = []
+    run_ids = [new_run_id(p.path.stem) for p in plan]  # known up front: each page links its neighbours
+    links = [StageLink(p.path.name, f"../{rid}/{p.path.stem}.html") for p, rid in zip(plan, run_ids, strict=True)]
     for i, prepared in enumerate(plan, start=1):
         result = execute(
             prepared,
             settings=settings,
             store=store,
-            run_id=new_run_id(prepared.path.stem),
+            run_id=run_ids[i - 1],
             folder=pipeline_run_id,
             root=root,
             options=options,
             pipeline=name,
             pipeline_run_id=pipeline_run_id,
             stage=i,
+            stages=len(plan),
+            neighbours=(links[i - 2] if i > 1 else None, links[i] if i < len(plan) else None),
         )
         results.append(result)
         if not result.ok:

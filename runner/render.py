@@ -1,15 +1,27 @@
-"""A self-contained html page of an executed notebook (nbconvert's lab template, images embedded).
+"""The run log a person reads: a header cell, and an html page that renders offline.
+
+* ``with_header(nb, header)``: a markdown cell first in the executed notebook (ipynb and html) naming the
+  run id, pipeline and stage, status, duration, parameters, code version, host and links to the previous
+  and next stage's pages.
+* ``run_page(nb, scrubber, title=..., plotly_src=...)``: nbconvert's lab template with no external script
+  (require.js, MathJax and the widget manager come from CDNs in the template: they are left out), the
+  page title naming the notebook and the run, and plotly figures drawn by one plotly.js file that the
+  page references relatively (``plotly_src``; ``PLOTLY_FILE`` is written once per run folder by the
+  runner), so a run folder stays small and self-contained. Without ``plotly_src`` plotly.js is inlined.
 
 Plotly figures are stored in notebooks as ``application/vnd.plotly.v1+json``, which nbconvert does not
-render. Each one gets a ``text/html`` rendering (a div and a ``Plotly.newPlot`` call) and the page gets
-one inline copy of plotly.js in its head, so the plots show without internet. The lab template loads
-require.js from a CDN; when that loads, plotly.js would register itself as an AMD module instead of
-``window.Plotly``, so ``define`` is hidden while plotly.js runs.
+render: each gets a ``text/html`` rendering (a div and a ``Plotly.newPlot`` call).
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import html
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from runner.scrub import Scrubber
@@ -17,6 +29,80 @@ from runner.scrub import Scrubber
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 #: recorded for the run index, not for people (a notebook shows what it wants under other mimetypes)
 _HIDDEN_MIMETYPES = ("application/vnd.condvest.result+json",)
+HEADER_TAG = "condvest-run-header"
+_EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=\"(?:https?:)?//[^\"]*\"[^>]*>\s*</script>\s*", re.I)
+
+
+def plotly_file() -> str:
+    """The file name of the shared plotly.js, versioned so that runs of different plotly versions coexist."""
+    from plotly.offline import get_plotlyjs_version
+
+    return f"plotly-{get_plotlyjs_version()}.min.js"
+
+
+def plotly_js() -> bytes:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs().encode()
+
+
+@dataclass(frozen=True)
+class StageLink:
+    """Another stage's page, relative to this one."""
+
+    notebook: str
+    href: str
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    run_id: str
+    notebook: str
+    status: str
+    started_at: dt.datetime
+    duration_s: float
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    code_version: str = ""
+    host: str = ""
+    pipeline: str | None = None
+    pipeline_run_id: str | None = None
+    stage: int | None = None
+    stages: int | None = None
+    previous: StageLink | None = None
+    next: StageLink | None = None
+    failing_cell: str | None = None
+
+    def markdown(self) -> str:
+        mark = "ok" if self.status == "ok" else "**failed**"
+        rows = [
+            ("run", f"`{self.run_id}`"),
+            ("notebook", f"`{self.notebook}`"),
+            ("status", mark + (f" in {self.failing_cell}" if self.failing_cell else "")),
+            ("started (UTC)", self.started_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")),
+            ("duration", f"{self.duration_s:.1f} s"),
+            ("parameters", f"`{json.dumps(dict(self.parameters), default=str)}`" if self.parameters else "defaults"),
+            ("code version", f"`{self.code_version}`" if self.code_version else "unknown"),
+            ("host", f"`{self.host}`" if self.host else "unknown"),
+        ]
+        if self.pipeline:
+            of = f" of {self.stages}" if self.stages else ""
+            rows.insert(1, ("pipeline", f"`{self.pipeline}` stage {self.stage}{of} (`{self.pipeline_run_id}`)"))
+            prev = f"[← {self.previous.notebook}]({self.previous.href})" if self.previous else "first stage"
+            nxt = f"[{self.next.notebook} →]({self.next.href})" if self.next else "last stage"
+            rows.append(("stages", f"{prev} · {nxt}"))
+        body = "\n".join(f"| {k} | {v.replace('|', '&#124;')} |" for k, v in rows)
+        return f"**Run log** of `{self.notebook}`\n\n| | |\n|---|---|\n{body}\n"
+
+
+def with_header(nb: Any, header: RunHeader) -> Any:
+    """A copy of the notebook with the run's header as its first cell (tagged ``HEADER_TAG``)."""
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    cell = nbformat.v4.new_markdown_cell(header.markdown(), metadata={"tags": [HEADER_TAG]})
+    cell.id = "run-header"
+    nb.cells.insert(0, cell)
+    return nb
 
 
 def _plotly_div(figure: dict[str, Any]) -> str:
@@ -27,22 +113,21 @@ def _plotly_div(figure: dict[str, Any]) -> str:
     )
 
 
-def _plotly_head() -> str:
-    from plotly.offline import get_plotlyjs
-
-    return (
-        "<script>window.__condvest_define = window.define; window.define = undefined;</script>\n"
-        f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
-        "<script>window.define = window.__condvest_define;</script>\n"
-    )
+@dataclass(frozen=True)
+class RunPage:
+    html: str
+    figures: int
 
 
-def notebook_html(nb: Any, scrubber: Scrubber) -> str:
+def run_page(nb: Any, scrubber: Scrubber, *, title: str | None = None, plotly_src: str | None = None) -> RunPage:
     """The html page of an (already scrubbed) notebook; the page text is scrubbed again before plotly.js
-    is added (plotly.js is library code, not output)."""
+    is added (library code, not output)."""
     from nbconvert import HTMLExporter
 
     nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)  # the widget manager would be fetched from a CDN; outputs keep their text
+    if title:
+        nb.metadata["title"] = title
     figures = 0
     for cell in nb.cells:
         kept = []
@@ -61,8 +146,17 @@ def notebook_html(nb: Any, scrubber: Scrubber) -> str:
             cell.outputs = kept
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
-    body = scrubber.text(body)
+    body = _EXTERNAL_SCRIPT.sub("", scrubber.text(body))
     if figures:
+        if plotly_src is not None:
+            script = f'<script src="{html.escape(plotly_src, quote=True)}"></script>\n'
+        else:
+            script = f'<script type="text/javascript">{plotly_js().decode()}</script>\n'
         at = body.find("</head>")
-        body = body[:at] + _plotly_head() + body[at:] if at >= 0 else _plotly_head() + body
-    return body
+        body = body[:at] + script + body[at:] if at >= 0 else script + body
+    return RunPage(body, figures)
+
+
+def notebook_html(nb: Any, scrubber: Scrubber) -> str:
+    """The self-contained html page of an (already scrubbed) notebook (plotly.js inline)."""
+    return run_page(nb, scrubber).html

@@ -31,6 +31,7 @@ from condvest.calendar import FIRST_SUPPORTED, last_n_sessions, latest_complete_
 from condvest.errors import DatabaseError
 from condvest.lake import MANIFEST_PREFIX, QUARANTINE_PREFIX, SILVER_PREFIX
 from condvest.manifest import ALL, SessionEntry, read_sessions
+from condvest.monitoring.styles import styled_runs, styled_states
 from condvest.postgres import connect
 from condvest.resample.run import checkpoint_table
 from condvest.retention import RetentionViews, distribution_figure, retention_log_figure
@@ -197,18 +198,20 @@ def coverage_figure(coverage: pd.DataFrame) -> Any:
 
 
 def sessions_figure(sessions: pd.DataFrame) -> Any:
-    """Rows per session (the manifest's counts); missing sessions as red crosses on the axis."""
+    """Rows per session (the manifest's counts) on a trading-session axis: one slot per NYSE session, so
+    weekends and holidays leave no gap; missing sessions as red crosses on the axis."""
     import plotly.graph_objects as go
 
+    order = [str(d) for d in sessions["date"]]
     fig = go.Figure()
     for status, color in (("full", "#1f77b4"), ("partial", "#ff7f0e")):
         part = sessions[sessions["status"] == status]
-        fig.add_bar(x=part["date"], y=part["rows"], name=status, marker_color=color)
+        fig.add_bar(x=[str(d) for d in part["date"]], y=part["rows"], name=status, marker_color=color)
     gone = sessions[sessions["status"] == "missing"]
     marker = {"symbol": "x", "size": 10, "color": "#d62728"}
-    fig.add_scatter(x=gone["date"], y=[0] * len(gone), mode="markers", name="missing", marker=marker)
+    fig.add_scatter(x=[str(d) for d in gone["date"]], y=[0] * len(gone), mode="markers", name="missing", marker=marker)
     fig.update_layout(title="Rows per session in bronze", xaxis_title="session", yaxis_title="rows", height=360)
-    fig.update_xaxes(rangebreaks=[{"bounds": ["sat", "mon"]}])
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, nticks=12)
     return fig
 
 
@@ -315,6 +318,8 @@ class MonitoringSnapshot:
             "runs": bool(failing),
         }
         rows = [(k, "look" if k in self.notes or look[k] else "ok", self.notes.get(k) or v) for k, v in detail.items()]
+        if failing:  # a notebook whose last run failed is a failure, not a glance
+            rows[-1] = ("runs", "fail", rows[-1][2])
         return pd.DataFrame(rows, columns=["section", "state", "detail"]).set_index("section")
 
 
@@ -322,7 +327,7 @@ def read_retention(settings: Settings) -> tuple[str, RetentionViews | None]:
     """``("ok", views)`` when the policy is deployed, else ``("not deployed" | "previous pipeline" |
     "unreachable: <why>", None)``."""
     try:
-        conn = connect(settings, autocommit=True)
+        conn = connect(settings, autocommit=True, start_embedded=False)
     except DatabaseError as exc:
         log.warning("postgres=unreachable error=%r", str(exc))
         return f"unreachable: {exc}", None
@@ -427,8 +432,8 @@ class Section:
 
 
 def overview_section(s: MonitoringSnapshot) -> Section:
-    """The overview table, shown with its details unabridged."""
-    return Section("", (("", s.overview()),))
+    """The overview table, shown with its details unabridged and its states coloured."""
+    return Section("", (("", styled_states(s.overview())),))
 
 
 def lake_section(s: MonitoringSnapshot) -> Section:
@@ -482,6 +487,6 @@ def runs_section(s: MonitoringSnapshot) -> Section:
     """Runs per notebook, the last runs, and durations over time."""
     if s.runs.empty:
         return Section(s.notes["runs"])
-    per_notebook = ("Per notebook", runs_by_notebook(s.runs))
-    last = (f"Last {s.runs_shown} runs, newest first", recent_runs(s.runs, s.runs_shown))
+    per_notebook = ("Per notebook", styled_runs(runs_by_notebook(s.runs)))
+    last = (f"Last {s.runs_shown} runs, newest first", styled_runs(recent_runs(s.runs, s.runs_shown)))
     return Section("", (per_notebook, last, ("", runs_figure(s.runs))))

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s.")
     print(f"  executed notebooks and html: {runs}/<run id>/  (run index: {runs}/index.jsonl)")
     print(f"  the lake:                    {root / 'lake'}")
-    print("  explore:                     .venv/bin/jupyter lab notebooks/")
+    print("  explore:                     make lab   (JupyterLab on notebooks/, this lake; 06_explore)")
     return 0
 
 

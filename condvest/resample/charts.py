@@ -100,7 +100,7 @@ def candlestick_figure(
         fig.update_layout(title="nothing to chart: bronze is empty", height=200)
         return fig
     labels = [f"{symbol} · {n}d" + (" (daily)" if n == 1 else "") for n in intervals]
-    fig = make_subplots(rows=len(intervals), cols=1, subplot_titles=labels, vertical_spacing=0.08)
+    fig = make_subplots(rows=len(intervals), cols=1, subplot_titles=labels, vertical_spacing=0.08, shared_xaxes=True)
     since: dt.date | None = None  # known once the daily bars (the first panel, as a rule) were read
     for row, n in enumerate(intervals, start=1):
         df = read_bars(settings, symbol, n, since=since if n > 1 else None, store=store)

@@ -28,11 +28,12 @@ import time
 from dataclasses import dataclass, field
 
 import pandas as pd
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from condvest import params
 from condvest.bronze import read_bronze_bytes, update_history
 from condvest.crash import crash_point
+from condvest.display import progress_disable
 from condvest.errors import PreconditionFailed
 from condvest.lake import BATCH_PREFIX, BRONZE_PREFIX, bronze_history_key, parse_bronze_key
 from condvest.lake_lock import lake_lock
@@ -137,7 +138,7 @@ def compact_bronze(
         work = {s: [k for k, d in files.items() if d < cutoff] for s, files in sorted(by_symbol.items())}
         work = {s: keys for s, keys in work.items() if keys}
         symbols = list(work)
-        with tqdm(total=len(symbols), desc="compaction", unit="symbol", disable=None) as bar:
+        with tqdm(total=len(symbols), desc="02_resample compaction", unit="symbol", disable=progress_disable()) as bar:
             for start in range(0, len(symbols), BATCH):
                 entries, doomed, etag_of = {}, [], {}
                 for sym in symbols[start : start + BATCH]:

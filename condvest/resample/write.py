@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from condvest.crash import crash_point
+from condvest.display import progress_disable
 from condvest.lake import silver_key, silver_prefix
 from condvest.resample.engine import (
     SILVER_COLUMNS,
@@ -48,7 +49,7 @@ def write_full(
     """
     out: dict[int, tuple[int, int]] = {}
     workers = max(2, 2 * (threads or os.cpu_count() or 2))
-    for n in tqdm(ns, desc="silver intervals", unit="interval", disable=None):
+    for n in tqdm(ns, desc="02_resample silver intervals", unit="interval", disable=progress_disable()):
         old = {o.key for o in store.list(silver_prefix(n))}
         reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(
             _BATCH_ROWS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pandas as pd
@@ -24,12 +25,23 @@ class RetentionViews:
     log: pd.DataFrame
 
 
+def interval_label(text: str | None) -> str | None:
+    """PostgreSQL's interval text as the plan writes it: ``3 years 1 mon`` -> ``3 years 1 month``."""
+    if text is None:
+        return None
+    return re.sub(r"\b(\d+) mons?\b", lambda m: f"{m.group(1)} month" + ("s" if m.group(1) != "1" else ""), text)
+
+
 def _read(conn: Any, view: str) -> pd.DataFrame:
     from psycopg import sql
+    from psycopg.types.string import TextLoader
 
     try:
         with conn.transaction():
-            cur = conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(view)))
+            cur = conn.cursor()
+            # intervals as PostgreSQL writes them ("3 years 1 mon"), not as a timedelta of 1125 days
+            cur.adapters.register_loader("interval", TextLoader)
+            cur.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(view)))
             rows = cur.fetchall()
             cols = [d.name for d in cur.description]
     except Exception as exc:
@@ -48,8 +60,12 @@ def archive_statistics(conn: Any) -> pd.DataFrame:
 
 
 def retention_log(conn: Any) -> pd.DataFrame:
-    """v_retention_log_summary: the last 20 runs with their consistency column."""
-    return _read(conn, "v_retention_log_summary")
+    """v_retention_log_summary: the last 20 runs with their consistency column (``retention`` as a label
+    such as ``3 years 1 month``)."""
+    df = _read(conn, "v_retention_log_summary")
+    if "retention" in df.columns:
+        df["retention"] = [interval_label(v) for v in df["retention"]]
+    return df
 
 
 def read_views(conn: Any) -> RetentionViews:
@@ -74,20 +90,32 @@ def distribution_figure(df: pd.DataFrame) -> Any:
     return fig
 
 
+def run_labels(df: pd.DataFrame) -> list[str]:
+    """One category label per logged run: ``#<id> <started, UTC>`` (a run is a category, not a number)."""
+    started = pd.to_datetime(df["started_at"], utc=True) if "started_at" in df.columns else [None] * len(df)
+    return [
+        f"#{rid} {t:%Y-%m-%d %H:%M}" if t is not None and not pd.isna(t) else f"#{rid}"
+        for rid, t in zip(df["run_id"], started, strict=True)
+    ]
+
+
 def retention_log_figure(df: pd.DataFrame) -> Any:
-    """Rows archived per run (last 20 runs), coloured by status."""
+    """Rows archived per run (last 20 runs, oldest left), one bar per run coloured by status."""
     import plotly.express as px
 
-    data = (
-        df.sort_values("run_id") if not df.empty else pd.DataFrame({"run_id": [], "records_archived": [], "status": []})
-    )
+    if df.empty:
+        data = pd.DataFrame({"run": [], "records_archived": [], "status": []})
+    else:
+        data = df.sort_values("run_id").assign(run=lambda d: run_labels(d))
     fig = px.bar(
         data,
-        x="run_id",
+        x="run",
         y="records_archived",
         color="status",
+        color_discrete_map={"success": "#2ca02c", "skipped": "#999999", "failed": "#d62728"},
         title="Rows archived per run",
-        labels={"run_id": "run", "records_archived": "rows archived"},
+        labels={"run": "run (id, start UTC)", "records_archived": "rows archived"},
     )
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(data["run"]))
     fig.update_layout(height=340)
     return fig

@@ -18,7 +18,7 @@ from condvest.errors import ParameterError
 from condvest.lake import checkpoint_key, silver_key
 from condvest.manifest import ALL, SessionEntry, record_sessions
 from condvest.monitoring import snapshot as monitoring
-from condvest.postgres import connect
+from condvest.postgres import EmbeddedCluster, connect
 from condvest.runs import append_run
 from condvest.settings import Secret, Settings
 from condvest.splits import Basis, record_basis, record_splits, splits_frame
@@ -146,8 +146,10 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
         "silver": "ok",
         "retention": "look",
         "splits": "ok",
-        "runs": "look",
+        "runs": "fail",
     }
+    shown = monitoring.overview_section(snap).items[0][1].to_html()
+    assert "#f8d0d0" in shown and "#fde9c8" in shown and "#d8f0d8" in shown, "ok / look / fail are coloured"
     assert "2 of the last 5 sessions" in over.loc["lake", "detail"]
     assert "last run failed: 04_retention" in over.loc["runs", "detail"]
 
@@ -172,6 +174,13 @@ def test_a_lake_with_gaps_shows_the_numbers_a_user_checks(tmp_path):
     assert len(figures) == 2 and not lake.note
     for section in (monitoring.silver_section(snap), monitoring.runs_section(snap)):
         assert any(isinstance(i, go.Figure) for _, i in section.items)
+    # one slot per NYSE session: no weekend or holiday on the axis
+    sessions_chart = figures[0]
+    assert sessions_chart.layout.xaxis.type == "category"
+    assert list(sessions_chart.layout.xaxis.categoryarray) == [str(d) for d in snap.sessions["date"]]
+    # the run table links each run's page
+    runs_html = monitoring.runs_section(snap).items[1][1].to_html()
+    assert runs_html.count('<a href="file://') == snap.runs_shown == 3
 
 
 def test_splits_show_each_symbols_basis_and_any_newer_split(tmp_path):
@@ -265,6 +274,17 @@ def test_an_unreachable_database_is_reported_not_raised(tmp_path):
     settings = settings_for(tmp_path, pg_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"))
     snap = monitoring.collect(settings)
     assert snap.postgres.startswith("unreachable") and "unreachable" in snap.overview().loc["retention", "detail"]
+
+
+def test_a_stopped_embedded_cluster_is_named_with_the_command_that_starts_it_not_started(tmp_path):
+    settings = settings_for(tmp_path)  # no DSN, no RDS: the embedded cluster under tmp_path/.condvest
+    snap = monitoring.collect(settings)
+    assert "python -m condvest db start" in snap.postgres and "\n" not in snap.postgres
+    cluster = EmbeddedCluster(settings.home)
+    try:
+        assert not cluster.exists(), "a read-only notebook creates and starts no database"
+    finally:
+        cluster.destroy()
 
 
 @pytest.mark.slow

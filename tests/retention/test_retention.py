@@ -281,7 +281,10 @@ def test_views_and_figures(deployed):
     assert int(views.statistics.at[0, "total_records"]) == int(d["archived_records"].sum())
     assert views.log.at[0, "consistency"] == "consistent"
     assert len(retention.distribution_figure(d).data) == 2
-    assert len(retention.retention_log_figure(views.log).data) == 1
+    assert views.log.at[0, "retention"] == "3 years 1 month", "the window as the plan says it, not 1125 days"
+    fig = retention.retention_log_figure(views.log)
+    assert len(fig.data) == 1 and fig.layout.xaxis.type == "category"
+    assert list(fig.data[0].x) == [f"#{views.log.at[0, 'run_id']} {views.log.at[0, 'started_at']:%Y-%m-%d %H:%M}"]
 
 
 def test_execute_modes(pg_dsn):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from runner import RESULT_MIMETYPE, RunOptions, Stage, read_index, read_records,
 from runner.__main__ import main
 from runner.notebooks import parse_value
 from runner.pipelines import get_pipeline
+from runner.render import plotly_file
 from runner.scrub import Scrubber
 from tests.fixtures.paths import TEST_DATA
 
@@ -160,16 +162,19 @@ def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
     result = run_notebook("ok", {"n": 4}, settings=settings, options=RunOptions(progress_bar=False))
     assert result.ok and result.run_id.endswith(tuple("0123456789abcdef")) and "-ok-" in result.run_id
     run_dir = root / "runs" / result.run_id
-    assert sorted(p.name for p in run_dir.iterdir()) == ["ok.html", "ok.ipynb"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["ok.html", "ok.ipynb", plotly_file()]
     # the notebook ran with the parameter, from the project root, and recorded its results
     assert result.results == {"points": 4, "label": "DEMO", "cwd": str(root)}
     nb = nbformat.read(run_dir / "ok.ipynb", as_version=4)
     assert any("n = 4" in c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert any(RESULT_MIMETYPE in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    # the html renders the plotly figure offline: plotly.js inline, not only a CDN script
+    # the html renders the plotly figure offline: plotly.js once in the run folder, referenced relatively
     page = (run_dir / "ok.html").read_text()
-    assert "Plotly.newPlot" in page and "plotly.js v" in page and len(page) > 1_000_000
-    assert 'src="https://cdn.plot.ly' not in page and "plotly-latest" not in page
+    assert "Plotly.newPlot" in page and f'<script src="{plotly_file()}"></script>' in page
+    assert len(page) < 500_000 and "plotly.js v" in (run_dir / plotly_file()).read_text()[:2000]
+    assert not re.search(r'<script[^>]+src="(https?:)?//', page), "no script from the network (require.js, MathJax)"
+    assert f"<title>ok · {result.run_id}</title>" in page
+    assert result.run_id in page and "| status | ok |" in nb.cells[0].source and "code version" in nb.cells[0].source
     df = read_index(settings, expand_results=True)
     assert len(df) == 1
     row = df.iloc[0]
@@ -247,12 +252,18 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     assert results[0].parameters == {"label": "first", "n": 2} and results[1].parameters == {}
     store = open_store(settings.runs_uri, settings)
     keys = sorted(o.key for o in store.list(""))
-    assert keys == sorted(["index.jsonl", *(k for r in results for k in (r.ipynb_key, r.html_key))])
+    shared = f"p1/{plotly_file()}"  # plotly.js once per pipeline run folder
+    assert keys == sorted(["index.jsonl", shared, *(k for r in results for k in (r.ipynb_key, r.html_key))])
     assert all(k.startswith("p1/") for k in keys if k != "index.jsonl")
     df = read_index(settings)
     assert list(df.status) == ["ok", "failed"] and set(df.pipeline_run_id) == {"p1"}
     assert df.html_url[0] == f"{settings.runs_uri}/{results[0].html_key}"
-    assert "Plotly.newPlot" in store.get(results[0].html_key).decode()
+    first, second = (store.get(r.html_key).decode() for r in results)
+    assert "Plotly.newPlot" in first and f'<script src="../{plotly_file()}"></script>' in first
+    # each page's header links its neighbours; a failed stage has no next one
+    assert f'href="../{results[1].run_id}/fail_third.html"' in first and "first stage" in first
+    assert f'href="../{results[0].run_id}/ok.html"' in second and "fail_third.html →" not in second
+    assert "stage 2 of 3" in second and "failed</strong> in cell" in second
 
     def writer(w):
         for i in range(3):

@@ -1,0 +1,94 @@
+"""06_explore: DuckDB views over bronze and silver, the figures, and the notebook run by the runner writing
+nothing to the lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+
+from condvest.calendar import last_n_sessions
+from condvest.errors import ParameterError
+from condvest.explore import ExploreParams, candles_figure, intervals_figure, open_lake, shape_figure
+from condvest.resample import ResampleParams, run_resample
+from condvest.settings import Settings
+from condvest.storage import open_store
+from runner.execute import RunOptions, run_notebook
+from tests.fixtures.paths import ROOT
+from tests.fixtures.resample import write_daily, write_history
+
+DAYS = last_n_sessions(dt.date(2025, 10, 17), 60)
+
+
+def _lake_state(root) -> dict[str, tuple[int, int]]:
+    out = {}
+    for folder, _, files in os.walk(root):
+        for f in files:
+            st = os.stat(os.path.join(folder, f))
+            out[os.path.relpath(os.path.join(folder, f), root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def small_lake(tmp_path):
+    settings = Settings(lake_uri=str(tmp_path / "lake"), runs_uri=str(tmp_path / "runs"), home=tmp_path / ".condvest")
+    store = open_store(settings=settings)
+    write_history(store, "AAA", DAYS[:50], seed=1)
+    write_history(store, "BBB", DAYS[20:55], seed=2)
+    for d in DAYS[50:]:
+        write_daily(store, "AAA", d, seed=3)
+    run_resample(settings, ResampleParams(intervals="3,5")).raise_for_status()
+    return settings
+
+
+def test_views_hold_bronze_deduplicated_and_each_silver_interval(small_lake):
+    store = open_store(settings=small_lake)
+    before = {o.key: o.etag for o in store.list("")}
+    with open_lake(small_lake, ExploreParams(symbols="aaa", interval=5)) as lake:
+        views = lake.views().set_index("view")
+        assert list(views.index) == ["daily", "silver_3d", "silver_5d"]
+        assert views.loc["daily", "rows"] == 60 + 35 and views.loc["daily", "symbols"] == 2
+        assert views.loc["silver_5d", "rows"] == 12 + 7  # AAA 60 sessions, BBB 35
+        assert lake.symbols == ("AAA",)
+        bars = lake.bars("AAA")
+        assert len(bars) == 12 and set(bars["sessions"]) == {5}
+        assert bars["volume"].sum() == pytest.approx(lake.bars("AAA", 1)["volume"].sum())
+        assert lake.sql("SELECT count(*) AS n FROM silver_3d WHERE symbol = $s", {"s": "BBB"}).n[0] == 12
+        per_year = lake.symbols_per_year()
+        assert per_year["rows"].sum() == 95
+        candles = candles_figure(lake)
+        assert [t.type for t in candles.data] == ["candlestick", "bar"]
+        assert candles.layout.xaxis.matches == "x2" or candles.layout.xaxis2.matches == "x"
+        side = intervals_figure(lake, "AAA", (1, 3, 5, 21))
+        assert [t.type for t in side.data] == ["candlestick"] * 3, "an interval without silver bars is left out"
+        assert shape_figure(lake).data[0].type == "bar"
+        with pytest.raises(ParameterError, match="interval"):
+            lake.bars("AAA", 8)
+    assert {o.key: o.etag for o in store.list("")} == before
+
+
+def test_window_parameters_are_checked_and_applied(small_lake):
+    with pytest.raises(ParameterError, match="end"):
+        open_lake(small_lake, ExploreParams(start="2025-10-01", end="2025-09-01"))
+    with open_lake(
+        small_lake, ExploreParams(symbols="AAA", interval=1, start=DAYS[10].isoformat(), end=DAYS[19].isoformat())
+    ) as lake:
+        assert len(lake.bars("AAA")) == 10
+
+
+@pytest.mark.slow
+def test_notebook_runs_through_the_runner_and_writes_nothing_to_the_lake(small_lake, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONDVEST_LAKE_URI", small_lake.lake_uri)
+    before = _lake_state(small_lake.lake_uri)
+    runs = tmp_path / "explore-runs"
+    result = run_notebook(
+        "06_explore",
+        {"symbols": "AAA,BBB", "interval": 3},
+        settings=small_lake,
+        options=RunOptions(runs_uri=str(runs), root=ROOT, progress_bar=False),
+    )
+    assert result.ok, result.summary()
+    assert _lake_state(small_lake.lake_uri) == before, "06_explore must not write to the lake"
+    page = (runs / result.html_key).read_text()
+    assert "AAA: 3-session bars, with volume" in page and "BBB: 3-session bars, with volume" in page

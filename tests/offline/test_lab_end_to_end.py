@@ -1,0 +1,96 @@
+"""The issue's "done when": after ``make demo``, ``make lab``'s services and JupyterLab's server, each notebook
+executed through the server's kernel API from ``notebooks/`` sees the demo's lake, and no PostgreSQL
+process is left afterwards."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from condvest.monitoring import MonitoringParams, collect
+from condvest.offline.lab import lab_services
+from condvest.postgres import EmbeddedCluster
+from condvest.resample import checkpoint_table
+from condvest.settings import Settings
+from runner.render import plotly_file
+from tests.fixtures.browser import CHROMIUM, drawn_charts, dump_dom, external_scripts
+from tests.fixtures.lab import errors, lab_server, last_text, run_notebook_in_lab
+from tests.fixtures.paths import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+SYMBOLS = 4
+
+
+def _postgres_pids(data_dir) -> set[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if str(data_dir) in line and "postgres" in line}
+
+
+def test_notebooks_in_jupyterlab_see_the_demo_world(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(root, 0o755)
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    (root / "pyproject.toml").write_text("[project]\nname = 'demo-copy'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDVEST_", "POLYGON_"))}
+    demo = subprocess.run(
+        [sys.executable, "-m", "condvest.offline.demo", "--symbols", str(SYMBOLS), "--root", str(root)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    _every_page_draws_offline(root / "runs", tmp_path / "profile")
+    cluster = EmbeddedCluster(root / ".condvest")
+    try:
+        _lab_session(root, env, cluster, tmp_path)
+    finally:
+        cluster.destroy()
+
+
+def _every_page_draws_offline(runs, profile):
+    """Every page of the demo's runs opens offline with all its charts drawn; a run folder stays small."""
+    pages = sorted(runs.rglob("*.html"))
+    assert len(pages) == 7  # 03, 01 backfill, daily (01, 02), 04 deploy, weekly (04), 05
+    for page in pages:
+        text = page.read_text()
+        assert not external_scripts(text), page.name
+        expected = text.count("Plotly.newPlot(")
+        if CHROMIUM is not None:
+            assert drawn_charts(dump_dom(page, profile)) == expected, f"{page.name}: charts not drawn"
+    for folder in (p for p in runs.iterdir() if p.is_dir()):
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name != plotly_file())
+        assert size < 1_000_000, f"{folder.name}: {size} bytes besides the shared plotly.js"
+
+
+def _lab_session(root, env, cluster, tmp_path):
+    assert not cluster.running()
+    settings = Settings.from_env({}, root=root)
+    expected_checkpoints = checkpoint_table(settings).to_json()
+    expected_coverage = collect(settings, MonitoringParams(read_postgres=False)).coverage.to_json()
+
+    with (
+        lab_services(root, n_symbols=SYMBOLS, env=env) as lab_env,
+        lab_server(root, lab_env, tmp_path / "lab.log") as srv,
+    ):
+        data_dir = cluster.data
+        assert _postgres_pids(data_dir), "make lab started the embedded PostgreSQL"
+        seen = {}
+        for name in sorted(p.name for p in (root / "notebooks").glob("0*.ipynb")):
+            probe = ["import os; (os.getcwd(), str(settings.lake_uri))"]
+            if name.startswith("02"):
+                probe = ["checkpoint_table(settings).to_json()"]
+            elif name.startswith("05"):
+                probe = ["snapshot.coverage.to_json()"]
+            outputs = run_notebook_in_lab(srv, name, root, probe)
+            assert not errors(outputs), (name, errors(outputs))
+            seen[name] = ast.literal_eval(last_text(outputs))
+    assert seen["01_fetch.ipynb"] == (str(root / "notebooks"), str(root / "lake")), "kernels run in notebooks/"
+    assert seen["02_resample.ipynb"] == expected_checkpoints
+    assert seen["05_monitoring.ipynb"] == expected_coverage
+    assert not cluster.running() and not _postgres_pids(data_dir), "no PostgreSQL process is left"
