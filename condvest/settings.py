@@ -18,6 +18,8 @@ from condvest.calendar import today_in_new_york
 from condvest.errors import ConfigError, ParameterError
 
 DEFAULT_BASE_URL = "https://api.polygon.io"
+#: how long a lake lock stays valid without a heartbeat (``CONDVEST_LOCK_LEASE_S``); renewed every third of it
+DEFAULT_LOCK_LEASE_S = 300
 
 
 class Secret:
@@ -115,6 +117,8 @@ class Settings:
     batch_size: int = 50
     retention: Retention = field(default_factory=Retention)
     http: HttpLimits = field(default_factory=HttpLimits)
+    #: seconds a lake lock (``condvest.lake_lock``) stays valid unless its holder's heartbeat renews it
+    lock_lease_s: int = DEFAULT_LOCK_LEASE_S
     #: pins the run's "today" (New York) for reproducible runs; ``None`` means the real date
     as_of: dt.date | None = None
 
@@ -185,6 +189,7 @@ class Settings:
             batch_size=get_int("BATCH_SIZE", 50),
             retention=retention,
             http=http,
+            lock_lease_s=get_int("CONDVEST_LOCK_LEASE_S", DEFAULT_LOCK_LEASE_S),
         )
 
     def today(self) -> dt.date:
