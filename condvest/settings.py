@@ -19,6 +19,8 @@ from condvest.previous_env import previous_database, previous_lake
 from condvest.project import environment, find_root, resolve_location
 
 DEFAULT_BASE_URL = "https://api.polygon.io"
+#: how long a lake lock stays valid without a heartbeat (``CONDVEST_LOCK_LEASE_S``); renewed every third of it
+DEFAULT_LOCK_LEASE_S = 300
 
 
 class Secret:
@@ -116,6 +118,8 @@ class Settings:
     batch_size: int = 50
     retention: Retention = field(default_factory=Retention)
     http: HttpLimits = field(default_factory=HttpLimits)
+    #: seconds a lake lock (``condvest.lake_lock``) stays valid unless its holder's heartbeat renews it
+    lock_lease_s: int = DEFAULT_LOCK_LEASE_S
     #: pins the run's "today" (New York) for reproducible runs; ``None`` means the real date
     as_of: dt.date | None = None
     #: DuckDB's memory limit for resampling (it spills to a temporary folder beyond it); size it for the
@@ -202,6 +206,7 @@ class Settings:
             retention=retention,
             http=http,
             root=root,
+            lock_lease_s=get_int("CONDVEST_LOCK_LEASE_S", DEFAULT_LOCK_LEASE_S),
         )
 
     def today(self) -> dt.date:

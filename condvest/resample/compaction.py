@@ -120,7 +120,7 @@ def compact_bronze(
     run_id = new_run_id("compaction")
     report = CompactionReport(run_id, keep_sessions)
     t0 = time.perf_counter()
-    with lake_lock(store, "resample", run_id=run_id, purpose="compaction"):
+    with lake_lock(store, "resample", run_id=run_id, purpose="compaction", lease_s=settings.lock_lease_s):
         by_symbol: dict[str, dict[str, dt.date]] = {}
         for o in store.list(f"{BRONZE_PREFIX}/symbol="):
             parsed = parse_bronze_key(o.key)

@@ -217,7 +217,7 @@ def run_resample(
     run_id = new_run_id("resample")
     report = ResampleReport(run_id, ns)
     t0 = time.perf_counter()
-    with lake_lock(store, "resample", run_id=run_id, purpose="resample"):
+    with lake_lock(store, "resample", run_id=run_id, purpose="resample", lease_s=settings.lock_lease_s):
         legacy: list[int] = []
         checkpoints = {n: (None if force_full_resample else _read_checkpoint(store, n, legacy)) for n in ns}
         journal = latest_journal(store)
