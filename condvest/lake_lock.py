@@ -147,8 +147,8 @@ def _busy(key: str, name: str, rec: dict[str, Any] | None, lease_s: float) -> Bu
     lease = describe_lease(rec, lease_s) if rec else "lease unknown"
     return BusyError(
         lock=key,
-        holder=f"{_describe(rec)}, lease {lease}; a dead holder's lock is taken over once its lease expires, or clear it "
-        f"now with: python -m condvest lock clear --name {name} --force (condvest.lake_lock.clear_lock)",
+        holder=f"{_describe(rec)}, lease {lease}; a dead holder's lock is taken over once its lease expires, "
+        f"or clear it now with: python -m condvest lock clear --name {name} --force (condvest.lake_lock.clear_lock)",
     )
 
 
