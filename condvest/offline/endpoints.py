@@ -183,6 +183,11 @@ def _data_fault(st: Any, request: web.Request, fault: Fault | None, bars: list[d
         st.faults.note(request.path, duplicated=fault.count)
     elif fault.kind == "bad_bars":
         st.faults.note(request.path, broken=_corrupt(bars, fault.count, symbol))
+    elif fault.kind == "halt" and bars:
+        mid = len(bars) // 2
+        gone = bars[mid : mid + fault.count]
+        del bars[mid : mid + fault.count]
+        st.faults.note(request.path, halted=[b["t"] for b in gone])
 
 
 def grouped(st: Any, request: web.Request, date_text: str, fault: Fault | None) -> dict[str, Any]:

@@ -16,8 +16,10 @@ rule whose ``path`` is a substring of the request path, whose kind applies to th
                               also repeats its last bar at the top of the next page
     bad_bars                  ``count`` bars broken: high below open/close, low above, negative volume
     empty_session             a session answers ``resultsCount: 0`` and no ``results``
+    halt                      ``count`` bars from the middle of the answer are left out (a trading halt:
+                              a range answer lacks sessions inside the symbol's life)
 
-The last three apply to the grouped-daily and range endpoints only.
+The last four apply to the grouped-daily and range endpoints only.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ FAULT_KINDS = (
     "duplicate_bars",
     "bad_bars",
     "empty_session",
+    "halt",
 )
 #: faults that change the bars of a grouped or range answer
-DATA_FAULTS = frozenset({"duplicate_bars", "bad_bars", "empty_session"})
+DATA_FAULTS = frozenset({"duplicate_bars", "bad_bars", "empty_session", "halt"})
 BAR_ENDPOINTS = frozenset({"grouped", "range"})
 
 
