@@ -119,6 +119,13 @@ class Store:
             n += 1
         return n
 
+    def delete_many_if(self, versions: dict[str, str], threads: int = 16) -> int:
+        """``delete_if`` for each key -> etag of ``versions`` (concurrently); returns how many were deleted."""
+        if not versions:
+            return 0
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(versions)))) as pool:
+            return sum(pool.map(lambda kv: self.delete_if(*kv), sorted(versions.items())))
+
     def copy(self, src: str, dst: str) -> None:
         self.put(dst, self.get(src))
 
