@@ -89,7 +89,11 @@ def _all_checkpoints(store: Store) -> list[dict]:
     return out
 
 
-def _write_checkpoint(store: Store, n: int, state: SilverState, mode: str, rows_read: int, run_id: str) -> dict:
+def _write_checkpoint(
+    store: Store, n: int, state: SilverState, mode: str, rows_read: int, run_id: str, etag: str | None
+) -> dict:
+    """The interval's commit record, written last and only over the version this run read at its start
+    (``etag``; ``None``: there was none): a checkpoint another run wrote meanwhile is never overwritten."""
     counts = state.symbols["n"].astype("int64") if len(state.symbols) else pd.Series([], dtype="int64")
     bars = int(((counts + n - 1) // n).sum())
     complete = int((counts // n).sum())
@@ -110,7 +114,11 @@ def _write_checkpoint(store: Store, n: int, state: SilverState, mode: str, rows_
         "run_id": run_id,
         "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    store.put(checkpoint_key(n), json.dumps(doc, indent=1).encode())
+    body = json.dumps(doc, indent=1).encode()
+    if etag is None:
+        store.put(checkpoint_key(n), body, if_none_match=True)
+    else:
+        store.put(checkpoint_key(n), body, if_match=etag)
     return doc
 
 
@@ -194,6 +202,8 @@ def run_resample(
     report = ResampleReport(run_id, ns)
     t0 = time.perf_counter()
     with lake_lock(store, "resample", run_id=run_id, purpose="resample"):
+        read = {n: store.head(checkpoint_key(n)) for n in ns}  # the versions every checkpoint write is based on
+        cp_etags = {n: h.etag if h is not None else None for n, h in read.items()}
         checkpoints = {n: (None if force_full_resample else _read_checkpoint(store, n)) for n in ns}
         journal = latest_journal(store)
         sources = list_sources(store)
@@ -238,7 +248,7 @@ def run_resample(
             if state is not None:
                 crash_point("resample.before_checkpoint")
                 for n in group:
-                    _write_checkpoint(store, n, state, res[n].mode, res[n].rows_read, run_id)
+                    _write_checkpoint(store, n, state, res[n].mode, res[n].rows_read, run_id, cp_etags[n])
                     crash_point("resample.after_first_checkpoint")
             for n in group:
                 results[n].bars_total, results[n].last_session = _totals(state or base, n)
@@ -248,7 +258,7 @@ def run_resample(
             state.save(store)
             crash_point("resample.before_checkpoint")
             for n in ns:
-                _write_checkpoint(store, n, state, "full", results[n].rows_read, run_id)
+                _write_checkpoint(store, n, state, "full", results[n].rows_read, run_id, cp_etags[n])
                 crash_point("resample.after_first_checkpoint")
                 results[n].bars_total, results[n].last_session = _totals(state, n)
         _prune(store)

@@ -19,11 +19,13 @@ import pytest
 from condvest import calendar as cal
 from condvest.bars import bars_frame
 from condvest.bronze import merge_rows, read_bronze_bytes, write_daily_files
+from condvest.errors import PreconditionFailed
 from condvest.fetch import FetchParams, run_fetch
-from condvest.lake import BRONZE_PREFIX
-from condvest.resample import CompactionParams, compact_bronze
+from condvest.lake import BRONZE_PREFIX, checkpoint_key
+from condvest.resample import CompactionParams, ResampleParams, compact_bronze, run_resample
 from condvest.settings import HttpLimits, Secret, Settings
 from condvest.storage import LocalStore, Store, open_store
+from tests.fixtures.resample import write_daily, write_history
 from tests.fixtures.stepping import Schedule, StepStore, interleavings, run_actors
 
 AS_OF = dt.date(2025, 10, 17)
@@ -149,3 +151,25 @@ def test_two_backfills_of_the_same_symbol(cfg, new_store, symbol):
         sched = _run(store, order, actors)
         assert _bronze(store, symbol)["date"].tolist() == want, f"bars lost: {order} {sched.trace}"
     assert len(orders) == 6
+
+
+def test_a_resample_never_overwrites_a_checkpoint_written_during_its_run(tmp_path):
+    """A second writer (a resample whose lock lease was taken over) commits a checkpoint after this run read it:
+    this run's conditional checkpoint write fails, and the other commit stands."""
+    store = LocalStore(tmp_path / "lake")
+    settings = Settings(lake_uri=str(tmp_path / "lake"))
+    write_history(store, "AAA", cal.sessions_between(dt.date(2024, 3, 1), dt.date(2024, 4, 30)), 1)
+    run_resample(settings, ResampleParams(intervals="3"), store=store)
+    key = checkpoint_key(3)
+    write_daily(store, "AAA", dt.date(2024, 5, 1), 2)
+    other = b'{"status": "complete", "state": "other", "run_id": "the-other-run"}'
+    sched = Schedule(["resample", "other"])  # the run reads the checkpoint, then the other writer commits
+    actors = {
+        "resample": lambda: run_resample(
+            settings, ResampleParams(intervals="3"), store=StepStore(store, "resample", sched, key)
+        ),
+        "other": lambda: StepStore(store, "other", sched, key).put(key, other),
+    }
+    with pytest.raises(PreconditionFailed) as err:
+        run_actors(sched, actors)
+    assert err.value.key == key and store.get(key) == other
