@@ -71,6 +71,9 @@ class FetchReport:
     plan: FetchPlan
     sessions: list[SessionResult] = field(default_factory=list)
     symbol_errors: dict[str, str] = field(default_factory=dict)
+    #: tickers of the reference list the lake cannot store (never requested); their bars in a grouped answer
+    #: go to the quarantine with the reason instead
+    unstorable_tickers: list[str] = field(default_factory=list)
     #: a symbol list's sessions: (symbols held, outside their trading life, gaps), what the manifest records
     coverage: dict[dt.date, tuple[set[str], set[str], set[str]]] = field(default_factory=dict, repr=False)
     market_status: str = "not checked"
@@ -333,6 +336,10 @@ async def _fetch_history(client: PolygonClient, w: _Writer, report: FetchReport,
     results = {d: SessionResult(d) for d in plan_.sessions}
     report.sessions = [results[d] for d in plan_.sessions]
     symbols = list(plan_.symbols) if plan_.symbols is not None else await client.tickers()
+    for odd in (s for s in symbols if not checks.storable_symbol(s)):  # never put into a URL or a key
+        report.unstorable_tickers.append(odd)
+        log.warning("fetch=ticker_skipped ticker=%r reason=not_storable", odd)
+    symbols = [s for s in symbols if checks.storable_symbol(s)]
     start, end = plan_.sessions[0], plan_.sessions[-1]
     held: dict[dt.date, set[str]] = {d: set() for d in results} if not plan_.all_symbols else {}
     life: dict[str, tuple[dt.date, dt.date]] = {}

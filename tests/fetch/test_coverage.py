@@ -18,6 +18,7 @@ from condvest import calendar as cal
 from condvest import manifest
 from condvest.errors import FetchFailed
 from condvest.fetch import FetchParams, run_fetch
+from condvest.offline.faults import ODD_TICKERS
 from condvest.settings import HttpLimits, Secret, Settings
 from condvest.storage import LocalStore
 
@@ -145,3 +146,17 @@ def test_an_all_symbol_backfill_with_a_failing_symbol_records_no_session_as_comp
     assert report.status == "failed" and f"symbol {old_symbols[0]}" in report.failed
     sessions = cal.sessions_between(dt.date(2025, 10, 6), dt.date(2025, 10, 10))
     assert manifest.missing_sessions(LocalStore(cfg.lake_uri), sessions) == sessions
+
+
+def test_tickers_the_lake_cannot_store_are_quarantined_and_the_session_goes_on(cfg, polygon_server):
+    polygon_server.faults.add("odd_tickers", path="/grouped/", count=len(ODD_TICKERS))
+    report = fetch(cfg, max_backfill_days=1)
+    assert report.status == "ok", report.failed
+    stored = {"BRK.A", "BACpB", "XYZ.WS.A", "XYZ.U", "ABCw"}
+    assert stored <= set(bronze(cfg)["symbol"])  # real shapes kept as Polygon spells them
+    store = LocalStore(cfg.lake_uri)
+    (qkey,) = [o.key for o in store.list("bronze/_quarantine/")]
+    q = pq.read_table(io.BytesIO(store.get(qkey))).to_pandas()
+    assert sorted(q["symbol"]) == sorted(set(ODD_TICKERS) - stored)  # stored literally, with the reason
+    assert q["reason"].str.contains("ticker the lake cannot store").all()
+    assert manifest.missing_sessions(store, [AS_OF]) == []

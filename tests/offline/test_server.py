@@ -279,6 +279,7 @@ def test_every_fault_kind_is_known():
         "bad_bars",
         "empty_session",
         "halt",
+        "odd_tickers",
     }
 
 
