@@ -21,7 +21,7 @@ from condvest import duck
 from condvest.bars import BRONZE_SCHEMA
 from condvest.bronze import DEDUP_ORDER_SQL, SOURCE_RANK, find_corrupt_object
 from condvest.dms import read_dms_file
-from condvest.errors import ObjectNotFound
+from condvest.errors import CorruptObject, ObjectNotFound
 from condvest.lake import batch_prefix, parse_bronze_key
 from condvest.storage import Store
 
@@ -156,7 +156,29 @@ def load_rows(
             if k == len(attempts) - 1:
                 raise find_corrupt_object(store, keys, exc) from exc
             log.debug("bronze read retry attempt=%d error=%s", k + 1, exc)
+    if union:  # union_by_name fills a missing column with NULLs: refuse half-empty columns, naming the file
+        _refuse_missing_values(con, store, keys, params, [param for param, _ in scans])
     return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+_NULL_CHECK = (
+    "SELECT filename FROM read_parquet(${param}, union_by_name = true, filename = true) WHERE symbol IS NULL "
+    "OR date IS NULL OR open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL LIMIT 1"
+)
+
+
+def _refuse_missing_values(
+    con: duckdb.DuckDBPyConnection, store: Store, keys: list[str], params: dict[str, object], scans: list[str]
+) -> None:
+    """``CorruptObject`` naming the first bronze object that lacks a required column (or holds a NULL in one)."""
+    by_url = {store.url(k): k for k in keys}
+    for param in scans:
+        if param not in ("history", "daily"):
+            raise ValueError(param)
+        row = con.execute(_NULL_CHECK.format(param=param), {param: params[param]}).fetchone()
+        if row is not None:
+            key = by_url.get(row[0], row[0])
+            raise CorruptObject("bronze object lacks a required column or value (symbol, date, OHLCV)", key=key)
 
 
 def silver_bytes(table: pa.Table) -> bytes:

@@ -174,14 +174,23 @@ def _full(
 @dataclass(frozen=True)
 class ResampleParams:
     """02_resample's parameters. ``intervals``: bar lengths in sessions (``"3,5,8"`` or ints);
-    ``force_full_resample``: recompute every bar instead of only what changed."""
+    ``force_full_resample``: recompute every bar instead of only what changed; the notebook's other
+    parameters, checked here too so that a bad one stops the run before compaction writes anything:
+    ``compact``, ``compact_keep_sessions`` and the chart's ``symbol`` ("" : the first symbol)."""
 
     intervals: str | Iterable[int] = DEFAULT_INTERVALS
     force_full_resample: bool = False
+    compact: bool = True
+    compact_keep_sessions: int = 10
+    symbol: str = ""
 
     def check(self) -> tuple[int, ...]:
         """The intervals, checked with every other parameter (``ParameterError`` before any write)."""
         params.flag(self.force_full_resample, "force_full_resample")
+        params.flag(self.compact, "compact")
+        params.count(self.compact_keep_sessions, "compact_keep_sessions", 0)
+        if self.symbol != "":
+            params.symbol(self.symbol, "symbol")
         return params.intervals(self.intervals)
 
 
