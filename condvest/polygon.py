@@ -80,7 +80,9 @@ class PolygonClient:
     async def open(cls, settings: Settings, api_key: Secret | None = None) -> AsyncIterator[PolygonClient]:
         key = api_key or resolve_api_key(settings)
         lim = settings.http
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=lim.connect_timeout, sock_read=lim.read_timeout)
+        timeout = aiohttp.ClientTimeout(
+            total=lim.total_timeout, sock_connect=lim.connect_timeout, sock_read=lim.read_timeout
+        )
         connector = aiohttp.TCPConnector(limit=lim.concurrency, ttl_dns_cache=300)
         headers = {"Authorization": f"Bearer {key.reveal()}", "User-Agent": "condvest-workbench/0.1"}
         async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=headers) as session:

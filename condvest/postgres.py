@@ -232,7 +232,10 @@ def connect(settings: Settings, *, autocommit: bool = False, dsn: Secret | None 
 
     dsn = dsn or resolve_dsn(settings)
     try:
-        return psycopg.connect(dsn.reveal(), autocommit=autocommit, connect_timeout=10)
+        # statement_timeout and lock_timeout on every session: a query or a lock wait never hangs a run
+        return psycopg.connect(
+            dsn.reveal(), autocommit=autocommit, connect_timeout=10, options=settings.pg_timeouts.options()
+        )
     except psycopg.OperationalError as exc:
         # psycopg's message can contain the host but not the password; keep only the first line
         raise DatabaseError(f"cannot connect: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

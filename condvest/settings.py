@@ -88,10 +88,24 @@ class HttpLimits:
 
     concurrency: int = 16
     connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    read_timeout: float = 30.0  # between two reads of a body
+    total_timeout: float = 120.0  # one request from start to the last byte: a trickling server cannot hang a run
     max_retries: int = 5
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+
+
+@dataclass(frozen=True)
+class PgTimeouts:
+    """Set on every Postgres session the workbench opens (seconds): a statement or a lock wait that would
+    never end fails instead (``CONDVEST_PG_STATEMENT_TIMEOUT``, ``CONDVEST_PG_LOCK_TIMEOUT``)."""
+
+    statement: int = 1800
+    lock: int = 60
+
+    def options(self) -> str:
+        """libpq ``options`` setting both."""
+        return f"-c statement_timeout={self.statement * 1000} -c lock_timeout={self.lock * 1000}"
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,7 @@ class Settings:
     batch_size: int = 50
     retention: Retention = field(default_factory=Retention)
     http: HttpLimits = field(default_factory=HttpLimits)
+    pg_timeouts: PgTimeouts = field(default_factory=PgTimeouts)
     #: pins the run's "today" (New York) for reproducible runs; ``None`` means the real date
     as_of: dt.date | None = None
 
@@ -157,6 +172,11 @@ class Settings:
         http = HttpLimits(
             concurrency=get_int("CONDVEST_HTTP_CONCURRENCY", HttpLimits.concurrency),
             max_retries=get_int("CONDVEST_HTTP_RETRIES", HttpLimits.max_retries),
+            total_timeout=float(get_int("CONDVEST_HTTP_TIMEOUT", int(HttpLimits.total_timeout))),
+        )
+        pg_timeouts = PgTimeouts(
+            statement=get_int("CONDVEST_PG_STATEMENT_TIMEOUT", PgTimeouts.statement),
+            lock=get_int("CONDVEST_PG_LOCK_TIMEOUT", PgTimeouts.lock),
         )
         as_of = None
         if get("CONDVEST_AS_OF"):
@@ -185,6 +205,7 @@ class Settings:
             batch_size=get_int("BATCH_SIZE", 50),
             retention=retention,
             http=http,
+            pg_timeouts=pg_timeouts,
         )
 
     def today(self) -> dt.date:

@@ -17,7 +17,7 @@ from pathlib import Path
 from condvest.errors import ConfigError, ParameterError, StorageError
 from condvest.runs import format_table, read_index
 from condvest.settings import Settings
-from runner.execute import RunOptions, run_notebook
+from runner.execute import DEFAULT_CELL_TIMEOUT, RunOptions, run_notebook
 from runner.notebooks import parse_value
 from runner.pipelines import run_pipeline
 from runner.scrub import Scrubber, ScrubFilter
@@ -51,7 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     execution.add_argument("--log-output", action="store_true", help="also log cell outputs to stderr (scrubbed)")
     execution.add_argument("--no-progress", action="store_true", help="no progress bar")
-    execution.add_argument("--timeout", type=float, metavar="SECONDS", help="per-cell execution timeout")
+    execution.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        default=DEFAULT_CELL_TIMEOUT,
+        help=f"per-cell execution timeout (default {DEFAULT_CELL_TIMEOUT:.0f}; 0: none)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,7 +115,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         root=args.cwd,
         progress_bar=not args.no_progress,
         log_output=args.log_output,
-        execution_timeout=args.timeout,
+        execution_timeout=args.timeout if args.timeout > 0 else None,
     )
     if args.command == "run":
         results = [run_notebook(args.notebook, params, settings=settings, options=options)]

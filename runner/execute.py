@@ -119,6 +119,11 @@ class RunResult:
         }
 
 
+#: seconds a cell may run unless ``RunOptions.execution_timeout`` / ``--timeout`` says otherwise (a history
+#: backfill of every symbol is the longest cell; 0 or less on the command line means no limit)
+DEFAULT_CELL_TIMEOUT = 4 * 3600.0
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How to run, the same for a notebook and for every stage of a pipeline.
@@ -126,14 +131,15 @@ class RunOptions:
     ``runs_uri``: where run folders and the index go (default: the settings'); ``run_id``: the run's (or the
     pipeline's) id instead of a new one; ``root``: the project folder (default: found from here);
     ``progress_bar``: papermill's cell progress; ``log_output``: stream cell output to the log;
-    ``execution_timeout``: seconds a cell may run."""
+    ``execution_timeout``: seconds a cell may run (default ``DEFAULT_CELL_TIMEOUT``; ``None``: no limit), so a
+    cell that never returns (a hung connection) fails the run instead of holding a Batch job forever."""
 
     runs_uri: str | None = None
     run_id: str | None = None
     root: Path | None = None
     progress_bar: bool = True
     log_output: bool = False
-    execution_timeout: float | None = None
+    execution_timeout: float | None = DEFAULT_CELL_TIMEOUT
 
 
 @dataclass(frozen=True)

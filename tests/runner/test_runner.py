@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -24,6 +25,7 @@ from condvest.settings import Secret, Settings
 from condvest.storage import LocalStore, open_store
 from runner import RESULT_MIMETYPE, RunOptions, Stage, read_index, read_records, run_notebook, run_pipeline
 from runner.__main__ import main
+from runner.execute import DEFAULT_CELL_TIMEOUT
 from runner.notebooks import parse_value
 from runner.pipelines import get_pipeline
 from runner.scrub import Scrubber
@@ -208,6 +210,17 @@ def test_cli_failing_cell_exits_nonzero_and_names_it(tmp_path, keep_logging, cap
     assert main(args) == 2
     assert "already used" in capsys.readouterr().err
     assert len(read_records(open_store(str(root / "runs")))) == 1
+
+
+def test_a_cell_that_never_returns_fails_the_run_at_the_cell_timeout(tmp_path, keep_logging):
+    assert RunOptions().execution_timeout == DEFAULT_CELL_TIMEOUT > 0  # every run has one unless told otherwise
+    root = _project(tmp_path, "hang")
+    t0 = time.monotonic()
+    proc = _cli(["run", "hang", "--run-id", "h1", "--timeout", "3"], cwd=root)
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - t0 < 60 and "hang.ipynb" in proc.stderr and "timed out" in proc.stderr.lower()
+    [rec] = read_records(open_store(str(root / "runs")))
+    assert rec["status"] == "failed"
 
 
 def test_secret_never_reaches_notebook_html_index_or_logs(tmp_path):
