@@ -91,6 +91,7 @@ class HttpLimits:
     read_timeout: float = 30.0  # between two reads of a body
     total_timeout: float = 120.0  # one request from start to the last byte: a trickling server cannot hang a run
     max_retries: int = 5
+    page_size: int = 50000  # bars per page of a range request (Polygon's maximum); more follow next_url
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
 

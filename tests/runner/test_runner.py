@@ -107,8 +107,8 @@ def test_parameter_problems_are_refused_before_running(tmp_path):
 
 
 def test_scrubber_masks_secrets_query_keys_and_dsn_passwords():
-    s = Scrubber([SENTINEL, "p&ss"])
-    text = f"key {SENTINEL} url ?apiKey=abc123&x=1 dsn postgresql://u:hunter2@h:5432/db html p&amp;ss"
+    s = Scrubber([SENTINEL, "p&ssword"])
+    text = f"key {SENTINEL} url ?apiKey=abc123&x=1 dsn postgresql://u:hunter2@h:5432/db html p&amp;ssword"
     assert s.text(text) == "key *** url ?apiKey=***&x=1 dsn postgresql://u:***@h:5432/db html ***"
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x = 'apiKey=kept-in-code'")
@@ -116,6 +116,13 @@ def test_scrubber_masks_secrets_query_keys_and_dsn_passwords():
     nb.cells = [cell]
     clean = s.notebook(nb)
     assert clean.cells[0].source == "x = 'apiKey=kept-in-code'" and clean.cells[0].outputs[0].text == "***\n"
+
+
+def test_the_scrubber_ignores_values_shorter_than_8_characters_and_says_so(caplog):
+    caplog.set_level(logging.WARNING, logger="runner.scrub")
+    s = Scrubber(["k", "1234567", SENTINEL])
+    assert s.text("keep k and 1234567 but not " + SENTINEL) == "keep k and 1234567 but not ***"
+    assert "short_secret_ignored count=2 min_length=8" in caplog.text
 
 
 def test_pipeline_plan_is_checked_before_any_stage_runs(tmp_path, keep_logging, capsys):
