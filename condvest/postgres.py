@@ -190,7 +190,8 @@ class EmbeddedCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _rds_dsn(settings: Settings) -> Secret | None:
+def rds_dsn(settings: Settings) -> Secret | None:
+    """The DSN the seed's RDS settings name (``RDS_SECRET_ARN`` read from Secrets Manager), or ``None``."""
     if settings.rds_secret_arn:
         import boto3
 
@@ -220,7 +221,7 @@ def resolve_dsn(settings: Settings) -> Secret:
     """The DSN to use: explicit, RDS, or the embedded cluster (started on demand)."""
     if settings.pg_dsn is not None:
         return settings.pg_dsn
-    rds = _rds_dsn(settings)
+    rds = rds_dsn(settings)
     if rds is not None:
         return rds
     return EmbeddedCluster(settings.home).start()

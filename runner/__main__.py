@@ -16,6 +16,7 @@ from pathlib import Path
 
 from condvest.errors import ConfigError, ParameterError, StorageError
 from condvest.runs import format_table, read_index
+from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from runner.execute import DEFAULT_CELL_TIMEOUT, RunOptions, run_notebook
 from runner.notebooks import parse_value
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(args.verbose, settings.secrets())
+    _configure_logging(args.verbose, settings.secrets() if args.command == "list" else secret_values(settings))
     if args.command != "list" and args.log_output:
         logging.getLogger("papermill").setLevel(logging.INFO)
     try:

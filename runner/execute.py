@@ -19,6 +19,7 @@ from typing import Any
 from condvest.errors import ParameterError, RunFailed
 from condvest.params import run_id as check_run_id
 from condvest.runs import append_run, new_run_id
+from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
@@ -246,7 +247,7 @@ def execute(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    scrubber = Scrubber(settings.secrets())
+    scrubber = Scrubber(secret_values(settings))  # secrets fetched at run time included
     name = prepared.path.name
     prefix = f"{folder}/{run_id}" if folder else run_id
     ipynb_key = f"{prefix}/{prepared.path.stem}.ipynb"

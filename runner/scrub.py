@@ -2,8 +2,8 @@
 
 Two kinds of text are replaced with ``***``: every secret value the settings hold (exactly, plus its
 html-escaped form; values shorter than ``MIN_SECRET_LEN`` characters are ignored with a warning, since
-masking a one-character key would mask that character everywhere), and credentials that look like one wherever they come from: ``apiKey=...`` in a URL
-and the password of a ``scheme://user:password@host`` DSN.
+masking a one-character key would mask that character everywhere), and credentials that look like one
+wherever they come from: ``apiKey=...`` in a URL and the password of a ``scheme://user:password@host`` DSN.
 """
 
 from __future__ import annotations

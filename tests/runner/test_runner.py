@@ -252,6 +252,42 @@ def test_secret_never_reaches_notebook_html_index_or_logs(tmp_path):
     assert rec["error"]["cell"] == 6 and rec["error"]["cell_index"] == 4
 
 
+def test_a_secret_fetched_at_run_time_is_scrubbed_too(tmp_path):
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        aws = {
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        import boto3
+
+        sm = boto3.client(
+            "secretsmanager",
+            endpoint_url=aws["AWS_ENDPOINT_URL_SECRETS_MANAGER"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        arn = sm.create_secret(Name="polygon", SecretString=f'{{"api_key": "{SENTINEL}-arn"}}')["ARN"]
+        root = _project(tmp_path, "leak_runtime_secret")
+        proc = _cli(
+            ["run", "leak_runtime_secret", "--log-output", "-v"], cwd=root, POLYGON_API_KEY_SECRET_ARN=arn, **aws
+        )
+    finally:
+        moto.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert "key fetched at run time is ***" in proc.stderr
+    files = [p for p in (root / "runs").rglob("*") if p.is_file()]
+    for text in [proc.stdout, proc.stderr, *(p.read_text() for p in files)]:
+        assert SENTINEL not in text
+
+
 def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_path, s3_settings):
     settings = s3_settings.with_(runs_uri=f"{s3_settings.lake_uri}/runs")  # the lake's runs/ prefix
     root = _project(tmp_path, "ok", "fail_third")
