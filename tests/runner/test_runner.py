@@ -274,7 +274,8 @@ def test_a_secret_fetched_at_run_time_is_scrubbed_too(tmp_path):
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-        arn = sm.create_secret(Name="polygon", SecretString=f'{{"api_key": "{SENTINEL}-arn"}}')["ARN"]
+        name = f"polygon-runtime-{os.getpid()}-{time.monotonic_ns()}"  # moto's state is shared in the process
+        arn = sm.create_secret(Name=name, SecretString=f'{{"api_key": "{SENTINEL}-arn"}}')["ARN"]
         root = _project(tmp_path, "leak_runtime_secret")
         proc = _cli(
             ["run", "leak_runtime_secret", "--log-output", "-v"], cwd=root, POLYGON_API_KEY_SECRET_ARN=arn, **aws
