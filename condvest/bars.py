@@ -2,7 +2,8 @@
 
 A bar's key is (symbol, session date); the session date is ``t`` (UTC epoch ms) converted to
 America/New_York, never the host's time zone. Rows that break ``low <= open, close <= high`` or
-``volume >= 0`` are returned separately with their reason (the quarantine), never dropped.
+``volume >= 0``, and rows whose ticker the lake cannot store safely (``params.SYMBOL_RE``: it names a
+key segment), are returned separately with their reason (the quarantine), never dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from condvest.errors import AuthError, BadPayload
+from condvest.params import storable_symbol
 
 BRONZE_SCHEMA = pa.schema(
     [
@@ -118,6 +120,8 @@ def check_bars(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     flag(df["open"] > df["high"], "open > high")
     flag(df["close"] > df["high"], "close > high")
     flag(df["volume"] < 0, "volume < 0")
+    storable = df["symbol"].map(storable_symbol).astype(bool)
+    flag(~storable, "ticker the lake cannot store (letters, digits, '.', '-'; at most 16)")
     bad = reasons != ""
     quarantined = df[bad].copy()
     quarantined["reason"] = reasons[bad]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, parquet_bytes, to_table
 from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
-from condvest.lake import batch_key, bronze_daily_key, bronze_history_key, quarantine_key
+from condvest.lake import batch_key, bronze_daily_key, bronze_history_key, parse_bronze_key, quarantine_key
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
@@ -110,15 +111,22 @@ def read_bronze_bytes(key: str, data: bytes) -> pa.Table:
 
 
 def find_corrupt_object(store: Store, keys: list[str], exc: Exception) -> StorageError:
-    """After a bulk (DuckDB) read failed with ``exc``: the first of ``keys`` that is unreadable, named."""
+    """After a bulk (DuckDB) read failed with ``exc``: the first of ``keys`` that is unreadable or, for a bronze
+    object, lacks a column or holds one that does not cast to ``BRONZE_SCHEMA``, named. When no single object
+    is at fault, the error names the common prefix of ``keys`` (never a healthy object)."""
     for key in keys:
         try:
-            pq.read_metadata(io.BytesIO(store.get(key)))
+            data = store.get(key)
+            if parse_bronze_key(key) is not None:
+                read_bronze_bytes(key, data)
+            else:
+                pq.read_metadata(io.BytesIO(data))
         except (pa.ArrowException, OSError) as bad:
             return CorruptObject(f"unreadable parquet: {bad}", key=key)
         except StorageError as bad:
             return bad
-    return StorageError(f"bronze objects could not be read: {exc}", key=keys[0] if keys else "<none>")
+    prefix = os.path.commonprefix(keys).rpartition("/")[0] + "/" if keys else "<none>"
+    return StorageError(f"{len(keys)} objects could not be read together, none alone at fault: {exc}", key=prefix)
 
 
 #: the rank of each source on an ``ingested_at`` tie (higher wins); the resampler's SQL uses the same numbers

@@ -6,9 +6,14 @@
                                                "source": "grouped", "run_id": "...", "written_at": "..."}}}
 
 ``scope`` is ``"all"`` when the session was fetched for every symbol (grouped daily, the migration),
-or the sorted list of symbols a subset run wrote. Gap detection reads the year objects that cover its
-window (one or two GETs) instead of listing millions of bronze objects. Updates are read-modify-write
-with a conditional put, retried when another writer got there first, so concurrent runs never lose
+or the sorted list of the symbols whose bars bronze holds (a symbol whose request failed is never
+listed). A subset entry may also name ``absent``: symbols the source answered for whose trading life
+does not include the session (before its first bar, e.g. listed later, or after its last bar in a
+history backfill), and ``gaps``: symbols with no bar on a session inside their life (a halt, a bar
+quarantined). ``absent`` counts as held for gap detection (there is nothing to fetch); ``gaps`` do not
+(the next daily run asks again) and 05_monitoring shows them as WARN. Gap detection reads the year
+objects that cover its window (one or two GETs) instead of listing millions of bronze objects. Updates
+are read-modify-write with a conditional put, retried when another writer got there first, so concurrent runs never lose
 each other's sessions.
 
 A lake without any manifest object (one written by the previous pipeline) gets one built once, by 01_fetch's
@@ -50,14 +55,17 @@ class SessionEntry:
     source: str
     run_id: str = ""
     written_at: str = ""
+    absent: tuple[str, ...] = ()  # outside their trading life on this session: nothing to fetch
+    gaps: tuple[str, ...] = ()  # no bar inside their trading life (a halt): fetched again by the next run
 
     def covers(self, symbols: Iterable[str] | None) -> bool:
-        """True when this entry holds every requested symbol (``None``: every symbol)."""
+        """True when this entry holds every requested symbol (``None``: every symbol); a symbol outside its
+        trading life on this session counts as held, a gap does not."""
         if self.scope == ALL:
             return True
         if symbols is None:
             return False
-        return set(symbols) <= set(self.scope)
+        return set(symbols) <= set(self.scope) | set(self.absent)
 
     def merged(self, newer: SessionEntry) -> SessionEntry:
         """This entry after ``newer`` wrote the same session (a daily session holds one bar per symbol)."""
@@ -65,12 +73,22 @@ class SessionEntry:
             return newer
         if self.scope == ALL:
             return replace(self, run_id=newer.run_id, written_at=newer.written_at)
-        scope = tuple(sorted(set(self.scope) | set(newer.scope)))
-        return SessionEntry(scope, len(scope), len(scope), newer.source, newer.run_id, newer.written_at)
+        held = set(self.scope) | set(newer.scope)
+        scope = tuple(sorted(held))
+        absent = tuple(sorted((set(self.absent) | set(newer.absent)) - held))
+        gaps = tuple(sorted((set(self.gaps) - set(newer.absent) | set(newer.gaps)) - held - set(absent)))
+        return SessionEntry(
+            scope, len(scope), len(scope), newer.source, newer.run_id, newer.written_at, absent=absent, gaps=gaps
+        )
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d["scope"] = self.scope if self.scope == ALL else list(self.scope)
+        for name in ("absent", "gaps"):  # written only when there are any: older manifests read the same
+            if d[name]:
+                d[name] = list(d[name])
+            else:
+                del d[name]
         return d
 
     @classmethod
@@ -83,6 +101,8 @@ class SessionEntry:
             source=str(d.get("source", "")),
             run_id=str(d.get("run_id", "")),
             written_at=str(d.get("written_at", "")),
+            absent=tuple(d.get("absent", ())),  # type: ignore[arg-type]
+            gaps=tuple(d.get("gaps", ())),  # type: ignore[arg-type]
         )
 
 

@@ -6,7 +6,7 @@
     count(30, "max_backfill_days", 1, 2000) -> 30
     flag(True, "dry_run") -> True                 only real booleans (papermill passes them typed)
     choice("deploy", "mode", MODES) -> "deploy"
-    symbol("BRK.B") -> "BRK.B", symbol_list("AAPL, msft") -> ("AAPL", "MSFT"), "all" -> None
+    symbol("BRK.B") -> "BRK.B", symbol_list("AAPL, msft, BACpB") -> ("AAPL", "BACpB", "MSFT"), "all" -> None
     intervals("3,5,8") -> (3, 5, 8)
     run_id("20251017T...-01_fetch-a1b2") -> the same string
 """
@@ -19,7 +19,10 @@ from collections.abc import Iterable, Sequence
 
 from condvest.errors import ParameterError
 
-#: tickers as Polygon spells them: letters, digits, '.', '-' (BRK.B, BF-B); lowercase class suffixes too
+#: tickers the lake stores (a key segment ``symbol=X``, a URL path segment), as Polygon spells them (CQS style):
+#: class shares BRK.A, BF.B; preferreds BACpB, GSpD (lowercase p); warrants XYZ.WS, XYZ.WS.A; units XYZ.U;
+#: rights ABCr, when issued ABCw (lowercase suffixes); BF-B. Letters, digits, '.' and '-', at most 16
+#: characters, starting with a letter or digit, no '..'. Anything else Polygon sends is quarantined.
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$")
 #: run ids name objects and folders: no '/', no leading dot
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -80,15 +83,22 @@ def choice(value: object, name: str, options: Sequence[str]) -> str:
     return value
 
 
+def storable_symbol(value: object) -> bool:
+    """True when ``value`` is a ticker the lake can store safely (``SYMBOL_RE``, no ``..``)."""
+    return isinstance(value, str) and SYMBOL_RE.fullmatch(value) is not None and ".." not in value
+
+
 def symbol(value: object, name: str = "symbols") -> str:
     """One ticker as the lake stores it; anything that could escape a path or a query is refused."""
-    if not isinstance(value, str) or not SYMBOL_RE.fullmatch(value) or ".." in value:
+    if not storable_symbol(value):
         raise ParameterError(f"invalid symbol {value!r}", parameter=name)
-    return value
+    return value  # type: ignore[return-value]
 
 
 def symbol_list(value: str | Sequence[str] | None, name: str = "symbols") -> tuple[str, ...] | None:
-    """``"all"`` -> ``None``; ``"AAPL, msft"`` -> ``("AAPL", "MSFT")`` (checked, deduplicated, sorted)."""
+    """``"all"`` -> ``None``; ``"AAPL, msft, BACpB"`` -> ``("AAPL", "BACpB", "MSFT")`` (checked, deduplicated,
+    sorted). A ticker typed all in lowercase is upper-cased; one with an upper-case letter is kept as written,
+    since Polygon's lowercase suffixes name other securities (BACpB is a preferred, BACPB is not)."""
     if value is None:
         return None
     items = list(value) if isinstance(value, list | tuple) else str(value).split(",")
@@ -97,7 +107,7 @@ def symbol_list(value: str | Sequence[str] | None, name: str = "symbols") -> tup
         raise ParameterError("no symbols given (use 'all' or a comma list)", parameter=name)
     if len(items) == 1 and items[0].lower() == "all":
         return None
-    return tuple(sorted({symbol(s.upper(), name) for s in items}))
+    return tuple(sorted({symbol(s if any(c.isupper() for c in s) else s.upper(), name) for s in items}))
 
 
 def interval(value: object, name: str = "intervals") -> int:

@@ -84,7 +84,9 @@ class PolygonClient:
     async def open(cls, settings: Settings, api_key: Secret | None = None) -> AsyncIterator[PolygonClient]:
         key = api_key or resolve_api_key(settings)
         lim = settings.http
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=lim.connect_timeout, sock_read=lim.read_timeout)
+        timeout = aiohttp.ClientTimeout(
+            total=lim.total_timeout, sock_connect=lim.connect_timeout, sock_read=lim.read_timeout
+        )
         connector = aiohttp.TCPConnector(limit=lim.concurrency, ttl_dns_cache=300)
         headers = {"Authorization": f"Bearer {key.reveal()}", "User-Agent": "condvest-workbench/0.1"}
         async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=headers) as session:
@@ -190,11 +192,15 @@ class PolygonClient:
         payload = await self.get_json(path, {"adjusted": "true"}, date=day.isoformat())
         return check_envelope(payload, path=path, date=day.isoformat())
 
-    async def range_daily(self, symbol: str, start: dt.date, end: dt.date, limit: int = 50000) -> list[dict[str, Any]]:
-        """A symbol's daily bars in [start, end], following ``next_url`` pages."""
+    async def range_daily(
+        self, symbol: str, start: dt.date, end: dt.date, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A symbol's daily bars in [start, end], following ``next_url`` pages of ``limit`` bars (default: the
+        limits' ``page_size``)."""
         path = f"/v2/aggs/ticker/{symbol}/range/1/day/{start.isoformat()}/{end.isoformat()}"
         url: str | None = path
-        params: dict[str, Any] | None = {"adjusted": "true", "sort": "asc", "limit": str(limit)}
+        page = limit or self.limits.page_size
+        params: dict[str, Any] | None = {"adjusted": "true", "sort": "asc", "limit": str(page)}
         out: list[dict[str, Any]] = []
         while url:
             payload = await self.get_json(url, params, symbol=symbol)

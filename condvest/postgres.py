@@ -201,7 +201,8 @@ class EmbeddedCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _rds_dsn(settings: Settings) -> Secret | None:
+def rds_dsn(settings: Settings) -> Secret | None:
+    """The DSN the seed's RDS settings name (``RDS_SECRET_ARN`` read from Secrets Manager), or ``None``."""
     if settings.rds_secret_arn:
         import boto3
 
@@ -236,7 +237,7 @@ def resolve_dsn(settings: Settings, *, start: bool = True) -> Secret:
     which raises ``ClusterError`` saying how to start it instead)."""
     if settings.pg_dsn is not None:
         return settings.pg_dsn
-    rds = _rds_dsn(settings)
+    rds = rds_dsn(settings)
     if rds is not None:
         return rds
     cluster = EmbeddedCluster(settings.home)
@@ -258,7 +259,10 @@ def connect(
 
     dsn = dsn or resolve_dsn(settings, start=start_embedded)
     try:
-        return psycopg.connect(dsn.reveal(), autocommit=autocommit, connect_timeout=10)
+        # statement_timeout and lock_timeout on every session: a query or a lock wait never hangs a run
+        return psycopg.connect(
+            dsn.reveal(), autocommit=autocommit, connect_timeout=10, options=settings.pg_timeouts.options()
+        )
     except psycopg.OperationalError as exc:
         # psycopg's message can contain the host but not the password; keep only the first line
         raise DatabaseError(f"cannot connect: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

@@ -91,10 +91,25 @@ class HttpLimits:
 
     concurrency: int = 16
     connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    read_timeout: float = 30.0  # between two reads of a body
+    total_timeout: float = 120.0  # one request from start to the last byte: a trickling server cannot hang a run
     max_retries: int = 5
+    page_size: int = 50000  # bars per page of a range request (Polygon's maximum); more follow next_url
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+
+
+@dataclass(frozen=True)
+class PgTimeouts:
+    """Set on every Postgres session the workbench opens (seconds): a statement or a lock wait that would
+    never end fails instead (``CONDVEST_PG_STATEMENT_TIMEOUT``, ``CONDVEST_PG_LOCK_TIMEOUT``)."""
+
+    statement: int = 1800
+    lock: int = 60
+
+    def options(self) -> str:
+        """libpq ``options`` setting both."""
+        return f"-c statement_timeout={self.statement * 1000} -c lock_timeout={self.lock * 1000}"
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,7 @@ class Settings:
     http: HttpLimits = field(default_factory=HttpLimits)
     #: seconds a lake lock (``condvest.lake_lock``) stays valid unless its holder's heartbeat renews it
     lock_lease_s: int = DEFAULT_LOCK_LEASE_S
+    pg_timeouts: PgTimeouts = field(default_factory=PgTimeouts)
     #: pins the run's "today" (New York) for reproducible runs; ``None`` means the real date
     as_of: dt.date | None = None
     #: DuckDB's memory limit for resampling (it spills to a temporary folder beyond it); size it for the
@@ -171,6 +187,11 @@ class Settings:
         http = HttpLimits(
             concurrency=get_int("CONDVEST_HTTP_CONCURRENCY", HttpLimits.concurrency),
             max_retries=get_int("CONDVEST_HTTP_RETRIES", HttpLimits.max_retries),
+            total_timeout=float(get_int("CONDVEST_HTTP_TIMEOUT", int(HttpLimits.total_timeout))),
+        )
+        pg_timeouts = PgTimeouts(
+            statement=get_int("CONDVEST_PG_STATEMENT_TIMEOUT", PgTimeouts.statement),
+            lock=get_int("CONDVEST_PG_LOCK_TIMEOUT", PgTimeouts.lock),
         )
         as_of = None
         if get("CONDVEST_AS_OF"):
@@ -207,6 +228,7 @@ class Settings:
             http=http,
             root=root,
             lock_lease_s=get_int("CONDVEST_LOCK_LEASE_S", DEFAULT_LOCK_LEASE_S),
+            pg_timeouts=pg_timeouts,
         )
 
     def today(self) -> dt.date:

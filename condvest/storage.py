@@ -4,6 +4,13 @@ Keys are always ``/``-separated and relative to the lake root. Every stage reads
 ``Store`` picked by URI scheme (``open_store``); DuckDB reads the same objects through ``Store.url``.
 Conditional writes (``if_match`` / ``if_none_match``) are the lake's only coordination primitive:
 S3 uses the real ``If-Match`` / ``If-None-Match`` headers, the local store a file lock.
+
+``delete_if(key, etag)`` deletes an object only while it still has the version read, so a writer's newer
+version is never removed (compaction deletes the daily files it folded this way). On S3 it sends
+``If-Match`` on DeleteObject (AWS honours it since 2024); SeaweedFS answers 412 to a stale etag as
+well. The local store moves the file aside under a private name (an atomic rename, which also catches
+an unconditional writer), compares the moved file's etag, and puts it back when it was not the version
+read and nothing newer took its place.
 """
 
 from __future__ import annotations
@@ -101,12 +108,23 @@ class Store:
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
+    def delete_if(self, key: str, etag: str) -> bool:
+        """Delete ``key`` only if it still has version ``etag``; ``False`` when it changed or is gone (kept)."""
+        raise NotImplementedError
+
     def delete_many(self, keys: Iterable[str]) -> int:
         n = 0
         for k in keys:
             self.delete(k)
             n += 1
         return n
+
+    def delete_many_if(self, versions: dict[str, str], threads: int = 16) -> int:
+        """``delete_if`` for each key -> etag of ``versions`` (concurrently); returns how many were deleted."""
+        if not versions:
+            return 0
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(versions)))) as pool:
+            return sum(pool.map(lambda kv: self.delete_if(*kv), sorted(versions.items())))
 
     def copy(self, src: str, dst: str) -> None:
         self.put(dst, self.get(src))
@@ -236,6 +254,27 @@ class LocalStore(Store):
         except OSError as exc:
             raise _map_error(key, exc, "delete") from exc
 
+    def delete_if(self, key: str, etag: str) -> bool:
+        p = self._path(key)
+        aside = p.parent / f".del-{os.getpid()}-{threading.get_ident()}-{next(_TMP_COUNTER)}.part"
+        try:
+            try:
+                os.rename(p, aside)  # atomic: from here on no writer can change what we hold
+            except FileNotFoundError:
+                return False
+            if self._etag(aside.stat()) == etag:
+                aside.unlink()
+                return True
+            try:
+                os.link(aside, p)  # not the version read: put it back, unless a newer one already landed
+            except FileExistsError:
+                pass
+            aside.unlink()
+            log.info("delete=kept key=%s reason=changed_since_read", key)
+            return False
+        except OSError as exc:
+            raise _map_error(key, exc, "delete") from exc
+
     def url(self, key: str) -> str:
         return str(self.root / key) if key else str(self.root)
 
@@ -329,6 +368,18 @@ class S3Store(Store):
             self.client.delete_object(Bucket=self.bucket, Key=k)
         except Exception as exc:
             raise _map_error(key, exc, "delete", s3=True) from exc
+
+    def delete_if(self, key: str, etag: str) -> bool:
+        k = self._k(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=k, IfMatch=etag)
+            return True
+        except Exception as exc:
+            err = _map_error(key, exc, "delete", s3=True)
+            if isinstance(err, PreconditionFailed | ObjectNotFound):
+                log.info("delete=kept key=%s reason=%s", key, type(err).__name__)
+                return False
+            raise err from exc
 
     def delete_many(self, keys: Iterable[str]) -> int:
         keys = list(keys)

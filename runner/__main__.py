@@ -16,8 +16,9 @@ from pathlib import Path
 
 from condvest.errors import ConfigError, ParameterError, StorageError
 from condvest.runs import read_index
+from condvest.secret_values import secret_values
 from condvest.settings import Settings
-from runner.execute import RunOptions, run_notebook
+from runner.execute import DEFAULT_CELL_TIMEOUT, RunOptions, run_notebook
 from runner.listing import pipelines_text, runs_json, runs_table, select_runs, show_run
 from runner.notebooks import find_project_root, parse_value
 from runner.pipelines import run_pipeline
@@ -53,7 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     execution.add_argument("--log-output", action="store_true", help="also log cell outputs to stderr (scrubbed)")
     execution.add_argument("--no-progress", action="store_true", help="no progress bar")
-    execution.add_argument("--timeout", type=float, metavar="SECONDS", help="per-cell execution timeout")
+    execution.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        default=DEFAULT_CELL_TIMEOUT,
+        help=f"per-cell execution timeout (default {DEFAULT_CELL_TIMEOUT:.0f}; 0: none)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(args.verbose, settings.secrets())
+    _configure_logging(
+        args.verbose, settings.secrets() if args.command in ("list", "show") else secret_values(settings)
+    )
     if args.command not in ("list", "show") and args.log_output:
         logging.getLogger("papermill").setLevel(logging.INFO)
     try:
@@ -134,7 +143,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         root=args.cwd,
         progress_bar=not args.no_progress,
         log_output=args.log_output,
-        execution_timeout=args.timeout,
+        execution_timeout=args.timeout if args.timeout > 0 else None,
     )
     if args.command == "run":
         results = [run_notebook(args.notebook, params, settings=settings, options=options)]

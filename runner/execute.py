@@ -19,6 +19,7 @@ from typing import Any
 from condvest.errors import ParameterError, RunFailed
 from condvest.params import run_id as check_run_id
 from condvest.runs import append_run, new_run_id
+from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 from runner.kernel import RunKernelManager
@@ -121,6 +122,11 @@ class RunResult:
         }
 
 
+#: seconds a cell may run unless ``RunOptions.execution_timeout`` / ``--timeout`` says otherwise (a history
+#: backfill of every symbol is the longest cell; 0 or less on the command line means no limit)
+DEFAULT_CELL_TIMEOUT = 4 * 3600.0
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How to run, the same for a notebook and for every stage of a pipeline.
@@ -128,14 +134,15 @@ class RunOptions:
     ``runs_uri``: where run folders and the index go (default: the settings'); ``run_id``: the run's (or the
     pipeline's) id instead of a new one; ``root``: the project folder (default: found from here);
     ``progress_bar``: papermill's cell progress; ``log_output``: stream cell output to the log;
-    ``execution_timeout``: seconds a cell may run."""
+    ``execution_timeout``: seconds a cell may run (default ``DEFAULT_CELL_TIMEOUT``; ``None``: no limit), so a
+    cell that never returns (a hung connection) fails the run instead of holding a Batch job forever."""
 
     runs_uri: str | None = None
     run_id: str | None = None
     root: Path | None = None
     progress_bar: bool = True
     log_output: bool = False
-    execution_timeout: float | None = None
+    execution_timeout: float | None = DEFAULT_CELL_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -247,7 +254,7 @@ def execute(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    scrubber = Scrubber(settings.secrets())
+    scrubber = Scrubber(secret_values(settings))  # secrets fetched at run time included
     name = prepared.path.name
     prefix = f"{folder}/{run_id}" if folder else run_id
     ipynb_key = f"{prefix}/{prepared.path.stem}.ipynb"

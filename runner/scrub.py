@@ -1,8 +1,9 @@
 """Remove secrets from executed notebooks, html pages, index records and log lines.
 
 Two kinds of text are replaced with ``***``: every secret value the settings hold (exactly, plus its
-html-escaped form), and credentials that look like one wherever they come from: ``apiKey=...`` in a URL
-and the password of a ``scheme://user:password@host`` DSN.
+html-escaped form; values shorter than ``MIN_SECRET_LEN`` characters are ignored with a warning, since
+masking a one-character key would mask that character everywhere), and credentials that look like one
+wherever they come from: ``apiKey=...`` in a URL and the password of a ``scheme://user:password@host`` DSN.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from collections.abc import Iterable
 from typing import Any
 
 MASK = "***"
+#: shorter values are not masked by value (a real API key or password is longer); a warning says so
+MIN_SECRET_LEN = 8
+
+log = logging.getLogger(__name__)
 
 _QUERY_CREDENTIAL = re.compile(r"(?i)\b(api_?key|access_?token|auth_?token)=([^&\s\"'<>\\]+)")
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/\s@\"'<>]+):([^@\s/\"'<>]+)@")
@@ -25,10 +30,19 @@ class Scrubber:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         values: set[str] = set()
+        short = 0
         for s in secrets:
-            if s:
+            if s and len(s) < MIN_SECRET_LEN:
+                short += 1
+            elif s:
                 values.add(s)
                 values.add(html.escape(s))
+        if short:
+            log.warning(
+                "scrub=short_secret_ignored count=%d min_length=%d reason=would_mask_ordinary_text",
+                short,
+                MIN_SECRET_LEN,
+            )
         # longest first, so that a secret containing another is masked whole
         self._secrets = sorted(values, key=len, reverse=True)
 

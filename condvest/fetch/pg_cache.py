@@ -17,11 +17,22 @@ log = logging.getLogger(__name__)
 _COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume", "interval", "vwap", "transactions")
 
 
+#: the advisory lock two fetches take to create the table one after the other (CREATE TABLE IF NOT EXISTS
+#: racing in two sessions fails with a duplicate key in pg_type)
+_DDL_LOCK = 0x636F6E64  # "cond"
+
+
 def ensure_cache_table(conn: Any) -> None:
-    """Apply the raw_ohlcv DDL (idempotent) when the table is missing; a raw_ohlcv of the previous pipeline
-    (naive "timestamp") is refused with what to run instead."""
+    """Apply the raw_ohlcv DDL (idempotent) when the table is missing (two runs at once do it one at a time);
+    a raw_ohlcv of the previous pipeline (naive "timestamp") is refused with what to run instead."""
     if conn.execute("SELECT to_regclass('raw_ohlcv')").fetchone()[0] is None:
-        apply_sql(conn, sql_files(["001_raw_ohlcv.sql"]))
+        conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK,))
+        try:
+            if conn.execute("SELECT to_regclass('raw_ohlcv')").fetchone()[0] is None:
+                apply_sql(conn, sql_files(["001_raw_ohlcv.sql"]))
+            conn.commit()  # visible to the other run before it gets the lock
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_DDL_LOCK,))
         return
     kind = conn.execute(
         "SELECT data_type FROM information_schema.columns WHERE table_schema = current_schema()"

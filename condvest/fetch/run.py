@@ -5,6 +5,17 @@ subset or a historical range) -> parse and deduplicate on (symbol, session date)
 (failures go to the quarantine with their reason) -> bronze -> Postgres upsert of rows inside the
 retention window -> manifest. A session that fails anywhere is reported failed and is not recorded in
 the manifest, so the next run fetches it again; ``FetchReport.raise_for_status`` makes the run fail.
+
+Coverage is honest: the manifest records per session what bronze really holds, every symbol (grouped
+daily, or a history backfill of "all" in which no symbol failed) or the symbols that returned bars. A
+symbol whose request failed is recorded nowhere and fails the run (status ``partial`` on the sessions
+it is missing from); the next daily run fetches exactly what is missing. With a symbol list, the
+sessions before a symbol's first bar (listed later) are outside its trading life, recorded as
+``absent`` and never asked again; so are those after its last bar in a history backfill (delisted). A
+session inside its life without a bar (a halt, a quarantined bar; after its last bar in a daily run) is
+a gap: status ``warn`` naming the symbols, not a failed run, and asked again by the next daily run. A
+symbol list member with no bar at all in the span fails the run. For every symbol, a trading session
+with no bar at all still fails (the source had an outage).
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -43,7 +54,9 @@ __all__ = ["FetchParams", "FetchReport", "SessionResult", "new_run_id", "run_fet
 @dataclass
 class SessionResult:
     session: dt.date
-    status: str = "pending"  # done | failed
+    status: str = "pending"  # done | warn (gaps) | partial (a symbol failed) | failed
+    symbols: int = 0  # symbols bronze holds for the session from this run (a symbol list; 0 for "all")
+    gaps: str = ""  # symbols without a bar inside their trading life (a halt), comma separated
     source_rows: int = 0
     duplicates: int = 0
     quarantined: int = 0
@@ -59,6 +72,11 @@ class FetchReport:
     plan: FetchPlan
     sessions: list[SessionResult] = field(default_factory=list)
     symbol_errors: dict[str, str] = field(default_factory=dict)
+    #: tickers of the reference list the lake cannot store (never requested); their bars in a grouped answer
+    #: go to the quarantine with the reason instead
+    unstorable_tickers: list[str] = field(default_factory=list)
+    #: a symbol list's sessions: (symbols held, outside their trading life, gaps), what the manifest records
+    coverage: dict[dt.date, tuple[set[str], set[str], set[str]]] = field(default_factory=dict, repr=False)
     market_status: str = "not checked"
     requests: int = 0
     retries: int = 0
@@ -67,7 +85,7 @@ class FetchReport:
 
     @property
     def failed(self) -> dict[str, str]:
-        out = {r.session.isoformat(): r.error for r in self.sessions if r.status != "done"}
+        out = {r.session.isoformat(): r.error for r in self.sessions if r.status not in ("done", "warn", "partial")}
         out.update({f"symbol {s}": e for s, e in self.symbol_errors.items()})
         return out
 
@@ -90,7 +108,7 @@ class FetchReport:
             "status": self.status,
             "as_of": self.plan.as_of.isoformat(),
             "sessions": len(self.sessions),
-            "sessions_failed": int((t["status"] != "done").sum()) if len(t) else 0,
+            "sessions_failed": int((~t["status"].isin(["done", "warn"])).sum()) if len(t) else 0,
             "bronze_rows": int(t["bronze_rows"].sum()) if len(t) else 0,
             "postgres_rows": int(t["postgres_rows"].sum()) if len(t) else 0,
             "quarantined": int(t["quarantined"].sum()) if len(t) else 0,
@@ -141,7 +159,7 @@ class _Writer:
         res.quarantined += len(bad)
         return good, bad
 
-    def _write_session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> None:
+    def _write_session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> set[str]:
         t0 = time.monotonic()
         good, bad = self._prepare(raw, res)
         write_quarantine(self.store, day, self.run_id, bad)
@@ -150,12 +168,14 @@ class _Writer:
         if self.write_postgres:
             res.postgres_rows += _upsert(self._pg(), good, self.cutoff)
         res.seconds += time.monotonic() - t0
+        return set(good["symbol"])
 
-    async def session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> None:
+    async def session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> set[str]:
+        """Write one session's bars; returns the symbols whose bars bronze now holds for it."""
         async with self._lock:
-            await asyncio.to_thread(self._write_session, day, raw, res)
+            return await asyncio.to_thread(self._write_session, day, raw, res)
 
-    def _write_history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> None:
+    def _write_history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
         scratch = SessionResult(dt.date.min)
         good, bad = self._prepare(raw, scratch)
         if scratch.duplicates:  # the same bar twice in a response or across pages: count it on its session
@@ -180,10 +200,12 @@ class _Writer:
             for day, n in recent.items():
                 if day in results:
                     results[day].postgres_rows += int(n)
+        return set(good["date"])
 
-    async def history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> None:
+    async def history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
+        """Merge one symbol's bars into its history; returns the sessions bronze now holds for it."""
         async with self._lock:
-            await asyncio.to_thread(self._write_history, symbol, raw, results)
+            return await asyncio.to_thread(self._write_history, symbol, raw, results)
 
 
 def _upsert(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
@@ -242,27 +264,79 @@ async def _fetch_sessions(client: PolygonClient, w: _Writer, report: FetchReport
 
     async def ranged(symbol: str) -> None:
         try:
-            frames.append(bars_frame(await client.range_daily(symbol, start, end), symbol=symbol))
+            raw = bars_frame(await client.range_daily(symbol, start, end), symbol=symbol)
         except AuthError:
             raise
         except CondvestError as exc:
             report.symbol_errors[symbol] = str(exc)
+            log.error("fetch=symbol_failed symbol=%s error=%s", symbol, exc)
+            return
+        if raw.empty:
+            report.symbol_errors[symbol] = f"no bars between {start} and {end} (empty answer)"
+            log.error("fetch=symbol_empty symbol=%s start=%s end=%s", symbol, start, end)
+            return
+        frames.append(raw)
 
-    await _bounded(list(plan_.symbols or ()), ranged, "fetch symbols", progress, client.limits.concurrency)
+    requested = list(plan_.symbols or ())
+    await _bounded(requested, ranged, "fetch symbols", progress, client.limits.concurrency)
     raw = pd.concat(frames, ignore_index=True) if frames else bars_frame([], symbol="")
+    life = _trading_life(raw)
     by_day = {d: g for d, g in raw.groupby("date")} if not raw.empty else {}
     for day in plan_.sessions:
         res = results[day]
         part = by_day.get(day)
-        if part is None or part.empty:
-            res.status, res.error = "failed", "empty answer on a trading session"
-            continue
-        try:
-            await w.session(day, part, res)
-            res.status = "done"
-        except CondvestError as exc:
-            res.status, res.error = "failed", str(exc)
+        held: set[str] = set()
+        if part is not None and not part.empty:
+            try:
+                held = await w.session(day, part, res)
+            except CondvestError as exc:
+                res.status, res.error = "failed", str(exc)
+                log.error("fetch=session_failed session=%s error=%s", day, exc)
+                continue
+        # after its last bar a symbol may only be late at the source: a gap, asked again next run
+        _settle(report, res, requested, held, life, after_last_is_absent=False)
         res.seconds = round(res.seconds + (time.monotonic() - t0) / len(plan_.sessions), 3)
+
+
+def _trading_life(raw: pd.DataFrame) -> dict[str, tuple[dt.date, dt.date]]:
+    """Each symbol's first and last bar in a range answer (its trading life, as far as the span shows it)."""
+    if raw.empty:
+        return {}
+    g = raw.groupby("symbol")["date"]
+    return {s: (a, b) for s, a, b in zip(g.min().index, g.min(), g.max(), strict=True)}
+
+
+def _settle(
+    report: FetchReport,
+    res: SessionResult,
+    requested: list[str],
+    held: set[str],
+    life: dict[str, tuple[dt.date, dt.date]],
+    *,
+    after_last_is_absent: bool,
+) -> None:
+    """A symbol-list session's outcome: what bronze holds, what is outside a symbol's life, the gaps."""
+    day = res.session
+    absent: set[str] = set()
+    gaps: set[str] = set()
+    for sym in requested:
+        if sym in held or sym in report.symbol_errors or sym not in life:
+            continue
+        first, last = life[sym]
+        if day < first or (after_last_is_absent and day > last):
+            absent.add(sym)
+        else:
+            gaps.add(sym)
+    failed = sorted(s for s in requested if s in report.symbol_errors)
+    res.symbols, res.gaps = len(held), ",".join(sorted(gaps))
+    report.coverage[day] = (held, absent, gaps)
+    if failed:
+        res.status, res.error = "partial", f"not fetched: {', '.join(failed)}"
+    elif gaps:
+        res.status, res.error = "warn", f"no bar inside the trading life of {res.gaps}"
+        log.warning("fetch=gap session=%s symbols=%s", day, res.gaps)
+    else:
+        res.status = "done"
 
 
 async def _fetch_history(client: PolygonClient, w: _Writer, report: FetchReport, progress: bool) -> None:
@@ -270,44 +344,77 @@ async def _fetch_history(client: PolygonClient, w: _Writer, report: FetchReport,
     results = {d: SessionResult(d) for d in plan_.sessions}
     report.sessions = [results[d] for d in plan_.sessions]
     symbols = list(plan_.symbols) if plan_.symbols is not None else await client.tickers()
+    for odd in (s for s in symbols if not checks.storable_symbol(s)):  # never put into a URL or a key
+        report.unstorable_tickers.append(odd)
+        log.warning("fetch=ticker_skipped ticker=%r reason=not_storable", odd)
+    symbols = [s for s in symbols if checks.storable_symbol(s)]
     start, end = plan_.sessions[0], plan_.sessions[-1]
+    held: dict[dt.date, set[str]] = {d: set() for d in results} if not plan_.all_symbols else {}
+    life: dict[str, tuple[dt.date, dt.date]] = {}
     t0 = time.monotonic()
 
     async def one(symbol: str) -> None:
         try:
             raw = bars_frame(await client.range_daily(symbol, start, end), symbol=symbol)
             raw = raw[raw["date"].isin(results.keys())]
-            await w.history(symbol, raw, results)
+            if raw.empty and not plan_.all_symbols:
+                raise SourceError(f"no bars between {start} and {end} (empty answer)", symbol=symbol)
+            life.update(_trading_life(raw))
+            days = await w.history(symbol, raw, results)
         except AuthError:
             raise
         except CondvestError as exc:
             report.symbol_errors[symbol] = str(exc)
             log.error("fetch=symbol_failed symbol=%s error=%s", symbol, exc)
+            return
+        if not plan_.all_symbols:
+            for d in days:
+                held[d].add(symbol)
 
     await _bounded(symbols, one, "backfill symbols", progress, client.limits.concurrency)
     elapsed = time.monotonic() - t0
-    for res in results.values():
+    for day, res in results.items():
         res.seconds = round(elapsed / max(1, len(results)), 3)
-        if report.symbol_errors:
-            res.status, res.error = "failed", f"{len(report.symbol_errors)} symbol(s) failed"
+        if not plan_.all_symbols:
+            _settle(report, res, symbols, held[day], life, after_last_is_absent=True)
         elif res.source_rows == 0:
             res.status, res.error = "failed", "no bars for any symbol on a trading session"
+        elif report.symbol_errors:
+            res.status, res.error = "partial", f"{len(report.symbol_errors)} symbol(s) not fetched"
         else:
             res.status = "done"
 
 
+def _only_missing_symbols(store: Store, plan_: FetchPlan) -> FetchPlan:
+    """A symbol-list daily run asks only for the symbols some planned session lacks (e.g. the one that failed
+    last run), not the whole list again."""
+    have = manifest.read_sessions(store, min(plan_.sessions), max(plan_.sessions))
+    need = tuple(
+        s for s in plan_.symbols or () if any(d not in have or not have[d].covers([s]) for d in plan_.sessions)
+    )
+    return replace(plan_, symbols=need) if need else plan_
+
+
 def _record(store: Store, report: FetchReport) -> None:
+    """The manifest entries of the run: what bronze really holds per session (see the module docstring)."""
     plan_ = report.plan
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     source = "range" if plan_.mode == "history" or not plan_.all_symbols else "grouped"
-    scope: str | tuple[str, ...] = manifest.ALL if plan_.all_symbols else tuple(plan_.symbols or ())
-    entries = {
-        r.session: manifest.SessionEntry(
-            scope, r.bronze_rows if plan_.all_symbols else len(scope), r.bronze_rows, source, report.run_id, now
-        )
-        for r in report.sessions
-        if r.status == "done"
-    }
+    entries = {}
+    for r in report.sessions:
+        if plan_.all_symbols:
+            if r.status == "done":
+                entries[r.session] = manifest.SessionEntry(
+                    manifest.ALL, r.bronze_rows, r.bronze_rows, source, report.run_id, now
+                )
+            continue
+        held, absent, gaps = report.coverage.get(r.session, (set(), set(), set()))
+        if r.status != "failed" and (held or absent or gaps):
+            scope = tuple(sorted(held))
+            entries[r.session] = manifest.SessionEntry(
+                scope, len(scope), r.bronze_rows, source, report.run_id, now,
+                absent=tuple(sorted(absent)), gaps=tuple(sorted(gaps)),
+            )  # fmt: skip
     if entries:
         manifest.record_sessions(store, entries)
 
@@ -355,6 +462,8 @@ async def run_fetch(
             manifest.build_from_listing(store, progress=progress)
         missing = manifest.missing_sessions(store, window, checks.symbol_list(params.symbols))
     plan_ = plan(params, today, missing, now)
+    if plan_.mode == "daily" and not plan_.all_symbols and not params.force:
+        plan_ = _only_missing_symbols(store, plan_)
     report = FetchReport(run_id, plan_)
     log.info(
         "fetch=plan run_id=%s mode=%s sessions=%d symbols=%s",

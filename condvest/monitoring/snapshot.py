@@ -46,7 +46,7 @@ _MANIFEST_YEAR = re.compile(re.escape(MANIFEST_PREFIX) + r"/sessions_(\d{4})\.js
 _QUARANTINE_DATE = re.compile(re.escape(QUARANTINE_PREFIX) + r"/date=(\d{4}-\d{2}-\d{2})/")
 _SILVER_FILE = re.compile(re.escape(SILVER_PREFIX) + r"/silver_(\d+)d/year=(\d{4})/month=(\d{2})/[^/]+\.parquet$")
 COVERAGE_COLUMNS = ["year", "expected", "full", "partial", "missing", "coverage_pct", "rows", "first", "last"]
-SESSION_COLUMNS = ["date", "status", "rows", "symbols", "source", "run_id"]
+SESSION_COLUMNS = ["date", "status", "rows", "symbols", "source", "run_id", "gaps"]
 _TIME = "%Y-%m-%d %H:%M:%S"
 _RETENTION_NOTES = {
     "skipped": "skipped (read_postgres=False)",
@@ -70,11 +70,12 @@ def read_manifest(store: Store, through: dt.date) -> dict[dt.date, SessionEntry]
 
 
 def session_status(entries: Mapping[dt.date, SessionEntry], sessions: Sequence[dt.date]) -> pd.DataFrame:
-    """One row per calendar session: ``full`` (every symbol), ``partial`` (a symbol subset) or ``missing``."""
+    """One row per calendar session: ``full`` (every symbol), ``partial`` (a symbol subset) or ``missing``;
+    ``gaps`` names the symbols a fetch found without a bar inside their trading life (WARN: a halt)."""
     rows = [
-        (d, "missing", 0, 0, "", "")
+        (d, "missing", 0, 0, "", "", "")
         if (e := entries.get(d)) is None
-        else (d, "full" if e.scope == ALL else "partial", e.rows, e.symbols, e.source, e.run_id)
+        else (d, "full" if e.scope == ALL else "partial", e.rows, e.symbols, e.source, e.run_id, ",".join(e.gaps))
         for d in sessions
     ]
     return pd.DataFrame(rows, columns=SESSION_COLUMNS)
@@ -82,7 +83,7 @@ def session_status(entries: Mapping[dt.date, SessionEntry], sessions: Sequence[d
 
 def gaps(sessions: pd.DataFrame) -> pd.DataFrame:
     """The sessions bronze does not hold for every symbol (what a default 01_fetch would backfill)."""
-    out = sessions.loc[sessions["status"] != "full", ["date", "status", "symbols", "run_id"]]
+    out = sessions.loc[sessions["status"] != "full", ["date", "status", "symbols", "run_id", "gaps"]]
     return out.reset_index(drop=True)
 
 

@@ -25,6 +25,7 @@ from condvest.calendar import (
     sessions_between,
 )
 from condvest.errors import ParameterError
+from condvest.offline.faults import ODD_TICKERS
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -188,6 +189,15 @@ def _data_fault(st: Any, request: web.Request, fault: Fault | None, bars: list[d
         st.faults.note(request.path, duplicated=fault.count)
     elif fault.kind == "bad_bars":
         st.faults.note(request.path, broken=_corrupt(bars, fault.count, symbol))
+    elif fault.kind == "odd_tickers" and symbol is None:
+        for bar, ticker in zip(bars[: fault.count], ODD_TICKERS, strict=False):
+            bar["T"] = ticker
+        st.faults.note(request.path, renamed=list(ODD_TICKERS[: fault.count]))
+    elif fault.kind == "halt" and bars:
+        mid = len(bars) // 2
+        gone = bars[mid : mid + fault.count]
+        del bars[mid : mid + fault.count]
+        st.faults.note(request.path, halted=[b["t"] for b in gone])
 
 
 def grouped(st: Any, request: web.Request, date_text: str, fault: Fault | None) -> dict[str, Any]:

@@ -16,8 +16,13 @@ rule whose ``path`` is a substring of the request path, whose kind applies to th
                               also repeats its last bar at the top of the next page
     bad_bars                  ``count`` bars broken: high below open/close, low above, negative volume
     empty_session             a session answers ``resultsCount: 0`` and no ``results``
+    odd_tickers               the first ``count`` bars of a grouped answer get real-world ticker shapes
+                              (``ODD_TICKERS``: class shares, preferreds, warrants, units, and shapes
+                              the lake cannot store such as ``ABC/WS`` or ``TEST^``)
+    halt                      ``count`` bars from the middle of the answer are left out (a trading halt:
+                              a range answer lacks sessions inside the symbol's life)
 
-The last three apply to the grouped-daily and range endpoints only.
+The last five apply to the grouped-daily and range endpoints only.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 from condvest.errors import ParameterError
 
-__all__ = ["DATA_FAULTS", "FAULT_KINDS", "Fault", "FaultPlan"]
+__all__ = ["DATA_FAULTS", "FAULT_KINDS", "ODD_TICKERS", "Fault", "FaultPlan"]
 
 FAULT_KINDS = (
     "http_429",
@@ -41,9 +46,13 @@ FAULT_KINDS = (
     "duplicate_bars",
     "bad_bars",
     "empty_session",
+    "halt",
+    "odd_tickers",
 )
+#: the tickers ``odd_tickers`` hands out, in order: the first five are stored, the last four quarantined
+ODD_TICKERS = ("BRK.A", "BACpB", "XYZ.WS.A", "XYZ.U", "ABCw", "ABC/WS", "TEST^", "A B", "../ETC")
 #: faults that change the bars of a grouped or range answer
-DATA_FAULTS = frozenset({"duplicate_bars", "bad_bars", "empty_session"})
+DATA_FAULTS = frozenset({"duplicate_bars", "bad_bars", "empty_session", "halt", "odd_tickers"})
 BAR_ENDPOINTS = frozenset({"grouped", "range"})
 
 

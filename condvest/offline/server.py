@@ -28,6 +28,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -104,6 +105,7 @@ class RequestRecord:
     status: int | None = None
     fault: str | None = None
     authorization: str = "none"  # "query", "bearer" or "none" (how the key came, never the key)
+    at: float = 0.0  # arrival, time.monotonic() of the server's process (waits between requests)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -123,6 +125,8 @@ class _State:
         self.market, self.api_key, self.now = market, api_key, _check_clock(now)
         self.faults = FaultPlan()
         self.requests: list[RequestRecord] = []
+        self.in_flight = 0  # data requests being answered now (a slow body included)
+        self.max_in_flight = 0  # the most at once since the last reset: a client's concurrency cap, measured
         self._ids = itertools.count(1)
 
     def clock(self) -> dt.datetime:
@@ -162,7 +166,7 @@ def _record(request: web.Request) -> RequestRecord:
     query = {k: v for k, v in request.query.items() if k.lower() != "apikey"}
     path_qs = request.path + (f"?{urlencode(query)}" if query else "")
     endpoint, parts = _classify(request.path)
-    rec = RequestRecord(request.method, request.path, query, path_qs, endpoint)
+    rec = RequestRecord(request.method, request.path, query, path_qs, endpoint, at=time.monotonic())
     try:
         if endpoint == "grouped":
             rec.date = endpoints.parse_day(parts["date"])
@@ -214,7 +218,12 @@ async def _middleware(request: web.Request, handler: Callable[..., Any]) -> web.
     rec.fault = fault.kind if fault else None
     if fault is not None:
         log.info("fault=%s path=%s", fault.kind, request.path)
-    resp = _pre_fault(request, fault) if fault and fault.kind in _PRE_FAULTS else await handler(request)
+    st.in_flight += 1
+    st.max_in_flight = max(st.max_in_flight, st.in_flight)
+    try:
+        resp = _pre_fault(request, fault) if fault and fault.kind in _PRE_FAULTS else await handler(request)
+    finally:
+        st.in_flight -= 1
     rec.status = resp.status
     return resp
 
@@ -366,10 +375,16 @@ class ServerHandle:
     def now(self) -> dt.datetime:
         return self._state.clock()
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most data requests answered at once since the last reset (counted at the server)."""
+        return self._state.max_in_flight
+
     def reset(self) -> None:
-        """Clear faults and the request log."""
+        """Clear faults, the request log and the in-flight high-water mark."""
         self._state.faults.clear()
         self._state.requests.clear()
+        self._state.max_in_flight = 0
 
     def url(self, path: str, *, auth: bool = True, **params: Any) -> str:
         """An absolute URL on this server, with the apiKey unless ``auth=False``."""

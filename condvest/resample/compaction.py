@@ -12,7 +12,10 @@ sessions, not every day. The number of daily objects therefore stays below about
 Readers never miss a bar or see one twice: a symbol's new ``data.parquet`` (holding the folded rows) is
 written before its daily files are deleted, and every reader deduplicates on (symbol, date), so in
 between a row is present twice with identical content. The write is conditional on the etag read, so a
-concurrent history writer is never overwritten (that symbol is skipped and reported). Each batch of
+concurrent history writer is never overwritten (``update_history`` retries from a fresh read), and a daily
+file is deleted only while it still has the version folded (``Store.delete_if``): a fetch that rewrites
+it meanwhile keeps its file. 01_fetch takes no lock and runs beside compaction without losing a bar
+(tests/resample/test_races.py steps the two through every interleaving). Each batch of
 symbols ends with a journal object ``bronze/_compaction/<time>-<run>.json`` (old and new etag of each
 ``data.parquet`` and the folded files) written before the deletes: the resampler reads it to know that
 the rewritten objects hold nothing new. Compaction holds the lake lock ``resample``, so it never runs
@@ -159,9 +162,9 @@ def compact_bronze(
                     doc = {"run_id": run_id, "written_at": stamp, "symbols": entries}
                     store.put(journal_key(stamp, run_id), json.dumps(doc).encode())
                     crash_point("compaction.after_journal")
-                    # delete only what was folded: a daily file re-written since then stays
-                    doomed = [k for k in doomed if (h := store.head(k)) is not None and h.etag == etag_of[k]]
-                    report.files_folded += store.delete_many(doomed)
+                    # delete only the version folded (a conditional delete): a daily file a fetch re-wrote since
+                    # it was read stays, and the next compaction folds it
+                    report.files_folded += store.delete_many_if({k: etag_of[k] for k in doomed})
         # fetch's session batches only shortcut reading daily files: once those are folded, they go too
         old_batches = [o.key for o in store.list(f"{BATCH_PREFIX}/") if _batch_date(o.key) < cutoff]
         store.delete_many(old_batches)

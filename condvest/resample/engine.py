@@ -22,7 +22,7 @@ from condvest import duck
 from condvest.bars import BRONZE_SCHEMA
 from condvest.bronze import DEDUP_ORDER_SQL, SOURCE_RANK, find_corrupt_object
 from condvest.dms import read_dms_file
-from condvest.errors import ObjectNotFound
+from condvest.errors import CorruptObject, ObjectNotFound
 from condvest.lake import batch_prefix, parse_bronze_key
 from condvest.storage import Store
 
@@ -178,6 +178,8 @@ def load_rows(
             if k == len(attempts) - 1:
                 raise find_corrupt_object(store, keys, exc) from exc
             log.debug("bronze read retry attempt=%d error=%s", k + 1, exc)
+    if union:  # union_by_name fills a missing column with NULLs: refuse half-empty columns, naming the file
+        _refuse_missing_values(con, store, keys, params, [param for param, _ in scans], date)
     return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
@@ -186,6 +188,32 @@ def _session_ts(dates: pa.ChunkedArray | pa.Array) -> pa.Array:
     local = pc.cast(pc.cast(dates, pa.timestamp("s")), pa.timestamp("us"))
     utc = pc.assume_timezone(local, "America/New_York")
     return pc.cast(utc, pa.timestamp("us"))
+
+
+# {date}: the _DATE_EXPRS member the read used (a file of the previous fetcher derives it from ``timestamp``)
+_NULL_CHECK = (
+    "SELECT filename FROM read_parquet(${param}, union_by_name = true, filename = true) WHERE symbol IS NULL "
+    "OR ({date}) IS NULL OR open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL LIMIT 1"
+)
+
+
+def _refuse_missing_values(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    keys: list[str],
+    params: dict[str, object],
+    scans: list[str],
+    date: str,
+) -> None:
+    """``CorruptObject`` naming the first bronze object that lacks a required column (or holds a NULL in one)."""
+    by_url = {store.url(k): k for k in keys}
+    for param in scans:
+        if param not in ("history", "daily") or date not in _DATE_EXPRS:
+            raise ValueError(param)
+        row = con.execute(_NULL_CHECK.format(param=param, date=date), {param: params[param]}).fetchone()
+        if row is not None:
+            key = by_url.get(row[0], row[0])
+            raise CorruptObject("bronze object lacks a required column or value (symbol, date, OHLCV)", key=key)
 
 
 def silver_bytes(table: pa.Table) -> bytes:

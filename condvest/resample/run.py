@@ -109,7 +109,11 @@ def _all_checkpoints(store: Store) -> list[dict]:
     return out
 
 
-def _write_checkpoint(store: Store, n: int, state: SilverState, mode: str, rows_read: int, run_id: str) -> dict:
+def _write_checkpoint(
+    store: Store, n: int, state: SilverState, mode: str, rows_read: int, run_id: str, etag: str | None
+) -> dict:
+    """The interval's commit record, written last and only over the version this run read at its start
+    (``etag``; ``None``: there was none): a checkpoint another run wrote meanwhile is never overwritten."""
     counts = state.symbols["n"].astype("int64") if len(state.symbols) else pd.Series([], dtype="int64")
     bars = int(((counts + n - 1) // n).sum())
     complete = int((counts // n).sum())
@@ -130,7 +134,11 @@ def _write_checkpoint(store: Store, n: int, state: SilverState, mode: str, rows_
         "run_id": run_id,
         "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    store.put(checkpoint_key(n), json.dumps(doc, indent=1).encode())
+    body = json.dumps(doc, indent=1).encode()
+    if etag is None:
+        store.put(checkpoint_key(n), body, if_none_match=True)
+    else:
+        store.put(checkpoint_key(n), body, if_match=etag)
     return doc
 
 
@@ -186,14 +194,23 @@ def _full(
 @dataclass(frozen=True)
 class ResampleParams:
     """02_resample's parameters. ``intervals``: bar lengths in sessions (``"3,5,8"`` or ints);
-    ``force_full_resample``: recompute every bar instead of only what changed."""
+    ``force_full_resample``: recompute every bar instead of only what changed; the notebook's other
+    parameters, checked here too so that a bad one stops the run before compaction writes anything:
+    ``compact``, ``compact_keep_sessions`` and the chart's ``symbol`` ("" : the first symbol)."""
 
     intervals: str | Iterable[int] = DEFAULT_INTERVALS
     force_full_resample: bool = False
+    compact: bool = True
+    compact_keep_sessions: int = 10
+    symbol: str = ""
 
     def check(self) -> tuple[int, ...]:
         """The intervals, checked with every other parameter (``ParameterError`` before any write)."""
         params.flag(self.force_full_resample, "force_full_resample")
+        params.flag(self.compact, "compact")
+        params.count(self.compact_keep_sessions, "compact_keep_sessions", 0)
+        if self.symbol != "":
+            params.symbol(self.symbol, "symbol")
         return params.intervals(self.intervals)
 
 
@@ -218,6 +235,8 @@ def run_resample(
     report = ResampleReport(run_id, ns)
     t0 = time.perf_counter()
     with lake_lock(store, "resample", run_id=run_id, purpose="resample", lease_s=settings.lock_lease_s):
+        read = {n: store.head(checkpoint_key(n)) for n in ns}  # the versions every checkpoint write is based on
+        cp_etags = {n: h.etag if h is not None else None for n, h in read.items()}
         legacy: list[int] = []
         checkpoints = {n: (None if force_full_resample else _read_checkpoint(store, n, legacy)) for n in ns}
         journal = latest_journal(store)
@@ -263,7 +282,7 @@ def run_resample(
             if state is not None:
                 crash_point("resample.before_checkpoint")
                 for n in group:
-                    _write_checkpoint(store, n, state, res[n].mode, res[n].rows_read, run_id)
+                    _write_checkpoint(store, n, state, res[n].mode, res[n].rows_read, run_id, cp_etags[n])
                     crash_point("resample.after_first_checkpoint")
             for n in group:
                 results[n].bars_total, results[n].last_session = _totals(state or base, n)
@@ -273,7 +292,7 @@ def run_resample(
             state.save(store)
             crash_point("resample.before_checkpoint")
             for n in ns:
-                _write_checkpoint(store, n, state, "full", results[n].rows_read, run_id)
+                _write_checkpoint(store, n, state, "full", results[n].rows_read, run_id, cp_etags[n])
                 crash_point("resample.after_first_checkpoint")
                 results[n].bars_total, results[n].last_session = _totals(state, n)
         _prune(store)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from condvest.crash import crash_point
 from condvest.display import progress_disable
+from condvest.errors import PreconditionFailed
 from condvest.lake import silver_key, silver_prefix
 from condvest.resample.engine import (
     SILVER_COLUMNS,
@@ -50,14 +51,14 @@ def write_full(
     out: dict[int, tuple[int, int]] = {}
     workers = max(2, 2 * (threads or os.cpu_count() or 2))
     for n in tqdm(ns, desc="02_resample silver intervals", unit="interval", disable=progress_disable()):
-        old = {o.key for o in store.list(silver_prefix(n))}
+        old = {o.key: o.etag for o in store.list(silver_prefix(n))}
         reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(
             _BATCH_ROWS
         )
 
-        def put(key: str, part: pa.Table) -> None:
+        def put(key: str, part: pa.Table, old: dict = old) -> None:
             part = part.take(pc.sort_indices(part, [("symbol", "ascending"), ("date", "ascending")]))
-            store.put(key, silver_bytes(part))
+            _put_month(store, key, silver_bytes(part), old.get(key))
             crash_point("resample.mid_silver")
 
         bars, written, pending = 0, set(), deque()
@@ -71,7 +72,7 @@ def write_full(
                     pending.popleft().result()
             for f in pending:
                 f.result()
-        store.delete_many(sorted(old - written))  # months that no longer hold any bar
+        _delete_months(store, {k: e for k, e in old.items() if k not in written})  # months without a bar now
         out[n] = (bars, len(written))
     return out
 
@@ -223,6 +224,22 @@ def incremental_pass(
     return state, results
 
 
+def _put_month(store: Store, key: str, data: bytes, etag: str | None) -> None:
+    """Rewrite a month file only over the version this run read (or create it only when there was none): a
+    second writer (a resample whose lock lease was taken over) makes this run fail instead of mixing months."""
+    if etag is None:
+        store.put(key, data, if_none_match=True)
+    else:
+        store.put(key, data, if_match=etag)
+
+
+def _delete_months(store: Store, versions: dict[str, str]) -> None:
+    """Delete month files that hold no bar any more, each only while it has the version this run read."""
+    kept = [k for k, e in sorted(versions.items()) if not store.delete_if(k, e)]
+    if kept:
+        raise PreconditionFailed("another writer changed this silver month during the run", key=kept[0])
+
+
 def _same_sources(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     def rows(df: pd.DataFrame) -> set[tuple[str, str, bool]]:
         return set(zip(df["key"].astype(str), df["etag"].astype(str), df["folded"].astype(bool), strict=True))
@@ -247,10 +264,11 @@ def _rewrite_months(con: duckdb.DuckDBPyConnection, store: Store, n: int, jm: pd
         months.update(range(lo.year * 12 + lo.month - 1, hi.year * 12 + hi.month))
     keys = {m: silver_key(n, m // 12, m % 12 + 1) for m in sorted(months)}
     if len(keys) > 24:
-        existing = {o.key for o in store.list(silver_prefix(n))}
-        old_keys = [k for k in keys.values() if k in existing]
+        existing = {o.key: o.etag for o in store.list(silver_prefix(n))}
     else:
-        old_keys = [k for k in keys.values() if store.exists(k)]
+        existing = {k: h.etag for k in keys.values() if (h := store.head(k)) is not None}
+    etags = {k: existing[k] for k in keys.values() if k in existing}  # the versions read below
+    old_keys = list(etags)
     old_sql = (
         f"SELECT {_COLS}, false AS is_new FROM read_parquet($old, union_by_name = true) s "
         "ANTI JOIN cuts c ON s.symbol = c.symbol AND s.date >= c.cut UNION ALL "
@@ -275,10 +293,10 @@ def _rewrite_months(con: duckdb.DuckDBPyConnection, store: Store, n: int, jm: pd
         items.append((key, silver_bytes(table.slice(lo, hi - lo))))
         written.add(key)
     for key, data in items:
-        store.put(key, data)
+        _put_month(store, key, data, etags.get(key))
         crash_point("resample.mid_silver")
     emptied = [k for k in old_keys if k not in written]
-    store.delete_many(emptied)
+    _delete_months(store, {k: etags[k] for k in emptied})
     log.info(
         "silver months rewritten interval=%d months=%d bars_new=%d emptied=%d", n, len(items), bars_new, len(emptied)
     )

@@ -86,7 +86,7 @@ _TICKER = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,10}", fullmatch=True).filt
 @given(st.lists(_TICKER, min_size=1, max_size=6))
 def test_symbol_lists_are_upper_cased_unique_and_sorted(tickers):
     got = params.symbol_list(", ".join(tickers))
-    assert got == tuple(sorted({t.upper() for t in tickers}))
+    assert got == tuple(sorted({t if any(c.isupper() for c in t) else t.upper() for t in tickers}))
     assert params.symbol_list(list(tickers)) == got
 
 
@@ -94,6 +94,20 @@ def test_symbol_lists_are_upper_cased_unique_and_sorted(tickers):
 def test_unsafe_symbols_are_refused(bad):
     with pytest.raises(ParameterError, match="parameter symbols"):
         params.symbol_list([bad, "AAPL"] if bad else "  ,  ")
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("brk.a", "BRK.A"), ("BF.B", "BF.B"), ("BACpB", "BACpB"), ("xyz.ws.a", "XYZ.WS.A"), ("XYZ.U", "XYZ.U"),
+     ("ABCw", "ABCw"), ("GSpD", "GSpD"), ("BF-B", "BF-B")],
+)  # fmt: skip
+def test_real_ticker_shapes_are_accepted_and_lowercase_suffixes_kept(typed, stored):
+    assert params.symbol_list(typed) == (stored,) and params.storable_symbol(stored)
+
+
+@pytest.mark.parametrize("odd", ["ABC/WS", "TEST^", "XYZ+", "GRP=", "A B", "ÄBC", "X" * 17, "..", ".A", "", None, 7])
+def test_tickers_the_lake_cannot_store_are_recognised(odd):
+    assert not params.storable_symbol(odd)
 
 
 def test_all_means_every_symbol():

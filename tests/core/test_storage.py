@@ -271,3 +271,16 @@ def test_s3_store_missing_bucket_is_a_storage_error(s3_settings) -> None:
         store.put("x", b"1")
     with pytest.raises(StorageError):
         list(store.list(""))
+
+
+def test_delete_if_deletes_only_the_version_read(store: Store) -> None:
+    old = store.put("a/x", b"v1")
+    assert store.delete_if("a/x", old) is True and store.head("a/x") is None
+    assert store.delete_if("a/x", old) is False  # gone already: nothing to do
+    v1 = store.put("a/y", b"v1")
+    v2 = store.put("a/y", b"v2-longer")  # an unconditional writer got in after the read
+    assert v1 != v2
+    assert store.delete_if("a/y", v1) is False
+    assert store.get("a/y") == b"v2-longer" and store.head("a/y").etag == v2
+    assert store.delete_if("a/y", v2) is True and store.head("a/y") is None
+    assert _keys(store, "a/") == []  # nothing left aside

@@ -9,6 +9,8 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+from dataclasses import replace
 
 import pandas as pd
 import psycopg
@@ -161,10 +163,73 @@ def test_a_persistent_failure_fails_the_session_and_the_next_run_retries_it(cfg,
     assert [r.session for r in again.sessions] == [AS_OF] and again.status == "ok"
 
 
-def test_empty_answer_on_a_session_is_reported_missing(cfg, srv):
+def test_empty_answer_on_a_session_is_reported_missing_and_retried_next_run(cfg, srv):
     srv.faults.add("empty_session", path=str(AS_OF))
     report = fetch(cfg, max_backfill_days=2)
     assert report.failed == {AS_OF.isoformat(): "empty answer on a trading session (date=2025-10-17)"}
+    srv.faults.clear()
+    srv.reset()
+    again = fetch(cfg, max_backfill_days=2)  # the next daily run asks for exactly that session again
+    assert again.status == "ok" and [r.session for r in again.sessions] == [AS_OF]
+    assert [r.date for r in srv.requests if r.endpoint == "grouped"] == [AS_OF]
+    assert sorted(bronze(cfg)["date"].unique()) == cal.last_n_sessions(AS_OF, 2)
+
+
+def test_a_persistent_truncated_body_fails_the_session_after_its_retries(cfg, srv):
+    srv.faults.add("truncated_json", path=f"/grouped/locale/us/market/stocks/{AS_OF}")
+    report = fetch(cfg, max_backfill_days=2)
+    assert report.status == "failed" and list(report.failed) == [AS_OF.isoformat()]
+    assert "invalid JSON" in report.failed[AS_OF.isoformat()]
+    asked = [r for r in srv.requests if r.endpoint == "grouped" and r.date == AS_OF]
+    assert len(asked) == FAST.max_retries + 1  # retried, then given up: never a hang, never "done"
+    assert manifest.missing_sessions(LocalStore(cfg.lake_uri), [AS_OF]) == [AS_OF]
+    assert set(bronze(cfg)["date"]) == {cal.last_n_sessions(AS_OF, 2)[0]}
+
+
+def test_retry_after_is_honoured_measured_at_the_server(cfg, srv):
+    srv.faults.add("http_429", path=f"/grouped/locale/us/market/stocks/{AS_OF}", times=1, retry_after=1.0)
+    report = fetch(cfg, date=AS_OF.isoformat())
+    assert report.status == "ok" and report.retries == 1
+    first, second = [r for r in srv.requests if r.endpoint == "grouped"]
+    assert first.status == 429 and second.status == 200
+    assert second.at - first.at >= 1.0  # the client waited as told (its own backoff here is 0.01-0.05 s)
+
+
+def test_the_concurrency_cap_is_never_exceeded_counted_at_the_server(cfg, srv):
+    srv.faults.add("slow_body", path="/grouped/", delay=0.3)
+    report = fetch(cfg.with_(http=replace(FAST, concurrency=3)), max_backfill_days=9)
+    assert report.status == "ok", report.failed
+    assert srv.max_in_flight == 3  # the cap was reached, never passed
+
+
+def test_duplicates_across_a_real_page_boundary_are_dropped(cfg, srv, market):
+    sym = market.symbols[0]
+    srv.faults.add("duplicate_bars", path=f"/ticker/{sym}/", times=1, count=1)
+    small = cfg.with_(http=replace(FAST, page_size=10))
+    report = fetch(small, start="2025-09-02", end="2025-10-17", symbols=sym, skip_market_check=True)
+    pages = [r for r in srv.requests if r.endpoint == "range"]
+    assert len(pages) >= 3  # 33 sessions in pages of 10
+    assert report.status == "ok" and report.summary()["duplicates"] >= 2  # in the page and across the boundary
+    b = bronze(cfg)
+    assert not b.duplicated(["symbol", "date"]).any()
+    assert sorted(b["date"]) == cal.sessions_between(dt.date(2025, 9, 2), dt.date(2025, 10, 17))
+
+
+def test_two_fetches_of_the_same_day_at_once_leave_one_row_per_key(cfg, srv):
+    srv.faults.add("slow_body", path="/grouped/", delay=0.3)  # both are in flight at the same time
+    reports = []
+    threads = [
+        threading.Thread(target=lambda: reports.append(fetch(cfg, date=AS_OF.isoformat(), force=True)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [r.status for r in reports] == ["ok", "ok"] and srv.max_in_flight == 2
+    b = bronze(cfg)
+    assert len(b) == 12 and not b.duplicated(["symbol", "date"]).any() and len(pg_rows(cfg)) == 12
+    assert manifest.missing_sessions(LocalStore(cfg.lake_uri), [AS_OF]) == []
 
 
 def test_duplicate_and_bad_bars(cfg, srv):

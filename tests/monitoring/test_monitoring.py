@@ -307,3 +307,13 @@ def test_the_notebook_runs_headless(tmp_path, monkeypatch):
     nb = json.loads((Path(settings.runs_uri) / result.ipynb_key).read_text())
     outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
     assert "application/vnd.plotly.v1+json" in outputs and "Sessions not held in full" in outputs
+
+
+def test_a_halted_symbol_is_named_in_the_gaps_table():
+    day = dt.date(2025, 10, 16)
+    entries = {day: SessionEntry(("AAA",), 1, 1, "range", "r1", absent=("NEW",), gaps=("HALT",))}
+    status = monitoring.session_status(entries, [day, dt.date(2025, 10, 17)])
+    table = monitoring.gaps(status)
+    assert (
+        table.set_index("date").loc[day, "gaps"] == "HALT" and table.set_index("date").loc[day, "status"] == "partial"
+    )

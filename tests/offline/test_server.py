@@ -278,6 +278,8 @@ def test_every_fault_kind_is_known():
         "duplicate_bars",
         "bad_bars",
         "empty_session",
+        "halt",
+        "odd_tickers",
     }
 
 

@@ -14,7 +14,7 @@ import pytest
 from condvest.calendar import ny_midnight_epoch_ms, sessions_between
 from condvest.dms import normalize_dms_table, read_dms_file
 from condvest.errors import BusyError, CorruptObject, ParameterError
-from condvest.lake import DMS_PREFIX, bronze_daily_key, checkpoint_key
+from condvest.lake import DMS_PREFIX, bronze_daily_key, bronze_history_key, checkpoint_key
 from condvest.lake_lock import clear_lock, lake_lock, read_lock
 from condvest.params import intervals as parse_intervals
 from condvest.resample import CompactionParams, ResampleParams
@@ -23,6 +23,7 @@ from condvest.settings import Settings
 from condvest.storage import LocalStore
 from tests.fixtures.resample import (
     assert_silver_matches,
+    bronze_table,
     reference_bars,
     reference_rows,
     silver_frame,
@@ -164,6 +165,25 @@ def test_corrupt_bronze_object_is_named(lake):
     with pytest.raises(CorruptObject, match="date=2024-01-17"):
         run_resample(settings, ResampleParams("3"), store=store)
     assert not store.exists(checkpoint_key(3))
+
+
+@pytest.mark.parametrize("broken", ["drop close", "close as text"])
+def test_a_bronze_object_with_a_missing_or_ill_typed_column_is_named_not_a_healthy_one(lake, broken):
+    store, settings = lake
+    write_history(store, "AAA", DAYS[:30], 1)
+    write_history(store, "BBB", DAYS[:30], 2)
+    t = bronze_table("CCC", DAYS[:30], 3)
+    if broken == "drop close":
+        t = t.drop_columns(["close"])
+    else:
+        t = t.set_column(t.schema.get_field_index("close"), "close", pa.array(["x"] * t.num_rows))
+    buf = io.BytesIO()
+    pq.write_table(t, buf)
+    store.put(bronze_history_key("CCC"), buf.getvalue())
+    with pytest.raises(CorruptObject) as err:
+        run_resample(settings, ResampleParams("3"), store=store)
+    assert err.value.key == bronze_history_key("CCC"), str(err.value)
+    assert not store.exists(checkpoint_key(3)) and not list(store.list("silver/"))
 
 
 def test_missing_ingested_at_prefers_the_daily_file(lake):

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -25,6 +26,7 @@ from condvest.settings import Secret, Settings
 from condvest.storage import LocalStore, open_store
 from runner import RESULT_MIMETYPE, RunOptions, Stage, read_index, read_records, run_notebook, run_pipeline
 from runner.__main__ import main
+from runner.execute import DEFAULT_CELL_TIMEOUT
 from runner.notebooks import parse_value
 from runner.pipelines import get_pipeline
 from runner.render import plotly_file
@@ -107,8 +109,8 @@ def test_parameter_problems_are_refused_before_running(tmp_path):
 
 
 def test_scrubber_masks_secrets_query_keys_and_dsn_passwords():
-    s = Scrubber([SENTINEL, "p&ss"])
-    text = f"key {SENTINEL} url ?apiKey=abc123&x=1 dsn postgresql://u:hunter2@h:5432/db html p&amp;ss"
+    s = Scrubber([SENTINEL, "p&ssword"])
+    text = f"key {SENTINEL} url ?apiKey=abc123&x=1 dsn postgresql://u:hunter2@h:5432/db html p&amp;ssword"
     assert s.text(text) == "key *** url ?apiKey=***&x=1 dsn postgresql://u:***@h:5432/db html ***"
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x = 'apiKey=kept-in-code'")
@@ -116,6 +118,13 @@ def test_scrubber_masks_secrets_query_keys_and_dsn_passwords():
     nb.cells = [cell]
     clean = s.notebook(nb)
     assert clean.cells[0].source == "x = 'apiKey=kept-in-code'" and clean.cells[0].outputs[0].text == "***\n"
+
+
+def test_the_scrubber_ignores_values_shorter_than_8_characters_and_says_so(caplog):
+    caplog.set_level(logging.WARNING, logger="runner.scrub")
+    s = Scrubber(["k", "1234567", SENTINEL])
+    assert s.text("keep k and 1234567 but not " + SENTINEL) == "keep k and 1234567 but not ***"
+    assert "short_secret_ignored count=2 min_length=8" in caplog.text
 
 
 def test_pipeline_plan_is_checked_before_any_stage_runs(tmp_path, keep_logging, capsys):
@@ -215,6 +224,17 @@ def test_cli_failing_cell_exits_nonzero_and_names_it(tmp_path, keep_logging, cap
     assert len(read_records(open_store(str(root / "runs")))) == 1
 
 
+def test_a_cell_that_never_returns_fails_the_run_at_the_cell_timeout(tmp_path, keep_logging):
+    assert RunOptions().execution_timeout == DEFAULT_CELL_TIMEOUT > 0  # every run has one unless told otherwise
+    root = _project(tmp_path, "hang")
+    t0 = time.monotonic()
+    proc = _cli(["run", "hang", "--run-id", "h1", "--timeout", "3"], cwd=root)
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - t0 < 60 and "hang.ipynb" in proc.stderr and "timed out" in proc.stderr.lower()
+    [rec] = read_records(open_store(str(root / "runs")))
+    assert rec["status"] == "failed"
+
+
 def test_secret_never_reaches_notebook_html_index_or_logs(tmp_path):
     root = _project(tmp_path, "leak_secret")
     dsn = f"postgresql://condvest:{SENTINEL}-pw@127.0.0.1:5432/condvest"
@@ -235,6 +255,43 @@ def test_secret_never_reaches_notebook_html_index_or_logs(tmp_path):
     assert rec["results"] == {"leak": "***", "symbol": "MSFT"} and rec["parameters"] == {"symbol": "MSFT"}
     # In [6]: the injected parameters cell counts; cell_index is the position in the source notebook
     assert rec["error"]["cell"] == 6 and rec["error"]["cell_index"] == 4
+
+
+def test_a_secret_fetched_at_run_time_is_scrubbed_too(tmp_path):
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        aws = {
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        import boto3
+
+        sm = boto3.client(
+            "secretsmanager",
+            endpoint_url=aws["AWS_ENDPOINT_URL_SECRETS_MANAGER"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        name = f"polygon-runtime-{os.getpid()}-{time.monotonic_ns()}"  # moto's state is shared in the process
+        arn = sm.create_secret(Name=name, SecretString=f'{{"api_key": "{SENTINEL}-arn"}}')["ARN"]
+        root = _project(tmp_path, "leak_runtime_secret")
+        proc = _cli(
+            ["run", "leak_runtime_secret", "--log-output", "-v"], cwd=root, POLYGON_API_KEY_SECRET_ARN=arn, **aws
+        )
+    finally:
+        moto.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert "key fetched at run time is ***" in proc.stderr
+    files = [p for p in (root / "runs").rglob("*") if p.is_file()]
+    for text in [proc.stdout, proc.stderr, *(p.read_text() for p in files)]:
+        assert SENTINEL not in text
 
 
 def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_path, s3_settings):
