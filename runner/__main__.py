@@ -1,4 +1,5 @@
 """The command line: ``python -m runner run|pipeline|list``. The only place errors become exit codes.
+The cloud commands ``job|submit|status|schedule`` come from runner.cloud.cli (``job``: see runner.cloud.job).
 
 Exit codes: 0 every run succeeded; 1 a notebook cell failed (one line names the notebook and the cell);
 2 the request was refused before anything ran (unknown notebook or pipeline, a secret-looking or
@@ -17,6 +18,7 @@ from pathlib import Path
 from condvest.errors import ConfigError, ParameterError, StorageError
 from condvest.runs import format_table, read_index
 from condvest.settings import Settings
+from runner.cloud import cli as cloud_cli
 from runner.execute import RunOptions, run_notebook
 from runner.notebooks import parse_value
 from runner.pipelines import run_pipeline
@@ -63,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     pipe.add_argument("name", help="pipeline name (see runner/pipelines.py)")
     ls = sub.add_parser("list", parents=[common], help="recent runs from the run index")
     ls.add_argument("-n", "--limit", type=int, default=20, help="how many runs (default 20)")
+    cloud_cli.add_commands(sub, common, execution)
     return parser
 
 
@@ -83,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _configure_logging(args.verbose, settings.secrets())
-    if args.command != "list" and args.log_output:
+    if getattr(args, "log_output", False):
         logging.getLogger("papermill").setLevel(logging.INFO)
     try:
         return _dispatch(args, settings)
@@ -99,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command in cloud_cli.COMMANDS:
+        return cloud_cli.dispatch(args, settings)
     if args.command == "list":
         print(format_table(read_index(settings, runs_uri=args.runs_dir), limit=args.limit))
         return 0
