@@ -90,7 +90,7 @@ def build_report(pipeline: str, pipeline_run_id: str, records: Sequence[Mapping[
     bars: dict[str, int] = {}
     durations: dict[str, float] = {}
     as_of = None
-    for rec in sorted(mine, key=lambda r: (r.get("stage") or 0)):
+    for rec in sorted(mine, key=lambda r: r.get("stage") or 0):
         results = rec.get("results") or {}
         notebook = str(rec.get("notebook"))
         if isinstance(rec.get("duration_s"), int | float):
@@ -192,7 +192,12 @@ def metric_data(report: Report | None, target: str, failed: bool) -> list[dict[s
     value = float(failed)
     data: list[dict[str, Any]] = [
         {"MetricName": "FailedRuns", "Value": value, "Unit": "Count"},  # what the alarm watches
-        {"MetricName": "FailedRuns", "Dimensions": [{"Name": "Target", "Value": target}], "Value": value, "Unit": "Count"},
+        {
+            "MetricName": "FailedRuns",
+            "Dimensions": [{"Name": "Target", "Value": target}],
+            "Value": value,
+            "Unit": "Count",
+        },
     ]
     if report is None:
         return data

@@ -1,6 +1,6 @@
 """The runner's cloud commands, added to ``python -m runner``:
 
-    job NOTEBOOK|PIPELINE [-p NAME VALUE]...                      the container entrypoint (runner.cloud.job)
+job NOTEBOOK|PIPELINE [-p NAME VALUE]...                      the container entrypoint (runner.cloud.job)
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def test_a_failing_notebook_exits_nonzero_and_publishes_one_alert_without_secret
     r = job(["leak_secret", "--run-id", "j1"], root, env)
     assert r.returncode == 1, r.stderr
     folder = f"{root / 'runs'}/j1/"
-    assert f"job leak_secret failed at leak_secret.ipynb in cell 5 (`raise RuntimeError" in r.stderr
+    assert "job leak_secret failed at leak_secret.ipynb in cell 5 (`raise RuntimeError" in r.stderr
     assert folder in r.stderr
     [note] = sns_inbox.messages(expect=1)
     assert note["Subject"] == "condvest leak_secret failed, cell 5"
