@@ -23,6 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/cfn-lint infra/*.yaml
 	$(PY) -m pytest -p no:cacheprovider tests
 	$(PY) -m condvest.offline.sandbox -- $(PY) -m pytest -p no:cacheprovider --nbval-lax notebooks
 
@@ -32,6 +33,7 @@ nbval: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/cfn-lint infra/*.yaml
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
