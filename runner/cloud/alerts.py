@@ -137,6 +137,7 @@ def failure_text(
     page: str | None = None,
     run_id: str | None = None,
     busy: bool = False,
+    place: str | None = None,
 ) -> tuple[str, str]:
     """(subject, message) of a failed job: the stage, the failing cell, the error and where the run is."""
     where = []
@@ -146,7 +147,7 @@ def failure_text(
         where.append(f"({notebook})" if stage is not None else notebook)
     if cell is not None:
         where.append(f"cell {cell}" + (f" (`{source}`)" if source else ""))
-    place = " ".join(where) or "before any notebook ran"
+    place = " ".join(where) or place or "before any notebook ran"
     state = "busy" if busy else "failed"
     subject = f"condvest {target} {state}" + (f": stage {stage}" if stage is not None else "")
     subject += f", cell {cell}" if cell is not None else ""

@@ -97,9 +97,9 @@ def run_job(
         else:
             results = [run_notebook(target, parameters, settings=settings, options=options)]
     except KeyboardInterrupt as exc:  # the run was recorded as failed by execute()
-        what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
         line = f"job {target} {what}: the run was recorded as failed"
-        return JobOutcome(target, EXIT_INTERRUPTED, line, results, None, what)
+        return JobOutcome(target, EXIT_INTERRUPTED, line, results, None, line)
     except (ParameterError, ConfigError) as exc:
         text = scrub.text(str(exc))
         return JobOutcome(target, EXIT_REFUSED, f"job {target} refused: {text}", error=text)
@@ -138,6 +138,7 @@ def tell(outcome: JobOutcome, settings: Settings) -> None:
             page=f"{last.runs_uri.rstrip('/')}/{last.html_key}" if last is not None and last.html_key else None,
             run_id=(last.pipeline_run_id or last.run_id) if last is not None else None,
             busy=outcome.exit_code == EXIT_BUSY,
+            place="a notebook, stopped by a signal" if outcome.exit_code == EXIT_INTERRUPTED else None,
         )
         alerts.safely("alert", alerts.publish, settings, subject, message, kind="failure")
     elif outcome.target in alerts.REPORTS and outcome.pipeline_run_id:

@@ -164,3 +164,44 @@ def test_report_and_failure_texts():
     subject, text = failure_text("daily", "s3://b/runs/p/", stage=2, notebook="02_resample.ipynb", cell=4, source="x")
     assert subject == "condvest daily failed: stage 2, cell 4"
     assert text.startswith("condvest daily failed at stage 2 (02_resample.ipynb) cell 4 (`x`)")
+
+
+def test_sigterm_records_the_run_as_failed_and_exits_130(tmp_path, aws, sns_inbox):
+    """Batch and SageMaker stop a job with SIGTERM (timeout, termination): the run is recorded and alerted."""
+    import signal
+    import time
+
+    import nbformat
+
+    root = _project(tmp_path)
+    marker = tmp_path / "started"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("seconds = 120", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(seconds)"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / "slow.ipynb")
+    env = {**os.environ, **aws.env, "CONDVEST_ALERT_TOPIC_ARN": sns_inbox.topic_arn}
+    env.pop("CONDVEST_RUNS_URI", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "job", "slow", "--run-id", "t1", "--no-progress"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate()[1] if proc.poll() is not None else "the cell never started"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "job slow terminated (SIGTERM): the run was recorded as failed" in err
+    [rec] = read_records(open_store(str(root / "runs")))
+    assert rec["run_id"] == "t1" and rec["status"] == "failed"
+    [note] = sns_inbox.messages(expect=1)
+    assert note["Subject"] == "condvest slow failed"
+    assert note["Message"].startswith("condvest slow failed at a notebook, stopped by a signal")
