@@ -8,10 +8,11 @@ STAMP   := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint format nbval bench clean system
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the runtime dependencies to what the image installs (tools/lock.py writes it)
+$(STAMP): pyproject.toml constraints.txt
 	@bash tools/ensure-system.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 system:

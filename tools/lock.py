@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         listed = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", have, flags=re.M))
         wrong = [f"{n}=={v} (listed: {listed.get(n)})" for n, v in pins.items() if listed.get(n) != v]
         if wrong:
-            print("constraints.txt is not this environment's:\n  " + "\n  ".join(wrong), file=sys.stderr)
+            print(
+                "constraints.txt is not this environment's (after a deliberate change, rerun tools/lock.py):\n  "
+                + "\n  ".join(wrong),
+                file=sys.stderr,
+            )
             return 1
         return 0
     TARGET.write_text(render(pins))
