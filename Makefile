@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_resample.py
 	$(PY) bench/bench_migrate.py
 	$(PY) bench/bench_retention.py
+	$(PY) bench/bench_adopt.py
 
 clean:
 	rm -rf lake runs .condvest

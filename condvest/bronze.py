@@ -30,6 +30,8 @@ from condvest.storage import Store
 
 log = logging.getLogger(__name__)
 
+_NY = "America/New_York"
+
 
 def write_daily_files(store: Store, df: pd.DataFrame, threads: int = 4, run_id: str | None = None) -> int:
     """One ``symbol=X/date=D.parquet`` per row (rows already unique on (symbol, date)); returns files written.
@@ -65,12 +67,34 @@ def write_daily_files(store: Store, df: pd.DataFrame, threads: int = 4, run_id: 
 OPTIONAL_COLUMNS = ("vwap", "transactions", "ingested_at")
 
 
+def _legacy_columns(t: pa.Table, key: str) -> pa.Table:
+    """The previous fetcher's shape made readable: a naive ``timestamp`` (micro- or nanoseconds) is UTC, and
+    without a ``date`` column the session is the New York date of ``timestamp``."""
+    if "timestamp" not in t.column_names:
+        return t
+    ts = t.column("timestamp")
+    if not pa.types.is_timestamp(ts.type):
+        raise CorruptObject(f"column timestamp is {ts.type}, not a timestamp", key=key)
+    if ts.type.tz is None:
+        ts = ts.cast(pa.timestamp(ts.type.unit, tz="UTC"))
+        t = t.set_column(t.column_names.index("timestamp"), "timestamp", ts)
+    if "date" not in t.column_names:
+        stamps = pd.Series(ts.to_pandas(), copy=False)
+        days = pd.to_datetime(stamps, utc=True).dt.tz_convert(_NY).dt.date
+        t = t.append_column("date", pa.array(days, pa.date32()))
+    return t
+
+
 def read_bronze_bytes(key: str, data: bytes) -> pa.Table:
-    """A bronze parquet object's bytes in ``BRONZE_SCHEMA``; anything unreadable is an error naming ``key``."""
+    """A bronze parquet object's bytes in ``BRONZE_SCHEMA``; anything unreadable is an error naming ``key``.
+
+    Files of the previous fetcher are read as they are: no ``date`` column (the New York date of
+    ``timestamp`` is taken), a naive ``timestamp`` (read as UTC, micro- or nanoseconds), integer volume."""
     try:
         t = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:
         raise CorruptObject(f"unreadable parquet: {exc}", key=key) from exc
+    t = _legacy_columns(t, key)
     cols = []
     for f in BRONZE_SCHEMA:
         if f.name in t.column_names:

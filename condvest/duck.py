@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +40,8 @@ def connect(store: Store, *, threads: int | None = None, memory_limit: str | Non
         config["threads"] = threads
     if memory_limit is not None:
         config["memory_limit"] = memory_limit
+        # an in-memory database spills beyond its limit only where it has a temporary folder
+        config["temp_directory"] = str(Path(tempfile.gettempdir()) / f"condvest-duckdb-{os.getpid()}")
     con = duckdb.connect(":memory:", config=config)
     try:
         if isinstance(store, S3Store):

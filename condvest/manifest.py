@@ -10,24 +10,36 @@ or the sorted list of symbols a subset run wrote. Gap detection reads the year o
 window (one or two GETs) instead of listing millions of bronze objects. Updates are read-modify-write
 with a conditional put, retried when another writer got there first, so concurrent runs never lose
 each other's sessions.
+
+A lake without any manifest object (one written by the previous pipeline) gets one built once, by 01_fetch's
+gap detection, from a listing of the previous fetcher's daily files (``build_from_listing``, with a progress
+bar); from then on the manifest is kept as usual and bronze is never listed again for gap detection.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
 from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
-from condvest.lake import manifest_key
+from condvest.lake import BRONZE_PREFIX, MANIFEST_PREFIX, manifest_key, parse_bronze_key
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
 
 ALL = "all"
 _MAX_ATTEMPTS = 20
+#: in a manifest built from a listing, a session whose daily files cover at least this share of the symbols of
+#: the busiest session counts as complete (``ALL``): the previous fetcher fetched every symbol each session
+LISTING_ALL_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -130,3 +142,46 @@ def record_sessions(store: Store, entries: Mapping[dt.date, SessionEntry]) -> No
                 continue
         else:
             raise StorageError(f"manifest update lost {_MAX_ATTEMPTS} races in a row", key=key)
+
+
+def has_manifest(store: Store) -> bool:
+    """True when bronze has at least one manifest object (one small listing)."""
+    return next(iter(store.list(MANIFEST_PREFIX + "/")), None) is not None
+
+
+def _written_by_previous_fetcher(store: Store, key: str) -> bool:
+    """True when the daily file ``key`` has the previous fetcher's shape (no ``date`` column)."""
+    try:
+        return "date" not in pq.read_schema(io.BytesIO(store.get(key))).names
+    except (ObjectNotFound, pa.ArrowException, OSError):
+        return False
+
+
+def build_from_listing(store: Store, *, progress: bool = True) -> int:
+    """Record the sessions of the previous fetcher's daily files (``symbol=X/date=D.parquet``) from one
+    listing of bronze: a session holding at least ``LISTING_ALL_SHARE`` of the busiest session's symbols as
+    ``ALL``, any other as its list of symbols (source ``listing``). One file per session is opened to check
+    its shape: sessions written by the workbench itself are left out (its fetch records them in the manifest
+    when it finishes, so a run that crashed before that fetches them again). Histories (``data.parquet``)
+    are not opened. Returns the sessions recorded."""
+    by_day: dict[dt.date, set[str]] = {}
+    sample: dict[dt.date, str] = {}
+    with tqdm(desc="listing bronze for the manifest", unit=" objects", disable=None if progress else True) as bar:
+        for o in store.list(f"{BRONZE_PREFIX}/symbol="):
+            bar.update(1)
+            parsed = parse_bronze_key(o.key)
+            if parsed is not None and parsed[1] is not None:
+                by_day.setdefault(parsed[1], set()).add(parsed[0])
+                sample.setdefault(parsed[1], o.key)
+    old = {d for d in sorted(by_day) if _written_by_previous_fetcher(store, sample[d])}
+    if not old:
+        return 0
+    top = max(len(by_day[d]) for d in old)
+    entries = {
+        d: SessionEntry(ALL if len(s) >= LISTING_ALL_SHARE * top else tuple(sorted(s)), len(s), len(s), "listing")
+        for d, s in by_day.items()
+        if d in old
+    }
+    record_sessions(store, entries)
+    log.info("manifest=built_from_listing sessions=%d first=%s last=%s", len(entries), min(old), max(old))
+    return len(entries)

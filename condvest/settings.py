@@ -17,6 +17,7 @@ from pathlib import Path
 
 from condvest.calendar import today_in_new_york
 from condvest.errors import ConfigError, ParameterError
+from condvest.previous_env import previous_database, previous_lake
 
 DEFAULT_BASE_URL = "https://api.polygon.io"
 
@@ -192,6 +193,9 @@ class Settings:
     http: HttpLimits = field(default_factory=HttpLimits)
     #: pins the run's "today" (New York) for reproducible runs; ``None`` means the real date
     as_of: dt.date | None = None
+    #: DuckDB's memory limit for resampling (it spills to a temporary folder beyond it); size it for the
+    #: container: the whole process stays about 1 GB above it
+    duckdb_memory_limit: str = "3GB"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -214,10 +218,10 @@ class Settings:
                 raise ConfigError(f"must be positive, got {n}", variable=name)
             return n
 
-        lake = get("CONDVEST_LAKE_URI")
-        if lake is None and get("S3_DATALAKE_BUCKET"):
-            lake = f"s3://{get('S3_DATALAKE_BUCKET')}"
-        lake = lake or "./lake"
+        # the seed's and the previous pipeline's names: S3_DATALAKE_BUCKET / S3_BUCKET (+ S3_INPUT_PREFIX,
+        # S3_OUTPUT_PREFIX), DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD (condvest.previous_env)
+        lake = get("CONDVEST_LAKE_URI") or previous_lake(get) or "./lake"
+        db = {} if get("RDS_ENDPOINT") else previous_database(get)
         if lake.startswith("s3://") and len(lake) <= 5:
             raise ConfigError("s3:// needs a bucket name", variable="CONDVEST_LAKE_URI")
         retention = Retention()
@@ -239,8 +243,14 @@ class Settings:
                 as_of = dt.date.fromisoformat(get("CONDVEST_AS_OF") or "")
             except ValueError:
                 raise ConfigError("expected an ISO date YYYY-MM-DD", variable="CONDVEST_AS_OF") from None
+        memory = get("CONDVEST_DUCKDB_MEMORY_LIMIT") or "3GB"
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory, re.I):
+            raise ConfigError(
+                f"expected a size such as 3GB or 512MB, got {memory!r}", variable="CONDVEST_DUCKDB_MEMORY_LIMIT"
+            )
         return cls(
             as_of=as_of,
+            duckdb_memory_limit=memory,
             lake_uri=lake,
             runs_uri=get("CONDVEST_RUNS_URI") or "./runs",
             s3_endpoint_url=get("AWS_ENDPOINT_URL_S3") or get("AWS_ENDPOINT_URL"),
@@ -250,10 +260,10 @@ class Settings:
             polygon_api_key=Secret(v) if (v := get("POLYGON_API_KEY")) else None,
             polygon_api_key_secret_arn=get("POLYGON_API_KEY_SECRET_ARN"),
             rds_secret_arn=get("RDS_SECRET_ARN"),
-            rds_endpoint=get("RDS_ENDPOINT"),
-            rds_username=get("RDS_USERNAME"),
-            rds_password=Secret(v) if (v := get("RDS_PASSWORD")) else None,
-            rds_db_name=get("RDS_DB_NAME") or "condvest",
+            rds_endpoint=get("RDS_ENDPOINT") or db.get("rds_endpoint"),
+            rds_username=get("RDS_USERNAME") or db.get("rds_username"),
+            rds_password=Secret(v) if (v := get("RDS_PASSWORD") or db.get("rds_password")) else None,
+            rds_db_name=get("RDS_DB_NAME") or db.get("rds_db_name") or "condvest",
             aws_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
             batch_job_queue=get("BATCH_JOB_QUEUE"),
             resampling_job_definition=get("RESAMPLING_JOB_DEFINITION"),

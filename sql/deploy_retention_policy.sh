@@ -7,6 +7,9 @@
 #   sql/deploy_retention_policy.sh rds       deploy to RDS: RDS_SECRET_ARN, or RDS_ENDPOINT + RDS_USERNAME +
 #                                            RDS_PASSWORD (+ RDS_DB_NAME, default condvest)
 #   sql/deploy_retention_policy.sh archive   run the archive now (CALL archive_old_ohlcv_data)
+#   sql/deploy_retention_policy.sh adopt     convert the previous pipeline's raw_ohlcv, raw_ohlcv_archive and
+#                                            data_retention_log in place (one transaction), then deploy;
+#                                            dry-run first shows what it would do (add --target rds for RDS)
 #
 # Extra arguments go to python -m condvest.retention, e.g. --retention "3 years 1 month" --as-of 2025-10-17.
 # Credentials come from the environment only; nothing here prints them. Set PYTHON to choose the interpreter.
@@ -21,7 +24,7 @@ if [[ -z "${PYTHON:-}" ]]; then
     if $checkout && [[ -x "$here/.venv/bin/python" ]]; then PYTHON="$here/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 if $checkout; then cd "$here"; fi
 mode="${1:-}"
@@ -31,5 +34,6 @@ case "$mode" in
     dry-run) exec "$PYTHON" -m condvest.retention dry-run "$@" ;;
     rds)     exec "$PYTHON" -m condvest.retention deploy --target rds "$@" ;;
     archive) exec "$PYTHON" -m condvest.retention archive "$@" ;;
+    adopt)   exec "$PYTHON" -m condvest.retention adopt "$@" ;;
     *)       usage ;;
 esac

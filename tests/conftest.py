@@ -22,6 +22,14 @@ REAL_SERVICE_VARS = (
     "CONDVEST_PG_DSN",
     "CONDVEST_LAKE_URI",
     "S3_DATALAKE_BUCKET",
+    "S3_BUCKET",
+    "S3_INPUT_PREFIX",
+    "S3_OUTPUT_PREFIX",
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_USER",
+    "DB_PASSWORD",
 )
 
 

@@ -18,9 +18,21 @@ _COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume", "in
 
 
 def ensure_cache_table(conn: Any) -> None:
-    """Apply the raw_ohlcv DDL (idempotent) when the table is missing."""
+    """Apply the raw_ohlcv DDL (idempotent) when the table is missing; a raw_ohlcv of the previous pipeline
+    (naive "timestamp") is refused with what to run instead."""
     if conn.execute("SELECT to_regclass('raw_ohlcv')").fetchone()[0] is None:
         apply_sql(conn, sql_files(["001_raw_ohlcv.sql"]))
+        return
+    kind = conn.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = 'raw_ohlcv' AND column_name = 'timestamp'"
+    ).fetchone()
+    if kind is not None and kind[0] == "timestamp without time zone":
+        raise DatabaseError(
+            "raw_ohlcv has the previous pipeline's shape: adopt it first (04_retention mode='adopt',"
+            " or sql/deploy_retention_policy.sh adopt)",
+            table="raw_ohlcv",
+        )
 
 
 def upsert_bars(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:

@@ -116,9 +116,14 @@ class _Writer:
 
     def _pg(self) -> Any:
         if self._conn is None:
-            self._conn = connect(self.settings)
-            ensure_cache_table(self._conn)
-            self._conn.commit()
+            conn = connect(self.settings)
+            try:
+                ensure_cache_table(conn)
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     def close(self) -> None:
@@ -323,6 +328,8 @@ async def run_fetch(
     missing: list[dt.date] = []
     if params.date is None and params.start is None:
         window = backfill_window(as_of, params.max_backfill_days if params.backfill_missing else 1, now)
+        if not manifest.has_manifest(store):  # a lake of the previous pipeline: build the manifest once
+            manifest.build_from_listing(store, progress=progress)
         missing = manifest.missing_sessions(store, window, checks.symbol_list(params.symbols))
     plan_ = plan(params, today, missing, now)
     report = FetchReport(run_id, plan_)

@@ -46,6 +46,8 @@ _TIME = "%Y-%m-%d %H:%M:%S"
 _RETENTION_NOTES = {
     "skipped": "skipped (read_postgres=False)",
     "not deployed": "nothing yet: the retention policy is not deployed (run 04_retention with mode='deploy')",
+    "previous pipeline": "the previous pipeline's tables, not adopted yet (run 04_retention with mode='adopt';"
+    " mode='dry-run' shows what it does)",
 }
 RUN_COLUMNS = ["started_at", "notebook", "status", "duration_s", "failure", "pipeline", "run_id", "html_url"]
 
@@ -307,7 +309,8 @@ class MonitoringSnapshot:
 
 
 def read_retention(settings: Settings) -> tuple[str, RetentionViews | None]:
-    """``("ok", views)`` when the policy is deployed, else ``("not deployed" | "unreachable: <why>", None)``."""
+    """``("ok", views)`` when the policy is deployed, else ``("not deployed" | "previous pipeline" |
+    "unreachable: <why>", None)``."""
     try:
         conn = connect(settings, autocommit=True)
     except DatabaseError as exc:
@@ -315,7 +318,7 @@ def read_retention(settings: Settings) -> tuple[str, RetentionViews | None]:
         return f"unreachable: {exc}", None
     try:
         if not retention.is_deployed(conn):
-            return "not deployed", None
+            return ("previous pipeline" if retention.legacy_tables(conn) else "not deployed"), None
         return "ok", retention.read_views(conn)
     finally:
         conn.close()

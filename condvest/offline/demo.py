@@ -1,13 +1,17 @@
 """``make demo``: the whole path on a local lake, offline, against the synthetic market.
 
 1. a local Polygon-compatible server serves a deterministic market; the lake (``./lake``) gets an older
-   history as a legacy AWS DMS export (``public/raw_ohlcv/LOAD*.parquet``);
-2. 03_migrate moves that export into the bronze layout (validated; sources kept);
-3. 01_fetch backfills the years between the export and the last 30 sessions, as it would have run
-   back then (``as_of`` a few weeks ago), so Postgres holds a window that has since aged;
-4. the daily pipeline (01_fetch with smart backfill, compaction and 02_resample) brings it up to today;
-5. 04_retention deploys the policy and the weekly pipeline archives the rows that aged out;
-6. 05_monitoring charts it all.
+   history as a legacy AWS DMS export (``public/raw_ohlcv/LOAD*.parquet``), and Postgres and the lake get a
+   deployment of the previous pipeline (its tables with the backfill window's bars, a few of its bronze
+   files, an old checkpoint: ``condvest.offline.previous``);
+2. 04_retention ``mode=adopt`` converts those tables in place;
+3. 03_migrate moves that export into the bronze layout (validated; sources kept);
+4. 01_fetch backfills the years between the export and the last 30 sessions, as it would have run
+   back then (``as_of`` a few weeks ago), so Postgres holds a window that has since aged (the rows the
+   previous pipeline held are updated in place);
+5. the daily pipeline (01_fetch with smart backfill, compaction and 02_resample) brings it up to today;
+6. 04_retention deploys the policy and the weekly pipeline archives the rows that aged out;
+7. 05_monitoring charts it all.
 
 Every step is a runner run: executed notebooks and their html land under ``./runs``. The embedded
 Postgres cluster lives under ``./.condvest`` and is stopped at the end (notebooks restart it on demand).
@@ -24,9 +28,12 @@ import time
 from pathlib import Path
 
 from condvest.calendar import last_n_sessions, latest_complete_session, previous_session
+from condvest.offline.market import SyntheticMarket
+from condvest.offline.previous import seed_previous_deployment
 from condvest.offline.sandbox import offline_world
-from condvest.postgres import EmbeddedCluster
-from condvest.settings import Settings
+from condvest.postgres import EmbeddedCluster, connect
+from condvest.settings import Secret, Settings
+from condvest.storage import LocalStore
 
 
 def _plan_dates(today: dt.date) -> tuple[dt.date, dt.date, dt.date]:
@@ -39,6 +46,7 @@ def _plan_dates(today: dt.date) -> tuple[dt.date, dt.date, dt.date]:
 def _steps(today: dt.date) -> list[tuple[str, list[str]]]:
     _, history_start, backfill_end = _plan_dates(today)
     return [
+        ("adopt the previous pipeline's tables", ["run", "04_retention", "-p", "mode", "adopt"]),
         ("migrate the legacy DMS export", ["run", "03_migrate"]),
         (
             "backfill history as of " + backfill_end.isoformat(),
@@ -83,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     dms_end = _plan_dates(today)[0]
     with offline_world(root, n_symbols=opts.symbols, as_of=today, dms_end=dms_end, pg_home=root / ".condvest") as env:
         env = {**os.environ, **env, "CONDVEST_RUNS_URI": str(runs), "CONDVEST_AS_OF": today.isoformat()}
+        _, history_start, backfill_end = _plan_dates(today)
+        with connect(Settings(), dsn=Secret(env["CONDVEST_PG_DSN"]), autocommit=True) as conn:
+            seeded = seed_previous_deployment(
+                conn,
+                LocalStore(root / "lake"),
+                SyntheticMarket(n_symbols=opts.symbols, seed=7),
+                history_start,
+                backfill_end,
+            )
+        if seeded:
+            print("\n== a deployment of the previous pipeline: " + ", ".join(f"{k} {v}" for k, v in seeded.items()))
         for title, args in _steps(today):
             print(f"\n== {title}: python -m runner {' '.join(args)}", flush=True)
             code = subprocess.run(

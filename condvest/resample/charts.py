@@ -1,20 +1,22 @@
 """Reading silver bars back and drawing them (the 02_resample notebook's charts).
 
-read_bars(settings, symbol, interval) -> DataFrame      interval 1: bronze daily bars, else silver
+read_bars(settings, symbol, interval, since=None) -> DataFrame   interval 1: bronze daily bars, else silver
 default_symbol(settings) -> str                          first symbol alphabetically ("" when none)
 candlestick_figure(settings, symbol="", intervals=(1, 5, 21)) -> plotly Figure
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
 from collections.abc import Sequence
 
 import pandas as pd
 
 from condvest import params
-from condvest.dms import list_dms_files
 from condvest.lake import BRONZE_PREFIX, bronze_symbol_prefix, silver_prefix
+from condvest.migrate import readable_export
 from condvest.resample.engine import connect, load_rows, register_dms
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
@@ -32,15 +34,19 @@ def default_symbol(settings: Settings, *, store: Store | None = None) -> str:
     return ""
 
 
-def read_bars(settings: Settings, symbol: str, interval: int, *, store: Store | None = None) -> pd.DataFrame:
-    """Bars of one symbol: the deduplicated daily bars (interval 1) or the silver bars of ``interval``."""
+def read_bars(
+    settings: Settings, symbol: str, interval: int, *, since: dt.date | None = None, store: Store | None = None
+) -> pd.DataFrame:
+    """Bars of one symbol: the deduplicated daily bars (interval 1) or the silver bars of ``interval``; with
+    ``since``, only silver bars labelled on or after it, read from the month files that can hold them (a
+    chart of the last year opens about a dozen month files, not every one since 1962)."""
     symbol, interval = params.symbol(symbol, "symbol"), params.interval(interval, "interval")
     store = store or open_store(settings=settings)
     con = connect(store)
     try:
         if interval == 1:
             keys = [o.key for o in store.list(bronze_symbol_prefix(symbol))]
-            dms = [o.key for o in list_dms_files(store)]
+            dms = [o.key for o in readable_export(store)]
             if dms:
                 register_dms(con, store, dms, {symbol})
             load_rows(con, store, "rows", keys, dms=bool(dms), symbols={symbol})
@@ -48,17 +54,31 @@ def read_bars(settings: Settings, symbol: str, interval: int, *, store: Store | 
                 "SELECT symbol, date, open, high, low, close, volume, 1 AS sessions FROM rows ORDER BY date"
             ).df()
         else:
-            keys = [o.key for o in store.list(silver_prefix(interval))]
+            keys = [o.key for o in store.list(silver_prefix(interval)) if _month_of(o.key) >= _month(since)]
             if not keys:
                 return pd.DataFrame(columns=_COLUMNS)
             df = con.execute(
                 "SELECT symbol, date, open, high, low, close, volume, sessions "
-                "FROM read_parquet($files, union_by_name = true) WHERE symbol = $symbol ORDER BY date",
-                {"files": [store.url(k) for k in keys], "symbol": symbol},
+                "FROM read_parquet($files, union_by_name = true) WHERE symbol = $symbol AND date >= $since "
+                "ORDER BY date",
+                {"files": [store.url(k) for k in keys], "symbol": symbol, "since": since or dt.date.min},
             ).df()
     finally:
         con.close()
     return df
+
+
+_MONTH_RE = re.compile(r"/year=(\d{4})/month=(\d{2})/")
+
+
+def _month(day: dt.date | None) -> tuple[int, int]:
+    return (day.year, day.month) if day else (0, 0)
+
+
+def _month_of(key: str) -> tuple[int, int]:
+    """The (year, month) partition of a silver key; keys outside the layout sort last (always read)."""
+    m = _MONTH_RE.search(key)
+    return (int(m.group(1)), int(m.group(2))) if m else (9999, 12)
 
 
 def candlestick_figure(
@@ -81,11 +101,14 @@ def candlestick_figure(
         return fig
     labels = [f"{symbol} · {n}d" + (" (daily)" if n == 1 else "") for n in intervals]
     fig = make_subplots(rows=len(intervals), cols=1, subplot_titles=labels, vertical_spacing=0.08)
+    since: dt.date | None = None  # known once the daily bars (the first panel, as a rule) were read
     for row, n in enumerate(intervals, start=1):
-        df = read_bars(settings, symbol, n, store=store)
+        df = read_bars(settings, symbol, n, since=since if n > 1 else None, store=store)
         if not df.empty:
             end = pd.to_datetime(df["date"]).max()
             df = df[pd.to_datetime(df["date"]) > end - pd.Timedelta(days=last_days)]
+            if n == 1:  # silver panels end up to one bar earlier: keep a margin, the filter above trims
+                since = (end - pd.Timedelta(days=last_days + 2 * max(intervals))).date()
         partial = df["sessions"] < n if len(df) else []
         fig.add_trace(
             go.Candlestick(

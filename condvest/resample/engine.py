@@ -15,6 +15,7 @@ import re
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from condvest import duck
@@ -41,14 +42,23 @@ SILVER_SCHEMA = pa.schema(
     ]
 )
 SILVER_COLUMNS = SILVER_SCHEMA.names
+#: a silver file: the bars plus ``ts``, the first session's 00:00 New York as a naive UTC timestamp (the column
+#: the previous pipeline's silver files had, so their readers keep working); derived from ``date`` on write
+SILVER_FILE_SCHEMA = SILVER_SCHEMA.insert(2, pa.field("ts", pa.timestamp("us")))
 
-# {rank}: bronze.SOURCE_RANK of data.parquet objects or of daily files (constants, not input)
+# {rank}: bronze.SOURCE_RANK of data.parquet objects or of daily files (constants, not input); {date}: one of
+# _DATE_EXPRS (constants)
 _RAW_SELECT = """
-SELECT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date, CAST(open AS DOUBLE) AS open,
+SELECT CAST(symbol AS VARCHAR) AS symbol, {date} AS date, CAST(open AS DOUBLE) AS open,
        CAST(high AS DOUBLE) AS high, CAST(low AS DOUBLE) AS low, CAST(close AS DOUBLE) AS close,
        CAST(volume AS DOUBLE) AS volume, {ingested} AS ingested_at, {rank} AS src_rank
 FROM read_parquet(${param}{union})
 """
+# The session date: the file's ``date``; files of the previous fetcher have none, their session is the New
+# York date of ``timestamp`` (naive = UTC; the connection's TimeZone is UTC, so the casts keep the instant
+# whether the column is naive or not, in micro- or nanoseconds). Mixed lakes: a file's date, else the derived one.
+_NY_DATE = "CAST(timezone('America/New_York', CAST(CAST(\"timestamp\" AS TIMESTAMP) AS TIMESTAMPTZ)) AS DATE)"
+_DATE_EXPRS = ("CAST(date AS DATE)", f"coalesce(CAST(date AS DATE), {_NY_DATE})", _NY_DATE)
 # rows taken from fetch's session batches instead of opening their daily files (same rows, same rank)
 _BATCH_SELECT = """
 SELECT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date, CAST(open AS DOUBLE) AS open,
@@ -82,6 +92,7 @@ def connect(store: Store, threads: int | None = None, memory_limit: str | None =
     """A DuckDB connection that reads and writes ``store.url(...)`` paths (httpfs and credentials for S3)."""
     con = duck.connect(store, threads=threads, memory_limit=memory_limit)
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET TimeZone = 'UTC'")  # naive bronze timestamps are UTC (the previous fetcher's files)
     return con
 
 
@@ -138,11 +149,22 @@ def load_rows(
             "low DOUBLE, close DOUBLE, volume DOUBLE, i BIGINT)"
         )
         return 0
-    # fastest first: one schema for all files; then by column name; then for files without ingested_at
-    ing, union = "CAST(ingested_at AS TIMESTAMPTZ)", ", union_by_name = true"
-    attempts = [("", ing), (union, ing), (union, "CAST(NULL AS TIMESTAMPTZ)")]
-    for k, (union, ingested) in enumerate(attempts):
-        parts = [_RAW_SELECT.format(ingested=ingested, rank=rank, param=param, union=union) for param, rank in scans]
+    # fastest first: one schema for all files; then by column name (a file without ``date`` gets the derived
+    # one); then for files without ingested_at; then for lakes where no file has ``date`` (the previous fetcher)
+    ing, none, union = "CAST(ingested_at AS TIMESTAMPTZ)", "CAST(NULL AS TIMESTAMPTZ)", ", union_by_name = true"
+    same, mixed, derived = _DATE_EXPRS
+    attempts = [
+        ("", ing, same),
+        (union, ing, mixed),
+        (union, none, mixed),
+        (union, ing, derived),
+        (union, none, derived),
+    ]
+    for k, (union, ingested, date) in enumerate(attempts):
+        parts = [
+            _RAW_SELECT.format(ingested=ingested, rank=rank, param=param, union=union, date=date)
+            for param, rank in scans
+        ]
         if use_batch:
             parts.append(_BATCH_SELECT)
         if dms:
@@ -159,9 +181,18 @@ def load_rows(
     return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
+def _session_ts(dates: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """00:00 New York of each date, as naive UTC timestamps."""
+    local = pc.cast(pc.cast(dates, pa.timestamp("s")), pa.timestamp("us"))
+    utc = pc.assume_timezone(local, "America/New_York")
+    return pc.cast(utc, pa.timestamp("us"))
+
+
 def silver_bytes(table: pa.Table) -> bytes:
+    bars = table.select(SILVER_COLUMNS).cast(SILVER_SCHEMA)
+    bars = bars.add_column(2, "ts", _session_ts(bars.column("date")))
     buf = io.BytesIO()
-    pq.write_table(table.select(SILVER_COLUMNS).cast(SILVER_SCHEMA), buf, compression="zstd")
+    pq.write_table(bars.cast(SILVER_FILE_SCHEMA), buf, compression="zstd")
     return buf.getvalue()
 
 

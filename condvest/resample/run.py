@@ -3,11 +3,12 @@
     run_resample(settings, ResampleParams(intervals="3,5,8,13,21,34", force_full_resample=False)) -> ResampleReport
     checkpoint_table(settings) -> pandas.DataFrame
 
-Input: bronze (``symbol=X/data.parquet`` and ``symbol=X/date=D.parquet``) and, until the migration has
-removed it, the DMS export (read with ``condvest.dms``'s explicit schema); one row per (symbol,
-date), the newest ``ingested_at`` winning, rows without it ranked daily file > data.parquet > DMS.
+Input: bronze (``symbol=X/data.parquet`` and ``symbol=X/date=D.parquet``) and, until a passing migration
+report matches it (``condvest.migrate.readable_export``), the DMS export (read with ``condvest.dms``'s
+explicit schema); one row per (symbol, date) by ``condvest.bronze``'s merge rule.
 Output: ``silver/silver_{N}d/year=YYYY/month=MM/data_{N}d_YYYYMM.parquet`` with symbol, date (first
-session), end_date (last session), open, high, low, close, volume and sessions. The trailing, still-open
+session), ts (the first session's 00:00 New York as a naive UTC timestamp, the previous pipeline's column),
+end_date (last session), open, high, low, close, volume and sessions. The trailing, still-open
 bar of each symbol is written too, flagged by ``sessions < N``; it is recomputed in every run that
 brings its symbol data, so it is never frozen.
 
@@ -21,7 +22,10 @@ a late backfill or correction re-reads that symbol. Month files are always rewri
 Write order, the crash story: silver month files, then the state folder, then the checkpoints (the
 commit record). A crash leaves the old checkpoint naming the old state; the next run recomputes the same
 changes and rewrites the same month files whole, so the result is the same as without the crash.
-Silver edited by hand is not detected: ``force_full_resample=True`` rebuilds it.
+Silver edited by hand is not detected: ``force_full_resample=True`` rebuilds it. A checkpoint of the
+previous pipeline (``last_processed_date``, no state) counts as none: its interval is rebuilt in full, which
+replaces every month file of that interval (the old ones, without ``date``, included), and the report's
+message says so in one line.
 """
 
 from __future__ import annotations
@@ -65,7 +69,18 @@ FULL_FRACTION = 0.5
 FULL_MIN = 200
 
 
-def _read_checkpoint(store: Store, n: int) -> dict | None:
+#: keys of the previous pipeline's checkpoints (``silver_{N}d_checkpoint.json``), which name no state
+_LEGACY_CHECKPOINT_KEYS = frozenset({"last_processed_date", "last_run_timestamp", "total_records_processed"})
+
+
+def is_legacy_checkpoint(doc: object) -> bool:
+    """True for a checkpoint written by the previous pipeline (``last_processed_date``, no state)."""
+    return isinstance(doc, dict) and "state" not in doc and bool(_LEGACY_CHECKPOINT_KEYS & set(doc))
+
+
+def _read_checkpoint(store: Store, n: int, legacy: list[int] | None = None) -> dict | None:
+    """The checkpoint of interval ``n``; ``None`` when there is none or when it is the previous pipeline's
+    (its interval is then rebuilt in full; ``n`` is added to ``legacy``)."""
     key = checkpoint_key(n)
     try:
         doc = json.loads(store.get(key))
@@ -73,6 +88,11 @@ def _read_checkpoint(store: Store, n: int) -> dict | None:
         return None
     except ValueError as exc:
         raise CorruptObject(f"unreadable checkpoint: {exc}", key=key) from exc
+    if is_legacy_checkpoint(doc):
+        log.info("checkpoint=previous_pipeline key=%s (rebuilt in full)", key)
+        if legacy is not None:
+            legacy.append(n)
+        return None
     if doc.get("status") != "complete" or "state" not in doc:
         raise CorruptObject("checkpoint is not a complete commit record; run with force_full_resample=True", key=key)
     return doc
@@ -185,8 +205,12 @@ def run_resample(
     threads: int | None = None,
     memory_limit: str | None = None,
 ) -> ResampleReport:
-    """Bring the silver bars of ``p.intervals`` up to date with bronze (see the module docstring)."""
+    """Bring the silver bars of ``p.intervals`` up to date with bronze (see the module docstring).
+
+    DuckDB works within ``memory_limit`` (default: the settings' ``CONDVEST_DUCKDB_MEMORY_LIMIT``, 3 GB) and
+    spills beyond it; the bars reach Python one month at a time, so memory does not grow with the history."""
     p = p or ResampleParams()
+    memory_limit = memory_limit or settings.duckdb_memory_limit
     ns = p.check()
     force_full_resample = p.force_full_resample
     store = store or open_store(settings=settings)
@@ -194,7 +218,8 @@ def run_resample(
     report = ResampleReport(run_id, ns)
     t0 = time.perf_counter()
     with lake_lock(store, "resample", run_id=run_id, purpose="resample"):
-        checkpoints = {n: (None if force_full_resample else _read_checkpoint(store, n)) for n in ns}
+        legacy: list[int] = []
+        checkpoints = {n: (None if force_full_resample else _read_checkpoint(store, n, legacy)) for n in ns}
         journal = latest_journal(store)
         sources = list_sources(store)
         log.info(
@@ -260,6 +285,9 @@ def run_resample(
         if changed
         else "silver is up to date: nothing to resample"
     )
+    if legacy:
+        names = ", ".join(f"{n}d" for n in legacy)
+        report.message = f"the previous pipeline's checkpoint found for {names}: rebuilt in full; " + report.message
     log.info("resample done run_id=%s seconds=%.2f bars_written=%d", run_id, report.seconds, changed)
     return report
 

@@ -27,9 +27,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from condvest.dms import list_dms_files
 from condvest.errors import CorruptObject, ObjectNotFound
 from condvest.lake import BRONZE_PREFIX, METADATA_PREFIX, parse_bronze_key
+from condvest.migrate import readable_export
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ def journal_key(stamp: str, run_id: str) -> str:
 
 
 def list_sources(store: Store) -> pd.DataFrame:
-    """Every bronze object (daily and history) plus the DMS export files, as a sources frame."""
+    """Every bronze object (daily and history) plus the DMS export files still to be read (none once a
+    validated migration matches them: ``condvest.migrate.readable_export``), as a sources frame."""
     rows = []
     for o in store.list(f"{BRONZE_PREFIX}/symbol="):
         parsed = parse_bronze_key(o.key)
@@ -58,7 +59,7 @@ def list_sources(store: Store) -> pd.DataFrame:
             continue
         sym, day = parsed
         rows.append((o.key, o.etag, sym, day, "daily" if day else "history", False))
-    for o in list_dms_files(store):
+    for o in readable_export(store):
         rows.append((o.key, o.etag, None, None, "dms", False))
     return _sources_frame(rows)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
@@ -39,35 +41,66 @@ def write_full(
 ) -> dict[int, tuple[int, int]]:
     """Write every month file of every interval from temp table ``rows``; returns {n: (bars, months)}.
 
-    One interval at a time: DuckDB aggregates the bars, Arrow splits them by month, and a thread pool
-    encodes and writes the month files (DuckDB's own partitioned COPY is several times slower here).
+    One interval at a time: DuckDB aggregates the bars in date order and hands them over in record batches;
+    Arrow cuts them into months, and a thread pool encodes and writes each month file as soon as the month is
+    complete (DuckDB's own partitioned COPY is several times slower here). Python holds about one batch and
+    the months being written, never the whole interval, so memory does not grow with the history.
     """
     out: dict[int, tuple[int, int]] = {}
+    workers = max(2, 2 * (threads or os.cpu_count() or 2))
     for n in tqdm(ns, desc="silver intervals", unit="interval", disable=None):
-        table = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).to_arrow_table()
         old = {o.key for o in store.list(silver_prefix(n))}
-        d = table.column("date")
-        ym = pc.add(pc.multiply(pc.year(d), 12), pc.subtract(pc.month(d), 1)).to_numpy()
-        cuts = np.flatnonzero(np.diff(ym)) + 1
-        starts, ends = np.concatenate([[0], cuts]).astype(int), np.concatenate([cuts, [len(ym)]]).astype(int)
-        if len(ym) == 0:
-            starts = ends = np.array([], dtype=int)
+        reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(
+            _BATCH_ROWS
+        )
 
-        def put(se: tuple[int, int], table: pa.Table = table, ym: np.ndarray = ym, n: int = n) -> str:
-            s, e = se
-            key = silver_key(n, int(ym[s]) // 12, int(ym[s]) % 12 + 1)
-            part = table.slice(s, e - s)
+        def put(key: str, part: pa.Table) -> None:
             part = part.take(pc.sort_indices(part, [("symbol", "ascending"), ("date", "ascending")]))
             store.put(key, silver_bytes(part))
             crash_point("resample.mid_silver")
-            return key
 
-        with ThreadPoolExecutor(max_workers=max(2, 2 * (threads or os.cpu_count() or 2))) as pool:
-            written = set(pool.map(put, zip(starts, ends, strict=True)))
+        bars, written, pending = 0, set(), deque()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for month, part in _months(reader):
+                key = silver_key(n, month // 12, month % 12 + 1)
+                bars += part.num_rows
+                written.add(key)
+                pending.append(pool.submit(put, key, part))
+                while len(pending) > 2 * workers:  # bounded: the oldest writes finish before reading on
+                    pending.popleft().result()
+            for f in pending:
+                f.result()
         store.delete_many(sorted(old - written))  # months that no longer hold any bar
-        out[n] = (table.num_rows, len(written))
-        del table
+        out[n] = (bars, len(written))
     return out
+
+
+#: rows per record batch handed over by DuckDB while writing month files
+_BATCH_ROWS = 1 << 17
+
+
+def _months(reader: pa.RecordBatchReader) -> Iterator[tuple[int, pa.Table]]:
+    """Cut a stream of bars in date order into months: (year * 12 + month - 1, that month's bars), each month
+    yielded once it is complete."""
+    held: list[pa.RecordBatch] = []
+    month = None
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        d = batch.column("date")
+        ym = pc.add(pc.multiply(pc.year(d), 12), pc.subtract(pc.month(d), 1)).to_numpy()
+        cuts = np.flatnonzero(np.diff(ym)) + 1
+        starts = np.concatenate([[0], cuts]).astype(int)
+        ends = np.concatenate([cuts, [len(ym)]]).astype(int)
+        for a, b in zip(starts, ends, strict=True):
+            m = int(ym[a])
+            if month is not None and m != month:
+                yield month, pa.Table.from_batches(held)
+                held = []
+            month = m
+            held.append(batch.slice(a, b - a))
+    if held:
+        yield month, pa.Table.from_batches(held)  # type: ignore[misc]
 
 
 def _date(x: object) -> dt.date | None:

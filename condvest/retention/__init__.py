@@ -1,14 +1,17 @@
 """04_retention: the Postgres retention policy: deploy it, preview it (dry run), run it (archive), its views.
 
     run_retention(settings, RetentionParams(mode="deploy", ...)) -> RetentionOutcome   (connects, runs, reads)
+        modes: deploy, dry-run, archive, adopt (the previous pipeline's tables converted in place)
     plan(settings, RetentionParams(...)) -> RetentionPlan     (pure; checks parameters)
     execute(conn, plan) -> RetentionOutcome                   (on a connection of your own)
     read_views(conn) -> RetentionViews, distribution_figure / retention_log_figure
 
-Modules: ``policy`` (the SQL files applied, the procedure called), ``views`` (the monitoring views and
-their charts); ``python -m condvest.retention deploy|dry-run|archive`` is its command line.
+Modules: ``policy`` (the SQL files applied, the procedure called), ``adopt`` (the previous pipeline's tables
+converted in place), ``views`` (the monitoring views and their charts);
+``python -m condvest.retention deploy|dry-run|archive|adopt`` is its command line.
 """
 
+from condvest.retention.adopt import AdoptionPlan, AdoptionReport, adopt, inspect, legacy_tables
 from condvest.retention.policy import (
     METHODS,
     MODES,
@@ -43,12 +46,15 @@ __all__ = [
     "METHODS",
     "MODES",
     "POLICY_FILES",
+    "AdoptionPlan",
+    "AdoptionReport",
     "ArchiveResult",
     "DeployReport",
     "RetentionOutcome",
     "RetentionParams",
     "RetentionPlan",
     "RetentionViews",
+    "adopt",
     "archive",
     "archive_statistics",
     "cutoff",
@@ -58,7 +64,9 @@ __all__ = [
     "dry_run",
     "ensure_partitions",
     "execute",
+    "inspect",
     "is_deployed",
+    "legacy_tables",
     "plan",
     "read_views",
     "retention_cutoff",

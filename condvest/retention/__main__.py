@@ -3,6 +3,7 @@
     python -m condvest.retention deploy  [--target local|rds|env] [--retention "3 years 1 month"] [--as-of D]
     python -m condvest.retention dry-run [...]
     python -m condvest.retention archive [...] [--lock-timeout 5s] [--method auto|rows]
+    python -m condvest.retention adopt   [...]   convert the previous pipeline's tables in place (dry-run first)
 
 ``--target local`` uses ``CONDVEST_PG_DSN`` or else the embedded cluster, never RDS; ``--target rds`` uses
 ``RDS_SECRET_ARN`` or ``RDS_ENDPOINT``/``RDS_USERNAME``/``RDS_PASSWORD``/``RDS_DB_NAME``; ``env`` (default)
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _emit(run.to_frame().to_string())
         with connect(settings, autocommit=True) as conn:
             outcome = retention.execute(conn, run)
-            _emit(outcome.to_frame().to_string(index=args.mode != "dry-run"))
+            _emit(outcome.to_frame().to_string(index=args.mode != "dry-run" or outcome.adoption is not None))
             if args.mode == "deploy":
                 _emit("would be archived now:")
                 _emit(retention.dry_run(conn, run.cutoff).to_string(index=False))

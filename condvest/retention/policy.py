@@ -24,13 +24,14 @@ import pandas as pd
 from condvest import params
 from condvest.errors import DatabaseError, ParameterError, ValidationError
 from condvest.postgres import apply_sql, connect, sql_files
+from condvest.retention.adopt import AdoptionPlan, AdoptionReport, adopt, inspect, legacy_tables
 from condvest.retention.views import RetentionViews, read_views
 from condvest.retention.views import db_error as _db_error
 from condvest.settings import Retention, Settings
 
 log = logging.getLogger(__name__)
 
-MODES = ("deploy", "dry-run", "archive")
+MODES = ("deploy", "dry-run", "archive", "adopt")
 METHODS = ("auto", "rows")
 #: the schema files this policy needs, in apply order (001 is the hot table itself)
 POLICY_FILES = (
@@ -95,7 +96,8 @@ class RetentionPlan:
 
 @dataclasses.dataclass(frozen=True)
 class RetentionParams:
-    """04_retention's parameters: ``mode`` (deploy | dry-run | archive), ``retention`` (e.g. "3 years 1 month";
+    """04_retention's parameters: ``mode`` (deploy | dry-run | archive | adopt: convert the previous pipeline's
+    tables in place; dry-run shows what it would do), ``retention`` (e.g. "3 years 1 month";
     None: the setting 01_fetch uses), ``as_of`` (the run's today; None: the settings'), ``lock_timeout``,
     ``method`` (auto: whole months by partition; rows: row by row)."""
 
@@ -186,6 +188,16 @@ def is_deployed(conn: Any) -> bool:
     )
 
 
+def _refuse_legacy(conn: Any) -> None:
+    with conn.transaction():
+        legacy = legacy_tables(conn)
+    if legacy:
+        raise ValidationError(
+            f"{', '.join(legacy)} have the previous pipeline's shape: run 04_retention with mode='adopt' first"
+            " (mode='dry-run' shows what it does; sql/deploy_retention_policy.sh adopt)"
+        )
+
+
 def ensure_partitions(conn: Any, start: dt.date, end: dt.date) -> int:
     """Create raw_ohlcv's missing monthly partitions for the months [start, end); returns how many."""
     try:
@@ -199,7 +211,9 @@ def ensure_partitions(conn: Any, start: dt.date, end: dt.date) -> int:
 
 def deploy(conn: Any, *, as_of: dt.date, retention: Retention | None = None) -> DeployReport:
     """Apply the policy's SQL files (each in its own transaction; safe to re-apply) and create the monthly
-    partitions of the retention window and the coming months."""
+    partitions of the retention window and the coming months. A database of the previous pipeline stops it:
+    ``mode="adopt"`` converts that one."""
+    _refuse_legacy(conn)
     files = apply_sql(conn, sql_files(POLICY_FILES))
     r = retention or Retention()
     first = r.cutoff(as_of).replace(day=1)
@@ -355,6 +369,7 @@ class RetentionOutcome:
     figures: dict[str, Any]
     deploy: DeployReport | None = None
     archive: ArchiveResult | None = None
+    adoption: AdoptionReport | AdoptionPlan | None = None
     beyond_cutoff: pd.DataFrame | None = None
     views: RetentionViews | None = None
 
@@ -371,12 +386,22 @@ class RetentionOutcome:
 
 
 def execute(conn: Any, run: RetentionPlan) -> RetentionOutcome:
-    """Do what the plan's mode says: ``deploy``, ``dry-run`` (nothing written) or ``archive`` (which deploys
-    first only when the policy is missing from this database)."""
+    """Do what the plan's mode says: ``deploy``, ``dry-run`` (nothing written; on the previous pipeline's
+    database, what adoption would do), ``archive`` (which deploys first only when the policy is missing from
+    this database) or ``adopt`` (convert the previous pipeline's tables, then deploy)."""
     if run.mode == "deploy":
         report = deploy(conn, as_of=run.as_of, retention=run.retention)
         return RetentionOutcome(run.mode, report.to_frame(), report.summary(), deploy=report)
+    if run.mode == "adopt":
+        report = adopt(conn, as_of=run.as_of, retention=run.retention, lock_timeout=run.lock_timeout)
+        deploy(conn, as_of=run.as_of, retention=run.retention)
+        return RetentionOutcome(run.mode, report.to_frame(), report.summary(), adoption=report)
     if run.mode == "dry-run":
+        found = inspect(conn)
+        if found.needed:
+            # the previous pipeline's tables: what adoption would do comes first
+            summary = {"mode": run.mode, "cutoff": run.cutoff.isoformat(), **found.summary()}
+            return RetentionOutcome(run.mode, found.to_frame(), summary, adoption=found)
         table = dry_run(conn, run.cutoff)
         summary = {
             "mode": run.mode,
@@ -397,11 +422,14 @@ def execute(conn: Any, run: RetentionPlan) -> RetentionOutcome:
 
 def run_retention(settings: Settings, p: RetentionParams | None = None) -> RetentionOutcome:
     """04_retention in one call: check the parameters, connect (``CONDVEST_PG_DSN``, the RDS settings or the
-    embedded cluster), do what the mode says, then read what lies beyond the cutoff and the views (when the
-    policy is deployed); the connection is closed on return."""
+    embedded cluster), do what the mode says, then read what lies beyond the cutoff and the views (empty when
+    the policy is not deployed); the connection is closed on return."""
     run = plan(settings, p)
     with connect(settings, autocommit=True) as conn:
         outcome = execute(conn, run)
         beyond = dry_run(conn, run.cutoff)
-        views = read_views(conn) if is_deployed(conn) else None
+        # not deployed (a dry run before deploy or adopt): empty views, so the notebook shows empty tables
+        views = (
+            read_views(conn) if is_deployed(conn) else RetentionViews(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+        )
     return dataclasses.replace(outcome, beyond_cutoff=beyond, views=views)

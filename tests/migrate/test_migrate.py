@@ -432,3 +432,31 @@ def test_two_runs_that_interleave_stop_with_busy(tmp_path) -> None:
         mine.save(store)
     with pytest.raises(BusyError):
         MigrationState(run_id="b", source_prefix=DMS_PREFIX, sources=[]).save(store)  # a fresh run, state exists
+
+
+def test_a_history_of_the_previous_fetcher_is_merged_as_it_is(lake, market) -> None:
+    """Its data.parquet has no date column, a naive UTC timestamp in nanoseconds and an integer volume."""
+    settings, store = lake
+    sym = market.frame(START, END)["symbol"].iloc[0]
+    truth = market.frame(START, END, [sym])
+    later = [dt.date(2020, 7, 1), dt.date(2020, 7, 2)]  # sessions after the export
+    stamps = pd.DatetimeIndex(pd.to_datetime(later)).tz_localize("America/New_York").tz_convert("UTC")
+    old = pa.table(
+        {
+            "symbol": [sym, sym],
+            **{c: [10.0, 11.0] for c in ("open", "high", "low", "close")},
+            "volume": pa.array([100, 200], pa.int64()),
+            "timestamp": pa.array(stamps.tz_localize(None), pa.timestamp("ns")),
+            "interval": ["1d", "1d"],
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(old, buf)
+    store.put(bronze_history_key(sym), buf.getvalue())
+    report = _migrate(settings)
+    assert report.passed and report.merged_symbols == 1
+    row = report.validation.set_index("symbol").loc[sym]
+    assert row["other_rows"] == 2 and row["target_rows"] == len(truth) + 2
+    got = _bronze(store)
+    got = got[got["symbol"] == sym]
+    assert list(pd.to_datetime(got["date"]).dt.date.tail(2)) == later and list(got["volume"].tail(2)) == [100.0, 200.0]

@@ -117,7 +117,7 @@ def test_an_installed_wheel_finds_its_sql_and_notebooks_away_from_the_checkout(i
     package, sql_dir, nb_dir, files, notebook = r.stdout.split("\n")[:5]
     assert Path(package).is_relative_to(python.parent.parent) and not Path(package).is_relative_to(ROOT)
     assert (sql_dir, nb_dir) == (f"{package}/_sql", f"{package}/_notebooks")
-    assert files.split(",") == [n for n in SQL if n.endswith(".sql")]
+    assert files.split(",") == [n for n in SQL if re.fullmatch(r"\d{3}_.*\.sql", n)]
     assert notebook == f"{package}/_notebooks/04_retention.ipynb"
 
 
