@@ -8,10 +8,11 @@ STAMP   := $(VENV)/.installed-stamp
 
 .PHONY: demo lab test lint format nbval bench clean system
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the runtime dependencies to what the image installs (tools/lock.py writes it)
+$(STAMP): pyproject.toml constraints.txt
 	@bash tools/ensure-system.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 system:
@@ -27,6 +28,7 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/cfn-lint infra/*.yaml
 	$(PY) -m pytest -p no:cacheprovider tests
 	$(PY) -m condvest.offline.sandbox -- $(PY) -m pytest -p no:cacheprovider --nbval-lax notebooks
 
@@ -36,6 +38,7 @@ nbval: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/cfn-lint infra/*.yaml
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

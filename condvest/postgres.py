@@ -26,11 +26,11 @@ from typing import Any
 from urllib.parse import quote
 
 from condvest.errors import ClusterError, ConfigError, DatabaseError
+from condvest.resources import SQL_DIR
 from condvest.settings import Secret, Settings
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _RUN_AS = "postgres"
 
 

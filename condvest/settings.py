@@ -1,6 +1,7 @@
 """One frozen settings object, read from the environment in one place (``Settings.from_env``).
 
-Small value objects carry the limits (``HttpLimits``) and the retention window (``Retention``).
+Small value objects carry the limits (``HttpLimits``), the retention window (``Retention``) and where the
+runner's AWS jobs, schedules and alerts go (``CloudSettings``).
 Secrets are held in ``Secret`` so that they never show in a repr, a log line or a notebook output.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import calendar as _cal
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -112,6 +113,78 @@ class PgTimeouts:
         return f"-c statement_timeout={self.statement * 1000} -c lock_timeout={self.lock * 1000}"
 
 
+class CloudSettings:
+    """Where the runner's AWS jobs, schedules and alerts go (``python -m runner job|submit|status|schedule``).
+
+    The notebooks never read these. Every value is a name or an ARN, never a secret: secrets reach a job only
+    through Secrets Manager (``POLYGON_API_KEY_SECRET_ARN``, ``RDS_SECRET_ARN``)."""
+
+    #: SNS topic for failed runs and the daily report; ``None``: nothing is published
+    alert_topic_arn: str | None = None
+    #: every AWS API's endpoint (moto, LocalStack); S3 prefers ``AWS_ENDPOINT_URL_S3``
+    endpoint_url: str | None = None
+    #: the container image (``<account>.dkr.ecr.<region>.amazonaws.com/condvest:<tag>``)
+    image: str | None = None
+    #: job roles are ``<prefix><group>`` (group: fetch, resample, migrate, retention, monitoring, daily)
+    job_role_arn_prefix: str | None = None
+    #: the role Batch (Fargate) uses to pull the image and read the Secrets Manager secrets
+    execution_role_arn: str | None = None
+    sagemaker_role_arn: str | None = None
+    #: the role EventBridge Scheduler assumes to call Batch SubmitJob
+    scheduler_role_arn: str | None = None
+    job_definition_prefix: str = "condvest"
+    #: FARGATE (default) or EC2
+    platform: str = "FARGATE"
+    vcpus: float = 1.0
+    memory_mib: int = 4096
+    job_timeout_s: int = 4 * 3600
+    sagemaker_instance_type: str = "ml.m5.large"
+    schedule_group: str = "default"
+    schedule_timezone: str = "UTC"
+    daily_schedule: str = "cron(0 11 ? * MON-FRI *)"
+    weekly_schedule: str = "cron(0 2 ? * SUN *)"
+    metrics_namespace: str = "Condvest"
+
+    @classmethod
+    def from_env(cls, get: Callable[[str], str | None]) -> CloudSettings:
+        def number(name: str, default: float, cast: Callable[[str], float]) -> float:
+            v = get(name)
+            if v is None:
+                return default
+            try:
+                n = cast(v)
+            except ValueError:
+                raise ConfigError(f"expected a number, got {v!r}", variable=name) from None
+            if n <= 0:
+                raise ConfigError(f"must be positive, got {v}", variable=name)
+            return n
+
+        platform = (get("CONDVEST_BATCH_PLATFORM") or "FARGATE").upper()
+        if platform not in ("FARGATE", "EC2"):
+            raise ConfigError(f"expected FARGATE or EC2, got {platform!r}", variable="CONDVEST_BATCH_PLATFORM")
+        d = cls()
+        return cls(
+            alert_topic_arn=get("CONDVEST_ALERT_TOPIC_ARN"),
+            endpoint_url=get("AWS_ENDPOINT_URL"),
+            image=get("CONDVEST_IMAGE"),
+            job_role_arn_prefix=get("CONDVEST_JOB_ROLE_ARN_PREFIX"),
+            execution_role_arn=get("CONDVEST_EXECUTION_ROLE_ARN"),
+            sagemaker_role_arn=get("CONDVEST_SAGEMAKER_ROLE_ARN"),
+            scheduler_role_arn=get("CONDVEST_SCHEDULER_ROLE_ARN"),
+            job_definition_prefix=get("CONDVEST_JOB_DEFINITION_PREFIX") or d.job_definition_prefix,
+            platform=platform,
+            vcpus=number("CONDVEST_JOB_VCPUS", d.vcpus, float),
+            memory_mib=int(number("CONDVEST_JOB_MEMORY_MIB", d.memory_mib, int)),
+            job_timeout_s=int(number("CONDVEST_JOB_TIMEOUT_S", d.job_timeout_s, int)),
+            sagemaker_instance_type=get("CONDVEST_SAGEMAKER_INSTANCE_TYPE") or d.sagemaker_instance_type,
+            schedule_group=get("CONDVEST_SCHEDULE_GROUP") or d.schedule_group,
+            schedule_timezone=get("CONDVEST_SCHEDULE_TIMEZONE") or d.schedule_timezone,
+            daily_schedule=get("CONDVEST_DAILY_SCHEDULE") or d.daily_schedule,
+            weekly_schedule=get("CONDVEST_WEEKLY_SCHEDULE") or d.weekly_schedule,
+            metrics_namespace=get("CONDVEST_METRICS_NAMESPACE") or d.metrics_namespace,
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     lake_uri: str = "./lake"
@@ -131,6 +204,7 @@ class Settings:
     batch_job_queue: str | None = None
     resampling_job_definition: str | None = None
     batch_size: int = 50
+    cloud: CloudSettings = field(default_factory=CloudSettings)
     retention: Retention = field(default_factory=Retention)
     http: HttpLimits = field(default_factory=HttpLimits)
     #: seconds a lake lock (``condvest.lake_lock``) stays valid unless its holder's heartbeat renews it
@@ -224,6 +298,7 @@ class Settings:
             batch_job_queue=get("BATCH_JOB_QUEUE"),
             resampling_job_definition=get("RESAMPLING_JOB_DEFINITION"),
             batch_size=get_int("BATCH_SIZE", 50),
+            cloud=CloudSettings.from_env(get),
             retention=retention,
             http=http,
             root=root,

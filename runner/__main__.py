@@ -1,4 +1,5 @@
 """The command line: ``python -m runner run|pipeline|list|show``. The only place errors become exit codes.
+The cloud commands ``job|submit|status|schedule`` come from runner.cloud.cli (``job``: see runner.cloud.job).
 
 Exit codes: 0 every run succeeded; 1 a notebook cell failed (one line names the notebook and the cell);
 2 the request was refused before anything ran (unknown notebook or pipeline, a secret-looking or
@@ -18,6 +19,7 @@ from condvest.errors import ConfigError, ParameterError, StorageError
 from condvest.runs import read_index
 from condvest.secret_values import secret_values
 from condvest.settings import Settings
+from runner.cloud import cli as cloud_cli
 from runner.execute import DEFAULT_CELL_TIMEOUT, RunOptions, run_notebook
 from runner.listing import pipelines_text, runs_json, runs_table, select_runs, show_run
 from runner.notebooks import find_project_root, parse_value
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="print the runs as a JSON array")
     show = sub.add_parser("show", parents=[common], help="one run's summary and where its files are")
     show.add_argument("run", help="a run id (or a pipeline run id: all its stages)")
+    cloud_cli.add_commands(sub, common, execution)
     return parser
 
 
@@ -108,10 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(
-        args.verbose, settings.secrets() if args.command in ("list", "show") else secret_values(settings)
-    )
-    if args.command not in ("list", "show") and args.log_output:
+    reading = args.command in ("list", "show", "submit", "status", "schedule")  # these run no notebook here
+    _configure_logging(args.verbose, settings.secrets() if reading else secret_values(settings))
+    if getattr(args, "log_output", False):
         logging.getLogger("papermill").setLevel(logging.INFO)
     try:
         return _dispatch(args, settings)
@@ -127,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command in cloud_cli.COMMANDS:
+        return cloud_cli.dispatch(args, settings)
     if args.command == "list":
         df = select_runs(
             read_index(settings, runs_uri=args.runs_dir), notebook=args.notebook, status=args.status, since=args.since

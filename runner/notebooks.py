@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from condvest.errors import ParameterError
+from condvest.resources import PACKAGED_NOTEBOOKS_DIR
 from runner.scrub import Scrubber
 
 #: parameter names that look like a credential: secrets come from the environment, never as parameters
@@ -28,7 +29,8 @@ def find_project_root(start: Path | None = None) -> Path:
 
 def resolve_notebook(ref: str | Path, root: Path) -> Path:
     """The notebook named by ``ref``: a path (relative to cwd), or a short name such as ``01_fetch``
-    looked up in ``<root>/notebooks/``. Raises ``ParameterError`` naming what was looked for."""
+    looked up in ``<root>/notebooks/``, then among the notebooks the package ships (an installed wheel, the
+    container image). Raises ``ParameterError`` naming what was looked for."""
     p = Path(ref)
     name = p.name if p.suffix == ".ipynb" else p.name + ".ipynb"
     candidates = []
@@ -36,6 +38,8 @@ def resolve_notebook(ref: str | Path, root: Path) -> Path:
         candidates.append(p if p.is_absolute() else Path.cwd() / p)
     if len(p.parts) == 1:
         candidates.append(root / "notebooks" / name)
+        if PACKAGED_NOTEBOOKS_DIR is not None:
+            candidates.append(PACKAGED_NOTEBOOKS_DIR / name)
     for c in candidates:
         if c.is_file():
             return c.resolve()

@@ -15,14 +15,18 @@
 # Credentials come from the environment only; nothing here prints them. Set PYTHON to choose the interpreter.
 set -euo pipefail
 
+# In a checkout this runs from the repository (its .venv when present); installed as package data
+# (condvest/_sql/ in a wheel or the container image) it uses the installed package and stays where it is.
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+checkout=false
+[[ -f "$here/pyproject.toml" && -d "$here/condvest" ]] && checkout=true
 if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x "$here/.venv/bin/python" ]]; then PYTHON="$here/.venv/bin/python"; else PYTHON=python3; fi
+    if $checkout && [[ -x "$here/.venv/bin/python" ]]; then PYTHON="$here/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
 usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-cd "$here"
+if $checkout; then cd "$here"; fi
 mode="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$mode" in

@@ -6,7 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.s3", "tests.fixtures.polygon", "tests.fixtures.retention"]
+pytest_plugins = [
+    "tests.fixtures.pg",
+    "tests.fixtures.s3",
+    "tests.fixtures.polygon",
+    "tests.fixtures.retention",
+    "tests.fixtures.aws",
+]
 
 #: variables that would point the suite at a real service (AWS secrets, RDS, a real lake or bucket)
 REAL_SERVICE_VARS = (

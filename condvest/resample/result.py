@@ -37,6 +37,7 @@ class ResampleReport:
             "message": self.message,
             "seconds": round(self.seconds, 2),
             "bars_written": sum(r.bars_written for r in self.results),
+            "bars_by_interval": {f"{r.interval}d": r.bars_written for r in self.results},
         }
 
     def raise_for_status(self) -> None:

@@ -102,3 +102,28 @@ def test_a_missing_api_key_says_how_to_get_one():
     with pytest.raises(ConfigError, match="POLYGON_API_KEY") as err:
         resolve_api_key(Settings())
     assert ".env" in str(err.value) and "make lab" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cloud_settings_defaults_and_overrides():
+    c = Settings.from_env({}).cloud
+    assert c.alert_topic_arn is None and c.platform == "FARGATE" and c.schedule_timezone == "UTC"
+    assert (c.daily_schedule, c.weekly_schedule) == ("cron(0 11 ? * MON-FRI *)", "cron(0 2 ? * SUN *)")
+    env = {
+        "CONDVEST_ALERT_TOPIC_ARN": "arn:aws:sns:us-east-1:1:t",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:5000",
+        "CONDVEST_JOB_VCPUS": "0.5",
+        "CONDVEST_BATCH_PLATFORM": "ec2",
+        "CONDVEST_SCHEDULE_TIMEZONE": "America/New_York",
+    }
+    c = Settings.from_env(env).cloud
+    assert (c.alert_topic_arn, c.endpoint_url, c.vcpus, c.platform) == (
+        "arn:aws:sns:us-east-1:1:t",
+        "http://127.0.0.1:5000",
+        0.5,
+        "EC2",
+    )
+    assert c.schedule_timezone == "America/New_York"
+    with pytest.raises(ConfigError, match="CONDVEST_JOB_MEMORY_MIB"):
+        Settings.from_env({"CONDVEST_JOB_MEMORY_MIB": "lots"})
+    with pytest.raises(ConfigError, match="CONDVEST_BATCH_PLATFORM"):
+        Settings.from_env({"CONDVEST_BATCH_PLATFORM": "LAMBDA"})

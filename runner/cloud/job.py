@@ -1,0 +1,171 @@
+"""``python -m runner job NOTEBOOK|PIPELINE [-p NAME VALUE]...``: the container image's entrypoint.
+
+Runs a notebook or a named pipeline exactly as ``run``/``pipeline`` do (same run folders, same run index),
+then tells: a failed job publishes one SNS message (stage, failing cell, run folder), a reported pipeline
+(``daily``, ``weekly``) that succeeded publishes its report, and the figures go to CloudWatch; with no
+``CONDVEST_ALERT_TOPIC_ARN`` nothing is published. Telling never changes the outcome.
+
+The exit code is the outcome, whatever ran: 0 ok; 1 a notebook failed (stderr names the stage and the cell);
+2 refused before anything ran (unknown notebook or pipeline, bad parameter, bad setting); 3 the runs
+location could not be written; 75 busy (another run holds the lake lock: a duplicated or retried schedule
+stops instead of running twice); 130 interrupted or terminated (SIGTERM from Batch or SageMaker: the run is
+recorded as failed before the process exits). ``RUNNER_EXIT_CODES`` lists them, so that the infrastructure's
+failure rule alerts only on jobs that died before the runner could speak.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from condvest.errors import CondvestError, ConfigError, ParameterError, StorageError
+from condvest.runs import read_records
+from condvest.settings import Settings
+from condvest.storage import open_store
+from runner.cloud import alerts
+from runner.execute import RunOptions, RunResult, run_notebook
+from runner.pipelines import PIPELINES, run_pipeline
+from runner.scrub import Scrubber
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_STORAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 75, 130
+#: the exit codes by which the runner reports an outcome itself (any other code: the job died)
+RUNNER_EXIT_CODES = (EXIT_FAILED, EXIT_REFUSED, EXIT_STORAGE, EXIT_BUSY, EXIT_INTERRUPTED)
+BUSY_ERROR = "BusyError"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What one job came to: its exit code, the stage runs, where they are, and the line that says so."""
+
+    target: str
+    exit_code: int
+    line: str
+    results: list[RunResult] = field(default_factory=list)
+    run_folder: str | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_OK
+
+    @property
+    def pipeline_run_id(self) -> str | None:
+        return self.results[-1].pipeline_run_id if self.results else None
+
+
+def _folder(results: list[RunResult]) -> str | None:
+    if not results:
+        return None
+    last = results[-1]
+    return f"{last.runs_uri.rstrip('/')}/{last.pipeline_run_id or last.run_id}/"
+
+
+def _failed_line(target: str, last: RunResult, folder: str | None) -> str:
+    where = f"stage {last.stage} ({last.notebook})" if last.stage is not None else last.notebook
+    e = last.error
+    if e is None:
+        return f"job {target} failed at {where}: see the executed notebook [{folder}]"
+    cell = f"cell {e.cell}" if e.cell is not None else "a cell"
+    message = e.evalue.strip().splitlines()[0] if e.evalue.strip() else ""
+    return f"job {target} failed at {where} in {cell} (`{e.source}`): {e.ename}: {message} [{folder}]"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (Batch timeout or termination, SageMaker stop), raised where the run is so it gets recorded."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated(f"signal {signum}")
+
+
+def run_job(
+    target: str, parameters: Mapping[str, Any], *, settings: Settings, options: RunOptions = RunOptions()
+) -> JobOutcome:
+    """Run ``target`` (a pipeline name, else a notebook) and return its outcome; never raises a workbench error."""
+    results: list[RunResult] = []
+    scrub = Scrubber(settings.secrets())
+    try:
+        if target in PIPELINES:
+            results = run_pipeline(target, parameters, settings=settings, options=options)
+        else:
+            results = [run_notebook(target, parameters, settings=settings, options=options)]
+    except KeyboardInterrupt as exc:  # the run was recorded as failed by execute()
+        what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+        line = f"job {target} {what}: the run was recorded as failed"
+        return JobOutcome(target, EXIT_INTERRUPTED, line, results, None, line)
+    except (ParameterError, ConfigError) as exc:
+        text = scrub.text(str(exc))
+        return JobOutcome(target, EXIT_REFUSED, f"job {target} refused: {text}", error=text)
+    except StorageError as exc:
+        text = scrub.text(str(exc))
+        return JobOutcome(target, EXIT_STORAGE, f"job {target} failed: runs location: {text}", error=text)
+    except CondvestError as exc:
+        text = scrub.text(str(exc))
+        return JobOutcome(target, EXIT_FAILED, f"job {target} failed: {text}", error=text)
+    folder = _folder(results)
+    last = results[-1]
+    if last.ok:
+        return JobOutcome(target, EXIT_OK, f"job {target} ok: {folder}", results, folder)
+    if last.error is not None and last.error.ename == BUSY_ERROR:
+        line = f"job {target} busy: {last.error.evalue.strip().splitlines()[0]} [{folder}]"
+        return JobOutcome(target, EXIT_BUSY, line, results, folder, last.error.evalue)
+    return JobOutcome(target, EXIT_FAILED, _failed_line(target, last, folder), results, folder)
+
+
+def tell(outcome: JobOutcome, settings: Settings) -> None:
+    """Publish the failure message or the pipeline's report, and put the metrics (when a topic is set)."""
+    if not settings.cloud.alert_topic_arn:
+        return
+    report = None
+    if not outcome.ok:
+        last = outcome.results[-1] if outcome.results else None
+        e = last.error if last is not None else None
+        subject, message = alerts.failure_text(
+            outcome.target,
+            outcome.run_folder,
+            stage=last.stage if last is not None else None,
+            notebook=last.notebook if last is not None else None,
+            cell=e.cell if e is not None else None,
+            source=e.source if e is not None else "",
+            error=f"{e.ename}: {e.evalue}" if e is not None else outcome.error or outcome.line,
+            page=f"{last.runs_uri.rstrip('/')}/{last.html_key}" if last is not None and last.html_key else None,
+            run_id=(last.pipeline_run_id or last.run_id) if last is not None else None,
+            busy=outcome.exit_code == EXIT_BUSY,
+            place="a notebook, stopped by a signal" if outcome.exit_code == EXIT_INTERRUPTED else None,
+        )
+        alerts.safely("alert", alerts.publish, settings, subject, message, kind="failure")
+    elif outcome.target in alerts.REPORTS and outcome.pipeline_run_id:
+        runs = outcome.results[-1].runs_uri
+        try:
+            records = read_records(open_store(runs, settings))
+        except StorageError as exc:
+            log.error("report not built: run index unreadable: %s", exc)
+        else:
+            report = alerts.build_report(outcome.target, outcome.pipeline_run_id, records)
+            subject, message = alerts.report_text(report, outcome.run_folder or runs)
+            alerts.safely("report", alerts.publish, settings, subject, message, kind="report")
+    data = alerts.metric_data(report, outcome.target, failed=not outcome.ok)
+    alerts.safely("metrics", alerts.put_metrics, settings, data)
+
+
+def main_job(
+    target: str, parameters: Mapping[str, Any], *, settings: Settings, options: RunOptions = RunOptions()
+) -> int:
+    """The ``job`` command: run, print the stage lines and the outcome, tell, return the exit code."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        outcome = run_job(target, parameters, settings=settings, options=options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for r in outcome.results:
+        print(r.summary(), file=sys.stdout if r.ok else sys.stderr)
+    print(outcome.line, file=sys.stdout if outcome.ok else sys.stderr)
+    tell(outcome, settings)
+    return outcome.exit_code

@@ -1,0 +1,146 @@
+"""What a job needs wherever it runs: its role group, its command, its environment and its secrets.
+
+Every target (a notebook or a pipeline) belongs to a *group* with its own job definition and IAM role, so that
+each stage runs with the least privilege it needs (``infra/condvest.yaml`` defines the roles): the fetcher
+cannot delete, only the migration's cleanup and the resample's compaction can. The daily pipeline runs fetch
+and resample in one container, so its group holds both.
+
+Secrets never travel as plain values: a Batch job gets them from Secrets Manager through its job
+definition's ``secrets`` (``POLYGON_API_KEY_SECRET_ARN``; the JSON keys of ``RDS_SECRET_ARN``), a SageMaker
+job gets the ARNs and reads the secrets itself. Every environment value is checked against the settings'
+secrets before it is put in a payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from condvest.errors import ConfigError, ParameterError
+from condvest.settings import DEFAULT_BASE_URL, Settings
+from runner.cloud.aws import require
+from runner.execute import prepare
+from runner.notebooks import find_project_root, parse_value
+from runner.pipelines import PIPELINES, plan_pipeline
+from runner.scrub import Scrubber
+
+#: target -> group (job definition ``<prefix>-<group>``, role ``<CONDVEST_JOB_ROLE_ARN_PREFIX><group>``)
+GROUPS = {
+    "01_fetch": "fetch",
+    "02_resample": "resample",
+    "03_migrate": "migrate",
+    "04_retention": "retention",
+    "05_monitoring": "monitoring",
+    "daily": "daily",
+    "weekly": "retention",
+}
+#: the container's entrypoint (Dockerfile ENTRYPOINT); a job's command is what follows it
+ENTRYPOINT = ("python", "-m", "runner", "job")
+#: where a job writes its run folders when CONDVEST_RUNS_URI is not an s3:// location: the lake's runs/
+RUNS_PREFIX = "runs"
+
+
+def target_name(target: str) -> str:
+    """``01_fetch.ipynb`` or ``notebooks/01_fetch`` -> ``01_fetch``; refuses what no job definition runs."""
+    name = Path(target).name.removesuffix(".ipynb")
+    if name not in GROUPS:
+        known = ", ".join(GROUPS)
+        raise ParameterError(f"no job runs {target!r} (known: {known})", parameter="target")
+    return name
+
+
+def group_of(target: str) -> str:
+    return GROUPS[target_name(target)]
+
+
+def job_definition_name(group: str, settings: Settings) -> str:
+    """``<prefix>-<group>``; the resample group keeps the seed's ``RESAMPLING_JOB_DEFINITION`` when set."""
+    if group == "resample" and settings.resampling_job_definition:
+        return settings.resampling_job_definition
+    return f"{settings.cloud.job_definition_prefix}-{group}"
+
+
+def check_request(target: str, parameters: Sequence[tuple[str, str]], settings: Settings) -> None:
+    """Refuse (``ParameterError``) what a local run would refuse: unknown notebook, undeclared or secret-looking
+    parameter, a value carrying a secret. Nothing is submitted for a request that would fail at once."""
+    name = target_name(target)
+    params = {n: parse_value(v) for n, v in parameters}
+    root = find_project_root()
+    if name in PIPELINES:
+        plan_pipeline(name, PIPELINES[name], params, settings, root)
+    else:
+        prepare(name, params, settings, root)
+
+
+def job_args(target: str, parameters: Sequence[tuple[str, str]], run_id: str) -> list[str]:
+    """The arguments after the entrypoint: ``<target> -p NAME VALUE ... --run-id <id> --no-progress``."""
+    args = [target_name(target)]
+    for name, value in parameters:
+        args += ["-p", name, value]
+    return [*args, "--run-id", run_id, "--no-progress"]
+
+
+def job_runs_uri(settings: Settings) -> str:
+    """Where a job's run folders and run index go: ``CONDVEST_RUNS_URI`` when it is on S3, else the lake's runs/."""
+    if settings.runs_uri.startswith("s3://"):
+        return settings.runs_uri.rstrip("/")
+    return f"{settings.lake_uri.rstrip('/')}/{RUNS_PREFIX}"
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The plain environment of a job: locations and names only (checked: no secret value in it)."""
+    if not settings.lake_uri.startswith("s3://"):
+        raise ConfigError(
+            f"a job in AWS needs the lake on S3, not {settings.lake_uri!r}: set CONDVEST_LAKE_URI=s3://bucket[/prefix]",
+            variable="CONDVEST_LAKE_URI",
+        )
+    env = {
+        "CONDVEST_LAKE_URI": settings.lake_uri,
+        "CONDVEST_RUNS_URI": job_runs_uri(settings),
+        "CONDVEST_RETENTION": settings.retention.as_interval(),
+        "RDS_DB_NAME": settings.rds_db_name,
+        "BATCH_SIZE": str(settings.batch_size),
+        "CONDVEST_METRICS_NAMESPACE": settings.cloud.metrics_namespace,
+    }
+    if settings.polygon_base_url != DEFAULT_BASE_URL:
+        env["POLYGON_BASE_URL"] = settings.polygon_base_url
+    if settings.cloud.alert_topic_arn:
+        env["CONDVEST_ALERT_TOPIC_ARN"] = settings.cloud.alert_topic_arn
+    check_no_secret(env, settings)
+    return env
+
+
+def batch_secrets(settings: Settings) -> list[dict[str, str]]:
+    """The job definition's ``secrets``: Secrets Manager references that Batch resolves into the container."""
+    out = []
+    if settings.polygon_api_key_secret_arn:
+        out.append({"name": "POLYGON_API_KEY", "valueFrom": settings.polygon_api_key_secret_arn})
+    if settings.rds_secret_arn:
+        arn = settings.rds_secret_arn
+        for var, key in (("RDS_ENDPOINT", "host"), ("RDS_USERNAME", "username"), ("RDS_PASSWORD", "password")):
+            out.append({"name": var, "valueFrom": f"{arn}:{key}::"})
+    return out
+
+
+def processing_environment(settings: Settings) -> dict[str, str]:
+    """A SageMaker job's environment: the plain one plus the secrets' ARNs (never their values)."""
+    env = environment(settings)
+    if settings.polygon_api_key_secret_arn:
+        env["POLYGON_API_KEY_SECRET_ARN"] = settings.polygon_api_key_secret_arn
+    if settings.rds_secret_arn:
+        env["RDS_SECRET_ARN"] = settings.rds_secret_arn
+    check_no_secret(env, settings)
+    return env
+
+
+def check_no_secret(values: dict[str, str], settings: Settings) -> None:
+    scrub = Scrubber(settings.secrets())
+    for name, value in values.items():
+        if scrub.text(value) != value:
+            raise ConfigError(
+                "its value holds a secret; secrets reach jobs only through Secrets Manager", variable=name
+            )
+
+
+def require_image(settings: Settings) -> None:
+    require(settings, [("CONDVEST_IMAGE", settings.cloud.image)])

@@ -1,0 +1,210 @@
+"""``submit``, ``status`` and ``schedule``: a run handed to AWS Batch or SageMaker, followed to its end.
+
+``submit`` checks the request as a local run would, builds the API payloads and, unless ``--dry-run``
+(which prints them as JSON and calls nothing), registers the group's job definition when it changed,
+submits, and keeps a submission record ``_submissions/<run id>.json`` beside the run index the job will
+write (``jobspec.job_runs_uri``). ``status`` reads that record, polls the backend until the job ends, then
+reads the run index: the exit code is the run's outcome (0 only when the job succeeded and every run it
+recorded is ok; 1 otherwise, naming the failing stage and cell, or the reason the job died).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from condvest.errors import ObjectNotFound, ParameterError
+from condvest.runs import new_run_id, read_records
+from condvest.settings import Settings
+from condvest.storage import Store, open_store
+from runner.cloud import batch, jobspec, sagemaker, schedules
+from runner.cloud.aws import client
+from runner.scrub import Scrubber
+
+SUBMISSIONS = "_submissions"
+BACKENDS = ("batch", "sagemaker")
+
+
+def _store(settings: Settings) -> Store:
+    return open_store(jobspec.job_runs_uri(settings), settings)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def plan_submission(
+    target: str, parameters: list[tuple[str, str]], backend: str, settings: Settings, run_id: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """(run id, the API calls in order as ``{"api": "<service>.<operation>", "payload": {...}}``)."""
+    if backend not in BACKENDS:
+        raise ParameterError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})", parameter="backend")
+    jobspec.check_request(target, parameters, settings)
+    name = jobspec.target_name(target)
+    run_id = run_id or new_run_id(name)
+    if backend == "batch":
+        calls = [
+            {"api": "batch.register_job_definition", "payload": batch.job_definition(jobspec.group_of(name), settings)},
+            {"api": "batch.submit_job", "payload": batch.submit_job(name, parameters, run_id, settings)},
+        ]
+    else:
+        payload = sagemaker.create_processing_job(name, parameters, run_id, settings)
+        calls = [{"api": "sagemaker.create_processing_job", "payload": payload}]
+    _check_payloads(calls, settings)
+    return run_id, calls
+
+
+def _check_payloads(calls: list[dict[str, Any]], settings: Settings) -> None:
+    """No payload may carry a secret value the settings hold (the last guard before anything is sent)."""
+    text = json.dumps(calls, default=str)
+    if Scrubber(settings.secrets()).text(text) != text:
+        raise ParameterError("a payload would carry a secret value; refusing to submit", parameter="payload")
+
+
+def submit(
+    target: str,
+    parameters: list[tuple[str, str]],
+    backend: str,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    run_id: str | None = None,
+) -> int:
+    run_id, calls = plan_submission(target, parameters, backend, settings, run_id)
+    if dry_run:
+        _print_json({"run_id": run_id, "backend": backend, "calls": calls})
+        return 0
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "backend": backend,
+        "target": jobspec.target_name(target),
+        "submitted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "runs_uri": jobspec.job_runs_uri(settings),
+        "jobs": [],
+    }
+    if backend == "batch":
+        api = client("batch", settings)
+        arn, registered = batch.ensure_job_definition(api, calls[0]["payload"])
+        print(f"job definition {arn} ({'registered' if registered else 'unchanged'})", file=sys.stderr)
+        response = api.submit_job(**calls[1]["payload"])
+        record["jobs"].append({"id": response["jobId"], "name": response["jobName"]})
+    else:
+        payload = calls[0]["payload"]
+        client("sagemaker", settings).create_processing_job(**payload)
+        record["jobs"].append({"id": payload["ProcessingJobName"], "name": payload["ProcessingJobName"]})
+    _store(settings).put(f"{SUBMISSIONS}/{run_id}.json", json.dumps(record, indent=2).encode())
+    jobs = ", ".join(j["id"] for j in record["jobs"])
+    print(f"submitted {run_id} to {backend} ({jobs}); follow it: python -m runner status {run_id}")
+    return 0
+
+
+def read_submission(run_id: str, settings: Settings) -> dict[str, Any]:
+    store = _store(settings)
+    try:
+        return json.loads(store.get(f"{SUBMISSIONS}/{run_id}.json"))
+    except ObjectNotFound:
+        raise ParameterError(f"no submission {run_id!r} under {store.url(SUBMISSIONS)}", parameter="run") from None
+
+
+def backend_states(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    ids = [j["id"] for j in record["jobs"]]
+    if record["backend"] == "batch":
+        return batch.states(client("batch", settings), ids)
+    return sagemaker.states(client("sagemaker", settings), ids)
+
+
+def _terminal(record: dict[str, Any], state: dict[str, Any]) -> bool:
+    done = batch.TERMINAL if record["backend"] == "batch" else sagemaker.TERMINAL
+    return state["status"] in done or state["status"] == "UNKNOWN"
+
+
+def _succeeded(record: dict[str, Any], state: dict[str, Any]) -> bool:
+    return state["status"] == ("SUCCEEDED" if record["backend"] == "batch" else "Completed")
+
+
+def follow(
+    run_id: str,
+    settings: Settings,
+    *,
+    poll: float = 30.0,
+    timeout: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Follow a submitted run until its jobs end; print each change and the outcome; return the exit code."""
+    record = read_submission(run_id, settings)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last: list[tuple[str, str]] = []
+    while True:
+        states = backend_states(record, settings)
+        now = [(s["id"], s["status"]) for s in states]
+        if now != last:
+            for s in states:
+                print(
+                    f"{record['backend']} job {s['id']}: {s['status']}" + (f" ({s['reason']})" if s["reason"] else "")
+                )
+            last = now
+        if all(_terminal(record, s) for s in states):
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"status {run_id}: still running after {timeout:.0f} s", file=sys.stderr)
+            return 4
+        sleep(poll)
+    runs = open_store(record["runs_uri"], settings)
+    mine = [r for r in read_records(runs) if run_id in (r.get("run_id"), r.get("pipeline_run_id"))]
+    for r in mine:
+        err = r.get("error") or {}
+        cell = (
+            f" in cell {err.get('cell')} (`{err.get('source')}`): {err.get('ename')}: {err.get('evalue')}"
+            if err
+            else ""
+        )
+        stage = f"stage {r['stage']} " if r.get("stage") else ""
+        print(f"{stage}{r['notebook']} {r['status']}{cell}", file=sys.stdout if r["status"] == "ok" else sys.stderr)
+    folder = f"{record['runs_uri'].rstrip('/')}/{run_id}/"
+    failed_jobs = [s for s in states if not _succeeded(record, s)]
+    if failed_jobs:
+        why = "; ".join(f"{s['id']} {s['status']}: {s['reason'] or 'no reason given'}" for s in failed_jobs)
+        print(f"run {run_id} failed: {why} [{folder}]", file=sys.stderr)
+        return 1
+    if not mine:
+        print(f"run {run_id}: the job ended but recorded no run in {record['runs_uri']}", file=sys.stderr)
+        return 1
+    if any(r["status"] != "ok" for r in mine):
+        print(f"run {run_id} failed [{folder}]", file=sys.stderr)
+        return 1
+    print(f"run {run_id} ok [{folder}]")
+    return 0
+
+
+def plan_schedules(settings: Settings) -> list[dict[str, Any]]:
+    """The job definitions the schedules submit, then the schedules themselves."""
+    calls: list[dict[str, Any]] = []
+    for group in sorted({jobspec.group_of(p) for p, _ in schedules.schedules(settings)}):
+        calls.append({"api": "batch.register_job_definition", "payload": batch.job_definition(group, settings)})
+    for pipeline, expression in schedules.schedules(settings):
+        payload = schedules.schedule_payload(pipeline, expression, settings)
+        calls.append({"api": "scheduler.create_schedule|update_schedule", "payload": payload})
+    _check_payloads(calls, settings)
+    return calls
+
+
+def schedule(settings: Settings, *, apply: bool) -> int:
+    calls = plan_schedules(settings)
+    if not apply:
+        _print_json({"calls": calls})
+        return 0
+    api, scheduler = client("batch", settings), client("scheduler", settings)
+    for call in calls:
+        payload = call["payload"]
+        if call["api"].startswith("batch."):
+            arn, registered = batch.ensure_job_definition(api, payload)
+            print(f"job definition {arn} ({'registered' if registered else 'unchanged'})")
+        else:
+            done = schedules.apply(scheduler, payload)
+            when = f"{payload['ScheduleExpression']} {payload['ScheduleExpressionTimezone']}"
+            print(f"schedule {payload['Name']} {done}: {when}")
+    return 0

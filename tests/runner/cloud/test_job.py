@@ -1,0 +1,207 @@
+"""``python -m runner job``, the container entrypoint, run as a separate process: exit code = outcome, one SNS
+message for a failed job (read back through an SQS subscription on moto's server), the daily report and its
+CloudWatch metrics from a real daily pipeline in the offline world."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from condvest.offline.sandbox import offline_world
+from condvest.runs import read_records
+from condvest.storage import open_store
+from runner.cloud.alerts import build_report, failure_text, metric_data, report_text
+from tests.fixtures.paths import ROOT
+from tests.runner.test_runner import SENTINEL, _project
+
+pytestmark = pytest.mark.slow
+
+
+def job(args: list[str], cwd, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **env}
+    full.pop("CONDVEST_RUNS_URI", None) if "CONDVEST_RUNS_URI" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "runner", "job", *args, "--no-progress"],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_failing_notebook_exits_nonzero_and_publishes_one_alert_without_secrets(tmp_path, aws, sns_inbox):
+    root = _project(tmp_path, "leak_secret")
+    env = {**aws.env, "CONDVEST_ALERT_TOPIC_ARN": sns_inbox.topic_arn, "POLYGON_API_KEY": SENTINEL}
+    r = job(["leak_secret", "--run-id", "j1"], root, env)
+    assert r.returncode == 1, r.stderr
+    folder = f"{root / 'runs'}/j1/"
+    assert "job leak_secret failed at leak_secret.ipynb in cell 5 (`raise RuntimeError" in r.stderr
+    assert folder in r.stderr
+    [note] = sns_inbox.messages(expect=1)
+    assert note["Subject"] == "condvest leak_secret failed, cell 5"
+    assert note["MessageAttributes"]["kind"]["Value"] == "failure"
+    text = note["Message"]
+    assert "cell 5" in text and "RuntimeError: request for AAPL failed" in text and f"run folder: {folder}" in text
+    assert f"page: {folder}leak_secret.html" in text
+    detail = json.loads(text.split("detail: ", 1)[1])
+    assert detail == {
+        "cell": 5,
+        "notebook": "leak_secret.ipynb",
+        "run_folder": folder,
+        "run_id": "j1",
+        "stage": None,
+        "status": "failed",
+        "target": "leak_secret",
+    }
+    for out in (r.stdout, r.stderr, json.dumps(note)):
+        assert SENTINEL not in out
+    # the alarm's metric: one failed run
+    metrics = aws.client("cloudwatch").list_metrics(Namespace="Condvest", MetricName="FailedRuns")["Metrics"]
+    assert {tuple((d["Name"], d["Value"]) for d in m["Dimensions"]) for m in metrics} == {
+        (),
+        (("Target", "leak_secret"),),
+    }
+
+
+def test_without_a_topic_nothing_is_published(tmp_path, aws, sns_inbox):
+    root = _project(tmp_path, "fail_third", "ok")
+    r = job(["fail_third"], root, aws.env)
+    assert r.returncode == 1 and "failed at fail_third.ipynb in cell 3" in r.stderr
+    r = job(["ok"], root, aws.env)
+    assert r.returncode == 0 and r.stdout.strip().endswith("/") and "job ok ok: " in r.stdout
+    assert sns_inbox.messages(wait=0.5) == []
+    assert aws.client("cloudwatch").list_metrics(Namespace="Condvest")["Metrics"] == []
+
+
+def test_a_refused_job_exits_2_and_still_alerts(tmp_path, aws, sns_inbox):
+    root = _project(tmp_path, "ok")
+    env = {**aws.env, "CONDVEST_ALERT_TOPIC_ARN": sns_inbox.topic_arn}
+    r = job(["ok", "-p", "nope", "1"], root, env)
+    assert r.returncode == 2 and "job ok refused: parameter nope" in r.stderr
+    [note] = sns_inbox.messages(expect=1)
+    assert note["Subject"] == "condvest ok failed" and "before any notebook ran" in note["Message"]
+    assert "run folder: none written" in note["Message"]
+    assert not (root / "runs").exists()
+
+
+def test_an_unreachable_topic_does_not_change_the_outcome(tmp_path, aws):
+    root = _project(tmp_path, "ok")
+    env = {**aws.env, "CONDVEST_ALERT_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:does-not-exist"}
+    r = job(["ok"], root, env)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, pg_cluster):
+    root = tmp_path_factory.mktemp("job-world")
+    os.chmod(root, 0o755)
+    with offline_world(root, n_symbols=6, dms=False, pg_dsn=pg_cluster.dsn("postgres").reveal()) as env:
+        yield root, env
+
+
+def test_the_daily_pipeline_job_publishes_one_report_and_its_metrics(world, aws, sns_inbox):
+    root, env = world
+    env = {**env, **aws.env, "CONDVEST_ALERT_TOPIC_ARN": sns_inbox.topic_arn}
+    r = job(["daily", "-p", "max_backfill_days", "3", "--run-id", "daily-1"], ROOT, env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    records = [x for x in read_records(open_store(env["CONDVEST_RUNS_URI"])) if x["pipeline_run_id"] == "daily-1"]
+    fetch, resample = (x["results"] for x in sorted(records, key=lambda x: x["stage"]))
+    [note] = sns_inbox.messages(expect=1)
+    assert note["MessageAttributes"]["kind"]["Value"] == "report"
+    assert note["Subject"] == f"condvest daily report {fetch['as_of']}: ok"
+    figures = json.loads(note["Message"].split("figures: ", 1)[1])
+    assert figures["status"] == "ok" and figures["pipeline_run_id"] == "daily-1"
+    assert figures["figures"]["SessionsFetched"] == fetch["sessions"] == 3
+    assert figures["figures"]["BronzeRows"] == fetch["bronze_rows"] == 6 * 3
+    assert figures["figures"]["PostgresRows"] == fetch["postgres_rows"]
+    assert figures["figures"]["QuarantinedRows"] == fetch["quarantined"]
+    assert figures["figures"]["BarsResampled"] == resample["bars_written"] > 0
+    assert figures["bars_by_interval"] == resample["bars_by_interval"]
+    assert set(figures["bars_by_interval"]) == {"3d", "5d", "8d", "13d", "21d", "34d"}
+    assert set(figures["durations_s"]) == {"01_fetch", "02_resample"}
+    assert f"run folder: {env['CONDVEST_RUNS_URI']}/daily-1/" in note["Message"]
+    assert env["POLYGON_API_KEY"] not in json.dumps(note)
+    cw = aws.client("cloudwatch")
+    names = {m["MetricName"] for m in cw.list_metrics(Namespace="Condvest")["Metrics"]}
+    assert names >= {"FailedRuns", "SessionsFetched", "BronzeRows", "PostgresRows", "QuarantinedRows"}
+    assert names >= {"BarsResampled", "StageDuration", "PipelineDuration"}
+    per_interval = cw.list_metrics(Namespace="Condvest", MetricName="BarsResampled")["Metrics"]
+    intervals = {d["Value"] for m in per_interval for d in m["Dimensions"] if d["Name"] == "Interval"}
+    assert intervals == {"3d", "5d", "8d", "13d", "21d", "34d"}
+
+
+# --- the texts, without servers -------------------------------------------------------------------------
+
+
+def test_report_and_failure_texts():
+    records = [
+        {"pipeline_run_id": "p", "stage": 1, "notebook": "01_fetch.ipynb", "status": "ok", "duration_s": 2.0,
+         "results": {"as_of": "2025-10-17", "sessions": 1, "bronze_rows": 10, "postgres_rows": 10, "quarantined": 1}},
+        {"pipeline_run_id": "p", "stage": 2, "notebook": "02_resample.ipynb", "status": "ok", "duration_s": 3.5,
+         "results": {"bars_written": 7, "bars_by_interval": {"3d": 4, "5d": 3}}},
+        {"pipeline_run_id": "other", "stage": 1, "notebook": "01_fetch.ipynb", "status": "failed", "results": {}},
+    ]  # fmt: skip
+    report = build_report("daily", "p", records)
+    assert report.status == "ok" and report.total_duration == 5.5 and report.as_of == "2025-10-17"
+    assert report.figures == {
+        "SessionsFetched": 1,
+        "BronzeRows": 10,
+        "PostgresRows": 10,
+        "QuarantinedRows": 1,
+        "BarsResampled": 7,
+    }
+    subject, text = report_text(report, "s3://b/runs/p/")
+    assert subject == "condvest daily report 2025-10-17: ok"
+    assert "bars resampled per interval  3d 4, 5d 3" in text and "total 5.5 s" in text
+    data = metric_data(report, "daily", failed=False)
+    assert {"MetricName": "FailedRuns", "Value": 0.0, "Unit": "Count"} in data
+    assert sum(d["MetricName"] == "BarsResampled" for d in data) == 3  # the total and one per interval
+    subject, text = failure_text("daily", "s3://b/runs/p/", stage=2, notebook="02_resample.ipynb", cell=4, source="x")
+    assert subject == "condvest daily failed: stage 2, cell 4"
+    assert text.startswith("condvest daily failed at stage 2 (02_resample.ipynb) cell 4 (`x`)")
+
+
+def test_sigterm_records_the_run_as_failed_and_exits_130(tmp_path, aws, sns_inbox):
+    """Batch and SageMaker stop a job with SIGTERM (timeout, termination): the run is recorded and alerted."""
+    import signal
+    import time
+
+    import nbformat
+
+    root = _project(tmp_path)
+    marker = tmp_path / "started"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("seconds = 120", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(seconds)"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / "slow.ipynb")
+    env = {**os.environ, **aws.env, "CONDVEST_ALERT_TOPIC_ARN": sns_inbox.topic_arn}
+    env.pop("CONDVEST_RUNS_URI", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "job", "slow", "--run-id", "t1", "--no-progress"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate()[1] if proc.poll() is not None else "the cell never started"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "job slow terminated (SIGTERM): the run was recorded as failed" in err
+    [rec] = read_records(open_store(str(root / "runs")))
+    assert rec["run_id"] == "t1" and rec["status"] == "failed"
+    [note] = sns_inbox.messages(expect=1)
+    assert note["Subject"] == "condvest slow failed"
+    assert note["Message"].startswith("condvest slow failed at a notebook, stopped by a signal")
