@@ -113,6 +113,7 @@ class PgTimeouts:
         return f"-c statement_timeout={self.statement * 1000} -c lock_timeout={self.lock * 1000}"
 
 
+@dataclass(frozen=True)
 class CloudSettings:
     """Where the runner's AWS jobs, schedules and alerts go (``python -m runner job|submit|status|schedule``).
 
