@@ -66,7 +66,7 @@ def test_the_dockerfile_copies_what_the_wheel_needs():
 
 def test_the_wheel_holds_the_packages_the_notebooks_and_sql(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {f"condvest/_notebooks/{n}" for n in NOTEBOOKS} <= names and len(NOTEBOOKS) == 5
+    assert {f"condvest/_notebooks/{n}" for n in NOTEBOOKS} <= names and len(NOTEBOOKS) == 6  # 01 .. 06
     assert {f"condvest/_sql/{n}" for n in SQL} <= names and "condvest/_sql/003_retention_procedure.sql" in names
     assert {"condvest/__init__.py", "condvest/resources.py", "runner/__main__.py", "runner/cloud/job.py"} <= names
     modules = {str(p.relative_to(ROOT)) for top in ("condvest", "runner") for p in (ROOT / top).rglob("*.py")}
