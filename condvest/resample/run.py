@@ -47,13 +47,16 @@ from condvest.lake_lock import lake_lock
 from condvest.resample.engine import connect, load_rows, register_dms
 from condvest.resample.result import IntervalResult, ResampleReport
 from condvest.resample.state import (
+    INFLIGHT_KEY,
     JOURNAL_PREFIX,
     SilverState,
     apply_journals,
     diff_sources,
     latest_journal,
     list_sources,
+    mark_inflight,
     prune_states,
+    read_inflight,
 )
 from condvest.resample.write import incremental_pass, write_full
 from condvest.runs import new_run_id
@@ -255,6 +258,15 @@ def run_resample(
             return report
         results: dict[int, IntervalResult] = {}
         need_full = any(c is None or c.get("tail", 0) < n - 1 for n, c in checkpoints.items())
+        stopped = read_inflight(store)
+        if stopped is not None:  # its month files may hold bars that no checkpoint describes: rebuild them all
+            log.warning(
+                "resample recomputing in full run_id=%s reason=%r",
+                run_id,
+                f"run {stopped.get('run_id')} stopped between its silver writes and its checkpoints",
+            )
+            need_full = True
+        mark_inflight(store, run_id)
         groups: dict[str, list[int]] = {}
         if not need_full:
             for n, c in checkpoints.items():
@@ -295,6 +307,7 @@ def run_resample(
                 _write_checkpoint(store, n, state, "full", results[n].rows_read, run_id, cp_etags[n])
                 crash_point("resample.after_first_checkpoint")
                 results[n].bars_total, results[n].last_session = _totals(state, n)
+        store.delete(INFLIGHT_KEY)
         _prune(store)
     report.results = [results[n] for n in ns]
     report.seconds = time.perf_counter() - t0
@@ -304,6 +317,10 @@ def run_resample(
         if changed
         else "silver is up to date: nothing to resample"
     )
+    if stopped is not None:
+        report.message = f"run {stopped.get('run_id')} had stopped before its checkpoints: rebuilt in full; " + (
+            report.message
+        )
     if legacy:
         names = ", ".join(f"{n}d" for n in legacy)
         report.message = f"the previous pipeline's checkpoint found for {names}: rebuilt in full; " + report.message

@@ -41,6 +41,28 @@ SOURCE_COLUMNS = ["key", "etag", "symbol", "date", "kind", "folded"]
 TAIL_COLUMNS = ["symbol", "i", "date", "open", "high", "low", "close", "volume"]
 
 
+#: written before a run's first silver write, deleted after its last checkpoint: a run that finds it knows that
+#: a run stopped in between, leaving month files that no checkpoint describes
+INFLIGHT_KEY = f"{METADATA_PREFIX}/resample_inflight.json"
+
+
+def mark_inflight(store: Store, run_id: str) -> None:
+    doc = {"run_id": run_id, "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    store.put(INFLIGHT_KEY, json.dumps(doc).encode())
+
+
+def read_inflight(store: Store) -> dict | None:
+    """The in-flight record of a run that stopped between its silver writes and its checkpoints, or None."""
+    try:
+        raw = store.get(INFLIGHT_KEY)
+    except ObjectNotFound:
+        return None
+    try:
+        return dict(json.loads(raw))
+    except (ValueError, TypeError):
+        return {"run_id": "<unreadable>"}
+
+
 def state_key(run_id: str, part: str) -> str:
     return f"{STATE_PREFIX}{run_id}/{part}.parquet"
 

@@ -133,3 +133,19 @@ ResampleMachine.TestCase.settings = settings(
     max_examples=25, stateful_step_count=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestResampleMachine = ResampleMachine.TestCase
+
+
+def test_a_run_stopped_mid_silver_leaves_no_stale_bar_behind():
+    """Found by the machine above (fault table row 2): a crashed incremental run wrote AA's bar into January's
+    month file; AA's history then moved to February, so no later incremental run touched January again."""
+    state = ResampleMachine()
+    try:
+        state.start(sym="BB", start=0, length=1)
+        state.resample(force=False)
+        state.rewrite_history(sym="AA", start=0, length=1)
+        state.crash(point="resample.mid_silver", force=False)
+        state.rewrite_history(sym="AA", start=21, length=1)
+        state.resample(force=False)  # asserts silver == the pandas reference over bronze
+        state.rerun_changes_nothing()
+    finally:
+        state.teardown()
