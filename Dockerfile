@@ -13,6 +13,8 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Chromium draws the PNG copies of the run pages' charts (kaleido); without it the runs go on, without PNGs
+RUN apt-get update && apt-get install -y --no-install-recommends chromium && rm -rf /var/lib/apt/lists/*
 COPY constraints.txt /tmp/constraints.txt
 COPY --from=build /wheels/ /tmp/wheels/
 RUN pip install --constraint /tmp/constraints.txt /tmp/wheels/condvest-*.whl \

@@ -205,6 +205,8 @@ class Settings:
     batch_job_queue: str | None = None
     resampling_job_definition: str | None = None
     batch_size: int = 50
+    #: the runner writes a PNG copy of each chart beside the run's page (``CONDVEST_CHART_PNG=0``: off)
+    chart_png: bool = True
     cloud: CloudSettings = field(default_factory=CloudSettings)
     retention: Retention = field(default_factory=Retention)
     http: HttpLimits = field(default_factory=HttpLimits)
@@ -298,6 +300,7 @@ class Settings:
             aws_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
             batch_job_queue=get("BATCH_JOB_QUEUE"),
             resampling_job_definition=get("RESAMPLING_JOB_DEFINITION"),
+            chart_png=(get("CONDVEST_CHART_PNG") or "1") not in ("0", "false", "False", "no"),
             batch_size=get_int("BATCH_SIZE", 50),
             cloud=CloudSettings.from_env(get),
             retention=retention,

@@ -22,6 +22,7 @@ from condvest.runs import append_run, new_run_id
 from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
+from runner.images import chart_figures, chart_pngs
 from runner.kernel import RunKernelManager
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
@@ -340,6 +341,9 @@ def execute(
             store.put(html_key, page.html.encode())
             if page.figures and not store.exists(plotly_key):
                 store.put(plotly_key, plotly_js())
+            if page.figures and settings.chart_png:
+                for k, png in enumerate(chart_pngs(chart_figures(clean)), start=1):
+                    store.put(f"{prefix}/{prepared.path.stem}-{k}.png", png)
     result = RunResult(
         run_id=run_id,
         notebook=name,

@@ -171,7 +171,9 @@ def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
     result = run_notebook("ok", {"n": 4}, settings=settings, options=RunOptions(progress_bar=False))
     assert result.ok and result.run_id.endswith(tuple("0123456789abcdef")) and "-ok-" in result.run_id
     run_dir = root / "runs" / result.run_id
-    assert sorted(p.name for p in run_dir.iterdir()) == ["ok.html", "ok.ipynb", plotly_file()]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["ok-1.png", "ok.html", "ok.ipynb", plotly_file()]
+    png = (run_dir / "ok-1.png").read_bytes()  # the chart as a picture, for e-mail and alerts
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1100
     # the notebook ran with the parameter, from the project root, and recorded its results
     assert result.results == {"points": 4, "label": "DEMO", "cwd": str(root)}
     nb = nbformat.read(run_dir / "ok.ipynb", as_version=4)
@@ -191,6 +193,14 @@ def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
     assert row["results.points"] == 4 and row.error is None and row.duration_s > 0
     assert row.finished_at >= row.started_at and str(row.started_at.tz) == "UTC"
     assert row.html_url == str(run_dir / "ok.html")
+
+
+def test_chart_pngs_can_be_switched_off(tmp_path, monkeypatch):
+    root = _project(tmp_path, "ok")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("CONDVEST_CHART_PNG", "0")
+    result = run_notebook("ok", settings=Settings.from_env(), options=RunOptions(progress_bar=False))
+    assert result.ok and not list((root / "runs" / result.run_id).glob("*.png"))
 
 
 def test_cli_failing_cell_exits_nonzero_and_names_it(tmp_path, keep_logging, capsys):
