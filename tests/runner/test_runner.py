@@ -320,7 +320,8 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     store = open_store(settings.runs_uri, settings)
     keys = sorted(o.key for o in store.list(""))
     shared = f"p1/{plotly_file()}"  # plotly.js once per pipeline run folder
-    assert keys == sorted(["index.jsonl", shared, *(k for r in results for k in (r.ipynb_key, r.html_key))])
+    pngs = [r.html_key.removesuffix(".html") + "-1.png" for r in results[:1]]  # the first stage drew one chart
+    assert keys == sorted(["index.jsonl", shared, *pngs, *(k for r in results for k in (r.ipynb_key, r.html_key))])
     assert all(k.startswith("p1/") for k in keys if k != "index.jsonl")
     df = read_index(settings)
     assert list(df.status) == ["ok", "failed"] and set(df.pipeline_run_id) == {"p1"}
