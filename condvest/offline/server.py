@@ -127,6 +127,9 @@ class _State:
         self.requests: list[RequestRecord] = []
         self.in_flight = 0  # data requests being answered now (a slow body included)
         self.max_in_flight = 0  # the most at once since the last reset: a client's concurrency cap, measured
+        #: requests still being answered from before the last reset (an abandoned trickle) are not counted
+        self.generation = 0
+        self.in_flight_since_reset = 0
         self._ids = itertools.count(1)
 
     def clock(self) -> dt.datetime:
@@ -219,11 +222,15 @@ async def _middleware(request: web.Request, handler: Callable[..., Any]) -> web.
     if fault is not None:
         log.info("fault=%s path=%s", fault.kind, request.path)
     st.in_flight += 1
-    st.max_in_flight = max(st.max_in_flight, st.in_flight)
+    generation = st.generation
+    st.in_flight_since_reset += 1
+    st.max_in_flight = max(st.max_in_flight, st.in_flight_since_reset)
     try:
         resp = _pre_fault(request, fault) if fault and fault.kind in _PRE_FAULTS else await handler(request)
     finally:
         st.in_flight -= 1
+        if generation == st.generation:
+            st.in_flight_since_reset -= 1
     rec.status = resp.status
     return resp
 
@@ -385,6 +392,8 @@ class ServerHandle:
         self._state.faults.clear()
         self._state.requests.clear()
         self._state.max_in_flight = 0
+        self._state.generation += 1
+        self._state.in_flight_since_reset = 0
 
     def url(self, path: str, *, auth: bool = True, **params: Any) -> str:
         """An absolute URL on this server, with the apiKey unless ``auth=False``."""
