@@ -134,19 +134,3 @@ def read_index(
         extra = pd.json_normalize([r if isinstance(r, dict) else {} for r in df["results"]]).add_prefix("results.")
         df = pd.concat([df, extra], axis=1)
     return df
-
-
-def format_table(df: pd.DataFrame, limit: int = 20) -> str:
-    """Recent runs as a plain-text table (newest last), for ``python -m runner list``."""
-    if df.empty:
-        return "no runs recorded"
-    rows = df.tail(limit)
-    lines = []
-    header = f"{'started (UTC)':<20} {'status':<7} {'duration':>9}  {'notebook':<22} {'run id':<40} failing cell"
-    lines.append(header)
-    for r in rows.itertuples(index=False):
-        err = r.error if isinstance(r.error, dict) else None
-        cell = f"cell {err.get('cell')}: {err.get('ename')}" if err else ""
-        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at is not None else ""
-        lines.append(f"{started:<20} {r.status:<7} {r.duration_s:>8.1f}s  {r.notebook:<22} {r.run_id:<40} {cell}")
-    return "\n".join(lines)
