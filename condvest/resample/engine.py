@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections.abc import Callable
 
 import duckdb
 import pyarrow as pa
@@ -105,11 +106,21 @@ def bars_sql(src: str, param: str = "n", with_cut: bool = False) -> str:
     return _BARS.format(src=src, where=where, n="$" + param)
 
 
-def register_dms(con: duckdb.DuckDBPyConnection, store: Store, keys: list[str], symbols: set[str] | None) -> int:
-    """Read the DMS export files (explicit schema) into the view ``dms_rows``; returns the rows read."""
+def register_dms(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    keys: list[str],
+    symbols: set[str] | None,
+    keep: Callable[[str], bool] | None = None,
+) -> int:
+    """Read the DMS export files (explicit schema) into the view ``dms_rows``; returns the rows read. Only the
+    rows of ``symbols`` (when given) and of the symbols ``keep`` accepts (a shard's, when given)."""
     tables = []
     for k in keys:
         t = read_dms_file(store, k, symbols)
+        if keep is not None:
+            mine = [s for s in pc.unique(t.column("symbol")).to_pylist() if s is not None and keep(s)]
+            t = t.filter(pc.is_in(t.column("symbol"), pa.array(mine, pa.string())))
         tables.append(t.append_column("filename", pa.array([store.url(k)] * t.num_rows, pa.string())))
     schema = BRONZE_SCHEMA.append(pa.field("filename", pa.string()))
     table = pa.concat_tables(tables) if tables else schema.empty_table()

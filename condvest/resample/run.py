@@ -46,6 +46,7 @@ from condvest.lake import METADATA_PREFIX, checkpoint_key
 from condvest.lake_lock import lake_lock
 from condvest.resample.engine import connect, load_rows, register_dms
 from condvest.resample.result import IntervalResult, ResampleReport
+from condvest.resample.sharded import STAGE, check_parts, commit_shards, stage_shard
 from condvest.resample.state import (
     INFLIGHT_KEY,
     JOURNAL_PREFIX,
@@ -58,9 +59,10 @@ from condvest.resample.state import (
     prune_states,
     read_inflight,
 )
-from condvest.resample.write import incremental_pass, write_full
+from condvest.resample.write import incremental_pass, state_frames, write_full
 from condvest.runs import new_run_id
 from condvest.settings import Settings
+from condvest.shards import Shard, clear_staging
 from condvest.storage import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -163,22 +165,9 @@ def _full(
         rows = load_rows(con, store, "rows", keys, dms=bool(dms_keys))
         tail_len = max(MIN_TAIL, max(ns))
         written = write_full(con, store, ns, threads)
-        symbols = con.execute(
-            "SELECT symbol, count(*) AS n, min(date) AS first_date, max(date) AS last_date "
-            "FROM rows GROUP BY symbol ORDER BY symbol"
-        ).df()
-        tail = con.execute(
-            "SELECT r.symbol, r.i, r.date, r.open, r.high, r.low, r.close, r.volume FROM rows r "
-            "JOIN (SELECT symbol, count(*) AS n FROM rows GROUP BY symbol) c USING (symbol) "
-            "WHERE r.i >= c.n - $t ORDER BY r.symbol, r.i",
-            {"t": tail_len},
-        ).df()
+        symbols, tail = state_frames(con, tail_len)
     finally:
         con.close()
-    for df in (symbols, tail):
-        for col in ("date", "first_date", "last_date"):
-            if col in df:
-                df[col] = pd.to_datetime(df[col]).dt.date
     state = SilverState(run_id, sources, symbols, tail, tail_len, journal)
     results = {
         n: IntervalResult(
@@ -197,7 +186,8 @@ def _full(
 @dataclass(frozen=True)
 class ResampleParams:
     """02_resample's parameters. ``intervals``: bar lengths in sessions (``"3,5,8"`` or ints);
-    ``force_full_resample``: recompute every bar instead of only what changed; the notebook's other
+    ``force_full_resample``: recompute every bar instead of only what changed; ``shard``/``shard_group``: one
+    part of a sharded full rebuild or its commit (``condvest.resample.sharded``); the notebook's other
     parameters, checked here too so that a bad one stops the run before compaction writes anything:
     ``compact``, ``compact_keep_sessions`` and the chart's ``symbol`` ("" : the first symbol)."""
 
@@ -206,6 +196,8 @@ class ResampleParams:
     compact: bool = True
     compact_keep_sessions: int = 10
     symbol: str = ""
+    shard: str = ""
+    shard_group: str = ""
 
     def check(self) -> tuple[int, ...]:
         """The intervals, checked with every other parameter (``ParameterError`` before any write)."""
@@ -214,7 +206,19 @@ class ResampleParams:
         params.count(self.compact_keep_sessions, "compact_keep_sessions", 0)
         if self.symbol != "":
             params.symbol(self.symbol, "symbol")
+        self.sharding()
         return params.intervals(self.intervals)
+
+    def sharding(self) -> Shard | None:
+        """The shard of a sharded full rebuild (``shard="I/N"`` stages part I, ``"commit/N"`` writes silver;
+        ``shard_group``: the id they share), or ``None``."""
+        return Shard.parse(self.shard, self.shard_group)
+
+    @property
+    def compacts(self) -> bool:
+        """Whether the notebook compacts bronze first: never in a shard (it would delete shared objects)."""
+        shard = self.sharding()
+        return bool(self.compact) and (shard is None or shard.is_commit)
 
 
 def run_resample(
@@ -237,6 +241,9 @@ def run_resample(
     run_id = new_run_id("resample")
     report = ResampleReport(run_id, ns)
     t0 = time.perf_counter()
+    shard = p.sharding()
+    if shard is not None:
+        return _sharded(store, ns, shard, report, settings, threads, memory_limit, t0)
     with lake_lock(store, "resample", run_id=run_id, purpose="resample", lease_s=settings.lock_lease_s):
         read = {n: store.head(checkpoint_key(n)) for n in ns}  # the versions every checkpoint write is based on
         cp_etags = {n: h.etag if h is not None else None for n, h in read.items()}
@@ -325,6 +332,50 @@ def run_resample(
         names = ", ".join(f"{n}d" for n in legacy)
         report.message = f"the previous pipeline's checkpoint found for {names}: rebuilt in full; " + report.message
     log.info("resample done run_id=%s seconds=%.2f bars_written=%d", run_id, report.seconds, changed)
+    return report
+
+
+def _sharded(
+    store: Store,
+    ns: tuple[int, ...],
+    shard: Shard,
+    report: ResampleReport,
+    settings: Settings,
+    threads: int | None,
+    memory_limit: str | None,
+    t0: float,
+) -> ResampleReport:
+    """One shard stages its part (no lock, nothing live written); the commit writes silver from all parts."""
+    run_id, tail_len = report.run_id, max(MIN_TAIL, max(ns))
+    if not shard.is_commit:
+        res = stage_shard(store, ns, tail_len, shard, run_id, threads=threads, memory_limit=memory_limit)
+        report.results = [res[n] for n in ns]
+        report.seconds = time.perf_counter() - t0
+        staged = sum(r.bars_written for r in report.results)
+        report.message = (
+            f"shard {shard.label} of sharded run {shard.group}: {staged} bars staged; "
+            f"the commit (shard=commit/{shard.count}) writes silver"
+        )
+        return report
+    with lake_lock(store, "resample", run_id=run_id, purpose="resample commit", lease_s=settings.lock_lease_s):
+        cp_etags = {n: (h.etag if (h := store.head(checkpoint_key(n))) is not None else None) for n in ns}
+        parts, months = check_parts(store, ns, shard)  # refuses before anything is written
+        mark_inflight(store, run_id)
+        state, results = commit_shards(store, ns, tail_len, shard, parts, months, run_id, threads)
+        crash_point("resample.after_silver")
+        state.save(store)
+        crash_point("resample.before_checkpoint")
+        for n in ns:
+            _write_checkpoint(store, n, state, "full", results[n].rows_read, run_id, cp_etags[n])
+            results[n].bars_total, results[n].last_session = _totals(state, n)
+        store.delete(INFLIGHT_KEY)
+        _prune(store)
+        clear_staging(store, STAGE, shard.group)
+    report.results = [results[n] for n in ns]
+    report.seconds = time.perf_counter() - t0
+    changed = sum(r.bars_written for r in report.results)
+    report.message = f"committed {shard.count} shard(s) of sharded run {shard.group}: {changed} bars written"
+    log.info("resample commit done run_id=%s group=%s bars_written=%d", run_id, shard.group, changed)
     return report
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
@@ -49,32 +49,75 @@ def write_full(
     the months being written, never the whole interval, so memory does not grow with the history.
     """
     out: dict[int, tuple[int, int]] = {}
-    workers = max(2, 2 * (threads or os.cpu_count() or 2))
     for n in tqdm(ns, desc="02_resample silver intervals", unit="interval", disable=progress_disable()):
         old = {o.key: o.etag for o in store.list(silver_prefix(n))}
-        reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(
-            _BATCH_ROWS
+        bars, written = stream_months(
+            con,
+            store,
+            n,
+            lambda m, n=n: silver_key(n, m // 12, m % 12 + 1),
+            old,
+            threads,  # type: ignore[misc]
         )
-
-        def put(key: str, part: pa.Table, old: dict = old) -> None:
-            part = part.take(pc.sort_indices(part, [("symbol", "ascending"), ("date", "ascending")]))
-            _put_month(store, key, silver_bytes(part), old.get(key))
-            crash_point("resample.mid_silver")
-
-        bars, written, pending = 0, set(), deque()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for month, part in _months(reader):
-                key = silver_key(n, month // 12, month % 12 + 1)
-                bars += part.num_rows
-                written.add(key)
-                pending.append(pool.submit(put, key, part))
-                while len(pending) > 2 * workers:  # bounded: the oldest writes finish before reading on
-                    pending.popleft().result()
-            for f in pending:
-                f.result()
         _delete_months(store, {k: e for k, e in old.items() if k not in written})  # months without a bar now
         out[n] = (bars, len(written))
     return out
+
+
+def stream_months(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    n: int,
+    key_of: Callable[[int], str],
+    etags: dict[str, str] | None,
+    threads: int | None = None,
+) -> tuple[int, set[str]]:
+    """Write the bars of interval ``n`` from temp table ``rows``, one object per month (``key_of(year * 12 +
+    month - 1)``), each sorted by symbol and date. ``etags``: the versions read (a month is written only over
+    its version, or created only when absent); ``None``: the keys are the caller's own, written as they are.
+    Returns (bars, keys written)."""
+    workers = max(2, 2 * (threads or os.cpu_count() or 2))
+    reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(_BATCH_ROWS)
+
+    def put(key: str, part: pa.Table) -> None:
+        part = part.take(pc.sort_indices(part, [("symbol", "ascending"), ("date", "ascending")]))
+        if etags is None:
+            store.put(key, silver_bytes(part))
+        else:
+            _put_month(store, key, silver_bytes(part), etags.get(key))
+        crash_point("resample.mid_silver")
+
+    bars, written, pending = 0, set(), deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for month, part in _months(reader):
+            key = key_of(month)
+            bars += part.num_rows
+            written.add(key)
+            pending.append(pool.submit(put, key, part))
+            while len(pending) > 2 * workers:  # bounded: the oldest writes finish before reading on
+                pending.popleft().result()
+        for f in pending:
+            f.result()
+    return bars, written
+
+
+def state_frames(con: duckdb.DuckDBPyConnection, tail_len: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From temp table ``rows``: per symbol (sessions n, first_date, last_date) and its last ``tail_len`` rows."""
+    symbols = con.execute(
+        "SELECT symbol, count(*) AS n, min(date) AS first_date, max(date) AS last_date "
+        "FROM rows GROUP BY symbol ORDER BY symbol"
+    ).df()
+    tail = con.execute(
+        "SELECT r.symbol, r.i, r.date, r.open, r.high, r.low, r.close, r.volume FROM rows r "
+        "JOIN (SELECT symbol, count(*) AS n FROM rows GROUP BY symbol) c USING (symbol) "
+        "WHERE r.i >= c.n - $t ORDER BY r.symbol, r.i",
+        {"t": tail_len},
+    ).df()
+    for df in (symbols, tail):
+        for col in ("date", "first_date", "last_date"):
+            if col in df:
+                df[col] = pd.to_datetime(df[col]).dt.date
+    return symbols, tail
 
 
 #: rows per record batch handed over by DuckDB while writing month files

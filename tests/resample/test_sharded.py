@@ -1,0 +1,135 @@
+"""A full rebuild split over shards: staged parts, one commit, silver equal to the unsharded rebuild."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import shutil
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from condvest.calendar import sessions_between
+from condvest.errors import ParameterError
+from condvest.lake import checkpoint_key
+from condvest.resample import ResampleParams
+from condvest.resample.run import checkpoint_table, run_resample
+from condvest.settings import Settings
+from condvest.shards import Shard, ShardsIncomplete, shard_of
+from condvest.storage import LocalStore
+from tests.fixtures.resample import assert_silver_matches, silver_frame, write_daily, write_history
+
+DAYS = sessions_between(dt.date(2023, 11, 1), dt.date(2024, 8, 30))
+NS = (3, 5, 21)
+IV = ",".join(map(str, NS))
+SYMBOLS = [f"S{i:02d}" for i in range(23)]
+
+
+def _lake(root) -> tuple[LocalStore, Settings]:
+    return LocalStore(root), Settings(lake_uri=str(root))
+
+
+def _fill(store: LocalStore) -> None:
+    for k, sym in enumerate(SYMBOLS):
+        start = (k * 7) % 60  # listed at different times
+        write_history(store, sym, DAYS[start:-3], seed=k)
+        for d in DAYS[-3:]:
+            write_daily(store, sym, d, seed=100 + k)
+
+
+def _silver_files(store: LocalStore) -> dict[str, pd.DataFrame]:
+    return {
+        o.key: pq.read_table(io.BytesIO(store.get(o.key))).to_pandas()
+        for o in store.list("silver/")
+        if o.key.endswith(".parquet")
+    }
+
+
+def _sharded(settings: Settings, count: int, group: str = "G1") -> list:
+    reports = []
+    for i in range(count):
+        reports.append(run_resample(settings, ResampleParams(intervals=IV, shard=f"{i}/{count}", shard_group=group)))
+    reports.append(run_resample(settings, ResampleParams(intervals=IV, shard=f"commit/{count}", shard_group=group)))
+    return reports
+
+
+def test_shard_of_is_stable_and_spreads():
+    # CRC-32 of the UTF-8 name: the same in every process, machine and Python (not the salted hash())
+    assert [shard_of(s, 4) for s in ("AAPL", "MSFT", "BRK.B")] == [0, 3, 0]
+    assert len({shard_of(s, 4) for s in SYMBOLS}) == 4
+
+
+def test_sharded_rebuild_equals_unsharded_file_for_file(tmp_path):
+    plain, plain_settings = _lake(tmp_path / "plain")
+    _fill(plain)
+    shutil.copytree(tmp_path / "plain", tmp_path / "sharded")
+    sharded, sharded_settings = _lake(tmp_path / "sharded")
+    run_resample(plain_settings, ResampleParams(intervals=IV, force_full_resample=True))
+    reports = _sharded(sharded_settings, 4)
+    assert reports[-1].message.startswith("committed 4 shard(s)")
+    a, b = _silver_files(plain), _silver_files(sharded)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        pd.testing.assert_frame_equal(a[key], b[key], obj=key)
+    assert_silver_matches(sharded, NS)
+    cols = ["interval", "last_processed_session", "bars", "complete_bars", "partial_bars", "symbols"]
+    pd.testing.assert_frame_equal(checkpoint_table(plain_settings)[cols], checkpoint_table(sharded_settings)[cols])
+    assert not list(sharded.list("processing_metadata/shards/"))  # the staging area is gone
+
+    # the next incremental run continues from the merged state exactly as from an unsharded one
+    for store in (plain, sharded):
+        write_daily(store, "S03", dt.date(2024, 9, 3), seed=999)
+        write_history(store, "S07", DAYS[10:-3], seed=77)  # a correction: S07 re-read whole
+    r_plain = run_resample(plain_settings, ResampleParams(intervals=IV))
+    r_sharded = run_resample(sharded_settings, ResampleParams(intervals=IV))
+    assert [r.mode for r in r_sharded.results] == ["incremental"] * len(NS)
+    assert r_sharded.to_frame()["symbols_changed"].tolist() == r_plain.to_frame()["symbols_changed"].tolist()
+    for n in NS:
+        pd.testing.assert_frame_equal(silver_frame(plain, n), silver_frame(sharded, n), obj=f"{n}d")
+    assert_silver_matches(sharded, NS)
+
+
+def test_a_missing_shard_fails_the_commit_which_writes_nothing(tmp_path):
+    store, settings = _lake(tmp_path / "lake")
+    _fill(store)
+    run_resample(settings, ResampleParams(intervals=IV))
+    before = {o.key: o.etag for o in store.list("") if not o.key.startswith("processing_metadata/shards/")}
+    for i in (0, 1, 3):  # shard 2 failed or was killed before its done record
+        r = run_resample(settings, ResampleParams(intervals=IV, shard=f"{i}/4", shard_group="G2"))
+        assert r.results[0].mode == "staged"
+    live = {o.key: o.etag for o in store.list("") if not o.key.startswith("processing_metadata/shards/")}
+    assert live == before  # shards write nothing live
+    with pytest.raises(ShardsIncomplete, match=r"shard 2/4.*wrote nothing"):
+        run_resample(settings, ResampleParams(intervals=IV, shard="commit/4", shard_group="G2"))
+    after = {o.key: o.etag for o in store.list("") if not o.key.startswith("processing_metadata/shards/")}
+    assert after == before
+    # the shard runs again; the commit then succeeds
+    run_resample(settings, ResampleParams(intervals=IV, shard="2/4", shard_group="G2"))
+    run_resample(settings, ResampleParams(intervals=IV, shard="commit/4", shard_group="G2"))
+    assert_silver_matches(store, NS)
+    assert json.loads(store.get(checkpoint_key(3)))["mode"] == "full"
+
+
+def test_a_retried_shard_replaces_its_own_part(tmp_path):
+    store, settings = _lake(tmp_path / "lake")
+    _fill(store)
+    _sharded(settings, 2, group="G3")
+    # shard 0 ran once, then bronze lost most of its symbols' history before it ran again
+    own = [s for s in SYMBOLS if Shard(0, 2, "x").holds(s)]
+    for s in own:
+        write_history(store, s, DAYS[-10:-3], seed=5)
+    run_resample(settings, ResampleParams(intervals=IV, shard="0/2", shard_group="G4"))
+    run_resample(settings, ResampleParams(intervals=IV, shard="0/2", shard_group="G4"))  # a retry
+    run_resample(settings, ResampleParams(intervals=IV, shard="1/2", shard_group="G4"))
+    run_resample(settings, ResampleParams(intervals=IV, shard="commit/2", shard_group="G4"))
+    assert_silver_matches(store, NS)  # old months of the shortened histories are gone
+
+
+def test_shard_parameters_are_checked():
+    for shard, group in (("4/4", "G"), ("x/4", "G"), ("1/0", "G"), ("1/4", ""), ("", "G"), ("1/4", "a/b")):
+        with pytest.raises(ParameterError):
+            ResampleParams(shard=shard, shard_group=group).check()
+    assert not ResampleParams(shard="1/4", shard_group="G").compacts
+    assert ResampleParams(shard="commit/4", shard_group="G").compacts
