@@ -26,6 +26,7 @@ from runner.notebooks import find_project_root, parse_value
 from runner.pipelines import run_pipeline
 from runner.provenance import code_version
 from runner.scrub import Scrubber, ScrubFilter
+from runner.sharding import run_pipeline_sharded, shard_parameters
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="working directory of the notebooks (default: the project root above cwd)",
     )
+    execution.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="one part of a sharded run: I/N (0-based), array/N (I from AWS_BATCH_JOB_ARRAY_INDEX) or commit/N",
+    )
+    execution.add_argument("--shard-group", metavar="ID", help="the id a sharded run's parts and commit share")
     execution.add_argument("--log-output", action="store_true", help="also log cell outputs to stderr (scrubbed)")
     execution.add_argument("--no-progress", action="store_true", help="no progress bar")
     execution.add_argument(
@@ -79,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pipe.add_argument("name", help="pipeline name (listed below)")
+    pipe.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="run each stage as N shard processes at once, then its commit (stages that declare shard)",
+    )
     ls = sub.add_parser("list", parents=[common], help="runs from the run index, newest first")
     ls.add_argument("-n", "--limit", type=int, default=20, help="how many runs (default 20)")
     ls.add_argument("--notebook", metavar="NAME", help="only this notebook, e.g. 05_monitoring")
@@ -141,6 +154,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(show_run(read_index(settings, runs_uri=args.runs_dir), args.run))
         return 0
     params = {name: parse_value(value) for name, value in args.parameter}
+    params.update(shard_parameters(args.shard, args.shard_group))
     options = RunOptions(
         runs_uri=args.runs_dir,
         run_id=args.run_id,
@@ -151,13 +165,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.command == "run":
         results = [run_notebook(args.notebook, params, settings=settings, options=options)]
+    elif args.shards is not None:
+        if args.shard:
+            raise ParameterError("give either --shards N (all of them) or --shard I/N (one)", parameter="shards")
+        results = run_pipeline_sharded(args.name, params, args.shards, settings=settings, options=options)
     else:
         results = run_pipeline(args.name, params, settings=settings, options=options)
     for r in results:
         print(r.summary(), file=sys.stdout if r.ok else sys.stderr)
     if args.command == "pipeline":
         last = results[-1]
-        state = "ok" if last.ok else f"failed at stage {last.stage} ({last.notebook})"
+        where = f"stage {last.stage} ({last.notebook})" if last.stage else last.notebook
+        state = "ok" if last.ok else f"failed at {where}"
         folder = f"{last.runs_uri.rstrip('/')}/{last.pipeline_run_id}"
         print(f"pipeline {args.name} {state}: {folder}", file=sys.stdout if last.ok else sys.stderr)
     return 0 if all(r.ok for r in results) else 1

@@ -381,7 +381,8 @@ def run_notebook(
     settings: Settings | None = None,
     options: RunOptions = RunOptions(),
 ) -> RunResult:
-    """Run one notebook into ``<runs>/<run id>/`` and append the run index; see ``RunResult``.
+    """Run one notebook into ``<runs>/<run id>/`` (a shard: ``<runs>/<shard_group>/<run id>/``) and append the run
+    index; see ``RunResult``.
 
     Raises ``ParameterError`` (nothing written) for an unknown notebook, a secret-looking or undeclared
     parameter, or a bad run id. A failing cell does not raise: the result has ``status == "failed"``
@@ -392,4 +393,15 @@ def run_notebook(
     prepared = prepare(notebook, parameters, settings, root)
     run_id = check_run_id(options.run_id) if options.run_id else new_run_id(prepared.path.stem)
     store = open_store(options.runs_uri or settings.runs_uri, settings)
-    return execute(prepared, settings=settings, store=store, run_id=run_id, folder=None, root=root, options=options)
+    group = prepared.parameters.get("shard_group") or None  # a shard's run goes beside its group's other runs
+    return execute(
+        prepared,
+        settings=settings,
+        store=store,
+        run_id=run_id,
+        folder=group,
+        root=root,
+        options=options,
+        pipeline="sharded" if group else None,
+        pipeline_run_id=group,
+    )

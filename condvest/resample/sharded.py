@@ -4,13 +4,13 @@ Shard I of N (``stage_shard``) reads the bronze objects of its symbols (and its 
 still read), computes every interval's bars exactly as the full rebuild does (a symbol's bars depend on that
 symbol's rows only), and stages them under ``processing_metadata/shards/resample/<group>/``:
 
-    silver_{N}d/YYYYMM/part-<i>.parquet   its bars of that month, sorted by symbol and date
+    silver_{N}d/YYYY/part-<i>.parquet     its bars of that year (one object a year: few, large objects)
     state/<sources|symbols|tail>/part-<i>.parquet   its part of the resample state
     done/part-<i>.json                     written last: intervals, counts, DMS versions read
 
 It takes no lock and writes nothing live. The commit (``commit_shards``) holds the lake lock ``resample``,
 checks every done record before writing anything (``ShardsIncomplete`` otherwise), then writes each month
-file once from the N parts (over the version it read), deletes months that hold no bar any more, saves the
+file once from the N parts of its year (over the version it read), deletes months that hold no bar any more, saves the
 merged state and writes the checkpoints last: silver then equals an unsharded full rebuild, bar for bar.
 """
 
@@ -20,10 +20,14 @@ import io
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -31,10 +35,10 @@ from condvest.crash import crash_point
 from condvest.display import progress_disable
 from condvest.errors import ObjectNotFound
 from condvest.lake import silver_key, silver_prefix
-from condvest.resample.engine import connect, load_rows, register_dms
+from condvest.resample.engine import bars_sql, connect, load_rows, register_dms, silver_bytes
 from condvest.resample.result import IntervalResult
 from condvest.resample.state import SilverState, latest_journal, list_sources
-from condvest.resample.write import _delete_months, _put_month, state_frames, stream_months
+from condvest.resample.write import _delete_months, _months, _put_month, state_frames
 from condvest.shards import Shard, ShardsIncomplete, clear_part, read_parts, staging_prefix, write_part
 from condvest.storage import Store
 
@@ -44,8 +48,8 @@ STAGE = "resample"
 _PARTS = ("sources", "symbols", "tail")
 
 
-def _month_key(prefix: str, n: int, month: int, index: int) -> str:
-    return f"{prefix}silver_{n}d/{month // 12:04d}{month % 12 + 1:02d}/part-{index}.parquet"
+def _year_key(prefix: str, n: int, year: int, index: int) -> str:
+    return f"{prefix}silver_{n}d/{year:04d}/part-{index}.parquet"
 
 
 def _state_key(prefix: str, part: str, index: int) -> str:
@@ -68,7 +72,7 @@ def stage_shard(
     memory_limit: str | None = None,
 ) -> dict[int, IntervalResult]:
     """Compute and stage this shard's bars and state (see the module docstring); returns per interval the
-    bars and months staged."""
+    bars and years staged."""
     if shard.index is None:
         raise ValueError("stage_shard needs a shard, not the commit")
     prefix = staging_prefix(STAGE, shard.group)
@@ -87,10 +91,7 @@ def stage_shard(
         rows = load_rows(con, store, "rows", own.loc[own["kind"] != "dms", "key"].tolist(), dms=bool(dms_keys))
         staged: dict[int, tuple[int, int]] = {}
         for n in tqdm(ns, desc=f"02_resample shard {shard.label}", unit="interval", disable=progress_disable()):
-            bars, keys = stream_months(
-                con, store, n, lambda m, n=n: _month_key(prefix, n, m, shard.index), None, threads
-            )
-            staged[n] = (bars, len(keys))
+            staged[n] = _stage_years(con, store, n, lambda y, n=n: _year_key(prefix, n, y, shard.index), threads)
         symbols, tail = state_frames(con, tail_len)
     finally:
         con.close()
@@ -109,20 +110,46 @@ def stage_shard(
             "rows_read": rows,
             "symbols": len(symbols),
             "bars": {str(n): staged[n][0] for n in ns},
-            "months": {str(n): staged[n][1] for n in ns},
+            "years": {str(n): staged[n][1] for n in ns},
             "dms": dict(zip(dms_keys, own.loc[own["kind"] == "dms", "etag"], strict=True)),
         },
     )
     log.info("resample shard staged run_id=%s shard=%s group=%s rows=%d", run_id, shard.label, shard.group, rows)
-    return {
-        n: IntervalResult(n, "staged", bars_written=staged[n][0], months_rewritten=staged[n][1], rows_read=rows)
-        for n in ns
-    }
+    return {n: IntervalResult(n, "staged", bars_written=staged[n][0], rows_read=rows) for n in ns}
+
+
+def _stage_years(
+    con: duckdb.DuckDBPyConnection, store: Store, n: int, key_of: Callable[[int], str], threads: int | None
+) -> tuple[int, int]:
+    """Stage the bars of interval ``n`` from temp table ``rows`` as one object per year (fewer, larger objects
+    than month files: a shard of a long history stages tens of objects, not thousands). Returns (bars, years)."""
+    workers = max(2, 2 * (threads or os.cpu_count() or 2))
+    reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(1 << 17)
+
+    def put(key: str, parts: list[pa.Table]) -> None:
+        store.put(key, silver_bytes(pa.concat_tables(parts)))
+
+    bars, years, held, year = 0, 0, [], None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = []
+        for month, part in _months(reader):
+            if year is not None and month // 12 != year and held:
+                pending.append(pool.submit(put, key_of(year), held))
+                years, held = years + 1, []
+            year = month // 12
+            held.append(part)
+            bars += part.num_rows
+        if held:
+            pending.append(pool.submit(put, key_of(year), held))  # type: ignore[arg-type]
+            years += 1
+        for f in pending:
+            f.result()
+    return bars, years
 
 
 def check_parts(store: Store, ns: tuple[int, ...], commit: Shard) -> tuple[list[dict], dict[int, dict[int, list]]]:
     """Every shard's done record and, per interval and month, the staged parts; ``ShardsIncomplete`` (nothing
-    written) when a shard is missing, ran other intervals, saw another DMS export or staged fewer months."""
+    written) when a shard is missing, ran other intervals, saw another DMS export or staged fewer years."""
     parts = read_parts(store, STAGE, commit)
     for i, p in enumerate(parts):
         if tuple(p.get("intervals", ())) != ns:
@@ -138,24 +165,24 @@ def check_parts(store: Store, ns: tuple[int, ...], commit: Shard) -> tuple[list[
                 shard=f"{i}/{commit.count}",
             )
     prefix = staging_prefix(STAGE, commit.group)
-    months: dict[int, dict[int, list]] = {}
+    years: dict[int, dict[int, list]] = {}
     for n in ns:
-        by_month: dict[int, list] = defaultdict(list)
+        by_year: dict[int, list] = defaultdict(list)
         counts: dict[int, int] = defaultdict(int)
         for o in store.list(f"{prefix}silver_{n}d/"):
-            ym, name = o.key[len(prefix) :].split("/")[1:3]
+            year, name = o.key[len(prefix) :].split("/")[1:3]
             index = int(name.removeprefix("part-").removesuffix(".parquet"))
-            by_month[int(ym[:4]) * 12 + int(ym[4:]) - 1].append((index, o.key))
+            by_year[int(year)].append((index, o.key))
             counts[index] += 1
         for i, p in enumerate(parts):
-            if counts.get(i, 0) != int(p["months"][str(n)]):
+            if counts.get(i, 0) != int(p["years"][str(n)]):
                 raise ShardsIncomplete(
-                    f"{counts.get(i, 0)} month parts of silver_{n}d staged, its done record says {p['months'][str(n)]}",
+                    f"{counts.get(i, 0)} year parts of silver_{n}d staged, its done record says {p['years'][str(n)]}",
                     group=commit.group,
                     shard=f"{i}/{commit.count}",
                 )
-        months[n] = dict(by_month)
-    return parts, months
+        years[n] = dict(by_year)
+    return parts, years
 
 
 def commit_shards(
@@ -164,7 +191,7 @@ def commit_shards(
     tail_len: int,
     commit: Shard,
     parts: list[dict],
-    months: dict[int, dict[int, list]],
+    years: dict[int, dict[int, list]],
     run_id: str,
     threads: int | None = None,
 ) -> tuple[SilverState, dict[int, IntervalResult]]:
@@ -186,18 +213,24 @@ def commit_shards(
     for n in tqdm(ns, desc="02_resample commit intervals", unit="interval", disable=progress_disable()):
         old = {o.key: o.etag for o in store.list(silver_prefix(n))}
 
-        def merge(month: int, staged: list, n: int = n, old: dict = old) -> tuple[str, int]:
+        def merge(year: int, staged: list, n: int = n, old: dict = old) -> list[tuple[str, int]]:
             tables = [pq.read_table(io.BytesIO(store.get(k))) for _, k in sorted(staged)]
-            table = pa.concat_tables(tables).sort_by([("symbol", "ascending"), ("date", "ascending")])
-            buf = io.BytesIO()
-            pq.write_table(table, buf, compression="zstd")
-            key = silver_key(n, month // 12, month % 12 + 1)
-            _put_month(store, key, buf.getvalue(), old.get(key))
-            crash_point("resample.mid_silver")
-            return key, table.num_rows
+            table = pa.concat_tables(tables)
+            d = table.column("date")
+            table = table.append_column("_m", pc.month(d))
+            table = table.sort_by([("_m", "ascending"), ("symbol", "ascending"), ("date", "ascending")])
+            months = table.column("_m").to_numpy()
+            out = []
+            for m in np.unique(months):
+                lo, hi = np.searchsorted(months, m, "left"), np.searchsorted(months, m, "right")
+                key = silver_key(n, year, int(m))
+                _put_month(store, key, silver_bytes(table.slice(lo, hi - lo)), old.get(key))
+                crash_point("resample.mid_silver")
+                out.append((key, int(hi - lo)))
+            return out
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            done = list(pool.map(lambda item: merge(*item), sorted(months[n].items())))
+            done = [x for part in pool.map(lambda item: merge(*item), sorted(years[n].items())) for x in part]
         written = {k for k, _ in done}
         _delete_months(store, {k: e for k, e in old.items() if k not in written})
         results[n] = IntervalResult(

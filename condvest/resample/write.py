@@ -69,22 +69,18 @@ def stream_months(
     store: Store,
     n: int,
     key_of: Callable[[int], str],
-    etags: dict[str, str] | None,
+    etags: dict[str, str],
     threads: int | None = None,
 ) -> tuple[int, set[str]]:
     """Write the bars of interval ``n`` from temp table ``rows``, one object per month (``key_of(year * 12 +
-    month - 1)``), each sorted by symbol and date. ``etags``: the versions read (a month is written only over
-    its version, or created only when absent); ``None``: the keys are the caller's own, written as they are.
+    month - 1)``), each sorted by symbol and date, only over the version read (``etags``; absent: only created).
     Returns (bars, keys written)."""
     workers = max(2, 2 * (threads or os.cpu_count() or 2))
     reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(_BATCH_ROWS)
 
     def put(key: str, part: pa.Table) -> None:
         part = part.take(pc.sort_indices(part, [("symbol", "ascending"), ("date", "ascending")]))
-        if etags is None:
-            store.put(key, silver_bytes(part))
-        else:
-            _put_month(store, key, silver_bytes(part), etags.get(key))
+        _put_month(store, key, silver_bytes(part), etags.get(key))
         crash_point("resample.mid_silver")
 
     bars, written, pending = 0, set(), deque()

@@ -22,6 +22,7 @@ from runner.cloud.job import main_job
 from runner.execute import RunOptions
 from runner.notebooks import parse_value
 from runner.scrub import Scrubber
+from runner.sharding import shard_parameters
 
 COMMANDS = ("job", "submit", "status", "schedule")
 EXIT_AWS = 5
@@ -70,6 +71,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "job":
         params = {name: parse_value(value) for name, value in args.parameter}
+        params.update(shard_parameters(args.shard, args.shard_group))
         return main_job(args.target, params, settings=settings, options=run_options(args))
     if args.runs_dir:
         settings = settings.with_(runs_uri=args.runs_dir)

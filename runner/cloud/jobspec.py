@@ -33,6 +33,8 @@ GROUPS = {
     "05_monitoring": "monitoring",
     "daily": "daily",
     "weekly": "retention",
+    "rebuild": "resample",
+    "backfill": "daily",
 }
 #: the container's entrypoint (Dockerfile ENTRYPOINT); a job's command is what follows it
 ENTRYPOINT = ("python", "-m", "runner", "job")
