@@ -128,6 +128,7 @@ def _stage_years(
 
     def put(key: str, parts: list[pa.Table]) -> None:
         store.put(key, silver_bytes(pa.concat_tables(parts)))
+        crash_point("resample.shard_mid_stage")
 
     bars, years, held, year = 0, 0, [], None
     with ThreadPoolExecutor(max_workers=workers) as pool:

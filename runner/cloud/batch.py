@@ -90,6 +90,60 @@ def submit_job(target: str, parameters: list[tuple[str, str]], run_id: str, sett
     }
 
 
+#: in a dry run's payloads, where the job id of an earlier call of the same submission goes
+JOB_ID_REF = "{{jobId of %s}}"
+
+
+def sharded_jobs(
+    target: str, parameters: list[tuple[str, str]], shards: int, run_id: str, settings: Settings
+) -> list[dict[str, Any]]:
+    """The ``submit_job`` payloads of a sharded run: per stage, an array job of ``shards`` children (each runs
+    ``--shard array/N``: its index from ``AWS_BATCH_JOB_ARRAY_INDEX``) and its commit job (``--shard commit/N``),
+    which depends on the whole array job, so it starts only when every child succeeded; a later stage's array
+    job depends on the previous commit. Job ids of earlier payloads appear as ``JOB_ID_REF`` until submitted."""
+    require(settings, [("BATCH_JOB_QUEUE", settings.batch_job_queue)])
+    name = jobspec.target_name(target)
+    out: list[dict[str, Any]] = []
+    previous: str | None = None
+    for k, (notebook, fixed) in enumerate(jobspec.sharded_stages(name), start=1):
+        args = jobspec.stage_args(notebook, fixed, parameters)
+        definition = jobspec.job_definition_name(jobspec.group_of(notebook), settings)
+        base = f"{run_id.replace('.', '_')[:100]}-{k}-{notebook}"
+        common = {"jobQueue": settings.batch_job_queue, "jobDefinition": definition, "propagateTags": True}
+        tags = {"condvest:run-id": run_id, "condvest:target": name, "condvest:stage": notebook}
+        array = {
+            "jobName": f"{base}-shards"[:128],
+            **common,
+            "arrayProperties": {"size": shards},
+            "containerOverrides": {
+                "command": [*args, "--shard", f"array/{shards}", "--shard-group", run_id, "--no-progress"]
+            },
+            "tags": {**tags, "condvest:part": "shards"},
+        }
+        if previous is not None:
+            array["dependsOn"] = [{"jobId": JOB_ID_REF % previous}]
+        commit = {
+            "jobName": f"{base}-commit"[:128],
+            **common,
+            "dependsOn": [{"jobId": JOB_ID_REF % array["jobName"]}],
+            "containerOverrides": {
+                "command": [*args, "--shard", f"commit/{shards}", "--shard-group", run_id, "--no-progress"]
+            },
+            "tags": {**tags, "condvest:part": "commit"},
+        }
+        out += [array, commit]
+        previous = commit["jobName"]
+    return out
+
+
+def resolve_refs(payload: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+    """``payload`` with the ``JOB_ID_REF`` of each submitted job name replaced by its job id."""
+    text = json.dumps(payload)
+    for job_name, job_id in ids.items():
+        text = text.replace(JOB_ID_REF % job_name, job_id)
+    return json.loads(text)
+
+
 def ensure_job_definition(batch: Any, payload: dict[str, Any]) -> tuple[str, bool]:
     """Register ``payload`` unless the latest active revision already is it: (ARN, registered now)."""
     name = payload["jobDefinitionName"]

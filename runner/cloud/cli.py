@@ -1,7 +1,7 @@
 """The runner's cloud commands, added to ``python -m runner``:
 
     job NOTEBOOK|PIPELINE [-p NAME VALUE]...                   the container entrypoint (runner.cloud.job)
-    submit NOTEBOOK|PIPELINE --backend batch|sagemaker [-p NAME VALUE]... [--dry-run]
+    submit NOTEBOOK|PIPELINE --backend batch|sagemaker [-p NAME VALUE]... [--shards N] [--dry-run]
     status RUN [--poll SECONDS] [--timeout SECONDS]            follow a submitted run; exit code = its outcome
     schedule --dry-run|--apply                                 the daily and weekly EventBridge schedules
 
@@ -45,6 +45,12 @@ def add_commands(
     sm.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     sm.add_argument("--run-id", metavar="ID", help="the run id (default: <UTC time>-<target>-<random>)")
     sm.add_argument("--dry-run", action="store_true", help="print the exact API payloads as JSON; call nothing")
+    sm.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="split by symbol: per stage a Batch array job of N children, then a commit job that depends on it",
+    )
 
     st = sub.add_parser("status", parents=[common], help="follow a submitted run to its end; exit with its outcome")
     st.add_argument("run", metavar="RUN", help="the run id that submit printed")
@@ -79,7 +85,13 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "submit":
             params = [(n, v) for n, v in args.parameter]
             return submission.submit(
-                args.target, params, args.backend, settings, dry_run=args.dry_run, run_id=args.run_id
+                args.target,
+                params,
+                args.backend,
+                settings,
+                dry_run=args.dry_run,
+                run_id=args.run_id,
+                shards=args.shards,
             )
         if args.command == "status":
             return submission.follow(args.run, settings, poll=args.poll, timeout=args.timeout)

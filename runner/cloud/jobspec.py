@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from condvest.errors import ConfigError, ParameterError
 from condvest.settings import DEFAULT_BASE_URL, Settings
 from runner.cloud.aws import require
 from runner.execute import prepare
-from runner.notebooks import find_project_root, parse_value
+from runner.notebooks import declared_parameters, find_project_root, parse_value, resolve_notebook
 from runner.pipelines import PIPELINES, plan_pipeline
 from runner.scrub import Scrubber
 
@@ -80,6 +81,31 @@ def job_args(target: str, parameters: Sequence[tuple[str, str]], run_id: str) ->
     for name, value in parameters:
         args += ["-p", name, value]
     return [*args, "--run-id", run_id, "--no-progress"]
+
+
+def sharded_stages(target: str) -> list[tuple[str, dict[str, Any]]]:
+    """The (notebook, fixed parameters) of each stage of a sharded run of ``target`` (a notebook or a pipeline);
+    ``ParameterError`` when a stage's notebook declares no ``shard`` parameter."""
+    name = target_name(target)
+    stages = [(s.notebook, dict(s.parameters)) for s in PIPELINES[name]] if name in PIPELINES else [(name, {})]
+    root = find_project_root()
+    for notebook, _ in stages:
+        if "shard" not in declared_parameters(resolve_notebook(notebook, root)):
+            raise ParameterError(f"{notebook} cannot be sharded (it declares no shard parameter)", parameter="shards")
+    return stages
+
+
+def stage_args(notebook: str, fixed: dict[str, Any], parameters: Sequence[tuple[str, str]]) -> list[str]:
+    """``<notebook> -p NAME VALUE ...``: a stage's fixed parameters, then those of the request it declares."""
+    declared = declared_parameters(resolve_notebook(notebook, find_project_root()))
+    args = [notebook]
+    for name, value in fixed.items():
+        if name not in dict(parameters):
+            args += ["-p", name, "None" if value is None else str(value)]
+    for name, value in parameters:
+        if name in declared:
+            args += ["-p", name, value]
+    return args
 
 
 def job_runs_uri(settings: Settings) -> str:

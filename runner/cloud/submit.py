@@ -38,7 +38,12 @@ def _print_json(value: Any) -> None:
 
 
 def plan_submission(
-    target: str, parameters: list[tuple[str, str]], backend: str, settings: Settings, run_id: str | None = None
+    target: str,
+    parameters: list[tuple[str, str]],
+    backend: str,
+    settings: Settings,
+    run_id: str | None = None,
+    shards: int | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
     """(run id, the API calls in order as ``{"api": "<service>.<operation>", "payload": {...}}``)."""
     if backend not in BACKENDS:
@@ -46,6 +51,19 @@ def plan_submission(
     jobspec.check_request(target, parameters, settings)
     name = jobspec.target_name(target)
     run_id = run_id or new_run_id(name)
+    if shards is not None:
+        if backend != "batch":
+            raise ParameterError("--shards runs as a Batch array job: use --backend batch", parameter="shards")
+        if not 2 <= shards <= 10_000:
+            raise ParameterError(f"a Batch array job has 2 to 10000 children, not {shards}", parameter="shards")
+        groups = sorted({jobspec.group_of(nb) for nb, _ in jobspec.sharded_stages(name)})
+        calls = [{"api": "batch.register_job_definition", "payload": batch.job_definition(g, settings)} for g in groups]
+        calls += [
+            {"api": "batch.submit_job", "payload": p}
+            for p in batch.sharded_jobs(name, parameters, shards, run_id, settings)
+        ]
+        _check_payloads(calls, settings)
+        return run_id, calls
     if backend == "batch":
         calls = [
             {"api": "batch.register_job_definition", "payload": batch.job_definition(jobspec.group_of(name), settings)},
@@ -73,10 +91,11 @@ def submit(
     *,
     dry_run: bool = False,
     run_id: str | None = None,
+    shards: int | None = None,
 ) -> int:
-    run_id, calls = plan_submission(target, parameters, backend, settings, run_id)
+    run_id, calls = plan_submission(target, parameters, backend, settings, run_id, shards)
     if dry_run:
-        _print_json({"run_id": run_id, "backend": backend, "calls": calls})
+        _print_json({"run_id": run_id, "backend": backend, "shards": shards, "calls": calls})
         return 0
     record: dict[str, Any] = {
         "run_id": run_id,
@@ -88,10 +107,17 @@ def submit(
     }
     if backend == "batch":
         api = client("batch", settings)
-        arn, registered = batch.ensure_job_definition(api, calls[0]["payload"])
-        print(f"job definition {arn} ({'registered' if registered else 'unchanged'})", file=sys.stderr)
-        response = api.submit_job(**calls[1]["payload"])
-        record["jobs"].append({"id": response["jobId"], "name": response["jobName"]})
+        ids: dict[str, str] = {}
+        for call in calls:
+            if call["api"] == "batch.register_job_definition":
+                arn, registered = batch.ensure_job_definition(api, call["payload"])
+                print(f"job definition {arn} ({'registered' if registered else 'unchanged'})", file=sys.stderr)
+                continue
+            response = api.submit_job(**batch.resolve_refs(call["payload"], ids))
+            ids[response["jobName"]] = response["jobId"]
+            record["jobs"].append({"id": response["jobId"], "name": response["jobName"]})
+        if shards is not None:
+            record["shards"] = shards
     else:
         payload = calls[0]["payload"]
         client("sagemaker", settings).create_processing_job(**payload)

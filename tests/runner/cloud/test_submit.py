@@ -5,10 +5,7 @@ separate process, with the environment its job definition gives it and the secre
 from __future__ import annotations
 
 import json
-import logging
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -16,89 +13,9 @@ from condvest.runs import read_records
 from condvest.settings import Settings
 from condvest.storage import open_store
 from runner.__main__ import main
-from runner.cloud import jobspec
-from tests.fixtures.aws import batch_queue
-from tests.fixtures.paths import ROOT
+from tests.runner.cloud.conftest import ACCOUNT, no_secret, run_container
 
 pytestmark = pytest.mark.slow
-
-POLYGON_KEY = "SENTINEL-polygon-9d8c7b"
-RDS_PASSWORD = "SENTINEL-rds-pw-1a2b3c"
-ACCOUNT = "123456789012"
-
-
-@pytest.fixture
-def keep_logging():
-    """main() replaces the root logger's handlers; put them back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
-
-
-@pytest.fixture
-def cloud(aws, s3_server, monkeypatch, sns_inbox, keep_logging):
-    """The submitter's environment: AWS APIs on moto, the lake on SeaweedFS, real secrets in Secrets Manager
-    (and, to prove they never travel, their values in the submitter's own environment)."""
-    bucket = s3_server.new_bucket("lake")
-    sm = aws.client("secretsmanager")
-    polygon = sm.create_secret(Name="condvest/polygon", SecretString=POLYGON_KEY)["ARN"]
-    rds_doc = {"host": "db.internal", "username": "condvest", "password": RDS_PASSWORD, "dbname": "condvest"}
-    rds = sm.create_secret(Name="condvest/rds", SecretString=json.dumps(rds_doc))["ARN"]
-    env = {
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,  # moto takes any key; SeaweedFS needs its own
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url,
-        "CONDVEST_LAKE_URI": f"s3://{bucket}",
-        "CONDVEST_IMAGE": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/condvest:test",
-        "CONDVEST_JOB_ROLE_ARN_PREFIX": f"arn:aws:iam::{ACCOUNT}:role/condvest-job-",
-        "CONDVEST_EXECUTION_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/condvest-execution",
-        "CONDVEST_SAGEMAKER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/condvest-sagemaker",
-        "CONDVEST_SCHEDULER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/condvest-scheduler",
-        "CONDVEST_ALERT_TOPIC_ARN": sns_inbox.topic_arn,
-        "BATCH_JOB_QUEUE": batch_queue(aws),
-        "POLYGON_API_KEY_SECRET_ARN": polygon,
-        "RDS_SECRET_ARN": rds,
-        "POLYGON_API_KEY": POLYGON_KEY,
-        "RDS_PASSWORD": RDS_PASSWORD,
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("CONDVEST_RUNS_URI", raising=False)
-    monkeypatch.chdir(ROOT)
-    return env
-
-
-def _no_secret(*texts: str) -> None:
-    for text in texts:
-        assert POLYGON_KEY not in text and RDS_PASSWORD not in text
-
-
-def _resolve(aws, ref: str) -> str:
-    """What Batch puts in the container for a ``secrets`` reference (``arn`` or ``arn:json-key::``)."""
-    arn, _, rest = ref.partition(":secret:")
-    name, _, key = rest.partition(":")
-    value = aws.client("secretsmanager").get_secret_value(SecretId=f"{arn}:secret:{name}")["SecretString"]
-    return json.loads(value)[key.split(":")[0]] if key else value
-
-
-def run_container(aws, cloud, job_id: str) -> subprocess.CompletedProcess[str]:
-    """Run a submitted Batch job's container here: the image's entrypoint plus the job's command, with the job
-    definition's environment, the secrets Batch resolves, and the test servers' endpoints and credentials."""
-    batch = aws.client("batch")
-    [job] = batch.describe_jobs(jobs=[job_id])["jobs"]
-    [jd] = batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"]
-    props = jd["containerProperties"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDVEST_", "POLYGON_", "RDS_", "BATCH_"))}
-    env |= {e["name"]: e["value"] for e in props["environment"]}
-    env |= {s["name"]: _resolve(aws, s["valueFrom"]) for s in props["secrets"]}
-    assert env["POLYGON_API_KEY"] == POLYGON_KEY and env["RDS_PASSWORD"] == RDS_PASSWORD
-    env["AWS_ENDPOINT_URL"] = cloud["AWS_ENDPOINT_URL"] if "AWS_ENDPOINT_URL" in cloud else aws.endpoint_url
-    command = [*jobspec.ENTRYPOINT, *job["container"]["command"]]
-    assert command[:4] == ["python", "-m", "runner", "job"]
-    return subprocess.run(
-        [sys.executable, *command[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_dry_run_prints_the_exact_payloads_of_both_backends_and_no_secret(cloud, capsys):
@@ -128,7 +45,7 @@ def test_dry_run_prints_the_exact_payloads_of_both_backends_and_no_secret(cloud,
     assert sub["containerOverrides"]["command"] == [
         "daily", "-p", "max_backfill_days", "3", "--run-id", plan["run_id"], "--no-progress"
     ]  # fmt: skip
-    _no_secret(out)
+    no_secret(out)
 
     assert main(["submit", "02_resample", "--backend", "sagemaker", "--run-id", "r.1_x", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -142,7 +59,7 @@ def test_dry_run_prints_the_exact_payloads_of_both_backends_and_no_secret(cloud,
     assert pj["Environment"]["POLYGON_API_KEY_SECRET_ARN"] == cloud["POLYGON_API_KEY_SECRET_ARN"]
     assert pj["Environment"]["RDS_SECRET_ARN"] == cloud["RDS_SECRET_ARN"]
     assert not {"POLYGON_API_KEY", "RDS_PASSWORD"} & pj["Environment"].keys()
-    _no_secret(out)
+    no_secret(out)
 
 
 def test_submit_refuses_before_calling_anything(cloud, capsys, monkeypatch):
@@ -178,7 +95,7 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     assert len(defs) == 1
     jd = defs[0]
     assert jd["containerProperties"]["jobRoleArn"].endswith("role/condvest-job-monitoring")
-    _no_secret(json.dumps(defs, default=str))
+    no_secret(json.dumps(defs, default=str))
     record = json.loads(
         open_store(f"{cloud['CONDVEST_LAKE_URI']}/runs", Settings.from_env()).get("_submissions/ok-1.json")
     )
@@ -186,7 +103,7 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     assert job["jobQueue"].endswith("job-queue/condvest") and job["container"]["command"][-3:] == [
         "--run-id", "ok-1", "--no-progress"
     ]  # fmt: skip
-    _no_secret(json.dumps(job, default=str))
+    no_secret(json.dumps(job, default=str))
     # moto marks the job done without running it; before the container ran, status has no run to show
     assert main(["status", "ok-1", "--poll", "0.1", "--timeout", "30"]) == 1
     assert "recorded no run" in capsys.readouterr().err
@@ -210,7 +127,7 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     [note] = sns_inbox.messages(expect=1)
     assert note["Subject"] == "condvest 02_resample failed, cell 3"
     assert f"run folder: {cloud['CONDVEST_LAKE_URI']}/runs/bad-1/" in note["Message"]
-    _no_secret(json.dumps(note), r.stdout, r.stderr)
+    no_secret(json.dumps(note), r.stdout, r.stderr)
     assert main(["status", "bad-1", "--poll", "0.1", "--timeout", "30"]) == 1
     err = capsys.readouterr().err
     assert "02_resample.ipynb failed in cell 3" in err and "run bad-1 failed" in err
@@ -228,7 +145,7 @@ def test_a_sagemaker_processing_job_is_created_and_followed(cloud, aws, capsys):
     assert job["AppSpecification"]["ImageUri"] == cloud["CONDVEST_IMAGE"]
     assert job["AppSpecification"]["ContainerArguments"][:4] == ["05_monitoring", "-p", "read_postgres", "False"]
     assert job["RoleArn"] == cloud["CONDVEST_SAGEMAKER_ROLE_ARN"] and job["StoppingCondition"]["MaxRuntimeInSeconds"]
-    _no_secret(json.dumps(job, default=str))
+    no_secret(json.dumps(job, default=str))
     assert main(["status", "sm-1", "--poll", "0.1", "--timeout", "30"]) == 1  # Completed, but nothing ran here
     assert "sagemaker job condvest-sm-1: Completed" in capsys.readouterr().out
 
@@ -259,4 +176,4 @@ def test_schedules_applied_twice_are_still_two(cloud, aws, capsys):
     batch = aws.client("batch")
     for name in ("condvest-daily", "condvest-retention"):
         assert len(batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]) == 1
-    _no_secret(json.dumps([daily, weekly], default=str))
+    no_secret(json.dumps([daily, weekly], default=str))
