@@ -153,6 +153,7 @@ def run_pipeline_sharded(
                 + ["--runs-dir", runs_uri, "--cwd", str(root), "--no-progress", "--timeout", f"{timeout:g}"],
                 env=env,
                 cwd=root,
+                stdout=subprocess.DEVNULL,  # its summary line is printed from the run index below
             )
             for i in range(shards)
         ]
