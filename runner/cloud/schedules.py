@@ -39,13 +39,15 @@ def schedule_payload(pipeline: str, expression: str, settings: Settings) -> dict
         ],
     )
     name = schedule_name(pipeline, settings)
+    # a universal target's input names the API's members as the AWS SDKs do (PascalCase), not as Batch's own
+    # JSON does (jobName): Scheduler passes it to the SDK call
     submit = {
-        "jobName": name,
-        "jobQueue": settings.batch_job_queue,
-        "jobDefinition": jobspec.job_definition_name(jobspec.group_of(pipeline), settings),
-        "containerOverrides": {"command": [pipeline, "--no-progress"]},
-        "tags": {"condvest:target": pipeline, "condvest:schedule": name},
-        "propagateTags": True,
+        "JobName": name,
+        "JobQueue": settings.batch_job_queue,
+        "JobDefinition": jobspec.job_definition_name(jobspec.group_of(pipeline), settings),
+        "ContainerOverrides": {"Command": [pipeline, "--no-progress"]},
+        "Tags": {"condvest:target": pipeline, "condvest:schedule": name},
+        "PropagateTags": True,
     }
     return {
         "Name": name,

@@ -170,9 +170,16 @@ def test_schedules_applied_twice_are_still_two(cloud, aws, capsys):
     assert target["Arn"] == "arn:aws:scheduler:::aws-sdk:batch:submitJob"
     assert target["RoleArn"] == cloud["CONDVEST_SCHEDULER_ROLE_ARN"]
     submit = json.loads(target["Input"])
-    assert submit["jobQueue"] == "condvest" and submit["jobDefinition"] == "condvest-daily"
-    assert submit["containerOverrides"]["command"] == ["daily", "--no-progress"]
-    assert json.loads(weekly["Target"]["Input"])["jobDefinition"] == "condvest-retention"
+    assert submit["JobQueue"] == "condvest" and submit["JobDefinition"] == "condvest-daily"
+    assert submit["ContainerOverrides"]["Command"] == ["daily", "--no-progress"]
+    # a universal target's input names SubmitJob's members as the SDKs do: PascalCase of the API model's names
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("batch").operation_model("SubmitJob").input_shape
+    members = set(shape.members)
+    assert all(k[0].isupper() and k[0].lower() + k[1:] in members for k in submit), sorted(submit)
+    assert {"jobName", "jobQueue", "jobDefinition"} <= {k[0].lower() + k[1:] for k in submit}
+    assert json.loads(weekly["Target"]["Input"])["JobDefinition"] == "condvest-retention"
     batch = aws.client("batch")
     for name in ("condvest-daily", "condvest-retention"):
         assert len(batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]) == 1
