@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from condvest.errors import ConfigError
+from condvest.errors import ConfigError, ParameterError
 from condvest.settings import Settings
 from runner.cloud import submit as submission
 from runner.cloud.aws import error_text
@@ -47,9 +47,9 @@ def add_commands(
     sm.add_argument("--dry-run", action="store_true", help="print the exact API payloads as JSON; call nothing")
     sm.add_argument(
         "--shards",
-        type=int,
-        metavar="N",
-        help="split by symbol: per stage a Batch array job of N children, then a commit job that depends on it",
+        metavar="N|auto",
+        help="split by symbol: per stage a Batch array job of N children, then a commit job that depends on it; "
+        "auto: one child per BATCH_SIZE symbols of the lake",
     )
 
     st = sub.add_parser("status", parents=[common], help="follow a submitted run to its end; exit with its outcome")
@@ -74,6 +74,18 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     )
 
 
+def _shards(value: str | None, settings: Settings) -> int | None:
+    if value is None:
+        return None
+    if value == "auto":
+        shards, why = submission.auto_shards(settings)
+        print(f"--shards auto: {shards} shards ({why})", file=sys.stderr)
+        return shards
+    if not value.isdigit():
+        raise ParameterError(f"--shards takes a number or auto, not {value!r}", parameter="shards")
+    return int(value)
+
+
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "job":
         params = {name: parse_value(value) for name, value in args.parameter}
@@ -84,6 +96,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "submit":
             params = [(n, v) for n, v in args.parameter]
+            shards = _shards(args.shards, settings)
             return submission.submit(
                 args.target,
                 params,
@@ -91,7 +104,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 settings,
                 dry_run=args.dry_run,
                 run_id=args.run_id,
-                shards=args.shards,
+                shards=shards,
             )
         if args.command == "status":
             return submission.follow(args.run, settings, poll=args.poll, timeout=args.timeout)

@@ -37,6 +37,23 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
+def auto_shards(settings: Settings) -> tuple[int, str]:
+    """``--shards auto``: one shard per ``BATCH_SIZE`` symbols of the lake (as its latest checkpoint counts them),
+    2 to 10,000; returns (shards, how it was chosen). ``ParameterError`` when no checkpoint says."""
+    from condvest.resample import checkpoint_table
+
+    table = checkpoint_table(settings)
+    symbols = int(table["symbols"].max()) if len(table) and table["symbols"].notna().any() else 0
+    if symbols <= 0:
+        raise ParameterError(
+            "--shards auto counts the lake's symbols from its checkpoints and found none: give --shards N",
+            parameter="shards",
+        )
+    size = max(1, settings.batch_size)
+    shards = min(10_000, max(2, -(-symbols // size)))
+    return shards, f"{symbols} symbols / BATCH_SIZE {size}"
+
+
 def plan_submission(
     target: str,
     parameters: list[tuple[str, str]],

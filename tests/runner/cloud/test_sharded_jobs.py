@@ -58,7 +58,7 @@ def _jobs(cloud, run_id: str, aws) -> list[dict]:
     return [found[i] for i in ids]
 
 
-def test_a_sharded_rebuild_in_batch_equals_an_unsharded_one(cloud, aws, s3_server, capsys):
+def test_a_sharded_rebuild_in_batch_equals_an_unsharded_one(cloud, aws, s3_server, capsys, monkeypatch):
     settings = Settings.from_env()
     lake = open_store(cloud["CONDVEST_LAKE_URI"], settings)
     _fill(lake)
@@ -93,6 +93,13 @@ def test_a_sharded_rebuild_in_batch_equals_an_unsharded_one(cloud, aws, s3_serve
     assert main(["status", "rb-1", "--poll", "0.1", "--timeout", "30"]) == 0
     out = capsys.readouterr().out
     assert out.count("02_resample.ipynb ok") == 5 and "run rb-1 ok" in out  # four shards and the commit
+
+    # BATCH_SIZE is the symbols-per-shard hint: 17 symbols by 5 make 4 children
+    monkeypatch.setenv("BATCH_SIZE", "5")
+    assert main(["submit", "rebuild", "--shards", "auto", "--dry-run", "--run-id", "rb-auto"]) == 0
+    out = capsys.readouterr()
+    assert "--shards auto: 4 shards (17 symbols / BATCH_SIZE 5)" in out.err
+    assert json.loads(out.out)["calls"][1]["payload"]["arrayProperties"] == {"size": 4}
 
 
 def test_a_killed_shard_leaves_the_lake_as_it_was_and_fails_the_commit(cloud, aws, sns_inbox):
