@@ -298,3 +298,15 @@ def test_runner_backfill_pipeline_with_two_shards(tmp_path, pg_cluster):
     assert any(o.key.endswith("_checkpoint.json") for o in store.list("processing_metadata/"))
     runs = {p.parent.name for p in (tmp_path / names[0] / "runs").rglob("*.ipynb")}
     assert len(runs) == 6  # per stage: two shards and the commit
+
+
+def test_a_window_without_a_session_is_reported_not_a_crash(cfg, srv):
+    weekend = FetchParams(start="2025-03-08", end="2025-03-09", as_of=AS_OF.isoformat(), skip_market_check=True)
+    plain = asyncio.run(run_fetch(cfg, weekend, progress=False))
+    assert plain.status == "ok" and plain.summary()["sessions"] == 0
+    assert plain.plan.reason == "no NYSE session between 2025-03-08 and 2025-03-09"
+    for shard in ("0/2", "1/2", "commit/2"):
+        p = dataclasses.replace(weekend, shard=shard, shard_group="W1")
+        last = asyncio.run(run_fetch(cfg, p, progress=False))
+    assert last.summary() == plain.summary()
+    assert not [r for r in srv.requests if r.endpoint in ("range", "tickers")]
