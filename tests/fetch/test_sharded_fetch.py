@@ -310,3 +310,28 @@ def test_a_window_without_a_session_is_reported_not_a_crash(cfg, srv):
         last = asyncio.run(run_fetch(cfg, p, progress=False))
     assert last.summary() == plain.summary()
     assert not [r for r in srv.requests if r.endpoint in ("range", "tickers")]
+
+
+def test_a_retried_shard_killed_before_its_done_record_fails_the_commit(cfg, srv):
+    """A shard's first step removes the done record of its earlier attempt: a retry killed half way through
+    leaves no record, so the commit cannot take the earlier attempt's outcome for the latest one."""
+    for i in range(2):
+        fetch(cfg, shard=f"{i}/2", shard_group="K1")
+    start, end = window(cfg)
+    code = (
+        "import asyncio,datetime as dt;from condvest.fetch.run import run_fetch,FetchParams;"
+        "from condvest.settings import Settings,Secret;"
+        f"s=Settings(lake_uri={cfg.lake_uri!r},polygon_base_url={srv.base_url!r},polygon_api_key=Secret({KEY!r}),"
+        f"pg_dsn=Secret({cfg.pg_dsn.reveal()!r}),as_of=dt.date(2025,3,14));"
+        f"p=FetchParams(start={start.isoformat()!r},end={end.isoformat()!r},as_of='2025-03-14',shard='1/2',"
+        "shard_group='K1');asyncio.run(run_fetch(s,p,progress=False))"
+    )
+    env = {**os.environ, "CONDVEST_CRASH_AT": "fetch.shard_before_done"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 77, r.stderr[-2000:]
+    before = live(cfg)
+    with pytest.raises(ShardsIncomplete, match=r"no done record.*shard 1/2"):
+        fetch(cfg, shard="commit/2", shard_group="K1")
+    assert live(cfg) == before
+    fetch(cfg, shard="1/2", shard_group="K1")
+    assert fetch(cfg, shard="commit/2", shard_group="K1").status == "ok"
