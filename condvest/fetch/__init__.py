@@ -5,7 +5,8 @@
 
 Modules: ``plan`` (parameters and the sessions to fetch), ``run`` (the run: source, bronze, Postgres,
 manifest), ``pg_cache`` (the Postgres upsert of the retention window), ``rebase`` (the splits of the
-fetched sessions, and the re-fetch of a split symbol's whole history on the current price basis).
+fetched sessions, and the re-fetch of a split symbol's whole history on the current price basis), ``sharded``
+(a history backfill split by symbol: the shards' staged outcomes, and their commit).
 """
 
 from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, plan

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from condvest import params
 from condvest.calendar import FIRST_SUPPORTED, is_session, last_n_sessions, latest_complete_session, sessions_between
 from condvest.errors import ParameterError
+from condvest.shards import Shard
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class FetchParams:
     as_of: str | None = None
     write_postgres: bool = True
     rebase: str | None = None  # "YYYY-MM-DD" or "all": also rebase symbols with a split since then
+    shard: str = ""  # a sharded history backfill: "I/N" fetches shard I of N, "commit/N" records the manifest
+    shard_group: str = ""  # the id the shards and their commit share
+
+    def sharding(self) -> Shard | None:
+        """The shard of a sharded history backfill (``condvest.fetch.sharded``), or ``None``."""
+        return Shard.parse(self.shard, self.shard_group)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ def validate(p: FetchParams, today: dt.date) -> tuple[dt.date, dt.date | None, d
         raise ParameterError(f"date {day} is after as_of {as_of}", parameter="date")
     params.symbol_list(p.symbols)
     rebase_since(p, as_of)
+    if p.sharding() is not None and span is None:
+        raise ParameterError("sharding applies to history backfills (start/end)", parameter="shard")
     return as_of, day, start, end
 
 

@@ -16,6 +16,10 @@ session inside its life without a bar (a halt, a quarantined bar; after its last
 a gap: status ``warn`` naming the symbols, not a failed run, and asked again by the next daily run. A
 symbol list member with no bar at all in the span fails the run. For every symbol, a trading session
 with no bar at all still fails (the source had an outage).
+
+A history backfill can be split by symbol (``shard="I/N"`` then ``shard="commit/N"``, the same ``shard_group``;
+``condvest.fetch.sharded``): each shard fetches and writes its own symbols and stages its outcome; the commit
+combines them, reads the splits and rebases once, and records the manifest as the unsharded run would.
 """
 
 from __future__ import annotations
@@ -37,13 +41,16 @@ from condvest.bars import bars_frame, check_bars, dedupe, to_table
 from condvest.bronze import update_history, write_daily_files, write_quarantine
 from condvest.crash import crash_point
 from condvest.errors import AuthError, CondvestError, FetchFailed, SourceError
+from condvest.fetch import sharded
 from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
 from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, plan, rebase_since, validate
 from condvest.fetch.rebase import RebaseJob, RebaseReport, run_rebase
+from condvest.fetch.sharded import Held, Life
 from condvest.polygon import PolygonClient
 from condvest.postgres import connect
 from condvest.runs import new_run_id
 from condvest.settings import Settings
+from condvest.shards import Shard, clear_staging
 from condvest.storage import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -54,7 +61,7 @@ __all__ = ["FetchParams", "FetchReport", "SessionResult", "new_run_id", "run_fet
 @dataclass
 class SessionResult:
     session: dt.date
-    status: str = "pending"  # done | warn (gaps) | partial (a symbol failed) | failed
+    status: str = "pending"  # done | warn (gaps) | partial (a symbol failed) | failed | staged (a shard's)
     symbols: int = 0  # symbols bronze holds for the session from this run (a symbol list; 0 for "all")
     gaps: str = ""  # symbols without a bar inside their trading life (a halt), comma separated
     source_rows: int = 0
@@ -82,10 +89,19 @@ class FetchReport:
     retries: int = 0
     seconds: float = 0.0
     rebase: RebaseReport = field(default_factory=RebaseReport)
+    #: one part of a sharded history backfill or its commit (``condvest.fetch.sharded``); None: not sharded
+    shard: Shard | None = None
+    message: str = ""
+
+    @property
+    def staged(self) -> bool:
+        """True for a shard of a sharded backfill: its outcome is staged, the commit settles and records it."""
+        return self.shard is not None and not self.shard.is_commit
 
     @property
     def failed(self) -> dict[str, str]:
-        out = {r.session.isoformat(): r.error for r in self.sessions if r.status not in ("done", "warn", "partial")}
+        ok = ("done", "warn", "partial", "staged")
+        out = {r.session.isoformat(): r.error for r in self.sessions if r.status not in ok}
         out.update({f"symbol {s}": e for s, e in self.symbol_errors.items()})
         return out
 
@@ -93,6 +109,8 @@ class FetchReport:
     def status(self) -> str:
         if self.plan.mode == "skip":
             return "skipped"
+        if self.staged:
+            return "staged"
         return "failed" if self.failed else "ok"
 
     def to_frame(self) -> pd.DataFrame:
@@ -108,7 +126,7 @@ class FetchReport:
             "status": self.status,
             "as_of": self.plan.as_of.isoformat(),
             "sessions": len(self.sessions),
-            "sessions_failed": int((~t["status"].isin(["done", "warn"])).sum()) if len(t) else 0,
+            "sessions_failed": int((~t["status"].isin(["done", "warn", "staged"])).sum()) if len(t) else 0,
             "bronze_rows": int(t["bronze_rows"].sum()) if len(t) else 0,
             "postgres_rows": int(t["postgres_rows"].sum()) if len(t) else 0,
             "quarantined": int(t["quarantined"].sum()) if len(t) else 0,
@@ -117,11 +135,13 @@ class FetchReport:
             "retries": self.retries,
             "reason": self.plan.reason,
             **self.rebase.summary(),
+            **({"message": self.message} if self.message else {}),
         }
 
     def raise_for_status(self) -> None:
-        """``FetchFailed`` listing the failed sessions and symbols (after the notebook showed the tables)."""
-        if self.failed:
+        """``FetchFailed`` listing the failed sessions and symbols (after the notebook showed the tables); a shard
+        never raises here: its failed symbols fail the commit, as they fail an unsharded run."""
+        if self.failed and not self.staged:
             raise FetchFailed(failed=self.failed)
 
 
@@ -339,18 +359,28 @@ def _settle(
         res.status = "done"
 
 
-async def _fetch_history(client: PolygonClient, w: _Writer, report: FetchReport, progress: bool) -> None:
+async def _fetch_history(
+    client: PolygonClient,
+    w: _Writer,
+    report: FetchReport,
+    progress: bool,
+    keep: Callable[[str], bool] | None = None,
+) -> tuple[list[str], Held, Life]:
+    """Fetch and write each symbol's range (only those ``keep`` holds: a shard's); returns the symbols asked,
+    what bronze holds per session (a symbol list) and each symbol's first and last bar, for ``_settle_history``."""
     plan_ = report.plan
     results = {d: SessionResult(d) for d in plan_.sessions}
     report.sessions = [results[d] for d in plan_.sessions]
+    if not results:  # no NYSE session in the window: nothing to ask
+        return [], {}, {}
     symbols = list(plan_.symbols) if plan_.symbols is not None else await client.tickers()
     for odd in (s for s in symbols if not checks.storable_symbol(s)):  # never put into a URL or a key
         report.unstorable_tickers.append(odd)
         log.warning("fetch=ticker_skipped ticker=%r reason=not_storable", odd)
-    symbols = [s for s in symbols if checks.storable_symbol(s)]
+    symbols = [s for s in symbols if checks.storable_symbol(s) and (keep is None or keep(s))]
+    held: Held = {d: set() for d in results} if not plan_.all_symbols else {}
+    life: Life = {}
     start, end = plan_.sessions[0], plan_.sessions[-1]
-    held: dict[dt.date, set[str]] = {d: set() for d in results} if not plan_.all_symbols else {}
-    life: dict[str, tuple[dt.date, dt.date]] = {}
     t0 = time.monotonic()
 
     async def one(symbol: str) -> None:
@@ -373,10 +403,16 @@ async def _fetch_history(client: PolygonClient, w: _Writer, report: FetchReport,
 
     await _bounded(symbols, one, "backfill symbols", progress, client.limits.concurrency)
     elapsed = time.monotonic() - t0
-    for day, res in results.items():
+    for res in results.values():
         res.seconds = round(elapsed / max(1, len(results)), 3)
-        if not plan_.all_symbols:
-            _settle(report, res, symbols, held[day], life, after_last_is_absent=True)
+    return symbols, held, life
+
+
+def _settle_history(report: FetchReport, symbols: list[str], held: Held, life: Life) -> None:
+    """The sessions' outcome of a history backfill (of a sharded one: in its commit, from every shard)."""
+    for res in report.sessions:
+        if not report.plan.all_symbols:
+            _settle(report, res, symbols, held[res.session], life, after_last_is_absent=True)
         elif res.source_rows == 0:
             res.status, res.error = "failed", "no bars for any symbol on a trading session"
         elif report.symbol_errors:
@@ -448,10 +484,12 @@ async def run_fetch(
     progress: bool = True,
     now: dt.datetime | None = None,
 ) -> FetchReport:
-    """Run 01_fetch. Parameters are validated before anything is fetched or written."""
+    """Run 01_fetch. Parameters are validated before anything is fetched or written. With ``params.shard`` one
+    shard of a sharded history backfill (``"I/N"``) or its commit (``"commit/N"``): ``condvest.fetch.sharded``."""
     params = params or FetchParams()
     today = settings.today()
     as_of, _, _, _ = validate(params, today)
+    shard = params.sharding()
     store = store or open_store(settings=settings)
     run_id = run_id or new_run_id("fetch")
     t0 = time.monotonic()
@@ -464,16 +502,25 @@ async def run_fetch(
     plan_ = plan(params, today, missing, now)
     if plan_.mode == "daily" and not plan_.all_symbols and not params.force:
         plan_ = _only_missing_symbols(store, plan_)
-    report = FetchReport(run_id, plan_)
+    report = FetchReport(run_id, plan_, shard=shard)
+    parts: list[dict[str, Any]] = []
+    requested: list[str] = []
+    held: Held = {}
+    life: Life = {}
+    if shard is not None and shard.is_commit:  # every shard finished, or nothing is asked or written
+        parts = sharded.read_outcomes(store, shard, plan_, params.write_postgres)
+    elif shard is not None:
+        sharded.begin(store, shard)
     log.info(
-        "fetch=plan run_id=%s mode=%s sessions=%d symbols=%s",
+        "fetch=plan run_id=%s mode=%s sessions=%d symbols=%s shard=%s",
         run_id,
         plan_.mode,
         len(plan_.sessions),
         "all" if plan_.all_symbols else len(plan_.symbols or ()),
+        shard.label if shard else "-",
     )
     async with PolygonClient.open(settings) as client:
-        if not (params.skip_market_check or params.force):
+        if not (params.skip_market_check or params.force or report.staged):
             try:
                 status = await client.market_status()
                 report.market_status = str(status.get("market", "unknown"))
@@ -481,20 +528,66 @@ async def run_fetch(
                 raise
             except SourceError as exc:
                 report.market_status = f"unavailable ({exc})"
-        if plan_.mode != "skip":
+        if shard is not None and shard.is_commit:
+            report.sessions = [SessionResult(d) for d in plan_.sessions]
+            held, life = sharded.combine(report, parts)
+            requested = [s for s in plan_.symbols or () if checks.storable_symbol(s)]
+            _settle_history(report, requested, held, life)
+        elif plan_.mode != "skip":
             writer = _Writer(settings, store, run_id, plan_, params.write_postgres)
             try:
                 if plan_.mode == "history":
-                    await _fetch_history(client, writer, report, progress)
+                    keep = shard.holds if shard is not None else None
+                    requested, held, life = await _fetch_history(client, writer, report, progress, keep)
+                    _settle_history(report, requested, held, life)
                 else:
                     await _fetch_sessions(client, writer, report, progress)
             finally:
                 writer.close()
+        if shard is not None and not shard.is_commit:  # no splits, no rebase, no manifest: the commit's
+            report.requests, report.retries = client.stats.requests, client.stats.retries
+            return _stage(store, shard, report, requested, held, life, params.write_postgres, t0)
         report.rebase = await run_rebase(client, settings, store, _rebase_job(report, params))
         _mark_split_failures(report)
         if plan_.mode != "skip":
             _record(store, report)
-        report.requests, report.retries = client.stats.requests, client.stats.retries
+        report.requests += client.stats.requests
+        report.retries += client.stats.retries
+    if shard is not None:
+        clear_staging(store, sharded.STAGE, shard.group)
+        log.info("fetch=commit run_id=%s group=%s shards=%d", run_id, shard.group, shard.count)
     report.seconds = time.monotonic() - t0
     log.info("fetch=done run_id=%s status=%s seconds=%.2f", run_id, report.status, report.seconds)
+    return report
+
+
+def _stage(
+    store: Store,
+    shard: Shard,
+    report: FetchReport,
+    requested: list[str],
+    held: Held,
+    life: Life,
+    write_postgres: bool,
+    t0: float,
+) -> FetchReport:
+    """A shard's end: its sessions say ``staged`` (the commit settles them) and its done record is written."""
+    for r in report.sessions:
+        r.status, r.error = "staged", ""
+    sharded.stage(store, shard, report, held, life, write_postgres)
+    rows = sum(r.bronze_rows for r in report.sessions)
+    errors = f", {len(report.symbol_errors)} failed" if report.symbol_errors else ""
+    report.message = (
+        f"shard {shard.label} of sharded run {shard.group}: {len(requested)} symbol(s){errors}, {rows} bronze rows "
+        f"written and staged; the commit (shard=commit/{shard.count}) records the manifest"
+    )
+    report.seconds = time.monotonic() - t0
+    log.info(
+        "fetch=shard_staged run_id=%s shard=%s group=%s symbols=%d rows=%d",
+        report.run_id,
+        shard.label,
+        shard.group,
+        len(requested),
+        rows,
+    )
     return report
