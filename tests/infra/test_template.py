@@ -102,6 +102,8 @@ def test_schedules_alarm_and_failure_rule(template):
     alarm = res["FailedRunsAlarm"]["Properties"]
     assert (alarm["Namespace"], alarm["MetricName"]) == (defaults.metrics_namespace, "FailedRuns")
     assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+    # not a second copy of each failure's own message: failures on two consecutive days
+    assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (86400, 2, 2)
     rule = res["JobDiedRule"]["Properties"]
     assert rule["EventPattern"]["detail"]["status"] == ["FAILED"]
     [_, other] = rule["EventPattern"]["detail"]["$or"]
