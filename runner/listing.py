@@ -101,8 +101,12 @@ def show_run(df: pd.DataFrame, run: str) -> str:
             f"parameters: {json.dumps(rec['parameters'] or {}, default=str)}",
         ]
         if rec.get("pipeline"):
-            stage = int(rec["stage"]) if rec.get("stage") is not None else "?"
-            lines.append(f"pipeline:   {rec['pipeline']} stage {stage} ({rec['pipeline_run_id']})")
+            shard = (rec.get("parameters") or {}).get("shard")
+            if shard:
+                lines.append(f"pipeline:   shard {shard} of sharded run {rec['pipeline_run_id']}")
+            else:
+                stage = int(rec["stage"]) if rec.get("stage") is not None else "?"
+                lines.append(f"pipeline:   {rec['pipeline']} stage {stage} ({rec['pipeline_run_id']})")
         if rec.get("results"):
             lines.append(f"results:    {json.dumps(rec['results'], default=str)}")
         if isinstance(rec.get("error"), dict):

@@ -84,7 +84,10 @@ class RunHeader:
             ("code version", f"`{self.code_version}`" if self.code_version else "unknown"),
             ("host", f"`{self.host}`" if self.host else "unknown"),
         ]
-        if self.pipeline:
+        shard = (self.parameters or {}).get("shard")
+        if shard:
+            rows.insert(1, ("pipeline", f"shard {shard} of sharded run `{self.pipeline_run_id}`"))
+        elif self.pipeline:
             of = f" of {self.stages}" if self.stages else ""
             rows.insert(1, ("pipeline", f"`{self.pipeline}` stage {self.stage}{of} (`{self.pipeline_run_id}`)"))
             prev = f"[← {self.previous.notebook}]({self.previous.href})" if self.previous else "first stage"

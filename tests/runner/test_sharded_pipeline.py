@@ -15,10 +15,11 @@ from condvest.calendar import sessions_between
 from condvest.lake import bronze_history_key
 from condvest.resample import ResampleParams
 from condvest.resample.run import run_resample
-from condvest.runs import read_records
+from condvest.runs import read_index, read_records
 from condvest.settings import Settings
 from condvest.shards import shard_of
 from condvest.storage import LocalStore
+from runner.listing import show_run
 from tests.fixtures.paths import ROOT
 from tests.fixtures.resample import write_history
 
@@ -67,6 +68,10 @@ def test_a_failed_shard_stops_before_the_commit_then_the_rebuild_equals_an_unsha
     r = _rebuild(tmp_path / "lake", tmp_path / "runs")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("02_resample.ipynb ok") == 3 and "pipeline rebuild ok" in r.stdout
+    group = r.stdout.strip().splitlines()[-1].rsplit("/", 1)[-1]
+    shown = show_run(read_index(Settings(runs_uri=str(tmp_path / "runs")), runs_uri=str(tmp_path / "runs")), group)
+    for label in ("0/2", "1/2", "commit/2"):
+        assert f"pipeline:   shard {label} of sharded run {group}" in shown
     got, want = _tables(lake), _tables(reference)
     assert sorted(got) == sorted(want) and got
     assert all(got[k].equals(want[k]) for k in want)
