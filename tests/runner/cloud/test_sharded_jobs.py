@@ -19,6 +19,7 @@ from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 from runner.__main__ import main
+from runner.cloud.batch import JOB_ID_REF
 from tests.fixtures.resample import assert_silver_matches, write_daily, write_history
 from tests.runner.cloud.conftest import container_process, no_secret, run_container
 
@@ -129,3 +130,27 @@ def test_a_killed_shard_leaves_the_lake_as_it_was_and_fails_the_commit(cloud, aw
     assert len(notes) == 2 and all("02_resample" in n["Subject"] for n in notes)
     assert sum("ShardsIncomplete" in n["Message"] for n in notes) == 1
     no_secret(r.stdout, r.stderr, json.dumps(notes))
+
+
+def _after(payload: dict) -> list[dict]:
+    """``dependsOn`` on the job of ``payload``, as a dry run shows it (its id is known only once submitted)."""
+    return [{"jobId": JOB_ID_REF % payload["jobName"]}]
+
+
+def test_a_sharded_backfill_chains_its_stages(cloud, capsys):
+    args = ["submit", "backfill", "--shards", "3", "-p", "start", "2024-01-02", "-p", "end", "2024-06-28"]
+    assert main([*args, "--dry-run", "--run-id", "bf-1"]) == 0
+    calls = json.loads(capsys.readouterr().out)["calls"]
+    assert [c["api"] for c in calls] == ["batch.register_job_definition"] * 2 + ["batch.submit_job"] * 4
+    fetch_array, fetch_commit, rebuild_array, rebuild_commit = (c["payload"] for c in calls[2:])
+    assert fetch_array["containerOverrides"]["command"][:5] == ["01_fetch", "-p", "start", "2024-01-02", "-p"]
+    assert rebuild_array["containerOverrides"]["command"][0] == "02_resample"
+    assert "start" not in rebuild_array["containerOverrides"]["command"]  # only what the stage declares
+    # each commit waits for its array; the rebuild waits for the fetch commit
+    assert fetch_commit["dependsOn"] == _after(fetch_array)
+    assert rebuild_array["dependsOn"] == _after(fetch_commit)
+    assert rebuild_commit["dependsOn"] == _after(rebuild_array)
+    assert main([*args, "--backend", "sagemaker", "--dry-run"]) == 2
+    assert "--shards runs as a Batch array job" in capsys.readouterr().err
+    assert main(["submit", "05_monitoring", "--shards", "3", "--dry-run"]) == 2
+    assert "cannot be sharded" in capsys.readouterr().err
