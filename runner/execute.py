@@ -22,7 +22,7 @@ from condvest.runs import append_run, new_run_id
 from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
-from runner.images import ChartBrowser, chart_figures, declares_charts
+from runner.images import ChartBrowser, chart_figures, draws_chart
 from runner.kernel import RunKernelManager, skip_iri_grammar
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
@@ -154,7 +154,6 @@ class PreparedRun:
     path: Path
     parameters: dict[str, Any]
     kernel_name: str
-    charts: bool = False  # the notebook declares charts (``runner.images.declares_charts``)
 
 
 def prepare(
@@ -173,7 +172,7 @@ def prepare(
 
     meta = nbformat.read(path, as_version=4).metadata
     kernel = (meta.get("kernelspec") or {}).get("name") or "python3"
-    return PreparedRun(path, params, kernel, declares_charts(meta))
+    return PreparedRun(path, params, kernel)
 
 
 def _first_line(source: str) -> str:
@@ -268,10 +267,12 @@ def execute(
     t0 = time.monotonic()
     log.info("run started run_id=%s notebook=%s parameters=%s cwd=%s", run_id, name, prepared.parameters, root)
     failure: BaseException | None = None
-    # the PNG browser comes up while the cells run when the notebook declares charts, else once it drew one
     browser = ChartBrowser()
-    if settings.chart_png and prepared.charts:
-        browser.start()
+
+    def on_cell_execute(cell: Any, cell_index: int) -> None:  # nbclient's hook, as each cell starts
+        if settings.chart_png and draws_chart(cell):
+            browser.start()  # comes up while the chart cell runs (else once the run drew a chart)
+
     try:
         with tempfile.TemporaryDirectory(prefix="condvest-run-") as tmp:
             out_path = Path(tmp) / name
@@ -286,6 +287,7 @@ def execute(
                     cwd=str(root),
                     execution_timeout=options.execution_timeout,
                     kernel_manager_class=RunKernelManager,
+                    on_cell_execute=on_cell_execute,
                 )
             except PapermillExecutionError as exc:
                 failure = exc

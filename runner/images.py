@@ -5,10 +5,12 @@ else ``chromium`` on the PATH), all charts of a run in one browser session. A PN
 when no browser is there or the export fails, the run goes on and the log says why (``CONDVEST_CHART_PNG=0``
 switches the export off).
 
-Starting Chromium is most of the cost (about 2 s here, more than rendering a chart). ``ChartBrowser`` starts
-it in its own thread, so the runner starts it when a notebook declares charts (``NOTEBOOK_CHARTS_KEY`` in its
-metadata) while the cells run, and renders the figures while the html page is built. MathJax is off: the
-charts carry no LaTeX, and kaleido would otherwise fetch it from a CDN for every browser it starts.
+Starting Chromium is most of the cost (2-3 s of CPU here, several times the rendering of a chart).
+``ChartBrowser`` starts it in its own thread: the runner starts it as the first cell tagged ``CHART_TAG``
+starts (so it comes up while that cell reads its data, and after the heavy cells, whose memory is released by
+then: the browser's ~0.45 GB never adds to a full rebuild's peak), or else once the run drew a chart, and it
+renders the figures while the html page is built. MathJax is off: the charts carry no LaTeX, and kaleido would
+otherwise fetch it from a CDN for every browser it starts.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from runner.render import PLOTLY_MIMETYPE
 
 log = logging.getLogger(__name__)
 
-#: notebook metadata ``{"condvest": {"charts": true}}``: the notebook draws charts (the runner starts the
-#: PNG browser while its cells run)
-NOTEBOOK_CHARTS_KEY = "charts"
+#: the tag of a notebook cell that draws a chart: the runner starts the PNG browser as that cell starts
+CHART_TAG = "chart"
 #: seconds a run waits for its PNGs before it gives up on them (the page and the ipynb are written already)
 PNG_TIMEOUT_S = 120.0
 
@@ -42,10 +43,9 @@ def chart_figures(nb: Any) -> list[dict[str, Any]]:
     ]
 
 
-def declares_charts(metadata: Any) -> bool:
-    """Whether a notebook's metadata says it draws charts (``{"condvest": {"charts": true}}``)."""
-    section = (metadata or {}).get("condvest") or {}
-    return bool(isinstance(section, dict) and section.get(NOTEBOOK_CHARTS_KEY))
+def draws_chart(cell: Any) -> bool:
+    """Whether a notebook cell is tagged ``CHART_TAG``."""
+    return CHART_TAG in (cell.get("metadata", {}).get("tags") or [])
 
 
 def _browser_path() -> str | None:
