@@ -368,7 +368,7 @@ def measure(name: str, root: Path) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--root", str(root)], stdout=subprocess.PIPE)
     out = proc.stdout.read() if proc.stdout else b""
-    _, status, _ = os.wait4(proc.pid, 0)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{name} failed")
@@ -378,6 +378,7 @@ def measure(name: str, root: Path) -> dict:
         "wall_s": round(wall, 2),
         "inner_s": res["seconds"],
         "peak_rss_mb": res["peak_rss_mb"],
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # the whole child, all threads (fairer under load)
         **res["result"],
     }
 
@@ -398,6 +399,9 @@ def through_runner(root: Path, *, full: bool, png: bool = True) -> dict:
     cmd = [sys.executable, "-m", "runner", "run", "02_resample", "--no-progress"]
     if full:
         cmd += ["-p", "force_full_resample", "True"]
+    import resource
+
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE)
     top = psutil.Process(proc.pid)
@@ -417,6 +421,7 @@ def through_runner(root: Path, *, full: bool, png: bool = True) -> dict:
         time.sleep(0.05)
     out = proc.communicate()[0].decode()
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"runner failed: {out}")
     m = re.search(r"ok in ([\d.]+) s", out)
@@ -426,6 +431,8 @@ def through_runner(root: Path, *, full: bool, png: bool = True) -> dict:
         "wall_s": round(wall, 2),
         "notebook_s": float(m.group(1)) if m else None,
         "tree_rss_mb": peak // 2**20,
+        # CPU of the runner and the descendants it waited for (kernel, Chromium): user + system
+        "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
     }
 
 
@@ -480,21 +487,26 @@ def main() -> None:
     runner(full=False)  # the daily run with nothing new
     by = {r["name"]: r for r in rows}
     print(f"\nload average at the end: {os.getloadavg()}")
-    print("\n| run | wall s | in-process s | peak RSS MB |\n|---|---:|---:|---:|")
+    print("\n| run | wall s | in-process s | cpu s | peak RSS MB |\n|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['name']} | {r['wall_s']} | {r['inner_s']} | {r['peak_rss_mb']} |")
+        print(f"| {r['name']} | {r['wall_s']} | {r['inner_s']} | {r['cpu_s']} | {r['peak_rss_mb']} |")
     if runs:
         duck = by["duckdb"]["inner_s"]
-        print("\n| through the runner | whole command s | notebook s | / plain DuckDB | peak RSS of the tree MB |")
-        print("|---|---:|---:|---:|---:|")
+        dcpu = by["duckdb"]["cpu_s"]
+        print(
+            "\n| through the runner | whole command s | notebook s | / plain DuckDB (wall) | cpu s | / plain DuckDB"
+            " (cpu) | peak RSS of the tree MB | load |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        )
         for r in runs:
             print(
-                f"| {r['name']} | {r['wall_s']} | {r['notebook_s']} | {r['wall_s'] / duck:.2f} | {r['tree_rss_mb']} |"
+                f"| {r['name']} | {r['wall_s']} | {r['notebook_s']} | {r['wall_s'] / duck:.2f} | {r['cpu_s']} | "
+                f"{r['cpu_s'] / dcpu:.2f} | {r['tree_rss_mb']} | {r['load']} |"
             )
     full, duck = by["condvest_full"]["inner_s"], by["duckdb"]["inner_s"]
     inc, floor = by["condvest"]["inner_s"], by["floor"]["inner_s"]
     print(
-        f"\nfull / plain DuckDB = {full / duck:.2f} (target <= 1.2); peak RSS full = "
+        f"\nfull / plain DuckDB = {full / duck:.2f} (target <= 1.2), cpu "
+        f"{by['condvest_full']['cpu_s'] / by['duckdb']['cpu_s']:.2f}; peak RSS full = "
         f"{by['condvest_full']['peak_rss_mb']} MB (target <= 4096); full / DuckDB query without writing = "
         f"{full / by['duckdb_nowrite']['inner_s']:.2f}"
     )
