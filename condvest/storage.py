@@ -221,30 +221,35 @@ class LocalStore(Store):
         return ObjectInfo(key, st.st_size, self._etag(st))
 
     def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        # walk only the directory that holds the prefix; scandir keeps it to one syscall per entry
+        # walk only the directory that holds the prefix, lazily and in key order: each directory's entries
+        # sorted by their key (a folder's as "name/", the prefix of every key inside it), depth first, so the
+        # first objects come without walking the rest (the first symbol of bronze reads one folder, not all)
         base_dir, _, _ = prefix.rpartition("/")
         top = os.path.join(self.root, base_dir) if base_dir else str(self.root)
-        found: list[tuple[str, os.stat_result]] = []
-        stack = [(top, base_dir + "/" if base_dir else "")]
-        while stack:
-            path, rel = stack.pop()
-            try:
-                entries = os.scandir(path)
-            except (FileNotFoundError, NotADirectoryError):
+        yield from self._walk(top, base_dir + "/" if base_dir else "", prefix, start_after)
+
+    def _walk(self, path: str, rel: str, prefix: str, start_after: str | None) -> Iterator[ObjectInfo]:
+        try:
+            with os.scandir(path) as it:
+                entries = [(rel + e.name + ("/" if e.is_dir(follow_symlinks=False) else ""), e) for e in it]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        entries.sort(key=lambda ke: ke[0])
+        for key, e in entries:
+            if e.name.startswith("."):
                 continue
-            with entries:
-                for e in entries:
-                    if e.name.startswith("."):
-                        continue
-                    key = rel + e.name
-                    if e.is_dir(follow_symlinks=False):
-                        if key.startswith(prefix[: len(key)]):
-                            stack.append((e.path, key + "/"))
-                    elif key.startswith(prefix) and (start_after is None or key > start_after):
-                        found.append((key, e.stat()))
-        found.sort(key=lambda kv: kv[0])
-        for key, st in found:
-            yield ObjectInfo(key, st.st_size, self._etag(st))
+            if key.endswith("/"):
+                if not key.startswith(prefix[: len(key)]):
+                    continue  # neither inside the prefix nor on the way to it
+                if start_after is not None and key < start_after and not start_after.startswith(key):
+                    continue  # every key inside sorts before start_after
+                yield from self._walk(e.path, key, prefix, start_after)
+            elif key.startswith(prefix) and (start_after is None or key > start_after):
+                try:
+                    st = e.stat()
+                except FileNotFoundError:  # removed while listing
+                    continue
+                yield ObjectInfo(key, st.st_size, self._etag(st))
 
     def delete(self, key: str) -> None:
         try:
