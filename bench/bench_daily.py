@@ -8,7 +8,7 @@ produced by 03_migrate, beside the same two stages called in-process.
    then a full 02_resample (``bench_resample.migrated``; not timed);
 2. the offline server (``--lake-like``, the same market) with its clock on 2025-11-03 after the close, and an
    embedded PostgreSQL 15 (the fetch upserts the retention window there, as a configured workbench does);
-3. each contender starts from its own copy of that lake and fetches 2025-11-03:
+3. each contender starts from its own copy of that lake (hard links: same etags) and fetches 2025-11-03:
    * the whole command ``python -m runner pipeline daily`` (kernel starts, cells, pages, chart PNGs), timed
      from start to exit, with the peak summed RSS of its process tree; once more with ``CONDVEST_CHART_PNG=0``;
    * in-process: ``run_fetch`` then ``run_resample`` in a fresh interpreter (imports not timed).
@@ -109,9 +109,14 @@ def child_in_process(lake: str, base: str, dsn: str) -> dict:
     t1 = time.perf_counter()
     r = run_resample(settings, ResampleParams())
     t2 = time.perf_counter()
-    assert f.status == "ok" and [str(s) for s in f.sessions] == [DAY], (f.status, f.sessions)
+    assert f.status == "ok" and [str(s.session) for s in f.sessions] == [DAY], (f.status, f.sessions)
     assert {x.mode for x in r.results} == {"incremental"}, r.to_frame()
-    return {"fetch_s": round(t1 - t0, 2), "resample_s": round(t2 - t1, 2), "rows": f.summary()["bronze_rows"]}
+    return {
+        "fetch_s": round(t1 - t0, 2),
+        "resample_s": round(t2 - t1, 2),
+        "rows": f.summary()["bronze_rows"],
+        "session_write_s": round(f.sessions[0].seconds, 2),  # daily files, batch object, Postgres upsert
+    }
 
 
 def main() -> None:
@@ -120,6 +125,7 @@ def main() -> None:
     ap.add_argument("--symbols", type=int, default=5350)
     ap.add_argument("--rows", type=int, default=10_800_000)
     ap.add_argument("--child", nargs=3, metavar=("LAKE", "BASE", "DSN"))
+    ap.add_argument("--reuse", action="store_true", help="keep the lake of a previous run under --root")
     a = ap.parse_args()
     if a.child:
         import duckdb  # noqa: F401  imports are not timed
@@ -133,10 +139,13 @@ def main() -> None:
     from bench.bench_resample import measure, migrated
     from condvest.postgres import EmbeddedCluster
 
-    shutil.rmtree(a.root, ignore_errors=True)
     base_lake = a.root / "lake"
-    print("lake", migrated(base_lake, a.symbols, a.rows), flush=True)
-    print("full resample", measure("condvest_full", base_lake), flush=True)
+    if a.reuse and (base_lake / "processing_metadata").exists():
+        print("lake reused", flush=True)
+    else:
+        shutil.rmtree(a.root, ignore_errors=True)
+        print("lake", migrated(base_lake, a.symbols, a.rows), flush=True)
+        print("full resample", measure("condvest_full", base_lake), flush=True)
     server, base = start_server(a.symbols)
     cluster = EmbeddedCluster(a.root / "pg")
     rows = []
@@ -144,7 +153,10 @@ def main() -> None:
         dsn = cluster.start().reveal()
         for name in ("runner", "runner-nopng", "in-process", "runner-2", "runner-nopng-2"):
             lake = a.root / name
-            shutil.copytree(base_lake, lake)
+            # hard links: the same inodes, so the same etags (a copy would make every object look changed);
+            # every write replaces a file whole (temporary name + rename), so the base lake is never touched
+            shutil.rmtree(lake, ignore_errors=True)
+            shutil.copytree(base_lake, lake, copy_function=os.link)
             load = round(os.getloadavg()[0], 1)
             if name.startswith("runner"):
                 r = through_runner(lake, base, dsn, png="nopng" not in name)
