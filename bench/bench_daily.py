@@ -125,7 +125,8 @@ def main() -> None:
     ap.add_argument("--symbols", type=int, default=5350)
     ap.add_argument("--rows", type=int, default=10_800_000)
     ap.add_argument("--child", nargs=3, metavar=("LAKE", "BASE", "DSN"))
-    ap.add_argument("--reuse", action="store_true", help="keep the lake of a previous run under --root")
+    ap.add_argument("--reuse", action="store_true", help="use the lake a previous --keep run left under --root")
+    ap.add_argument("--keep", action="store_true", help="leave the lake under --root (default: delete it)")
     a = ap.parse_args()
     if a.child:
         import duckdb  # noqa: F401  imports are not timed
@@ -173,6 +174,8 @@ def main() -> None:
     finally:
         server.terminate()
         cluster.destroy()
+        if not a.keep:
+            shutil.rmtree(a.root, ignore_errors=True)
     print(f"\ndaily pipeline, {a.symbols:,} symbols, session {DAY}, {os.cpu_count()} cores\n")
     print("| run | whole command s | 01_fetch s | 02_resample s | peak RSS of the tree MB | load |")
     print("|---|---:|---:|---:|---:|---:|")
