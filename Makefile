@@ -48,6 +48,9 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/bench_fetch.py
 	$(PY) bench/bench_resample.py
+	$(PY) bench/bench_resample.py --root /tmp/condvest-bench-migrated --lake migrated --runner --skip pandas,polars
+	$(PY) bench/bench_daily.py
+	$(PY) bench/bench_s3.py --history 10
 	$(PY) bench/bench_migrate.py
 	$(PY) bench/bench_retention.py
 	$(PY) bench/bench_adopt.py

@@ -1,13 +1,21 @@
 """Benchmark of 02_resample at the seed's scale (5,350 symbols, ~10.8M daily rows back to 1962).
 
     .venv/bin/python bench/bench_resample.py [--root /tmp/condvest-bench] [--symbols 5350] [--rows 10800000]
+        [--lake generated|migrated] [--runner] [--skip pandas,polars]
 
-1. generates a bronze lake (numpy, one ``symbol=X/data.parquet`` per symbol);
+1. generates a bronze lake (numpy, one ``symbol=X/data.parquet`` per symbol), or with ``--lake migrated`` the
+   lake a user has after 03_migrate: a DMS export of ``SyntheticMarket.lake_like`` written by
+   ``condvest.offline.dms`` and migrated by ``run_migration`` (bronze in the migrated layout, the export
+   beside it, retired from reading by the passing migration report);
 2. full resample of the six intervals, each contender in its own process (peak RSS from wait4):
    condvest ``run_resample(force_full_resample=True)``, (a) one plain DuckDB query of the same semantics
    (dedup on (symbol, date), numbering, six aggregations, one partitioned COPY), (b) pandas, (c) polars;
 3. writes one new session (5,350 daily files) and times the incremental run beside its floor: DuckDB
    reading those 5,350 files and nothing else.
+With ``--runner`` every condvest run is also made the way a user makes it, as a whole command:
+``python -m runner run 02_resample [-p force_full_resample True]`` (kernel start, cells, the html page and
+the chart PNGs included; once more with ``CONDVEST_CHART_PNG=0``), timed from start to exit, with the peak
+of the summed resident memory of its whole process tree (runner, kernel, Chromium) polled every 50 ms.
 Prints a markdown table (the figures in BENCHMARKS.md).
 """
 
@@ -17,6 +25,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,6 +117,28 @@ def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7) -> dict:
     }
 
 
+def migrated(root: Path, n_symbols: int, n_rows: int) -> dict:
+    """The lake after 03_migrate: a DMS export of about ``n_rows`` bars (every DMS quirk), migrated into bronze
+    by ``run_migration`` in a child process (its report retires the export from reading)."""
+    from condvest.offline.dms import write_dms_export
+    from condvest.offline.market import SyntheticMarket
+    from condvest.storage import LocalStore
+
+    t0 = time.perf_counter()
+    market = SyntheticMarket.lake_like(n_symbols=n_symbols, rows=n_rows)
+    start, end = dt.date(1962, 1, 2), dt.date(2025, 10, 31)
+    write_dms_export(LocalStore(root), market, start, end, n_files=max(8, 8 * n_rows // 10_800_000), quirks=True)
+    export_s = time.perf_counter() - t0
+    res = measure("migrate", root)
+    return {
+        "rows": res["rows"],
+        "symbols": res["symbols"],
+        "export_s": round(export_s, 1),
+        "migrate_s": res["inner_s"],
+        "migrate_rss_mb": res["peak_rss_mb"],
+    }
+
+
 def new_session(root: Path, day: str = "2025-10-20") -> int:
     """One daily file per symbol for the next session, written the way 01_fetch writes them (through
     `write_daily_files`, which also leaves the session's batch object beside them)."""
@@ -141,6 +172,15 @@ def new_session(root: Path, day: str = "2025-10-20") -> int:
 
 
 # ---------------------------------------------------------------- contenders (each runs in a child process)
+
+
+def run_migrate(root: str) -> dict:
+    from condvest.migrate.run import run_migration
+    from condvest.settings import Settings
+
+    r = run_migration(Settings(lake_uri=root), progress=False)
+    assert r.passed and r.status == "migrated", r.status
+    return {"rows": r.rows_written, "symbols": r.symbols}
 
 
 def run_condvest(root: str) -> dict:
@@ -303,6 +343,7 @@ def run_floor(root: str) -> dict:
 
 
 CONTENDERS = {
+    "migrate": run_migrate,
     "duckdb_nowrite": run_duckdb_nowrite,
     "condvest": run_condvest,
     "condvest_full": run_condvest_full,
@@ -327,7 +368,7 @@ def measure(name: str, root: Path) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--root", str(root)], stdout=subprocess.PIPE)
     out = proc.stdout.read() if proc.stdout else b""
-    _, status, _ = os.wait4(proc.pid, 0)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{name} failed")
@@ -337,7 +378,61 @@ def measure(name: str, root: Path) -> dict:
         "wall_s": round(wall, 2),
         "inner_s": res["seconds"],
         "peak_rss_mb": res["peak_rss_mb"],
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # the whole child, all threads (fairer under load)
         **res["result"],
+    }
+
+
+def through_runner(root: Path, *, full: bool, png: bool = True) -> dict:
+    """``python -m runner run 02_resample`` as a user types it, on the lake at ``root``: wall time from start to
+    exit and the peak of the summed RSS of the whole process tree (runner, kernel, Chromium), polled."""
+    import psutil
+
+    env = {
+        **os.environ,
+        "CONDVEST_LAKE_URI": str(root),
+        "CONDVEST_RUNS_URI": str(root / "runs"),
+        "CONDVEST_HOME": str(root / "home"),
+        "CONDVEST_CHART_PNG": "1" if png else "0",
+    }
+    env.pop("CONDVEST_DUCKDB_MEMORY_LIMIT", None)  # the default, as a user has it
+    cmd = [sys.executable, "-m", "runner", "run", "02_resample", "--no-progress"]
+    if full:
+        cmd += ["-p", "force_full_resample", "True"]
+    import resource
+
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE)
+    top = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        rss = 0
+        try:
+            tree = [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for p in tree:
+            try:
+                rss += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        peak = max(peak, rss)
+        time.sleep(0.05)
+    out = proc.communicate()[0].decode()
+    wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"runner failed: {out}")
+    m = re.search(r"ok in ([\d.]+) s", out)
+    name = "runner " + ("full" if full else "daily") + ("" if png else " (CONDVEST_CHART_PNG=0)")
+    return {
+        "name": name,
+        "wall_s": round(wall, 2),
+        "notebook_s": float(m.group(1)) if m else None,
+        "tree_rss_mb": peak // 2**20,
+        # CPU of the runner and the descendants it waited for (kernel, Chromium): user + system
+        "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
     }
 
 
@@ -348,6 +443,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_800_000)
     ap.add_argument("--child")
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip (e.g. pandas)")
+    ap.add_argument("--lake", choices=["generated", "migrated"], default="generated")
+    ap.add_argument("--runner", action="store_true", help="also run 02_resample through the runner")
     a = ap.parse_args()
     root = Path(a.root)
     if a.child:
@@ -364,28 +461,52 @@ def main() -> None:
         print(json.dumps({"seconds": seconds, "result": result, "peak_rss_mb": _peak_rss_mb()}))
         return
     shutil.rmtree(root, ignore_errors=True)
-    gen = generate(root, a.symbols, a.rows)
-    print(f"generated {gen}", flush=True)
+    gen = migrated(root, a.symbols, a.rows) if a.lake == "migrated" else generate(root, a.symbols, a.rows)
+    print(f"{a.lake} {gen}", flush=True)
     skip = set(filter(None, a.skip.split(",")))
-    rows = []
+    rows, runs = [], []
+
+    def runner(full: bool) -> None:
+        if a.runner:
+            for png in (True, False):
+                runs.append(through_runner(root, full=full, png=png) | {"load": round(os.getloadavg()[0], 1)})
+                print(runs[-1], flush=True)
+
     for name in ("duckdb", "duckdb_nowrite", "condvest_full", "pandas", "polars"):
         if name not in skip:
             rows.append(measure(name, root))
             print(rows[-1], flush=True)
-    files = new_session(root)
+        if name == "condvest_full":
+            runner(full=True)
+    files = new_session(root, "2025-11-03" if a.lake == "migrated" else "2025-10-20")  # the next session
     print(f"new session: {files} daily files", flush=True)
     for name in ("floor", "condvest"):
         rows.append(measure(name, root))
         print(rows[-1], flush=True)
     rows.append(measure("condvest", root) | {"name": "condvest (re-run, no new data)"})
+    runner(full=False)  # the daily run with nothing new
     by = {r["name"]: r for r in rows}
-    print("\n| run | wall s | in-process s | peak RSS MB |\n|---|---:|---:|---:|")
+    print(f"\nload average at the end: {os.getloadavg()}")
+    print("\n| run | wall s | in-process s | cpu s | peak RSS MB |\n|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['name']} | {r['wall_s']} | {r['inner_s']} | {r['peak_rss_mb']} |")
+        print(f"| {r['name']} | {r['wall_s']} | {r['inner_s']} | {r['cpu_s']} | {r['peak_rss_mb']} |")
+    if runs:
+        duck = by["duckdb"]["inner_s"]
+        dcpu = by["duckdb"]["cpu_s"]
+        print(
+            "\n| through the runner | whole command s | notebook s | / plain DuckDB (wall) | cpu s | / plain DuckDB"
+            " (cpu) | peak RSS of the tree MB | load |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        )
+        for r in runs:
+            print(
+                f"| {r['name']} | {r['wall_s']} | {r['notebook_s']} | {r['wall_s'] / duck:.2f} | {r['cpu_s']} | "
+                f"{r['cpu_s'] / dcpu:.2f} | {r['tree_rss_mb']} | {r['load']} |"
+            )
     full, duck = by["condvest_full"]["inner_s"], by["duckdb"]["inner_s"]
     inc, floor = by["condvest"]["inner_s"], by["floor"]["inner_s"]
     print(
-        f"\nfull / plain DuckDB = {full / duck:.2f} (target <= 1.2); peak RSS full = "
+        f"\nfull / plain DuckDB = {full / duck:.2f} (target <= 1.2), cpu "
+        f"{by['condvest_full']['cpu_s'] / by['duckdb']['cpu_s']:.2f}; peak RSS full = "
         f"{by['condvest_full']['peak_rss_mb']} MB (target <= 4096); full / DuckDB query without writing = "
         f"{full / by['duckdb_nowrite']['inner_s']:.2f}"
     )

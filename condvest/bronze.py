@@ -34,14 +34,15 @@ log = logging.getLogger(__name__)
 _NY = "America/New_York"
 
 
-def write_daily_files(store: Store, df: pd.DataFrame, threads: int = 4, run_id: str | None = None) -> int:
+def write_daily_files(store: Store, df: pd.DataFrame, threads: int | None = None, run_id: str | None = None) -> int:
     """One ``symbol=X/date=D.parquet`` per row (rows already unique on (symbol, date)); returns files written.
 
-    Each worker both encodes and writes its files. With ``run_id``, the rows are then also written as one
-    batch object per session (``bronze/_batches/date=D/<run_id>.parquet``) naming each file's key and
-    etag: a reader that finds the same etag on a file may take the row from the batch instead of opening
-    the file (02_resample's incremental run reads one object instead of thousands). The daily files stay
-    the source of truth; a file rewritten later has another etag and is read itself.
+    Each worker (``threads``, default ``store.write_threads``) both encodes and writes its files. With
+    ``run_id``, the rows are then also written as one batch object per session
+    (``bronze/_batches/date=D/<run_id>.parquet``) naming each file's key and etag: a reader that finds the
+    same etag on a file may take the row from the batch instead of opening the file (02_resample's
+    incremental run reads one object instead of thousands). The daily files stay the source of truth; a
+    file rewritten later has another etag and is read itself.
     """
     if df.empty:
         return 0
@@ -52,7 +53,7 @@ def write_daily_files(store: Store, df: pd.DataFrame, threads: int = 4, run_id: 
     def write(i: int) -> str:
         return store.put(keys[i], parquet_bytes(table.slice(i, 1)))
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, threads or store.write_threads)) as pool:
         etags = list(pool.map(write, range(len(keys))))
     if run_id is not None:
         batch = table.append_column("key", pa.array(keys, pa.string())).append_column(

@@ -84,6 +84,9 @@ class Store:
     uri: str
     #: True when ``put(if_match=...)`` / ``put(if_none_match=True)`` are enforced by the backend
     conditional_writes: bool = True
+    #: concurrent writers for many small objects (``bronze.write_daily_files``): a disk is busy with a few, an
+    #: object store's requests wait on the network and want more in flight
+    write_threads: int = 4
 
     def get(self, key: str) -> bytes:
         return self.get_with_etag(key)[0]
@@ -221,30 +224,43 @@ class LocalStore(Store):
         return ObjectInfo(key, st.st_size, self._etag(st))
 
     def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        # walk only the directory that holds the prefix; scandir keeps it to one syscall per entry
+        # walk only the directory that holds the prefix, lazily and in key order: each directory's entries
+        # sorted by their key (a folder's as "name/", the prefix of every key inside it), depth first, so the
+        # first objects come without walking the rest (the first symbol of bronze reads one folder, not all)
         base_dir, _, _ = prefix.rpartition("/")
         top = os.path.join(self.root, base_dir) if base_dir else str(self.root)
-        found: list[tuple[str, os.stat_result]] = []
-        stack = [(top, base_dir + "/" if base_dir else "")]
+        stack = [self._entries(top, base_dir + "/" if base_dir else "")]
         while stack:
-            path, rel = stack.pop()
-            try:
-                entries = os.scandir(path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            with entries:
-                for e in entries:
-                    if e.name.startswith("."):
+            for key, e in stack[-1]:
+                if key.endswith("/"):  # a folder: descend when it can hold keys of the prefix after start_after
+                    if key.startswith(prefix[: len(key)]) and (
+                        start_after is None or key >= start_after or start_after.startswith(key)
+                    ):
+                        stack.append(self._entries(e.path, key))
+                        break
+                elif key.startswith(prefix) and (start_after is None or key > start_after):
+                    try:
+                        st = e.stat()
+                    except FileNotFoundError:  # removed while listing
                         continue
-                    key = rel + e.name
-                    if e.is_dir(follow_symlinks=False):
-                        if key.startswith(prefix[: len(key)]):
-                            stack.append((e.path, key + "/"))
-                    elif key.startswith(prefix) and (start_after is None or key > start_after):
-                        found.append((key, e.stat()))
-        found.sort(key=lambda kv: kv[0])
-        for key, st in found:
-            yield ObjectInfo(key, st.st_size, self._etag(st))
+                    yield ObjectInfo(key, st.st_size, self._etag(st))
+            else:
+                stack.pop()
+
+    @staticmethod
+    def _entries(path: str, rel: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """The entries of a folder as (key, entry), in key order (a folder's key ends with "/")."""
+        try:
+            with os.scandir(path) as it:
+                entries = [
+                    (rel + e.name + ("/" if e.is_dir(follow_symlinks=False) else ""), e)
+                    for e in it
+                    if not e.name.startswith(".")
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return iter(())
+        entries.sort(key=lambda ke: ke[0])
+        return iter(entries)
 
     def delete(self, key: str) -> None:
         try:
@@ -281,6 +297,8 @@ class LocalStore(Store):
 
 class S3Store(Store):
     """``s3://bucket[/prefix]`` through boto3 (endpoint from ``AWS_ENDPOINT_URL`` for S3-compatible stores)."""
+
+    write_threads = 16  # within the client's connection pool (32)
 
     def __init__(
         self, uri: str, endpoint_url: str | None = None, region: str | None = None, client: Any = None

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from condvest.errors import ParameterError
 from runner.pipelines import PIPELINES
+
+if TYPE_CHECKING:  # pandas is imported where a table is made: ``python -m runner run`` does not need it
+    import pandas as pd
 
 
 def pipelines_text() -> str:
@@ -27,6 +28,8 @@ def pipelines_text() -> str:
 
 def _since(value: str) -> pd.Timestamp:
     """``2026-11-28``, an ISO time, or a span back from now: ``3d``, ``12h``, ``90m``."""
+    import pandas as pd
+
     text = value.strip().lower()
     now = pd.Timestamp(dt.datetime.now(dt.UTC))
     units = {"d": "days", "h": "hours", "m": "minutes"}
@@ -57,6 +60,8 @@ def select_runs(
 
 
 def _record(row: pd.Series) -> dict[str, Any]:
+    import pandas as pd
+
     out = {}
     for k, v in row.items():
         if isinstance(v, pd.Timestamp):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 
 from condvest.errors import ParameterError
@@ -344,3 +345,18 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
         t.join()
     assert len(read_records(store)) == 2 + 12
     assert json.loads(store.get("index.jsonl").decode().splitlines()[0])["run_id"] == results[0].run_id
+
+
+def test_cells_tagged_chart_get_their_pngs_in_page_order(tmp_path, monkeypatch):
+    # the browser starts as the first tagged cell starts; every chart of the run becomes <notebook>-<k>.png
+    root = _project(tmp_path, "charts")
+    monkeypatch.chdir(root)
+    result = run_notebook("charts", {"n": 5}, settings=Settings(), options=RunOptions(progress_bar=False))
+    run_dir = root / "runs" / result.run_id
+    assert result.ok and sorted(p.name for p in run_dir.glob("*.png")) == ["charts-1.png", "charts-2.png"]
+    first, second = ((run_dir / f"charts-{k}.png").read_bytes() for k in (1, 2))
+    assert first[:8] == second[:8] == b"\x89PNG\r\n\x1a\n" and first != second
+    assert int.from_bytes(second[16:20], "big") == 1100 and int.from_bytes(second[20:24], "big") == 600
+    page = (run_dir / "charts.html").read_text()
+    assert page.count("Plotly.newPlot") == 2
+    assert not [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name()], "the browser is closed"

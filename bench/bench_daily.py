@@ -1,0 +1,193 @@
+"""The daily pipeline as a user runs it: ``python -m runner pipeline daily`` (01_fetch of one session of 5,350
+symbols from the offline Polygon-compatible server, then 02_resample incremental), on the seed-scale lake
+produced by 03_migrate, beside the same two stages called in-process.
+
+    .venv/bin/python bench/bench_daily.py [--root /tmp/condvest-bench-daily] [--symbols 5350] [--rows 10800000]
+
+1. the lake: a DMS export of ``SyntheticMarket.lake_like`` (up to 2025-10-31) migrated by ``run_migration``,
+   then a full 02_resample (``bench_resample.migrated``; not timed);
+2. the offline server (``--lake-like``, the same market) with its clock on 2025-11-03 after the close, and an
+   embedded PostgreSQL 15 (the fetch upserts the retention window there, as a configured workbench does);
+3. each contender starts from its own copy of that lake (hard links: same etags) and fetches 2025-11-03:
+   * the whole command ``python -m runner pipeline daily`` (kernel starts, cells, pages, chart PNGs), timed
+     from start to exit, with the peak summed RSS of its process tree; once more with ``CONDVEST_CHART_PNG=0``;
+   * in-process: ``run_fetch`` then ``run_resample`` in a fresh interpreter (imports not timed).
+Prints a markdown table (the figures in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_fetch import KEY, _port  # noqa: E402
+
+DAY = "2025-11-03"  # the session after the migrated history (which ends on 2025-10-31)
+NOW = "2025-11-03T23:00:00+00:00"  # the server's clock: that session is complete
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_server(symbols: int) -> tuple[subprocess.Popen, str]:
+    port = _port()
+    cmd = [sys.executable, "-m", "condvest.offline", "serve", "--port", str(port), "--api-key", KEY]
+    cmd += ["--symbols", str(symbols), "--lake-like", "--now", NOW]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(base + "/v1/marketstatus/now?apiKey=" + KEY, timeout=1).read()
+            return proc, base
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("server did not start")
+
+
+def _env(lake: Path, base: str, dsn: str, png: bool) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "CONDVEST_LAKE_URI": str(lake),
+        "CONDVEST_RUNS_URI": str(lake.parent / (lake.name + "-runs")),
+        "CONDVEST_HOME": str(lake.parent / (lake.name + "-home")),
+        "CONDVEST_AS_OF": DAY,
+        "CONDVEST_PG_DSN": dsn,
+        "POLYGON_BASE_URL": base,
+        "POLYGON_API_KEY": KEY,
+        "CONDVEST_CHART_PNG": "1" if png else "0",
+    }
+    env.pop("CONDVEST_DUCKDB_MEMORY_LIMIT", None)
+    return env
+
+
+def through_runner(lake: Path, base: str, dsn: str, *, png: bool) -> dict:
+    """``python -m runner pipeline daily``: wall time start to exit, per-stage notebook time, tree RSS peak."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "runner", "pipeline", "daily", "--no-progress"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=_env(lake, base, dsn, png), cwd=ROOT, stdout=subprocess.PIPE)
+    top, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        rss = 0
+        try:
+            tree = [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for p in tree:
+            try:
+                rss += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        peak = max(peak, rss)
+        time.sleep(0.05)
+    out = proc.communicate()[0].decode()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"pipeline failed:\n{out}")
+    stages = [float(x) for x in re.findall(r"ok in ([\d.]+) s", out)]
+    return {"wall_s": round(wall, 2), "stages_s": stages, "tree_rss_mb": peak // 2**20}
+
+
+def child_in_process(lake: str, base: str, dsn: str) -> dict:
+    from condvest.fetch import FetchParams, run_fetch
+    from condvest.resample import ResampleParams, run_resample
+    from condvest.settings import Settings
+
+    settings = Settings.from_env(_env(Path(lake), base, dsn, True))
+    t0 = time.perf_counter()
+    f = asyncio.run(run_fetch(settings, FetchParams(), progress=False))
+    t1 = time.perf_counter()
+    r = run_resample(settings, ResampleParams())
+    t2 = time.perf_counter()
+    assert f.status == "ok" and [str(s.session) for s in f.sessions] == [DAY], (f.status, f.sessions)
+    assert {x.mode for x in r.results} == {"incremental"}, r.to_frame()
+    return {
+        "fetch_s": round(t1 - t0, 2),
+        "resample_s": round(t2 - t1, 2),
+        "rows": f.summary()["bronze_rows"],
+        "session_write_s": round(f.sessions[0].seconds, 2),  # daily files, batch object, Postgres upsert
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", type=Path, default=Path("/tmp/condvest-bench-daily"))
+    ap.add_argument("--symbols", type=int, default=5350)
+    ap.add_argument("--rows", type=int, default=10_800_000)
+    ap.add_argument("--child", nargs=3, metavar=("LAKE", "BASE", "DSN"))
+    ap.add_argument("--reuse", action="store_true", help="use the lake a previous --keep run left under --root")
+    ap.add_argument("--keep", action="store_true", help="leave the lake under --root (default: delete it)")
+    a = ap.parse_args()
+    if a.child:
+        import duckdb  # noqa: F401  imports are not timed
+        import pandas  # noqa: F401
+
+        import condvest.fetch.run  # noqa: F401
+        import condvest.resample.run  # noqa: F401
+
+        print(json.dumps(child_in_process(*a.child)))
+        return
+    from bench.bench_resample import measure, migrated
+    from condvest.postgres import EmbeddedCluster
+
+    base_lake = a.root / "lake"
+    if a.reuse and (base_lake / "processing_metadata").exists():
+        print("lake reused", flush=True)
+    else:
+        shutil.rmtree(a.root, ignore_errors=True)
+        print("lake", migrated(base_lake, a.symbols, a.rows), flush=True)
+        print("full resample", measure("condvest_full", base_lake), flush=True)
+    server, base = start_server(a.symbols)
+    cluster = EmbeddedCluster(a.root / "pg")
+    rows = []
+    try:
+        dsn = cluster.start().reveal()
+        for name in ("runner", "runner-nopng", "in-process", "runner-2", "runner-nopng-2"):
+            lake = a.root / name
+            # hard links: the same inodes, so the same etags (a copy would make every object look changed);
+            # every write replaces a file whole (temporary name + rename), so the base lake is never touched
+            shutil.rmtree(lake, ignore_errors=True)
+            shutil.copytree(base_lake, lake, copy_function=os.link)
+            load = round(os.getloadavg()[0], 1)
+            if name.startswith("runner"):
+                r = through_runner(lake, base, dsn, png="nopng" not in name)
+            else:
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", str(lake), base, dsn], capture_output=True, text=True
+                )
+                if proc.returncode != 0:
+                    raise SystemExit(proc.stderr[-3000:])
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append({"name": name, "load": load, **r})
+            print(rows[-1], flush=True)
+            shutil.rmtree(lake, ignore_errors=True)
+    finally:
+        server.terminate()
+        cluster.destroy()
+        if not a.keep:
+            shutil.rmtree(a.root, ignore_errors=True)
+    print(f"\ndaily pipeline, {a.symbols:,} symbols, session {DAY}, {os.cpu_count()} cores\n")
+    print("| run | whole command s | 01_fetch s | 02_resample s | peak RSS of the tree MB | load |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if "wall_s" in r:
+            f, s = (r["stages_s"] + [None, None])[:2]
+            rss = r["tree_rss_mb"]
+            print(f"| {r['name']} | {r['wall_s']} | {f} (notebook) | {s} (notebook) | {rss} | {r['load']} |")
+        else:
+            total = round(r["fetch_s"] + r["resample_s"], 2)
+            print(f"| {r['name']} | {total} (work only) | {r['fetch_s']} | {r['resample_s']} | | {r['load']} |")
+
+
+if __name__ == "__main__":
+    main()
