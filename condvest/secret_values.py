@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 from urllib.parse import unquote, urlsplit
 
+from condvest.aws_secrets import resolve_api_key  # not condvest.polygon: its HTTP client costs every command ~0.7 s
 from condvest.errors import ConfigError
+from condvest.postgres import rds_dsn
 from condvest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,15 +25,11 @@ def secret_values(settings: Settings) -> list[str]:
     """The settings' secrets plus those behind the settings' Secrets Manager ARNs (and each DSN's password)."""
     out = list(settings.secrets())
     if settings.polygon_api_key is None and settings.polygon_api_key_secret_arn:
-        from condvest.polygon import resolve_api_key  # here: the HTTP client's imports cost every command ~0.7 s
-
         try:
             out.append(resolve_api_key(settings).reveal())
         except ConfigError as exc:
             log.warning("secrets=unavailable variable=%s", exc.variable)
     if settings.pg_dsn is None and settings.rds_secret_arn:
-        from condvest.postgres import rds_dsn
-
         try:
             dsn = rds_dsn(settings)
         except ConfigError as exc:
