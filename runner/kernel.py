@@ -1,4 +1,5 @@
-"""The kernel manager of runner runs: transport encryption (CurveZMQ keys provisioned by the manager)
+"""The kernel manager of runner runs: Unix sockets of its own on POSIX (no TCP port to collide with a parallel
+run's), transport encryption (CurveZMQ keys provisioned by the manager)
 where the kernelspec declares support and pyzmq has it, so kernels neither talk in plain text over TCP nor
 print ipykernel's "Kernel is running over TCP without encryption" warning on every run.
 
@@ -11,7 +12,10 @@ nbformat nor our code uses. The runner's own process skips it the same way (``ru
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import uuid
 
 import zmq
 from jupyter_client.manager import AsyncKernelManager
@@ -40,6 +44,21 @@ class RunKernelManager(AsyncKernelManager):
     starting ipykernel through ``KERNEL_LAUNCH``."""
 
     transport_encryption = CaselessStrEnum(["disabled", "auto", "required"], config=True)
+
+    @default("transport")
+    def _transport_default(self) -> str:
+        # Unix sockets named after the kernel's connection file: kernels started at once by parallel runs (the
+        # shards of a sharded run) cannot pick the same TCP port ("Address already in use": jupyter_client
+        # chooses free ports before the kernel binds them)
+        return "ipc" if os.name == "posix" else "tcp"
+
+    @default("ip")
+    def _ip_default(self) -> str:
+        # jupyter_client's default ipc name is "kernel-ipc" in the working directory, shared by every kernel
+        # started there: a name of this kernel's own (its five sockets are removed when it shuts down)
+        if self.transport == "ipc":
+            return os.path.join(tempfile.gettempdir(), f"condvest-kernel-{uuid.uuid4().hex}")
+        return "127.0.0.1"
 
     @default("transport_encryption")
     def _transport_encryption_default(self) -> str:

@@ -1,0 +1,39 @@
+"""The runner's kernels: kernels started at once by parallel runs (the shards of a sharded run) never share a
+socket, and leave none behind."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import tempfile
+
+import pytest
+
+from runner.kernel import RunKernelManager
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
+def test_kernels_started_at_once_get_sockets_of_their_own_and_leave_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # jupyter_client's own default would put one shared "kernel-ipc" name here
+
+    async def one() -> str:
+        km = RunKernelManager(kernel_name="python3")
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            assert km.transport == "ipc"
+            return km.ip
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+
+    async def many() -> list[str]:
+        return await asyncio.gather(*[one() for _ in range(3)])
+
+    ips = asyncio.run(many())
+    assert len(set(ips)) == 3 and all(ip.startswith(tempfile.gettempdir()) for ip in ips)
+    assert not [p for ip in ips for p in glob.glob(ip + "*")]  # every socket removed
+    assert not list(tmp_path.iterdir())
