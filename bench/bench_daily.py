@@ -26,12 +26,11 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_fetch import KEY, _port  # noqa: E402
+from bench.bench_fetch import KEY, _port, wait_for_server  # noqa: E402
 
 DAY = "2025-11-03"  # the session after the migrated history (which ends on 2025-10-31)
 NOW = "2025-11-03T23:00:00+00:00"  # the server's clock: that session is complete
@@ -43,14 +42,7 @@ def start_server(symbols: int) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "condvest.offline", "serve", "--port", str(port), "--api-key", KEY]
     cmd += ["--symbols", str(symbols), "--lake-like", "--now", NOW]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(base + "/v1/marketstatus/now?apiKey=" + KEY, timeout=1).read()
-            return proc, base
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("server did not start")
+    return proc, wait_for_server(f"http://127.0.0.1:{port}", tries=600)
 
 
 def _env(lake: Path, base: str, dsn: str, png: bool) -> dict[str, str]:
@@ -71,25 +63,12 @@ def _env(lake: Path, base: str, dsn: str, png: bool) -> dict[str, str]:
 
 def through_runner(lake: Path, base: str, dsn: str, *, png: bool) -> dict:
     """``python -m runner pipeline daily``: wall time start to exit, per-stage notebook time, tree RSS peak."""
-    import psutil
+    from bench.bench_resample import tree_peak_rss
 
     cmd = [sys.executable, "-m", "runner", "pipeline", "daily", "--no-progress"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=_env(lake, base, dsn, png), cwd=ROOT, stdout=subprocess.PIPE)
-    top, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        rss = 0
-        try:
-            tree = [top, *top.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            break
-        for p in tree:
-            try:
-                rss += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        peak = max(peak, rss)
-        time.sleep(0.05)
+    peak = tree_peak_rss(proc)
     out = proc.communicate()[0].decode()
     wall = time.perf_counter() - t0
     if proc.returncode != 0:

@@ -60,11 +60,15 @@ def start_server(symbols: int) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
+    return proc, wait_for_server(f"http://127.0.0.1:{port}")
+
+
+def wait_for_server(base: str, tries: int = 200) -> str:
+    """``base`` once the offline server there answers (every 0.1 s, ``tries`` times)."""
+    for _ in range(tries):
         try:
             urllib.request.urlopen(base + "/v1/marketstatus/now?apiKey=" + KEY, timeout=1).read()
-            return proc, base
+            return base
         except OSError:
             time.sleep(0.1)
     raise SystemExit("server did not start")

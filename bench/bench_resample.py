@@ -383,11 +383,30 @@ def measure(name: str, root: Path) -> dict:
     }
 
 
+def tree_peak_rss(proc: subprocess.Popen) -> int:
+    """Poll ``proc`` and its children every 50 ms until it exits; the peak of their summed resident memory."""
+    import psutil
+
+    top, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        rss = 0
+        try:
+            tree = [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for p in tree:
+            try:
+                rss += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        peak = max(peak, rss)
+        time.sleep(0.05)
+    return peak
+
+
 def through_runner(root: Path, *, full: bool, png: bool = True) -> dict:
     """``python -m runner run 02_resample`` as a user types it, on the lake at ``root``: wall time from start to
     exit and the peak of the summed RSS of the whole process tree (runner, kernel, Chromium), polled."""
-    import psutil
-
     env = {
         **os.environ,
         "CONDVEST_LAKE_URI": str(root),
@@ -404,21 +423,7 @@ def through_runner(root: Path, *, full: bool, png: bool = True) -> dict:
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE)
-    top = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        rss = 0
-        try:
-            tree = [top, *top.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            break
-        for p in tree:
-            try:
-                rss += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        peak = max(peak, rss)
-        time.sleep(0.05)
+    peak = tree_peak_rss(proc)
     out = proc.communicate()[0].decode()
     wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -1,6 +1,7 @@
 """Shared fixtures live in tests/fixtures/: a PostgreSQL cluster, an S3 server, the offline Polygon server,
 and the retention set-up (a deployed policy over a history of bars)."""
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -46,3 +47,12 @@ def clean_environment() -> Iterator[None]:
         for var in REAL_SERVICE_VARS:
             mp.delenv(var, raising=False)
         yield
+
+
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """The runner's main() replaces the root logger's handlers and level; put them back after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level

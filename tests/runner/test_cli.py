@@ -45,16 +45,6 @@ def runs(tmp_path, keep_logging):
     return str(tmp_path / "runs")
 
 
-@pytest.fixture
-def keep_logging():
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
-
-
 def _ids(out: str) -> list[str]:
     return [line.split()[5] for line in out.strip().splitlines()[1:]]
 

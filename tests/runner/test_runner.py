@@ -56,14 +56,6 @@ def _cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.fixture
-def keep_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
-
-
 # --- no kernel ------------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ Batch job's container run here as a separate process (``run_container``)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -18,15 +17,6 @@ from tests.fixtures.paths import ROOT
 POLYGON_KEY = "SENTINEL-polygon-9d8c7b"
 RDS_PASSWORD = "SENTINEL-rds-pw-1a2b3c"
 ACCOUNT = "123456789012"
-
-
-@pytest.fixture
-def keep_logging():
-    """main() replaces the root logger's handlers; put them back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture
