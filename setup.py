@@ -10,5 +10,9 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["condvest*", "runner*"]), "condvest._sql", "condvest._notebooks"],
     package_dir={"condvest._sql": "sql", "condvest._notebooks": "notebooks"},
-    package_data={"condvest._sql": ["*.sql", "*.sh"], "condvest._notebooks": ["*.ipynb"]},
+    package_data={
+        "condvest._sql": ["*.sql", "*.sh"],
+        "condvest._notebooks": ["*.ipynb"],
+        "runner": ["static/*.js", "static/*.txt"],  # plotly.js's finance bundle for the chart PNGs, its licence
+    },
 )

@@ -255,11 +255,14 @@ def execute(
     stage: int | None = None,
     stages: int | None = None,
     neighbours: tuple[StageLink | None, StageLink | None] = (None, None),
+    browser: ChartBrowser | None = None,
 ) -> RunResult:
     """Execute a prepared notebook, write its ipynb and html into the run folder and append the run index.
 
     The pages carry a header (``runner.render.RunHeader``); ``neighbours`` are the previous and next stage's
-    pages of a pipeline. plotly.js is written once into the run folder (``<folder or run id>/plotly-*.js``)."""
+    pages of a pipeline. plotly.js is written once into the run folder (``<folder or run id>/plotly-*.js``).
+    ``browser``: the chart PNGs' browser of a pipeline, shared by its stages and closed by the caller (default:
+    one for this run, closed at its end)."""
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -275,7 +278,8 @@ def execute(
     t0 = time.monotonic()
     log.info("run started run_id=%s notebook=%s parameters=%s cwd=%s", run_id, name, prepared.parameters, root)
     failure: BaseException | None = None
-    browser = ChartBrowser()
+    own_browser = browser is None
+    browser = ChartBrowser() if browser is None else browser
     threading.Thread(target=_warm_up, name="condvest-page-warm-up", daemon=True).start()  # while the cells run
 
     def on_cell_execute(cell: Any, cell_index: int) -> None:  # nbclient's hook, as each cell starts
@@ -360,6 +364,7 @@ def execute(
             except Exception as exc:  # nbconvert/plotly trouble must not lose the run record; the ipynb is written
                 log.warning("html not rendered run_id=%s notebook=%s error=%s", run_id, name, f"{type(exc).__name__}")
                 html_key = None
+                browser.result()  # the PNGs go with the page; a shared browser must not hand them to the next run
             else:
                 store.put(html_key, page.html.encode())
                 if page.figures and not store.exists(plotly_key):
@@ -396,7 +401,8 @@ def execute(
         )
         return result
     finally:
-        browser.close()
+        if own_browser:
+            browser.close()
 
 
 def run_notebook(

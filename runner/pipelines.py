@@ -18,8 +18,9 @@ from condvest.errors import ParameterError
 from condvest.params import run_id as check_run_id
 from condvest.runs import new_run_id
 from condvest.settings import Settings
-from condvest.storage import open_store
+from condvest.storage import Store, open_store
 from runner.execute import PreparedRun, RunOptions, RunResult, execute, prepare
+from runner.images import ChartBrowser
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
 from runner.render import StageLink
@@ -102,9 +103,29 @@ def run_pipeline(
     pipeline_run_id = check_run_id(options.run_id) if options.run_id else new_run_id(name)
     store = open_store(options.runs_uri or settings.runs_uri, settings)
     log.info("pipeline started pipeline=%s pipeline_run_id=%s stages=%d", name, pipeline_run_id, len(plan))
-    results: list[RunResult] = []
     run_ids = [new_run_id(p.path.stem) for p in plan]  # known up front: each page links its neighbours
     links = [StageLink(p.path.name, f"../{rid}/{p.path.stem}.html") for p, rid in zip(plan, run_ids, strict=True)]
+    browser = ChartBrowser()  # one for the whole pipeline: started once, by the first stage that draws a chart
+    try:
+        results = _run_stages(plan, settings, store, run_ids, links, root, options, name, pipeline_run_id, browser)
+    finally:
+        browser.close()
+    return results
+
+
+def _run_stages(
+    plan: Sequence[PreparedRun],
+    settings: Settings,
+    store: Store,
+    run_ids: list[str],
+    links: list[StageLink],
+    root: Path,
+    options: RunOptions,
+    name: str,
+    pipeline_run_id: str,
+    browser: ChartBrowser,
+) -> list[RunResult]:
+    results: list[RunResult] = []
     for i, prepared in enumerate(plan, start=1):
         result = execute(
             prepared,
@@ -119,6 +140,7 @@ def run_pipeline(
             stage=i,
             stages=len(plan),
             neighbours=(links[i - 2] if i > 1 else None, links[i] if i < len(plan) else None),
+            browser=browser,
         )
         results.append(result)
         if not result.ok:

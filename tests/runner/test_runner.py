@@ -352,3 +352,23 @@ def test_cells_tagged_chart_get_their_pngs_in_page_order(tmp_path, monkeypatch):
     page = (run_dir / "charts.html").read_text()
     assert page.count("Plotly.newPlot") == 2
     assert not [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name()], "the browser is closed"
+
+
+def test_a_pipelines_stages_share_one_browser_and_each_gets_its_own_pngs(tmp_path, monkeypatch):
+    root = _project(tmp_path, "charts", "ok")
+    monkeypatch.chdir(root)
+    stages = [Stage("charts", {"n": 3}), Stage("ok"), Stage("charts", {"n": 6})]
+    results = run_pipeline("t", stages=stages, settings=Settings(), options=RunOptions(root=root, progress_bar=False))
+    assert [r.status for r in results] == ["ok"] * 3
+    folders = [(root / "runs" / r.html_key).parent for r in results]
+    assert [sorted(p.name for p in f.glob("*.png")) for f in folders] == [
+        ["charts-1.png", "charts-2.png"],
+        ["ok-1.png"],
+        [
+            "charts-1.png",
+            "charts-2.png",
+        ],
+    ]
+    first, third = ([(f / f"charts-{k}.png").read_bytes() for k in (1, 2)] for f in (folders[0], folders[2]))
+    assert first[0] != third[0] and first[1] != third[1], "each stage's PNGs draw its own figures"
+    assert not [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name()], "the browser is closed"
