@@ -24,7 +24,7 @@ from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 from runner.images import ChartBrowser, chart_figures, draws_chart
-from runner.kernel import RunKernelManager, skip_iri_grammar
+from runner.kernel import RunKernelManager, WarmKernel, imports_anything, shutdown_now, skip_iri_grammar
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
 from runner.provenance import code_version, host
@@ -256,13 +256,17 @@ def execute(
     stages: int | None = None,
     neighbours: tuple[StageLink | None, StageLink | None] = (None, None),
     browser: ChartBrowser | None = None,
+    kernel: WarmKernel | None = None,
+    next_kernel: WarmKernel | None = None,
 ) -> RunResult:
     """Execute a prepared notebook, write its ipynb and html into the run folder and append the run index.
 
     The pages carry a header (``runner.render.RunHeader``); ``neighbours`` are the previous and next stage's
     pages of a pipeline. plotly.js is written once into the run folder (``<folder or run id>/plotly-*.js``).
     ``browser``: the chart PNGs' browser of a pipeline, shared by its stages and closed by the caller (default:
-    one for this run, closed at its end)."""
+    one for this run, closed at its end). ``kernel``: this run's kernel, started ahead by the previous stage
+    (``None``: papermill starts one); ``next_kernel``: the next stage's, started here once the cell after this
+    notebook's imports starts."""
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -282,9 +286,19 @@ def execute(
     browser = ChartBrowser() if browser is None else browser
     threading.Thread(target=_warm_up, name="condvest-page-warm-up", daemon=True).start()  # while the cells run
 
+    imported = False
+
     def on_cell_execute(cell: Any, cell_index: int) -> None:  # nbclient's hook, as each cell starts
+        nonlocal imported
         if settings.chart_png and draws_chart(cell):
             browser.start()  # comes up while the chart cell runs (else once the run drew a chart)
+        if next_kernel is not None and cell.get("cell_type") == "code":
+            if imported:
+                next_kernel.start()  # this notebook's work has begun: the next one's kernel starts beside it
+            imported = imported or imports_anything(cell)
+
+    km = kernel.take() if kernel is not None else None
+    engine_kwargs: dict[str, Any] = {"km": km} if km is not None else {}
 
     try:
         with tempfile.TemporaryDirectory(prefix="condvest-run-") as tmp:
@@ -304,6 +318,7 @@ def execute(
                     # the outputs are in: no graceful shutdown round trip (~0.3 s); our notebooks release what
                     # they hold (lake lock, DuckDB connections) in their cells, not in atexit hooks
                     shutdown_kernel="immediate",
+                    **engine_kwargs,
                 )
             except PapermillExecutionError as exc:
                 failure = exc
@@ -316,6 +331,9 @@ def execute(
                     scrubber.text(f"{type(exc).__name__}: {exc}"),
                 )
             nb = nbformat.read(out_path, as_version=4) if out_path.exists() else None
+        if km is not None:  # a kernel started ahead is not nbclient's to stop
+            shutdown_now(km)
+            km = None
         finished = dt.datetime.now(dt.UTC)
         error = None
         if failure is not None:
@@ -401,6 +419,8 @@ def execute(
         )
         return result
     finally:
+        if km is not None:
+            shutdown_now(km)
         if own_browser:
             browser.close()
 

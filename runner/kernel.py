@@ -12,14 +12,22 @@ nbformat nor our code uses. The runner's own process skips it the same way (``ru
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import logging
 import os
 import sys
 import tempfile
+import threading
 import uuid
+from pathlib import Path
+from typing import Any
 
 import zmq
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import CaselessStrEnum, default
+
+log = logging.getLogger(__name__)
 
 #: what ``python -m ipykernel_launcher`` does, after ``skip_iri_grammar()``
 KERNEL_LAUNCH = (
@@ -69,3 +77,116 @@ class RunKernelManager(AsyncKernelManager):
         if cmd[1:3] == ["-m", "ipykernel_launcher"]:
             cmd[1:3] = ["-c", KERNEL_LAUNCH]
         return cmd
+
+
+def notebook_imports(nb: Any) -> list[str]:
+    """The modules a notebook's code cells import at top level (``from a import b`` gives ``a`` and ``a.b``: ``b``
+    may be a submodule), in order, without repeats; relative imports and unparsable cells are skipped."""
+    out: dict[str, None] = {}
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        try:
+            tree = ast.parse(cell.get("source", ""))
+        except SyntaxError:  # IPython magics: not Python
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                out.update(dict.fromkeys(a.name for a in node.names))
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                out[node.module] = None
+                out.update(dict.fromkeys(f"{node.module}.{a.name}" for a in node.names if a.name != "*"))
+    return list(out)
+
+
+def imports_anything(cell: Any) -> bool:
+    """Whether a code cell imports a module at top level."""
+    try:
+        tree = ast.parse(cell.get("source", ""))
+    except SyntaxError:
+        return False
+    return any(isinstance(n, ast.Import | ast.ImportFrom) for n in tree.body)
+
+
+_WARM_UP = """def __condvest_warm_up():
+    import importlib
+    for name in {modules!r}:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+__condvest_warm_up()
+del __condvest_warm_up
+"""
+
+
+class WarmKernel:
+    """The kernel of a pipeline's next stage, started while the current stage runs, with the next notebook's
+    modules already imported (its kernel start and imports then overlap the current stage's work instead of
+    following it). Still a fresh kernel per stage: nothing of the notebook runs before its own cells.
+
+    ``start()`` returns at once (a thread starts the kernel); ``take()`` waits for it and hands over the kernel
+    manager (``None`` when the kernel did not come up: the stage then starts its own, as without this); a
+    kernel not taken is shut down by ``discard()``."""
+
+    def __init__(self, kernel_name: str, cwd: Path, modules: list[str], *, timeout_s: float = 120.0) -> None:
+        self.kernel_name, self.cwd, self.modules, self.timeout_s = kernel_name, cwd, modules, timeout_s
+        self._thread: threading.Thread | None = None
+        self._km: RunKernelManager | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name="condvest-warm-kernel", daemon=True)
+            self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._start())
+        except BaseException as exc:  # noqa: BLE001  the stage starts its own kernel; take() says why
+            self._error = exc
+
+    async def _start(self) -> None:
+        km = RunKernelManager(kernel_name=self.kernel_name)
+        await km.start_kernel(cwd=str(self.cwd))
+        self._km = km  # from here on discard() shuts it down, whatever happens below
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=self.timeout_s)
+            msg_id = kc.execute(_WARM_UP.format(modules=self.modules), silent=True, store_history=False)
+            while True:  # the reply to the warm-up; its iopub messages are this client's and go with it
+                reply = await kc.get_shell_msg(timeout=self.timeout_s)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+        finally:
+            kc.stop_channels()
+
+    def take(self) -> RunKernelManager | None:
+        """The started kernel's manager (the caller shuts the kernel down), or ``None`` with the reason logged."""
+        if self._thread is None:
+            return None
+        self._thread.join(timeout=self.timeout_s)
+        if self._thread.is_alive() or self._error is not None or self._km is None:
+            why = "still starting" if self._thread.is_alive() else f"{type(self._error).__name__}: {self._error}"
+            log.warning("warm kernel not used reason=%r", why[:300])
+            self.discard()
+            return None
+        km, self._km = self._km, None
+        return km
+
+    def discard(self) -> None:
+        """Shut the kernel down when it was not taken (waits for a start in progress)."""
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s)
+        km, self._km = self._km, None
+        if km is not None:
+            shutdown_now(km)
+
+
+def shutdown_now(km: AsyncKernelManager) -> None:
+    """Stop a kernel at once and remove its connection file and sockets (from any thread without a running loop)."""
+    try:
+        asyncio.run(km.shutdown_kernel(now=True))
+    except Exception as exc:  # noqa: BLE001  a kernel that is gone already
+        log.debug("kernel shutdown error=%s", type(exc).__name__)

@@ -21,6 +21,7 @@ from condvest.settings import Settings
 from condvest.storage import Store, open_store
 from runner.execute import PreparedRun, RunOptions, RunResult, execute, prepare
 from runner.images import ChartBrowser
+from runner.kernel import WarmKernel, notebook_imports
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
 from runner.render import StageLink
@@ -113,6 +114,13 @@ def run_pipeline(
     return results
 
 
+def _warm_kernel(prepared: PreparedRun, root: Path) -> WarmKernel:
+    """The kernel of ``prepared``, to be started during the stage before it, with the notebook's imports done."""
+    import nbformat
+
+    return WarmKernel(prepared.kernel_name, root, notebook_imports(nbformat.read(prepared.path, as_version=4)))
+
+
 def _run_stages(
     plan: Sequence[PreparedRun],
     settings: Settings,
@@ -126,30 +134,43 @@ def _run_stages(
     browser: ChartBrowser,
 ) -> list[RunResult]:
     results: list[RunResult] = []
-    for i, prepared in enumerate(plan, start=1):
-        result = execute(
-            prepared,
-            settings=settings,
-            store=store,
-            run_id=run_ids[i - 1],
-            folder=pipeline_run_id,
-            root=root,
-            options=options,
-            pipeline=name,
-            pipeline_run_id=pipeline_run_id,
-            stage=i,
-            stages=len(plan),
-            neighbours=(links[i - 2] if i > 1 else None, links[i] if i < len(plan) else None),
-            browser=browser,
-        )
-        results.append(result)
-        if not result.ok:
-            log.warning(
-                "pipeline stopped pipeline=%s pipeline_run_id=%s stage=%d notebook=%s",
-                name,
-                pipeline_run_id,
-                i,
-                prepared.path.name,
-            )
-            break
+    warm: WarmKernel | None = None  # this stage's kernel, started during the previous stage
+    try:
+        for i, prepared in enumerate(plan, start=1):
+            nxt = _warm_kernel(plan[i], root) if i < len(plan) else None
+            try:
+                result = execute(
+                    prepared,
+                    settings=settings,
+                    store=store,
+                    run_id=run_ids[i - 1],
+                    folder=pipeline_run_id,
+                    root=root,
+                    options=options,
+                    pipeline=name,
+                    pipeline_run_id=pipeline_run_id,
+                    stage=i,
+                    stages=len(plan),
+                    neighbours=(links[i - 2] if i > 1 else None, links[i] if i < len(plan) else None),
+                    browser=browser,
+                    kernel=warm,
+                    next_kernel=nxt,
+                )
+            finally:
+                if warm is not None:
+                    warm.discard()  # nothing once execute took it
+                warm = nxt  # discarded below unless the next stage takes it
+            results.append(result)
+            if not result.ok:
+                log.warning(
+                    "pipeline stopped pipeline=%s pipeline_run_id=%s stage=%d notebook=%s",
+                    name,
+                    pipeline_run_id,
+                    i,
+                    prepared.path.name,
+                )
+                break
+    finally:
+        if warm is not None:
+            warm.discard()
     return results

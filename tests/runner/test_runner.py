@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -372,3 +373,34 @@ def test_a_pipelines_stages_share_one_browser_and_each_gets_its_own_pngs(tmp_pat
     first, third = ([(f / f"charts-{k}.png").read_bytes() for k in (1, 2)] for f in (folders[0], folders[2]))
     assert first[0] != third[0] and first[1] != third[1], "each stage's PNGs draw its own figures"
     assert not [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name()], "the browser is closed"
+
+
+def _kernels() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+
+
+def test_the_next_stages_kernel_starts_during_the_stage_before_and_is_still_fresh(tmp_path, monkeypatch):
+    root = _project(tmp_path, "kernel_info")
+    monkeypatch.chdir(root)
+    stages = [Stage("kernel_info", {"pause": 3.0}), Stage("kernel_info", {"pause": 0.0})]
+    first, second = run_pipeline("t", stages=stages, settings=Settings(), options=RunOptions(root=root))
+    assert first.ok and second.ok
+    # the second kernel came up while the first stage worked, and is a new process of its own
+    assert second.results["pid"] != first.results["pid"]
+    assert second.results["started"] < first.finished_at.timestamp() - 1.0
+    # nothing of the warm-up is left in its namespace, and its cells count from 1 as in any run
+    assert second.results["names"] == first.results["names"]
+    nb = nbformat.read(root / "runs" / second.ipynb_key, as_version=4)
+    assert [c.execution_count for c in nb.cells if c.cell_type == "code"][:2] == [1, 2]
+    assert not _kernels(), "every kernel is stopped"
+
+
+def test_a_failed_stage_stops_the_kernel_started_for_the_next_one(tmp_path, monkeypatch):
+    root = _project(tmp_path, "kernel_info")
+    monkeypatch.chdir(root)
+    sockets = set(Path(tempfile.gettempdir()).glob("condvest-kernel-*"))
+    stages = [Stage("kernel_info", {"pause": 2.0, "fail": True}), Stage("kernel_info")]
+    results = run_pipeline("t", stages=stages, settings=Settings(), options=RunOptions(root=root))
+    assert [r.status for r in results] == ["failed"]
+    assert not _kernels(), "the next stage's kernel is stopped with the pipeline"
+    assert set(Path(tempfile.gettempdir()).glob("condvest-kernel-*")) == sockets, "and its sockets removed"
