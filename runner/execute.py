@@ -176,6 +176,18 @@ def prepare(
     return PreparedRun(path, params, kernel)
 
 
+def early_kernel(notebook: str | Path, root: Path) -> WarmKernel | None:
+    """The kernel of ``notebook``, started now with its imports done, while the runner imports papermill and
+    checks the parameters (``None`` when the notebook cannot be found or read: ``prepare`` then says why). The
+    caller discards it when the run is refused."""
+    try:
+        warm = WarmKernel.for_notebook(_resolve(notebook, root), root)
+    except (ParameterError, OSError, ValueError):
+        return None
+    warm.start()
+    return warm
+
+
 def _first_line(source: str) -> str:
     for line in source.splitlines():
         if line.strip() and not line.strip().startswith("#"):
@@ -441,18 +453,27 @@ def run_notebook(
     """
     settings = settings or Settings.from_env()
     root = (options.root or find_project_root()).resolve()
-    prepared = prepare(notebook, parameters, settings, root)
-    run_id = check_run_id(options.run_id) if options.run_id else new_run_id(prepared.path.stem)
-    store = open_store(options.runs_uri or settings.runs_uri, settings)
-    group = prepared.parameters.get("shard_group") or None  # a shard's run goes beside its group's other runs
-    return execute(
-        prepared,
-        settings=settings,
-        store=store,
-        run_id=run_id,
-        folder=group,
-        root=root,
-        options=options,
-        pipeline="sharded" if group else None,
-        pipeline_run_id=group,
-    )
+    check_parameters(parameters or {}, settings.secrets(), None, str(notebook))  # the quick refusals first
+    if options.run_id:
+        check_run_id(options.run_id)
+    warm = early_kernel(notebook, root)
+    try:
+        prepared = prepare(notebook, parameters, settings, root)
+        run_id = check_run_id(options.run_id) if options.run_id else new_run_id(prepared.path.stem)
+        store = open_store(options.runs_uri or settings.runs_uri, settings)
+        group = prepared.parameters.get("shard_group") or None  # a shard's run goes beside its group's other runs
+        return execute(
+            prepared,
+            settings=settings,
+            store=store,
+            run_id=run_id,
+            folder=group,
+            root=root,
+            options=options,
+            pipeline="sharded" if group else None,
+            pipeline_run_id=group,
+            kernel=warm,
+        )
+    finally:
+        if warm is not None:
+            warm.discard()  # a refused run's kernel (nothing once the run took it)

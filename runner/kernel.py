@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -79,15 +80,21 @@ class RunKernelManager(AsyncKernelManager):
         return cmd
 
 
+def _source(cell: Any) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src  # a notebook file's JSON may hold a list of lines
+
+
 def notebook_imports(nb: Any) -> list[str]:
-    """The modules a notebook's code cells import at top level (``from a import b`` gives ``a`` and ``a.b``: ``b``
-    may be a submodule), in order, without repeats; relative imports and unparsable cells are skipped."""
+    """The modules a notebook's code cells (a ``NotebookNode`` or the file's JSON) import at top level, in order,
+    without repeats (``from a import b`` gives ``a`` and ``a.b``: ``b`` may be a submodule); relative imports and
+    unparsable cells are skipped."""
     out: dict[str, None] = {}
-    for cell in nb.cells:
+    for cell in nb["cells"]:
         if cell.get("cell_type") != "code":
             continue
         try:
-            tree = ast.parse(cell.get("source", ""))
+            tree = ast.parse(_source(cell))
         except SyntaxError:  # IPython magics: not Python
             continue
         for node in tree.body:
@@ -102,7 +109,7 @@ def notebook_imports(nb: Any) -> list[str]:
 def imports_anything(cell: Any) -> bool:
     """Whether a code cell imports a module at top level."""
     try:
-        tree = ast.parse(cell.get("source", ""))
+        tree = ast.parse(_source(cell))
     except SyntaxError:
         return False
     return any(isinstance(n, ast.Import | ast.ImportFrom) for n in tree.body)
@@ -174,6 +181,13 @@ class WarmKernel:
             return None
         km, self._km = self._km, None
         return km
+
+    @classmethod
+    def for_notebook(cls, path: Path, cwd: Path) -> WarmKernel:
+        """The kernel ``path`` asks for (its kernelspec; ``python3`` when it names none), with its imports."""
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        name = (nb.get("metadata", {}).get("kernelspec") or {}).get("name") or "python3"
+        return cls(name, cwd, notebook_imports(nb))
 
     def discard(self) -> None:
         """Shut the kernel down when it was not taken (waits for a start in progress)."""

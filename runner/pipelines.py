@@ -19,9 +19,9 @@ from condvest.params import run_id as check_run_id
 from condvest.runs import new_run_id
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
-from runner.execute import PreparedRun, RunOptions, RunResult, execute, prepare
+from runner.execute import PreparedRun, RunOptions, RunResult, early_kernel, execute, prepare
 from runner.images import ChartBrowser
-from runner.kernel import WarmKernel, notebook_imports
+from runner.kernel import WarmKernel
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
 from runner.render import StageLink
@@ -100,25 +100,27 @@ def run_pipeline(
     settings = settings or Settings.from_env()
     root = (options.root or find_project_root()).resolve()
     stages = get_pipeline(name) if stages is None else tuple(stages)
-    plan = plan_pipeline(name, stages, parameters, settings, root)
-    pipeline_run_id = check_run_id(options.run_id) if options.run_id else new_run_id(name)
-    store = open_store(options.runs_uri or settings.runs_uri, settings)
-    log.info("pipeline started pipeline=%s pipeline_run_id=%s stages=%d", name, pipeline_run_id, len(plan))
-    run_ids = [new_run_id(p.path.stem) for p in plan]  # known up front: each page links its neighbours
-    links = [StageLink(p.path.name, f"../{rid}/{p.path.stem}.html") for p, rid in zip(plan, run_ids, strict=True)]
-    browser = ChartBrowser()  # one for the whole pipeline: started once, by the first stage that draws a chart
+    check_parameters(dict(parameters or {}), settings.secrets(), None, f"pipeline {name}")  # quick refusals first
+    if options.run_id:
+        check_run_id(options.run_id)
+    first = early_kernel(stages[0].notebook, root) if stages else None  # starts while the plan is checked
     try:
-        results = _run_stages(plan, settings, store, run_ids, links, root, options, name, pipeline_run_id, browser)
+        plan = plan_pipeline(name, stages, parameters, settings, root)
+        pipeline_run_id = check_run_id(options.run_id) if options.run_id else new_run_id(name)
+        store = open_store(options.runs_uri or settings.runs_uri, settings)
+        log.info("pipeline started pipeline=%s pipeline_run_id=%s stages=%d", name, pipeline_run_id, len(plan))
+        run_ids = [new_run_id(p.path.stem) for p in plan]  # known up front: each page links its neighbours
+        links = [StageLink(p.path.name, f"../{rid}/{p.path.stem}.html") for p, rid in zip(plan, run_ids, strict=True)]
+        browser = ChartBrowser()  # one for the whole pipeline: started once, by the first stage that draws a chart
+        try:
+            return _run_stages(
+                plan, settings, store, run_ids, links, root, options, name, pipeline_run_id, browser, first
+            )
+        finally:
+            browser.close()
     finally:
-        browser.close()
-    return results
-
-
-def _warm_kernel(prepared: PreparedRun, root: Path) -> WarmKernel:
-    """The kernel of ``prepared``, to be started during the stage before it, with the notebook's imports done."""
-    import nbformat
-
-    return WarmKernel(prepared.kernel_name, root, notebook_imports(nbformat.read(prepared.path, as_version=4)))
+        if first is not None:
+            first.discard()  # a refused pipeline's kernel (nothing once the first stage took it)
 
 
 def _run_stages(
@@ -132,12 +134,13 @@ def _run_stages(
     name: str,
     pipeline_run_id: str,
     browser: ChartBrowser,
+    warm: WarmKernel | None,
 ) -> list[RunResult]:
+    """Run the stages in order until one fails; ``warm`` is the first stage's kernel, started ahead."""
     results: list[RunResult] = []
-    warm: WarmKernel | None = None  # this stage's kernel, started during the previous stage
     try:
         for i, prepared in enumerate(plan, start=1):
-            nxt = _warm_kernel(plan[i], root) if i < len(plan) else None
+            nxt = WarmKernel.for_notebook(plan[i].path, root) if i < len(plan) else None
             try:
                 result = execute(
                     prepared,

@@ -404,3 +404,15 @@ def test_a_failed_stage_stops_the_kernel_started_for_the_next_one(tmp_path, monk
     assert [r.status for r in results] == ["failed"]
     assert not _kernels(), "the next stage's kernel is stopped with the pipeline"
     assert set(Path(tempfile.gettempdir()).glob("condvest-kernel-*")) == sockets, "and its sockets removed"
+
+
+def test_a_runs_kernel_starts_while_the_runner_prepares_and_a_refused_run_stops_it(tmp_path, monkeypatch):
+    root = _project(tmp_path, "kernel_info")
+    monkeypatch.chdir(root)
+    result = run_notebook("kernel_info", {"pause": 0.0}, settings=Settings(), options=RunOptions(root=root))
+    assert result.ok and result.results["started"] < result.started_at.timestamp() - 0.3, "before the run began"
+    assert not _kernels()
+    with pytest.raises(ParameterError, match="does not declare"):
+        run_notebook("kernel_info", {"nope": 1}, settings=Settings(), options=RunOptions(root=root))
+    assert not _kernels(), "the refused run's kernel is stopped"
+    assert [r["run_id"] for r in read_records(LocalStore(root / "runs"))] == [result.run_id], "nothing run"
