@@ -24,7 +24,14 @@ from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 from runner.images import ChartBrowser, chart_figures, draws_chart
-from runner.kernel import RunKernelManager, WarmKernel, imports_anything, shutdown_now, skip_iri_grammar
+from runner.kernel import (
+    RunKernelManager,
+    WarmKernel,
+    imports_anything,
+    shutdown_now,
+    skip_iri_grammar,
+    started_manager,
+)
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
 from runner.provenance import code_version, host
@@ -310,7 +317,6 @@ def execute(
             imported = imported or imports_anything(cell)
 
     km = kernel.take() if kernel is not None else None
-    engine_kwargs: dict[str, Any] = {"km": km} if km is not None else {}
 
     try:
         with tempfile.TemporaryDirectory(prefix="condvest-run-") as tmp:
@@ -325,12 +331,11 @@ def execute(
                     log_output=options.log_output,
                     cwd=str(root),
                     execution_timeout=options.execution_timeout,
-                    kernel_manager_class=RunKernelManager,
+                    kernel_manager_class=RunKernelManager if km is None else started_manager(km),
                     on_cell_execute=on_cell_execute,
                     # the outputs are in: no graceful shutdown round trip (~0.3 s); our notebooks release what
                     # they hold (lake lock, DuckDB connections) in their cells, not in atexit hooks
                     shutdown_kernel="immediate",
-                    **engine_kwargs,
                 )
             except PapermillExecutionError as exc:
                 failure = exc
@@ -343,9 +348,6 @@ def execute(
                     scrubber.text(f"{type(exc).__name__}: {exc}"),
                 )
             nb = nbformat.read(out_path, as_version=4) if out_path.exists() else None
-        if km is not None:  # a kernel started ahead is not nbclient's to stop
-            shutdown_now(km)
-            km = None
         finished = dt.datetime.now(dt.UTC)
         error = None
         if failure is not None:
@@ -431,7 +433,7 @@ def execute(
         )
         return result
     finally:
-        if km is not None:
+        if km is not None and km.has_kernel:  # a kernel started ahead that nbclient never took over
             shutdown_now(km)
         if own_browser:
             browser.close()

@@ -28,6 +28,8 @@ import zmq
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import CaselessStrEnum, default
 
+from runner.images import draws_chart
+
 log = logging.getLogger(__name__)
 
 #: what ``python -m ipykernel_launcher`` does, after ``skip_iri_grammar()``
@@ -115,6 +117,10 @@ def imports_anything(cell: Any) -> bool:
     return any(isinstance(n, ast.Import | ast.ImportFrom) for n in tree.body)
 
 
+#: what drawing a plotly chart in a kernel imports besides the notebook's own imports (the display goes through
+#: nbformat): a notebook with a cell tagged ``chart`` gets them in its warm-up
+CHART_MODULES = ("plotly.graph_objects", "plotly.subplots", "plotly.io", "nbformat")
+
 _WARM_UP = """def __condvest_warm_up():
     import importlib
     for name in {modules!r}:
@@ -187,7 +193,8 @@ class WarmKernel:
         """The kernel ``path`` asks for (its kernelspec; ``python3`` when it names none), with its imports."""
         nb = json.loads(path.read_text(encoding="utf-8"))
         name = (nb.get("metadata", {}).get("kernelspec") or {}).get("name") or "python3"
-        return cls(name, cwd, notebook_imports(nb))
+        charts = any(draws_chart(c) for c in nb["cells"])  # plotly (imported inside our chart functions) too
+        return cls(name, cwd, notebook_imports(nb) + (list(CHART_MODULES) if charts else []))
 
     def discard(self) -> None:
         """Shut the kernel down when it was not taken (waits for a start in progress)."""
@@ -196,6 +203,18 @@ class WarmKernel:
         km, self._km = self._km, None
         if km is not None:
             shutdown_now(km)
+
+
+def started_manager(km: RunKernelManager) -> type[RunKernelManager]:
+    """A kernel manager class for nbclient whose "new" instance is ``km``, whose kernel runs already: nbclient
+    then uses that kernel as one it started (it connects its client, sees the kernel up, and stops both when
+    the notebook is done) instead of a kernel handed over as someone else's, whose client it would leave open."""
+
+    class Started(RunKernelManager):
+        def __new__(cls, *args: Any, **kwargs: Any) -> RunKernelManager:  # type: ignore[misc]
+            return km  # not a Started: Python skips __init__, and km keeps its state
+
+    return Started
 
 
 def shutdown_now(km: AsyncKernelManager) -> None:
