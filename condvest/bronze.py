@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, parquet_bytes, to_table
+from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, parquet_bytes, row_parquet_bytes, to_table
 from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
 from condvest.lake import batch_key, bronze_daily_key, bronze_history_key, parse_bronze_key, quarantine_key
 from condvest.storage import Store
@@ -51,7 +51,7 @@ def write_daily_files(store: Store, df: pd.DataFrame, threads: int | None = None
     keys = [bronze_daily_key(sym, day) for sym, day in zip(table.column("symbol").to_pylist(), dates, strict=True)]
 
     def write(i: int) -> str:
-        return store.put(keys[i], parquet_bytes(table.slice(i, 1)))
+        return store.put(keys[i], row_parquet_bytes(table.slice(i, 1)))
 
     with ThreadPoolExecutor(max_workers=max(1, threads or store.write_threads)) as pool:
         etags = list(pool.map(write, range(len(keys))))
