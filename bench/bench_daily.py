@@ -11,8 +11,10 @@ produced by 03_migrate, beside the same two stages called in-process.
 3. each contender starts from its own copy of that lake (hard links: same etags) and fetches 2025-11-03:
    * the whole command ``python -m runner pipeline daily`` (kernel starts, cells, pages, chart PNGs), timed
      from start to exit, with the peak summed RSS of its process tree; once more with ``CONDVEST_CHART_PNG=0``;
-   * in-process: ``run_fetch`` then ``run_resample`` in a fresh interpreter (imports not timed).
-Prints a markdown table (the figures in BENCHMARKS.md).
+   * in-process: ``run_fetch`` then ``run_resample`` in a fresh interpreter (imports not timed);
+4. on the first contender's lake, whose silver is then up to date, ``python -m runner run 02_resample`` (the
+   daily command with nothing new) ``--repeat`` times with the chart PNGs on and off alternately.
+Prints markdown tables (the figures in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -77,6 +80,23 @@ def through_runner(lake: Path, base: str, dsn: str, *, png: bool) -> dict:
     return {"wall_s": round(wall, 2), "stages_s": stages, "tree_rss_mb": peak // 2**20}
 
 
+def nothing_new(lake: Path, base: str, dsn: str, *, png: bool) -> dict:
+    """``python -m runner run 02_resample`` on a lake whose silver is up to date (the daily command with nothing
+    new): wall time start to exit, the notebook's own time, and the tree's peak RSS."""
+    from bench.bench_resample import tree_peak_rss
+
+    cmd = [sys.executable, "-m", "runner", "run", "02_resample", "--no-progress"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=_env(lake, base, dsn, png), cwd=ROOT, stdout=subprocess.PIPE)
+    peak = tree_peak_rss(proc)
+    out = proc.communicate()[0].decode()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"02_resample failed:\n{out}")
+    m = re.search(r"ok in ([\d.]+) s", out)
+    return {"wall_s": round(wall, 2), "notebook_s": float(m.group(1)) if m else None, "tree_rss_mb": peak // 2**20}
+
+
 def child_in_process(lake: str, base: str, dsn: str) -> dict:
     from condvest.fetch import FetchParams, run_fetch
     from condvest.resample import ResampleParams, run_resample
@@ -106,6 +126,7 @@ def main() -> None:
     ap.add_argument("--child", nargs=3, metavar=("LAKE", "BASE", "DSN"))
     ap.add_argument("--reuse", action="store_true", help="use the lake a previous --keep run left under --root")
     ap.add_argument("--keep", action="store_true", help="leave the lake under --root (default: delete it)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of the nothing-new 02_resample command, per setting")
     a = ap.parse_args()
     if a.child:
         import duckdb  # noqa: F401  imports are not timed
@@ -128,7 +149,7 @@ def main() -> None:
         print("full resample", measure("condvest_full", base_lake), flush=True)
     server, base = start_server(a.symbols)
     cluster = EmbeddedCluster(a.root / "pg")
-    rows = []
+    rows, again = [], []
     try:
         dsn = cluster.start().reveal()
         for name in ("runner", "runner-nopng", "in-process", "runner-2", "runner-nopng-2"):
@@ -149,6 +170,12 @@ def main() -> None:
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append({"name": name, "load": load, **r})
             print(rows[-1], flush=True)
+            if name == "runner":  # silver is up to date now: the daily 02_resample command with nothing new
+                for _ in range(a.repeat):
+                    for png in (True, False):
+                        load = round(os.getloadavg()[0], 1)
+                        again.append({"png": png, "load": load, **nothing_new(lake, base, dsn, png=png)})
+                        print({"name": "02_resample, nothing new", **again[-1]}, flush=True)
             shutil.rmtree(lake, ignore_errors=True)
     finally:
         server.terminate()
@@ -166,6 +193,21 @@ def main() -> None:
         else:
             total = round(r["fetch_s"] + r["resample_s"], 2)
             print(f"| {r['name']} | {total} (work only) | {r['fetch_s']} | {r['resample_s']} | | {r['load']} |")
+    if again:
+        print(f"\n`python -m runner run 02_resample` with nothing new, {a.repeat} runs per setting, alternating\n")
+        print(
+            "| chart PNGs | whole command s (median) | runs s | notebook s (median) | peak RSS of the tree MB | load |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
+        for png in (True, False):
+            rs = [r for r in again if r["png"] is png]
+            walls = sorted(r["wall_s"] for r in rs)
+            nbs = sorted(r["notebook_s"] or 0 for r in rs)
+            loads = f"{min(r['load'] for r in rs)}-{max(r['load'] for r in rs)}"
+            print(
+                f"| {'on (default)' if png else 'off'} | {statistics.median(walls)} | {walls} | "
+                f"{statistics.median(nbs)} | {max(r['tree_rss_mb'] for r in rs)} | {loads} |"
+            )
 
 
 if __name__ == "__main__":
