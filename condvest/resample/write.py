@@ -154,13 +154,20 @@ def _date(x: object) -> dt.date | None:
     return x  # type: ignore[return-value]
 
 
+def _isin(col: pd.Series, values: object) -> np.ndarray:
+    """``col.isin(values)`` for a column of symbols, computed by Arrow: pandas' ``isin`` on Arrow-backed strings
+    walks the column as Python objects (0.1-0.2 s a call at 5,350 symbols, four calls a daily run)."""
+    wanted = pa.array(list(values), pa.string())  # type: ignore[call-overload]
+    return pc.is_in(pa.array(col, pa.string()), value_set=wanted).to_numpy(zero_copy_only=False)
+
+
 def _load_delta(
     con: duckdb.DuckDBPyConnection, store: Store, base: SilverState, ch: Changes, sources: pd.DataFrame
 ) -> int:
     """Temp table ``delta``: every row of the slow symbols (numbered from 0), and for append symbols their
     stored tail plus the new daily rows numbered after it. Returns the bronze rows read."""
     slow = set(ch.since) - ch.append
-    files = sources[(sources["kind"] != "dms") & sources["symbol"].isin(slow)]["key"].tolist()
+    files = sources[(sources["kind"] != "dms") & _isin(sources["symbol"], slow)]["key"].tolist()
     dms_keys = sources.loc[sources["kind"] == "dms", "key"].tolist()
     if slow and dms_keys:
         register_dms(con, store, dms_keys, slow)
@@ -169,9 +176,9 @@ def _load_delta(
         etags = dict(zip(sources["key"], sources["etag"], strict=True))
         batch, rest = batched_rows(store, sorted(ch.new_files), etags)
         read += load_rows(con, store, "rows", rest, dms=False, symbols=ch.append, batch=batch)
-        olds = base.symbols[base.symbols["symbol"].isin(ch.append)][["symbol", "n"]]
+        olds = base.symbols[_isin(base.symbols["symbol"], ch.append)][["symbol", "n"]]
         con.register("olds", olds)
-        con.register("tail_rows", base.tail[base.tail["symbol"].isin(ch.append)][TAIL_COLUMNS])
+        con.register("tail_rows", base.tail[_isin(base.tail["symbol"], ch.append)][TAIL_COLUMNS])
         con.execute(
             "INSERT INTO delta SELECT symbol, CAST(date AS DATE), open, high, low, close, volume, i FROM tail_rows"
         )
@@ -250,12 +257,12 @@ def incremental_pass(
         con.close()
     kept = jm[jm["n"] > 0]
     symbols = pd.concat(
-        [base.symbols[~base.symbols["symbol"].isin(jm["symbol"])], kept[["symbol", "n", "first_date", "last_date"]]]
+        [base.symbols[~_isin(base.symbols["symbol"], jm["symbol"])], kept[["symbol", "n", "first_date", "last_date"]]]
     ).sort_values("symbol")
     for df, cols in ((symbols, ("first_date", "last_date")), (tail, ("date",))):
         for c in cols:
             df[c] = pd.to_datetime(df[c]).dt.date
-    tail = pd.concat([base.tail[~base.tail["symbol"].isin(jm["symbol"])], tail]).sort_values(["symbol", "i"])
+    tail = pd.concat([base.tail[~_isin(base.tail["symbol"], jm["symbol"])], tail]).sort_values(["symbol", "i"])
     state = SilverState(
         run_id, new_sources, symbols.reset_index(drop=True), tail.reset_index(drop=True), base.tail_len, cursor
     )
