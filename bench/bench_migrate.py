@@ -108,6 +108,15 @@ def _child_migrate(lake: Path, threads: int) -> dict:
     }
 
 
+def _peak_rss_mb() -> int:
+    """This process's peak resident set (VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    return -1
+
+
 def _clean_outputs(lake: Path) -> None:
     for sub in ("bronze", "processing_metadata", ".locks"):
         shutil.rmtree(lake / sub, ignore_errors=True)
@@ -140,12 +149,12 @@ def main() -> int:
     if opts.child == "floor":
         out = opts.root / "floor"
         shutil.rmtree(out, ignore_errors=True)
-        print(json.dumps(_child_floor(lake, out)))
+        print(json.dumps(_child_floor(lake, out) | {"peak_rss_mb": _peak_rss_mb()}))
         shutil.rmtree(out, ignore_errors=True)
         return 0
     if opts.child == "migrate":
         _clean_outputs(lake)
-        print(json.dumps(_child_migrate(lake, opts.threads)))
+        print(json.dumps(_child_migrate(lake, opts.threads) | {"peak_rss_mb": _peak_rss_mb()}))
         return 0
     _generate(lake)
     floors, migs = [], []
@@ -154,7 +163,8 @@ def main() -> int:
             r = _spawn(["--root", str(opts.root), "--child", kind, "--threads", str(opts.threads)])
             (floors if kind == "floor" else migs).append(r)
             print(
-                f"run {i + 1} {kind}: {r['seconds']:.1f} s wall, {r['cpu']:.1f} s cpu, load={os.getloadavg()[0]:.1f}",
+                f"run {i + 1} {kind}: {r['seconds']:.1f} s wall, {r['cpu']:.1f} s cpu, peak RSS {r['peak_rss_mb']:,} MB, "
+                f"load={os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     f = min(floors, key=lambda r: r["seconds"])
@@ -163,13 +173,16 @@ def main() -> int:
     ratio = m["seconds"] / f["seconds"]
     ph = m["phases"]
     print()
-    print(f"| what | rows | objects written | wall s (best of {opts.repeat}) | cpu s (that run) |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| what | rows | objects written | wall s (best of {opts.repeat}) | cpu s (that run) | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|")
     print(
         f"| plain DuckDB `COPY ... PARTITION_BY (symbol)` (floor) | {f['rows']:,} | {f['files']:,} "
-        f"| {f['seconds']:.1f} | {f['cpu']:.1f} |"
+        f"| {f['seconds']:.1f} | {f['cpu']:.1f} | {f['peak_rss_mb']:,} |"
     )
-    print(f"| `run_migration` end to end | {m['rows']:,} | {m['files']:,} | **{m['seconds']:.1f}** | {m['cpu']:.1f} |")
+    print(
+        f"| `run_migration` end to end | {m['rows']:,} | {m['files']:,} | **{m['seconds']:.1f}** | {m['cpu']:.1f} "
+        f"| {m['peak_rss_mb']:,} |"
+    )
     print(f"| &nbsp; read, map, dedup | {m['source_rows']:,} ({m['duplicates']} dup.) | | {ph.get('read', 0):.1f} | |")
     print(f"| &nbsp; write histories (merge-aware, conditional puts) | | {m['files']:,} | {ph.get('write', 0):.1f} | |")
     print(f"| &nbsp; validate (DuckDB aggregates, both sides) | | | {ph.get('validate', 0):.1f} | |")
