@@ -8,11 +8,11 @@
 2. Floor: one DuckDB ``COPY (SELECT <the same columns, cast to the bronze types> FROM read_parquet(export))
    TO '<dir>' (FORMAT parquet, PARTITION_BY (symbol))``: no dedup, no validation, no manifest, and files
    named ``data_N.parquet`` (several per symbol), i.e. the least any migration has to do.
-3. ``run_migration`` end to end: list, read with the explicit mapping, dedup, one ``data.parquet`` per
-   symbol, manifest, validation (DuckDB aggregates on both sides), report.
+3. ``run_migration`` end to end: list, read with the explicit mapping, then per symbol group dedup, one
+   ``data.parquet`` per symbol and validation (DuckDB aggregates on both sides); manifest, report.
 
 Each measurement runs in a fresh subprocess on a fresh output folder; floor and migration alternate, and
-the best of ``--repeat`` runs of each is compared. Prints a markdown table for BENCHMARKS.md.
+the best of ``--repeat`` runs of each is compared (with that run's CPU seconds and peak RSS). Prints a markdown table for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -163,8 +163,8 @@ def main() -> int:
             r = _spawn(["--root", str(opts.root), "--child", kind, "--threads", str(opts.threads)])
             (floors if kind == "floor" else migs).append(r)
             print(
-                f"run {i + 1} {kind}: {r['seconds']:.1f} s wall, {r['cpu']:.1f} s cpu, peak RSS {r['peak_rss_mb']:,} MB, "
-                f"load={os.getloadavg()[0]:.1f}",
+                f"run {i + 1} {kind}: {r['seconds']:.1f} s wall, {r['cpu']:.1f} s cpu, "
+                f"peak RSS {r['peak_rss_mb']:,} MB, load={os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     f = min(floors, key=lambda r: r["seconds"])
@@ -183,9 +183,15 @@ def main() -> int:
         f"| `run_migration` end to end | {m['rows']:,} | {m['files']:,} | **{m['seconds']:.1f}** | {m['cpu']:.1f} "
         f"| {m['peak_rss_mb']:,} |"
     )
-    print(f"| &nbsp; read, map, dedup | {m['source_rows']:,} ({m['duplicates']} dup.) | | {ph.get('read', 0):.1f} | |")
-    print(f"| &nbsp; write histories (merge-aware, conditional puts) | | {m['files']:,} | {ph.get('write', 0):.1f} | |")
-    print(f"| &nbsp; validate (DuckDB aggregates, both sides) | | | {ph.get('validate', 0):.1f} | |")
+    print(
+        f"| &nbsp; read, map, check, sort by symbol (spill beyond one group) | {m['source_rows']:,} ({m['duplicates']} dup.) | | {ph.get('read', 0):.1f} | | |"
+    )
+    print(
+        f"| &nbsp; per symbol group: dedup, write histories (merge-aware, conditional puts) | | {m['files']:,} | {ph.get('write', 0):.1f} | | |"
+    )
+    print(
+        f"| &nbsp; per symbol group: validate (DuckDB aggregates, both sides) | | | {ph.get('validate', 0):.1f} | | |"
+    )
     print()
     print(
         f"migration / floor = {ratio:.2f}x wall, {m['cpu'] / f['cpu']:.2f}x cpu (target <= 2x); end to end "

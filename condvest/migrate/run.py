@@ -404,6 +404,7 @@ def _migrate(
 ) -> MigrationReport:
     clock = time.monotonic()
     tally = _Tally()
+    duck_limit = f"{max(256, size_bytes(memory_limit) // 10**6)}MB"  # DuckDB needs a little even on a tiny budget
     # the whole export is read and checked before any write: a bad export file stops the run here
     with _stage(store, sources, threads, progress, group_rows) as export:
         log.info(
@@ -441,7 +442,8 @@ def _migrate(
                     n_batches += batches(len(done), batch_symbols)
                 write_s += time.monotonic() - clock
                 clock = time.monotonic()
-                tally.add(src, validate(store, src, memory_limit=memory_limit))  # the group's histories are final
+                v = validate(store, src, memory_limit=duck_limit)  # the group's histories are final now
+                tally.add(src, v)
                 validate_s += time.monotonic() - clock
                 del src
         finally:
