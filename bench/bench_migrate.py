@@ -12,7 +12,8 @@
    ``data.parquet`` per symbol and validation (DuckDB aggregates on both sides); manifest, report.
 
 Each measurement runs in a fresh subprocess on a fresh output folder; floor and migration alternate, and
-the best of ``--repeat`` runs of each is compared (with that run's CPU seconds and peak RSS). Prints a markdown table for BENCHMARKS.md.
+the best of ``--repeat`` runs of each is compared (with that run's CPU seconds and peak RSS). Prints a
+markdown table for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -184,10 +185,12 @@ def main() -> int:
         f"| {m['peak_rss_mb']:,} |"
     )
     print(
-        f"| &nbsp; read, map, check, sort by symbol (spill beyond one group) | {m['source_rows']:,} ({m['duplicates']} dup.) | | {ph.get('read', 0):.1f} | | |"
+        f"| &nbsp; read, map, check, sort by symbol (spill beyond one group) | {m['source_rows']:,} "
+        f"({m['duplicates']} dup.) | | {ph.get('read', 0):.1f} | | |"
     )
     print(
-        f"| &nbsp; per symbol group: dedup, write histories (merge-aware, conditional puts) | | {m['files']:,} | {ph.get('write', 0):.1f} | | |"
+        f"| &nbsp; per symbol group: dedup, write histories (merge-aware, conditional puts) | | {m['files']:,} "
+        f"| {ph.get('write', 0):.1f} | | |"
     )
     print(
         f"| &nbsp; per symbol group: validate (DuckDB aggregates, both sides) | | | {ph.get('validate', 0):.1f} | | |"
