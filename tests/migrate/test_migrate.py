@@ -13,6 +13,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -592,3 +593,54 @@ def test_a_bad_file_in_a_spilled_export_stops_the_run_and_leaves_no_spill(lake, 
     assert exc.value.key == bad and _objects(store, "") == before and not _spills(private_tmp)
     with pytest.raises(ParameterError, match="memory_limit"):
         _migrate(settings, memory_limit="lots")
+
+
+def _big_dms(symbols: list[str], days: int, load_us: int | None, close: float) -> bytes:
+    """A DMS file of every symbol on ``days`` sessions from 2000-01-03 (rows interleaved by day)."""
+    from condvest.calendar import sessions_between
+
+    sessions = sessions_between(dt.date(2000, 1, 3), dt.date(2040, 1, 1))[:days]
+    stamps = pd.DatetimeIndex(pd.to_datetime(sessions)).tz_localize("America/New_York").tz_convert("UTC")
+    n = len(symbols) * days
+    sym = np.tile(np.array(symbols, dtype=object), days)
+    ts = np.repeat(stamps.asi8 // 1000, len(symbols))
+    price = close + np.arange(n) % 997 / 100
+    cols = {
+        "symbol": pa.array(sym, pa.string()),
+        **{c: pa.array(price) for c in ("open", "high", "low", "close")},
+        "volume": pa.array(np.arange(n), pa.int64()),
+        "interval": pa.array(["1d"] * n),
+        "timestamp_1": pa.array(ts, pa.timestamp("us", tz="UTC")),
+    }
+    if load_us is not None:
+        cols["timestamp"] = pa.array(np.full(n, load_us), pa.timestamp("us"))
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf)
+    return buf.getvalue()
+
+
+def test_staged_groups_cut_large_spilled_files_exactly(tmp_path, private_tmp) -> None:
+    """Files of several spill batches each, cut into groups: every group holds exactly its symbols' rows,
+    in file order, and the winners over all groups are those of one deduplication of the whole export."""
+    from condvest.migrate.read import read_source, stage_export
+
+    store = LocalStore(tmp_path / "lake")
+    symbols = [f"S{i:03d}" for i in range(60)]
+    store.put(f"{DMS_PREFIX}/A.parquet", _big_dms(symbols, 2500, None, 10.0))  # 150,000 rows, no load time
+    store.put(f"{DMS_PREFIX}/B.parquet", _big_dms(symbols[::3], 1800, None, 20.0))  # ties with A: B wins
+    store.put(f"{DMS_PREFIX}/C.parquet", _big_dms(symbols[5:40], 900, 1_700_000_000_000_000, 30.0))  # newest
+    sources = list(store.list(DMS_PREFIX + "/"))
+    whole = pa.concat_tables([read_source(store, o.key) for o in sources])
+    ref = dedupe(whole)
+    want = whole.take(pa.array(ref["order"]))
+    with stage_export(store, sources, group_rows=70_000, progress=False) as export:
+        assert len(export.groups) > 3 and export.spill_dir is not None and export.rows == whole.num_rows
+        got = []
+        for g in range(len(export.groups)):
+            src = export.group(g)
+            mine = whole.filter(pc.is_in(whole["symbol"], value_set=pa.array(src.symbols)))
+            assert src.table.sort_by("symbol").equals(mine.sort_by("symbol"))  # its symbols, all their rows
+            assert src.raw_counts.sum() == mine.num_rows
+            got += [src.symbol_rows(i) for i in range(len(src.symbols))]
+        assert pa.concat_tables(got).equals(want)
+    assert not _spills(private_tmp)
