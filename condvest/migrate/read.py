@@ -21,7 +21,8 @@ file or two ahead, never the whole export), checks it, and sorts its rows by sym
 keep their order). The symbols, in sorted order, are then cut into groups of at most ``group_rows`` source
 rows (a symbol is never split). While the rows read fit in one group they stay in memory; beyond that every
 file's sorted rows go to a spill file (Arrow IPC, LZ4) in a private temporary folder on the local disk
-(``TMPDIR``; also when the lake is on S3), removed when the staging is closed, on error too. A group is
+(``TMPDIR``; also when the lake is on S3), removed when the staging is closed, on error too (a folder
+left by a killed run, whose process is gone, is removed by the next run). A group is
 then the slices of its symbol range from every file, concatenated in file-key order: every (symbol,
 session) lives in one group, with its rows in the same relative order as in the export, so the winners
 (ties included) are exactly those of one deduplication over the whole export.
@@ -161,6 +162,7 @@ def read_source(store: Store, key: str) -> pa.Table:
     return table
 
 
+SPILL_PREFIX = "condvest-migrate-"
 #: rows per record batch of a spill file (a group reads the batches that hold its symbol range)
 SPILL_BATCH_ROWS = 65_536
 _T = TypeVar("_T")
@@ -292,6 +294,31 @@ def _spill(part: _FileRows, folder: str, index: int) -> int:
     return os.path.getsize(path)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_spills() -> list[str]:
+    """Remove the spill folders that killed migrations left in the temporary folder (their process is gone);
+    return their names."""
+    root = tempfile.gettempdir()
+    gone = []
+    for name in os.listdir(root):
+        m = re.fullmatch(re.escape(SPILL_PREFIX) + r"(\d+)-\w+", name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            gone.append(name)
+    if gone:
+        log.warning("migration removed spill folders of killed runs: %s", ", ".join(gone))
+    return gone
+
+
 def stage_export(
     store: Store, sources: list[ObjectInfo], group_rows: int, *, threads: int = 2, progress: bool = True
 ) -> StagedExport:
@@ -299,6 +326,7 @@ def stage_export(
     spill to a private temporary folder once more than ``group_rows`` rows are held. A bad file raises
     ``CorruptObject`` naming it (the spill folder is removed)."""
     keys = sorted(o.key for o in sources)
+    remove_stale_spills()
     parts: list[_FileRows] = []
     held = 0
     spill_dir: str | None = None
@@ -310,7 +338,7 @@ def stage_export(
                 parts.append(part)
                 held += part.table.num_rows if part.table is not None else 0
                 if spill_dir is None and held > group_rows:
-                    spill_dir = tempfile.mkdtemp(prefix="condvest-migrate-")
+                    spill_dir = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-")
                     log.info("migration spilling rows=%d group_rows=%d dir=%s", held, group_rows, spill_dir)
                 if spill_dir is not None:
                     for i, p in enumerate(parts):

@@ -126,7 +126,7 @@ def test_rerun_after_completion_writes_nothing(lake) -> None:
     assert again.passed is True and len(again.validation) == again.symbols and again.validation["ok"].all()
 
 
-def _run_killed(settings: Settings, point: str, **kw) -> subprocess.CompletedProcess:
+def _run_killed(settings: Settings, point: str, tmpdir: str | None = None, **kw) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
         from condvest.migrate import MigrateParams, run_migration
         from condvest.settings import Settings
@@ -134,7 +134,7 @@ def _run_killed(settings: Settings, point: str, **kw) -> subprocess.CompletedPro
         p = MigrateParams(**{{k: kw.pop(k) for k in list(kw) if k in MigrateParams.__dataclass_fields__}})
         run_migration(Settings(lake_uri={settings.lake_uri!r}), p, progress=False, **kw)
     """)
-    env = {**os.environ, "CONDVEST_CRASH_AT": point}
+    env = {**os.environ, "CONDVEST_CRASH_AT": point, **({"TMPDIR": tmpdir} if tmpdir else {})}
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
 
 
@@ -563,8 +563,9 @@ def test_a_run_killed_between_symbol_groups_resumes_with_any_budget(tmp_path, ex
     """Killed after two groups were saved (the third written, unsaved), resumed with the default budget
     (one group): the same histories as a clean run, the saved groups not written again."""
     settings, store = _lake_with_ties(tmp_path / "lake", export_bytes, market)
-    proc = _run_killed(settings, "migrate.write_batch.3", memory_limit="200KB")  # a group is one batch here
+    proc = _run_killed(settings, "migrate.write_batch.3", str(private_tmp), memory_limit="200KB")  # a group: a batch
     assert proc.returncode == 77, proc.stderr.decode()[-2000:]
+    assert len(_spills(private_tmp)) == 1  # a killed process removes nothing: the next run does
     state = json.loads(store.get(STATE_KEY))
     saved = state["files_written"]
     assert not store.exists(REPORT_KEY)
@@ -579,6 +580,7 @@ def test_a_run_killed_between_symbol_groups_resumes_with_any_budget(tmp_path, ex
     # and the other way round: killed in one pass, resumed in groups
     again = _lake_with_ties(tmp_path / "again", export_bytes, market)
     assert _run_killed(again[0], "migrate.write_batch.2", batch_symbols=5).returncode == 77
+    assert not _spills(private_tmp)
     assert _migrate(again[0], memory_limit="200KB").files_written == resumed.symbols - 5
     assert all(again[1].get(k) == clean.get(k) for k in keys)
 
