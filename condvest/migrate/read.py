@@ -164,7 +164,10 @@ def read_source(store: Store, key: str) -> pa.Table:
 
 SPILL_PREFIX = "condvest-migrate-"
 #: rows per record batch of a spill file (a group reads the batches that hold its symbol range)
-SPILL_BATCH_ROWS = 65_536
+SPILL_BATCH_ROWS = 16_384
+#: fewer bytes than any export row takes in parquet (the seed's export: ~35): an export larger than a group's
+#: rows times this spills from its first file instead of holding a group's worth of rows first
+MIN_PARQUET_ROW_BYTES = 16
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -208,7 +211,8 @@ class _FileRows:
             reader = pa.ipc.open_file(f)
             first = a // SPILL_BATCH_ROWS
             batches = [reader.get_batch(i) for i in range(first, (b - 1) // SPILL_BATCH_ROWS + 1)]
-        return pa.Table.from_batches(batches, schema=BRONZE_SCHEMA).slice(a - first * SPILL_BATCH_ROWS, b - a)
+        rows = pa.Table.from_batches(batches, schema=BRONZE_SCHEMA).slice(a - first * SPILL_BATCH_ROWS, b - a)
+        return rows.combine_chunks()  # a compact copy: the batches' rows outside the range are freed
 
 
 def _sort_by_symbol(store: Store, key: str) -> _FileRows:
@@ -252,6 +256,7 @@ class StagedExport:
         pieces = [t for part in self.parts if (t := part.rows_of(first, last)) is not None]
         table = pa.concat_tables(pieces).combine_chunks() if pieces else BRONZE_SCHEMA.empty_table()
         del pieces
+        pa.default_memory_pool().release_unused()  # the pieces' memory back to the system, not kept for later
         return SourceRows(table=table, files=self.files, **dedupe(table))
 
     def close(self) -> None:
@@ -331,9 +336,12 @@ def stage_export(
     held = 0
     spill_dir: str | None = None
     spilled = 0
+    if sum(o.size for o in sources) > group_rows * MIN_PARQUET_ROW_BYTES:  # surely more than one group: spill now
+        spill_dir = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-")
+        log.info("migration spilling from the start bytes=%d group_rows=%d", sum(o.size for o in sources), group_rows)
     try:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            done = _ordered_map(pool, lambda k: _sort_by_symbol(store, k), keys, ahead=max(1, threads) + 1)
+            done = _ordered_map(pool, lambda k: _sort_by_symbol(store, k), keys, ahead=max(1, threads))
             for part in tqdm(done, total=len(keys), desc="read export", unit="file", disable=not progress):
                 parts.append(part)
                 held += part.table.num_rows if part.table is not None else 0
@@ -348,6 +356,7 @@ def stage_export(
         if spill_dir is not None:
             shutil.rmtree(spill_dir, ignore_errors=True)
         raise
+    pa.default_memory_pool().release_unused()
     symbols = sorted({s for p in parts for s in p.symbols})
     sorted_symbols = np.array(symbols, dtype=object)
     counts = np.zeros(len(symbols), dtype=np.int64)

@@ -624,7 +624,7 @@ def _big_dms(symbols: list[str], days: int, load_us: int | None, close: float) -
 def test_staged_groups_cut_large_spilled_files_exactly(tmp_path, private_tmp) -> None:
     """Files of several spill batches each, cut into groups: every group holds exactly its symbols' rows,
     in file order, and the winners over all groups are those of one deduplication of the whole export."""
-    from condvest.migrate.read import read_source, stage_export
+    from condvest.migrate.read import MIN_PARQUET_ROW_BYTES, read_source, stage_export
 
     store = LocalStore(tmp_path / "lake")
     symbols = [f"S{i:03d}" for i in range(60)]
@@ -635,14 +635,18 @@ def test_staged_groups_cut_large_spilled_files_exactly(tmp_path, private_tmp) ->
     whole = pa.concat_tables([read_source(store, o.key) for o in sources])
     ref = dedupe(whole)
     want = whole.take(pa.array(ref["order"]))
-    with stage_export(store, sources, group_rows=70_000, progress=False) as export:
-        assert len(export.groups) > 3 and export.spill_dir is not None and export.rows == whole.num_rows
-        got = []
-        for g in range(len(export.groups)):
-            src = export.group(g)
-            mine = whole.filter(pc.is_in(whole["symbol"], value_set=pa.array(src.symbols)))
-            assert src.table.sort_by("symbol").equals(mine.sort_by("symbol"))  # its symbols, all their rows
-            assert src.raw_counts.sum() == mine.num_rows
-            got += [src.symbol_rows(i) for i in range(len(src.symbols))]
-        assert pa.concat_tables(got).equals(want)
-    assert not _spills(private_tmp)
+    size = sum(o.size for o in sources)
+    # spilled from the first file (the export's bytes say it is more than a group) or once a group's rows are held
+    for group_rows in (70_000, size // MIN_PARQUET_ROW_BYTES + 1):
+        with stage_export(store, sources, group_rows=group_rows, progress=False) as export:
+            assert len(export.groups) > 1 and export.spill_dir is not None and export.rows == whole.num_rows
+            assert export.spilled_bytes > 0 and len(_spills(private_tmp)) == 1
+            got = []
+            for g in range(len(export.groups)):
+                src = export.group(g)
+                mine = whole.filter(pc.is_in(whole["symbol"], value_set=pa.array(src.symbols)))
+                assert src.table.sort_by("symbol").equals(mine.sort_by("symbol"))  # its symbols, all their rows
+                assert src.raw_counts.sum() == mine.num_rows
+                got += [src.symbol_rows(i) for i in range(len(src.symbols))]
+            assert pa.concat_tables(got).equals(want)
+        assert not _spills(private_tmp)
