@@ -236,8 +236,8 @@ class Settings:
     pg_timeouts: PgTimeouts = field(default_factory=PgTimeouts)
     #: pins the run's "today" (New York) for reproducible runs; ``None`` means the real date
     as_of: dt.date | None = None
-    #: DuckDB's memory limit for resampling (it spills to a temporary folder beyond it); size it for the
-    #: container: the whole process stays about 1 GB above it
+    #: DuckDB's memory limit for resampling (it spills to a temporary folder beyond it), and the budget that
+    #: sizes the migration's symbol groups; size it for the container: the whole process stays about 1 GB above it
     duckdb_memory_limit: str = "3GB"
     #: the project root that relative locations were resolved against (``None``: not resolved)
     root: Path | None = None
