@@ -423,7 +423,11 @@ def _migrate(
         todo = sum(1 for s in export.symbols if through is None or s > through) if writing else 0
         write_s = validate_s = 0.0
         n_batches = 0
-        bar = tqdm(total=todo, desc="write bronze", unit="symbol", disable=not progress or not writing)
+        bar = (  # resumed after the writes: the groups are validated again
+            tqdm(total=todo, desc="write bronze", unit="symbol", disable=not progress)
+            if writing
+            else tqdm(total=len(export.groups), desc="validate", unit="group", disable=not progress)
+        )
         try:
             for g in range(len(export.groups)):
                 clock = time.monotonic()
@@ -444,6 +448,8 @@ def _migrate(
                 clock = time.monotonic()
                 v = validate(store, src, memory_limit=duck_limit)  # the group's histories are final now
                 tally.add(src, v)
+                if not writing:
+                    bar.update(1)
                 validate_s += time.monotonic() - clock
                 del src
         finally:
