@@ -19,8 +19,9 @@ migration keeps DMS's own ``timestamp`` column, the row's load time, as ``ingest
 Memory is bounded whatever the export's size. ``stage_export`` reads each file once (two threads, a
 file or two ahead, never the whole export), checks it, and sorts its rows by symbol (stable: a symbol's rows
 keep their order). The symbols, in sorted order, are then cut into groups of at most ``group_rows`` source
-rows (a symbol is never split). While the rows read fit in one group they stay in memory; beyond that every
-file's sorted rows go to a spill file (Arrow IPC, LZ4) in a private temporary folder on the local disk
+rows (a symbol is never split). While the rows read fit in one group they stay in memory (an export whose
+size in bytes already says it holds more spills from its first file); beyond that every file's sorted rows
+go to a spill file (Arrow IPC, LZ4) in a private temporary folder on the local disk
 (``TMPDIR``; also when the lake is on S3), removed when the staging is closed, on error too (a folder
 left by a killed run, whose process is gone, is removed by the next run). A group is
 then the slices of its symbol range from every file, concatenated in file-key order: every (symbol,
@@ -28,7 +29,7 @@ session) lives in one group, with its rows in the same relative order as in the 
 (ties included) are exactly those of one deduplication over the whole export.
 
 Deduplication is a sort on one int64 key (symbol code << 32 | session) and runs in a second or two
-for 10.8M rows; the rows themselves are never copied here (``SourceRows.order`` indexes them).
+for 10.8M rows; a group's rows are not copied by it (``SourceRows.order`` indexes them).
 """
 
 from __future__ import annotations
