@@ -1,7 +1,8 @@
 """Benchmark of 02_resample at the seed's scale (5,350 symbols, ~10.8M daily rows back to 1962).
 
     .venv/bin/python bench/bench_resample.py [--root /tmp/condvest-bench] [--symbols 5350] [--rows 10800000]
-        [--lake generated|migrated] [--runner] [--skip pandas,polars]
+        [--lake generated|migrated] [--runner] [--png-only] [--full-only] [--keep-export]
+        [--skip pandas,polars,duckdb_nowrite]
 
 1. generates a bronze lake (numpy, one ``symbol=X/data.parquet`` per symbol), or with ``--lake migrated`` the
    lake a user has after 03_migrate: a DMS export of ``SyntheticMarket.lake_like`` written by
@@ -16,6 +17,9 @@ With ``--runner`` every condvest run is also made the way a user makes it, as a 
 ``python -m runner run 02_resample [-p force_full_resample True]`` (kernel start, cells, the html page and
 the chart PNGs included; once more with ``CONDVEST_CHART_PNG=0``), timed from start to exit, with the peak
 of the summed resident memory of its whole process tree (runner, kernel, Chromium) polled every 50 ms.
+``--png-only`` runs the whole command only as users have it (PNGs on), ``--full-only`` stops after the full
+rebuild (no new session, no incremental runs), ``--keep-export`` reuses a DMS export already under
+``<root>/public/raw_ohlcv/`` (everything else under the root is deleted first): the 10x figures use all three.
 Prints a markdown table (the figures in BENCHMARKS.md).
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import re
 import shutil
@@ -117,9 +122,8 @@ def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7) -> dict:
     }
 
 
-def migrated(root: Path, n_symbols: int, n_rows: int) -> dict:
-    """The lake after 03_migrate: a DMS export of about ``n_rows`` bars (every DMS quirk), migrated into bronze
-    by ``run_migration`` in a child process (its report retires the export from reading)."""
+def export(root: Path, n_symbols: int, n_rows: int) -> float:
+    """Write the DMS export of about ``n_rows`` bars (every DMS quirk) under ``root``; seconds taken."""
     from condvest.offline.dms import write_dms_export
     from condvest.offline.market import SyntheticMarket
     from condvest.storage import LocalStore
@@ -128,14 +132,24 @@ def migrated(root: Path, n_symbols: int, n_rows: int) -> dict:
     market = SyntheticMarket.lake_like(n_symbols=n_symbols, rows=n_rows)
     start, end = dt.date(1962, 1, 2), dt.date(2025, 10, 31)
     write_dms_export(LocalStore(root), market, start, end, n_files=max(8, 8 * n_rows // 10_800_000), quirks=True)
-    export_s = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def migrated(root: Path, n_symbols: int, n_rows: int, *, keep_export: bool = False) -> dict:
+    """The lake after 03_migrate: a DMS export of about ``n_rows`` bars (every DMS quirk; reused with
+    ``keep_export`` when one is there), migrated into bronze by ``run_migration`` in a child process (its
+    report retires the export from reading)."""
+    have = keep_export and any((root / "public" / "raw_ohlcv").glob("*.parquet"))
+    export_s = 0.0 if have else export(root, n_symbols, n_rows)
     res = measure("migrate", root)
     return {
         "rows": res["rows"],
         "symbols": res["symbols"],
-        "export_s": round(export_s, 1),
+        "export_s": round(export_s, 1) if not have else "reused",
         "migrate_s": res["inner_s"],
+        "migrate_cpu_s": res["cpu_s"],
         "migrate_rss_mb": res["peak_rss_mb"],
+        "migrate_groups": res.get("groups"),
     }
 
 
@@ -178,9 +192,19 @@ def run_migrate(root: str) -> dict:
     from condvest.migrate.run import run_migration
     from condvest.settings import Settings
 
+    staged: list[str] = []
+
+    class Staged(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("migration staged"):
+                staged.append(record.getMessage())
+
+    logging.getLogger("condvest.migrate").addHandler(Staged())
+    logging.getLogger("condvest.migrate").setLevel(logging.INFO)
     r = run_migration(Settings(lake_uri=root), progress=False)
     assert r.passed and r.status == "migrated", r.status
-    return {"rows": r.rows_written, "symbols": r.symbols}
+    groups = int(re.search(r"groups=(\d+)", staged[0]).group(1)) if staged else None
+    return {"rows": r.rows_written, "symbols": r.symbols, "groups": groups}
 
 
 def run_condvest(root: str) -> dict:
@@ -450,6 +474,9 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip (e.g. pandas)")
     ap.add_argument("--lake", choices=["generated", "migrated"], default="generated")
     ap.add_argument("--runner", action="store_true", help="also run 02_resample through the runner")
+    ap.add_argument("--png-only", action="store_true", help="through the runner only with the PNGs (the default)")
+    ap.add_argument("--full-only", action="store_true", help="stop after the full rebuild")
+    ap.add_argument("--keep-export", action="store_true", help="reuse the DMS export under <root>/public/raw_ohlcv")
     a = ap.parse_args()
     root = Path(a.root)
     if a.child:
@@ -465,15 +492,24 @@ def main() -> None:
         seconds = round(time.perf_counter() - t0, 2)
         print(json.dumps({"seconds": seconds, "result": result, "peak_rss_mb": _peak_rss_mb()}))
         return
-    shutil.rmtree(root, ignore_errors=True)
-    gen = migrated(root, a.symbols, a.rows) if a.lake == "migrated" else generate(root, a.symbols, a.rows)
+    keep = a.keep_export and a.lake == "migrated"
+    for p in root.iterdir() if keep and root.exists() else []:
+        if p.name != "public":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+    gen = (
+        migrated(root, a.symbols, a.rows, keep_export=keep)
+        if a.lake == "migrated"
+        else generate(root, a.symbols, a.rows)
+    )
     print(f"{a.lake} {gen}", flush=True)
     skip = set(filter(None, a.skip.split(",")))
     rows, runs = [], []
 
     def runner(full: bool) -> None:
         if a.runner:
-            for png in (True, False):
+            for png in (True,) if a.png_only else (True, False):
                 runs.append(through_runner(root, full=full, png=png) | {"load": round(os.getloadavg()[0], 1)})
                 print(runs[-1], flush=True)
 
@@ -483,13 +519,14 @@ def main() -> None:
             print(rows[-1], flush=True)
         if name == "condvest_full":
             runner(full=True)
-    files = new_session(root, "2025-11-03" if a.lake == "migrated" else "2025-10-20")  # the next session
-    print(f"new session: {files} daily files", flush=True)
-    for name in ("floor", "condvest"):
-        rows.append(measure(name, root))
-        print(rows[-1], flush=True)
-    rows.append(measure("condvest", root) | {"name": "condvest (re-run, no new data)"})
-    runner(full=False)  # the daily run with nothing new
+    if not a.full_only:
+        files = new_session(root, "2025-11-03" if a.lake == "migrated" else "2025-10-20")  # the next session
+        print(f"new session: {files} daily files", flush=True)
+        for name in ("floor", "condvest"):
+            rows.append(measure(name, root))
+            print(rows[-1], flush=True)
+        rows.append(measure("condvest", root) | {"name": "condvest (re-run, no new data)"})
+        runner(full=False)  # the daily run with nothing new
     by = {r["name"]: r for r in rows}
     print(f"\nload average at the end: {os.getloadavg()}")
     print("\n| run | wall s | in-process s | cpu s | peak RSS MB |\n|---|---:|---:|---:|---:|")
@@ -508,13 +545,16 @@ def main() -> None:
                 f"{r['cpu_s'] / dcpu:.2f} | {r['tree_rss_mb']} | {r['load']} |"
             )
     full, duck = by["condvest_full"]["inner_s"], by["duckdb"]["inner_s"]
-    inc, floor = by["condvest"]["inner_s"], by["floor"]["inner_s"]
+    nowrite = by["duckdb_nowrite"]["inner_s"] if "duckdb_nowrite" in by else float("nan")
     print(
         f"\nfull / plain DuckDB = {full / duck:.2f} (target <= 1.2), cpu "
         f"{by['condvest_full']['cpu_s'] / by['duckdb']['cpu_s']:.2f}; peak RSS full = "
         f"{by['condvest_full']['peak_rss_mb']} MB (target <= 4096); full / DuckDB query without writing = "
-        f"{full / by['duckdb_nowrite']['inner_s']:.2f}"
+        f"{full / nowrite:.2f}"
     )
+    if a.full_only:
+        return
+    inc, floor = by["condvest"]["inner_s"], by["floor"]["inner_s"]
     print(
         f"incremental / floor = {inc / floor:.2f} (target <= 2); incremental / full = {inc / full:.1%} (target <= 10%);"
         f" incremental / plain DuckDB full = {inc / duck:.1%}; floor / full = {floor / full:.1%}"

@@ -47,6 +47,27 @@ class Secret:
         return hash(self._value)
 
 
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.I)
+_SIZE_UNITS = {
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def size_bytes(size: str) -> int:
+    """Bytes in a size such as ``3GB`` or ``512MiB`` (DuckDB's units: KB/MB/GB/TB are powers of 1000)."""
+    m = _SIZE_RE.fullmatch(size)
+    if m is None:
+        raise ParameterError(f"expected a size such as 3GB or 512MB, got {size!r}", parameter="memory_limit")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
 @dataclass(frozen=True)
 class Retention:
     """How long Postgres keeps bars: ``years`` + ``months`` before the run's "today" (default 3 y + 1 m)."""
@@ -215,8 +236,8 @@ class Settings:
     pg_timeouts: PgTimeouts = field(default_factory=PgTimeouts)
     #: pins the run's "today" (New York) for reproducible runs; ``None`` means the real date
     as_of: dt.date | None = None
-    #: DuckDB's memory limit for resampling (it spills to a temporary folder beyond it); size it for the
-    #: container: the whole process stays about 1 GB above it
+    #: DuckDB's memory limit for resampling (it spills to a temporary folder beyond it), and the budget that
+    #: sizes the migration's symbol groups; size it for the container: the whole process stays about 1 GB above it
     duckdb_memory_limit: str = "3GB"
     #: the project root that relative locations were resolved against (``None``: not resolved)
     root: Path | None = None

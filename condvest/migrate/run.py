@@ -1,16 +1,19 @@
 """03_migrate: the legacy AWS DMS export into the bronze layout, validated before anything is deleted.
 
-    run_migration(settings, source_prefix="public/raw_ohlcv", dry_run=False, delete_source=False,
-                  backup_source=False) -> MigrationReport
-    cleanup_sources(settings, source_prefix="public/raw_ohlcv", delete_source=False, backup_source=False,
-                    dry_run=False) -> pd.DataFrame
+    run_migration(settings, MigrateParams(source_prefix="public/raw_ohlcv", dry_run=False, delete_source=False,
+                  backup_source=False), memory_limit=None) -> MigrationReport
+    cleanup_sources(settings, MigrateParams(...)) -> pd.DataFrame
 
-A run reads every ``*.parquet`` under ``source_prefix/`` with the explicit column mapping
-(``migrate_read``), keeps one row per (symbol, session) (the newest DMS load time winning; the count of
-duplicates is reported), writes one ``bronze/raw_ohlcv/symbol=SYM/data.parquet`` per symbol, merged with
-any history already there (``migrate_write``), records every session in the bronze manifest (scope
-"all", source "dms"), validates the result against the export (``migrate_validate``) and keeps the report
-in ``processing_metadata/dms_migration_report.json``. Only then, and only on request, are the sources
+A run reads every ``*.parquet`` under ``source_prefix/`` once with the explicit column mapping
+(``migrate_read``; a bad file stops the run before anything is written), then works through the symbols in
+groups sized from the memory budget (``CONDVEST_DUCKDB_MEMORY_LIMIT``, 3 GB by default; the rows beyond one
+group wait in a temporary spill folder on the local disk), so its memory does not grow with the export.
+Per group it keeps one row per (symbol, session) (the newest DMS load time winning; the count of duplicates
+is reported), writes one ``bronze/raw_ohlcv/symbol=SYM/data.parquet`` per symbol, merged with any history
+already there (``migrate_write``), and validates the group against the export (``migrate_validate``). Then
+it records every session in the bronze manifest (scope "all", source "dms") and keeps the report in
+``processing_metadata/dms_migration_report.json``. Groups change nothing in the result: the same histories,
+manifest and report as one pass over the whole export. Only then, and only on request, are the sources
 deleted or moved (``migrate_cleanup``); nothing else in this stage ever writes under ``source_prefix``.
 
 Migrated rows get ``ingested_at`` = the DMS load time of the row (DMS's own ``timestamp`` column), which
@@ -30,7 +33,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from condvest import params
 from condvest.crash import crash_point
@@ -39,17 +44,29 @@ from condvest.lake import DMS_PREFIX
 from condvest.manifest import ALL, SessionEntry, record_sessions
 from condvest.migrate.cleanup import CLEANUP_COLUMNS, report_covers
 from condvest.migrate.cleanup import cleanup_sources as _cleanup
-from condvest.migrate.read import SourceRows, check_source_prefix, list_sources, read_sources, sources_json
+from condvest.migrate.read import (
+    SourceRows,
+    StagedExport,
+    check_source_prefix,
+    list_sources,
+    sources_json,
+    stage_export,
+)
 from condvest.migrate.state import REPORT_KEY, MigrationState, load_report, load_state, now_iso, save_report
 from condvest.migrate.validate import COLUMNS, empty_validation, validate
-from condvest.migrate.write import existing_histories, write_histories
+from condvest.migrate.write import batches, existing_histories, write_histories
 from condvest.runs import new_run_id
-from condvest.settings import Settings
+from condvest.settings import Settings, size_bytes
 from condvest.storage import ObjectInfo, Store, open_store
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MigrateParams", "MigrationReport", "cleanup_sources", "run_migration"]
+
+#: bytes of the memory budget per source row of a symbol group: the group's rows in Arrow (~90 B), their
+#: copy while its slices are joined, deduplication's sort keys, and room for the interpreter and the threads
+#: writing parquet (at 3 GB: groups of 9.4M rows, the whole process ~2.5 GB at most; see BENCHMARKS.md)
+GROUP_ROW_BYTES = 320
 
 INGESTED_AT_RULE = (
     "ingested_at of a migrated row = its DMS load time (DMS column 'timestamp'; null when "
@@ -178,8 +195,43 @@ def _from_report(doc: dict, status: str, message: str) -> MigrationReport:
     )
 
 
-def _record_manifest(store: Store, src: SourceRows, run_id: str) -> int:
-    days, counts = src.session_counts()
+@dataclass
+class _Tally:
+    """What the symbol groups add up to: the report's totals, the manifest's sessions, the validation."""
+
+    source_rows: int = 0
+    duplicates: int = 0
+    symbols: int = 0
+    days: list[np.ndarray] = field(default_factory=list)
+    counts: list[np.ndarray] = field(default_factory=list)
+    frames: list[pd.DataFrame] = field(default_factory=list)
+
+    def add(self, src: SourceRows, validation: pd.DataFrame | None = None) -> None:
+        self.source_rows += src.rows
+        self.duplicates += src.duplicates
+        self.symbols += len(src.symbols)
+        days, counts = src.session_counts()
+        self.days.append(days)
+        self.counts.append(counts)
+        if validation is not None:
+            self.frames.append(validation)
+
+    def session_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct session days as int32 days since epoch, symbols holding each) over every group."""
+        if not self.days:
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
+        days, where = np.unique(np.concatenate(self.days), return_inverse=True)
+        counts = np.zeros(len(days), dtype=np.int64)
+        np.add.at(counts, where, np.concatenate(self.counts))
+        return days, counts
+
+    def validation(self) -> pd.DataFrame:
+        """The groups' validation rows, in symbol order (groups are consecutive symbol ranges)."""
+        return pd.concat(self.frames, ignore_index=True) if self.frames else empty_validation()
+
+
+def _record_manifest(store: Store, tally: _Tally, run_id: str) -> int:
+    days, counts = tally.session_counts()
     written_at = now_iso()
     epoch = dt.date(1970, 1, 1)
     entries = {
@@ -191,8 +243,8 @@ def _record_manifest(store: Store, src: SourceRows, run_id: str) -> int:
     return len(entries)
 
 
-def _report_doc(state: MigrationState, src: SourceRows, v: pd.DataFrame, sessions: int) -> dict:
-    passed = bool(len(v) == len(src.symbols) and v["ok"].all())
+def _report_doc(state: MigrationState, tally: _Tally, v: pd.DataFrame, sessions: int) -> dict:
+    passed = bool(len(v) == tally.symbols and v["ok"].all())
     rows = v.assign(
         **{
             c: v[c].map(lambda d: d.isoformat() if pd.notna(d) else None)
@@ -209,9 +261,9 @@ def _report_doc(state: MigrationState, src: SourceRows, v: pd.DataFrame, session
         "validated_at": now_iso(),
         "ingested_at_rule": INGESTED_AT_RULE,
         "totals": {
-            "source_rows": src.rows,
-            "duplicates": src.duplicates,
-            "symbols": len(src.symbols),
+            "source_rows": tally.source_rows,
+            "duplicates": tally.duplicates,
+            "symbols": tally.symbols,
             "sessions": sessions,
             "first_session": _iso(v["first_session"].min()) if len(v) else None,
             "last_session": _iso(v["last_session"].max()) if len(v) else None,
@@ -253,10 +305,14 @@ def run_migration(
     threads: int = 4,
     batch_symbols: int = 256,
     progress: bool = True,
+    memory_limit: str | None = None,
 ) -> MigrationReport:
     """Migrate the DMS export under ``p.source_prefix/`` into bronze, validate, and (on request) clean up.
 
     ``threads`` write histories concurrently; the progress state is saved every ``batch_symbols`` symbols.
+    ``memory_limit`` (default: the settings' ``CONDVEST_DUCKDB_MEMORY_LIMIT``, 3 GB) sizes the symbol groups
+    (``GROUP_ROW_BYTES`` per source row) and caps the validation's DuckDB; the whole process stays below about
+    1 GB above it.
     A failed validation is in the report (``raise_for_status()`` raises ``ValidationError``; the export is
     not touched). Raises ``ValidationError`` when a requested delete/backup is refused, ``CorruptObject``
     naming the file for an unreadable or ill-typed export file.
@@ -267,6 +323,8 @@ def run_migration(
     dry_run, delete_source, backup_source = p.dry_run, p.delete_source, p.backup_source
     params.count(threads, "threads", 1)
     params.count(batch_symbols, "batch_symbols", 1)
+    memory_limit = memory_limit or settings.duckdb_memory_limit
+    group_rows = max(1, size_bytes(memory_limit) // GROUP_ROW_BYTES)
     store = store or open_store(settings=settings)
     sources = sources_json(list_sources(store, prefix))
     report = load_report(store)
@@ -284,9 +342,9 @@ def run_migration(
         )
         out = MigrationReport("nothing_to_migrate", f"no *.parquet under {prefix}/{why}", prefix)
     elif dry_run:
-        out = _dry_run(store, prefix, sources, threads, progress)
+        out = _dry_run(store, prefix, sources, threads, progress, group_rows)
     else:
-        out = _migrate(store, prefix, sources, threads, progress, batch_symbols)
+        out = _migrate(store, prefix, sources, threads, progress, batch_symbols, group_rows, memory_limit)
     log.info("migration status=%s prefix=%s message=%s", out.status, prefix, out.message)
     if out.passed is False:
         out.cleanup = _cleanup(store, prefix, dry_run=True)  # what stays: a failed validation touches nothing
@@ -298,31 +356,36 @@ def run_migration(
     return out
 
 
-def _dry_run(store: Store, prefix: str, sources: list[dict], threads: int, progress: bool) -> MigrationReport:
-    src = _read(store, sources, threads, progress)
-    merged = len(existing_histories(store) & set(src.symbols))
+def _dry_run(
+    store: Store, prefix: str, sources: list[dict], threads: int, progress: bool, group_rows: int
+) -> MigrationReport:
+    tally = _Tally()
+    with _stage(store, sources, threads, progress, group_rows) as export:
+        for g in tqdm(range(len(export.groups)), desc="deduplicate", unit="group", disable=not progress):
+            tally.add(export.group(g))
+        merged = len(existing_histories(store) & set(export.symbols))
     return MigrationReport(
         "dry_run",
-        f"dry run: would write {len(src.symbols)} histories ({merged} merged with existing ones); nothing written",
+        f"dry run: would write {tally.symbols} histories ({merged} merged with existing ones); nothing written",
         prefix,
         sources=sources,
-        **_totals(src),
+        **_totals(tally),
         merged_symbols=merged,
     )
 
 
-def _read(store: Store, sources: list[dict], threads: int, progress: bool) -> SourceRows:
+def _stage(store: Store, sources: list[dict], threads: int, progress: bool, group_rows: int) -> StagedExport:
     infos = [ObjectInfo(str(s["key"]), int(s["size"]), str(s["etag"])) for s in sources]  # type: ignore[call-overload]
-    return read_sources(store, infos, threads=min(threads, 2), progress=progress)
+    return stage_export(store, infos, group_rows, threads=min(threads, 2), progress=progress)
 
 
-def _totals(src: SourceRows) -> dict[str, object]:
-    days, _ = src.session_counts()
+def _totals(tally: _Tally) -> dict[str, object]:
+    days, _ = tally.session_counts()
     epoch = dt.date(1970, 1, 1)
     return {
-        "source_rows": src.rows,
-        "duplicates": src.duplicates,
-        "symbols": len(src.symbols),
+        "source_rows": tally.source_rows,
+        "duplicates": tally.duplicates,
+        "symbols": tally.symbols,
         "sessions": len(days),
         "first_session": epoch + dt.timedelta(days=int(days[0])) if len(days) else None,
         "last_session": epoch + dt.timedelta(days=int(days[-1])) if len(days) else None,
@@ -330,34 +393,78 @@ def _totals(src: SourceRows) -> dict[str, object]:
 
 
 def _migrate(
-    store: Store, prefix: str, sources: list[dict], threads: int, progress: bool, batch_symbols: int
+    store: Store,
+    prefix: str,
+    sources: list[dict],
+    threads: int,
+    progress: bool,
+    batch_symbols: int,
+    group_rows: int,
+    memory_limit: str,
 ) -> MigrationReport:
     clock = time.monotonic()
-    src = _read(store, sources, threads, progress)  # before any write: a bad export file stops the run here
-    log.info(
-        "migration read rows=%d duplicates=%d symbols=%d seconds=%.1f",
-        src.rows,
-        src.duplicates,
-        len(src.symbols),
-        time.monotonic() - clock,
-    )
-    state = _start_state(store, prefix, sources)
-    resumed = state.resumed > 0
-    files_before, rows_before, merged_before = state.files_written, state.rows_written, state.merged_symbols
-    if state.phase == "writing":
-        clock = time.monotonic()
-        write_histories(store, src, state, threads=threads, batch_symbols=batch_symbols, progress=progress)
+    tally = _Tally()
+    duck_limit = f"{max(256, size_bytes(memory_limit) // 10**6)}MB"  # DuckDB needs a little even on a tiny budget
+    # the whole export is read and checked before any write: a bad export file stops the run here
+    with _stage(store, sources, threads, progress, group_rows) as export:
+        log.info(
+            "migration read rows=%d symbols=%d groups=%d seconds=%.1f",
+            export.rows,
+            len(export.symbols),
+            len(export.groups),
+            time.monotonic() - clock,
+        )
+        state = _start_state(store, prefix, sources)
+        resumed = state.resumed > 0
+        files_before, rows_before, merged_before = state.files_written, state.rows_written, state.merged_symbols
+        writing = state.phase == "writing"
+        existing = existing_histories(store) if writing else set()
+        through = state.written_through
+        todo = sum(1 for s in export.symbols if through is None or s > through) if writing else 0
+        write_s = validate_s = 0.0
+        n_batches = 0
+        bar = (  # resumed after the writes: the groups are validated again
+            tqdm(total=todo, desc="write bronze", unit="symbol", disable=not progress)
+            if writing
+            else tqdm(total=len(export.groups), desc="validate", unit="group", disable=not progress)
+        )
+        try:
+            for g in range(len(export.groups)):
+                clock = time.monotonic()
+                src = export.group(g)
+                if writing:
+                    done = write_histories(
+                        store,
+                        src,
+                        state,
+                        threads=threads,
+                        batch_symbols=batch_symbols,
+                        existing=existing,
+                        batches_before=n_batches,
+                        bar=bar,
+                    )
+                    n_batches += batches(len(done), batch_symbols)
+                write_s += time.monotonic() - clock
+                clock = time.monotonic()
+                v = validate(store, src, memory_limit=duck_limit)  # the group's histories are final now
+                tally.add(src, v)
+                if not writing:
+                    bar.update(1)
+                validate_s += time.monotonic() - clock
+                del src
+        finally:
+            bar.close()
+    if writing:
         state.phase = "written"
         state.save(store)
-        log.info("migration write run_id=%s seconds=%.1f", state.run_id, time.monotonic() - clock)
+        log.info("migration write run_id=%s seconds=%.1f", state.run_id, write_s)
         crash_point("migrate.after_write")
-    sessions = _record_manifest(store, src, state.run_id)
+    sessions = _record_manifest(store, tally, state.run_id)
     crash_point("migrate.after_manifest")
-    clock = time.monotonic()
-    v = validate(store, src)
-    log.info("migration validate run_id=%s seconds=%.1f", state.run_id, time.monotonic() - clock)
+    v = tally.validation()
+    log.info("migration validate run_id=%s seconds=%.1f", state.run_id, validate_s)
     crash_point("migrate.after_validate")
-    doc = _report_doc(state, src, v, sessions)
+    doc = _report_doc(state, tally, v, sessions)
     save_report(store, doc)
     state.phase = "complete" if doc["passed"] else "failed"
     state.save(store)
@@ -367,7 +474,7 @@ def _migrate(
         prefix,
         run_id=state.run_id,
         sources=sources,
-        **_totals(src),
+        **_totals(tally),
         files_written=state.files_written - files_before,
         rows_written=state.rows_written - rows_before,
         merged_symbols=state.merged_symbols - merged_before,

@@ -1,10 +1,10 @@
 """Validation of a migration: per symbol, the export's rows against what bronze now holds.
 
-Both sides are DuckDB aggregates. The source side is the deduplicated export (the rows the migration
-chose, in memory); the target side is read back from the written ``data.parquet`` objects through
-``Store.url`` (also on S3). Per symbol: row count, first and last session, and a checksum, the sum
-(mod 2**64) of a 64-bit hash of every row's values (session, timestamp, OHLCV, vwap, transactions,
-interval, ingested_at).
+Both sides are DuckDB aggregates. The source side is the deduplicated export (the rows the migration chose,
+in memory: one symbol group at a time, see ``migrate_read``); the target side is read back from the written
+``data.parquet`` objects through ``Store.url`` (also on S3). Per symbol: row count, first and last session,
+and a checksum, the sum (mod 2**64) of a 64-bit hash of every row's values (session, timestamp, OHLCV, vwap,
+transactions, interval, ingested_at).
 
 1. Both sides are aggregated per symbol without a join. Where all four agree, bronze holds exactly the
    export's rows for that symbol: ``ok``. That is every symbol of a migration into an empty bronze.
@@ -86,8 +86,8 @@ COLUMNS = [
 ]
 
 
-def _connect(store: Store) -> duckdb.DuckDBPyConnection:
-    con = connect(store)
+def _connect(store: Store, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+    con = connect(store, memory_limit=memory_limit)
     con.execute("SET preserve_insertion_order = false")
     return con
 
@@ -96,12 +96,13 @@ def empty_validation() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
 
 
-def validate(store: Store, src: SourceRows) -> pd.DataFrame:
-    """One row per symbol of the export (columns ``COLUMNS``); ``ok`` is the verdict."""
+def validate(store: Store, src: SourceRows, *, memory_limit: str | None = None) -> pd.DataFrame:
+    """One row per symbol of ``src`` (the export, or one symbol group of it; columns ``COLUMNS``), sorted by
+    symbol; ``ok`` is the verdict. DuckDB works within ``memory_limit`` (default: its own)."""
     if not src.symbols:
         return empty_validation()
     keys = [bronze_history_key(s) for s in src.symbols]
-    con = _connect(store)
+    con = _connect(store, memory_limit)
     try:
         con.register("src", src.table.append_column("_win", src.winners_mask()))
         source = con.execute(_AGG.format(rows=_SOURCE_ROWS)).df()

@@ -1,8 +1,8 @@
 """The migration's write side: one ``bronze/raw_ohlcv/symbol=SYM/data.parquet`` per symbol.
 
-Symbols are written in sorted order, in batches, by a thread pool (parquet encoding and the store's
-I/O release the GIL). After each batch the progress state is saved; a killed run resumes after the last
-saved symbol, and rewrites at most one batch.
+Symbols are written in sorted order (a symbol group at a time, ``migrate_read``), in batches, by a thread
+pool (parquet encoding and the store's I/O release the GIL). After each batch the progress state is saved; a
+killed run resumes after the last saved symbol, and rewrites at most one batch.
 
 A symbol whose ``data.parquet`` already exists (an earlier backfill, or this migration's own write
 before a crash) is merged, never replaced, by ``condvest.bronze``'s one merge rule (the newest
@@ -58,37 +58,40 @@ def write_histories(
     *,
     threads: int = 4,
     batch_symbols: int = 256,
-    progress: bool = True,
+    existing: set[str] | None = None,
+    batches_before: int = 0,
+    bar: tqdm | None = None,
     on_batch: Callable[[list[HistoryWrite]], None] | None = None,
 ) -> list[HistoryWrite]:
-    """Write every symbol after ``state.written_through``; save ``state`` after each batch."""
+    """Write every symbol of ``src`` (one symbol group, or the whole export) after ``state.written_through``;
+    save ``state`` after each batch. ``existing``: the symbols that already have a history (default: listed
+    here); ``batches_before``: this run's batches already written by earlier groups (the crash points count
+    the run's batches); ``bar``: a progress bar to advance by the symbols written."""
     todo = [i for i, s in enumerate(src.symbols) if state.written_through is None or s > state.written_through]
     if not todo:
         return []
-    existing = existing_histories(store)
+    if existing is None:
+        existing = existing_histories(store)
     done: list[HistoryWrite] = []
 
     def one(i: int) -> HistoryWrite:
         sym = src.symbols[i]
         return write_symbol(store, sym, src.symbol_rows(i), sym in existing)
 
-    bar = tqdm(total=len(todo), desc="write bronze", unit="symbol", disable=not progress)
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for k, (lo, hi) in enumerate(_batches(len(todo), batch_symbols), start=1):
-                batch = list(pool.map(one, todo[lo:hi]))
-                crash_point(f"migrate.write_batch.{k}")  # files of this run's k-th batch written, state not saved
-                state.written_through = batch[-1].symbol
-                state.files_written += len(batch)
-                state.rows_written += sum(w.rows for w in batch)
-                state.merged_symbols += sum(1 for w in batch if w.prior_rows)
-                state.save(store)
-                done.extend(batch)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for k, (lo, hi) in enumerate(_batches(len(todo), batch_symbols), start=batches_before + 1):
+            batch = list(pool.map(one, todo[lo:hi]))
+            crash_point(f"migrate.write_batch.{k}")  # files of this run's k-th batch written, state not saved
+            state.written_through = batch[-1].symbol
+            state.files_written += len(batch)
+            state.rows_written += sum(w.rows for w in batch)
+            state.merged_symbols += sum(1 for w in batch if w.prior_rows)
+            state.save(store)
+            done.extend(batch)
+            if bar is not None:
                 bar.update(len(batch))
-                if on_batch is not None:
-                    on_batch(batch)
-    finally:
-        bar.close()
+            if on_batch is not None:
+                on_batch(batch)
     log.info(
         "bronze histories written run_id=%s files=%d merged=%d",
         state.run_id,
@@ -96,3 +99,8 @@ def write_histories(
         sum(1 for w in done if w.prior_rows),
     )
     return done
+
+
+def batches(n_written: int, batch_symbols: int) -> int:
+    """How many batches ``write_histories`` used for ``n_written`` symbols."""
+    return -(-n_written // batch_symbols)

@@ -83,16 +83,22 @@ def stream_months(
         _put_month(store, key, silver_bytes(part), etags.get(key))
         crash_point("resample.mid_silver")
 
-    bars, written, pending = 0, set(), deque()
+    bars, written, pending, held = 0, set(), deque(), 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for month, part in _months(reader):
             key = key_of(month)
             bars += part.num_rows
             written.add(key)
-            pending.append(pool.submit(put, key, part))
-            while len(pending) > 2 * workers:  # bounded: the oldest writes finish before reading on
-                pending.popleft().result()
-        for f in pending:
+            size = part.get_total_buffer_size()
+            pending.append((pool.submit(put, key, part), size))
+            held += size
+            # bounded in months and in bytes (a recent month of every symbol is tens of MB at 10x the seed's
+            # symbols): the oldest writes finish before reading on
+            while pending and (len(pending) > 2 * workers or held > _PENDING_BYTES):
+                done, size = pending.popleft()
+                done.result()
+                held -= size
+        for f, _ in pending:
             f.result()
     return bars, written
 
@@ -118,6 +124,8 @@ def state_frames(con: duckdb.DuckDBPyConnection, tail_len: int) -> tuple[pd.Data
 
 #: rows per record batch handed over by DuckDB while writing month files
 _BATCH_ROWS = 1 << 17
+#: bytes of month tables handed to the writer threads and not written yet; beyond it, reading waits
+_PENDING_BYTES = 192 << 20
 
 
 def _months(reader: pa.RecordBatchReader) -> Iterator[tuple[int, pa.Table]]:

@@ -13,6 +13,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -125,7 +126,7 @@ def test_rerun_after_completion_writes_nothing(lake) -> None:
     assert again.passed is True and len(again.validation) == again.symbols and again.validation["ok"].all()
 
 
-def _run_killed(settings: Settings, point: str, **kw) -> subprocess.CompletedProcess:
+def _run_killed(settings: Settings, point: str, tmpdir: str | None = None, **kw) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
         from condvest.migrate import MigrateParams, run_migration
         from condvest.settings import Settings
@@ -133,7 +134,7 @@ def _run_killed(settings: Settings, point: str, **kw) -> subprocess.CompletedPro
         p = MigrateParams(**{{k: kw.pop(k) for k in list(kw) if k in MigrateParams.__dataclass_fields__}})
         run_migration(Settings(lake_uri={settings.lake_uri!r}), p, progress=False, **kw)
     """)
-    env = {**os.environ, "CONDVEST_CRASH_AT": point}
+    env = {**os.environ, "CONDVEST_CRASH_AT": point, **({"TMPDIR": tmpdir} if tmpdir else {})}
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
 
 
@@ -460,3 +461,192 @@ def test_a_history_of_the_previous_fetcher_is_merged_as_it_is(lake, market) -> N
     got = _bronze(store)
     got = got[got["symbol"] == sym]
     assert list(pd.to_datetime(got["date"]).dt.date.tail(2)) == later and list(got["volume"].tail(2)) == [100.0, 200.0]
+
+
+# ---------------------------------------------------------------- memory bounded: the export in symbol groups
+
+TIE_DAY = dt.date(2020, 7, 1)  # a session after the generated export: only the two files below hold it
+
+
+def _tie_file(symbols: list[str], close: float, repeat_last: bool = False) -> bytes:
+    """An export file without DMS's load time (null ``ingested_at``, so its rows tie with each other) holding
+    ``TIE_DAY`` for ``symbols``; ``repeat_last``: the last symbol's row twice, the second one with close + 1."""
+    rows = [(s, close) for s in symbols] + ([(symbols[-1], close + 1)] if repeat_last else [])
+    n = len(rows)
+    stamp = pd.Timestamp(TIE_DAY).tz_localize("America/New_York").tz_convert("UTC")
+    buf = io.BytesIO()
+    pq.write_table(
+        pa.table(
+            {
+                "symbol": [s for s, _ in rows],
+                "open": [c for _, c in rows],
+                "high": [c for _, c in rows],
+                "low": [c for _, c in rows],
+                "close": [c for _, c in rows],
+                "volume": pa.array([100] * n, pa.int64()),
+                "interval": ["1d"] * n,
+                "timestamp_1": pa.array([stamp.value // 1000] * n, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        buf,
+    )
+    return buf.getvalue()
+
+
+def _lake_with_ties(root, export_bytes, market) -> tuple[Settings, LocalStore]:
+    store = LocalStore(root)
+    for k, data in export_bytes.items():
+        store.put(k, data)
+    syms = sorted(market.symbols)
+    spread = [syms[0], syms[len(syms) // 2], syms[-1]]  # the first, a middle and the last group
+    store.put(f"{DMS_PREFIX}/LOAD90000001.parquet", _tie_file(spread, 50.0))
+    store.put(f"{DMS_PREFIX}/LOAD90000002.parquet", _tie_file(spread, 60.0, repeat_last=True))
+    return Settings(lake_uri=str(root)), store
+
+
+def _manifest(store: LocalStore) -> dict:
+    return {d: (e.scope, e.symbols, e.rows, e.source) for d, e in read_sessions(store, START, TIE_DAY).items()}
+
+
+def _report_body(store: LocalStore) -> dict:
+    doc = json.loads(store.get(REPORT_KEY))
+    doc["sources"] = [(s["key"], s["size"]) for s in doc["sources"]]  # etags differ between two lakes
+    return {k: v for k, v in doc.items() if k not in ("run_id", "started_at", "validated_at")}
+
+
+def _spills(tmp: os.PathLike) -> list[str]:
+    return [p for p in os.listdir(tmp) if p.startswith("condvest-migrate-")]
+
+
+@pytest.fixture
+def private_tmp(tmp_path):
+    """The stdlib's temporary folder pointed at a folder of this test, to see what a migration leaves there."""
+    import tempfile
+
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    before, tempfile.tempdir = tempfile.tempdir, str(folder)
+    yield folder
+    tempfile.tempdir = before
+
+
+def test_a_migration_in_many_symbol_groups_equals_one_pass(tmp_path, export_bytes, market, private_tmp, caplog):
+    """A tiny memory budget splits the export into groups (spilled to a temporary folder, removed after):
+    byte-identical histories, the same manifest, report and validation; ties still go to the later file."""
+    one_settings, one = _lake_with_ties(tmp_path / "one", export_bytes, market)
+    many_settings, many = _lake_with_ties(tmp_path / "many", export_bytes, market)
+    single = _migrate(one_settings)
+    with caplog.at_level("INFO", logger="condvest.migrate"):
+        grouped = _migrate(many_settings, memory_limit="200KB")  # 625 source rows per group
+    staged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("migration staged")]
+    groups = int(staged[0].split("groups=")[1].split()[0])
+    assert groups > 5 and int(staged[0].split("spilled_bytes=")[1]) > 0
+    assert not _spills(private_tmp)  # the spill folder is gone
+    assert grouped.passed and single.passed and grouped.duplicates == single.duplicates > 0
+    for k in ("source_rows", "symbols", "sessions", "first_session", "last_session", "files_written", "rows_written"):
+        assert getattr(grouped, k) == getattr(single, k), k
+    assert grouped.last_session == TIE_DAY
+    keys = {o.key for o in one.list(BRONZE_PREFIX + "/")}
+    assert keys == {o.key for o in many.list(BRONZE_PREFIX + "/")} and len(keys) == single.symbols
+    assert all(one.get(k) == many.get(k) for k in keys)
+    assert _manifest(one) == _manifest(many)
+    assert _report_body(one) == _report_body(many)
+    pd.testing.assert_frame_equal(single.validation, grouped.validation)
+    # the tie on TIE_DAY: the later file wins, and within it the later row
+    got = _bronze(many)
+    tie = got[pd.to_datetime(got["date"]).dt.date == TIE_DAY].set_index("symbol")["close"]
+    syms = sorted(market.symbols)
+    assert tie.to_dict() == {syms[0]: 60.0, syms[len(syms) // 2]: 60.0, syms[-1]: 61.0}
+
+
+def test_a_run_killed_between_symbol_groups_resumes_with_any_budget(tmp_path, export_bytes, market, private_tmp):
+    """Killed after two groups were saved (the third written, unsaved), resumed with the default budget
+    (one group): the same histories as a clean run, the saved groups not written again."""
+    settings, store = _lake_with_ties(tmp_path / "lake", export_bytes, market)
+    proc = _run_killed(settings, "migrate.write_batch.3", str(private_tmp), memory_limit="200KB")  # a group: a batch
+    assert proc.returncode == 77, proc.stderr.decode()[-2000:]
+    assert len(_spills(private_tmp)) == 1  # a killed process removes nothing: the next run does
+    state = json.loads(store.get(STATE_KEY))
+    saved = state["files_written"]
+    assert not store.exists(REPORT_KEY)
+    resumed = _migrate(settings)
+    assert state["phase"] == "writing" and 2 <= saved < resumed.symbols - 2
+    assert resumed.resumed and resumed.passed and resumed.files_written == resumed.symbols - saved
+    clean_settings, clean = _lake_with_ties(tmp_path / "clean", export_bytes, market)
+    _migrate(clean_settings)
+    keys = {o.key for o in clean.list(BRONZE_PREFIX + "/")}
+    assert all(store.get(k) == clean.get(k) for k in keys)
+    assert _report_body(store) == _report_body(clean)
+    # and the other way round: killed in one pass, resumed in groups
+    again = _lake_with_ties(tmp_path / "again", export_bytes, market)
+    assert _run_killed(again[0], "migrate.write_batch.2", batch_symbols=5).returncode == 77
+    assert not _spills(private_tmp)
+    assert _migrate(again[0], memory_limit="200KB").files_written == resumed.symbols - 5
+    assert all(again[1].get(k) == clean.get(k) for k in keys)
+
+
+def test_a_bad_file_in_a_spilled_export_stops_the_run_and_leaves_no_spill(lake, private_tmp) -> None:
+    settings, store = lake
+    bad = sorted(o.key for o in store.list(DMS_PREFIX + "/"))[-1]  # read last: the rows before it are spilled
+    store.put(bad, store.get(bad)[:1000])
+    before = _objects(store, "")
+    with pytest.raises(CorruptObject) as exc:
+        _migrate(settings, memory_limit="200KB")
+    assert exc.value.key == bad and _objects(store, "") == before and not _spills(private_tmp)
+    with pytest.raises(ParameterError, match="memory_limit"):
+        _migrate(settings, memory_limit="lots")
+
+
+def _big_dms(symbols: list[str], days: int, load_us: int | None, close: float) -> bytes:
+    """A DMS file of every symbol on ``days`` sessions from 2000-01-03 (rows interleaved by day)."""
+    from condvest.calendar import sessions_between
+
+    sessions = sessions_between(dt.date(2000, 1, 3), dt.date(2040, 1, 1))[:days]
+    stamps = pd.DatetimeIndex(pd.to_datetime(sessions)).tz_localize("America/New_York").tz_convert("UTC")
+    n = len(symbols) * days
+    sym = np.tile(np.array(symbols, dtype=object), days)
+    ts = np.repeat(stamps.asi8 // 1000, len(symbols))
+    price = close + np.arange(n) % 997 / 100
+    cols = {
+        "symbol": pa.array(sym, pa.string()),
+        **{c: pa.array(price) for c in ("open", "high", "low", "close")},
+        "volume": pa.array(np.arange(n), pa.int64()),
+        "interval": pa.array(["1d"] * n),
+        "timestamp_1": pa.array(ts, pa.timestamp("us", tz="UTC")),
+    }
+    if load_us is not None:
+        cols["timestamp"] = pa.array(np.full(n, load_us), pa.timestamp("us"))
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf)
+    return buf.getvalue()
+
+
+def test_staged_groups_cut_large_spilled_files_exactly(tmp_path, private_tmp) -> None:
+    """Files of several spill batches each, cut into groups: every group holds exactly its symbols' rows,
+    in file order, and the winners over all groups are those of one deduplication of the whole export."""
+    from condvest.migrate.read import MIN_PARQUET_ROW_BYTES, read_source, stage_export
+
+    store = LocalStore(tmp_path / "lake")
+    symbols = [f"S{i:03d}" for i in range(60)]
+    store.put(f"{DMS_PREFIX}/A.parquet", _big_dms(symbols, 2500, None, 10.0))  # 150,000 rows, no load time
+    store.put(f"{DMS_PREFIX}/B.parquet", _big_dms(symbols[::3], 1800, None, 20.0))  # ties with A: B wins
+    store.put(f"{DMS_PREFIX}/C.parquet", _big_dms(symbols[5:40], 900, 1_700_000_000_000_000, 30.0))  # newest
+    sources = list(store.list(DMS_PREFIX + "/"))
+    whole = pa.concat_tables([read_source(store, o.key) for o in sources])
+    ref = dedupe(whole)
+    want = whole.take(pa.array(ref["order"]))
+    size = sum(o.size for o in sources)
+    # spilled from the first file (the export's bytes say it is more than a group) or once a group's rows are held
+    for group_rows in (70_000, size // MIN_PARQUET_ROW_BYTES + 1):
+        with stage_export(store, sources, group_rows=group_rows, progress=False) as export:
+            assert len(export.groups) > 1 and export.spill_dir is not None and export.rows == whole.num_rows
+            assert export.spilled_bytes > 0 and len(_spills(private_tmp)) == 1
+            got = []
+            for g in range(len(export.groups)):
+                src = export.group(g)
+                mine = whole.filter(pc.is_in(whole["symbol"], value_set=pa.array(src.symbols)))
+                assert src.table.sort_by("symbol").equals(mine.sort_by("symbol"))  # its symbols, all their rows
+                assert src.raw_counts.sum() == mine.num_rows
+                got += [src.symbol_rows(i) for i in range(len(src.symbols))]
+            assert pa.concat_tables(got).equals(want)
+        assert not _spills(private_tmp)
