@@ -64,18 +64,24 @@ def _env(lake: Path, base: str, dsn: str, png: bool) -> dict[str, str]:
     return env
 
 
-def through_runner(lake: Path, base: str, dsn: str, *, png: bool) -> dict:
-    """``python -m runner pipeline daily``: wall time start to exit, per-stage notebook time, tree RSS peak."""
+def _timed_command(args: list[str], lake: Path, base: str, dsn: str, png: bool) -> tuple[float, str, int]:
+    """``python -m runner <args>`` on ``lake``: (wall seconds start to exit, its stdout, the tree's peak RSS)."""
     from bench.bench_resample import tree_peak_rss
 
-    cmd = [sys.executable, "-m", "runner", "pipeline", "daily", "--no-progress"]
     t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "runner", *args, "--no-progress"]
     proc = subprocess.Popen(cmd, env=_env(lake, base, dsn, png), cwd=ROOT, stdout=subprocess.PIPE)
     peak = tree_peak_rss(proc)
     out = proc.communicate()[0].decode()
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"pipeline failed:\n{out}")
+        raise SystemExit(f"{' '.join(args)} failed:\n{out}")
+    return wall, out, peak
+
+
+def through_runner(lake: Path, base: str, dsn: str, *, png: bool) -> dict:
+    """``python -m runner pipeline daily``: wall time start to exit, per-stage notebook time, tree RSS peak."""
+    wall, out, peak = _timed_command(["pipeline", "daily"], lake, base, dsn, png)
     stages = [float(x) for x in re.findall(r"ok in ([\d.]+) s", out)]
     return {"wall_s": round(wall, 2), "stages_s": stages, "tree_rss_mb": peak // 2**20}
 
@@ -83,16 +89,7 @@ def through_runner(lake: Path, base: str, dsn: str, *, png: bool) -> dict:
 def nothing_new(lake: Path, base: str, dsn: str, *, png: bool) -> dict:
     """``python -m runner run 02_resample`` on a lake whose silver is up to date (the daily command with nothing
     new): wall time start to exit, the notebook's own time, and the tree's peak RSS."""
-    from bench.bench_resample import tree_peak_rss
-
-    cmd = [sys.executable, "-m", "runner", "run", "02_resample", "--no-progress"]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=_env(lake, base, dsn, png), cwd=ROOT, stdout=subprocess.PIPE)
-    peak = tree_peak_rss(proc)
-    out = proc.communicate()[0].decode()
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"02_resample failed:\n{out}")
+    wall, out, peak = _timed_command(["run", "02_resample"], lake, base, dsn, png)
     m = re.search(r"ok in ([\d.]+) s", out)
     return {"wall_s": round(wall, 2), "notebook_s": float(m.group(1)) if m else None, "tree_rss_mb": peak // 2**20}
 

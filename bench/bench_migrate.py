@@ -33,6 +33,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_resample import _peak_rss_mb  # noqa: E402
+
 START, END = dt.date(1962, 1, 2), dt.date(2025, 10, 31)
 
 FLOOR_SQL = """
@@ -112,15 +116,6 @@ def _child_migrate(lake: Path, threads: int) -> dict:
         "files": report.files_written,
         "rows": report.rows_written,
     }
-
-
-def _peak_rss_mb() -> int:
-    """This process's peak resident set (VmHWM)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) // 1024
-    return -1
 
 
 def _clean_outputs(lake: Path) -> None:
