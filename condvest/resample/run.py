@@ -46,7 +46,7 @@ from condvest.lake import METADATA_PREFIX, checkpoint_key
 from condvest.lake_lock import lake_lock
 from condvest.resample.engine import connect, load_rows, register_dms
 from condvest.resample.result import IntervalResult, ResampleReport
-from condvest.resample.sharded import STAGE, check_parts, commit_shards, stage_shard
+from condvest.resample.sharded import STAGE, check_parts, commit_shards, rebuild_in_batches, stage_shard
 from condvest.resample.state import (
     INFLIGHT_KEY,
     JOURNAL_PREFIX,
@@ -61,7 +61,7 @@ from condvest.resample.state import (
 )
 from condvest.resample.write import incremental_pass, state_frames, write_full
 from condvest.runs import new_run_id
-from condvest.settings import Settings
+from condvest.settings import Settings, size_bytes
 from condvest.shards import Shard, clear_staging
 from condvest.storage import Store, open_store
 
@@ -72,6 +72,9 @@ MIN_TAIL = 34
 #: when more symbols than this share (and than FULL_MIN) need their whole history re-read, recompute everything
 FULL_FRACTION = 0.5
 FULL_MIN = 200
+#: DuckDB memory a bronze row takes in the full rebuild without spilling (the numbered row, its share of the
+#: 3-session aggregation and of the sort by date); more rows than the memory limit allows go in symbol batches
+FULL_ROW_BYTES = 100
 
 
 #: keys of the previous pipeline's checkpoints (``silver_{N}d_checkpoint.json``), which name no state
@@ -147,6 +150,18 @@ def _write_checkpoint(
     return doc
 
 
+def full_batches(rows: int, memory_limit: str) -> int:
+    """How many symbol batches the full rebuild of ``rows`` bronze rows takes within ``memory_limit``: one
+    batch holds at most ``memory_limit / FULL_ROW_BYTES`` rows (30M at the default 3 GB)."""
+    return max(1, -(-rows // max(1, size_bytes(memory_limit) // FULL_ROW_BYTES)))
+
+
+def duckdb_limit(memory_limit: str) -> str:
+    """DuckDB's memory limit for a run within ``memory_limit``: the same, but at least 256 MB (DuckDB needs a
+    little even when a tiny budget only means small batches)."""
+    return memory_limit if size_bytes(memory_limit) >= 256 << 20 else "256MB"
+
+
 def _full(
     store: Store,
     ns: tuple[int, ...],
@@ -154,16 +169,25 @@ def _full(
     journal: str | None,
     run_id: str,
     threads: int | None,
-    memory_limit: str | None,
-) -> tuple[SilverState, dict[int, IntervalResult]]:
-    con = connect(store, threads=threads, memory_limit=memory_limit)
+    memory_limit: str,
+) -> tuple[SilverState, dict[int, IntervalResult], int]:
+    """Every bar of every interval from all of bronze: in one pass, or in symbol batches when the rows (estimated
+    from the listing's sizes) would not fit ``memory_limit`` (``full_batches``). Returns the state, the results
+    and the number of batches."""
+    tail_len = max(MIN_TAIL, max(ns))
+    duck_limit = duckdb_limit(memory_limit)
+    batches = full_batches(int(sources.attrs.get("rows_estimate", 0)), memory_limit)
+    if batches > 1:
+        log.info("resample full in batches run_id=%s batches=%d memory_limit=%s", run_id, batches, memory_limit)
+        listing = (sources, journal)
+        return (*rebuild_in_batches(store, ns, tail_len, batches, run_id, listing, threads, duck_limit), batches)
+    con = connect(store, threads=threads, memory_limit=duck_limit)
     try:
         keys = sources.loc[sources["kind"] != "dms", "key"].tolist()
         dms_keys = sources.loc[sources["kind"] == "dms", "key"].tolist()
         if dms_keys:
             register_dms(con, store, dms_keys, None)
         rows = load_rows(con, store, "rows", keys, dms=bool(dms_keys))
-        tail_len = max(MIN_TAIL, max(ns))
         written = write_full(con, store, ns, threads)
         symbols, tail = state_frames(con, tail_len)
     finally:
@@ -180,7 +204,7 @@ def _full(
         )
         for n in ns
     }
-    return state, results
+    return state, results, 1
 
 
 @dataclass(frozen=True)
@@ -243,7 +267,7 @@ def run_resample(
     t0 = time.perf_counter()
     shard = p.sharding()
     if shard is not None:
-        return _sharded(store, ns, shard, report, settings, threads, memory_limit, t0)
+        return _sharded(store, ns, shard, report, settings, threads, duckdb_limit(memory_limit), t0)
     with lake_lock(store, "resample", run_id=run_id, purpose="resample", lease_s=settings.lock_lease_s):
         read = {n: store.head(checkpoint_key(n)) for n in ns}  # the versions every checkpoint write is based on
         cp_etags = {n: h.etag if h is not None else None for n, h in read.items()}
@@ -264,6 +288,7 @@ def run_resample(
             log.info("resample nothing to do run_id=%s", run_id)
             return report
         results: dict[int, IntervalResult] = {}
+        batches = 0
         need_full = any(c is None or c.get("tail", 0) < n - 1 for n, c in checkpoints.items())
         stopped = read_inflight(store)
         if stopped is not None:  # its month files may hold bars that no checkpoint describes: rebuild them all
@@ -295,7 +320,15 @@ def run_resample(
                 break
             sub_id = run_id if i == 0 else f"{run_id}-{i}"
             state, res = incremental_pass(
-                store, base, changes, sources, cursor, tuple(group), sub_id, threads=threads, memory_limit=memory_limit
+                store,
+                base,
+                changes,
+                sources,
+                cursor,
+                tuple(group),
+                sub_id,
+                threads=threads,
+                memory_limit=duckdb_limit(memory_limit),
             )
             results.update(res)
             if state is not None:
@@ -306,7 +339,7 @@ def run_resample(
             for n in group:
                 results[n].bars_total, results[n].last_session = _totals(state or base, n)
         if need_full:
-            state, results = _full(store, ns, sources, journal, run_id, threads, memory_limit)
+            state, results, batches = _full(store, ns, sources, journal, run_id, threads, memory_limit)
             crash_point("resample.after_silver")
             state.save(store)
             crash_point("resample.before_checkpoint")
@@ -324,6 +357,8 @@ def run_resample(
         if changed
         else "silver is up to date: nothing to resample"
     )
+    if batches > 1:
+        report.message += f" (a full rebuild in {batches} symbol batches, to stay within {memory_limit})"
     if stopped is not None:
         report.message = f"run {stopped.get('run_id')} had stopped before its checkpoints: rebuilt in full; " + (
             report.message

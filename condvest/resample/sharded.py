@@ -19,12 +19,11 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,13 +38,28 @@ from condvest.resample.engine import bars_sql, connect, load_rows, register_dms,
 from condvest.resample.result import IntervalResult
 from condvest.resample.state import SilverState, latest_journal, list_sources
 from condvest.resample.write import _delete_months, _months, _put_month, state_frames
-from condvest.shards import Shard, ShardsIncomplete, clear_part, read_parts, staging_prefix, write_part
+from condvest.settings import size_bytes
+from condvest.shards import (
+    SHARDS_PREFIX,
+    Shard,
+    ShardsIncomplete,
+    clear_part,
+    clear_staging,
+    read_parts,
+    staging_prefix,
+    write_part,
+)
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
 
 STAGE = "resample"
 _PARTS = ("sources", "symbols", "tail")
+#: staging groups of in-process batched rebuilds are named ``batched-<run id>``: such a run holds the lake lock
+#: ``resample`` throughout, so a group of that name found by the next one was left by a run that stopped
+BATCH_GROUP = "batched-"
+#: memory a staged year takes while merged, per staged byte (its decoded columns plus one month sorted beside them)
+MERGE_EXPANSION = 8
 
 
 def _year_key(prefix: str, n: int, year: int, index: int) -> str:
@@ -70,16 +84,18 @@ def stage_shard(
     run_id: str,
     threads: int | None = None,
     memory_limit: str | None = None,
+    *,
+    listing: tuple[pd.DataFrame, str | None] | None = None,
+    desc: str = "shard",
 ) -> dict[int, IntervalResult]:
     """Compute and stage this shard's bars and state (see the module docstring); returns per interval the
-    bars and years staged."""
+    bars and years staged. ``listing``: the sources and journal cursor already read (else listed here)."""
     if shard.index is None:
         raise ValueError("stage_shard needs a shard, not the commit")
     prefix = staging_prefix(STAGE, shard.group)
     mine = f"/part-{shard.index}.parquet"
     clear_part(store, STAGE, shard, [o.key for o in store.list(prefix) if o.key.endswith(mine)])
-    journal = latest_journal(store)
-    sources = list_sources(store)
+    sources, journal = listing if listing is not None else (list_sources(store), latest_journal(store))
     is_dms = sources["kind"] == "dms"
     own = sources[is_dms | sources["symbol"].map(lambda s: isinstance(s, str) and shard.holds(s))]
     own = own.reset_index(drop=True)
@@ -90,7 +106,7 @@ def stage_shard(
             register_dms(con, store, dms_keys, None, keep=shard.holds)
         rows = load_rows(con, store, "rows", own.loc[own["kind"] != "dms", "key"].tolist(), dms=bool(dms_keys))
         staged: dict[int, tuple[int, int]] = {}
-        for n in tqdm(ns, desc=f"02_resample shard {shard.label}", unit="interval", disable=progress_disable()):
+        for n in tqdm(ns, desc=f"02_resample {desc} {shard.label}", unit="interval", disable=progress_disable()):
             staged[n] = _stage_years(con, store, n, lambda y, n=n: _year_key(prefix, n, y, shard.index), threads)
         symbols, tail = state_frames(con, tail_len)
     finally:
@@ -173,7 +189,7 @@ def check_parts(store: Store, ns: tuple[int, ...], commit: Shard) -> tuple[list[
         for o in store.list(f"{prefix}silver_{n}d/"):
             year, name = o.key[len(prefix) :].split("/")[1:3]
             index = int(name.removeprefix("part-").removesuffix(".parquet"))
-            by_year[int(year)].append((index, o.key))
+            by_year[int(year)].append((index, o.key, o.size))
             counts[index] += 1
         for i, p in enumerate(parts):
             if counts.get(i, 0) != int(p["years"][str(n)]):
@@ -195,9 +211,13 @@ def commit_shards(
     years: dict[int, dict[int, list]],
     run_id: str,
     threads: int | None = None,
+    merge_bytes: int = 1 << 30,
 ) -> tuple[SilverState, dict[int, IntervalResult]]:
     """Write the silver month files from the staged parts and return the merged state (the caller holds the
-    lake lock, has checked the parts with ``check_parts`` and writes the state and checkpoints after)."""
+    lake lock, has checked the parts with ``check_parts`` and writes the state and checkpoints after).
+
+    Years are merged in parallel while the staged bytes being merged stay within ``merge_bytes`` (one year
+    at a time beyond it): a year's bars take about eight times their staged size in memory while merged."""
     prefix = staging_prefix(STAGE, commit.group)
     frames: dict[str, list[pd.DataFrame]] = {p: [] for p in _PARTS}
     for part in _PARTS:
@@ -215,23 +235,19 @@ def commit_shards(
         old = {o.key: o.etag for o in store.list(silver_prefix(n))}
 
         def merge(year: int, staged: list, n: int = n, old: dict = old) -> list[tuple[str, int]]:
-            tables = [pq.read_table(io.BytesIO(store.get(k))) for _, k in sorted(staged)]
-            table = pa.concat_tables(tables)
-            d = table.column("date")
-            table = table.append_column("_m", pc.month(d))
-            table = table.sort_by([("_m", "ascending"), ("symbol", "ascending"), ("date", "ascending")])
-            months = table.column("_m").to_numpy()
+            table = pa.concat_tables([pq.read_table(io.BytesIO(store.get(k))) for _, k, _ in sorted(staged)])
+            months = pc.month(table.column("date"))
             out = []
-            for m in np.unique(months):
-                lo, hi = np.searchsorted(months, m, "left"), np.searchsorted(months, m, "right")
+            for m in pc.unique(months).to_pylist():
+                part = table.filter(pc.equal(months, m))  # one month at a time: the year is held once, not sorted whole
+                part = part.take(pc.sort_indices(part, [("symbol", "ascending"), ("date", "ascending")]))
                 key = silver_key(n, year, int(m))
-                _put_month(store, key, silver_bytes(table.slice(lo, hi - lo)), old.get(key))
+                _put_month(store, key, silver_bytes(part), old.get(key))
                 crash_point("resample.mid_silver")
-                out.append((key, int(hi - lo)))
+                out.append((key, part.num_rows))
             return out
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            done = [x for part in pool.map(lambda item: merge(*item), sorted(years[n].items())) for x in part]
+        done = _bounded_map(merge, sorted(years[n].items()), workers, merge_bytes)
         written = {k for k, _ in done}
         _delete_months(store, {k: e for k, e in old.items() if k not in written})
         results[n] = IntervalResult(
@@ -251,3 +267,53 @@ def commit_shards(
     journals = [p.get("journal") for p in parts]
     journal = None if any(j is None for j in journals) else min(journals)  # the earliest: journals are re-checked
     return SilverState(run_id, sources, symbols, tail, tail_len, journal), results
+
+
+def _bounded_map(fn: Callable[[int, list], list], items: list, workers: int, budget: int) -> list:
+    """``fn(year, staged)`` over ``items`` on ``workers`` threads, the results flattened in order; a year is only
+    started while the years being merged hold at most ``budget`` bytes (one year always runs)."""
+    out: list = []
+    pending: deque = deque()
+    held = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for year, staged in items:
+            cost = MERGE_EXPANSION * sum(size for _, _, size in staged)
+            while pending and (len(pending) >= workers or held + cost > budget):
+                done, c = pending.popleft()
+                out.extend(done.result())
+                held -= c
+            pending.append((pool.submit(fn, year, staged), cost))
+            held += cost
+        for done, _ in pending:
+            out.extend(done.result())
+    return out
+
+
+def rebuild_in_batches(
+    store: Store,
+    ns: tuple[int, ...],
+    tail_len: int,
+    count: int,
+    run_id: str,
+    listing: tuple[pd.DataFrame, str | None],
+    threads: int | None,
+    memory_limit: str,
+) -> tuple[SilverState, dict[int, IntervalResult]]:
+    """The full rebuild in ``count`` symbol batches, one after the other in this process (the caller holds the
+    lake lock ``resample``): each batch is staged as a shard is, then the commit writes every month file once
+    from the batches' parts. DuckDB holds one batch's rows at a time and the merge stays within
+    ``memory_limit``, so memory does not grow with the lake; silver equals a one-pass rebuild, byte for byte."""
+    root = f"{SHARDS_PREFIX}/{STAGE}/"
+    stale = {o.key[len(root) :].split("/")[0] for o in store.list(root + BATCH_GROUP)}
+    for group in sorted(stale):  # left by a batched run that stopped
+        clear_staging(store, STAGE, group)
+    group = BATCH_GROUP + run_id
+    for i in range(count):
+        shard = Shard(i, count, group)
+        stage_shard(store, ns, tail_len, shard, run_id, threads, memory_limit, listing=listing, desc="batch")
+    commit = Shard(None, count, group)
+    parts, years = check_parts(store, ns, commit)
+    merge_bytes = size_bytes(memory_limit)
+    state, results = commit_shards(store, ns, tail_len, commit, parts, years, run_id, threads, merge_bytes)
+    clear_staging(store, STAGE, group)
+    return state, results

@@ -133,3 +133,65 @@ def test_shard_parameters_are_checked():
             ResampleParams(shard=shard, shard_group=group).check()
     assert not ResampleParams(shard="1/4", shard_group="G").compacts
     assert ResampleParams(shard="commit/4", shard_group="G").compacts
+
+
+def _bytes_of(store: LocalStore, prefix: str) -> dict[str, bytes]:
+    return {o.key: store.get(o.key) for o in store.list(prefix)}
+
+
+def test_a_full_rebuild_beyond_its_memory_runs_in_symbol_batches_byte_for_byte(tmp_path):
+    plain, plain_settings = _lake(tmp_path / "plain")
+    _fill(plain)
+    shutil.copytree(tmp_path / "plain", tmp_path / "batched")
+    batched, settings = _lake(tmp_path / "batched")
+    # a run that stopped mid-way left its batches' staging behind
+    batched.put("processing_metadata/shards/resample/batched-old/silver_3d/2024/part-0.parquet", b"stale")
+    one = run_resample(plain_settings, ResampleParams(intervals=IV, force_full_resample=True))
+    rows = sum(r.rows_read for r in one.results[:1])
+    # about 7,000 bronze rows; 200 kB of memory allows 2,000 a batch
+    r = run_resample(settings, ResampleParams(intervals=IV, force_full_resample=True), memory_limit="200KB")
+    assert "full rebuild in 4 symbol batches, to stay within 200KB" in r.message, r.message
+    assert [x.rows_read for x in r.results] == [rows] * len(NS)
+    assert [x.bars_written for x in r.results] == [x.bars_written for x in one.results]
+    assert _bytes_of(plain, "silver/") == _bytes_of(batched, "silver/")  # the same month files, byte for byte
+    cols = ["interval", "last_processed_session", "bars", "complete_bars", "partial_bars", "symbols", "status"]
+    pd.testing.assert_frame_equal(checkpoint_table(plain_settings)[cols], checkpoint_table(settings)[cols])
+    assert not list(batched.list("processing_metadata/shards/"))  # its own staging and the stale one are gone
+    # the next daily session updates both the same way, incrementally
+    for k, store in enumerate((plain, batched)):
+        for i, sym in enumerate(SYMBOLS[:5]):
+            write_daily(store, sym, DAYS[-1] + dt.timedelta(days=3), seed=300 + i)
+        rep = run_resample(plain_settings if k == 0 else settings, ResampleParams(intervals=IV), memory_limit="200KB")
+        assert {x.mode for x in rep.results} == {"incremental"}, rep.message
+    assert _bytes_of(plain, "silver/") == _bytes_of(batched, "silver/")
+    assert_silver_matches(batched, NS)
+
+
+def test_a_batched_rebuild_that_crashed_recovers_to_the_same_silver(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from condvest.crash import CRASH_EXIT_CODE
+    from condvest.lake_lock import clear_lock
+
+    store, settings = _lake(tmp_path / "lake")
+    _fill(store)
+    script = (
+        "from condvest.settings import Settings\nfrom condvest.resample import ResampleParams, run_resample\n"
+        f"run_resample(Settings.from_env(), ResampleParams({IV!r}, force_full_resample=True))\n"
+    )
+    env = {
+        **os.environ,
+        "CONDVEST_LAKE_URI": str(tmp_path / "lake"),
+        "CONDVEST_DUCKDB_MEMORY_LIMIT": "200KB",
+        "CONDVEST_CRASH_AT": "resample.shard_mid_stage",
+    }
+    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == CRASH_EXIT_CODE, p.stderr[-2000:]
+    assert list(store.list("processing_metadata/shards/resample/batched-"))  # it stopped while staging
+    assert clear_lock(store) is not None
+    r = run_resample(settings, ResampleParams(intervals=IV), memory_limit="200KB")
+    assert "symbol batches" in r.message
+    assert_silver_matches(store, NS)
+    assert not list(store.list("processing_metadata/shards/"))
