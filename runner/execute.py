@@ -23,7 +23,7 @@ from condvest.runs import append_run, new_run_id
 from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
-from runner.images import ChartBrowser, chart_figures, draws_chart
+from runner.images import ChartBrowser, PngCache, cell_figures, chart_figures, draws_chart
 from runner.kernel import (
     RunKernelManager,
     WarmKernel,
@@ -306,15 +306,26 @@ def execute(
     threading.Thread(target=_warm_up, name="condvest-page-warm-up", daemon=True).start()  # while the cells run
 
     imported = False
+    cache = PngCache(store, prepared.path.stem)
+    # a later stage of a pipeline charts what the stages before it just wrote: its figures are new, so the
+    # browser starts as its chart cell starts; a run of its own may be a re-run whose figures are unchanged,
+    # so the browser starts only once a chart cell drew a figure that the notebook's latest run did not
+    ahead = stage is not None and stage > 1
 
     def on_cell_execute(cell: Any, cell_index: int) -> None:  # nbclient's hook, as each cell starts
         nonlocal imported
-        if settings.chart_png and draws_chart(cell):
-            browser.start()  # comes up while the chart cell runs (else once the run drew a chart)
+        if settings.chart_png and ahead and draws_chart(cell):
+            browser.start()  # comes up while the chart cell runs
         if next_kernel is not None and cell.get("cell_type") == "code":
             if imported:
                 next_kernel.start()  # this notebook's work has begun: the next one's kernel starts beside it
             imported = imported or imports_anything(cell)
+
+    def on_cell_executed(cell: Any, cell_index: int, execute_reply: Any) -> None:  # nbclient's hook, after a cell
+        if settings.chart_png and not ahead and draws_chart(cell):
+            figures = cell_figures(cell)
+            if figures and not cache.has_all(figures):
+                browser.start()  # comes up while the rest of the run and its page are built
 
     km = kernel.take() if kernel is not None else None
 
@@ -333,6 +344,7 @@ def execute(
                     execution_timeout=options.execution_timeout,
                     kernel_manager_class=RunKernelManager if km is None else started_manager(km),
                     on_cell_execute=on_cell_execute,
+                    on_cell_executed=on_cell_executed,
                     # the outputs are in: no graceful shutdown round trip (~0.3 s); our notebooks release what
                     # they hold (lake lock, DuckDB connections) in their cells, not in atexit hooks
                     shutdown_kernel="immediate",
@@ -383,7 +395,8 @@ def execute(
             )
             clean = with_header(scrubber.notebook(nb), header)
             figures = chart_figures(clean) if settings.chart_png else []
-            browser.submit(figures)  # rendered while the page is built (the browser starts now if not started)
+            pngs = [cache.get(f) for f in figures]  # unchanged figures: the latest run's PNGs
+            browser.submit([f for f, png in zip(figures, pngs, strict=True) if png is None])  # while the page is built
             store.put(ipynb_key, nbformat.writes(clean).encode())
             plotly_key = f"{folder or run_id}/{plotly_file()}"
             try:
@@ -402,8 +415,14 @@ def execute(
                 if page.figures and not store.exists(plotly_key):
                     store.put(plotly_key, plotly_js())
                 if figures:
-                    for k, png in enumerate(browser.result(), start=1):
-                        store.put(f"{prefix}/{prepared.path.stem}-{k}.png", png)
+                    drawn = iter(browser.result() if None in pngs else [])  # [] when the browser could not draw them
+                    keys: list[str | None] = []
+                    for k, png in enumerate(pngs, start=1):
+                        png = png if png is not None else next(drawn, None)
+                        keys.append(f"{prefix}/{prepared.path.stem}-{k}.png" if png is not None else None)
+                        if png is not None:
+                            store.put(keys[-1], png)
+                    cache.remember(figures, keys)
         result = RunResult(
             run_id=run_id,
             notebook=name,

@@ -11,25 +11,33 @@ type our notebooks draw) instead of the full 4.8 MB one, which halves the start 
 A figure with another trace type (a heatmap drawn in a notebook of one's own) is rendered by a second browser
 with the full bundle, started only then.
 
-``ChartBrowser`` starts the browser in its own thread: the runner starts it as the first cell tagged
-``CHART_TAG`` starts (so it comes up while that cell reads its data, and after the heavy cells, whose memory is
-released by then: the browser's ~0.45 GB never adds to a full rebuild's peak), or else once the run drew a
-chart, and it renders the figures while the html page is built. A pipeline's stages share one browser (it
-starts once). MathJax is off: the charts carry no LaTeX, and kaleido would
+``ChartBrowser`` starts the browser in its own thread, after the heavy cells (whose memory is released by then:
+the browser's ~0.45 GB never adds to a full rebuild's peak), and it renders the figures while the html page is
+built. In a pipeline's later stages, which chart what the stages before them just wrote, it starts as the first
+cell tagged ``CHART_TAG`` starts (it comes up while that cell reads its data); a pipeline's stages share one
+browser. A run of its own may be a re-run with nothing new: ``PngCache`` knows the figures of the notebook's
+latest run, and the browser starts only once a tagged cell drew a figure that run did not (else once the run
+drew a chart); unchanged figures get that run's PNGs, copied, and a run whose figures are all unchanged starts no
+browser at all (a nothing-new 02_resample: about 1 s less). MathJax is off: the charts carry no LaTeX, and kaleido would
 otherwise fetch it from a CDN for every browser it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import queue
 import shutil
 import threading
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from condvest.errors import ObjectNotFound
+from condvest.storage import Store
 from runner.render import PLOTLY_MIMETYPE
 
 log = logging.getLogger(__name__)
@@ -52,12 +60,72 @@ def needs_full_plotlyjs(figure: dict[str, Any]) -> bool:
 
 def chart_figures(nb: Any) -> list[dict[str, Any]]:
     """The plotly figures of an executed notebook, in page order."""
-    return [
-        dict(out["data"][PLOTLY_MIMETYPE])
-        for cell in nb.cells
-        for out in cell.get("outputs", [])
-        if PLOTLY_MIMETYPE in (out.get("data") or {})
-    ]
+    return [figure for cell in nb.cells for figure in cell_figures(cell)]
+
+
+def cell_figures(cell: Any) -> list[dict[str, Any]]:
+    """The plotly figures among one executed cell's outputs."""
+    outputs = cell.get("outputs", [])
+    return [dict(out["data"][PLOTLY_MIMETYPE]) for out in outputs if PLOTLY_MIMETYPE in (out.get("data") or {})]
+
+
+#: the runs store's folder of PNG pointers: ``png-cache/<notebook stem>.json`` maps figure hashes to the PNGs
+#: the notebook's latest run wrote for them
+PNG_CACHE_PREFIX = "png-cache"
+
+
+class PngCache:
+    """The PNGs of a notebook's latest run, by figure hash, so that a run whose figure did not change (a re-run
+    with nothing new) copies its PNG instead of starting a browser to draw the same picture again.
+
+    The hash covers the figure's JSON, the PNG's size, the plotly.js bundle and kaleido's version. The pointer
+    file is replaced by each run (it names that run's PNGs only, so it stays small); a pointer whose PNG is gone
+    (its run folder was removed) or an unreadable pointer file is a miss, never an error."""
+
+    def __init__(self, store: Store, notebook: str, *, width: int = 1100, height: int = 600) -> None:
+        self.store, self.key = store, f"{PNG_CACHE_PREFIX}/{notebook}.json"
+        self._salt = f"{width}x{height} {FINANCE_PLOTLYJS.name} kaleido {_kaleido_version()}\n".encode()
+        self._known: dict[str, str] | None = None
+
+    def hash(self, figure: dict[str, Any]) -> str:
+        body = json.dumps(figure, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return hashlib.sha256(self._salt + body).hexdigest()
+
+    def known(self) -> dict[str, str]:
+        """Figure hash -> runs-store key of its PNG, as the notebook's latest run left them (read once)."""
+        if self._known is None:
+            try:
+                doc = json.loads(self.store.get(self.key))
+                self._known = {str(h): str(k) for h, k in doc.items()} if isinstance(doc, dict) else {}
+            except (ObjectNotFound, ValueError):
+                self._known = {}
+        return self._known
+
+    def has_all(self, figures: list[dict[str, Any]]) -> bool:
+        return all(self.hash(f) in self.known() for f in figures)
+
+    def get(self, figure: dict[str, Any]) -> bytes | None:
+        """The PNG drawn for the same figure by the notebook's latest run, or ``None``."""
+        key = self.known().get(self.hash(figure))
+        if key is None:
+            return None
+        try:
+            return self.store.get(key)
+        except ObjectNotFound:
+            return None
+
+    def remember(self, figures: list[dict[str, Any]], keys: list[str | None]) -> None:
+        """This run's PNGs (``None``: not written) become the ones the next run can reuse."""
+        doc = {self.hash(f): k for f, k in zip(figures, keys, strict=True) if k is not None}
+        if doc and doc != self.known():
+            self.store.put(self.key, json.dumps(doc, indent=1).encode())
+
+
+def _kaleido_version() -> str:
+    try:
+        return metadata.version("kaleido")
+    except metadata.PackageNotFoundError:
+        return "none"
 
 
 def draws_chart(cell: Any) -> bool:

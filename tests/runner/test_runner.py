@@ -316,8 +316,10 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     keys = sorted(o.key for o in store.list(""))
     shared = f"p1/{plotly_file()}"  # plotly.js once per pipeline run folder
     pngs = [r.html_key.removesuffix(".html") + "-1.png" for r in results[:1]]  # the first stage drew one chart
-    assert keys == sorted(["index.jsonl", shared, *pngs, *(k for r in results for k in (r.ipynb_key, r.html_key))])
-    assert all(k.startswith("p1/") for k in keys if k != "index.jsonl")
+    cache = "png-cache/ok.json"  # which PNG each figure of the notebook's latest run has, for the next run
+    runs = [k for r in results for k in (r.ipynb_key, r.html_key)]
+    assert keys == sorted(["index.jsonl", cache, shared, *pngs, *runs])
+    assert all(k.startswith("p1/") for k in keys if k not in ("index.jsonl", cache))
     df = read_index(settings)
     assert list(df.status) == ["ok", "failed"] and set(df.pipeline_run_id) == {"p1"}
     assert df.html_url[0] == f"{settings.runs_uri}/{results[0].html_key}"
@@ -354,6 +356,29 @@ def test_cells_tagged_chart_get_their_pngs_in_page_order(tmp_path, monkeypatch):
     page = (run_dir / "charts.html").read_text()
     assert page.count("Plotly.newPlot") == 2
     assert not [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name()], "the browser is closed"
+
+
+def test_a_rerun_whose_figures_did_not_change_copies_their_pngs_without_a_browser(tmp_path, monkeypatch):
+    root = _project(tmp_path, "charts")
+    monkeypatch.chdir(root)
+    opts = RunOptions(progress_bar=False)
+    first = run_notebook("charts", {"n": 5}, settings=Settings(), options=opts)
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-browser"))  # no browser from here on
+    again = run_notebook("charts", {"n": 5}, settings=Settings(), options=opts)
+    assert first.ok and again.ok
+    pngs = [[(root / "runs" / r.run_id / f"charts-{k}.png").read_bytes() for k in (1, 2)] for r in (first, again)]
+    assert pngs[0] == pngs[1], "the same figures: the first run's PNGs"
+    # other figures need the browser: without one, the run goes on without PNGs
+    other = run_notebook("charts", {"n": 6}, settings=Settings(), options=opts)
+    assert other.ok and not list((root / "runs" / other.run_id).glob("*.png"))
+    monkeypatch.delenv("BROWSER_PATH")
+    drawn = run_notebook("charts", {"n": 6}, settings=Settings(), options=opts)
+    new = [(root / "runs" / drawn.run_id / f"charts-{k}.png").read_bytes() for k in (1, 2)]
+    assert new[0][:8] == b"\x89PNG\r\n\x1a\n" and new[0] != pngs[0][0] and new[1] != pngs[0][1]
+    # a PNG whose run folder was removed is drawn again
+    shutil.rmtree(root / "runs" / drawn.run_id)
+    last = run_notebook("charts", {"n": 6}, settings=Settings(), options=opts)
+    assert [(root / "runs" / last.run_id / f"charts-{k}.png").read_bytes() for k in (1, 2)] == new
 
 
 def test_a_pipelines_stages_share_one_browser_and_each_gets_its_own_pngs(tmp_path, monkeypatch):
