@@ -11,6 +11,7 @@ setup(
     packages=[*find_packages(include=["condvest*", "runner*"]), "condvest._sql", "condvest._notebooks"],
     package_dir={"condvest._sql": "sql", "condvest._notebooks": "notebooks"},
     package_data={
+        "condvest": ["nyse_sessions.txt"],  # the NYSE calendar as pandas_market_calendars computes it (fast start)
         "condvest._sql": ["*.sql", "*.sh"],
         "condvest._notebooks": ["*.ipynb"],
         "runner": ["static/*.js", "static/*.txt"],  # plotly.js's finance bundle for the chart PNGs, its licence

@@ -2,12 +2,17 @@
 
 All functions take and return ``datetime.date`` objects; nothing depends on the host's time zone.
 exchange_calendars' XNYS is deliberately not used: it treats every holiday before 1970 as a session.
+The sessions of 1962-2099 ship with the package (``nyse_sessions.txt``, written by the pinned release of the
+library and checked against it by the tests): a process reads them in milliseconds instead of importing and
+asking the library (0.5-1 s); with another release of the library installed, the library is asked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from condvest.errors import ParameterError
@@ -18,12 +23,58 @@ FIRST_SUPPORTED = dt.date(1962, 1, 1)
 _LAST_SUPPORTED = dt.date(2099, 12, 31)
 
 
-@lru_cache(maxsize=1)
-def _all_sessions() -> tuple[dt.date, ...]:
+#: the sessions of the supported range as pandas_market_calendars computed them, shipped with the package: reading
+#: it takes milliseconds where importing and asking the library takes 0.5-1 s (in every kernel that fetches).
+#: Line 1 names the library's version; line 2 is the first session, line 3 the days from each session to the next.
+SESSIONS_FILE = Path(__file__).resolve().parent / "nyse_sessions.txt"
+
+
+def _calendar_version() -> str:
+    try:
+        return metadata.version("pandas_market_calendars")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def computed_sessions() -> tuple[dt.date, ...]:
+    """The sessions of the supported range, from pandas_market_calendars itself."""
     import pandas_market_calendars as mcal
 
     days = mcal.get_calendar("NYSE").valid_days(FIRST_SUPPORTED.isoformat(), _LAST_SUPPORTED.isoformat())
     return tuple(d.date() for d in days)
+
+
+#: the command that rewrites ``SESSIONS_FILE`` (after pandas_market_calendars is upgraded)
+WRITE_SESSIONS_FILE = 'python -c "from condvest.calendar import write_sessions_file; write_sessions_file()"'
+
+
+def sessions_file_text(days: tuple[dt.date, ...]) -> str:
+    """``SESSIONS_FILE``'s text for ``days``."""
+    gaps = "".join(str((b - a).days) for a, b in zip(days, days[1:], strict=False))
+    return f"pandas_market_calendars {_calendar_version()} NYSE\n{days[0].isoformat()}\n{gaps}\n"
+
+
+def write_sessions_file() -> None:
+    """Rewrite ``SESSIONS_FILE`` from the installed pandas_market_calendars (``WRITE_SESSIONS_FILE``)."""
+    SESSIONS_FILE.write_text(sessions_file_text(computed_sessions()))
+
+
+@lru_cache(maxsize=1)
+def _all_sessions() -> tuple[dt.date, ...]:
+    """The supported range's sessions: from ``SESSIONS_FILE`` when it was written by the installed
+    pandas_market_calendars, else from the library (a newer release may know other closures)."""
+    try:
+        head, first, gaps = SESSIONS_FILE.read_text().split("\n")[:3]
+    except (OSError, ValueError):
+        return computed_sessions()
+    if head != f"pandas_market_calendars {_calendar_version()} NYSE":
+        return computed_sessions()
+    day = dt.date.fromisoformat(first)
+    days = [day]
+    for g in gaps:
+        day += dt.timedelta(days=int(g))
+        days.append(day)
+    return tuple(days)
 
 
 @lru_cache(maxsize=1)

@@ -18,3 +18,13 @@ def test_calendar_knows_old_holidays_and_half_days():
         dt.date(2025, 12, 26),
         dt.date(2025, 12, 29),
     ]
+
+
+def test_the_shipped_sessions_are_the_librarys_own():
+    # the file that spares every kernel the library's 0.5-1 s must say exactly what the library says
+    shipped = cal.SESSIONS_FILE.read_text()
+    assert shipped == cal.sessions_file_text(cal.computed_sessions()), (
+        f"{cal.SESSIONS_FILE.name} is stale for the installed pandas_market_calendars: run {cal.WRITE_SESSIONS_FILE}"
+    )
+    assert cal._all_sessions() == cal.computed_sessions()
+    assert cal.is_session(dt.date(2001, 9, 17)) and not cal.is_session(dt.date(2001, 9, 11))
