@@ -131,6 +131,27 @@ _WARM_UP = """def __condvest_warm_up():
 __condvest_warm_up()
 del __condvest_warm_up
 """
+#: a chart notebook's warm-up also draws a throwaway figure of the finance trace types, subplots and an
+#: annotation, and makes its display bundle: plotly loads each trace type's validators, the default template
+#: and its JSON encoder on first use (~0.5 s the chart cell otherwise pays). Nothing is displayed or kept.
+_CHART_WARM_UP = """def __condvest_chart_warm_up():
+    try:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        fig = make_subplots(rows=2, cols=1, subplot_titles=["a", "b"], shared_xaxes=True)
+        fig.add_trace(go.Candlestick(x=[0], open=[1], high=[1], low=[1], close=[1]), row=1, col=1)
+        fig.add_trace(go.Scatter(x=[0], y=[1]), row=2, col=1)
+        fig.add_trace(go.Bar(x=[0], y=[1]), row=2, col=1)
+        fig.add_annotation(x=0, y=1, text="a", row=1, col=1)
+        fig.update_xaxes(rangeslider_visible=False, row=1, col=1)
+        fig.update_layout(height=300, title="a")
+        fig._repr_mimebundle_()
+    except Exception:
+        pass
+__condvest_chart_warm_up()
+del __condvest_chart_warm_up
+"""
 
 
 class WarmKernel:
@@ -142,8 +163,11 @@ class WarmKernel:
     manager (``None`` when the kernel did not come up: the stage then starts its own, as without this); a
     kernel not taken is shut down by ``discard()``."""
 
-    def __init__(self, kernel_name: str, cwd: Path, modules: list[str], *, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, kernel_name: str, cwd: Path, modules: list[str], *, charts: bool = False, timeout_s: float = 120.0
+    ) -> None:
         self.kernel_name, self.cwd, self.modules, self.timeout_s = kernel_name, cwd, modules, timeout_s
+        self.charts = charts  # draw a throwaway chart too (_CHART_WARM_UP)
         self._thread: threading.Thread | None = None
         self._km: RunKernelManager | None = None
         self._error: BaseException | None = None
@@ -167,7 +191,8 @@ class WarmKernel:
         kc.start_channels()
         try:
             await kc.wait_for_ready(timeout=self.timeout_s)
-            msg_id = kc.execute(_WARM_UP.format(modules=self.modules), silent=True, store_history=False)
+            code = _WARM_UP.format(modules=self.modules) + (_CHART_WARM_UP if self.charts else "")
+            msg_id = kc.execute(code, silent=True, store_history=False)
             while True:  # the reply to the warm-up; its iopub messages are this client's and go with it
                 reply = await kc.get_shell_msg(timeout=self.timeout_s)
                 if reply["parent_header"].get("msg_id") == msg_id:
@@ -194,7 +219,7 @@ class WarmKernel:
         nb = json.loads(path.read_text(encoding="utf-8"))
         name = (nb.get("metadata", {}).get("kernelspec") or {}).get("name") or "python3"
         charts = any(draws_chart(c) for c in nb["cells"])  # plotly (imported inside our chart functions) too
-        return cls(name, cwd, notebook_imports(nb) + (list(CHART_MODULES) if charts else []))
+        return cls(name, cwd, notebook_imports(nb) + (list(CHART_MODULES) if charts else []), charts=charts)
 
     def discard(self) -> None:
         """Shut the kernel down when it was not taken (waits for a start in progress)."""
