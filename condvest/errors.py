@@ -21,6 +21,7 @@ CondvestError
 ├── FetchFailed            one or more sessions failed in a fetch run (lists them)
 ├── BusyError              another run holds the lock (names the lock and its holder)
 ├── ValidationError        a data validation failed (migration report, checksums)
+├── ShardsIncomplete       a sharded run's commit found a shard missing, failed or disagreeing (names the group, shard)
 └── RunFailed              a notebook run failed (names the notebook and the failing cell)
 """
 
@@ -130,3 +131,12 @@ class RunFailed(CondvestError):
     def __init__(self, problem: str, *, notebook: str, cell: str) -> None:
         self.notebook, self.cell = notebook, cell
         super().__init__(f"{notebook} failed in {cell}: {problem}")
+
+
+class ShardsIncomplete(CondvestError):
+    """The commit of a sharded run found a shard missing, failed or disagreeing: nothing was written."""
+
+    def __init__(self, problem: str, *, group: str, shard: str | None = None) -> None:
+        self.group, self.shard = group, shard
+        where = f"sharded run {group}" + (f", shard {shard}" if shard else "")
+        super().__init__(f"{problem} ({where}); the commit wrote nothing")

@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from condvest.errors import CondvestError, ObjectNotFound, ParameterError
+from condvest.errors import ObjectNotFound, ParameterError, ShardsIncomplete
 from condvest.lake import METADATA_PREFIX
 from condvest.params import run_id as check_run_id
 from condvest.storage import Store
@@ -30,15 +30,6 @@ from condvest.storage import Store
 SHARDS_PREFIX = f"{METADATA_PREFIX}/shards"
 MAX_SHARDS = 10_000
 _SHARD_RE = re.compile(r"^\s*(\d+|commit)\s*/\s*(\d+)\s*$")
-
-
-class ShardsIncomplete(CondvestError):
-    """The commit of a sharded run found a shard missing, failed or disagreeing: nothing was written."""
-
-    def __init__(self, problem: str, *, group: str, shard: str | None = None) -> None:
-        self.group, self.shard = group, shard
-        where = f"sharded run {group}" + (f", shard {shard}" if shard else "")
-        super().__init__(f"{problem} ({where}); the commit wrote nothing")
 
 
 def shard_of(symbol: str, count: int) -> int:
