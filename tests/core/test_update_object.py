@@ -4,6 +4,7 @@ keeps losing stops with ``UpdateContended`` naming the key."""
 
 from __future__ import annotations
 
+import ast
 import json
 import threading
 
@@ -11,6 +12,7 @@ import pytest
 
 from condvest.errors import CorruptObject, PreconditionFailed, UpdateContended
 from condvest.storage import UPDATE_RETRY, Retry, Store, open_store, put_if_unchanged, update_object
+from tests.fixtures.paths import ROOT
 
 KEY = "processing_metadata/shared.json"
 FAST = Retry(attempts=4, base_s=0.001, cap_s=0.002)
@@ -157,3 +159,14 @@ def test_the_retry_policy_backs_off_exponentially_with_jitter_and_is_bounded():
     assert 1 < UPDATE_RETRY.attempts <= 20
     total = sum(min(UPDATE_RETRY.cap_s, UPDATE_RETRY.base_s * 2 ** (k - 1)) for k in range(1, UPDATE_RETRY.attempts))
     assert total < 60, "the default policy must give up within a minute"
+
+
+def test_conditional_puts_are_written_in_storage_and_the_lake_lock_only():
+    """Every conditional update of a shared object goes through this module's two functions; the lake lock keeps
+    its own (a lease is not a read-modify-write)."""
+    found = set()
+    for path in sorted([*(ROOT / "condvest").rglob("*.py"), *(ROOT / "runner").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and any(k.arg in ("if_match", "if_none_match") for k in node.keywords):
+                found.add(path.relative_to(ROOT).as_posix())
+    assert found == {"condvest/storage.py", "condvest/lake_lock.py"}
