@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import pandas as pd
 import pyarrow as pa
@@ -25,9 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, parquet_bytes, row_files, to_table
-from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
+from condvest.errors import CorruptObject, StorageError
 from condvest.lake import batch_key, bronze_daily_key, bronze_history_key, parse_bronze_key, quarantine_key
-from condvest.storage import Store
+from condvest.storage import Store, update_object
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,6 @@ SOURCE_RANK = {"dms": 0, "history": 1, "daily": 2}
 #: the merge rule as a DuckDB ORDER BY within (symbol, date), over columns ``ingested_at`` and ``src_rank``
 DEDUP_ORDER_SQL = "ingested_at DESC NULLS LAST, src_rank DESC, close, volume, open, high, low"
 _TIE_BREAK = ("close", "volume", "open", "high", "low")
-_ATTEMPTS = 5
 
 
 def merge_rows(parts: Sequence[tuple[pa.Table, str]]) -> pa.Table:
@@ -187,30 +187,25 @@ class HistoryWrite:
 def update_history(
     store: Store, symbol: str, parts: Sequence[tuple[pa.Table, str]], *, exists: bool = True
 ) -> HistoryWrite:
-    """Merge ``parts`` into ``symbol=X/data.parquet`` by ``merge_rows``; the write is conditional on the version
-    read (If-None-Match when there was none, If-Match otherwise) and retried from a fresh read when another
-    writer got in between, so no writer's rows are lost. ``exists=False`` skips the first read (a new symbol).
-    Raises ``PreconditionFailed`` after ``_ATTEMPTS`` lost races."""
-    key = bronze_history_key(symbol)
-    for _ in range(_ATTEMPTS):
-        prior, etag = None, None
-        if exists:
-            try:
-                data, etag = store.get_with_etag(key)
-                prior = read_bronze_bytes(key, data)
-            except ObjectNotFound:
-                pass
-        merged = merge_rows([*([(prior, "history")] if prior is not None else []), *parts])
-        try:
-            if etag is None:
-                new = store.put(key, history_bytes(merged), if_none_match=True)
-            else:
-                new = store.put(key, history_bytes(merged), if_match=etag)
-        except PreconditionFailed:
-            exists = True
-            continue
-        return HistoryWrite(symbol, merged.num_rows, prior.num_rows if prior is not None else 0, etag, new)
-    raise PreconditionFailed(f"lost {_ATTEMPTS} write races in a row to another bronze writer", key=key)
+    """Merge ``parts`` into ``symbol=X/data.parquet`` by ``merge_rows`` through ``storage.update_object``: the write
+    is conditional on the version read and retried from a fresh read when another writer got in between, so no
+    writer's rows are lost. ``exists=False`` skips the first read (a new symbol). An unreadable history is
+    ``CorruptObject`` (never overwritten); ``UpdateContended`` (a ``PreconditionFailed``) when the races run out."""
+    done = update_object(
+        store,
+        bronze_history_key(symbol),
+        partial(_merge_into_history, parts),
+        read=read_bronze_bytes,
+        write=history_bytes,
+        exists=exists,
+        what="bronze history write",
+    )
+    prior_rows = done.before.num_rows if done.before is not None else 0
+    return HistoryWrite(symbol, done.after.num_rows, prior_rows, done.old_etag, done.etag)
+
+
+def _merge_into_history(parts: Sequence[tuple[pa.Table, str]], prior: pa.Table | None) -> pa.Table:
+    return merge_rows([*([(prior, "history")] if prior is not None else []), *parts])
 
 
 def write_quarantine(store: Store, day: dt.date, run_id: str, df: pd.DataFrame) -> str | None:

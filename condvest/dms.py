@@ -8,12 +8,19 @@ read or lacks a required column raises ``CorruptObject`` naming the file.
 
     read_dms_file(store, key) -> pa.Table          one file, in BRONZE_SCHEMA (ingested_at null)
     list_dms_files(store) -> list[ObjectInfo]      the export's LOAD*.parquet objects, in key order
+    readable_export(store) -> list[ObjectInfo]     the export files readers still need (none once retired)
     BRONZE_SCHEMA                                  condvest.bars.BRONZE_SCHEMA, re-exported
+
+Which export files are readable is a fact of the lake that every reader shares (the resampler, its charts):
+03_migrate retires the export by writing a passing validation report that names exactly the files that are
+there (``REPORT_KEY``, written by ``condvest.migrate``; read here by ``load_report``, judged by
+``report_covers``).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 import pyarrow as pa
@@ -22,13 +29,15 @@ import pyarrow.parquet as pq
 
 from condvest.bars import BRONZE_SCHEMA
 from condvest.calendar import NEW_YORK
-from condvest.errors import CorruptObject
-from condvest.lake import DMS_PREFIX
+from condvest.errors import CorruptObject, ObjectNotFound
+from condvest.lake import DMS_PREFIX, METADATA_PREFIX
 from condvest.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
 
 UTC_US = pa.timestamp("us", tz="UTC")
+#: 03_migrate's validation report: the export files it validated (key, size, etag), per symbol checks, ``passed``
+REPORT_KEY = f"{METADATA_PREFIX}/dms_migration_report.json"
 
 #: bronze column <- DMS column (``timestamp`` is DMS's own artefact and deliberately absent)
 DMS_COLUMNS = {
@@ -161,3 +170,65 @@ def read_dms_file(store: Store, key: str, symbols: set[str] | None = None) -> pa
     out = normalize_dms_table(table, key)
     log.debug("dms file read key=%s rows=%d", key, out.num_rows)
     return out
+
+
+def sources_json(sources: list[ObjectInfo]) -> list[dict[str, object]]:
+    """Export files as the validation report names them: ``{key, size, etag}`` in key order."""
+    return [{"key": o.key, "size": o.size, "etag": o.etag} for o in sorted(sources, key=lambda o: o.key)]
+
+
+def load_report(store: Store) -> dict | None:
+    """The last validation report, or ``None``."""
+    try:
+        raw = store.get(REPORT_KEY)
+    except ObjectNotFound:
+        return None
+    try:
+        doc = json.loads(raw)
+        for k in ("passed", "source_prefix", "sources", "symbols"):
+            doc[k]  # noqa: B018 - presence check
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptObject(f"unreadable migration report: {exc}", key=REPORT_KEY) from exc
+    return doc
+
+
+def report_covers(report: dict | None, source_prefix: str, current: list[dict]) -> bool:
+    """True when ``report`` passed for ``source_prefix`` and names exactly the files in ``current`` (or a
+    subset of them, each unchanged, after an interrupted cleanup that the report records)."""
+    if report is None or not report.get("passed") or report.get("source_prefix") != source_prefix:
+        return False
+    if report["sources"] == current:
+        return True
+    reported = {s["key"]: s for s in report["sources"]}
+    return bool((report.get("cleanup") or {}).get("action")) and all(reported.get(s["key"]) == s for s in current)
+
+
+def readable_export(store: Store) -> list[ObjectInfo]:
+    """The DMS export files that readers (the resampler, its charts) must still read.
+
+    None once a passing migration report names exactly the files that are there now (keys, sizes, etags):
+    bronze then holds the same rows, validated, and reading the export beside it would read the history
+    twice. A new or changed export file brings the whole export back, with a warning saying so (run
+    03_migrate again to retire it). An unreadable report also keeps the export readable (warned): reading
+    it is always correct, only slower."""
+    files = list_dms_files(store)
+    if not files:
+        return []
+    try:
+        report = load_report(store)
+    except CorruptObject as exc:
+        log.warning("dms_export=read reason=unreadable_report error=%r", str(exc))
+        return files
+    # every *.parquet under the export's prefix, sub-folders included: what 03_migrate validated
+    exported = [o for o in store.list(DMS_PREFIX + "/") if o.key.endswith(".parquet")]
+    if report_covers(report, DMS_PREFIX, sources_json(exported)):
+        log.info("dms_export=retired run_id=%s files=%d", report.get("run_id"), len(files))  # type: ignore[union-attr]
+        return []
+    if report is not None and report.get("passed") and report.get("source_prefix") == DMS_PREFIX:
+        log.warning(
+            "dms_export=read reason=changed_since_migration run_id=%s files=%d hint=%r",
+            report.get("run_id"),
+            len(files),
+            "a file is new or changed since the validated migration: run 03_migrate again",
+        )
+    return files

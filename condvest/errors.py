@@ -2,7 +2,8 @@
 
 Constructors take the message first and the context as keywords, e.g. ``StorageError(problem, key=key)``,
 ``ParameterError(message, parameter="symbols")``; ``ObjectNotFound(key=...)``, ``FetchFailed(failed=...)`` and
-``BusyError(lock=..., holder=...)`` build their message from the context.
+``BusyError(lock=..., holder=...)`` build their message from the context (``UpdateContended(what, key=...,
+attempts=...)`` too, after naming the update).
 
 CondvestError
 ├── ConfigError            a setting is missing or malformed (names the variable)
@@ -10,6 +11,7 @@ CondvestError
 ├── StorageError           a lake object could not be read or written (names the key)
 │   ├── ObjectNotFound     the object does not exist
 │   ├── PreconditionFailed a conditional write lost a race (If-Match / If-None-Match)
+│   │   └── UpdateContended  a read-modify-write lost every retry to other writers (names the attempts)
 │   └── CorruptObject      the object exists but cannot be parsed (truncated parquet, bad JSON)
 ├── SourceError            the market-data source failed (names URL path, HTTP status, symbol, date)
 │   ├── RateLimited        HTTP 429 after every retry
@@ -58,6 +60,14 @@ class ObjectNotFound(StorageError):
 class PreconditionFailed(StorageError):
     def __init__(self, problem: str = "conditional write lost a race", *, key: str) -> None:
         super().__init__(problem, key=key)
+
+
+class UpdateContended(PreconditionFailed):
+    """``storage.update_object`` lost ``attempts`` races in a row: other writers kept changing the object."""
+
+    def __init__(self, what: str = "update", *, key: str, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(f"{what} lost {attempts} races in a row to other writers", key=key)
 
 
 class CorruptObject(StorageError):

@@ -13,8 +13,8 @@ history backfill), and ``gaps``: symbols with no bar on a session inside their l
 quarantined). ``absent`` counts as held for gap detection (there is nothing to fetch); ``gaps`` do not
 (the next daily run asks again) and 05_monitoring shows them as WARN. Gap detection reads the year
 objects that cover its window (one or two GETs) instead of listing millions of bronze objects. Updates
-are read-modify-write with a conditional put, retried when another writer got there first, so concurrent runs never lose
-each other's sessions.
+go through ``storage.update_object`` (a conditional read-modify-write, retried when another writer got there
+first), so concurrent runs never lose each other's sessions.
 
 A lake without any manifest object (one written by the previous pipeline) gets one built once, by 01_fetch's
 gap detection, from a listing of the previous fetcher's daily files (``build_from_listing``, with a progress
@@ -29,19 +29,19 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
+from condvest.errors import CorruptObject, ObjectNotFound
 from condvest.lake import BRONZE_PREFIX, MANIFEST_PREFIX, manifest_key, parse_bronze_key
-from condvest.storage import Store
+from condvest.storage import Store, update_object
 
 log = logging.getLogger(__name__)
 
 ALL = "all"
-_MAX_ATTEMPTS = 20
 #: in a manifest built from a listing, a session whose daily files cover at least this share of the symbols of
 #: the busiest session counts as complete (``ALL``): the previous fetcher fetched every symbol each session
 LISTING_ALL_SHARE = 0.9
@@ -106,24 +106,33 @@ class SessionEntry:
         )
 
 
-def _load(store: Store, year: int) -> tuple[dict[dt.date, SessionEntry], str | None]:
-    key = manifest_key(year)
-    try:
-        raw, etag = store.get_with_etag(key)
-    except ObjectNotFound:
-        return {}, None
+def _parse(key: str, raw: bytes) -> dict[dt.date, SessionEntry]:
+    """A year object's entries; ``CorruptObject`` when it cannot be read (never overwritten)."""
     try:
         doc = json.loads(raw)
-        return {dt.date.fromisoformat(d): SessionEntry.from_json(e) for d, e in doc["sessions"].items()}, etag
+        return {dt.date.fromisoformat(d): SessionEntry.from_json(e) for d, e in doc["sessions"].items()}
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptObject(f"unreadable manifest: {exc}", key=key) from exc
+
+
+def _dump(entries: Mapping[dt.date, SessionEntry]) -> bytes:
+    doc = {"version": 1, "sessions": {d.isoformat(): entries[d].to_json() for d in sorted(entries)}}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _load(store: Store, year: int) -> dict[dt.date, SessionEntry]:
+    key = manifest_key(year)
+    try:
+        return _parse(key, store.get(key))
+    except ObjectNotFound:
+        return {}
 
 
 def read_sessions(store: Store, start: dt.date, end: dt.date) -> dict[dt.date, SessionEntry]:
     """Manifest entries for sessions in [start, end]."""
     out: dict[dt.date, SessionEntry] = {}
     for year in range(start.year, end.year + 1):
-        entries, _ = _load(store, year)
+        entries = _load(store, year)
         out.update({d: e for d, e in entries.items() if start <= d <= end})
     return out
 
@@ -139,29 +148,24 @@ def missing_sessions(store: Store, sessions: Iterable[dt.date], symbols: Iterabl
 
 
 def record_sessions(store: Store, entries: Mapping[dt.date, SessionEntry]) -> None:
-    """Merge ``entries`` into the manifest (conditional read-modify-write per year, retried on a race)."""
+    """Merge ``entries`` into the manifest (``storage.update_object`` per year: a lost race is retried)."""
     by_year: dict[int, dict[dt.date, SessionEntry]] = {}
     for d, e in entries.items():
         by_year.setdefault(d.year, {})[d] = e
     for year, new in sorted(by_year.items()):
-        key = manifest_key(year)
-        for attempt in range(_MAX_ATTEMPTS):
-            current, etag = _load(store, year)
-            for d, e in new.items():
-                current[d] = current[d].merged(e) if d in current else e
-            doc = {"version": 1, "sessions": {d.isoformat(): current[d].to_json() for d in sorted(current)}}
-            body = json.dumps(doc, separators=(",", ":")).encode()
-            try:
-                if etag is None:
-                    store.put(key, body, if_none_match=True)
-                else:
-                    store.put(key, body, if_match=etag)
-                log.debug("manifest=updated key=%s sessions=%d attempt=%d", key, len(new), attempt)
-                break
-            except PreconditionFailed:
-                continue
-        else:
-            raise StorageError(f"manifest update lost {_MAX_ATTEMPTS} races in a row", key=key)
+        done = update_object(
+            store, manifest_key(year), partial(_merged, new), read=_parse, write=_dump, what="manifest update"
+        )
+        log.debug("manifest=updated key=%s sessions=%d attempt=%d", done.key, len(new), done.attempts)
+
+
+def _merged(
+    new: Mapping[dt.date, SessionEntry], current: dict[dt.date, SessionEntry] | None
+) -> dict[dt.date, SessionEntry]:
+    out = dict(current or {})
+    for d, e in new.items():
+        out[d] = out[d].merged(e) if d in out else e
+    return out
 
 
 def has_manifest(store: Store) -> bool:

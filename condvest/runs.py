@@ -1,8 +1,7 @@
 """The run index: one JSON line per notebook run in ``<runs>/index.jsonl``.
 
-Appends are a read-modify-write guarded by a conditional put (``If-Match`` on S3, a file lock locally;
-``If-None-Match`` when the index does not exist yet), retried with jittered backoff when another run
-wrote in between, so concurrent runs never lose each other's lines.
+Appends go through ``storage.update_object``: a read-modify-write guarded by a conditional put, retried with
+jittered backoff when another run wrote in between, so concurrent runs never lose each other's lines.
 
 Each line: ``run_id, notebook, status ("ok"|"failed"), parameters, started_at, finished_at (ISO UTC),
 duration_s, error (null or {cell, cell_index, source, ename, evalue}), results (merged result figures),
@@ -14,14 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import random
 import secrets
-import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
+from condvest.errors import CorruptObject, ObjectNotFound
 from condvest.settings import Settings
-from condvest.storage import Store, open_store
+from condvest.storage import Store, open_store, update_object
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,30 +58,18 @@ COLUMNS = [
 ]
 
 
-def append_run(store: Store, record: dict[str, Any], *, attempts: int = 20) -> None:
-    """Append one record to the store's ``index.jsonl`` (conditional write, retried on a lost race)."""
-    line = json.dumps(record, default=str, sort_keys=False) + "\n"
-    for attempt in range(1, attempts + 1):
-        try:
-            try:
-                data, etag = store.get_with_etag(INDEX_KEY)
-            except ObjectNotFound:
-                store.put(INDEX_KEY, line.encode(), if_none_match=True)
-            else:
-                if data and not data.endswith(b"\n"):
-                    data += b"\n"
-                store.put(INDEX_KEY, data + line.encode(), if_match=etag)
-            log.info("run indexed run_id=%s index=%s attempt=%d", record.get("run_id"), store.url(INDEX_KEY), attempt)
-            return
-        except PreconditionFailed:
-            delay = min(2.0, 0.05 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            log.info("run index busy run_id=%s attempt=%d retry_in_s=%.2f", record.get("run_id"), attempt, delay)
-            time.sleep(delay)
-    raise StorageError(
-        f"could not append run {record.get('run_id')} after {attempts} attempts "
-        "(other runs kept winning the conditional write)",
-        key=INDEX_KEY,
-    )
+def append_run(store: Store, record: dict[str, Any]) -> None:
+    """Append one record to the store's ``index.jsonl`` (``storage.update_object``: retried on a lost race)."""
+    line = (json.dumps(record, default=str, sort_keys=False) + "\n").encode()
+    done = update_object(store, INDEX_KEY, partial(_appended, line), what=f"appending run {record.get('run_id')}")
+    log.info("run indexed run_id=%s index=%s attempt=%d", record.get("run_id"), store.url(INDEX_KEY), done.attempts)
+
+
+def _appended(line: bytes, data: bytes | None) -> bytes:
+    """The index with ``line`` appended (a last line without its newline gets one first)."""
+    if not data:
+        return line if data is None else data + line
+    return (data if data.endswith(b"\n") else data + b"\n") + line
 
 
 def read_records(store: Store) -> list[dict[str, Any]]:

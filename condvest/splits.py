@@ -10,8 +10,8 @@ split-adjusted (``{"version": 1, "symbols": {"AAPL": {"basis": "2025-10-17", "re
 A symbol absent from it has an unknown basis (history migrated from the DMS export or fetched before
 splits were tracked). A later basis never gives way to an earlier one.
 
-Both objects are read-modify-write with a conditional put (If-None-Match when absent, If-Match on the
-version read), retried from a fresh read when another writer got in between, so no writer's rows are lost.
+Both objects are updated through ``storage.update_object`` (a conditional put over the version read,
+retried from a fresh read when another writer got in between), so no writer's rows are lost.
 ``pending`` (pure) says which symbols need their history re-fetched.
 """
 
@@ -23,15 +23,16 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from condvest.errors import BadPayload, CorruptObject, ObjectNotFound, PreconditionFailed, StorageError
+from condvest.errors import BadPayload, CorruptObject, ObjectNotFound
 from condvest.lake import BASIS_KEY, SPLITS_KEY
-from condvest.storage import Store
+from condvest.storage import Store, update_object
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,6 @@ SPLITS_SCHEMA = pa.schema(
         ("first_seen", pa.timestamp("us", tz="UTC")),
     ]
 )
-_ATTEMPTS = 20
 
 
 def splits_frame(results: Sequence[Mapping[str, Any]], seen_at: dt.datetime) -> pd.DataFrame:
@@ -85,50 +85,66 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return df
 
 
-def _load_splits(store: Store) -> tuple[pd.DataFrame, str | None]:
-    try:
-        data, etag = store.get_with_etag(SPLITS_KEY)
-    except ObjectNotFound:
-        return _to_pandas(SPLITS_SCHEMA.empty_table()), None
+def _parse_splits(key: str, data: bytes) -> pd.DataFrame:
+    """The splits object as a frame; ``CorruptObject`` when it cannot be read (never overwritten)."""
     try:
         table = pq.read_table(io.BytesIO(data)).select(SPLITS_SCHEMA.names).cast(SPLITS_SCHEMA)
     except (pa.ArrowException, OSError, KeyError) as exc:
-        raise CorruptObject(f"unreadable splits object: {exc}", key=SPLITS_KEY) from exc
-    return _to_pandas(table), etag
+        raise CorruptObject(f"unreadable splits object: {exc}", key=key) from exc
+    return _to_pandas(table)
+
+
+def _splits_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(_typed(df), schema=SPLITS_SCHEMA, preserve_index=False), buf)
+    return buf.getvalue()
+
+
+def _no_splits() -> pd.DataFrame:
+    return _to_pandas(SPLITS_SCHEMA.empty_table())
 
 
 def read_splits(store: Store) -> pd.DataFrame:
     """Every split the lake knows, ordered by (execution_date, ticker); empty when none was ever read."""
-    return _load_splits(store)[0]
+    try:
+        return _parse_splits(SPLITS_KEY, store.get(SPLITS_KEY))
+    except ObjectNotFound:
+        return _no_splits()
 
 
 def record_splits(store: Store, new: pd.DataFrame) -> int:
     """Merge ``new`` (``SPLITS_SCHEMA`` columns) into the splits object; returns how many rows were new."""
     if new.empty:
         return 0
-    for _ in range(_ATTEMPTS):
-        current, etag = _load_splits(store)
-        key = ["ticker", "execution_date"]
-        both = pd.concat([current.assign(_old=1), new.assign(_old=0)], ignore_index=True)
-        first = both.groupby(key)["first_seen"].min()
-        merged = both.sort_values([*key, "_old"]).drop_duplicates(key, keep="first").drop(columns="_old")
-        merged["first_seen"] = [first[(t, d)] for t, d in zip(merged["ticker"], merged["execution_date"], strict=True)]
-        merged = merged.sort_values(["execution_date", "ticker"]).reset_index(drop=True)
-        added = len(merged) - len(current)
-        if added == 0 and _same(current, merged):
-            return 0
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(_typed(merged), schema=SPLITS_SCHEMA, preserve_index=False), buf)
-        try:
-            if etag is None:
-                store.put(SPLITS_KEY, buf.getvalue(), if_none_match=True)
-            else:
-                store.put(SPLITS_KEY, buf.getvalue(), if_match=etag)
-        except PreconditionFailed:
-            continue
-        log.info("splits=recorded key=%s new=%d total=%d", SPLITS_KEY, added, len(merged))
-        return added
-    raise StorageError(f"splits update lost {_ATTEMPTS} races in a row", key=SPLITS_KEY)
+    done = update_object(
+        store,
+        SPLITS_KEY,
+        partial(_merge_splits, new),
+        read=_parse_splits,
+        write=_splits_bytes,
+        what="splits update",
+    )
+    if not done.written:
+        return 0
+    current = done.before if done.before is not None else _no_splits()
+    added = len(done.after) - len(current)
+    log.info("splits=recorded key=%s new=%d total=%d", SPLITS_KEY, added, len(done.after))
+    return added
+
+
+def _merge_splits(new: pd.DataFrame, current: pd.DataFrame | None) -> pd.DataFrame | None:
+    """``current`` with ``new`` merged in (a split seen again keeps its first ``first_seen``; ratios are the
+    newest read); ``None`` when that changes nothing."""
+    current = current if current is not None else _no_splits()
+    key = ["ticker", "execution_date"]
+    both = pd.concat([current.assign(_old=1), new.assign(_old=0)], ignore_index=True)
+    first = both.groupby(key)["first_seen"].min()
+    merged = both.sort_values([*key, "_old"]).drop_duplicates(key, keep="first").drop(columns="_old")
+    merged["first_seen"] = [first[(t, d)] for t, d in zip(merged["ticker"], merged["execution_date"], strict=True)]
+    merged = merged.sort_values(["execution_date", "ticker"]).reset_index(drop=True)
+    if len(merged) == len(current) and _same(current, merged):
+        return None
+    return merged
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -158,44 +174,44 @@ class Basis:
         )
 
 
-def _load_basis(store: Store) -> tuple[dict[str, Basis], str | None]:
-    try:
-        raw, etag = store.get_with_etag(BASIS_KEY)
-    except ObjectNotFound:
-        return {}, None
+def _parse_basis(key: str, raw: bytes) -> dict[str, Basis]:
+    """The basis object per symbol; ``CorruptObject`` when it cannot be read (never overwritten)."""
     try:
         doc = json.loads(raw)
-        return {s: Basis.from_json(e) for s, e in doc["symbols"].items()}, etag
+        return {s: Basis.from_json(e) for s, e in doc["symbols"].items()}
     except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptObject(f"unreadable basis object: {exc}", key=BASIS_KEY) from exc
+        raise CorruptObject(f"unreadable basis object: {exc}", key=key) from exc
+
+
+def _basis_bytes(entries: Mapping[str, Basis]) -> bytes:
+    doc = {"version": 1, "symbols": {s: entries[s].to_json() for s in sorted(entries)}}
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def read_basis(store: Store) -> dict[str, Basis]:
     """Per symbol, the basis of its bronze history (a symbol not listed: unknown)."""
-    return _load_basis(store)[0]
+    try:
+        return _parse_basis(BASIS_KEY, store.get(BASIS_KEY))
+    except ObjectNotFound:
+        return {}
 
 
 def record_basis(store: Store, entries: Mapping[str, Basis]) -> None:
     """Merge ``entries`` into the basis object; per symbol the later basis wins."""
     if not entries:
         return
-    for _ in range(_ATTEMPTS):
-        current, etag = _load_basis(store)
-        for sym, b in entries.items():
-            if sym not in current or b.basis >= current[sym].basis:
-                current[sym] = b
-        doc = {"version": 1, "symbols": {s: current[s].to_json() for s in sorted(current)}}
-        body = json.dumps(doc, separators=(",", ":")).encode()
-        try:
-            if etag is None:
-                store.put(BASIS_KEY, body, if_none_match=True)
-            else:
-                store.put(BASIS_KEY, body, if_match=etag)
-        except PreconditionFailed:
-            continue
-        log.info("basis=recorded key=%s symbols=%d", BASIS_KEY, len(entries))
-        return
-    raise StorageError(f"basis update lost {_ATTEMPTS} races in a row", key=BASIS_KEY)
+    update_object(
+        store, BASIS_KEY, partial(_merge_basis, entries), read=_parse_basis, write=_basis_bytes, what="basis update"
+    )
+    log.info("basis=recorded key=%s symbols=%d", BASIS_KEY, len(entries))
+
+
+def _merge_basis(entries: Mapping[str, Basis], current: dict[str, Basis] | None) -> dict[str, Basis]:
+    out = dict(current or {})
+    for sym, b in entries.items():
+        if sym not in out or b.basis >= out[sym].basis:
+            out[sym] = b
+    return out
 
 
 def pending(

@@ -3,7 +3,18 @@
 Keys are always ``/``-separated and relative to the lake root. Every stage reads and writes through a
 ``Store`` picked by URI scheme (``open_store``); DuckDB reads the same objects through ``Store.url``.
 Conditional writes (``if_match`` / ``if_none_match``) are the lake's only coordination primitive:
-S3 uses the real ``If-Match`` / ``If-None-Match`` headers, the local store a file lock.
+S3 uses the real ``If-Match`` / ``If-None-Match`` headers, the local store a file lock. Stages never write
+them by hand; they go through the two functions at the end of this module:
+
+    put_if_unchanged(store, key, data, etag)   write only over the version read (``None``: only when there is
+                                               none); ``PreconditionFailed`` when another writer got there first
+    update_object(store, key, change, read=..., write=...) -> Updated
+                                               the optimistic read-modify-write of a shared object (the manifest,
+                                               splits, basis, a symbol's history, the run index): read it with
+                                               its etag, ``change`` it, ``put_if_unchanged``, and on a lost race
+                                               start again from a fresh read, under the one retry policy
+                                               (``UPDATE_RETRY``: bounded attempts, exponential backoff with
+                                               jitter; ``UpdateContended`` naming the key when they run out)
 
 ``delete_if(key, etag)`` deletes an object only while it still has the version read, so a writer's newer
 version is never removed (compaction deletes the daily files it folded this way). On S3 it sends
@@ -20,14 +31,16 @@ import hashlib
 import itertools
 import logging
 import os
+import random
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from condvest.errors import ObjectNotFound, PreconditionFailed, StorageError
+from condvest.errors import ObjectNotFound, PreconditionFailed, StorageError, UpdateContended
 from condvest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -433,3 +446,105 @@ def open_store(uri: str | None = None, settings: Settings | None = None) -> Stor
     if "://" in uri and not uri.startswith("file://"):
         raise StorageError("unsupported lake URI scheme (use a folder or s3://bucket/prefix)", key=uri)
     return LocalStore(uri.removeprefix("file://"))
+
+
+# -- the conditional read-modify-write, the one way a shared object is updated ------------------------------------
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How ``update_object`` retries after a lost race: at most ``attempts`` tries in all, sleeping
+    ``min(cap_s, base_s * 2**(k-1)) * uniform(0.5, 1)`` seconds after the k-th lost one (exponential backoff with
+    jitter, so writers that collided do not collide again in step)."""
+
+    attempts: int = 20
+    base_s: float = 0.05
+    cap_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after losing attempt ``attempt`` (1-based)."""
+        return min(self.cap_s, self.base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+#: the lake's one retry policy for a shared object (at most ~30 s of waiting before ``UpdateContended``)
+UPDATE_RETRY = Retry()
+
+
+@dataclass(frozen=True)
+class Updated(Generic[_T]):
+    """What ``update_object`` did: ``before`` (the parsed version the change was computed from, ``None`` when
+    there was none) became ``after`` (``None``: the change left the object as it was, nothing was written)."""
+
+    key: str
+    before: _T | None
+    after: _T | None
+    old_etag: str | None  # the version read (None: there was none)
+    etag: str | None  # the version now in the store (the old one when nothing was written)
+    attempts: int
+
+    @property
+    def written(self) -> bool:
+        return self.after is not None
+
+
+def put_if_unchanged(store: Store, key: str, data: bytes, etag: str | None) -> str:
+    """Write ``data`` to ``key`` only over the version ``etag`` that was read (``None``: only when there is no
+    object yet); returns the new etag. ``PreconditionFailed`` when another writer got there first."""
+    if etag is None:
+        return store.put(key, data, if_none_match=True)
+    return store.put(key, data, if_match=etag)
+
+
+def _raw(key: str, data: bytes) -> bytes:
+    return data
+
+
+def _same(data: bytes) -> bytes:
+    return data
+
+
+def update_object(
+    store: Store,
+    key: str,
+    change: Callable[[Any], Any],
+    *,
+    read: Callable[[str, bytes], Any] = _raw,
+    write: Callable[[Any], bytes] = _same,
+    exists: bool = True,
+    retry: Retry = UPDATE_RETRY,
+    what: str = "update",
+) -> Updated[Any]:
+    """Change the shared object ``key`` without losing another writer's change.
+
+    Each attempt reads the object with its etag and parses it with ``read(key, data)`` (missing: ``None``),
+    computes ``change(current_or_None)`` (the new value, or ``None`` to leave the object as it is), and writes
+    ``write(new)`` with ``put_if_unchanged``. A lost race starts again from a fresh read after ``retry``'s
+    backoff; after ``retry.attempts`` lost races ``UpdateContended`` names the key. ``read`` holds the kind's rule
+    for an unreadable object (it raises ``CorruptObject`` naming the key, which is never retried nor
+    overwritten); the default passes the bytes through, as ``write``'s does. ``exists=False`` skips the first
+    read (the caller knows the object is new; a lost race reads it). ``change`` may run more than once: it must
+    not have side effects. ``what`` names the update in the error (``"manifest update"``)."""
+    for attempt in range(1, retry.attempts + 1):
+        before, etag = None, None
+        if exists or attempt > 1:
+            try:
+                data, etag = store.get_with_etag(key)
+            except ObjectNotFound:
+                pass
+            else:
+                before = read(key, data)
+        after = change(before)
+        if after is None:
+            return Updated(key, before, None, etag, etag, attempt)
+        try:
+            new = put_if_unchanged(store, key, write(after), etag)
+        except PreconditionFailed:
+            if attempt < retry.attempts:
+                delay = retry.delay(attempt)
+                log.info("update=conflict key=%s attempt=%d retry_in_s=%.3f", key, attempt, delay)
+                time.sleep(delay)
+            continue
+        return Updated(key, before, after, etag, new, attempt)
+    raise UpdateContended(what, key=key, attempts=retry.attempts)

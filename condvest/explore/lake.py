@@ -19,7 +19,7 @@ from condvest import params
 from condvest.dms import list_dms_files
 from condvest.errors import ParameterError
 from condvest.lake import BRONZE_PREFIX, SILVER_PREFIX, silver_prefix
-from condvest.resample.engine import connect, load_rows, register_dms
+from condvest.lake_read import connect, load_rows, register_dms
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 

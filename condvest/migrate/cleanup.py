@@ -17,12 +17,12 @@ import logging
 import pandas as pd
 
 from condvest.crash import crash_point
-from condvest.dms import list_dms_files
-from condvest.errors import CorruptObject, ValidationError
-from condvest.lake import DMS_PREFIX
-from condvest.migrate.read import check_source_prefix, list_sources, sources_json
-from condvest.migrate.state import REPORT_KEY, load_report, now_iso, save_report
-from condvest.storage import ObjectInfo, Store
+from condvest.dms import REPORT_KEY, load_report, sources_json
+from condvest.dms import report_covers as report_covers  # re-exported: condvest.migrate.run imports it here
+from condvest.errors import ValidationError
+from condvest.migrate.read import check_source_prefix, list_sources
+from condvest.migrate.state import now_iso, save_report
+from condvest.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,46 +32,6 @@ CLEANUP_COLUMNS = ["key", "size", "etag", "action", "detail"]
 def backup_key(source_prefix: str, key: str) -> str:
     p = check_source_prefix(source_prefix)
     return f"{p}_backup/{key[len(p) + 1 :]}"
-
-
-def report_covers(report: dict | None, source_prefix: str, current: list[dict]) -> bool:
-    """True when ``report`` passed for ``source_prefix`` and names exactly the files in ``current`` (or a
-    subset of them, each unchanged, after an interrupted cleanup that the report records)."""
-    if report is None or not report.get("passed") or report.get("source_prefix") != source_prefix:
-        return False
-    if report["sources"] == current:
-        return True
-    reported = {s["key"]: s for s in report["sources"]}
-    return bool((report.get("cleanup") or {}).get("action")) and all(reported.get(s["key"]) == s for s in current)
-
-
-def readable_export(store: Store) -> list[ObjectInfo]:
-    """The DMS export files that readers (the resampler, its charts) must still read.
-
-    None once a passing migration report names exactly the files that are there now (keys, sizes, etags):
-    bronze then holds the same rows, validated, and reading the export beside it would read the history
-    twice. A new or changed export file brings the whole export back, with a warning saying so (run
-    03_migrate again to retire it). An unreadable report also keeps the export readable (warned): reading
-    it is always correct, only slower."""
-    files = list_dms_files(store)
-    if not files:
-        return []
-    try:
-        report = load_report(store)
-    except CorruptObject as exc:
-        log.warning("dms_export=read reason=unreadable_report error=%r", str(exc))
-        return files
-    if report_covers(report, DMS_PREFIX, sources_json(list_sources(store, DMS_PREFIX))):
-        log.info("dms_export=retired run_id=%s files=%d", report.get("run_id"), len(files))  # type: ignore[union-attr]
-        return []
-    if report is not None and report.get("passed") and report.get("source_prefix") == DMS_PREFIX:
-        log.warning(
-            "dms_export=read reason=changed_since_migration run_id=%s files=%d hint=%r",
-            report.get("run_id"),
-            len(files),
-            "a file is new or changed since the validated migration: run 03_migrate again",
-        )
-    return files
 
 
 def check_cleanup(store: Store, source_prefix: str, action: str) -> tuple[list[dict], dict | None, str | None]:

@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 from condvest import params
 from condvest.bars import BRONZE_SCHEMA
 from condvest.dms import normalize_dms_table
+from condvest.dms import sources_json as sources_json  # re-exported: the migration's modules import it here
 from condvest.errors import CorruptObject, ParameterError
 from condvest.lake import BRONZE_PREFIX, MANIFEST_PREFIX, METADATA_PREFIX
 from condvest.storage import ObjectInfo, Store
@@ -84,10 +85,6 @@ def list_sources(store: Store, prefix: str) -> list[ObjectInfo]:
     """The export's ``*.parquet`` objects under ``prefix/`` (sub-folders included), in key order."""
     p = check_source_prefix(prefix)
     return [o for o in store.list(p + "/") if o.key.endswith(".parquet")]
-
-
-def sources_json(sources: list[ObjectInfo]) -> list[dict[str, object]]:
-    return [{"key": o.key, "size": o.size, "etag": o.etag} for o in sorted(sources, key=lambda o: o.key)]
 
 
 @dataclass

@@ -7,7 +7,8 @@ each batch). A killed run leaves it behind and the next run with the same export
 symbol. Every save is conditional on the etag of the previous one, so two runs that interleave stop
 with ``BusyError`` instead of both writing.
 
-``dms_migration_report.json`` is the validation report: the source files (key, size, etag), totals,
+``dms_migration_report.json`` (``condvest.dms.REPORT_KEY``; read by ``condvest.dms.load_report``, which the
+export's readers share) is the validation report: the source files (key, size, etag), totals,
 one row per symbol (source and target rows, first and last session, checksums) and ``passed``. The
 delete/backup step trusts nothing else, and records in it that it started and finished.
 """
@@ -19,14 +20,15 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 
+from condvest.dms import REPORT_KEY
+from condvest.dms import load_report as load_report  # re-exported: migrate reads its report here
 from condvest.errors import BusyError, CorruptObject, ObjectNotFound, PreconditionFailed
 from condvest.lake import METADATA_PREFIX
-from condvest.storage import Store
+from condvest.storage import Store, put_if_unchanged
 
 log = logging.getLogger(__name__)
 
 STATE_KEY = f"{METADATA_PREFIX}/dms_migration_state.json"
-REPORT_KEY = f"{METADATA_PREFIX}/dms_migration_report.json"
 
 
 def now_iso() -> str:
@@ -60,10 +62,7 @@ class MigrationState:
         """Write the state, conditional on the etag of the last save (or on its absence)."""
         self.updated_at = now_iso()
         try:
-            if self.etag is None:
-                self.etag = store.put(STATE_KEY, self.to_json(), if_none_match=True)
-            else:
-                self.etag = store.put(STATE_KEY, self.to_json(), if_match=self.etag)
+            self.etag = put_if_unchanged(store, STATE_KEY, self.to_json(), self.etag)
         except PreconditionFailed:
             raise BusyError(
                 lock=STATE_KEY,
@@ -87,21 +86,6 @@ def load_state(store: Store) -> tuple[MigrationState | None, str | None]:
         raise CorruptObject(f"unreadable migration state: {exc}; delete it to start over", key=STATE_KEY) from exc
     state.etag = etag
     return state, etag
-
-
-def load_report(store: Store) -> dict | None:
-    """The last validation report, or ``None``."""
-    try:
-        raw = store.get(REPORT_KEY)
-    except ObjectNotFound:
-        return None
-    try:
-        doc = json.loads(raw)
-        for k in ("passed", "source_prefix", "sources", "symbols"):
-            doc[k]  # noqa: B018 - presence check
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptObject(f"unreadable migration report: {exc}", key=REPORT_KEY) from exc
-    return doc
 
 
 def save_report(store: Store, doc: dict) -> str:

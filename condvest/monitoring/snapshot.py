@@ -28,12 +28,12 @@ import pandas as pd
 
 from condvest import params, retention
 from condvest.calendar import FIRST_SUPPORTED, last_n_sessions, latest_complete_session, sessions_between
+from condvest.checkpoints import checkpoint_table
 from condvest.errors import DatabaseError
 from condvest.lake import MANIFEST_PREFIX, QUARANTINE_PREFIX, SILVER_PREFIX
 from condvest.manifest import ALL, SessionEntry, read_sessions
 from condvest.monitoring.styles import styled_runs, styled_states
 from condvest.postgres import connect
-from condvest.resample.run import checkpoint_table
 from condvest.retention import RetentionViews, distribution_figure, retention_log_figure
 from condvest.runs import read_index
 from condvest.settings import Settings

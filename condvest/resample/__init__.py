@@ -5,8 +5,9 @@
     checkpoint_table(settings) -> pandas.DataFrame
     read_bars(settings, symbol, interval) / candlestick_figure(...)      (the silver charts)
 
-Modules: ``run`` (the run and its checkpoints), ``engine`` (DuckDB reads and the bar SQL), ``write``
-(silver month files), ``state`` (what the checkpoints name), ``compaction``, ``charts``, ``result``.
+Modules: ``run`` (the run), ``engine`` (the bar SQL), ``write`` (silver month files), ``state`` (what the
+checkpoints name), ``compaction``, ``charts``, ``result``; the checkpoints themselves (``condvest.checkpoints``),
+the DuckDB reading of bronze (``condvest.lake_read``) and the readable export (``condvest.dms``) are the core's.
 """
 
 from condvest.resample.charts import candlestick_figure, default_symbol, read_bars

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import pandas as pd
 
 from condvest import params
+from condvest.dms import readable_export
 from condvest.lake import BRONZE_PREFIX, bronze_symbol_prefix, silver_prefix
-from condvest.migrate import readable_export
-from condvest.resample.engine import connect, load_rows, register_dms
+from condvest.lake_read import connect, load_rows, register_dms
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 

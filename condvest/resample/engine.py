@@ -1,33 +1,22 @@
-"""The DuckDB side of resampling: read bronze deduplicated and numbered, aggregate bars, write month files.
+"""The resampler's own DuckDB SQL: aggregate numbered bronze rows into bars, and encode silver month files.
 
-All SQL is fixed text; table names come from this module's constants, every value (file lists, intervals,
-dates, paths) is bound. Bars of interval N: per symbol, sessions numbered 0, 1, … from its first bar
-(column ``i``); sessions ``k·N … k·N+N−1`` form bar k: first open, max high, min low, last close, summed
-volume, labelled with the first session (``date``), plus ``end_date`` and ``sessions`` (< N: the trailing,
-still-open bar).
+The rows come from ``condvest.lake_read`` (bronze deduplicated and numbered, shared with 06_explore). All SQL is
+fixed text; table names come from ``lake_read.TABLES``, every value (intervals, dates) is bound. Bars of
+interval N: per symbol, sessions numbered 0, 1, … from its first bar (column ``i``); sessions
+``k·N … k·N+N−1`` form bar k: first open, max high, min low, last close, summed volume, labelled with the first
+session (``date``), plus ``end_date`` and ``sessions`` (< N: the trailing, still-open bar).
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import re
-from collections.abc import Callable
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from condvest import duck
-from condvest.bars import BRONZE_SCHEMA
-from condvest.bronze import DEDUP_ORDER_SQL, SOURCE_RANK, find_corrupt_object
-from condvest.dms import read_dms_file
-from condvest.errors import CorruptObject, ObjectNotFound
-from condvest.lake import batch_prefix, parse_bronze_key
-from condvest.storage import Store
-
-log = logging.getLogger(__name__)
+from condvest.lake_read import TABLES
 
 SILVER_SCHEMA = pa.schema(
     [
@@ -47,38 +36,6 @@ SILVER_COLUMNS = SILVER_SCHEMA.names
 #: the previous pipeline's silver files had, so their readers keep working); derived from ``date`` on write
 SILVER_FILE_SCHEMA = SILVER_SCHEMA.insert(2, pa.field("ts", pa.timestamp("us")))
 
-# {rank}: bronze.SOURCE_RANK of data.parquet objects or of daily files (constants, not input); {date}: one of
-# _DATE_EXPRS (constants)
-_RAW_SELECT = """
-SELECT CAST(symbol AS VARCHAR) AS symbol, {date} AS date, CAST(open AS DOUBLE) AS open,
-       CAST(high AS DOUBLE) AS high, CAST(low AS DOUBLE) AS low, CAST(close AS DOUBLE) AS close,
-       CAST(volume AS DOUBLE) AS volume, {ingested} AS ingested_at, {rank} AS src_rank
-FROM read_parquet(${param}{union})
-"""
-# The session date: the file's ``date``; files of the previous fetcher have none, their session is the New
-# York date of ``timestamp`` (naive = UTC; the connection's TimeZone is UTC, so the casts keep the instant
-# whether the column is naive or not, in micro- or nanoseconds). Mixed lakes: a file's date, else the derived one.
-_NY_DATE = "CAST(timezone('America/New_York', CAST(CAST(\"timestamp\" AS TIMESTAMP) AS TIMESTAMPTZ)) AS DATE)"
-_DATE_EXPRS = ("CAST(date AS DATE)", f"coalesce(CAST(date AS DATE), {_NY_DATE})", _NY_DATE)
-# rows taken from fetch's session batches instead of opening their daily files (same rows, same rank)
-_BATCH_SELECT = """
-SELECT CAST(symbol AS VARCHAR) AS symbol, CAST(date AS DATE) AS date, CAST(open AS DOUBLE) AS open,
-       CAST(high AS DOUBLE) AS high, CAST(low AS DOUBLE) AS low, CAST(close AS DOUBLE) AS close,
-       CAST(volume AS DOUBLE) AS volume, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at, {daily} AS src_rank
-FROM batch_rows
-""".format(daily=SOURCE_RANK["daily"])
-_DMS_SELECT = """
-SELECT symbol, date, open, high, low, close, volume, CAST(ingested_at AS TIMESTAMPTZ) AS ingested_at,
-       {dms} AS src_rank
-FROM dms_rows
-""".format(dms=SOURCE_RANK["dms"])
-# One pass: within each symbol, rows in (date, bronze's merge rule) order; the first row of each date is kept
-# and the session index i is the dense rank of the date.
-_DEDUP = """
-SELECT symbol, date, open, high, low, close, volume, dense_rank() OVER (PARTITION BY symbol ORDER BY date) - 1 AS i
-FROM ({raw}) WHERE $all_symbols OR symbol IN (SELECT symbol FROM wanted)
-QUALIFY lag(date) OVER (PARTITION BY symbol ORDER BY date, {order}) IS DISTINCT FROM date
-"""
 # the bars of one interval from table {src} (an allow-listed name), rows at or after each symbol's cut. Volume is
 # summed exactly (as a decimal of 4 places, as cheap as a double sum): a double sum depends on the order DuckDB's
 # threads add the sessions in, so two runs over the same bronze could differ in a volume's last bit; this way
@@ -90,112 +47,15 @@ SELECT symbol, min(date) AS date, max(date) AS end_date, arg_min(open, i) AS ope
 FROM {src} {where}
 GROUP BY symbol, i // {n}
 """
-_TABLES = frozenset({"rows", "delta"})
-
-
-def connect(store: Store, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that reads and writes ``store.url(...)`` paths (httpfs and credentials for S3)."""
-    con = duck.connect(store, threads=threads, memory_limit=memory_limit)
-    con.execute("SET preserve_insertion_order = false")
-    con.execute("SET TimeZone = 'UTC'")  # naive bronze timestamps are UTC (the previous fetcher's files)
-    return con
 
 
 def bars_sql(src: str, param: str = "n", with_cut: bool = False) -> str:
     """The aggregation over table ``src`` of the interval bound to ``$<param>``; with ``with_cut`` only the
     rows at or after each symbol's first recomputed index (table ``cuts``)."""
-    if src not in _TABLES or not re.fullmatch(r"n\d{0,2}", param):
+    if src not in TABLES or not re.fullmatch(r"n\d{0,2}", param):
         raise ValueError(f"bad bars_sql arguments {src!r} {param!r}")
     where = f"JOIN cuts c USING (symbol) WHERE {src}.i >= c.b" if with_cut else ""
     return _BARS.format(src=src, where=where, n="$" + param)
-
-
-def register_dms(
-    con: duckdb.DuckDBPyConnection,
-    store: Store,
-    keys: list[str],
-    symbols: set[str] | None,
-    keep: Callable[[str], bool] | None = None,
-) -> int:
-    """Read the DMS export files (explicit schema) into the view ``dms_rows``; returns the rows read. Only the
-    rows of ``symbols`` (when given) and of the symbols ``keep`` accepts (a shard's, when given)."""
-    tables = []
-    for k in keys:
-        t = read_dms_file(store, k, symbols)
-        if keep is not None:
-            mine = [s for s in pc.unique(t.column("symbol")).to_pylist() if s is not None and keep(s)]
-            t = t.filter(pc.is_in(t.column("symbol"), pa.array(mine, pa.string())))
-        tables.append(t.append_column("filename", pa.array([store.url(k)] * t.num_rows, pa.string())))
-    schema = BRONZE_SCHEMA.append(pa.field("filename", pa.string()))
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
-    con.register("dms_rows", table)
-    return table.num_rows
-
-
-def load_rows(
-    con: duckdb.DuckDBPyConnection,
-    store: Store,
-    table: str,
-    keys: list[str],
-    dms: bool,
-    symbols: set[str] | None = None,
-    batch: pa.Table | None = None,
-) -> int:
-    """Create temp table ``table`` (symbol, date, OHLCV, i) from bronze objects ``keys`` (+ ``dms_rows``, +
-    ``batch``: daily rows taken from session batches), deduplicated on (symbol, date) and numbered per
-    symbol from 0. Returns the rows read."""
-    if table not in _TABLES:
-        raise ValueError(table)
-    con.register("wanted", pa.table({"symbol": pa.array(sorted(symbols or ()), pa.string())}))
-    history = [store.url(k) for k in keys if k.endswith("/data.parquet")]
-    daily = [store.url(k) for k in keys if not k.endswith("/data.parquet")]
-    params: dict[str, object] = {"all_symbols": symbols is None}
-    scans = []
-    for param, rank, urls in (("history", SOURCE_RANK["history"], history), ("daily", SOURCE_RANK["daily"], daily)):
-        if urls:
-            params[param] = urls
-            scans.append((param, rank))
-    use_batch = batch is not None and batch.num_rows > 0
-    if use_batch:
-        con.register("batch_rows", batch)
-    if not scans and not dms and not use_batch:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table} (symbol VARCHAR, date DATE, open DOUBLE, high DOUBLE, "
-            "low DOUBLE, close DOUBLE, volume DOUBLE, i BIGINT)"
-        )
-        return 0
-    # fastest first: one schema for all files; then by column name (a file without ``date`` gets the derived
-    # one); then for files without ingested_at; then for lakes where no file has ``date`` (the previous fetcher)
-    ing, none, union = "CAST(ingested_at AS TIMESTAMPTZ)", "CAST(NULL AS TIMESTAMPTZ)", ", union_by_name = true"
-    same, mixed, derived = _DATE_EXPRS
-    attempts = [
-        ("", ing, same),
-        (union, ing, mixed),
-        (union, none, mixed),
-        (union, ing, derived),
-        (union, none, derived),
-    ]
-    for k, (union, ingested, date) in enumerate(attempts):
-        parts = [
-            _RAW_SELECT.format(ingested=ingested, rank=rank, param=param, union=union, date=date)
-            for param, rank in scans
-        ]
-        if use_batch:
-            parts.append(_BATCH_SELECT)
-        if dms:
-            parts.append(_DMS_SELECT)
-        dedup = _DEDUP.format(raw=" UNION ALL ".join(parts), order=DEDUP_ORDER_SQL)
-        sql = f"CREATE OR REPLACE TEMP TABLE {table} AS {dedup}"
-        try:
-            con.execute(sql, params)
-            break
-        except duckdb.Error as exc:  # schemas differ, a column is missing, or a file is unreadable
-            if k == len(attempts) - 1:
-                raise find_corrupt_object(store, keys, exc) from exc
-            log.debug("bronze read retry attempt=%d error=%s", k + 1, exc)
-    if union:  # union_by_name fills a missing column with NULLs: refuse half-empty columns, naming the file
-        _refuse_missing_values(con, store, keys, params, [param for param, _ in scans], date)
-    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
 def _session_ts(dates: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -205,70 +65,9 @@ def _session_ts(dates: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.cast(utc, pa.timestamp("us"))
 
 
-# {date}: the _DATE_EXPRS member the read used (a file of the previous fetcher derives it from ``timestamp``)
-_NULL_CHECK = (
-    "SELECT filename FROM read_parquet(${param}, union_by_name = true, filename = true) WHERE symbol IS NULL "
-    "OR ({date}) IS NULL OR open IS NULL OR high IS NULL OR low IS NULL OR close IS NULL OR volume IS NULL LIMIT 1"
-)
-
-
-def _refuse_missing_values(
-    con: duckdb.DuckDBPyConnection,
-    store: Store,
-    keys: list[str],
-    params: dict[str, object],
-    scans: list[str],
-    date: str,
-) -> None:
-    """``CorruptObject`` naming the first bronze object that lacks a required column (or holds a NULL in one)."""
-    by_url = {store.url(k): k for k in keys}
-    for param in scans:
-        if param not in ("history", "daily") or date not in _DATE_EXPRS:
-            raise ValueError(param)
-        row = con.execute(_NULL_CHECK.format(param=param, date=date), {param: params[param]}).fetchone()
-        if row is not None:
-            key = by_url.get(row[0], row[0])
-            raise CorruptObject("bronze object lacks a required column or value (symbol, date, OHLCV)", key=key)
-
-
 def silver_bytes(table: pa.Table) -> bytes:
     bars = table.select(SILVER_COLUMNS).cast(SILVER_SCHEMA)
     bars = bars.add_column(2, "ts", _session_ts(bars.column("date")))
     buf = io.BytesIO()
     pq.write_table(bars.cast(SILVER_FILE_SCHEMA), buf, compression="zstd")
     return buf.getvalue()
-
-
-def batched_rows(store: Store, keys: list[str], etags: dict[str, str]) -> tuple[pa.Table | None, list[str]]:
-    """Split daily files ``keys`` into rows found in fetch's session batches under the file's current etag
-    (``etags``: key -> etag from the listing) and the keys that must be read themselves.
-
-    A batch is only a shortcut: a file rewritten after its batch has another etag and is read itself; a
-    batch that cannot be read is skipped with a warning (its files are then read one by one)."""
-    days = sorted({p[1] for p in map(parse_bronze_key, keys) if p is not None and p[1] is not None})
-    tables = []
-    for day in days:
-        for obj in store.list(batch_prefix(day)):
-            try:
-                t = pq.read_table(io.BytesIO(store.get(obj.key)))
-                tables.append(
-                    t.select([*BRONZE_SCHEMA.names, "key", "etag"]).cast(
-                        BRONZE_SCHEMA.append(pa.field("key", pa.string())).append(pa.field("etag", pa.string()))
-                    )
-                )
-            except ObjectNotFound:
-                continue
-            except (pa.ArrowException, OSError, KeyError) as exc:
-                log.warning("batch=unreadable key=%s error=%s (its daily files are read instead)", obj.key, exc)
-    if not tables:
-        return None, keys
-    batch = pa.concat_tables(tables)
-    wanted = set(keys)
-    seen: set[str] = set()
-    take = []
-    for i, (k, e) in enumerate(zip(batch.column("key").to_pylist(), batch.column("etag").to_pylist(), strict=True)):
-        if k in wanted and k not in seen and etags.get(k) == e:
-            seen.add(k)
-            take.append(i)
-    covered = batch.take(pa.array(take, pa.int64())).select(BRONZE_SCHEMA.names)
-    return covered, [k for k in keys if k not in seen]

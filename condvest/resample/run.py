@@ -4,7 +4,7 @@
     checkpoint_table(settings) -> pandas.DataFrame
 
 Input: bronze (``symbol=X/data.parquet`` and ``symbol=X/date=D.parquet``) and, until a passing migration
-report matches it (``condvest.migrate.readable_export``), the DMS export (read with ``condvest.dms``'s
+report matches it (``condvest.dms.readable_export``), the DMS export (read with ``condvest.dms``'s
 explicit schema); one row per (symbol, date) by ``condvest.bronze``'s merge rule.
 Output: ``silver/silver_{N}d/year=YYYY/month=MM/data_{N}d_YYYYMM.parquet`` with symbol, date (first
 session), ts (the first session's 00:00 New York as a naive UTC timestamp, the previous pipeline's column),
@@ -30,8 +30,6 @@ message says so in one line.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -40,11 +38,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from condvest import params
+from condvest.checkpoints import all_checkpoints as _all_checkpoints
+from condvest.checkpoints import checkpoint_table as checkpoint_table  # re-exported: condvest.resample's API
+from condvest.checkpoints import read_checkpoint as _read_checkpoint
+from condvest.checkpoints import write_checkpoint as _write_checkpoint
 from condvest.crash import crash_point
-from condvest.errors import CorruptObject, ObjectNotFound
-from condvest.lake import METADATA_PREFIX, checkpoint_key
+from condvest.lake import checkpoint_key
 from condvest.lake_lock import lake_lock
-from condvest.resample.engine import connect, load_rows, register_dms
+from condvest.lake_read import connect, load_rows, register_dms
 from condvest.resample.result import IntervalResult, ResampleReport
 from condvest.resample.sharded import STAGE, check_parts, commit_shards, rebuild_in_batches, stage_shard
 from condvest.resample.state import (
@@ -75,79 +76,6 @@ FULL_MIN = 200
 #: DuckDB memory a bronze row takes in the full rebuild without spilling (the numbered row, its share of the
 #: 3-session aggregation and of the sort by date); more rows than the memory limit allows go in symbol batches
 FULL_ROW_BYTES = 100
-
-
-#: keys of the previous pipeline's checkpoints (``silver_{N}d_checkpoint.json``), which name no state
-_LEGACY_CHECKPOINT_KEYS = frozenset({"last_processed_date", "last_run_timestamp", "total_records_processed"})
-
-
-def is_legacy_checkpoint(doc: object) -> bool:
-    """True for a checkpoint written by the previous pipeline (``last_processed_date``, no state)."""
-    return isinstance(doc, dict) and "state" not in doc and bool(_LEGACY_CHECKPOINT_KEYS & set(doc))
-
-
-def _read_checkpoint(store: Store, n: int, legacy: list[int] | None = None) -> dict | None:
-    """The checkpoint of interval ``n``; ``None`` when there is none or when it is the previous pipeline's
-    (its interval is then rebuilt in full; ``n`` is added to ``legacy``)."""
-    key = checkpoint_key(n)
-    try:
-        doc = json.loads(store.get(key))
-    except ObjectNotFound:
-        return None
-    except ValueError as exc:
-        raise CorruptObject(f"unreadable checkpoint: {exc}", key=key) from exc
-    if is_legacy_checkpoint(doc):
-        log.info("checkpoint=previous_pipeline key=%s (rebuilt in full)", key)
-        if legacy is not None:
-            legacy.append(n)
-        return None
-    if doc.get("status") != "complete" or "state" not in doc:
-        raise CorruptObject("checkpoint is not a complete commit record; run with force_full_resample=True", key=key)
-    return doc
-
-
-def _all_checkpoints(store: Store) -> list[dict]:
-    out = []
-    for o in store.list(f"{METADATA_PREFIX}/silver_"):
-        if o.key.endswith("_checkpoint.json"):
-            try:
-                out.append(json.loads(store.get(o.key)))
-            except (ValueError, ObjectNotFound):
-                continue
-    return out
-
-
-def _write_checkpoint(
-    store: Store, n: int, state: SilverState, mode: str, rows_read: int, run_id: str, etag: str | None
-) -> dict:
-    """The interval's commit record, written last and only over the version this run read at its start
-    (``etag``; ``None``: there was none): a checkpoint another run wrote meanwhile is never overwritten."""
-    counts = state.symbols["n"].astype("int64") if len(state.symbols) else pd.Series([], dtype="int64")
-    bars = int(((counts + n - 1) // n).sum())
-    complete = int((counts // n).sum())
-    last = max(state.symbols["last_date"]) if len(state.symbols) else None
-    doc = {
-        "interval": n,
-        "status": "complete",
-        "mode": mode,
-        "last_processed_session": last.isoformat() if last else None,
-        "bars": bars,
-        "complete_bars": complete,
-        "partial_bars": bars - complete,
-        "symbols": len(state.symbols),
-        "rows_read": rows_read,
-        "source_watermark": {"state": state.run_id, "objects": len(state.sources), "journal": state.journal},
-        "state": state.run_id,
-        "tail": state.tail_len,
-        "run_id": run_id,
-        "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    body = json.dumps(doc, indent=1).encode()
-    if etag is None:
-        store.put(checkpoint_key(n), body, if_none_match=True)
-    else:
-        store.put(checkpoint_key(n), body, if_match=etag)
-    return doc
 
 
 def full_batches(rows: int, memory_limit: str) -> int:
@@ -429,13 +357,3 @@ def _prune(store: Store) -> None:
     if cps and all(cursors):
         floor = min(cursors)
         store.delete_many([o.key for o in store.list(JOURNAL_PREFIX) if o.key < floor])
-
-
-def checkpoint_table(settings: Settings, *, store: Store | None = None, with_times: bool = False) -> pd.DataFrame:
-    """One row per checkpoint (interval order); ``with_times`` adds run id and update time."""
-    store = store or open_store(settings=settings)
-    cols = ["interval", "last_processed_session", "bars", "complete_bars", "partial_bars", "symbols", "status"]
-    if with_times:
-        cols += ["mode", "rows_read", "run_id", "updated_at"]
-    rows = sorted(_all_checkpoints(store), key=lambda c: c.get("interval", 0))
-    return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)

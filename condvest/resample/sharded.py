@@ -34,7 +34,8 @@ from condvest.crash import crash_point
 from condvest.display import progress_disable
 from condvest.errors import ObjectNotFound
 from condvest.lake import silver_key, silver_prefix
-from condvest.resample.engine import bars_sql, connect, load_rows, register_dms, silver_bytes
+from condvest.lake_read import connect, load_rows, register_dms
+from condvest.resample.engine import bars_sql, silver_bytes
 from condvest.resample.result import IntervalResult
 from condvest.resample.state import SilverState, latest_journal, list_sources
 from condvest.resample.write import _delete_months, _months, _put_month, state_frames

@@ -27,9 +27,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from condvest.dms import readable_export
 from condvest.errors import CorruptObject, ObjectNotFound
 from condvest.lake import BRONZE_PREFIX, METADATA_PREFIX, parse_bronze_key
-from condvest.migrate import readable_export
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def journal_key(stamp: str, run_id: str) -> str:
 
 def list_sources(store: Store) -> pd.DataFrame:
     """Every bronze object (daily and history) plus the DMS export files still to be read (none once a
-    validated migration matches them: ``condvest.migrate.readable_export``), as a sources frame; its
+    validated migration matches them: ``condvest.dms.readable_export``), as a sources frame; its
     ``attrs["rows_estimate"]`` is the rows they hold, estimated from their sizes (it sizes the full rebuild's
     symbol batches)."""
     rows, stored = [], 0

@@ -21,18 +21,11 @@ from condvest.crash import crash_point
 from condvest.display import progress_disable
 from condvest.errors import PreconditionFailed
 from condvest.lake import silver_key, silver_prefix
-from condvest.resample.engine import (
-    SILVER_COLUMNS,
-    bars_sql,
-    batched_rows,
-    connect,
-    load_rows,
-    register_dms,
-    silver_bytes,
-)
+from condvest.lake_read import batched_rows, connect, load_rows, register_dms
+from condvest.resample.engine import SILVER_COLUMNS, bars_sql, silver_bytes
 from condvest.resample.result import IntervalResult
 from condvest.resample.state import MIN_DATE, TAIL_COLUMNS, Changes, SilverState
-from condvest.storage import Store
+from condvest.storage import Store, put_if_unchanged
 
 log = logging.getLogger(__name__)
 _COLS = ", ".join(SILVER_COLUMNS)
@@ -281,10 +274,7 @@ def incremental_pass(
 def _put_month(store: Store, key: str, data: bytes, etag: str | None) -> None:
     """Rewrite a month file only over the version this run read (or create it only when there was none): a
     second writer (a resample whose lock lease was taken over) makes this run fail instead of mixing months."""
-    if etag is None:
-        store.put(key, data, if_none_match=True)
-    else:
-        store.put(key, data, if_match=etag)
+    put_if_unchanged(store, key, data, etag)
 
 
 def _delete_months(store: Store, versions: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from condvest.checkpoints import checkpoint_table
 from condvest.errors import ObjectNotFound, ParameterError
 from condvest.runs import new_run_id, read_records
 from condvest.settings import Settings
@@ -40,8 +41,6 @@ def _print_json(value: Any) -> None:
 def auto_shards(settings: Settings) -> tuple[int, str]:
     """``--shards auto``: one shard per ``BATCH_SIZE`` symbols of the lake (as its latest checkpoint counts them),
     2 to 10,000; returns (shards, how it was chosen). ``ParameterError`` when no checkpoint says."""
-    from condvest.resample import checkpoint_table
-
     table = checkpoint_table(settings)
     symbols = int(table["symbols"].max()) if len(table) and table["symbols"].notna().any() else 0
     if symbols <= 0:

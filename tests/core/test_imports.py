@@ -1,6 +1,8 @@
-"""Importing the package: no side effects, no dependency on the runner, and an import graph without cycles.
+"""Importing the package: no side effects, no dependency on the runner, an import graph without cycles, and the
+layering: stages depend on the core only (never on each other), and what monitoring, explore and the runner read
+(checkpoints, the DuckDB views of the lake) comes from the core, not from a stage's orchestration.
 
-The static checks read every module under condvest/ with ast; nothing of condvest is imported for them.
+The static checks read every module under condvest/ and runner/ with ast; nothing of either is imported for them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from pathlib import Path
 from tests.fixtures.paths import ROOT
 
 PACKAGE = "condvest"
+RUNNER = "runner"
+#: condvest's stage packages, one per notebook (the offline market stands apart, as a stage would)
+STAGES = ("fetch", "resample", "migrate", "retention", "monitoring", "explore", "offline")
+#: imports of one stage by another that are known and allowed, as (importing module, imported stage package)
+KNOWN_STAGE_IMPORTS = {
+    # 05_monitoring shows the retention views and figures of 04_retention (Postgres), not yet moved to the core
+    ("condvest.monitoring.snapshot", "condvest.retention"),
+}
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,9 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {_module_name(p): p for p in sorted((ROOT / PACKAGE).rglob("*.py"))}
+#: every module of condvest and of the runner
+MODULES = {_module_name(p): p for top in (PACKAGE, RUNNER) for p in sorted((ROOT / top).rglob("*.py"))}
+CONDVEST_MODULES = {m: p for m, p in MODULES.items() if m == PACKAGE or m.startswith(PACKAGE + ".")}
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -192,20 +204,20 @@ def test_no_module_of_condvest_imports_the_runner():
     """Anywhere: module level, inside functions, under TYPE_CHECKING, or by name through importlib."""
     offenders = [
         _where(imp)
-        for module, path in MODULES.items()
+        for module, path in CONDVEST_MODULES.items()
         for imp in _imports(module, path, type_checking=True)
-        if any(_first_party(t, "runner") for t in imp.targets)
+        if any(_first_party(t, RUNNER) for t in imp.targets)
     ]
     offenders += [
         f"{path.relative_to(ROOT)}:{line}: import of {name!r} by name"
-        for path in MODULES.values()
+        for path in CONDVEST_MODULES.values()
         for line, name in _dynamic_imports(path)
-        if _first_party(name, "runner")
+        if _first_party(name, RUNNER)
     ]
     assert not offenders, "condvest must not import runner:\n" + "\n".join(offenders)
 
 
-def test_the_import_graph_of_condvest_has_no_cycle():
+def test_the_import_graph_of_condvest_and_the_runner_has_no_cycle():
     """Every import statement counts, module level and inside functions (only ``if TYPE_CHECKING:`` is left
     out): a cycle that an import inside a function hides still makes the modules depend on each other.
     Imports by a computed name (the lazy ``__getattr__`` of condvest and condvest.offline) are not statements
@@ -213,7 +225,7 @@ def test_the_import_graph_of_condvest_has_no_cycle():
     graph = import_graph(all_imports())
     assert sum(map(len, graph.values())) > len(MODULES), "the graph is implausibly thin: is the parser broken?"
     cycles = find_cycles(graph)
-    assert not cycles, "import cycles in condvest:\n" + "\n".join(" -> ".join(c) for c in cycles)
+    assert not cycles, "import cycles in condvest or runner:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
 def test_cycle_finder_names_the_modules_of_a_cycle():
@@ -229,6 +241,71 @@ def test_no_function_imports_a_module_of_the_project():
     offenders = [
         _where(imp)
         for imp in all_imports()
-        if imp.in_function and any(_first_party(t, PACKAGE) or _first_party(t, "runner") for t in imp.targets)
+        if imp.in_function and any(_first_party(t, PACKAGE) or _first_party(t, RUNNER) for t in imp.targets)
     ]
     assert not offenders, "imports inside functions:\n" + "\n".join(offenders)
+
+
+def _stage(module: str) -> str | None:
+    """The stage package a module belongs to (``condvest.resample`` for condvest.resample.run), or None (the core,
+    condvest's own __init__, the runner)."""
+    parts = module.split(".")
+    if len(parts) > 1 and parts[0] == PACKAGE and parts[1] in STAGES:
+        return f"{PACKAGE}.{parts[1]}"
+    return None
+
+
+def _every_import(modules: dict[str, Path]) -> list[tuple[str, str, str]]:
+    """(importing module, imported name, where) for every import of ``modules``: statements at module level,
+    inside functions and under ``if TYPE_CHECKING:``, and imports by a literal name through importlib."""
+    found = [
+        (imp.module, t, _where(imp))
+        for module, path in modules.items()
+        for imp in _imports(module, path, type_checking=True)
+        for t in imp.targets
+    ]
+    found += [
+        (module, name, f"{path.relative_to(ROOT)}:{line}: import of {name!r} by name")
+        for module, path in modules.items()
+        for line, name in _dynamic_imports(path)
+    ]
+    return found
+
+
+def test_monitoring_explore_and_the_runner_read_the_lake_through_the_core():
+    """Checkpoints (``condvest.checkpoints``) and the DuckDB reading of bronze (``condvest.lake_read``) are shared
+    readers: 05_monitoring, 06_explore and the runner (``--shards auto``) take them from the core, never from
+    02_resample's orchestration (its package, ``run`` or ``engine``)."""
+    readers = {m: p for m, p in MODULES.items() if _stage(m) in ("condvest.monitoring", "condvest.explore")}
+    readers.update({m: p for m, p in MODULES.items() if _first_party(m, RUNNER)})
+    assert {"runner.cloud.submit", "condvest.monitoring.snapshot", "condvest.explore.lake"} <= set(readers)
+    forbidden = ("condvest.resample", "condvest.resample.run", "condvest.resample.engine")
+    offenders = sorted({where for _, name, where in _every_import(readers) if name in forbidden})
+    assert not offenders, "read checkpoints and the lake through the core:\n" + "\n".join(offenders)
+
+
+def test_resample_never_asks_the_migration():
+    """Which export files are readable is a lake fact (``condvest.dms.readable_export``), not the migration's."""
+    resample = {m: p for m, p in MODULES.items() if _stage(m) == "condvest.resample"}
+    assert "condvest.resample.state" in resample
+    offenders = sorted({where for _, name, where in _every_import(resample) if _first_party(name, "condvest.migrate")})
+    assert not offenders, "condvest.resample imports condvest.migrate:\n" + "\n".join(offenders)
+
+
+def test_stage_packages_import_the_core_only_not_each_other():
+    """A stage package (one per notebook) depends on the core; a reader two stages share lives in the core. The
+    known exceptions are listed in ``KNOWN_STAGE_IMPORTS``, and an entry that no longer holds must go."""
+    seen = set()
+    offenders = set()
+    for module, name, where in _every_import(CONDVEST_MODULES):
+        mine, theirs = _stage(module), _stage(name)
+        if mine is None or theirs is None or mine == theirs:
+            continue
+        if (module, theirs) in KNOWN_STAGE_IMPORTS:
+            seen.add((module, theirs))
+        else:
+            offenders.add(where)
+    assert not offenders, "a stage imports another stage:\n" + "\n".join(sorted(offenders))
+    assert seen == KNOWN_STAGE_IMPORTS, (
+        f"not imported any more, drop from KNOWN_STAGE_IMPORTS: {KNOWN_STAGE_IMPORTS - seen}"
+    )
