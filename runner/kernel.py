@@ -230,18 +230,6 @@ class WarmKernel:
             shutdown_now(km)
 
 
-def started_manager(km: RunKernelManager) -> type[RunKernelManager]:
-    """A kernel manager class for nbclient whose "new" instance is ``km``, whose kernel runs already: nbclient
-    then uses that kernel as one it started (it connects its client, sees the kernel up, and stops both when
-    the notebook is done) instead of a kernel handed over as someone else's, whose client it would leave open."""
-
-    class Started(RunKernelManager):
-        def __new__(cls, *args: Any, **kwargs: Any) -> RunKernelManager:  # type: ignore[misc]
-            return km  # not a Started: Python skips __init__, and km keeps its state
-
-    return Started
-
-
 def shutdown_now(km: AsyncKernelManager) -> None:
     """Stop a kernel at once and remove its connection file and sockets (from any thread without a running loop)."""
     try:
