@@ -6,8 +6,9 @@ print ipykernel's "Kernel is running over TCP without encryption" warning on eve
 An ipykernel kernel is started by ``KERNEL_LAUNCH`` instead of ``-m ipykernel_launcher``: the same launch,
 after ``skip_iri_grammar()``. Displaying a plotly figure imports nbformat, hence jsonschema, whose import
 builds the Earley parsers of ``rfc3987_syntax`` (installed with JupyterLab's ``jupyter-events``) when that
-package is there: about 1.4 s on every run that draws a chart, for an ``iri`` format check that neither
-nbformat nor our code uses. The runner's own process skips it the same way (``runner.execute``).
+package is there: a cost on every run that draws a chart (BENCHMARKS.md has the figure), for an ``iri`` format
+check that neither nbformat nor our code uses. The runner's own process skips it the same way
+(``runner.execute``).
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ del __condvest_warm_up
 """
 #: a chart notebook's warm-up also draws a throwaway figure of the finance trace types, subplots and an
 #: annotation, and makes its display bundle: plotly loads each trace type's validators, the default template
-#: and its JSON encoder on first use (~0.5 s the chart cell otherwise pays). Nothing is displayed or kept.
+#: and its JSON encoder on first use, which the chart cell otherwise pays for (BENCHMARKS.md, third round of the
+#: daily pipeline). Nothing is displayed or kept.
 _CHART_WARM_UP = """def __condvest_chart_warm_up():
     try:
         import plotly.graph_objects as go
