@@ -38,7 +38,7 @@ class RunnerEngine(Engine):
         log_output: bool = False,
         start_timeout: float = 60,
         execution_timeout: float | None = None,
-        input_path: str | None = None,
+        input_path: str | None = None,  # papermill passes it; nbclient has no such option
         **kwargs: Any,
     ) -> Any:
         km = RunKernelManager(kernel_name=kernel_name) if km is None else km
@@ -46,7 +46,7 @@ class RunnerEngine(Engine):
             nb_man,
             km=km,
             kernel_name=kernel_name,
-            timeout=execution_timeout,
+            timeout=execution_timeout or None,  # papermill's own engine too: 0 or None is no limit
             startup_timeout=start_timeout,
             log=logging.getLogger("papermill"),
             log_output=log_output,

@@ -162,8 +162,8 @@ class WarmKernel:
     following it). Still a fresh kernel per stage: nothing of the notebook runs before its own cells.
 
     ``start()`` returns at once (a thread starts the kernel); ``take()`` waits for it and hands over the kernel
-    manager (``None`` when the kernel did not come up: the stage then starts its own, as without this); a
-    kernel not taken is shut down by ``discard()``."""
+    manager, which the run gives papermill as ``km`` (``runner.engine``; ``None`` when the kernel did not come
+    up: the stage then starts its own, as without this); a kernel not taken is shut down by ``discard()``."""
 
     def __init__(
         self, kernel_name: str, cwd: Path, modules: list[str], *, charts: bool = False, timeout_s: float = 120.0
