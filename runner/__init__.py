@@ -10,8 +10,9 @@ Importing this package does nothing beyond defining names.
 """
 
 from condvest.runs import INDEX_KEY, new_run_id, read_index, read_records
-from runner.execute import RESULT_MIMETYPE, CellError, RunOptions, RunResult, run_notebook
+from runner.execute import RunOptions, run_notebook
 from runner.pipelines import PIPELINES, Stage, run_pipeline
+from runner.result import RESULT_MIMETYPE, CellError, RunResult
 
 __all__ = [
     "INDEX_KEY",

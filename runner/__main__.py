@@ -185,9 +185,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def exit_now(code: int) -> None:
     """End the process with ``code`` once its output is flushed, without the interpreter's teardown of every
-    imported module (papermill, nbconvert, jupyter_client, zmq, ...: 0.2-0.3 s of a command that takes a few).
-    By then every run has released what it held (kernels, the browser, temporary folders, the lake lock in the
-    kernel) and the run index is written; no thread of ours is left working."""
+    imported module (papermill, nbconvert, jupyter_client, zmq, ...: a noticeable share of a short command; the
+    figure is in BENCHMARKS.md). By then every run has released what it held (kernels, the browser, temporary
+    folders, the lake lock in the kernel) and the run index is written; no thread of ours is left working."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -6,19 +6,20 @@ when no browser is there or the export fails, the run goes on and the log says w
 switches the export off).
 
 Starting the browser is most of the cost, and most of that is parsing plotly.js: the browser loads plotly.js's
-*finance* bundle (``runner/static``, 1.3 MB: bar, candlestick, ohlc, scatter, histogram, pie, ... every trace
-type our notebooks draw) instead of the full 4.8 MB one, which halves the start (2.3-3.1 s to 1.2-1.5 s here).
-A figure with another trace type (a heatmap drawn in a notebook of one's own) is rendered by a second browser
-with the full bundle, started only then.
+*finance* bundle (``runner/static``: bar, candlestick, ohlc, scatter, histogram, pie, ... every trace type our
+notebooks draw), a fraction of the full bundle's size, so it starts in about half the time (BENCHMARKS.md has
+the figures). A figure with another trace type (a heatmap drawn in a notebook of one's own) is rendered by a
+second browser with the full bundle, started only then. The vendored bundle is the version of plotly.js that
+the plotly package ships; ``tools/vendor_plotly.py`` refreshes it after a plotly upgrade.
 
 ``ChartBrowser`` starts the browser in its own thread, after the heavy cells (whose memory is released by then:
-the browser's ~0.45 GB never adds to a full rebuild's peak), and it renders the figures while the html page is
+the browser's memory never adds to a full rebuild's peak), and it renders the figures while the html page is
 built. In a pipeline's later stages, which chart what the stages before them just wrote, it starts as the first
 cell tagged ``CHART_TAG`` starts (it comes up while that cell reads its data); a pipeline's stages share one
 browser. A run of its own may be a re-run with nothing new: ``PngCache`` knows the figures of the notebook's
 latest run, and the browser starts only once a tagged cell drew a figure that run did not (else once the run
 drew a chart); unchanged figures get that run's PNGs, copied, and a run whose figures are all unchanged starts no
-browser at all (a nothing-new 02_resample: about 1 s less). MathJax is off: the charts carry no LaTeX, and kaleido would
+browser at all (a nothing-new 02_resample; BENCHMARKS.md). MathJax is off: the charts carry no LaTeX, and kaleido would
 otherwise fetch it from a CDN for every browser it starts.
 """
 
@@ -30,6 +31,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 from importlib import metadata
@@ -46,11 +48,23 @@ log = logging.getLogger(__name__)
 CHART_TAG = "chart"
 #: seconds a run waits for its PNGs before it gives up on them (the page and the ipynb are written already)
 PNG_TIMEOUT_S = 120.0
-#: plotly.js's finance bundle (MIT, ``runner/static/LICENSE.plotly.txt``) and the trace types it draws
-FINANCE_PLOTLYJS = Path(__file__).resolve().parent / "static" / "plotly-finance-4.1.0.min.js"
+#: plotly.js's finance bundle (MIT, ``runner/static/LICENSE.plotly.txt``; ``tools/vendor_plotly.py`` writes it) and
+#: the trace types it draws
+FINANCE_PLOTLYJS = Path(__file__).resolve().parent / "static" / "plotly-finance.min.js"
 FINANCE_TRACES = frozenset(
     {"bar", "candlestick", "funnel", "funnelarea", "histogram", "indicator", "ohlc", "pie", "scatter", "waterfall"}
 )
+
+
+def finance_plotlyjs_version(path: Path = FINANCE_PLOTLYJS) -> str | None:
+    """The plotly.js version of a finance bundle, as its banner names it (``None``: no bundle, or no version)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(200).decode("utf-8", "replace")
+    except OSError:
+        return None
+    m = re.search(r"plotly\.js \(finance - minified\) v(\S+)", head)
+    return m.group(1) if m else None
 
 
 def needs_full_plotlyjs(figure: dict[str, Any]) -> bool:
@@ -84,7 +98,8 @@ class PngCache:
 
     def __init__(self, store: Store, notebook: str, *, width: int = 1100, height: int = 600) -> None:
         self.store, self.key = store, f"{PNG_CACHE_PREFIX}/{notebook}.json"
-        self._salt = f"{width}x{height} {FINANCE_PLOTLYJS.name} kaleido {_kaleido_version()}\n".encode()
+        bundle = f"plotly-finance-{finance_plotlyjs_version()}.min.js"
+        self._salt = f"{width}x{height} {bundle} kaleido {_kaleido_version()}\n".encode()
         self._known: dict[str, str] | None = None
 
     def hash(self, figure: dict[str, Any]) -> str:

@@ -6,8 +6,9 @@ print ipykernel's "Kernel is running over TCP without encryption" warning on eve
 An ipykernel kernel is started by ``KERNEL_LAUNCH`` instead of ``-m ipykernel_launcher``: the same launch,
 after ``skip_iri_grammar()``. Displaying a plotly figure imports nbformat, hence jsonschema, whose import
 builds the Earley parsers of ``rfc3987_syntax`` (installed with JupyterLab's ``jupyter-events``) when that
-package is there: about 1.4 s on every run that draws a chart, for an ``iri`` format check that neither
-nbformat nor our code uses. The runner's own process skips it the same way (``runner.execute``).
+package is there: a cost on every run that draws a chart (BENCHMARKS.md has the figure), for an ``iri`` format
+check that neither nbformat nor our code uses. The runner's own process skips it the same way
+(``runner.execute``).
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ del __condvest_warm_up
 """
 #: a chart notebook's warm-up also draws a throwaway figure of the finance trace types, subplots and an
 #: annotation, and makes its display bundle: plotly loads each trace type's validators, the default template
-#: and its JSON encoder on first use (~0.5 s the chart cell otherwise pays). Nothing is displayed or kept.
+#: and its JSON encoder on first use, which the chart cell otherwise pays for (BENCHMARKS.md, third round of the
+#: daily pipeline). Nothing is displayed or kept.
 _CHART_WARM_UP = """def __condvest_chart_warm_up():
     try:
         import plotly.graph_objects as go
@@ -160,8 +162,8 @@ class WarmKernel:
     following it). Still a fresh kernel per stage: nothing of the notebook runs before its own cells.
 
     ``start()`` returns at once (a thread starts the kernel); ``take()`` waits for it and hands over the kernel
-    manager (``None`` when the kernel did not come up: the stage then starts its own, as without this); a
-    kernel not taken is shut down by ``discard()``."""
+    manager, which the run gives papermill as ``km`` (``runner.engine``; ``None`` when the kernel did not come
+    up: the stage then starts its own, as without this); a kernel not taken is shut down by ``discard()``."""
 
     def __init__(
         self, kernel_name: str, cwd: Path, modules: list[str], *, charts: bool = False, timeout_s: float = 120.0
@@ -228,18 +230,6 @@ class WarmKernel:
         km, self._km = self._km, None
         if km is not None:
             shutdown_now(km)
-
-
-def started_manager(km: RunKernelManager) -> type[RunKernelManager]:
-    """A kernel manager class for nbclient whose "new" instance is ``km``, whose kernel runs already: nbclient
-    then uses that kernel as one it started (it connects its client, sees the kernel up, and stops both when
-    the notebook is done) instead of a kernel handed over as someone else's, whose client it would leave open."""
-
-    class Started(RunKernelManager):
-        def __new__(cls, *args: Any, **kwargs: Any) -> RunKernelManager:  # type: ignore[misc]
-            return km  # not a Started: Python skips __init__, and km keeps its state
-
-    return Started
 
 
 def shutdown_now(km: AsyncKernelManager) -> None:

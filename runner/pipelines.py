@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from condvest.params import run_id as check_run_id
 from condvest.runs import new_run_id
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
+from runner.context import StageContext
 from runner.execute import PreparedRun, RunOptions, RunResult, early_kernel, execute, prepare
 from runner.images import ChartBrowser
 from runner.kernel import WarmKernel
@@ -109,13 +110,10 @@ def run_pipeline(
         pipeline_run_id = check_run_id(options.run_id) if options.run_id else new_run_id(name)
         store = open_store(options.runs_uri or settings.runs_uri, settings)
         log.info("pipeline started pipeline=%s pipeline_run_id=%s stages=%d", name, pipeline_run_id, len(plan))
-        run_ids = [new_run_id(p.path.stem) for p in plan]  # known up front: each page links its neighbours
-        links = [StageLink(p.path.name, f"../{rid}/{p.path.stem}.html") for p, rid in zip(plan, run_ids, strict=True)]
         browser = ChartBrowser()  # one for the whole pipeline: started once, by the first stage that draws a chart
         try:
-            return _run_stages(
-                plan, settings, store, run_ids, links, root, options, name, pipeline_run_id, browser, first
-            )
+            pipeline = StageContext(name, pipeline_run_id, stages=len(plan), browser=browser, kernel=first)
+            return _run_stages(plan, pipeline, settings=settings, store=store, root=root, options=options)
         finally:
             browser.close()
     finally:
@@ -125,39 +123,33 @@ def run_pipeline(
 
 def _run_stages(
     plan: Sequence[PreparedRun],
+    pipeline: StageContext,
+    *,
     settings: Settings,
     store: Store,
-    run_ids: list[str],
-    links: list[StageLink],
     root: Path,
     options: RunOptions,
-    name: str,
-    pipeline_run_id: str,
-    browser: ChartBrowser,
-    warm: WarmKernel | None,
 ) -> list[RunResult]:
-    """Run the stages in order until one fails; ``warm`` is the first stage's kernel, started ahead."""
+    """Run the stages in order until one fails; ``pipeline.kernel`` is the first stage's kernel, started ahead."""
+    run_ids = [new_run_id(p.path.stem) for p in plan]  # known up front: each page links its neighbours
+    links = [StageLink(p.path.name, f"../{rid}/{p.path.stem}.html") for p, rid in zip(plan, run_ids, strict=True)]
     results: list[RunResult] = []
+    warm = pipeline.kernel
     try:
         for i, prepared in enumerate(plan, start=1):
             nxt = WarmKernel.for_notebook(plan[i].path, root) if i < len(plan) else None
+            context = replace(
+                pipeline,
+                stage=i,
+                previous=links[i - 2] if i > 1 else None,
+                next=links[i] if i < len(plan) else None,
+                kernel=warm,
+                next_kernel=nxt,
+            )
             try:
+                run_id = run_ids[i - 1]
                 result = execute(
-                    prepared,
-                    settings=settings,
-                    store=store,
-                    run_id=run_ids[i - 1],
-                    folder=pipeline_run_id,
-                    root=root,
-                    options=options,
-                    pipeline=name,
-                    pipeline_run_id=pipeline_run_id,
-                    stage=i,
-                    stages=len(plan),
-                    neighbours=(links[i - 2] if i > 1 else None, links[i] if i < len(plan) else None),
-                    browser=browser,
-                    kernel=warm,
-                    next_kernel=nxt,
+                    prepared, settings=settings, store=store, run_id=run_id, root=root, options=options, context=context
                 )
             finally:
                 if warm is not None:
@@ -167,8 +159,8 @@ def _run_stages(
             if not result.ok:
                 log.warning(
                     "pipeline stopped pipeline=%s pipeline_run_id=%s stage=%d notebook=%s",
-                    name,
-                    pipeline_run_id,
+                    pipeline.pipeline,
+                    pipeline.pipeline_run_id,
                     i,
                     prepared.path.name,
                 )

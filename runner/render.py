@@ -162,7 +162,8 @@ def run_page(nb: Any, scrubber: Scrubber, *, title: str | None = None, plotly_sr
 
 def warm_up() -> None:
     """Import nbconvert and render a two-cell notebook, so that the first ``run_page`` finds its modules and
-    compiled templates ready (~0.6 s here). The runner calls it in a thread while a notebook's cells run."""
+    compiled templates ready (BENCHMARKS.md: the html page's share of a run). The runner calls it in a thread
+    while a notebook's cells run."""
     import nbformat
     from nbconvert import HTMLExporter
 

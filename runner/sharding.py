@@ -31,9 +31,11 @@ from condvest.runs import new_run_id, read_records
 from condvest.settings import Settings
 from condvest.shards import Shard
 from condvest.storage import open_store
-from runner.execute import CellError, RunOptions, RunResult, execute, prepare
+from runner.context import StageContext
+from runner.execute import RunOptions, execute, prepare
 from runner.notebooks import declared_parameters, find_project_root, parse_value
 from runner.pipelines import get_pipeline, plan_pipeline
+from runner.result import CellError, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -170,18 +172,10 @@ def run_pipeline_sharded(
         commit = prepare(
             prepared.path, {**prepared.parameters, "shard": f"commit/{shards}", "shard_group": group}, settings, root
         )
+        context = StageContext(pipeline=name, pipeline_run_id=group, stage=stage, stages=len(plan))
+        run_id = new_run_id(f"{prepared.path.stem}-commit")
         result = execute(
-            commit,
-            settings=settings,
-            store=store,
-            run_id=new_run_id(f"{prepared.path.stem}-commit"),
-            folder=group,
-            root=root,
-            options=options,
-            pipeline=name,
-            pipeline_run_id=group,
-            stage=stage,
-            stages=len(plan),
+            commit, settings=settings, store=store, run_id=run_id, root=root, options=options, context=context
         )
         results.append(result)
         if not result.ok:

@@ -71,7 +71,7 @@ def test_the_wheel_holds_the_packages_the_notebooks_and_sql(wheel):
     assert {"condvest/__init__.py", "condvest/resources.py", "runner/__main__.py", "runner/cloud/job.py"} <= names
     modules = {str(p.relative_to(ROOT)) for top in ("condvest", "runner") for p in (ROOT / top).rglob("*.py")}
     assert modules <= names, f"missing from the wheel: {sorted(modules - names)}"
-    assert {"runner/static/plotly-finance-4.1.0.min.js", "runner/static/LICENSE.plotly.txt"} <= names  # chart PNGs
+    assert {"runner/static/plotly-finance.min.js", "runner/static/LICENSE.plotly.txt"} <= names  # chart PNGs
     assert "condvest/nyse_sessions.txt" in names  # the calendar without asking pandas_market_calendars
     assert not [n for n in names if n.startswith(("tests/", "bench/", "sql/", "notebooks/"))]
 

@@ -7,6 +7,7 @@ run through the command line, and a two-stage pipeline against the S3 server of 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -405,11 +407,14 @@ def _kernels() -> list[psutil.Process]:
     return [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
 
 
-def test_the_next_stages_kernel_starts_during_the_stage_before_and_is_still_fresh(tmp_path, monkeypatch):
+def test_the_next_stages_kernel_starts_during_the_stage_before_and_is_still_fresh(tmp_path, monkeypatch, caplog):
     root = _project(tmp_path, "kernel_info")
     monkeypatch.chdir(root)
+    caplog.set_level(logging.WARNING)
     stages = [Stage("kernel_info", {"pause": 3.0}), Stage("kernel_info", {"pause": 0.0})]
     first, second = run_pipeline("t", stages=stages, settings=Settings(), options=RunOptions(root=root))
+    gc.collect()  # a kernel client left open says so when it is collected
+    assert "zmq context" not in caplog.text and "warm kernel not used" not in caplog.text, caplog.text
     assert first.ok and second.ok
     # the second kernel came up while the first stage worked, and is a new process of its own
     assert second.results["pid"] != first.results["pid"]
@@ -421,15 +426,25 @@ def test_the_next_stages_kernel_starts_during_the_stage_before_and_is_still_fres
     assert not _kernels(), "every kernel is stopped"
 
 
-def test_a_failed_stage_stops_the_kernel_started_for_the_next_one(tmp_path, monkeypatch):
+@pytest.fixture
+def own_tempdir(monkeypatch) -> Iterator[Path]:
+    """A temp folder of the test's own, for whatever its runs put in the temp folder (their kernels' sockets), so
+    that kernels run by other processes on the machine are not looked at. Short: a Unix socket's path is limited
+    to about 100 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="condvest-test-"))
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_failed_stage_stops_the_kernel_started_for_the_next_one(tmp_path, monkeypatch, own_tempdir):
     root = _project(tmp_path, "kernel_info")
     monkeypatch.chdir(root)
-    sockets = set(Path(tempfile.gettempdir()).glob("condvest-kernel-*"))
     stages = [Stage("kernel_info", {"pause": 2.0, "fail": True}), Stage("kernel_info")]
     results = run_pipeline("t", stages=stages, settings=Settings(), options=RunOptions(root=root))
     assert [r.status for r in results] == ["failed"]
     assert not _kernels(), "the next stage's kernel is stopped with the pipeline"
-    assert set(Path(tempfile.gettempdir()).glob("condvest-kernel-*")) == sockets, "and its sockets removed"
+    assert not list(own_tempdir.glob("condvest-kernel-*")), "and its sockets removed"
 
 
 def test_a_runs_kernel_starts_while_the_runner_prepares_and_a_refused_run_stops_it(tmp_path, monkeypatch):

@@ -1,0 +1,199 @@
+"""Publish an executed notebook into its run folder and the run index: scrubbed of secrets, with the run's header,
+as ipynb and html (plotly.js written once beside the run folders, the charts' PNGs drawn or copied from the
+latest run's), then one record appended to the index (``<runs>/<folder>/<run id>/<stem>.ipynb|html|-k.png``).
+
+Everything is scrubbed before it is written, so an unscrubbed copy never reaches the runs location.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from condvest.errors import ParameterError
+from condvest.runs import append_run
+from condvest.storage import Store
+from runner.context import StageContext
+from runner.images import ChartBrowser, PngCache, chart_figures
+from runner.provenance import code_version, host
+from runner.render import RunHeader, plotly_file, plotly_js, run_page, with_header
+from runner.result import CellError, Execution, RunResult, collect_results
+from runner.scrub import Scrubber
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where one run's files go in the runs store: ``<folder>/<run id>/`` (``folder``: a pipeline's or a sharded
+    run's id, ``None`` for a run of its own), each named after the notebook (``notebook``: its file name)."""
+
+    store: Store
+    run_id: str
+    notebook: str
+    folder: str | None = None
+
+    @property
+    def stem(self) -> str:
+        return Path(self.notebook).stem
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.folder}/{self.run_id}" if self.folder else self.run_id
+
+    @property
+    def ipynb_key(self) -> str:
+        return f"{self.prefix}/{self.stem}.ipynb"
+
+    @property
+    def html_key(self) -> str:
+        return f"{self.prefix}/{self.stem}.html"
+
+    def png_key(self, k: int) -> str:
+        """The k-th chart's PNG (1-based, in page order)."""
+        return f"{self.prefix}/{self.stem}-{k}.png"
+
+    @property
+    def plotly_key(self) -> str:
+        """plotly.js, once for the run folders beside this one (the pages reference it relatively)."""
+        return f"{self.folder or self.run_id}/{plotly_file()}"
+
+    @property
+    def plotly_src(self) -> str:
+        return ("../" if self.folder else "") + plotly_file()
+
+    def claim(self) -> None:
+        """Refuse a run id that a run of this notebook already used here (``ParameterError``, nothing written)."""
+        if self.store.exists(self.ipynb_key):
+            raise ParameterError(
+                f"{self.run_id!r} is already used by {self.store.url(self.ipynb_key)}", parameter="run_id"
+            )
+
+
+@dataclass(frozen=True)
+class ChartPngs:
+    """The PNG copies of a run's charts: ``enabled`` (the settings' ``chart_png``), drawn by ``browser`` or, for
+    a figure the notebook's latest run drew already, copied from ``cache``."""
+
+    enabled: bool
+    browser: ChartBrowser
+    cache: PngCache
+
+
+def scrub_json(value: Any, scrubber: Scrubber) -> Any:
+    """``value`` (JSON-like) with every secret masked."""
+    return json.loads(scrubber.text(json.dumps(value, default=str)))
+
+
+def scrubbed_error(execution: Execution, scrubber: Scrubber) -> CellError | None:
+    """The failing cell, its source and message scrubbed (the message cut at 2,000 characters)."""
+    e = execution.error()
+    if e is None:
+        return None
+    return CellError(e.cell, e.cell_index, scrubber.text(e.source), e.ename, scrubber.text(e.evalue)[:2000])
+
+
+def publish(
+    execution: Execution,
+    run: RunFolder,
+    parameters: dict[str, Any],
+    *,
+    scrubber: Scrubber,
+    context: StageContext,
+    pngs: ChartPngs,
+    root: Path,
+) -> RunResult:
+    """Write the executed notebook's ipynb, html and PNGs into ``run`` (nothing when no notebook was written) and
+    append the run to the index; returns the run's result."""
+    error = scrubbed_error(execution, scrubber)
+    params = scrub_json(parameters, scrubber)
+    results: dict[str, Any] = {}
+    ipynb_key = html_key = None
+    if execution.nb is not None:
+        results = scrub_json(collect_results(execution.nb), scrubber)
+        header = _header(execution, run, params, error, context, root)
+        clean = with_header(scrubber.notebook(execution.nb), header)
+        ipynb_key, html_key = _write_pages(clean, run, scrubber, pngs)
+    result = RunResult(
+        run_id=run.run_id,
+        notebook=run.notebook,
+        status=execution.status,
+        parameters=params,
+        started_at=execution.started,
+        finished_at=execution.finished,
+        ipynb_key=ipynb_key,
+        html_key=html_key,  # None when the html could not be rendered
+        runs_uri=run.store.uri,
+        results=results,
+        error=error,
+        pipeline=context.pipeline,
+        pipeline_run_id=context.pipeline_run_id,
+        stage=context.stage,
+    )
+    append_run(run.store, result.index_record())
+    return result
+
+
+def _header(
+    execution: Execution,
+    run: RunFolder,
+    params: dict[str, Any],
+    error: CellError | None,
+    context: StageContext,
+    root: Path,
+) -> RunHeader:
+    return RunHeader(
+        run_id=run.run_id,
+        notebook=run.notebook,
+        status=execution.status,
+        started_at=execution.started,
+        duration_s=round((execution.finished - execution.started).total_seconds(), 3),
+        parameters=params,
+        code_version=code_version(root),
+        host=host(),
+        pipeline=context.pipeline,
+        pipeline_run_id=context.pipeline_run_id,
+        stage=context.stage,
+        stages=context.stages,
+        previous=context.previous,
+        next=context.next if execution.failure is None else None,
+        failing_cell=f"cell {error.cell}" if error is not None and error.cell is not None else None,
+    )
+
+
+def _write_pages(clean: Any, run: RunFolder, scrubber: Scrubber, pngs: ChartPngs) -> tuple[str, str | None]:
+    """Write the (scrubbed, headed) notebook, its html page, plotly.js and the charts' PNGs; returns the ipynb's
+    and the page's keys (the page's ``None`` when it could not be rendered: the ipynb is the record)."""
+    import nbformat
+
+    figures = chart_figures(clean) if pngs.enabled else []
+    copies = [pngs.cache.get(f) for f in figures]  # unchanged figures: the latest run's PNGs
+    pngs.browser.submit([f for f, png in zip(figures, copies, strict=True) if png is None])  # while the page is built
+    run.store.put(run.ipynb_key, nbformat.writes(clean).encode())
+    try:
+        page = run_page(clean, scrubber, title=f"{run.stem} · {run.run_id}", plotly_src=run.plotly_src)
+    except Exception as exc:  # nbconvert/plotly trouble must not lose the run record; the ipynb is written
+        log.warning("html not rendered run_id=%s notebook=%s error=%s", run.run_id, run.notebook, type(exc).__name__)
+        pngs.browser.result()  # the PNGs go with the page; a shared browser must not hand them to the next run
+        return run.ipynb_key, None
+    run.store.put(run.html_key, page.html.encode())
+    if page.figures and not run.store.exists(run.plotly_key):
+        run.store.put(run.plotly_key, plotly_js())
+    if figures:
+        _write_pngs(figures, copies, run, pngs)
+    return run.ipynb_key, run.html_key
+
+
+def _write_pngs(figures: list[dict[str, Any]], copies: list[bytes | None], run: RunFolder, pngs: ChartPngs) -> None:
+    """Write ``<stem>-<k>.png`` for each chart: its copy, else the browser's drawing (none when it could not draw)."""
+    drawn = iter(pngs.browser.result() if None in copies else [])  # [] when the browser could not draw them
+    keys: list[str | None] = []
+    for k, png in enumerate(copies, start=1):
+        png = png if png is not None else next(drawn, None)
+        keys.append(run.png_key(k) if png is not None else None)
+        if png is not None:
+            run.store.put(run.png_key(k), png)
+    pngs.cache.remember(figures, keys)
