@@ -6,7 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: demo lab test lint format nbval bench clean system
+.PHONY: demo lab test test-fast lint format nbval bench clean system
 
 # constraints.txt pins the runtime dependencies to what the image installs (tools/lock.py writes it)
 $(STAMP): pyproject.toml constraints.txt
@@ -31,6 +31,13 @@ test: $(STAMP)
 	$(VENV)/bin/cfn-lint infra/*.yaml
 	$(PY) -m pytest -p no:cacheprovider tests
 	$(PY) -m condvest.offline.sandbox -- $(PY) -m pytest -p no:cacheprovider --nbval-lax notebooks
+
+# the loop while working: lint and every test not marked slow (no notebook runs, browsers or demo; a few
+# minutes on 2 cores); `make test` (what CI runs) before an issue is resolved
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -p no:cacheprovider -m "not slow" --durations=5 tests
 
 nbval: $(STAMP)
 	$(PY) -m condvest.offline.sandbox -- $(PY) -m pytest -p no:cacheprovider --nbval-lax notebooks

@@ -12,6 +12,8 @@ import pytest
 from condvest.offline.sandbox import offline_world
 from tests.fixtures.paths import ROOT
 
+pytestmark = pytest.mark.slow  # runs notebooks
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, pg_cluster):

@@ -257,6 +257,7 @@ def test_a_shard_needs_a_history_backfill(cfg):
     assert not list(LocalStore(cfg.lake_uri).list(""))
 
 
+@pytest.mark.slow
 def test_runner_backfill_pipeline_with_two_shards(tmp_path, pg_cluster):
     """``python -m runner pipeline backfill --shards 2`` in the offline world: fetch shards, their commit, then the
     sharded rebuild; bronze, manifest and the Postgres rows equal an unsharded ``pipeline backfill``'s."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from condvest.bronze import merge_rows, read_bronze_bytes
 from condvest.lake import BRONZE_PREFIX
@@ -43,6 +44,7 @@ def _bronze(store: LocalStore) -> pd.DataFrame:
     return merge_rows(parts).to_pandas().drop(columns=["ingested_at"])
 
 
+@pytest.mark.slow
 def test_fetch_and_resample_give_the_same_lake_in_every_host_time_zone(tmp_path, polygon_server):
     out = {}
     for zone in ZONES:

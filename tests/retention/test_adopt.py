@@ -239,6 +239,7 @@ def test_two_rows_for_one_session_stop_adoption_and_are_named(old_db):
         assert conn.execute("SELECT count(*) FROM data_retention_log").fetchone()[0] == 2
 
 
+@pytest.mark.slow
 def test_the_notebook_dry_run_then_adopt_on_the_old_database(old_db, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RDS_", "CONDVEST_"))}
     env.update(CONDVEST_PG_DSN=old_db.reveal(), CONDVEST_RUNS_URI=str(tmp_path / "runs"), CONDVEST_AS_OF="2025-01-15")

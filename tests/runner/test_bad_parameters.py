@@ -12,6 +12,8 @@ import pytest
 
 from tests.fixtures.paths import ROOT
 
+pytestmark = pytest.mark.slow  # runs notebooks
+
 BAD = [
     ("01_fetch", "date", "2025-02-30"),
     ("02_resample", "symbol", "../etc"),  # the chart's symbol: checked before compaction writes

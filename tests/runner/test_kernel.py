@@ -12,6 +12,8 @@ import pytest
 
 from runner.kernel import RunKernelManager
 
+pytestmark = pytest.mark.slow  # starts Jupyter kernels
+
 
 @pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
 def test_kernels_started_at_once_get_sockets_of_their_own_and_leave_none(tmp_path, monkeypatch):

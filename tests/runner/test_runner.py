@@ -124,6 +124,7 @@ def test_the_scrubber_ignores_values_shorter_than_8_characters_and_says_so(caplo
     assert "short_secret_ignored count=2 min_length=8" in caplog.text
 
 
+@pytest.mark.slow
 def test_pipeline_plan_is_checked_before_any_stage_runs(tmp_path, keep_logging, capsys):
     root = _project(tmp_path, "ok")
     settings = Settings(runs_uri=str(tmp_path / "runs"))
@@ -161,6 +162,7 @@ def test_concurrent_index_appends_lose_nothing(tmp_path):
 # --- real kernels ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
     root = _project(tmp_path, "ok")
     monkeypatch.chdir(root)
@@ -192,6 +194,7 @@ def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
     assert row.html_url == str(run_dir / "ok.html")
 
 
+@pytest.mark.slow
 def test_chart_pngs_can_be_switched_off(tmp_path, monkeypatch):
     root = _project(tmp_path, "ok")
     monkeypatch.chdir(root)
@@ -200,6 +203,7 @@ def test_chart_pngs_can_be_switched_off(tmp_path, monkeypatch):
     assert result.ok and not list((root / "runs" / result.run_id).glob("*.png"))
 
 
+@pytest.mark.slow
 def test_cli_failing_cell_exits_nonzero_and_names_it(tmp_path, keep_logging, capsys):
     root = _project(tmp_path, "fail_third")
     proc = _cli(["run", "fail_third", "--run-id", "r1"], cwd=root)
@@ -231,6 +235,7 @@ def test_cli_failing_cell_exits_nonzero_and_names_it(tmp_path, keep_logging, cap
     assert len(read_records(open_store(str(root / "runs")))) == 1
 
 
+@pytest.mark.slow
 def test_a_cell_that_never_returns_fails_the_run_at_the_cell_timeout(tmp_path, keep_logging):
     assert RunOptions().execution_timeout == DEFAULT_CELL_TIMEOUT > 0  # every run has one unless told otherwise
     root = _project(tmp_path, "hang")
@@ -242,6 +247,7 @@ def test_a_cell_that_never_returns_fails_the_run_at_the_cell_timeout(tmp_path, k
     assert rec["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_secret_never_reaches_notebook_html_index_or_logs(tmp_path):
     root = _project(tmp_path, "leak_secret")
     dsn = f"postgresql://condvest:{SENTINEL}-pw@127.0.0.1:5432/condvest"
@@ -264,6 +270,7 @@ def test_secret_never_reaches_notebook_html_index_or_logs(tmp_path):
     assert rec["error"]["cell"] == 6 and rec["error"]["cell_index"] == 4
 
 
+@pytest.mark.slow
 def test_a_secret_fetched_at_run_time_is_scrubbed_too(tmp_path):
     from moto.server import ThreadedMotoServer
 
@@ -301,6 +308,7 @@ def test_a_secret_fetched_at_run_time_is_scrubbed_too(tmp_path):
         assert SENTINEL not in text
 
 
+@pytest.mark.slow
 def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_path, s3_settings):
     settings = s3_settings.with_(runs_uri=f"{s3_settings.lake_uri}/runs")  # the lake's runs/ prefix
     root = _project(tmp_path, "ok", "fail_third")
@@ -345,6 +353,7 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     assert json.loads(store.get("index.jsonl").decode().splitlines()[0])["run_id"] == results[0].run_id
 
 
+@pytest.mark.slow
 def test_cells_tagged_chart_get_their_pngs_in_page_order(tmp_path, monkeypatch):
     # the browser starts as the first tagged cell starts; every chart of the run becomes <notebook>-<k>.png
     root = _project(tmp_path, "charts")
@@ -360,6 +369,7 @@ def test_cells_tagged_chart_get_their_pngs_in_page_order(tmp_path, monkeypatch):
     assert not [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name()], "the browser is closed"
 
 
+@pytest.mark.slow
 def test_a_rerun_whose_figures_did_not_change_copies_their_pngs_without_a_browser(tmp_path, monkeypatch):
     root = _project(tmp_path, "charts")
     monkeypatch.chdir(root)
@@ -383,6 +393,7 @@ def test_a_rerun_whose_figures_did_not_change_copies_their_pngs_without_a_browse
     assert [(root / "runs" / last.run_id / f"charts-{k}.png").read_bytes() for k in (1, 2)] == new
 
 
+@pytest.mark.slow
 def test_a_pipelines_stages_share_one_browser_and_each_gets_its_own_pngs(tmp_path, monkeypatch):
     root = _project(tmp_path, "charts", "ok")
     monkeypatch.chdir(root)
@@ -407,6 +418,7 @@ def _kernels() -> list[psutil.Process]:
     return [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
 
 
+@pytest.mark.slow
 def test_the_next_stages_kernel_starts_during_the_stage_before_and_is_still_fresh(tmp_path, monkeypatch, caplog):
     root = _project(tmp_path, "kernel_info")
     monkeypatch.chdir(root)
@@ -437,6 +449,7 @@ def own_tempdir(monkeypatch) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_failed_stage_stops_the_kernel_started_for_the_next_one(tmp_path, monkeypatch, own_tempdir):
     root = _project(tmp_path, "kernel_info")
     monkeypatch.chdir(root)
@@ -447,6 +460,7 @@ def test_a_failed_stage_stops_the_kernel_started_for_the_next_one(tmp_path, monk
     assert not list(own_tempdir.glob("condvest-kernel-*")), "and its sockets removed"
 
 
+@pytest.mark.slow
 def test_a_runs_kernel_starts_while_the_runner_prepares_and_a_refused_run_stops_it(tmp_path, monkeypatch):
     root = _project(tmp_path, "kernel_info")
     monkeypatch.chdir(root)

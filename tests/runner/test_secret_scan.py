@@ -17,6 +17,8 @@ import pytest
 from condvest.offline.sandbox import offline_world
 from tests.fixtures.paths import ROOT
 
+pytestmark = pytest.mark.slow  # runs notebooks
+
 
 @pytest.fixture
 def sentinel_dsn(pg_cluster):
