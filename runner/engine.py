@@ -5,7 +5,8 @@ nbclient stops a kernel it started itself and leaves alone one it was handed (``
 over (``km``: a kernel started ahead, or a manager whose kernel nbclient starts), so this engine closes the
 client and stops the kernel itself when the notebook is done, at once (no graceful shutdown round trip): the
 outputs are in, and our notebooks release what they hold (lake lock, DuckDB connections) in their cells, not in
-atexit hooks. Registered with papermill under ``ENGINE_NAME`` by ``register()``; imports papermill.
+atexit hooks. papermill registers it under ``runner.kernel.ENGINE_NAME`` from the ``papermill.engine`` entry point
+(pyproject.toml) as papermill is imported; importing this module imports papermill.
 """
 
 from __future__ import annotations
@@ -14,14 +15,11 @@ import logging
 from typing import Any
 
 from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import Engine, papermill_engines
+from papermill.engines import Engine
 
 from runner.kernel import RunKernelManager, shutdown_now
 
 log = logging.getLogger(__name__)
-
-#: papermill's ``engine_name`` of runner runs
-ENGINE_NAME = "condvest"
 
 
 class RunnerEngine(Engine):
@@ -67,8 +65,3 @@ def close_kernel(client: PapermillNotebookClient, km: RunKernelManager) -> None:
         if client.kc is not None:
             client.kc.stop_channels()
             client.kc = None
-
-
-def register() -> None:
-    """Make ``ENGINE_NAME`` a papermill engine (again: registering is idempotent)."""
-    papermill_engines.register(ENGINE_NAME, RunnerEngine)

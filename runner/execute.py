@@ -26,7 +26,7 @@ from condvest.settings import Settings
 from condvest.storage import Store, open_store
 from runner.context import StageContext
 from runner.images import ChartBrowser, PngCache, cell_figures, draws_chart
-from runner.kernel import RunKernelManager, WarmKernel, imports_anything, shutdown_now, skip_iri_grammar
+from runner.kernel import ENGINE_NAME, RunKernelManager, WarmKernel, imports_anything, shutdown_now, skip_iri_grammar
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
 from runner.publish import ChartPngs, RunFolder, publish
@@ -171,18 +171,16 @@ def _papermill(
     observer: CellObserver,
     km: RunKernelManager | None,
 ) -> None:
-    """papermill's ``execute_notebook`` through the runner's engine (``runner.engine``), in ``km``'s kernel."""
+    """papermill's ``execute_notebook`` through the runner's engine (``runner.engine``, which papermill registers
+    from the ``papermill.engine`` entry point as it is imported), in ``km``'s kernel."""
     import papermill
 
-    from runner import engine
-
-    engine.register()
     papermill.execute_notebook(
         str(prepared.path),
         str(out_path),
         parameters=prepared.parameters,
         kernel_name=prepared.kernel_name,
-        engine_name=engine.ENGINE_NAME,
+        engine_name=ENGINE_NAME,
         km=km,
         progress_bar=options.progress_bar,
         log_output=options.log_output,

@@ -33,6 +33,10 @@ from runner.images import draws_chart
 
 log = logging.getLogger(__name__)
 
+#: papermill's ``engine_name`` of runner runs: ``runner.engine.RunnerEngine``, which runs a notebook in a
+#: ``RunKernelManager``'s kernel (registered through the ``papermill.engine`` entry point in pyproject.toml)
+ENGINE_NAME = "condvest"
+
 #: what ``python -m ipykernel_launcher`` does, after ``skip_iri_grammar()``
 KERNEL_LAUNCH = (
     "import sys\n"
