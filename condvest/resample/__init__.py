@@ -5,17 +5,28 @@
     checkpoint_table(settings) -> pandas.DataFrame
     read_bars(settings, symbol, interval) / candlestick_figure(...)      (the silver charts)
 
-Modules: ``run`` (the run and its checkpoints), ``engine`` (DuckDB reads and the bar SQL), ``write``
-(silver month files), ``state`` (what the checkpoints name), ``compaction``, ``charts``, ``result``.
+Modules: ``params`` (the parameters, checked once: ``ResampleParams.check() -> CheckedResample``,
+``CompactionParams.check() -> CheckedCompaction``), ``run`` (the run and its checkpoints), ``engine`` (DuckDB
+reads and the bar SQL), ``write`` (silver month files), ``state`` (what the checkpoints name), ``compaction``,
+``charts``, ``result``.
 """
 
 from condvest.resample.charts import candlestick_figure, default_symbol, read_bars
-from condvest.resample.compaction import CompactionParams, CompactionReport, compact_bronze
+from condvest.resample.compaction import CompactionReport, compact_bronze
+from condvest.resample.params import (
+    DEFAULT_INTERVALS,
+    CheckedCompaction,
+    CheckedResample,
+    CompactionParams,
+    ResampleParams,
+)
 from condvest.resample.result import IntervalResult, ResampleReport
-from condvest.resample.run import DEFAULT_INTERVALS, ResampleParams, checkpoint_table, run_resample
+from condvest.resample.run import checkpoint_table, run_resample
 
 __all__ = [
     "DEFAULT_INTERVALS",
+    "CheckedCompaction",
+    "CheckedResample",
     "CompactionParams",
     "CompactionReport",
     "IntervalResult",
