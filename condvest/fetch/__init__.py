@@ -5,9 +5,10 @@
 
 Modules: ``params`` (the parameters, checked once: ``FetchParams.check() -> CheckedFetch``), ``plan`` (the
 sessions to fetch), ``run`` (the run by mode: source, bronze, Postgres, manifest), ``report`` (its result:
-each session's ``SessionOutcome``), ``pg_cache`` (the Postgres upsert of the retention window), ``rebase``
-(the splits of the fetched sessions, and the re-fetch of a split symbol's whole history on the current price
-basis), ``sharded`` (a history backfill split by symbol: the shards' staged outcomes, and their commit).
+each session's ``SessionOutcome``), ``writer`` (a run's serialised writes: bronze, then Postgres),
+``pg_cache`` (the Postgres upsert of the retention window), ``rebase`` (the splits of the fetched sessions,
+and the re-fetch of a split symbol's whole history on the current price basis), ``sharded`` (a history
+backfill split by symbol: the shards' staged outcomes, and their commit).
 """
 
 from condvest.fetch.params import CheckedFetch, FetchParams
