@@ -27,8 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from condvest import calendar as cal
-from condvest.bars import bars_frame, parquet_bytes, to_table
+from condvest.bars import bars_frame, to_table
 from condvest.fetch import FetchParams, run_fetch
+from condvest.parquet_rows import parquet_bytes
 from condvest.postgres import EmbeddedCluster
 from condvest.settings import Secret, Settings
 

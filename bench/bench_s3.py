@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_fetch import KEY, start_server  # noqa: E402
 from condvest import calendar as cal  # noqa: E402
-from condvest.bars import bars_frame, parquet_bytes, to_table  # noqa: E402
+from condvest.bars import bars_frame, to_table  # noqa: E402
 from condvest.fetch import FetchParams, run_fetch  # noqa: E402
 from condvest.lake import bronze_daily_key  # noqa: E402
 from condvest.offline import SyntheticMarket  # noqa: E402
+from condvest.parquet_rows import parquet_bytes  # noqa: E402
 from condvest.resample import ResampleParams, run_resample  # noqa: E402
 from condvest.settings import Secret, Settings  # noqa: E402
 from tests.fixtures.s3 import _start_weed, _stop, _wait_ready  # noqa: E402  (the test suite's SeaweedFS)

@@ -25,9 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, parquet_bytes, row_files, to_table
+from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, to_table
 from condvest.errors import CorruptObject, StorageError
 from condvest.lake import batch_key, bronze_daily_key, bronze_history_key, parse_bronze_key, quarantine_key
+from condvest.parquet_rows import parquet_bytes, row_files
 from condvest.storage import Store, update_object
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ _NY = "America/New_York"
 def write_daily_files(store: Store, df: pd.DataFrame, threads: int | None = None, run_id: str | None = None) -> int:
     """One ``symbol=X/date=D.parquet`` per row (rows already unique on (symbol, date)); returns files written.
 
-    The files are encoded at once (``bars.row_files``), then written by ``threads`` workers (default
+    The files are encoded at once (``parquet_rows.row_files``), then written by ``threads`` workers (default
     ``store.write_threads``). With ``run_id``, the rows are then also written as one batch object per session
     (``bronze/_batches/date=D/<run_id>.parquet``) naming each file's key and etag: a reader that finds the
     same etag on a file may take the row from the batch instead of opening the file (02_resample's

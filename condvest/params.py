@@ -1,6 +1,10 @@
 """Parameter checks shared by every stage: each takes a notebook's raw value and returns it typed, or raises
 ``ParameterError`` naming the parameter. Pure; the stages call them before anything is written.
 
+Every stage has one shape over them, in ``condvest/<stage>/params.py``: a frozen ``XParams`` (the notebook's
+``parameters`` cell: same names, same defaults; a test holds them together) whose ``check()`` returns a frozen
+``CheckedX`` of parsed values, or raises ``ParameterError``; no I/O, so the runner can check before a kernel starts.
+
     iso_date("2025-10-17", "date") -> date        None / "" / "None" -> None
     date_range(start, end, as_of=...) -> (start, end)
     count(30, "max_backfill_days", 1, 2000) -> 30

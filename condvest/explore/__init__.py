@@ -7,11 +7,22 @@
     candles_figure(lake, symbol)      candlesticks with volume underneath (shared x axis)
     intervals_figure(lake, symbol)    the same period at several intervals, side by side
     shape_figure(lake)                symbols per year in bronze
+    lake.raise_for_status()           ParameterError naming a listed symbol without any bar in the lake
 
-Modules: ``lake`` (the DuckDB views and queries), ``charts`` (plotly figures).
+Modules: ``params`` (the parameters, checked once: ``ExploreParams.check() -> CheckedExplore``), ``lake`` (the
+DuckDB views and queries), ``charts`` (plotly figures).
 """
 
 from condvest.explore.charts import candles_figure, intervals_figure, shape_figure
-from condvest.explore.lake import ExploreParams, LakeViews, open_lake
+from condvest.explore.lake import LakeViews, open_lake
+from condvest.explore.params import CheckedExplore, ExploreParams
 
-__all__ = ["ExploreParams", "LakeViews", "candles_figure", "intervals_figure", "open_lake", "shape_figure"]
+__all__ = [
+    "CheckedExplore",
+    "ExploreParams",
+    "LakeViews",
+    "candles_figure",
+    "intervals_figure",
+    "open_lake",
+    "shape_figure",
+]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -18,6 +17,7 @@ import pandas as pd
 from condvest import params
 from condvest.dms import list_dms_files
 from condvest.errors import ParameterError
+from condvest.explore.params import CheckedExplore, ExploreParams
 from condvest.lake import BRONZE_PREFIX, SILVER_PREFIX, silver_prefix
 from condvest.lake_read import connect, load_rows, register_dms
 from condvest.settings import Settings
@@ -29,34 +29,21 @@ _SILVER_DIR = re.compile(r"^silver_(\d+)d$")
 _BAR_COLUMNS = ["symbol", "date", "open", "high", "low", "close", "volume", "sessions"]
 
 
-@dataclass(frozen=True)
-class ExploreParams:
-    """06_explore's parameters. ``symbols``: a comma list, or "" for the first symbol in bronze; ``interval``:
-    bar length in sessions (1 = bronze daily bars, else a silver interval); ``start``/``end``: ISO dates, or
-    ``None`` for the symbol's last year of bars."""
-
-    symbols: str = ""
-    interval: int = 5
-    start: str | dt.date | None = None
-    end: str | dt.date | None = None
-
-    def check(self) -> tuple[tuple[str, ...] | None, int, dt.date | None, dt.date | None]:
-        symbols = params.symbol_list(self.symbols) if str(self.symbols).strip() else None
-        interval = params.interval(self.interval, "interval")
-        a, b = params.iso_date(self.start, "start"), params.iso_date(self.end, "end")
-        if a is not None and b is not None and b < a:
-            raise ParameterError(f"end {b} is before start {a}", parameter="end")
-        return symbols, interval, a, b
-
-
 class LakeViews:
     """An in-memory DuckDB connection holding the lake's views; ``close()`` it (or use ``with``)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, intervals: tuple[int, ...], p: ExploreParams) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, intervals: tuple[int, ...], p: ExploreParams | CheckedExplore
+    ) -> None:
         self.con = con
         self.intervals = intervals
-        self.params = p
-        symbols, self.interval, self.start, self.end = p.check()
+        self.params = p if isinstance(p, CheckedExplore) else p.check()
+        symbols, self.interval, self.start, self.end = (
+            self.params.symbols,
+            self.params.interval,
+            self.params.start,
+            self.params.end,
+        )
         first = self.symbols_in_bronze()[:1]
         self.symbols: tuple[str, ...] = symbols or tuple(first)
 
@@ -85,6 +72,13 @@ class LakeViews:
 
     def symbols_in_bronze(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT DISTINCT symbol FROM daily ORDER BY symbol").fetchall()]
+
+    def raise_for_status(self) -> None:
+        """``ParameterError`` naming the listed symbols that have no bar in the lake (their charts were empty),
+        raised after the notebook showed everything; nothing else to raise: exploring writes nothing."""
+        missing = sorted(set(self.params.symbols or ()) - set(self.symbols_in_bronze()))
+        if missing:
+            raise ParameterError(f"no bar in the lake for {', '.join(missing)}", parameter="symbols")
 
     def views(self) -> pd.DataFrame:
         """The views with their rows, symbols and first/last bar: the lake's shape per interval."""
@@ -140,8 +134,7 @@ def silver_intervals(store: Store) -> tuple[int, ...]:
 
 def open_lake(settings: Settings, p: ExploreParams | None = None, *, store: Store | None = None) -> LakeViews:
     """Check the parameters, then read bronze into ``daily`` and define a ``silver_<N>d`` view per interval."""
-    p = p or ExploreParams()
-    p.check()
+    c = (p or ExploreParams()).check()
     store = store or open_store(settings=settings)
     con = connect(store)
     try:
@@ -161,7 +154,7 @@ def open_lake(settings: Settings, p: ExploreParams | None = None, *, store: Stor
         log.info(
             "explore lake=%s bronze_objects=%d dms_files=%d intervals=%s", store.uri, len(keys), len(dms), intervals
         )
-        return LakeViews(con, intervals, p)
+        return LakeViews(con, intervals, c)
     except BaseException:
         con.close()
         raise

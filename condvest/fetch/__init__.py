@@ -3,21 +3,27 @@
     run_fetch(settings, FetchParams(...)) -> FetchReport
     plan(params, today, missing) -> FetchPlan        (pure: which sessions a run fetches, and why)
 
-Modules: ``plan`` (parameters and the sessions to fetch), ``run`` (the run: source, bronze, Postgres,
-manifest), ``pg_cache`` (the Postgres upsert of the retention window), ``rebase`` (the splits of the
-fetched sessions, and the re-fetch of a split symbol's whole history on the current price basis), ``sharded``
-(a history backfill split by symbol: the shards' staged outcomes, and their commit).
+Modules: ``params`` (the parameters, checked once: ``FetchParams.check() -> CheckedFetch``), ``plan`` (the
+sessions to fetch), ``run`` (the run by mode: source, bronze, Postgres, manifest), ``report`` (its result:
+each session's ``SessionOutcome``), ``writer`` (a run's serialised writes: bronze, then Postgres),
+``pg_cache`` (the Postgres upsert of the retention window), ``rebase`` (the splits of the fetched sessions,
+and the re-fetch of a split symbol's whole history on the current price basis), ``sharded`` (a history
+backfill split by symbol: the shards' staged outcomes, and their commit).
 """
 
-from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, plan
+from condvest.fetch.params import CheckedFetch, FetchParams
+from condvest.fetch.plan import FetchPlan, backfill_window, plan
 from condvest.fetch.rebase import RebaseReport
-from condvest.fetch.run import FetchReport, SessionResult, run_fetch
+from condvest.fetch.report import FetchReport, SessionOutcome, SessionResult
+from condvest.fetch.run import run_fetch
 
 __all__ = [
+    "CheckedFetch",
     "FetchParams",
     "FetchPlan",
     "FetchReport",
     "RebaseReport",
+    "SessionOutcome",
     "SessionResult",
     "backfill_window",
     "plan",

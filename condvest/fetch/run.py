@@ -29,7 +29,8 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import closing
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -37,17 +38,16 @@ from tqdm.auto import tqdm
 
 from condvest import manifest
 from condvest import params as checks
-from condvest.bars import bars_frame, check_bars, dedupe, to_table
-from condvest.bronze import update_history, write_daily_files, write_quarantine
-from condvest.crash import crash_point
-from condvest.errors import AuthError, CondvestError, FetchFailed, SourceError
+from condvest.bars import bars_frame
+from condvest.errors import AuthError, CondvestError, SourceError
 from condvest.fetch import sharded
-from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
-from condvest.fetch.plan import FetchParams, FetchPlan, backfill_window, plan, rebase_since, validate
-from condvest.fetch.rebase import RebaseJob, RebaseReport, run_rebase
+from condvest.fetch.params import CheckedFetch, FetchParams
+from condvest.fetch.plan import FetchPlan, backfill_window, plan
+from condvest.fetch.rebase import RebaseJob, run_rebase
+from condvest.fetch.report import FetchReport, SessionOutcome, SessionResult
 from condvest.fetch.sharded import Held, Life
+from condvest.fetch.writer import SessionWriter
 from condvest.polygon import PolygonClient
-from condvest.postgres import connect
 from condvest.runs import new_run_id
 from condvest.settings import Settings
 from condvest.shards import Shard, clear_staging
@@ -55,183 +55,7 @@ from condvest.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FetchParams", "FetchReport", "SessionResult", "new_run_id", "run_fetch"]
-
-
-@dataclass
-class SessionResult:
-    session: dt.date
-    status: str = "pending"  # done | warn (gaps) | partial (a symbol failed) | failed | staged (a shard's)
-    symbols: int = 0  # symbols bronze holds for the session from this run (a symbol list; 0 for "all")
-    gaps: str = ""  # symbols without a bar inside their trading life (a halt), comma separated
-    source_rows: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    bronze_rows: int = 0
-    postgres_rows: int = 0
-    seconds: float = 0.0
-    error: str = ""
-
-
-@dataclass
-class FetchReport:
-    run_id: str
-    plan: FetchPlan
-    sessions: list[SessionResult] = field(default_factory=list)
-    symbol_errors: dict[str, str] = field(default_factory=dict)
-    #: tickers of the reference list the lake cannot store (never requested); their bars in a grouped answer
-    #: go to the quarantine with the reason instead
-    unstorable_tickers: list[str] = field(default_factory=list)
-    #: a symbol list's sessions: (symbols held, outside their trading life, gaps), what the manifest records
-    coverage: dict[dt.date, tuple[set[str], set[str], set[str]]] = field(default_factory=dict, repr=False)
-    market_status: str = "not checked"
-    requests: int = 0
-    retries: int = 0
-    seconds: float = 0.0
-    rebase: RebaseReport = field(default_factory=RebaseReport)
-    #: one part of a sharded history backfill or its commit (``condvest.fetch.sharded``); None: not sharded
-    shard: Shard | None = None
-    message: str = ""
-
-    @property
-    def staged(self) -> bool:
-        """True for a shard of a sharded backfill: its outcome is staged, the commit settles and records it."""
-        return self.shard is not None and not self.shard.is_commit
-
-    @property
-    def failed(self) -> dict[str, str]:
-        ok = ("done", "warn", "partial", "staged")
-        out = {r.session.isoformat(): r.error for r in self.sessions if r.status not in ok}
-        out.update({f"symbol {s}": e for s, e in self.symbol_errors.items()})
-        return out
-
-    @property
-    def status(self) -> str:
-        if self.plan.mode == "skip":
-            return "skipped"
-        if self.staged:
-            return "staged"
-        return "failed" if self.failed else "ok"
-
-    def to_frame(self) -> pd.DataFrame:
-        """Per-session counts and timings."""
-        cols = list(SessionResult.__dataclass_fields__)
-        return pd.DataFrame([asdict(r) for r in self.sessions], columns=cols)
-
-    def summary(self) -> dict[str, Any]:
-        """The run's outcome for the run index (no timings: the same market and lake give the same figures)."""
-        t = self.to_frame()
-        return {
-            "mode": self.plan.mode,
-            "status": self.status,
-            "as_of": self.plan.as_of.isoformat(),
-            "sessions": len(self.sessions),
-            "sessions_failed": int((~t["status"].isin(["done", "warn", "staged"])).sum()) if len(t) else 0,
-            "bronze_rows": int(t["bronze_rows"].sum()) if len(t) else 0,
-            "postgres_rows": int(t["postgres_rows"].sum()) if len(t) else 0,
-            "quarantined": int(t["quarantined"].sum()) if len(t) else 0,
-            "duplicates": int(t["duplicates"].sum()) if len(t) else 0,
-            "requests": self.requests,
-            "retries": self.retries,
-            "reason": self.plan.reason,
-            **self.rebase.summary(),
-            **({"message": self.message} if self.message else {}),
-        }
-
-    def raise_for_status(self) -> None:
-        """``FetchFailed`` listing the failed sessions and symbols (after the notebook showed the tables); a shard
-        never raises here: its failed symbols fail the commit, as they fail an unsharded run."""
-        if self.failed and not self.staged:
-            raise FetchFailed(failed=self.failed)
-
-
-class _Writer:
-    """Serialises the writes of one run: bronze first, then Postgres; the manifest is recorded last."""
-
-    def __init__(self, settings: Settings, store: Store, run_id: str, plan_: FetchPlan, write_postgres: bool) -> None:
-        self.settings, self.store, self.run_id, self.plan = settings, store, run_id, plan_
-        self.cutoff = settings.retention.cutoff(plan_.as_of)
-        self.write_postgres = write_postgres
-        self._conn: Any = None
-        self._lock = asyncio.Lock()
-
-    def _pg(self) -> Any:
-        if self._conn is None:
-            conn = connect(self.settings)
-            try:
-                ensure_cache_table(conn)
-                conn.commit()
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-    def _prepare(self, raw: pd.DataFrame, res: SessionResult) -> tuple[pd.DataFrame, pd.DataFrame]:
-        res.source_rows += len(raw)
-        rows, dups = dedupe(raw)
-        res.duplicates += dups
-        good, bad = check_bars(rows)
-        res.quarantined += len(bad)
-        return good, bad
-
-    def _write_session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> set[str]:
-        t0 = time.monotonic()
-        good, bad = self._prepare(raw, res)
-        write_quarantine(self.store, day, self.run_id, bad)
-        res.bronze_rows += write_daily_files(self.store, good, run_id=self.run_id)
-        crash_point("fetch.after_bronze")
-        if self.write_postgres:
-            res.postgres_rows += _upsert(self._pg(), good, self.cutoff)
-        res.seconds += time.monotonic() - t0
-        return set(good["symbol"])
-
-    async def session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> set[str]:
-        """Write one session's bars; returns the symbols whose bars bronze now holds for it."""
-        async with self._lock:
-            return await asyncio.to_thread(self._write_session, day, raw, res)
-
-    def _write_history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
-        scratch = SessionResult(dt.date.min)
-        good, bad = self._prepare(raw, scratch)
-        if scratch.duplicates:  # the same bar twice in a response or across pages: count it on its session
-            dup = raw[raw.duplicated(["symbol", "date"], keep="last")].groupby("date").size()
-            for day, n in dup.items():
-                if day in results:
-                    results[day].duplicates += int(n)
-        for day, part in bad.groupby("date"):
-            results[day].quarantined += len(part)
-            write_quarantine(self.store, day, f"{self.run_id}-{symbol}", part)
-        if not good.empty:
-            update_history(self.store, symbol, [(to_table(good).replace_schema_metadata(None), "daily")])
-        pg = _upsert(self._pg(), good, self.cutoff) if self.write_postgres and not good.empty else 0
-        for day, n in raw.groupby("date").size().items():
-            if day in results:
-                results[day].source_rows += int(n)
-        for day, n in good.groupby("date").size().items():
-            if day in results:
-                results[day].bronze_rows += int(n)
-        if pg:
-            recent = good[good["date"] >= self.cutoff].groupby("date").size()
-            for day, n in recent.items():
-                if day in results:
-                    results[day].postgres_rows += int(n)
-        return set(good["date"])
-
-    async def history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
-        """Merge one symbol's bars into its history; returns the sessions bronze now holds for it."""
-        async with self._lock:
-            return await asyncio.to_thread(self._write_history, symbol, raw, results)
-
-
-def _upsert(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
-    n = upsert_bars(conn, df, cutoff)
-    conn.commit()
-    return n
+__all__ = ["FetchParams", "FetchReport", "SessionOutcome", "SessionResult", "new_run_id", "run_fetch"]
 
 
 async def _bounded(
@@ -251,33 +75,33 @@ async def _bounded(
             bar.update(1)
 
 
-async def _fetch_sessions(client: PolygonClient, w: _Writer, report: FetchReport, progress: bool) -> None:
+async def _fetch_grouped(client: PolygonClient, w: SessionWriter, report: FetchReport, progress: bool) -> None:
+    """Every symbol: one grouped-daily request per session, each session written on its own."""
+    results = _start_sessions(report)
+
+    async def grouped(day: dt.date) -> None:
+        res, t0 = results[day], time.monotonic()
+        try:
+            raw = bars_frame(await client.grouped_daily(day))
+            res.seconds += time.monotonic() - t0
+            if raw.empty:
+                raise SourceError("empty answer on a trading session", date=day.isoformat())
+            await w.session(day, raw, res)
+            res.status = SessionOutcome.DONE
+        except AuthError:
+            raise
+        except CondvestError as exc:
+            res.status, res.error = SessionOutcome.FAILED, str(exc)
+            log.error("fetch=session_failed session=%s error=%s", day, exc)
+        res.seconds = round(res.seconds, 3)
+
+    await _bounded(list(report.plan.sessions), grouped, "fetch sessions", progress, max(1, client.limits.concurrency))
+
+
+async def _fetch_ranged(client: PolygonClient, w: SessionWriter, report: FetchReport, progress: bool) -> None:
+    """A symbol list: one range request per symbol over the sessions' span, split by session."""
     plan_ = report.plan
-    results = {d: SessionResult(d) for d in plan_.sessions}
-    report.sessions = [results[d] for d in plan_.sessions]
-
-    if plan_.all_symbols:
-
-        async def grouped(day: dt.date) -> None:
-            res, t0 = results[day], time.monotonic()
-            try:
-                raw = bars_frame(await client.grouped_daily(day))
-                res.seconds += time.monotonic() - t0
-                if raw.empty:
-                    raise SourceError("empty answer on a trading session", date=day.isoformat())
-                await w.session(day, raw, res)
-                res.status = "done"
-            except AuthError:
-                raise
-            except CondvestError as exc:
-                res.status, res.error = "failed", str(exc)
-                log.error("fetch=session_failed session=%s error=%s", day, exc)
-            res.seconds = round(res.seconds, 3)
-
-        await _bounded(list(plan_.sessions), grouped, "fetch sessions", progress, max(1, client.limits.concurrency))
-        return
-
-    # a subset of symbols: one range request per symbol over the sessions' span, split by session
+    results = _start_sessions(report)
     start, end = min(plan_.sessions), max(plan_.sessions)
     frames: list[pd.DataFrame] = []
     t0 = time.monotonic()
@@ -310,12 +134,19 @@ async def _fetch_sessions(client: PolygonClient, w: _Writer, report: FetchReport
             try:
                 held = await w.session(day, part, res)
             except CondvestError as exc:
-                res.status, res.error = "failed", str(exc)
+                res.status, res.error = SessionOutcome.FAILED, str(exc)
                 log.error("fetch=session_failed session=%s error=%s", day, exc)
                 continue
         # after its last bar a symbol may only be late at the source: a gap, asked again next run
         _settle(report, res, requested, held, life, after_last_is_absent=False)
         res.seconds = round(res.seconds + (time.monotonic() - t0) / len(plan_.sessions), 3)
+
+
+def _start_sessions(report: FetchReport) -> dict[dt.date, SessionResult]:
+    """The planned sessions, pending, listed on the report in plan order."""
+    results = {d: SessionResult(d) for d in report.plan.sessions}
+    report.sessions = [results[d] for d in report.plan.sessions]
+    return results
 
 
 def _trading_life(raw: pd.DataFrame) -> dict[str, tuple[dt.date, dt.date]]:
@@ -351,17 +182,17 @@ def _settle(
     res.symbols, res.gaps = len(held), ",".join(sorted(gaps))
     report.coverage[day] = (held, absent, gaps)
     if failed:
-        res.status, res.error = "partial", f"not fetched: {', '.join(failed)}"
+        res.status, res.error = SessionOutcome.PARTIAL, f"not fetched: {', '.join(failed)}"
     elif gaps:
-        res.status, res.error = "warn", f"no bar inside the trading life of {res.gaps}"
+        res.status, res.error = SessionOutcome.WARN, f"no bar inside the trading life of {res.gaps}"
         log.warning("fetch=gap session=%s symbols=%s", day, res.gaps)
     else:
-        res.status = "done"
+        res.status = SessionOutcome.DONE
 
 
 async def _fetch_history(
     client: PolygonClient,
-    w: _Writer,
+    w: SessionWriter,
     report: FetchReport,
     progress: bool,
     keep: Callable[[str], bool] | None = None,
@@ -369,8 +200,7 @@ async def _fetch_history(
     """Fetch and write each symbol's range (only those ``keep`` holds: a shard's); returns the symbols asked,
     what bronze holds per session (a symbol list) and each symbol's first and last bar, for ``_settle_history``."""
     plan_ = report.plan
-    results = {d: SessionResult(d) for d in plan_.sessions}
-    report.sessions = [results[d] for d in plan_.sessions]
+    results = _start_sessions(report)
     if not results:  # no NYSE session in the window: nothing to ask
         return [], {}, {}
     symbols = list(plan_.symbols) if plan_.symbols is not None else await client.tickers()
@@ -414,11 +244,11 @@ def _settle_history(report: FetchReport, symbols: list[str], held: Held, life: L
         if not report.plan.all_symbols:
             _settle(report, res, symbols, held[res.session], life, after_last_is_absent=True)
         elif res.source_rows == 0:
-            res.status, res.error = "failed", "no bars for any symbol on a trading session"
+            res.status, res.error = SessionOutcome.FAILED, "no bars for any symbol on a trading session"
         elif report.symbol_errors:
-            res.status, res.error = "partial", f"{len(report.symbol_errors)} symbol(s) not fetched"
+            res.status, res.error = SessionOutcome.PARTIAL, f"{len(report.symbol_errors)} symbol(s) not fetched"
         else:
-            res.status = "done"
+            res.status = SessionOutcome.DONE
 
 
 def _only_missing_symbols(store: Store, plan_: FetchPlan) -> FetchPlan:
@@ -439,13 +269,13 @@ def _record(store: Store, report: FetchReport) -> None:
     entries = {}
     for r in report.sessions:
         if plan_.all_symbols:
-            if r.status == "done":
+            if r.status == SessionOutcome.DONE:
                 entries[r.session] = manifest.SessionEntry(
                     manifest.ALL, r.bronze_rows, r.bronze_rows, source, report.run_id, now
                 )
             continue
         held, absent, gaps = report.coverage.get(r.session, (set(), set(), set()))
-        if r.status != "failed" and (held or absent or gaps):
+        if r.status != SessionOutcome.FAILED and (held or absent or gaps):
             scope = tuple(sorted(held))
             entries[r.session] = manifest.SessionEntry(
                 scope, len(scope), r.bronze_rows, source, report.run_id, now,
@@ -455,24 +285,41 @@ def _record(store: Store, report: FetchReport) -> None:
         manifest.record_sessions(store, entries)
 
 
-def _rebase_job(report: FetchReport, params: FetchParams) -> RebaseJob:
-    done = tuple(r.session for r in report.sessions if r.status == "done")
-    since = rebase_since(params, report.plan.as_of)
+def _rebase_job(report: FetchReport, c: CheckedFetch) -> RebaseJob:
+    done = tuple(r.session for r in report.sessions if r.status == SessionOutcome.DONE)
+    since = c.rebase
     if report.plan.mode == "history" and done:  # a long range: one splits request for all its sessions
         since, done = min(since or done[0], done[0]), ()
-    return RebaseJob(report.run_id, report.plan.as_of, done, report.plan.symbols, since, params.write_postgres)
+    return RebaseJob(report.run_id, report.plan.as_of, done, report.plan.symbols, since, c.write_postgres)
 
 
 def _mark_split_failures(report: FetchReport) -> None:
     """A session whose splits could not be read is fetched again by the next run (with its splits)."""
     for r in report.sessions:
         if r.session in report.rebase.session_errors:
-            r.status, r.error = "failed", report.rebase.session_errors[r.session]
+            r.status, r.error = SessionOutcome.FAILED, report.rebase.session_errors[r.session]
     if report.rebase.reference_error:
         report.symbol_errors["(splits reference)"] = report.rebase.reference_error
         if report.plan.mode == "history":
             for r in report.sessions:
-                r.status, r.error = "failed", report.rebase.reference_error
+                r.status, r.error = SessionOutcome.FAILED, report.rebase.reference_error
+
+
+@dataclass
+class _Run:
+    """One fetch run's context, shared by the steps of its mode."""
+
+    settings: Settings
+    store: Store
+    client: PolygonClient
+    report: FetchReport
+    checked: CheckedFetch
+    progress: bool
+    parts: list[dict[str, Any]] = field(default_factory=list)  # a commit's: every shard's staged outcome
+
+    def writer(self) -> SessionWriter:
+        report = self.report
+        return SessionWriter(self.settings, self.store, report.run_id, report.plan, self.checked.write_postgres)
 
 
 async def run_fetch(
@@ -484,96 +331,141 @@ async def run_fetch(
     progress: bool = True,
     now: dt.datetime | None = None,
 ) -> FetchReport:
-    """Run 01_fetch. Parameters are validated before anything is fetched or written. With ``params.shard`` one
+    """Run 01_fetch. Parameters are checked once, before anything is fetched or written. With ``params.shard`` one
     shard of a sharded history backfill (``"I/N"``) or its commit (``"commit/N"``): ``condvest.fetch.sharded``."""
-    params = params or FetchParams()
     today = settings.today()
-    as_of, _, _, _ = validate(params, today)
-    shard = params.sharding()
+    c = (params or FetchParams()).check(today)
     store = store or open_store(settings=settings)
-    run_id = run_id or new_run_id("fetch")
     t0 = time.monotonic()
+    report = FetchReport(run_id or new_run_id("fetch"), _plan(store, c, today, now, progress), shard=c.shard)
+    parts = _open_shard(store, report, c)  # a commit refuses here, before any request or write
+    _log_plan(report)
+    async with PolygonClient.open(settings) as client:
+        run = _Run(settings, store, client, report, c, progress, parts)
+        if not (c.skip_market_check or c.force or report.staged):
+            await _market_status(run)
+        await _mode(report)(run)
+    report.seconds = time.monotonic() - t0
+    log.info("fetch=done run_id=%s status=%s seconds=%.2f", report.run_id, report.status, report.seconds)
+    return report
+
+
+def _plan(store: Store, c: CheckedFetch, today: dt.date, now: dt.datetime | None, progress: bool) -> FetchPlan:
+    """The run's plan; a daily run first asks the manifest which sessions of its window are missing."""
     missing: list[dt.date] = []
-    if params.date is None and params.start is None:
-        window = backfill_window(as_of, params.max_backfill_days if params.backfill_missing else 1, now)
+    if c.daily:
+        as_of = c.as_of or today
+        window = backfill_window(as_of, c.max_backfill_days if c.backfill_missing else 1, now)
         if not manifest.has_manifest(store):  # a lake of the previous pipeline: build the manifest once
             manifest.build_from_listing(store, progress=progress)
-        missing = manifest.missing_sessions(store, window, checks.symbol_list(params.symbols))
-    plan_ = plan(params, today, missing, now)
-    if plan_.mode == "daily" and not plan_.all_symbols and not params.force:
+        missing = manifest.missing_sessions(store, window, c.symbols)
+    plan_ = plan(c, today, missing, now)
+    if plan_.mode == "daily" and not plan_.all_symbols and not c.force:
         plan_ = _only_missing_symbols(store, plan_)
-    report = FetchReport(run_id, plan_, shard=shard)
-    parts: list[dict[str, Any]] = []
-    requested: list[str] = []
-    held: Held = {}
-    life: Life = {}
-    if shard is not None and shard.is_commit:  # every shard finished, or nothing is asked or written
-        parts = sharded.read_outcomes(store, shard, plan_, params.write_postgres)
-    elif shard is not None:
+    return plan_
+
+
+def _open_shard(store: Store, report: FetchReport, c: CheckedFetch) -> list[dict[str, Any]]:
+    """A commit reads every shard's outcome (``ShardsIncomplete`` when one is missing); a shard clears its own."""
+    shard = report.shard
+    if shard is not None and shard.is_commit:
+        return sharded.read_outcomes(store, shard, report.plan, c.write_postgres)
+    if shard is not None:
         sharded.begin(store, shard)
+    return []
+
+
+def _log_plan(report: FetchReport) -> None:
+    plan_, shard = report.plan, report.shard
     log.info(
         "fetch=plan run_id=%s mode=%s sessions=%d symbols=%s shard=%s",
-        run_id,
+        report.run_id,
         plan_.mode,
         len(plan_.sessions),
         "all" if plan_.all_symbols else len(plan_.symbols or ()),
         shard.label if shard else "-",
     )
-    async with PolygonClient.open(settings) as client:
-        if not (params.skip_market_check or params.force or report.staged):
-            try:
-                status = await client.market_status()
-                report.market_status = str(status.get("market", "unknown"))
-            except AuthError:
-                raise
-            except SourceError as exc:
-                report.market_status = f"unavailable ({exc})"
-        if shard is not None and shard.is_commit:
-            report.sessions = [SessionResult(d) for d in plan_.sessions]
-            held, life = sharded.combine(report, parts)
-            requested = [s for s in plan_.symbols or () if checks.storable_symbol(s)]
-            _settle_history(report, requested, held, life)
-        elif plan_.mode != "skip":
-            writer = _Writer(settings, store, run_id, plan_, params.write_postgres)
-            try:
-                if plan_.mode == "history":
-                    keep = shard.holds if shard is not None else None
-                    requested, held, life = await _fetch_history(client, writer, report, progress, keep)
-                    _settle_history(report, requested, held, life)
-                else:
-                    await _fetch_sessions(client, writer, report, progress)
-            finally:
-                writer.close()
-        if shard is not None and not shard.is_commit:  # no splits, no rebase, no manifest: the commit's
-            report.requests, report.retries = client.stats.requests, client.stats.retries
-            return _stage(store, shard, report, requested, held, life, params.write_postgres, t0)
-        report.rebase = await run_rebase(client, settings, store, _rebase_job(report, params))
-        _mark_split_failures(report)
-        if plan_.mode != "skip":
-            _record(store, report)
-        report.requests += client.stats.requests
-        report.retries += client.stats.retries
-    if shard is not None:
-        clear_staging(store, sharded.STAGE, shard.group)
-        log.info("fetch=commit run_id=%s group=%s shards=%d", run_id, shard.group, shard.count)
-    report.seconds = time.monotonic() - t0
-    log.info("fetch=done run_id=%s status=%s seconds=%.2f", run_id, report.status, report.seconds)
-    return report
+
+
+async def _market_status(run: _Run) -> None:
+    try:
+        status = await run.client.market_status()
+        run.report.market_status = str(status.get("market", "unknown"))
+    except AuthError:
+        raise
+    except SourceError as exc:
+        run.report.market_status = f"unavailable ({exc})"
+
+
+def _mode(report: FetchReport) -> Callable[[_Run], Awaitable[None]]:
+    """The steps of the run's mode: a shard or a commit of a sharded backfill, or history, date, daily, skip."""
+    if report.shard is not None:
+        return _run_commit if report.shard.is_commit else _run_shard
+    if report.plan.mode == "history":
+        return _run_history
+    if report.plan.mode == "skip":
+        return _finish
+    return _run_sessions  # "date" or "daily"
+
+
+async def _run_sessions(run: _Run) -> None:
+    """A named session or a daily run: grouped requests for every symbol, range requests for a symbol list."""
+    with closing(run.writer()) as writer:
+        fetch = _fetch_grouped if run.report.plan.all_symbols else _fetch_ranged
+        await fetch(run.client, writer, run.report, run.progress)
+    await _finish(run)
+
+
+async def _run_history(run: _Run) -> None:
+    """A history backfill: each symbol's range merged into its history, then the sessions settled."""
+    with closing(run.writer()) as writer:
+        requested, held, life = await _fetch_history(run.client, writer, run.report, run.progress)
+    _settle_history(run.report, requested, held, life)
+    await _finish(run)
+
+
+async def _run_shard(run: _Run) -> None:
+    """One shard of a sharded history backfill: its symbols fetched and written, its outcome staged; no splits, no
+    rebase, no manifest (the commit's)."""
+    report, shard = run.report, run.checked.shard
+    assert shard is not None
+    with closing(run.writer()) as writer:
+        requested, held, life = await _fetch_history(run.client, writer, report, run.progress, shard.holds)
+    report.requests, report.retries = run.client.stats.requests, run.client.stats.retries
+    _stage(run.store, shard, report, requested, held, life, run.checked.write_postgres)
+
+
+async def _run_commit(run: _Run) -> None:
+    """The commit of a sharded history backfill: the shards' outcomes combined and settled as one unsharded run
+    settles them, then splits, rebase and the manifest, and the staging area removed."""
+    report, shard = run.report, run.checked.shard
+    assert shard is not None
+    _start_sessions(report)
+    held, life = sharded.combine(report, run.parts)
+    requested = [s for s in report.plan.symbols or () if checks.storable_symbol(s)]
+    _settle_history(report, requested, held, life)
+    await _finish(run)
+    clear_staging(run.store, sharded.STAGE, shard.group)
+    log.info("fetch=commit run_id=%s group=%s shards=%d", report.run_id, shard.group, shard.count)
+
+
+async def _finish(run: _Run) -> None:
+    """Every unsharded run's (and a commit's) end: the splits and the rebase, then the manifest, then the counts."""
+    report = run.report
+    report.rebase = await run_rebase(run.client, run.settings, run.store, _rebase_job(report, run.checked))
+    _mark_split_failures(report)
+    if report.plan.mode != "skip":
+        _record(run.store, report)
+    report.requests += run.client.stats.requests
+    report.retries += run.client.stats.retries
 
 
 def _stage(
-    store: Store,
-    shard: Shard,
-    report: FetchReport,
-    requested: list[str],
-    held: Held,
-    life: Life,
-    write_postgres: bool,
-    t0: float,
-) -> FetchReport:
+    store: Store, shard: Shard, report: FetchReport, requested: list[str], held: Held, life: Life, write_postgres: bool
+) -> None:
     """A shard's end: its sessions say ``staged`` (the commit settles them) and its done record is written."""
     for r in report.sessions:
-        r.status, r.error = "staged", ""
+        r.status, r.error = SessionOutcome.STAGED, ""
     sharded.stage(store, shard, report, held, life, write_postgres)
     rows = sum(r.bronze_rows for r in report.sessions)
     errors = f", {len(report.symbol_errors)} failed" if report.symbol_errors else ""
@@ -581,7 +473,6 @@ def _stage(
         f"shard {shard.label} of sharded run {shard.group}: {len(requested)} symbol(s){errors}, {rows} bronze rows "
         f"written and staged; the commit (shard=commit/{shard.count}) records the manifest"
     )
-    report.seconds = time.monotonic() - t0
     log.info(
         "fetch=shard_staged run_id=%s shard=%s group=%s symbols=%d rows=%d",
         report.run_id,
@@ -590,4 +481,3 @@ def _stage(
         len(requested),
         rows,
     )
-    return report

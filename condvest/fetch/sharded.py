@@ -30,7 +30,7 @@ from condvest.storage import Store
 
 if TYPE_CHECKING:
     from condvest.fetch.plan import FetchPlan
-    from condvest.fetch.run import FetchReport
+    from condvest.fetch.report import FetchReport
 
 STAGE = "fetch"
 

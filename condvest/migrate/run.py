@@ -39,19 +39,12 @@ from tqdm.auto import tqdm
 
 from condvest import params
 from condvest.crash import crash_point
-from condvest.errors import ParameterError, ValidationError
-from condvest.lake import DMS_PREFIX
+from condvest.errors import ValidationError
 from condvest.manifest import ALL, SessionEntry, record_sessions
 from condvest.migrate.cleanup import CLEANUP_COLUMNS, report_covers
 from condvest.migrate.cleanup import cleanup_sources as _cleanup
-from condvest.migrate.read import (
-    SourceRows,
-    StagedExport,
-    check_source_prefix,
-    list_sources,
-    sources_json,
-    stage_export,
-)
+from condvest.migrate.params import CheckedMigrate, MigrateParams
+from condvest.migrate.read import SourceRows, StagedExport, list_sources, sources_json, stage_export
 from condvest.migrate.state import REPORT_KEY, MigrationState, load_report, load_state, now_iso, save_report
 from condvest.migrate.validate import COLUMNS, empty_validation, validate
 from condvest.migrate.write import batches, existing_histories, write_histories
@@ -61,7 +54,7 @@ from condvest.storage import ObjectInfo, Store, open_store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MigrateParams", "MigrationReport", "cleanup_sources", "run_migration"]
+__all__ = ["CheckedMigrate", "MigrateParams", "MigrationReport", "cleanup_sources", "run_migration"]
 
 #: bytes of the memory budget per source row of a symbol group: the group's rows in Arrow (~90 B), their
 #: copy while its slices are joined, deduplication's sort keys, and room for the interpreter and the threads
@@ -149,25 +142,6 @@ class MigrationReport:
                 f"migration run {self.run_id}: validation failed for {len(bad)} symbol(s) "
                 f"(first: {', '.join(bad[:5])}); see {REPORT_KEY}; the export was not touched"
             )
-
-
-@dataclass(frozen=True)
-class MigrateParams:
-    """03_migrate's parameters: where the export lives, a dry run, and the optional cleanup afterwards
-    (``delete_source`` or ``backup_source``, each only when a passing validation matches the export)."""
-
-    source_prefix: str = DMS_PREFIX
-    dry_run: bool = False
-    delete_source: bool = False
-    backup_source: bool = False
-
-    def check(self) -> str:
-        """The checked source prefix; every other parameter checked too (before anything is written)."""
-        for name in ("dry_run", "delete_source", "backup_source"):
-            params.flag(getattr(self, name), name)
-        if self.delete_source and self.backup_source:
-            raise ParameterError("choose delete_source or backup_source, not both", parameter="backup_source")
-        return check_source_prefix(self.source_prefix)
 
 
 def _from_report(doc: dict, status: str, message: str) -> MigrationReport:
@@ -318,9 +292,8 @@ def run_migration(
     naming the file for an unreadable or ill-typed export file.
     """
     t0 = time.monotonic()
-    p = p or MigrateParams()
-    prefix = p.check()
-    dry_run, delete_source, backup_source = p.dry_run, p.delete_source, p.backup_source
+    c = (p or MigrateParams()).check()
+    prefix, dry_run, delete_source, backup_source = c.source_prefix, c.dry_run, c.delete_source, c.backup_source
     params.count(threads, "threads", 1)
     params.count(batch_symbols, "batch_symbols", 1)
     memory_limit = memory_limit or settings.duckdb_memory_limit
@@ -415,50 +388,89 @@ def _migrate(
             time.monotonic() - clock,
         )
         state = _start_state(store, prefix, sources)
-        resumed = state.resumed > 0
-        files_before, rows_before, merged_before = state.files_written, state.rows_written, state.merged_symbols
+        before = _Before(state.files_written, state.rows_written, state.merged_symbols, state.resumed > 0)
         writing = state.phase == "writing"
-        existing = existing_histories(store) if writing else set()
-        through = state.written_through
-        todo = sum(1 for s in export.symbols if through is None or s > through) if writing else 0
-        write_s = validate_s = 0.0
-        n_batches = 0
-        bar = (  # resumed after the writes: the groups are validated again
-            tqdm(total=todo, desc="write bronze", unit="symbol", disable=not progress)
-            if writing
-            else tqdm(total=len(export.groups), desc="validate", unit="group", disable=not progress)
-        )
-        try:
-            for g in range(len(export.groups)):
-                clock = time.monotonic()
-                src = export.group(g)
-                if writing:
-                    done = write_histories(
-                        store,
-                        src,
-                        state,
-                        threads=threads,
-                        batch_symbols=batch_symbols,
-                        existing=existing,
-                        batches_before=n_batches,
-                        bar=bar,
-                    )
-                    n_batches += batches(len(done), batch_symbols)
-                write_s += time.monotonic() - clock
-                clock = time.monotonic()
-                v = validate(store, src, memory_limit=duck_limit)  # the group's histories are final now
-                tally.add(src, v)
-                if not writing:
-                    bar.update(1)
-                validate_s += time.monotonic() - clock
-                del src
-        finally:
-            bar.close()
+        write_s, validate_s = _groups(store, export, state, tally, threads, progress, batch_symbols, duck_limit)
     if writing:
         state.phase = "written"
         state.save(store)
         log.info("migration write run_id=%s seconds=%.1f", state.run_id, write_s)
         crash_point("migrate.after_write")
+    return _conclude(store, prefix, sources, state, tally, before, validate_s)
+
+
+@dataclass(frozen=True)
+class _Before:
+    """The state's counts when this run took it over (a resumed run reports only what it wrote itself)."""
+
+    files_written: int
+    rows_written: int
+    merged_symbols: int
+    resumed: bool
+
+
+def _groups(
+    store: Store,
+    export: StagedExport,
+    state: MigrationState,
+    tally: _Tally,
+    threads: int,
+    progress: bool,
+    batch_symbols: int,
+    duck_limit: str,
+) -> tuple[float, float]:
+    """Each symbol group written (unless a resumed run had written them all: it validates them again) and then
+    validated against the export, into ``tally``; returns the seconds spent writing and validating."""
+    writing = state.phase == "writing"
+    existing = existing_histories(store) if writing else set()
+    through = state.written_through
+    todo = sum(1 for s in export.symbols if through is None or s > through) if writing else 0
+    write_s = validate_s = 0.0
+    n_batches = 0
+    bar = (  # resumed after the writes: the groups are validated again
+        tqdm(total=todo, desc="write bronze", unit="symbol", disable=not progress)
+        if writing
+        else tqdm(total=len(export.groups), desc="validate", unit="group", disable=not progress)
+    )
+    try:
+        for g in range(len(export.groups)):
+            clock = time.monotonic()
+            src = export.group(g)
+            if writing:
+                done = write_histories(
+                    store,
+                    src,
+                    state,
+                    threads=threads,
+                    batch_symbols=batch_symbols,
+                    existing=existing,
+                    batches_before=n_batches,
+                    bar=bar,
+                )
+                n_batches += batches(len(done), batch_symbols)
+            write_s += time.monotonic() - clock
+            clock = time.monotonic()
+            v = validate(store, src, memory_limit=duck_limit)  # the group's histories are final now
+            tally.add(src, v)
+            if not writing:
+                bar.update(1)
+            validate_s += time.monotonic() - clock
+            del src
+    finally:
+        bar.close()
+    return write_s, validate_s
+
+
+def _conclude(
+    store: Store,
+    prefix: str,
+    sources: list[dict],
+    state: MigrationState,
+    tally: _Tally,
+    before: _Before,
+    validate_s: float,
+) -> MigrationReport:
+    """After the writes: the manifest, then the validation report (kept), then the state's verdict."""
     sessions = _record_manifest(store, tally, state.run_id)
     crash_point("migrate.after_manifest")
     v = tally.validation()
@@ -475,16 +487,16 @@ def _migrate(
         run_id=state.run_id,
         sources=sources,
         **_totals(tally),
-        files_written=state.files_written - files_before,
-        rows_written=state.rows_written - rows_before,
-        merged_symbols=state.merged_symbols - merged_before,
-        resumed=resumed,
+        files_written=state.files_written - before.files_written,
+        rows_written=state.rows_written - before.rows_written,
+        merged_symbols=state.merged_symbols - before.merged_symbols,
+        resumed=before.resumed,
         passed=doc["passed"],
         report_key=REPORT_KEY,
         validation=v,
     )
     out.message = (
-        f"{'resumed run ' + state.run_id + ': ' if resumed else ''}wrote {out.files_written} histories, "
+        f"{'resumed run ' + state.run_id + ': ' if before.resumed else ''}wrote {out.files_written} histories, "
         f"validation {'passed' if doc['passed'] else 'FAILED'}"
     )
     return out
@@ -493,7 +505,6 @@ def _migrate(
 def cleanup_sources(settings: Settings, p: MigrateParams | None = None, *, store: Store | None = None) -> pd.DataFrame:
     """The explicit cleanup step on its own: delete or back up the export when a passing validation report
     matches it exactly; one row per file (``key, size, etag, action, detail``). Refusal: ``ValidationError``."""
-    p = p or MigrateParams()
-    prefix = p.check()
+    c = (p or MigrateParams()).check()
     store = store or open_store(settings=settings)
-    return _cleanup(store, prefix, delete=p.delete_source, backup=p.backup_source, dry_run=p.dry_run)
+    return _cleanup(store, c.source_prefix, delete=c.delete_source, backup=c.backup_source, dry_run=c.dry_run)

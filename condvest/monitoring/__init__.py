@@ -1,12 +1,13 @@
 """05_monitoring: lake coverage and gaps, quarantine, split basis per symbol, silver checkpoints, the retention
 views, run history.
 
-collect(settings, recent_sessions=30, ...) -> MonitoringSnapshot     (reads every source once)
+collect(settings, MonitoringParams(recent_sessions=30, ...)) -> MonitoringSnapshot     (reads every source once)
+MonitoringParams(...).check() -> CheckedMonitoring                   (``params``: pure, before anything is read)
 overview_section(snapshot), lake_section(...), ...                   (what the notebook shows)
 """
 
+from condvest.monitoring.params import CheckedMonitoring, MonitoringParams
 from condvest.monitoring.snapshot import (
-    MonitoringParams,
     MonitoringSnapshot,
     Section,
     collect,
@@ -19,6 +20,7 @@ from condvest.monitoring.snapshot import (
 )
 
 __all__ = [
+    "CheckedMonitoring",
     "MonitoringParams",
     "MonitoringSnapshot",
     "Section",

@@ -26,12 +26,13 @@ from typing import Any
 
 import pandas as pd
 
-from condvest import params, retention
+from condvest import retention
 from condvest.calendar import FIRST_SUPPORTED, last_n_sessions, latest_complete_session, sessions_between
 from condvest.checkpoints import checkpoint_table
 from condvest.errors import DatabaseError
 from condvest.lake import MANIFEST_PREFIX, QUARANTINE_PREFIX, SILVER_PREFIX
 from condvest.manifest import ALL, SessionEntry, read_sessions
+from condvest.monitoring.params import MonitoringParams
 from condvest.monitoring.styles import styled_runs, styled_states
 from condvest.postgres import connect
 from condvest.retention import RetentionViews, distribution_figure, retention_log_figure
@@ -340,29 +341,11 @@ def read_retention(settings: Settings) -> tuple[str, RetentionViews | None]:
         conn.close()
 
 
-@dataclass(frozen=True)
-class MonitoringParams:
-    """05_monitoring's parameters. ``recent_sessions``: the window checked for missing sessions (01_fetch's
-    ``max_backfill_days``); ``chart_sessions``: the sessions in the rows chart (neither window starts before
-    the first session the manifest holds); ``runs_shown``: runs in the run table; ``read_postgres=False``
-    skips the database (no connection, no embedded cluster started); ``as_of``: the run's "today" (default:
-    the settings', i.e. CONDVEST_AS_OF or today)."""
-
-    recent_sessions: int = 30
-    chart_sessions: int = 250
-    runs_shown: int = 20
-    read_postgres: bool = True
-    as_of: dt.date | str | None = None
-
-
 def collect(settings: Settings, p: MonitoringParams | None = None, *, store: Store | None = None) -> MonitoringSnapshot:
     """Read every source once (see ``MonitoringParams``); parameters are checked before anything is read."""
-    p = p or MonitoringParams()
-    recent = params.count(p.recent_sessions, "recent_sessions", 1, 20_000)
-    chart = params.count(p.chart_sessions, "chart_sessions", 1, 20_000)
-    shown = params.count(p.runs_shown, "runs_shown", 1, 20_000)
-    read_postgres = params.flag(p.read_postgres, "read_postgres")
-    latest = latest_complete_session(day := params.iso_date(p.as_of, "as_of") or settings.today())
+    c = (p or MonitoringParams()).check()
+    recent, chart, shown, read_postgres = c.recent_sessions, c.chart_sessions, c.runs_shown, c.read_postgres
+    latest = latest_complete_session(day := c.as_of or settings.today())
     store = store or open_store(settings=settings)
     entries = read_manifest(store, latest)
     window = last_n_sessions(latest, max(recent, chart))

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 from tqdm.auto import tqdm
 
-from condvest import params
 from condvest.bronze import read_bronze_bytes, update_history
 from condvest.crash import crash_point
 from condvest.display import progress_disable
 from condvest.errors import PreconditionFailed
 from condvest.lake import BATCH_PREFIX, BRONZE_PREFIX, bronze_history_key, parse_bronze_key
 from condvest.lake_lock import lake_lock
+from condvest.resample.params import CompactionParams
 from condvest.resample.state import journal_key
 from condvest.runs import new_run_id
 from condvest.settings import Settings
@@ -101,24 +101,12 @@ def _fold_symbol(store: Store, symbol: str, daily: list[str]) -> tuple[dict, int
     return {**entry, "folded": etags}, w.rows
 
 
-@dataclass(frozen=True)
-class CompactionParams:
-    """``keep_sessions``: the newest session dates that stay as daily files; ``min_fold_sessions``: fold only
-    once at least this many dates are due (so histories are rewritten every few sessions, not daily)."""
-
-    keep_sessions: int = 10
-    min_fold_sessions: int = 5
-
-    def check(self) -> tuple[int, int]:
-        keep = params.count(self.keep_sessions, "keep_sessions", 0)
-        return keep, max(1, params.count(self.min_fold_sessions, "min_fold_sessions", 0))
-
-
 def compact_bronze(
     settings: Settings, p: CompactionParams | None = None, *, store: Store | None = None
 ) -> CompactionReport:
     """Fold daily bronze files older than the newest ``p.keep_sessions`` dates into ``data.parquet``."""
-    keep_sessions, min_fold_sessions = (p or CompactionParams()).check()
+    c = (p or CompactionParams()).check()
+    keep_sessions, min_fold_sessions = c.keep_sessions, c.min_fold_sessions
     store = store or open_store(settings=settings)
     run_id = new_run_id("compaction")
     report = CompactionReport(run_id, keep_sessions)

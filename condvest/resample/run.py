@@ -32,20 +32,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 
-from condvest import params
-from condvest.checkpoints import all_checkpoints as _all_checkpoints
-from condvest.checkpoints import checkpoint_table as checkpoint_table  # re-exported: condvest.resample's API
-from condvest.checkpoints import read_checkpoint as _read_checkpoint
-from condvest.checkpoints import write_checkpoint as _write_checkpoint
+from condvest.checkpoints import all_checkpoints, checkpoint_table, read_checkpoint, write_checkpoint
 from condvest.crash import crash_point
 from condvest.lake import checkpoint_key
 from condvest.lake_lock import lake_lock
 from condvest.lake_read import connect, load_rows, register_dms
+from condvest.resample.params import DEFAULT_INTERVALS, CheckedResample, ResampleParams
 from condvest.resample.result import IntervalResult, ResampleReport
 from condvest.resample.sharded import STAGE, check_parts, commit_shards, rebuild_in_batches, stage_shard
 from condvest.resample.state import (
@@ -68,7 +64,8 @@ from condvest.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVALS = "3,5,8,13,21,34"
+__all__ = ["DEFAULT_INTERVALS", "ResampleParams", "checkpoint_table", "duckdb_limit", "full_batches", "run_resample"]
+
 MIN_TAIL = 34
 #: when more symbols than this share (and than FULL_MIN) need their whole history re-read, recompute everything
 FULL_FRACTION = 0.5
@@ -135,44 +132,6 @@ def _full(
     return state, results, 1
 
 
-@dataclass(frozen=True)
-class ResampleParams:
-    """02_resample's parameters. ``intervals``: bar lengths in sessions (``"3,5,8"`` or ints);
-    ``force_full_resample``: recompute every bar instead of only what changed; ``shard``/``shard_group``: one
-    part of a sharded full rebuild or its commit (``condvest.resample.sharded``); the notebook's other
-    parameters, checked here too so that a bad one stops the run before compaction writes anything:
-    ``compact``, ``compact_keep_sessions`` and the chart's ``symbol`` ("" : the first symbol)."""
-
-    intervals: str | Iterable[int] = DEFAULT_INTERVALS
-    force_full_resample: bool = False
-    compact: bool = True
-    compact_keep_sessions: int = 10
-    symbol: str = ""
-    shard: str = ""
-    shard_group: str = ""
-
-    def check(self) -> tuple[int, ...]:
-        """The intervals, checked with every other parameter (``ParameterError`` before any write)."""
-        params.flag(self.force_full_resample, "force_full_resample")
-        params.flag(self.compact, "compact")
-        params.count(self.compact_keep_sessions, "compact_keep_sessions", 0)
-        if self.symbol != "":
-            params.symbol(self.symbol, "symbol")
-        self.sharding()
-        return params.intervals(self.intervals)
-
-    def sharding(self) -> Shard | None:
-        """The shard of a sharded full rebuild (``shard="I/N"`` stages part I, ``"commit/N"`` writes silver;
-        ``shard_group``: the id they share), or ``None``."""
-        return Shard.parse(self.shard, self.shard_group)
-
-    @property
-    def compacts(self) -> bool:
-        """Whether the notebook compacts bronze first: never in a shard (it would delete shared objects)."""
-        shard = self.sharding()
-        return bool(self.compact) and (shard is None or shard.is_commit)
-
-
 def run_resample(
     settings: Settings,
     p: ResampleParams | None = None,
@@ -185,117 +144,154 @@ def run_resample(
 
     DuckDB works within ``memory_limit`` (default: the settings' ``CONDVEST_DUCKDB_MEMORY_LIMIT``, 3 GB) and
     spills beyond it; the bars reach Python one month at a time, so memory does not grow with the history."""
-    p = p or ResampleParams()
+    c = (p or ResampleParams()).check()
     memory_limit = memory_limit or settings.duckdb_memory_limit
-    ns = p.check()
-    force_full_resample = p.force_full_resample
     store = store or open_store(settings=settings)
-    run_id = new_run_id("resample")
-    report = ResampleReport(run_id, ns)
+    report = ResampleReport(new_run_id("resample"), c.intervals)
     t0 = time.perf_counter()
-    shard = p.sharding()
-    if shard is not None:
-        return _sharded(store, ns, shard, report, settings, threads, duckdb_limit(memory_limit), t0)
-    with lake_lock(store, "resample", run_id=run_id, purpose="resample", lease_s=settings.lock_lease_s):
-        read = {n: store.head(checkpoint_key(n)) for n in ns}  # the versions every checkpoint write is based on
-        cp_etags = {n: h.etag if h is not None else None for n, h in read.items()}
-        legacy: list[int] = []
-        checkpoints = {n: (None if force_full_resample else _read_checkpoint(store, n, legacy)) for n in ns}
-        journal = latest_journal(store)
-        sources = list_sources(store)
-        log.info(
-            "resample start run_id=%s intervals=%s objects=%d force_full=%s",
-            run_id,
-            ",".join(map(str, ns)),
-            len(sources),
-            force_full_resample,
-        )
-        if sources.empty and all(c is None for c in checkpoints.values()):
+    if c.shard is not None:
+        return _sharded(store, c.intervals, c.shard, report, settings, threads, duckdb_limit(memory_limit), t0)
+    with lake_lock(store, "resample", run_id=report.run_id, purpose="resample", lease_s=settings.lock_lease_s):
+        run = _start(store, c, report.run_id, threads, memory_limit)
+        if run.sources.empty and all(cp is None for cp in run.checkpoints.values()):
             report.message = "nothing to resample: bronze is empty"
-            report.results = [IntervalResult(n, "unchanged") for n in ns]
-            log.info("resample nothing to do run_id=%s", run_id)
+            report.results = [IntervalResult(n, "unchanged") for n in c.intervals]
+            log.info("resample nothing to do run_id=%s", report.run_id)
             return report
-        results: dict[int, IntervalResult] = {}
-        batches = 0
-        need_full = any(c is None or c.get("tail", 0) < n - 1 for n, c in checkpoints.items())
-        stopped = read_inflight(store)
-        if stopped is not None:  # its month files may hold bars that no checkpoint describes: rebuild them all
+        need_full = any(cp is None or cp.get("tail", 0) < n - 1 for n, cp in run.checkpoints.items())
+        if run.stopped is not None:  # its month files may hold bars that no checkpoint describes: rebuild them all
             log.warning(
                 "resample recomputing in full run_id=%s reason=%r",
-                run_id,
-                f"run {stopped.get('run_id')} stopped between its silver writes and its checkpoints",
+                report.run_id,
+                f"run {run.stopped.get('run_id')} stopped between its silver writes and its checkpoints",
             )
             need_full = True
-        mark_inflight(store, run_id)
-        groups: dict[str, list[int]] = {}
-        if not need_full:
-            for n, c in checkpoints.items():
-                groups.setdefault(c["state"], []).append(n)
-        for i, (state_id, group) in enumerate(sorted(groups.items())):
-            cp = checkpoints[group[0]]
-            base = SilverState.load(store, state_id, cp["tail"], cp["source_watermark"].get("journal"))
-            cursor, extra = apply_journals(store, base)
-            changes = diff_sources(base, sources, extra)
-            slow = len(changes.since) - len(changes.append)
-            if changes.dms_changed or slow > max(FULL_MIN, FULL_FRACTION * len(base.symbols)):
-                log.info(
-                    "resample falling back to full run_id=%s reread_symbols=%d dms_changed=%s",
-                    run_id,
-                    slow,
-                    changes.dms_changed,
-                )
-                need_full = True
-                break
-            sub_id = run_id if i == 0 else f"{run_id}-{i}"
-            state, res = incremental_pass(
-                store,
-                base,
-                changes,
-                sources,
-                cursor,
-                tuple(group),
-                sub_id,
-                threads=threads,
-                memory_limit=duckdb_limit(memory_limit),
-            )
-            results.update(res)
-            if state is not None:
-                crash_point("resample.before_checkpoint")
-                for n in group:
-                    _write_checkpoint(store, n, state, res[n].mode, res[n].rows_read, run_id, cp_etags[n])
-                    crash_point("resample.after_first_checkpoint")
-            for n in group:
-                results[n].bars_total, results[n].last_session = _totals(state or base, n)
+        mark_inflight(store, report.run_id)
+        results = {} if need_full else _incremental(run)
+        batches = 0
+        if results is None:  # an incremental pass found too much to re-read: everything is recomputed
+            results = {}
+            need_full = True
         if need_full:
-            state, results, batches = _full(store, ns, sources, journal, run_id, threads, memory_limit)
-            crash_point("resample.after_silver")
-            state.save(store)
-            crash_point("resample.before_checkpoint")
-            for n in ns:
-                _write_checkpoint(store, n, state, "full", results[n].rows_read, run_id, cp_etags[n])
-                crash_point("resample.after_first_checkpoint")
-                results[n].bars_total, results[n].last_session = _totals(state, n)
+            results, batches = _full_pass(run)
         store.delete(INFLIGHT_KEY)
         _prune(store)
-    report.results = [results[n] for n in ns]
+    report.results = [results[n] for n in c.intervals]
     report.seconds = time.perf_counter() - t0
-    changed = sum(r.bars_written for r in report.results)
-    report.message = (
-        f"resampled {len(ns)} interval(s): {changed} bars written"
+    report.message = _message(report, run, batches)
+    log.info("resample done run_id=%s seconds=%.2f bars_written=%d", report.run_id, report.seconds, _written(report))
+    return report
+
+
+@dataclass
+class _Run:
+    """An unsharded run's view of the lake at its start: the checkpoints it read (and their versions, which its
+    checkpoint writes are based on), the journal cursor, the bronze listing and a stopped run's marker."""
+
+    store: Store
+    ns: tuple[int, ...]
+    run_id: str
+    threads: int | None
+    memory_limit: str
+    cp_etags: dict[int, str | None]
+    checkpoints: dict[int, dict | None]
+    legacy: list[int]
+    journal: str | None
+    sources: pd.DataFrame
+    stopped: dict | None
+
+
+def _start(store: Store, c: CheckedResample, run_id: str, threads: int | None, memory_limit: str) -> _Run:
+    ns = c.intervals
+    read = {n: store.head(checkpoint_key(n)) for n in ns}  # the versions every checkpoint write is based on
+    cp_etags = {n: h.etag if h is not None else None for n, h in read.items()}
+    legacy: list[int] = []
+    checkpoints = {n: (None if c.force_full_resample else read_checkpoint(store, n, legacy)) for n in ns}
+    journal = latest_journal(store)
+    sources = list_sources(store)
+    log.info(
+        "resample start run_id=%s intervals=%s objects=%d force_full=%s",
+        run_id,
+        ",".join(map(str, ns)),
+        len(sources),
+        c.force_full_resample,
+    )
+    stopped = read_inflight(store)
+    return _Run(store, ns, run_id, threads, memory_limit, cp_etags, checkpoints, legacy, journal, sources, stopped)
+
+
+def _incremental(run: _Run) -> dict[int, IntervalResult] | None:
+    """Each group of intervals that share a state brought up to date from what changed since; ``None`` when a
+    group has too much to re-read (or the DMS export changed): the run then recomputes everything."""
+    store, results = run.store, {}
+    groups: dict[str, list[int]] = {}
+    for n, cp in run.checkpoints.items():
+        groups.setdefault(cp["state"], []).append(n)  # type: ignore[index]
+    for i, (state_id, group) in enumerate(sorted(groups.items())):
+        cp = run.checkpoints[group[0]]
+        assert cp is not None
+        base = SilverState.load(store, state_id, cp["tail"], cp["source_watermark"].get("journal"))
+        cursor, extra = apply_journals(store, base)
+        changes = diff_sources(base, run.sources, extra)
+        slow = len(changes.since) - len(changes.append)
+        if changes.dms_changed or slow > max(FULL_MIN, FULL_FRACTION * len(base.symbols)):
+            log.info(
+                "resample falling back to full run_id=%s reread_symbols=%d dms_changed=%s",
+                run.run_id,
+                slow,
+                changes.dms_changed,
+            )
+            return None
+        sub_id = run.run_id if i == 0 else f"{run.run_id}-{i}"
+        limit = duckdb_limit(run.memory_limit)
+        args = (store, base, changes, run.sources, cursor, tuple(group), sub_id)
+        state, res = incremental_pass(*args, threads=run.threads, memory_limit=limit)
+        results.update(res)
+        if state is not None:
+            crash_point("resample.before_checkpoint")
+            for n in group:
+                write_checkpoint(store, n, state, res[n].mode, res[n].rows_read, run.run_id, run.cp_etags[n])
+                crash_point("resample.after_first_checkpoint")
+        for n in group:
+            results[n].bars_total, results[n].last_session = _totals(state or base, n)
+    return results
+
+
+def _full_pass(run: _Run) -> tuple[dict[int, IntervalResult], int]:
+    """Every interval recomputed from all of bronze, its state saved, then the checkpoints (the commit record)."""
+    store = run.store
+    state, results, batches = _full(store, run.ns, run.sources, run.journal, run.run_id, run.threads, run.memory_limit)
+    crash_point("resample.after_silver")
+    state.save(store)
+    crash_point("resample.before_checkpoint")
+    for n in run.ns:
+        write_checkpoint(store, n, state, "full", results[n].rows_read, run.run_id, run.cp_etags[n])
+        crash_point("resample.after_first_checkpoint")
+        results[n].bars_total, results[n].last_session = _totals(state, n)
+    return results, batches
+
+
+def _written(report: ResampleReport) -> int:
+    return sum(r.bars_written for r in report.results)
+
+
+def _message(report: ResampleReport, run: _Run, batches: int) -> str:
+    """The run's one line: what it wrote, and why it rebuilt in full when a stopped run or an old checkpoint
+    made it."""
+    changed = _written(report)
+    message = (
+        f"resampled {len(report.results)} interval(s): {changed} bars written"
         if changed
         else "silver is up to date: nothing to resample"
     )
     if batches > 1:
-        report.message += f" (a full rebuild in {batches} symbol batches, to stay within {memory_limit})"
-    if stopped is not None:
-        report.message = f"run {stopped.get('run_id')} had stopped before its checkpoints: rebuilt in full; " + (
-            report.message
-        )
-    if legacy:
-        names = ", ".join(f"{n}d" for n in legacy)
-        report.message = f"the previous pipeline's checkpoint found for {names}: rebuilt in full; " + report.message
-    log.info("resample done run_id=%s seconds=%.2f bars_written=%d", run_id, report.seconds, changed)
-    return report
+        message += f" (a full rebuild in {batches} symbol batches, to stay within {run.memory_limit})"
+    if run.stopped is not None:
+        message = f"run {run.stopped.get('run_id')} had stopped before its checkpoints: rebuilt in full; " + message
+    if run.legacy:
+        names = ", ".join(f"{n}d" for n in run.legacy)
+        message = f"the previous pipeline's checkpoint found for {names}: rebuilt in full; " + message
+    return message
 
 
 def _sharded(
@@ -329,7 +325,7 @@ def _sharded(
         state.save(store)
         crash_point("resample.before_checkpoint")
         for n in ns:
-            _write_checkpoint(store, n, state, "full", results[n].rows_read, run_id, cp_etags[n])
+            write_checkpoint(store, n, state, "full", results[n].rows_read, run_id, cp_etags[n])
             results[n].bars_total, results[n].last_session = _totals(state, n)
         store.delete(INFLIGHT_KEY)
         _prune(store)
@@ -351,7 +347,7 @@ def _totals(state: SilverState, n: int) -> tuple[int, str | None]:
 
 def _prune(store: Store) -> None:
     """Delete states no checkpoint names, and compaction journals every checkpoint has passed."""
-    cps = _all_checkpoints(store)
+    cps = all_checkpoints(store)
     prune_states(store, {c["state"] for c in cps if "state" in c})
     cursors = [c.get("source_watermark", {}).get("journal") for c in cps]
     if cps and all(cursors):

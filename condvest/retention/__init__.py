@@ -6,20 +6,19 @@
     execute(conn, plan) -> RetentionOutcome                   (on a connection of your own)
     read_views(conn) -> RetentionViews, distribution_figure / retention_log_figure
 
-Modules: ``policy`` (the SQL files applied, the procedure called), ``adopt`` (the previous pipeline's tables
+Modules: ``params`` (the parameters, checked once: ``RetentionParams.check() -> CheckedRetention``), ``policy``
+(the SQL files applied, the procedure called), ``adopt`` (the previous pipeline's tables
 converted in place), ``views`` (the monitoring views and their charts);
 ``python -m condvest.retention deploy|dry-run|archive|adopt`` is its command line.
 """
 
 from condvest.retention.adopt import AdoptionPlan, AdoptionReport, adopt, inspect, legacy_tables
+from condvest.retention.params import METHODS, MODES, CheckedRetention, RetentionParams
 from condvest.retention.policy import (
-    METHODS,
-    MODES,
     POLICY_FILES,
     ArchiveResult,
     DeployReport,
     RetentionOutcome,
-    RetentionParams,
     RetentionPlan,
     archive,
     cutoff,
@@ -49,6 +48,7 @@ __all__ = [
     "AdoptionPlan",
     "AdoptionReport",
     "ArchiveResult",
+    "CheckedRetention",
     "DeployReport",
     "RetentionOutcome",
     "RetentionParams",

@@ -16,23 +16,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import re
 from typing import Any
 
 import pandas as pd
 
-from condvest import params
 from condvest.errors import DatabaseError, ParameterError, ValidationError
 from condvest.postgres import apply_sql, connect, sql_files
 from condvest.retention.adopt import AdoptionPlan, AdoptionReport, adopt, inspect, legacy_tables
+from condvest.retention.params import METHODS, RetentionParams
+from condvest.retention.params import retention_value as _retention
 from condvest.retention.views import RetentionViews, read_views
 from condvest.retention.views import db_error as _db_error
 from condvest.settings import Retention, Settings
 
 log = logging.getLogger(__name__)
 
-MODES = ("deploy", "dry-run", "archive", "adopt")
-METHODS = ("auto", "rows")
 #: the schema files this policy needs, in apply order (001 is the hot table itself)
 POLICY_FILES = (
     "001_raw_ohlcv.sql",
@@ -43,7 +41,6 @@ POLICY_FILES = (
 )
 #: months of raw_ohlcv partitions kept ready ahead of the run's date
 _MONTHS_AHEAD = 4
-_LOCK_TIMEOUT_RE = re.compile(r"^\d+(\.\d+)?\s*(ms|s|min)?$")
 
 #: the one cutoff function: ``cutoff(retention, as_of)`` is the first session date kept in raw_ohlcv
 cutoff = Retention.cutoff
@@ -53,14 +50,6 @@ def retention_cutoff(retention: Retention | Settings, as_of: dt.date) -> dt.date
     """``Retention.cutoff`` for a ``Retention`` or for a settings object's retention."""
     r = retention.retention if isinstance(retention, Settings) else retention
     return r.cutoff(as_of)
-
-
-def _retention(value: Retention | str | None) -> Retention:
-    if value is None:
-        return Retention()
-    if isinstance(value, Retention):
-        return value
-    return Retention.parse(value)
 
 
 def _frame(record: dict[str, Any]) -> pd.DataFrame:
@@ -94,37 +83,18 @@ class RetentionPlan:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class RetentionParams:
-    """04_retention's parameters: ``mode`` (deploy | dry-run | archive | adopt: convert the previous pipeline's
-    tables in place; dry-run shows what it would do), ``retention`` (e.g. "3 years 1 month";
-    None: the setting 01_fetch uses), ``as_of`` (the run's today; None: the settings'), ``lock_timeout``,
-    ``method`` (auto: whole months by partition; rows: row by row)."""
-
-    mode: str = "deploy"
-    retention: Retention | str | None = None
-    as_of: dt.date | str | None = None
-    lock_timeout: str = "5s"
-    method: str = "auto"
-
-
 def plan(settings: Settings, p: RetentionParams | None = None) -> RetentionPlan:
     """Check the parameters before anything is written; ``None`` means the settings' retention / today."""
-    p = p or RetentionParams()
-    mode = params.choice(p.mode, "mode", MODES)
-    method = params.choice(p.method, "method", METHODS)
-    lock_timeout, retention = p.lock_timeout, p.retention
-    if not isinstance(lock_timeout, str) or not _LOCK_TIMEOUT_RE.match(lock_timeout.strip()):
-        raise ParameterError(f"cannot read {lock_timeout!r}; write e.g. '5s' or '500ms'", parameter="lock_timeout")
-    r = settings.retention if retention is None else _retention(retention)
+    c = (p or RetentionParams()).check()
+    r = c.retention or settings.retention
     if r != settings.retention:
         log.warning(
             "retention=%r differs from the setting %r that 01_fetch uses",
             r.as_interval(),
             settings.retention.as_interval(),
         )
-    day = params.iso_date(p.as_of, "as_of") or settings.today()
-    return RetentionPlan(mode, r, day, r.cutoff(day), lock_timeout.strip(), method)
+    day = c.as_of or settings.today()
+    return RetentionPlan(c.mode, r, day, r.cutoff(day), c.lock_timeout, c.method)
 
 
 # -------------------------------------------------------------------------------------------- deploy

@@ -77,6 +77,20 @@ def test_window_parameters_are_checked_and_applied(small_lake):
         assert len(lake.bars("AAA")) == 10
 
 
+def test_raise_for_status_names_a_listed_symbol_without_bars(small_lake):
+    with open_lake(small_lake, ExploreParams(symbols="AAA,ZZZ,YYY", compare="3,1")) as lake:
+        assert lake.params.compare == (1, 3)
+        assert lake.bars("ZZZ").empty  # its charts are empty: the run fails at its end, naming it
+        with pytest.raises(ParameterError, match="no bar in the lake for YYY, ZZZ") as err:
+            lake.raise_for_status()
+        assert err.value.parameter == "symbols"
+    with open_lake(small_lake, ExploreParams(symbols="AAA,BBB")) as lake:
+        lake.raise_for_status()
+    with open_lake(small_lake, ExploreParams()) as lake:  # "": the first symbol in bronze
+        assert lake.symbols == ("AAA",)
+        lake.raise_for_status()
+
+
 @pytest.mark.slow
 def test_notebook_runs_through_the_runner_and_writes_nothing_to_the_lake(small_lake, tmp_path, monkeypatch):
     monkeypatch.setenv("CONDVEST_LAKE_URI", small_lake.lake_uri)

@@ -67,12 +67,17 @@ def test_a_failing_symbol_fails_the_run_is_not_recorded_and_the_next_run_fetches
     bad, *good = old_symbols
     polygon_server.faults.add("http_5xx", path=f"/ticker/{bad}/", status=503)
     report = fetch(cfg, symbols=",".join(old_symbols), max_backfill_days=3)
-    assert report.status == "failed" and list(report.failed) == [f"symbol {bad}"]
+    window = cal.last_n_sessions(AS_OF, 3)
+    # a partial session is not a success: the failures, the summary and the error all count it
+    assert report.status == "failed"
+    assert report.failed == {f"symbol {bad}": report.symbol_errors[bad]} | {
+        d.isoformat(): f"not fetched: {bad}" for d in window
+    }
+    assert report.summary()["sessions_failed"] == 3
     with pytest.raises(FetchFailed, match=bad):
         report.raise_for_status()
     assert set(report.to_frame()["status"]) == {"partial"}
     store = LocalStore(cfg.lake_uri)
-    window = cal.last_n_sessions(AS_OF, 3)
     held = manifest.read_sessions(store, window[0], window[-1])
     assert sorted(held) == window and all(e.scope == tuple(sorted(good)) for e in held.values())
     assert manifest.missing_sessions(store, window, good) == []

@@ -1,0 +1,113 @@
+"""A fetch run's writes, serialised: each session's or symbol's bars checked (duplicates dropped, bad bars to the
+quarantine), then bronze first, then the Postgres rows inside the retention window; the manifest is the run's,
+recorded last (``condvest.fetch.run``)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Any
+
+import pandas as pd
+
+from condvest.bars import check_bars, dedupe, to_table
+from condvest.bronze import update_history, write_daily_files, write_quarantine
+from condvest.crash import crash_point
+from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
+from condvest.fetch.plan import FetchPlan
+from condvest.fetch.report import SessionResult
+from condvest.postgres import connect
+from condvest.settings import Settings
+from condvest.storage import Store
+
+__all__ = ["SessionWriter"]
+
+
+class SessionWriter:
+    """Serialises the writes of one run: bronze first, then Postgres; the manifest is recorded last."""
+
+    def __init__(self, settings: Settings, store: Store, run_id: str, plan_: FetchPlan, write_postgres: bool) -> None:
+        self.settings, self.store, self.run_id, self.plan = settings, store, run_id, plan_
+        self.cutoff = settings.retention.cutoff(plan_.as_of)
+        self.write_postgres = write_postgres
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+
+    def _pg(self) -> Any:
+        if self._conn is None:
+            conn = connect(self.settings)
+            try:
+                ensure_cache_table(conn)
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def _prepare(self, raw: pd.DataFrame, res: SessionResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+        res.source_rows += len(raw)
+        rows, dups = dedupe(raw)
+        res.duplicates += dups
+        good, bad = check_bars(rows)
+        res.quarantined += len(bad)
+        return good, bad
+
+    def _write_session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> set[str]:
+        t0 = time.monotonic()
+        good, bad = self._prepare(raw, res)
+        write_quarantine(self.store, day, self.run_id, bad)
+        res.bronze_rows += write_daily_files(self.store, good, run_id=self.run_id)
+        crash_point("fetch.after_bronze")
+        if self.write_postgres:
+            res.postgres_rows += _upsert(self._pg(), good, self.cutoff)
+        res.seconds += time.monotonic() - t0
+        return set(good["symbol"])
+
+    async def session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> set[str]:
+        """Write one session's bars; returns the symbols whose bars bronze now holds for it."""
+        async with self._lock:
+            return await asyncio.to_thread(self._write_session, day, raw, res)
+
+    def _write_history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
+        scratch = SessionResult(dt.date.min)
+        good, bad = self._prepare(raw, scratch)
+        if scratch.duplicates:  # the same bar twice in a response or across pages: count it on its session
+            dup = raw[raw.duplicated(["symbol", "date"], keep="last")].groupby("date").size()
+            for day, n in dup.items():
+                if day in results:
+                    results[day].duplicates += int(n)
+        for day, part in bad.groupby("date"):
+            results[day].quarantined += len(part)
+            write_quarantine(self.store, day, f"{self.run_id}-{symbol}", part)
+        if not good.empty:
+            update_history(self.store, symbol, [(to_table(good).replace_schema_metadata(None), "daily")])
+        pg = _upsert(self._pg(), good, self.cutoff) if self.write_postgres and not good.empty else 0
+        for day, n in raw.groupby("date").size().items():
+            if day in results:
+                results[day].source_rows += int(n)
+        for day, n in good.groupby("date").size().items():
+            if day in results:
+                results[day].bronze_rows += int(n)
+        if pg:
+            recent = good[good["date"] >= self.cutoff].groupby("date").size()
+            for day, n in recent.items():
+                if day in results:
+                    results[day].postgres_rows += int(n)
+        return set(good["date"])
+
+    async def history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
+        """Merge one symbol's bars into its history; returns the sessions bronze now holds for it."""
+        async with self._lock:
+            return await asyncio.to_thread(self._write_history, symbol, raw, results)
+
+
+def _upsert(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
+    n = upsert_bars(conn, df, cutoff)
+    conn.commit()
+    return n
