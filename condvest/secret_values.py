@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import unquote, urlsplit
 
-from condvest.aws_secrets import resolve_api_key  # not condvest.polygon: its HTTP client costs every command ~0.7 s
+from condvest.aws_secrets import resolve_api_key  # not condvest.polygon: its HTTP client would load in every command
 from condvest.errors import ConfigError
 from condvest.postgres import rds_dsn
 from condvest.settings import Settings

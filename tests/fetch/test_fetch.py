@@ -283,6 +283,7 @@ def test_two_runs_for_the_same_day_leave_one_row_per_key(cfg, srv):
     assert len(bronze(cfg)) == 12 and len(pg_rows(cfg)) == 12
 
 
+@pytest.mark.slow  # a stage killed at a crash point in a child process, then run again
 def test_crash_between_bronze_and_postgres_loses_nothing(cfg, srv):
     code = (
         "import asyncio,datetime as dt;from condvest.fetch.run import run_fetch,FetchParams;"

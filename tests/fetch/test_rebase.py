@@ -220,6 +220,7 @@ def test_rebase_parameter_checks_older_splits_for_history_of_unknown_basis(cfg, 
             fetch(cfg, AS_OF, rebase=bad)
 
 
+@pytest.mark.slow  # a stage killed at a crash point in a child process, then run again
 def test_a_crash_after_the_new_history_is_finished_by_the_next_run(cfg, server, market):
     build_lake_before_splits(cfg, server)
     store = LocalStore(cfg.lake_uri)

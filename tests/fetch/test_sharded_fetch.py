@@ -314,6 +314,7 @@ def test_a_window_without_a_session_is_reported_not_a_crash(cfg, srv):
     assert not [r for r in srv.requests if r.endpoint in ("range", "tickers")]
 
 
+@pytest.mark.slow  # a stage killed at a crash point in a child process, then run again
 def test_a_retried_shard_killed_before_its_done_record_fails_the_commit(cfg, srv):
     """A shard's first step removes the done record of its earlier attempt: a retry killed half way through
     leaves no record, so the commit cannot take the earlier attempt's outcome for the latest one."""

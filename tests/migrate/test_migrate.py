@@ -138,6 +138,7 @@ def _run_killed(settings: Settings, point: str, tmpdir: str | None = None, **kw)
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow  # a stage killed at a crash point in a child process, then run again
 def test_killed_run_resumes_and_matches_a_clean_run(lake, tmp_path, export_bytes) -> None:
     settings, store = lake
     sources = _objects(store, DMS_PREFIX + "/")
@@ -157,6 +158,7 @@ def test_killed_run_resumes_and_matches_a_clean_run(lake, tmp_path, export_bytes
     pd.testing.assert_frame_equal(_bronze(store), _bronze(clean))
 
 
+@pytest.mark.slow  # a stage killed at a crash point in a child process, then run again
 @pytest.mark.parametrize("point", ["migrate.after_write", "migrate.after_validate"])
 def test_killed_after_writing_resumes_without_rewriting(lake, point) -> None:
     settings, store = lake
@@ -226,6 +228,7 @@ def test_backup_moves_the_export(lake, export_bytes) -> None:
     assert _migrate(settings).status == "nothing_to_migrate"
 
 
+@pytest.mark.slow  # a stage killed at a crash point in a child process, then run again
 def test_killed_cleanup_finishes_on_rerun(lake) -> None:
     settings, store = lake
     proc = _run_killed(settings, "migrate.cleanup", delete_source=True)
@@ -559,6 +562,7 @@ def test_a_migration_in_many_symbol_groups_equals_one_pass(tmp_path, export_byte
     assert tie.to_dict() == {syms[0]: 60.0, syms[len(syms) // 2]: 60.0, syms[-1]: 61.0}
 
 
+@pytest.mark.slow  # a stage killed at a crash point in a child process, then run again
 def test_a_run_killed_between_symbol_groups_resumes_with_any_budget(tmp_path, export_bytes, market, private_tmp):
     """Killed after two groups were saved (the third written, unsaved), resumed with the default budget
     (one group): the same histories as a clean run, the saved groups not written again."""

@@ -21,12 +21,15 @@ from condvest.settings import Settings
 from condvest.storage import LocalStore
 from tests.fixtures.resample import assert_silver_matches, reference_rows, write_daily, write_history
 
+pytestmark = pytest.mark.slow  # stages killed at crash points in child processes, then run again
+
 DAYS = sessions_between(dt.date(2024, 1, 2), dt.date(2024, 6, 28))
 NS = (3, 5, 8)
 IV = "3,5,8"
 _SCRIPT = """
 import sys
 from condvest.settings import Settings
+
 if sys.argv[1] == "resample":
     from condvest.resample import ResampleParams, run_resample
     run_resample(Settings.from_env(), ResampleParams(sys.argv[2], force_full_resample=sys.argv[3] == "full"))

@@ -167,6 +167,7 @@ def test_a_full_rebuild_beyond_its_memory_runs_in_symbol_batches_byte_for_byte(t
     assert_silver_matches(batched, NS)
 
 
+@pytest.mark.slow  # a stage killed at a crash point in a child process, then run again
 def test_a_batched_rebuild_that_crashed_recovers_to_the_same_silver(tmp_path):
     import os
     import subprocess
