@@ -17,7 +17,7 @@ import secrets
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from condvest.errors import CorruptObject, ObjectNotFound
+from condvest.errors import ObjectNotFound
 from condvest.settings import Settings
 from condvest.storage import Store, open_store, update_object
 
@@ -73,21 +73,27 @@ def _appended(line: bytes, data: bytes | None) -> bytes:
 
 
 def read_records(store: Store) -> list[dict[str, Any]]:
-    """Every record of the store's run index, in append order (empty when there is no index yet)."""
+    """Every record of the store's run index, in append order (empty when there is no index yet).
+
+    A line that is not a JSON object (torn by a kill or a full disk while it was appended) is skipped with a
+    warning naming its number: one bad line never hides the other runs (appends start on a fresh line)."""
     try:
         data = store.get(INDEX_KEY)
     except ObjectNotFound:
         return []
     records = []
-    for n, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CorruptObject(f"line {n} is not JSON: {exc}", key=INDEX_KEY) from None
+            rec, why = None, f"not JSON ({exc.msg} at column {exc.colno})"
+        else:
+            why = "not a JSON object"
         if not isinstance(rec, dict):
-            raise CorruptObject(f"line {n} is not a JSON object", key=INDEX_KEY)
+            log.warning("run index line skipped index=%s line=%d reason=%r", store.url(INDEX_KEY), n, why)
+            continue
         records.append(rec)
     return records
 

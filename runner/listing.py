@@ -89,6 +89,14 @@ def runs_table(df: pd.DataFrame, limit: int) -> str:
     return "\n".join(lines)
 
 
+def _seconds(value: Any) -> str:
+    """``12.3 s``, or ``unknown`` for a record without a duration (a run that never finished)."""
+    try:
+        return f"{float(value):.1f} s" if value is not None and value == value else "unknown"
+    except (TypeError, ValueError):
+        return "unknown"
+
+
 def show_run(df: pd.DataFrame, run: str) -> str:
     """One run (by run id, or a pipeline run id: all its stages) as ``name: value`` lines."""
     rows = df[(df["run_id"] == run) | (df["pipeline_run_id"] == run)]
@@ -102,7 +110,7 @@ def show_run(df: pd.DataFrame, run: str) -> str:
             f"notebook:   {rec['notebook']}",
             f"status:     {rec['status']}",
             f"started:    {rec['started_at']}",
-            f"duration:   {rec['duration_s']:.1f} s",
+            f"duration:   {_seconds(rec.get('duration_s'))}",
             f"parameters: {json.dumps(rec['parameters'] or {}, default=str)}",
         ]
         if rec.get("pipeline"):

@@ -78,3 +78,17 @@ def test_pipeline_help_lists_pipelines_and_stages_and_version(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert "condvest runner, code " in capsys.readouterr().out
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning_and_the_next_run_is_listed(runs, capsys):
+    store = open_store(runs)
+    store.put("index.jsonl", store.get("index.jsonl") + b'{"run_id": "torn", "notebook": "01_fe')  # killed mid-append
+    assert main(["list", "--runs-dir", runs]) == 0
+    captured = capsys.readouterr()
+    assert _ids(captured.out) == ["r3", "r2", "r1", "r0"]
+    assert "line=5" in captured.err and "skipped" in captured.err
+    started = dt.datetime.now(dt.UTC).isoformat()
+    append_run(store, {"run_id": "r5", "notebook": "02_resample.ipynb", "status": "ok", "started_at": started})
+    assert main(["list", "--runs-dir", runs, "--json"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)][0] == "r5"
+    assert main(["show", "--runs-dir", runs, "r5"]) == 0
