@@ -78,20 +78,24 @@ def read_checkpoint(store: Store, n: int, legacy: list[int] | None = None) -> di
         if legacy is not None:
             legacy.append(n)
         return None
+    if not isinstance(doc, dict):
+        raise CorruptObject(f"checkpoint is JSON but not an object ({type(doc).__name__})", key=key)
     if doc.get("status") != "complete" or "state" not in doc:
         raise CorruptObject("checkpoint is not a complete commit record; run with force_full_resample=True", key=key)
     return doc
 
 
 def all_checkpoints(store: Store) -> list[dict]:
-    """Every checkpoint that can be read, in key order (one that vanished or is not JSON is left out)."""
+    """Every checkpoint that can be read, in key order (one that vanished or is not a JSON object is left out)."""
     out = []
     for o in store.list(f"{METADATA_PREFIX}/silver_"):
         if o.key.endswith("_checkpoint.json"):
             try:
-                out.append(json.loads(store.get(o.key)))
+                doc = json.loads(store.get(o.key))
             except (ValueError, ObjectNotFound):
                 continue
+            if isinstance(doc, dict):
+                out.append(doc)
     return out
 
 

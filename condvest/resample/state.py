@@ -173,6 +173,8 @@ def apply_journals(store: Store, state: SilverState) -> tuple[str | None, dict[s
     for o in store.list(JOURNAL_PREFIX, start_after=state.journal):
         try:
             doc = json.loads(store.get(o.key))
+            if not isinstance(doc, dict) or not isinstance(doc.get("symbols"), dict):
+                raise ValueError("not an object with 'symbols'")
         except ValueError as exc:
             raise CorruptObject(f"unreadable compaction journal: {exc}", key=o.key) from exc
         for sym, entry in doc["symbols"].items():

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from condvest import calendar as cal
 from condvest import manifest
+from condvest.checkpoints import all_checkpoints, read_checkpoint
+from condvest.errors import CorruptObject
+from condvest.lake import checkpoint_key, manifest_key
 from condvest.storage import LocalStore
 
 
@@ -30,3 +35,17 @@ def test_manifest_gap_detection_and_concurrent_updates(tmp_path):
         "bronze/_manifest/sessions_2025.json",
         "bronze/_manifest/sessions_2026.json",
     ]
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"text"', b"3"])
+def test_control_objects_that_are_json_of_the_wrong_shape_fail_naming_the_object(tmp_path, body):
+    store = LocalStore(tmp_path / "lake")
+    store.put(manifest_key(2024), body)
+    with pytest.raises(CorruptObject) as err:
+        manifest.read_sessions(store, dt.date(2024, 1, 2), dt.date(2024, 1, 5))
+    assert err.value.key == manifest_key(2024)
+    store.put(checkpoint_key(5), body)
+    with pytest.raises(CorruptObject) as err:
+        read_checkpoint(store, 5)
+    assert err.value.key == checkpoint_key(5)
+    assert all_checkpoints(store) == []  # monitoring's reader leaves it out instead of failing
