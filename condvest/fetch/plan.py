@@ -1,6 +1,9 @@
 """Planning a fetch run (pure): decide the mode and the sessions to fetch from the checked parameters
 (``condvest.fetch.params``).
 
+A named ``date`` that has not closed yet (before 18:00 New York on that day) is refused with
+``ParameterError`` before any request: its bars would be the day in progress.
+
 Modes: ``history`` (``start``/``end``: per-symbol range requests merged into each symbol's history
 file), ``date`` (one named session), ``daily`` (the latest complete session plus, with
 ``backfill_missing``, every session of the last ``max_backfill_days`` sessions missing from the
@@ -14,6 +17,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from condvest.calendar import is_session, last_n_sessions, latest_complete_session, sessions_between
+from condvest.errors import ParameterError
 from condvest.fetch.params import CheckedFetch, FetchParams, rebase_since
 
 __all__ = ["FetchParams", "FetchPlan", "backfill_window", "plan", "rebase_since"]
@@ -52,6 +56,11 @@ def plan(
     if day is not None:
         if not is_session(day):
             return FetchPlan("skip", as_of, (), symbols, reason=f"{day} is not an NYSE session (holiday or weekend)")
+        if day > latest_complete_session(as_of, now):  # its bars would be the day in progress, not final ones
+            raise ParameterError(
+                f"session {day} has not closed yet (complete from 18:00 New York); fetch it after the close",
+                parameter="date",
+            )
         return FetchPlan("date", as_of, (day,), symbols)
     latest = latest_complete_session(as_of, now)
     if c.backfill_missing:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from condvest import manifest
 from condvest import params as checks
 from condvest.bars import bars_frame
-from condvest.errors import AuthError, CondvestError, SourceError
+from condvest.errors import AuthError, CondvestError, NotYetAvailable, PlanLimit, SourceError
 from condvest.fetch import sharded
 from condvest.fetch.params import CheckedFetch, FetchParams
 from condvest.fetch.plan import FetchPlan, backfill_window, plan
@@ -88,7 +88,10 @@ async def _fetch_grouped(client: PolygonClient, w: SessionWriter, report: FetchR
                 raise SourceError("empty answer on a trading session", date=day.isoformat())
             await w.session(day, raw, res)
             res.status = SessionOutcome.DONE
-        except AuthError:
+        except NotYetAvailable as exc:  # today before the end of day on this plan: the next run fetches it
+            res.status, res.error = SessionOutcome.WARN, str(exc)
+            log.warning("fetch=session_not_yet_available session=%s vendor=%r", day, exc.vendor)
+        except (AuthError, PlanLimit):
             raise
         except CondvestError as exc:
             res.status, res.error = SessionOutcome.FAILED, str(exc)
@@ -109,7 +112,7 @@ async def _fetch_ranged(client: PolygonClient, w: SessionWriter, report: FetchRe
     async def ranged(symbol: str) -> None:
         try:
             raw = bars_frame(await client.range_daily(symbol, start, end), symbol=symbol)
-        except AuthError:
+        except (AuthError, PlanLimit):
             raise
         except CondvestError as exc:
             report.symbol_errors[symbol] = str(exc)
@@ -221,7 +224,7 @@ async def _fetch_history(
                 raise SourceError(f"no bars between {start} and {end} (empty answer)", symbol=symbol)
             life.update(_trading_life(raw))
             days = await w.history(symbol, raw, results)
-        except AuthError:
+        except (AuthError, PlanLimit):
             raise
         except CondvestError as exc:
             report.symbol_errors[symbol] = str(exc)

@@ -14,7 +14,7 @@ from condvest.settings import Retention, Settings
 
 def test_settings_defaults_and_seed_names():
     s = Settings.from_env({}, root=Path("/srv/project"))
-    assert s.lake_uri == "/srv/project/lake" and s.polygon_base_url == "https://api.polygon.io"
+    assert s.lake_uri == "/srv/project/lake" and s.polygon_base_url == "https://api.massive.com"
     s = Settings.from_env({"S3_DATALAKE_BUCKET": "dev-condvest-datalake", "POLYGON_API_KEY": "sekrit-123"})
     assert s.lake_uri == "s3://dev-condvest-datalake"
     assert "sekrit-123" not in repr(s) and "sekrit-123" not in str(s.describe())
