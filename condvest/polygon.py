@@ -179,10 +179,11 @@ class Pacer:
 
     def __init__(self, per_minute: int | None, window: float) -> None:
         self.window = window
-        self.interval = window * _MARGIN / per_minute if per_minute else 0.0
+        self.interval = self._base = window * _MARGIN / per_minute if per_minute else 0.0
         self._next_at = 0.0
         self.paused_until = 0.0
         self._paused_at = 0.0
+        self._observed = 0  # requests answered within the window before the last pause: the vendor's rate
         self._answered: deque[float] = deque()
 
     async def wait(self) -> float:
@@ -207,6 +208,13 @@ class Pacer:
         q.append(at)
         while q and q[0] < at - self.window:
             q.popleft()
+        if self._paused_at - self.window < at <= self._paused_at:  # answered after the 429 that paused the run
+            self._observe(self._observed + 1)
+
+    def _observe(self, seen: int) -> None:
+        self._observed = seen
+        if seen:
+            self.interval = max(self._base, self.window * _MARGIN / seen)
 
     def rate_limited(self, sent_at: float, retry_after: float | None) -> float:
         """A 429 for a request sent at ``sent_at``: pause everyone; returns the pause in seconds from now."""
@@ -214,12 +222,11 @@ class Pacer:
         if retry_after is not None:
             self.paused_until = max(self.paused_until, now + retry_after + random.uniform(0, 0.1))
         elif sent_at >= self._paused_at or self.paused_until <= now:  # not one of a burst already paused for
-            seen = sum(1 for t in self._answered if t > now - self.window)
-            if seen:  # keep to the rate the vendor allowed within its window
-                self.interval = max(self.interval, self.window * _MARGIN / seen)
-            self.paused_until = max(self.paused_until, now + self.window * _MARGIN)
+            # keep to the rate the vendor allowed within its window (answers still in flight count when they come)
             self._paused_at = now
-            log.warning("polygon=rate_paced pause_s=%.1f rate_per_window=%s", self.window * _MARGIN, seen or "?")
+            self._observe(sum(1 for t in self._answered if t > now - self.window))
+            self.paused_until = max(self.paused_until, now + self.window * _MARGIN)
+            log.warning("polygon=rate_paced pause_s=%.1f answered_in_window=%d", self.window * _MARGIN, self._observed)
         return max(0.0, self.paused_until - now)
 
 

@@ -291,21 +291,28 @@ def _record(store: Store, report: FetchReport) -> None:
 def _rebase_job(report: FetchReport, c: CheckedFetch) -> RebaseJob:
     done = tuple(r.session for r in report.sessions if r.status == SessionOutcome.DONE)
     since = c.rebase
-    if report.plan.mode == "history" and done:  # a long range: one splits request for all its sessions
+    if _windowed_splits(report, done):  # several sessions: one paged splits request for all of them
         since, done = min(since or done[0], done[0]), ()
     return RebaseJob(report.run_id, report.plan.as_of, done, report.plan.symbols, since, c.write_postgres)
 
 
-def _mark_split_failures(report: FetchReport) -> None:
+def _windowed_splits(report: FetchReport, done: tuple[dt.date, ...]) -> bool:
+    """The splits of a history range, or of several sessions of a daily run (a gap fill), are asked in one paged
+    request (``execution_date.gte/lte``), not one request per session: half a gap fill's requests."""
+    return bool(done) and (report.plan.mode == "history" or len(done) > 1)
+
+
+def _mark_split_failures(report: FetchReport, windowed: bool) -> None:
     """A session whose splits could not be read is fetched again by the next run (with its splits)."""
     for r in report.sessions:
         if r.session in report.rebase.session_errors:
             r.status, r.error = SessionOutcome.FAILED, report.rebase.session_errors[r.session]
     if report.rebase.reference_error:
         report.symbol_errors["(splits reference)"] = report.rebase.reference_error
-        if report.plan.mode == "history":
+        if windowed:  # the sessions' splits were in the window that failed
             for r in report.sessions:
-                r.status, r.error = SessionOutcome.FAILED, report.rebase.reference_error
+                if report.plan.mode == "history" or r.status == SessionOutcome.DONE:
+                    r.status, r.error = SessionOutcome.FAILED, report.rebase.reference_error
 
 
 @dataclass
@@ -455,8 +462,9 @@ async def _run_commit(run: _Run) -> None:
 async def _finish(run: _Run) -> None:
     """Every unsharded run's (and a commit's) end: the splits and the rebase, then the manifest, then the counts."""
     report = run.report
+    done = tuple(r.session for r in report.sessions if r.status == SessionOutcome.DONE)
     report.rebase = await run_rebase(run.client, run.settings, run.store, _rebase_job(report, run.checked))
-    _mark_split_failures(report)
+    _mark_split_failures(report, _windowed_splits(report, done))
     if report.plan.mode != "skip":
         _record(run.store, report)
     report.requests += run.client.stats.requests
