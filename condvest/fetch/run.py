@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from condvest import manifest
 from condvest import params as checks
 from condvest.bars import bars_frame
+from condvest.calendar import sessions_between
 from condvest.errors import AuthError, CondvestError, NotYetAvailable, PlanLimit, SourceError
 from condvest.fetch import sharded
 from condvest.fetch.params import CheckedFetch, FetchParams
@@ -127,6 +128,7 @@ async def _fetch_ranged(client: PolygonClient, w: SessionWriter, report: FetchRe
     requested = list(plan_.symbols or ())
     await _bounded(requested, ranged, "fetch symbols", progress, client.limits.concurrency)
     raw = pd.concat(frames, ignore_index=True) if frames else bars_frame([], symbol="")
+    raw = await w.outside(raw, _span_results(results, start, end), "range")  # a bar outside the range asked for
     life = _trading_life(raw)
     by_day = {d: g for d, g in raw.groupby("date")} if not raw.empty else {}
     for day in plan_.sessions:
@@ -143,6 +145,12 @@ async def _fetch_ranged(client: PolygonClient, w: SessionWriter, report: FetchRe
         # after its last bar a symbol may only be late at the source: a gap, asked again next run
         _settle(report, res, requested, held, life, after_last_is_absent=False)
         res.seconds = round(res.seconds + (time.monotonic() - t0) / len(plan_.sessions), 3)
+
+
+def _span_results(results: dict[dt.date, SessionResult], start: dt.date, end: dt.date) -> dict[dt.date, SessionResult]:
+    """Every NYSE session of ``start..end`` (the range asked for) with a result: the planned sessions' own, a
+    scratch one for a session the plan does not fetch (already held)."""
+    return {d: results.get(d) or SessionResult(d) for d in sessions_between(start, end)}
 
 
 def _start_sessions(report: FetchReport) -> dict[dt.date, SessionResult]:
@@ -219,7 +227,7 @@ async def _fetch_history(
     async def one(symbol: str) -> None:
         try:
             raw = bars_frame(await client.range_daily(symbol, start, end), symbol=symbol)
-            raw = raw[raw["date"].isin(results.keys())]
+            raw = await w.outside(raw, results, symbol)  # a bar outside the range asked for: quarantined
             if raw.empty and not plan_.all_symbols:
                 raise SourceError(f"no bars between {start} and {end} (empty answer)", symbol=symbol)
             life.update(_trading_life(raw))
@@ -308,7 +316,8 @@ def _mark_split_failures(report: FetchReport, windowed: bool) -> None:
         if r.session in report.rebase.session_errors:
             r.status, r.error = SessionOutcome.FAILED, report.rebase.session_errors[r.session]
     if report.rebase.reference_error:
-        report.symbol_errors["(splits reference)"] = report.rebase.reference_error
+        if not windowed or report.plan.mode == "history":  # a gap fill's window: its sessions say it below
+            report.symbol_errors["(splits reference)"] = report.rebase.reference_error
         if windowed:  # the sessions' splits were in the window that failed
             for r in report.sessions:
                 if report.plan.mode == "history" or r.status == SessionOutcome.DONE:

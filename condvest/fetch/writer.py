@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from condvest.bars import check_bars, dedupe, to_table
+from condvest.bars import check_bars, dedupe, misdated, to_table
 from condvest.bronze import update_history, write_daily_files, write_quarantine
 from condvest.crash import crash_point
 from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
@@ -60,7 +60,12 @@ class SessionWriter:
 
     def _write_session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> set[str]:
         t0 = time.monotonic()
+        raw, elsewhere = misdated(raw, day, day)  # a bar of another day is never filed where it says
         good, bad = self._prepare(raw, res)
+        if not elsewhere.empty:
+            res.source_rows += len(elsewhere)
+            res.quarantined += len(elsewhere)
+            bad = pd.concat([bad, elsewhere], ignore_index=True)
         write_quarantine(self.store, day, self.run_id, bad)
         res.bronze_rows += write_daily_files(self.store, good, run_id=self.run_id)
         crash_point("fetch.after_bronze")
@@ -73,6 +78,25 @@ class SessionWriter:
         """Write one session's bars; returns the symbols whose bars bronze now holds for it."""
         async with self._lock:
             return await asyncio.to_thread(self._write_session, day, raw, res)
+
+    def _quarantine_outside(self, raw: pd.DataFrame, results: dict[dt.date, SessionResult], tag: str) -> pd.DataFrame:
+        """Bars outside the range asked for (or on a day without a session) to the quarantine, counted on the
+        nearest session asked for; returns the others."""
+        first, last = min(results), max(results)
+        raw, outside = misdated(raw, first, last, set(results))
+        for day, part in outside.groupby("date"):
+            res = results.get(day) or results[first if day < first else last]
+            res.source_rows += len(part)
+            res.quarantined += len(part)
+            write_quarantine(self.store, day, f"{self.run_id}-{tag}", part)
+        return raw
+
+    async def outside(self, raw: pd.DataFrame, results: dict[dt.date, SessionResult], tag: str) -> pd.DataFrame:
+        """A range answer's bars dated outside the range asked for, quarantined with the reason; returns the rest."""
+        if raw.empty or not results:
+            return raw
+        async with self._lock:
+            return await asyncio.to_thread(self._quarantine_outside, raw, results, tag)
 
     def _write_history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
         scratch = SessionResult(dt.date.min)

@@ -227,6 +227,11 @@ def _data_fault(st: Any, request: web.Request, fault: Fault | None, bars: list[d
         for bar, ticker in zip(bars[: fault.count], ODD_TICKERS, strict=False):
             bar["T"] = ticker
         st.faults.note(request.path, renamed=list(ODD_TICKERS[: fault.count]))
+    elif fault.kind == "misdated":
+        shift = 86_400_000 * (7 if symbol is not None else 1)
+        for bar in bars[: fault.count]:
+            bar["t"] -= shift
+        st.faults.note(request.path, misdated=[b["t"] for b in bars[: fault.count]])
     elif fault.kind == "halt" and bars:
         mid = len(bars) // 2
         gone = bars[mid : mid + fault.count]

@@ -192,3 +192,43 @@ def test_next_url_on_another_host_is_followed_on_the_configured_host_and_the_key
             days = [cal.session_date_from_epoch_ms(b["t"]) for b in bars]
             assert days == cal.sessions_between(max(dt.date(2025, 6, 2), market.listing_date(sym)), FRIDAY)
             assert len(home.requests) > 3 and elsewhere.requests == []
+
+
+# -- each bar where it belongs -----------------------------------------------------------------------------
+
+
+def quarantine(cfg: Settings) -> pd.DataFrame:
+    store = LocalStore(cfg.lake_uri)
+    keys = [o.key for o in store.list("bronze/_quarantine/")]
+    frames = [pq.read_table(io.BytesIO(store.get(k))).to_pandas() for k in keys]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "date", "reason"])
+
+
+def test_a_bar_stamped_on_another_day_is_quarantined_not_filed_there(tmp_path, market):
+    thursday = dt.date(2025, 10, 16)
+    with serve_in_thread(market, api_key=KEY, now=EVENING) as srv:
+        cfg = settings(tmp_path, srv)
+        srv.faults.add("misdated", path=f"/stocks/{FRIDAY}", count=1)
+        report = fetch(cfg, date=FRIDAY.isoformat(), skip_market_check=True)
+        res = report.sessions[0]
+        assert res.quarantined == 1 and res.bronze_rows == len(market.grouped(FRIDAY)) - 1
+        q = quarantine(cfg)
+        assert q["reason"].tolist() == [f"dated {thursday}, not the session asked for ({FRIDAY})"]
+        assert set(bronze(cfg)["date"]) == {FRIDAY}  # nothing filed as Thursday's
+
+
+def test_a_range_bar_outside_the_range_asked_for_is_quarantined(tmp_path, market):
+    sym = market.symbols[0]
+    with serve_in_thread(market, api_key=KEY, now=EVENING) as srv:
+        cfg = settings(tmp_path, srv)
+        srv.faults.add("misdated", path=f"/ticker/{sym}/", count=1)
+        start = dt.date(2025, 10, 6)
+        report = fetch(cfg, start=start.isoformat(), end=FRIDAY.isoformat(), symbols=sym)
+        q = quarantine(cfg)
+        assert (
+            len(q) == 1
+            and q["reason"][0]
+            == f"dated {start - dt.timedelta(days=7)}, outside the range asked for ({start}..{FRIDAY})"
+        )
+        assert report.sessions[0].quarantined == 1 and start not in set(bronze(cfg)["date"])
+        assert start - dt.timedelta(days=7) not in set(bronze(cfg)["date"])
