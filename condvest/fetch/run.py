@@ -39,11 +39,11 @@ from tqdm.auto import tqdm
 from condvest import manifest
 from condvest import params as checks
 from condvest.bars import bars_frame
-from condvest.calendar import sessions_between
+from condvest.calendar import latest_complete_session, previous_session, sessions_between
 from condvest.errors import AuthError, CondvestError, NotYetAvailable, PlanLimit, SourceError
 from condvest.fetch import sharded
 from condvest.fetch.params import CheckedFetch, FetchParams
-from condvest.fetch.plan import FetchPlan, backfill_window, plan
+from condvest.fetch.plan import FetchPlan, backfill_window, plan, settle_candidates
 from condvest.fetch.rebase import RebaseJob, run_rebase
 from condvest.fetch.report import FetchReport, SessionOutcome, SessionResult
 from condvest.fetch.sharded import Held, Life
@@ -79,6 +79,8 @@ async def _bounded(
 async def _fetch_grouped(client: PolygonClient, w: SessionWriter, report: FetchReport, progress: bool) -> None:
     """Every symbol: one grouped-daily request per session, each session written on its own."""
     results = _start_sessions(report)
+    settle = set(report.plan.settle)
+    held = manifest.read_sessions(w.store, min(settle), max(settle)) if settle else {}
 
     async def grouped(day: dt.date) -> None:
         res, t0 = results[day], time.monotonic()
@@ -87,7 +89,9 @@ async def _fetch_grouped(client: PolygonClient, w: SessionWriter, report: FetchR
             res.seconds += time.monotonic() - t0
             if raw.empty:
                 raise SourceError("empty answer on a trading session", date=day.isoformat())
-            await w.session(day, raw, res)
+            entry = held.get(day)
+            prior = await w.stored_session(day, entry.run_id) if day in settle and entry else None
+            await w.session(day, raw, res, prior)
             res.status = SessionOutcome.DONE
         except NotYetAvailable as exc:  # today before the end of day on this plan: the next run fetches it
             res.status, res.error = SessionOutcome.WARN, str(exc)
@@ -272,18 +276,17 @@ def _only_missing_symbols(store: Store, plan_: FetchPlan) -> FetchPlan:
     return replace(plan_, symbols=need) if need else plan_
 
 
-def _record(store: Store, report: FetchReport) -> None:
+def _record(store: Store, report: FetchReport, clock: dt.datetime | None = None) -> None:
     """The manifest entries of the run: what bronze really holds per session (see the module docstring)."""
     plan_ = report.plan
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    now = (clock or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat(timespec="seconds")
     source = "range" if plan_.mode == "history" or not plan_.all_symbols else "grouped"
     entries = {}
     for r in report.sessions:
         if plan_.all_symbols:
-            if r.status == SessionOutcome.DONE:
-                entries[r.session] = manifest.SessionEntry(
-                    manifest.ALL, r.bronze_rows, r.bronze_rows, source, report.run_id, now
-                )
+            if r.status == SessionOutcome.DONE:  # what bronze holds (a settled session: more than this run wrote)
+                held = r.source_rows - r.duplicates - r.quarantined
+                entries[r.session] = manifest.SessionEntry(manifest.ALL, held, held, source, report.run_id, now)
             continue
         held, absent, gaps = report.coverage.get(r.session, (set(), set(), set()))
         if r.status != SessionOutcome.FAILED and (held or absent or gaps):
@@ -335,6 +338,7 @@ class _Run:
     checked: CheckedFetch
     progress: bool
     parts: list[dict[str, Any]] = field(default_factory=list)  # a commit's: every shard's staged outcome
+    now: dt.datetime | None = None  # the run's clock when pinned (tests); the manifest's written_at
 
     def writer(self) -> SessionWriter:
         report = self.report
@@ -360,7 +364,7 @@ async def run_fetch(
     parts = _open_shard(store, report, c)  # a commit refuses here, before any request or write
     _log_plan(report)
     async with PolygonClient.open(settings) as client:
-        run = _Run(settings, store, client, report, c, progress, parts)
+        run = _Run(settings, store, client, report, c, progress, parts, now)
         if not (c.skip_market_check or c.force or report.staged):
             await _market_status(run)
         await _mode(report)(run)
@@ -372,13 +376,18 @@ async def run_fetch(
 def _plan(store: Store, c: CheckedFetch, today: dt.date, now: dt.datetime | None, progress: bool) -> FetchPlan:
     """The run's plan; a daily run first asks the manifest which sessions of its window are missing."""
     missing: list[dt.date] = []
+    settle: list[dt.date] = []
     if c.daily:
         as_of = c.as_of or today
         window = backfill_window(as_of, c.max_backfill_days if c.backfill_missing else 1, now)
         if not manifest.has_manifest(store):  # a lake of the previous pipeline: build the manifest once
             manifest.build_from_listing(store, progress=progress)
         missing = manifest.missing_sessions(store, window, c.symbols)
-    plan_ = plan(c, today, missing, now)
+        if c.symbols is None and c.settle_sessions:  # every symbol: the sessions fetched before they were final
+            latest = latest_complete_session(as_of, now)
+            held = manifest.read_sessions(store, previous_session(window[0]), latest)
+            settle = settle_candidates(held, latest, c.settle_sessions, c.symbols)
+    plan_ = plan(c, today, missing, now, settle)
     if plan_.mode == "daily" and not plan_.all_symbols and not c.force:
         plan_ = _only_missing_symbols(store, plan_)
     return plan_
@@ -475,7 +484,7 @@ async def _finish(run: _Run) -> None:
     report.rebase = await run_rebase(run.client, run.settings, run.store, _rebase_job(report, run.checked))
     _mark_split_failures(report, _windowed_splits(report, done))
     if report.plan.mode != "skip":
-        _record(run.store, report)
+        _record(run.store, report, run.now)
     report.requests += run.client.stats.requests
     report.retries += run.client.stats.retries
 

@@ -232,3 +232,39 @@ def test_a_range_bar_outside_the_range_asked_for_is_quarantined(tmp_path, market
         )
         assert report.sessions[0].quarantined == 1 and start not in set(bronze(cfg)["date"])
         assert start - dt.timedelta(days=7) not in set(bronze(cfg)["date"])
+
+
+# -- final bars --------------------------------------------------------------------------------------------
+
+
+def test_a_session_revised_after_the_close_is_stored_revised_by_the_next_daily_run(tmp_path, market):
+    saturday = dt.datetime(2025, 10, 18, 0, 30, tzinfo=cal.NEW_YORK)  # the free plan has Friday, provisional
+    monday = dt.datetime(2025, 10, 20, 18, 30, tzinfo=cal.NEW_YORK)  # Monday has closed: Friday is final
+    with serve_in_thread(market, api_key=KEY, plan="free", now=saturday, minute=WINDOW) as srv:
+
+        def run(now: dt.datetime):
+            srv.set_now(now)
+            cfg = settings(tmp_path, srv).with_(as_of=now.date())
+            return cfg, asyncio.run(run_fetch(cfg, FetchParams(max_backfill_days=3, write_postgres=False), now=now))
+
+        def stored(cfg) -> pd.DataFrame:
+            df = bronze(cfg).sort_values("ingested_at").drop_duplicates(["symbol", "date"], keep="last")
+            return df[df["date"] == FRIDAY].set_index("symbol").sort_index()
+
+        final = {b["T"]: b for b in market.grouped(FRIDAY, monday.date())}
+        cfg, first = run(saturday)
+        assert {r.session: r.status for r in first.sessions}[FRIDAY] == SessionOutcome.DONE
+        provisional = stored(cfg)
+        assert all(provisional.loc[s, "volume"] < final[s]["v"] for s in final)  # the vendor's first numbers
+
+        cfg, second = run(monday)
+        by_day = {r.session: r for r in second.sessions}
+        assert second.plan.settle == (FRIDAY,) and by_day[FRIDAY].status == SessionOutcome.DONE
+        assert by_day[FRIDAY].revised == len(final) and second.summary()["revised"] == len(final)
+        settled = stored(cfg)
+        assert settled["volume"].to_dict() == {s: float(b["v"]) for s, b in final.items()}
+        assert settled["transactions"].to_dict() == {s: b["n"] for s, b in final.items()}
+        assert dt.date(2025, 10, 16) not in by_day  # Thursday was fetched final: never asked again
+
+        cfg, third = run(monday + dt.timedelta(hours=6))  # Tuesday 00:30: Monday arrives, Friday is settled
+        assert FRIDAY not in {r.session for r in third.sessions} and third.plan.settle == ()
