@@ -47,6 +47,7 @@ from condvest.fetch.plan import FetchPlan, backfill_window, plan, settle_candida
 from condvest.fetch.rebase import RebaseJob, run_rebase
 from condvest.fetch.report import FetchReport, SessionOutcome, SessionResult
 from condvest.fetch.sharded import Held, Life
+from condvest.fetch.universe import fetch_every_symbol
 from condvest.fetch.writer import SessionWriter
 from condvest.polygon import PolygonClient
 from condvest.runs import new_run_id
@@ -213,12 +214,18 @@ async def _fetch_history(
     keep: Callable[[str], bool] | None = None,
 ) -> tuple[list[str], Held, Life]:
     """Fetch and write each symbol's range (only those ``keep`` holds: a shard's); returns the symbols asked,
-    what bronze holds per session (a symbol list) and each symbol's first and last bar, for ``_settle_history``."""
+    what bronze holds per session (a symbol list) and each symbol's first and last bar, for ``_settle_history``.
+    Every symbol, unsharded: each session's grouped answer (``condvest.fetch.universe``: delisted symbols too)."""
     plan_ = report.plan
     results = _start_sessions(report)
     if not results:  # no NYSE session in the window: nothing to ask
         return [], {}, {}
-    symbols = list(plan_.symbols) if plan_.symbols is not None else await client.tickers()
+    if plan_.all_symbols:
+        missed = await fetch_every_symbol(client, w, results, progress, keep)
+        if keep is not None:  # a shard's sessions say "staged": the commit fails on what did not come
+            report.symbol_errors.update({f"(session {d})": why for d, why in missed.items()})
+        return [], {}, {}
+    symbols = list(plan_.symbols or ())
     for odd in (s for s in symbols if not checks.storable_symbol(s)):  # never put into a URL or a key
         report.unstorable_tickers.append(odd)
         log.warning("fetch=ticker_skipped ticker=%r reason=not_storable", odd)
@@ -256,6 +263,8 @@ async def _fetch_history(
 def _settle_history(report: FetchReport, symbols: list[str], held: Held, life: Life) -> None:
     """The sessions' outcome of a history backfill (of a sharded one: in its commit, from every shard)."""
     for res in report.sessions:
+        if res.status in (SessionOutcome.FAILED, SessionOutcome.WARN):  # its request failed, or not yet available
+            continue
         if not report.plan.all_symbols:
             _settle(report, res, symbols, held[res.session], life, after_last_is_absent=True)
         elif res.source_rows == 0:
@@ -280,7 +289,7 @@ def _record(store: Store, report: FetchReport, clock: dt.datetime | None = None)
     """The manifest entries of the run: what bronze really holds per session (see the module docstring)."""
     plan_ = report.plan
     now = (clock or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat(timespec="seconds")
-    source = "range" if plan_.mode == "history" or not plan_.all_symbols else "grouped"
+    source = "grouped" if plan_.all_symbols else "range"
     entries = {}
     for r in report.sessions:
         if plan_.all_symbols:

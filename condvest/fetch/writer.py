@@ -19,6 +19,7 @@ from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
 from condvest.fetch.plan import FetchPlan
 from condvest.fetch.report import SessionResult
 from condvest.lake import batch_key
+from condvest.params import storable_symbol
 from condvest.postgres import connect
 from condvest.settings import Settings
 from condvest.storage import Store
@@ -129,7 +130,8 @@ class SessionWriter:
                     results[day].duplicates += int(n)
         for day, part in bad.groupby("date"):
             results[day].quarantined += len(part)
-            write_quarantine(self.store, day, f"{self.run_id}-{symbol}", part)
+            tag = symbol if storable_symbol(symbol) else "unstorable"  # a key segment: never an odd ticker
+            write_quarantine(self.store, day, f"{self.run_id}-{tag}", part)
         if not good.empty:
             update_history(self.store, symbol, [(to_table(good).replace_schema_metadata(None), "daily")])
         pg = _upsert(self._pg(), good, self.cutoff) if self.write_postgres and not good.empty else 0

@@ -268,3 +268,22 @@ def test_a_session_revised_after_the_close_is_stored_revised_by_the_next_daily_r
 
         cfg, third = run(monday + dt.timedelta(hours=6))  # Tuesday 00:30: Monday arrives, Friday is settled
         assert FRIDAY not in {r.session for r in third.sessions} and third.plan.settle == ()
+
+
+# -- survivorship-free history ----------------------------------------------------------------------------------
+
+
+def test_a_history_backfill_of_every_symbol_holds_the_delisted_ones(tmp_path, market):
+    gone, last = market.symbols[2], dt.date(2025, 10, 8)
+    with serve_in_thread(market, api_key=KEY, now=EVENING) as srv:
+        srv.delist(gone, last)
+        cfg = settings(tmp_path, srv)
+        report = fetch(cfg, start="2025-10-01", end=FRIDAY.isoformat())
+        report.raise_for_status()
+        days = cal.sessions_between(dt.date(2025, 10, 1), FRIDAY)
+        assert [r.endpoint for r in srv.requests].count("grouped") == len(days)  # one request per session
+        assert not any(r.endpoint in ("tickers", "range") for r in srv.requests)  # not today's ticker list
+        held = bronze(cfg)
+        assert sorted(held.loc[held["symbol"] == gone, "date"]) == [d for d in days if d <= last]
+        assert len(held) == sum(len(market.grouped(d)) for d in days) - sum(1 for d in days if d > last)
+        assert sorted(manifest.read_sessions(LocalStore(cfg.lake_uri), days[0], days[-1])) == days
