@@ -58,6 +58,7 @@ __all__ = ["Answer", "ClientStats", "Pacer", "PolygonClient", "classify", "refus
 
 _RETRY_AFTER_CAP = 120.0
 _MARGIN = 1.02  # a paced request keeps 2% clear of the vendor's window edge (clocks and latency differ)
+_CALM = 5  # windows without a 429 after which a learned pace doubles (a 429 that was not the plan's limit)
 
 
 @dataclass
@@ -175,6 +176,8 @@ def _retry_after(answer: Answer) -> float | None:
 class Pacer:
     """Spaces requests at the plan's rate and holds them all during a rate-limit pause.
 
+    A 429 without Retry-After pauses every request for one window; the pace then kept is the number of requests
+    the vendor answered within the window before it, doubled after each ``_CALM`` windows without another 429.
     Unlimited and never rate limited, ``wait`` returns at once (no sleep, no lock)."""
 
     def __init__(self, per_minute: int | None, window: float) -> None:
@@ -184,6 +187,7 @@ class Pacer:
         self.paused_until = 0.0
         self._paused_at = 0.0
         self._observed = 0  # requests answered within the window before the last pause: the vendor's rate
+        self._calm_until = 0.0  # no 429 until then: the learned pace doubles
         self._answered: deque[float] = deque()
 
     async def wait(self) -> float:
@@ -210,6 +214,9 @@ class Pacer:
             q.popleft()
         if self._paused_at - self.window < at <= self._paused_at:  # answered after the 429 that paused the run
             self._observe(self._observed + 1)
+        elif self._observed and at > self._calm_until and self.interval > self._base:
+            self._calm_until = at + _CALM * self.window
+            self._observe(self._observed * 2)
 
     def _observe(self, seen: int) -> None:
         self._observed = seen
@@ -226,6 +233,7 @@ class Pacer:
             self._paused_at = now
             self._observe(sum(1 for t in self._answered if t > now - self.window))
             self.paused_until = max(self.paused_until, now + self.window * _MARGIN)
+            self._calm_until = now + (1 + _CALM) * self.window
             log.warning("polygon=rate_paced pause_s=%.1f answered_in_window=%d", self.window * _MARGIN, self._observed)
         return max(0.0, self.paused_until - now)
 

@@ -22,7 +22,7 @@ from condvest.fetch import FetchParams, SessionOutcome, run_fetch
 from condvest.offline.market import SyntheticMarket
 from condvest.offline.plans import PLANS, TIMEFRAME_MSG, TODAY_MSG
 from condvest.offline.server import serve_in_thread
-from condvest.polygon import Answer, PolygonClient, classify
+from condvest.polygon import Answer, Pacer, PolygonClient, classify
 from condvest.settings import HttpLimits, Secret, Settings
 from condvest.storage import LocalStore
 
@@ -287,3 +287,18 @@ def test_a_history_backfill_of_every_symbol_holds_the_delisted_ones(tmp_path, ma
         assert sorted(held.loc[held["symbol"] == gone, "date"]) == [d for d in days if d <= last]
         assert len(held) == sum(len(market.grouped(d)) for d in days) - sum(1 for d in days if d > last)
         assert sorted(manifest.read_sessions(LocalStore(cfg.lake_uri), days[0], days[-1])) == days
+
+
+def test_a_learned_pace_is_kept_then_relaxed_after_calm_windows():
+    pacer = Pacer(None, 1.0)
+    assert pacer.interval == 0.0  # unlimited: no pace at all
+    t0 = time.monotonic()
+    for i in range(5):
+        pacer.answered(t0 - 0.5 + i * 0.01)
+    assert pacer.rate_limited(t0, None) == pytest.approx(1.02, abs=0.05)  # paused for the vendor's window
+    assert pacer.interval == pytest.approx(1.02 / 5)  # then 5 a window, as the vendor answered
+    assert pacer.rate_limited(t0 - 0.1, None) <= 1.02 and pacer.interval == pytest.approx(1.02 / 5)  # same burst
+    pacer.answered(t0 + 3.0)  # calm, but not for long enough
+    assert pacer.interval == pytest.approx(1.02 / 5)
+    pacer.answered(t0 + 7.0)  # five windows without a 429: twice the pace
+    assert pacer.interval == pytest.approx(1.02 / 10)
