@@ -1,13 +1,17 @@
 """01_fetch: daily bars from Polygon into bronze (first, critical), Postgres (retention window), manifest.
 
-Per session: fetch (grouped daily for all symbols, one request; per-symbol range requests for a
-subset or a historical range) -> parse and deduplicate on (symbol, session date) -> bar checks
-(failures go to the quarantine with their reason) -> bronze -> Postgres upsert of rows inside the
-retention window -> manifest. A session that fails anywhere is reported failed and is not recorded in
-the manifest, so the next run fetches it again; ``FetchReport.raise_for_status`` makes the run fail.
+Per session: fetch (grouped daily for all symbols, one request, also for a history backfill of all:
+``universe``; per-symbol range requests for a symbol list) -> parse and deduplicate on (symbol, session
+date) -> bar checks (failures, and bars dated another day than asked, go to the quarantine with their
+reason) -> bronze -> Postgres upsert of rows inside the retention window -> manifest. A session that fails
+anywhere is reported failed and is not recorded in the manifest, so the next run fetches it again;
+``FetchReport.raise_for_status`` makes the run fail. A session the vendor has not made available yet (today
+before the end of day on the plan, a ``DELAYED`` answer) is a ``warn``, not recorded; a refusal of the plan
+or of the key fails the run. A daily run also asks again for the sessions it holds from before they were
+final (``settle_sessions``) and writes only the bars the vendor revised.
 
 Coverage is honest: the manifest records per session what bronze really holds, every symbol (grouped
-daily, or a history backfill of "all" in which no symbol failed) or the symbols that returned bars. A
+daily, or a history backfill of "all" whose session came) or the symbols that returned bars. A
 symbol whose request failed is recorded nowhere and fails the run (status ``partial`` on the sessions
 it is missing from); the next daily run fetches exactly what is missing. With a symbol list, the
 sessions before a symbol's first bar (listed later) are outside its trading life, recorded as
