@@ -3,7 +3,8 @@
 Today's ticker list names only the symbols trading now; a company delisted since would be missing from the
 backfill while the manifest records each session as complete. The grouped-daily answer of a past session holds
 every symbol that traded that day, delisted ones included, in one request per session. The sessions are fetched
-in chunks of ``CHUNK`` (bounded memory), each chunk's bars merged into each symbol's history file.
+``GROUP`` at a time; their bars are merged into each symbol's history file whenever ``ROW_BUDGET`` bars have
+gathered (bounded memory; a small market is merged once, one history write per symbol).
 
 A session whose request fails is ``failed`` (not recorded; asked again by the next backfill), one not yet
 available on the plan is a ``warn``; a refusal of the plan fails the run (``PlanLimit``, ``AuthError``).
@@ -26,12 +27,14 @@ from condvest.fetch.report import SessionOutcome, SessionResult
 from condvest.fetch.writer import SessionWriter
 from condvest.polygon import PolygonClient
 
-__all__ = ["CHUNK", "fetch_every_symbol"]
+__all__ = ["GROUP", "ROW_BUDGET", "fetch_every_symbol"]
 
 log = logging.getLogger(__name__)
 
-#: sessions fetched before their bars are merged into the symbols' histories (about half a year: ~1.4M bars)
-CHUNK = 125
+#: sessions asked at once (the client's concurrency and pace still apply)
+GROUP = 64
+#: bars gathered before they are merged into the symbols' histories (about 180 sessions of 11,000 symbols)
+ROW_BUDGET = 2_000_000
 
 
 async def fetch_every_symbol(
@@ -46,15 +49,26 @@ async def fetch_every_symbol(
     available (the others are settled after); returns the sessions that did not come, with why."""
     days = sorted(results)
     sem = asyncio.Semaphore(max(1, client.limits.concurrency))
+    gathered: list[pd.DataFrame] = []
     with tqdm(total=len(days), desc="backfill sessions", unit="sessions", disable=not progress, leave=False) as bar:
-        for i in range(0, len(days), CHUNK):
-            chunk = days[i : i + CHUNK]
-            frames = await asyncio.gather(*(_one(client, w, results[d], sem, keep) for d in chunk))
-            bar.update(len(chunk))
-            raw = pd.concat([f for f in frames if f is not None and not f.empty], ignore_index=True)
-            for symbol, part in raw.groupby("symbol", sort=True) if not raw.empty else ():
-                await w.history(str(symbol), part, results)
+        for i in range(0, len(days), GROUP):
+            group = days[i : i + GROUP]
+            frames = await asyncio.gather(*(_one(client, w, results[d], sem, keep) for d in group))
+            bar.update(len(group))
+            gathered.extend(f for f in frames if f is not None and not f.empty)
+            if sum(len(f) for f in gathered) >= ROW_BUDGET or i + GROUP >= len(days):
+                await _merge(w, gathered, results)
+                gathered = []
     return {r.session: r.error for r in results.values() if r.status in (SessionOutcome.FAILED, SessionOutcome.WARN)}
+
+
+async def _merge(w: SessionWriter, frames: list[pd.DataFrame], results: dict[dt.date, SessionResult]) -> None:
+    """The gathered sessions' bars into each symbol's history (one write per symbol)."""
+    if not frames:
+        return
+    raw = pd.concat(frames, ignore_index=True)
+    for symbol, part in raw.groupby("symbol", sort=True):
+        await w.history(str(symbol), part, results)
 
 
 async def _one(
