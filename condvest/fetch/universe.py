@@ -17,12 +17,13 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from condvest.bars import bars_frame
-from condvest.errors import AuthError, CondvestError, NotYetAvailable, PlanLimit, SourceError
+from condvest.calendar import ny_midnight_epoch_ms
+from condvest.errors import AuthError, BadPayload, CondvestError, NotYetAvailable, PlanLimit, SourceError
 from condvest.fetch.report import SessionOutcome, SessionResult
 from condvest.fetch.writer import SessionWriter
 from condvest.polygon import PolygonClient
@@ -49,24 +50,24 @@ async def fetch_every_symbol(
     available (the others are settled after); returns the sessions that did not come, with why."""
     days = sorted(results)
     sem = asyncio.Semaphore(max(1, client.limits.concurrency))
-    gathered: list[pd.DataFrame] = []
+    gathered: list[dict[str, Any]] = []
     with tqdm(total=len(days), desc="backfill sessions", unit="sessions", disable=not progress, leave=False) as bar:
         for i in range(0, len(days), GROUP):
             group = days[i : i + GROUP]
-            frames = await asyncio.gather(*(_one(client, w, results[d], sem, keep) for d in group))
+            for bars in await asyncio.gather(*(_one(client, w, results[d], sem, keep) for d in group)):
+                gathered.extend(bars)
             bar.update(len(group))
-            gathered.extend(f for f in frames if f is not None and not f.empty)
-            if sum(len(f) for f in gathered) >= ROW_BUDGET or i + GROUP >= len(days):
+            if len(gathered) >= ROW_BUDGET or i + GROUP >= len(days):
                 await _merge(w, gathered, results)
                 gathered = []
     return {r.session: r.error for r in results.values() if r.status in (SessionOutcome.FAILED, SessionOutcome.WARN)}
 
 
-async def _merge(w: SessionWriter, frames: list[pd.DataFrame], results: dict[dt.date, SessionResult]) -> None:
-    """The gathered sessions' bars into each symbol's history (one write per symbol)."""
-    if not frames:
+async def _merge(w: SessionWriter, bars: list[dict[str, Any]], results: dict[dt.date, SessionResult]) -> None:
+    """The gathered sessions' bars into each symbol's history (one frame, one write per symbol)."""
+    if not bars:
         return
-    raw = pd.concat(frames, ignore_index=True)
+    raw = bars_frame(bars)
     for symbol, part in raw.groupby("symbol", sort=True):
         await w.history(str(symbol), part, results)
 
@@ -77,16 +78,25 @@ async def _one(
     res: SessionResult,
     sem: asyncio.Semaphore,
     keep: Callable[[str], bool] | None,
-) -> pd.DataFrame | None:
+) -> list[dict[str, Any]]:
+    """One session's grouped answer: the bars of ``keep``'s symbols stamped on the session; a bar stamped on
+    another day is quarantined with the reason (``SessionWriter.outside``)."""
     day, t0 = res.session, time.monotonic()
     try:
         async with sem:
-            raw = bars_frame(await client.grouped_daily(day))
-        if raw.empty:
+            bars = await client.grouped_daily(day)
+        if not bars:
             raise SourceError("empty answer on a trading session", date=day.isoformat())
+        if any(not isinstance(b.get("T"), str) for b in bars):
+            raise BadPayload("grouped result without a ticker 'T'", date=day.isoformat())
         if keep is not None:
-            raw = raw[raw["symbol"].map(keep).astype(bool)].reset_index(drop=True)
-        return await w.outside(raw, {day: res}, "grouped")  # a bar of another day: quarantined
+            bars = [b for b in bars if keep(b["T"])]
+        lo, hi = ny_midnight_epoch_ms(day), ny_midnight_epoch_ms(day + dt.timedelta(days=1))
+        elsewhere = [b for b in bars if not lo <= int(b["t"]) < hi]
+        if elsewhere:
+            await w.outside(bars_frame(elsewhere), {day: res}, "grouped")
+            bars = [b for b in bars if lo <= int(b["t"]) < hi]
+        return bars
     except NotYetAvailable as exc:
         res.status, res.error = SessionOutcome.WARN, str(exc)
         log.warning("fetch=session_not_yet_available session=%s vendor=%r", day, exc.vendor)
@@ -97,4 +107,4 @@ async def _one(
         log.error("fetch=session_failed session=%s error=%s", day, exc)
     finally:
         res.seconds = round(res.seconds + time.monotonic() - t0, 3)
-    return None
+    return []

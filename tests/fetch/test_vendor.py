@@ -302,3 +302,15 @@ def test_a_learned_pace_is_kept_then_relaxed_after_calm_windows():
     assert pacer.interval == pytest.approx(1.02 / 5)
     pacer.answered(t0 + 7.0)  # five windows without a 429: twice the pace
     assert pacer.interval == pytest.approx(1.02 / 10)
+
+
+def test_a_misdated_bar_in_a_history_backfill_of_every_symbol_is_quarantined(tmp_path, market):
+    with serve_in_thread(market, api_key=KEY, now=EVENING) as srv:
+        cfg = settings(tmp_path, srv)
+        srv.faults.add("misdated", path="/stocks/2025-10-14", count=1)
+        report = fetch(cfg, start="2025-10-13", end=FRIDAY.isoformat())
+        by_day = {r.session: r for r in report.sessions}
+        assert by_day[dt.date(2025, 10, 14)].quarantined == 1
+        assert quarantine(cfg)["reason"].tolist() == ["dated 2025-10-13, not the session asked for (2025-10-14)"]
+        held = bronze(cfg)
+        assert len(held) == sum(len(market.grouped(d)) for d in by_day) - 1
