@@ -34,7 +34,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -46,6 +46,13 @@ from condvest.bars import bars_frame
 from condvest.calendar import latest_complete_session, previous_session, sessions_between
 from condvest.errors import AuthError, CondvestError, NotYetAvailable, PlanLimit, SourceError
 from condvest.fetch import sharded
+from condvest.fetch.coverage import (
+    only_missing_symbols,
+    record_manifest,
+    settle_history,
+    settle_symbols,
+    trading_life,
+)
 from condvest.fetch.params import CheckedFetch, FetchParams
 from condvest.fetch.plan import FetchPlan, backfill_window, plan, settle_candidates
 from condvest.fetch.rebase import RebaseJob, run_rebase
@@ -138,7 +145,7 @@ async def _fetch_ranged(client: PolygonClient, w: SessionWriter, report: FetchRe
     await _bounded(requested, ranged, "fetch symbols", progress, client.limits.concurrency)
     raw = pd.concat(frames, ignore_index=True) if frames else bars_frame([], symbol="")
     raw = await w.outside(raw, _span_results(results, start, end), "range")  # a bar outside the range asked for
-    life = _trading_life(raw)
+    life = trading_life(raw)
     by_day = {d: g for d, g in raw.groupby("date")} if not raw.empty else {}
     for day in plan_.sessions:
         res = results[day]
@@ -152,7 +159,7 @@ async def _fetch_ranged(client: PolygonClient, w: SessionWriter, report: FetchRe
                 log.error("fetch=session_failed session=%s error=%s", day, exc)
                 continue
         # after its last bar a symbol may only be late at the source: a gap, asked again next run
-        _settle(report, res, requested, held, life, after_last_is_absent=False)
+        settle_symbols(report, res, requested, held, life, after_last_is_absent=False)
         res.seconds = round(res.seconds + (time.monotonic() - t0) / len(plan_.sessions), 3)
 
 
@@ -167,47 +174,6 @@ def _start_sessions(report: FetchReport) -> dict[dt.date, SessionResult]:
     results = {d: SessionResult(d) for d in report.plan.sessions}
     report.sessions = [results[d] for d in report.plan.sessions]
     return results
-
-
-def _trading_life(raw: pd.DataFrame) -> dict[str, tuple[dt.date, dt.date]]:
-    """Each symbol's first and last bar in a range answer (its trading life, as far as the span shows it)."""
-    if raw.empty:
-        return {}
-    g = raw.groupby("symbol")["date"]
-    return {s: (a, b) for s, a, b in zip(g.min().index, g.min(), g.max(), strict=True)}
-
-
-def _settle(
-    report: FetchReport,
-    res: SessionResult,
-    requested: list[str],
-    held: set[str],
-    life: dict[str, tuple[dt.date, dt.date]],
-    *,
-    after_last_is_absent: bool,
-) -> None:
-    """A symbol-list session's outcome: what bronze holds, what is outside a symbol's life, the gaps."""
-    day = res.session
-    absent: set[str] = set()
-    gaps: set[str] = set()
-    for sym in requested:
-        if sym in held or sym in report.symbol_errors or sym not in life:
-            continue
-        first, last = life[sym]
-        if day < first or (after_last_is_absent and day > last):
-            absent.add(sym)
-        else:
-            gaps.add(sym)
-    failed = sorted(s for s in requested if s in report.symbol_errors)
-    res.symbols, res.gaps = len(held), ",".join(sorted(gaps))
-    report.coverage[day] = (held, absent, gaps)
-    if failed:
-        res.status, res.error = SessionOutcome.PARTIAL, f"not fetched: {', '.join(failed)}"
-    elif gaps:
-        res.status, res.error = SessionOutcome.WARN, f"no bar inside the trading life of {res.gaps}"
-        log.warning("fetch=gap session=%s symbols=%s", day, res.gaps)
-    else:
-        res.status = SessionOutcome.DONE
 
 
 async def _fetch_history(
@@ -245,7 +211,7 @@ async def _fetch_history(
             raw = await w.outside(raw, results, symbol)  # a bar outside the range asked for: quarantined
             if raw.empty and not plan_.all_symbols:
                 raise SourceError(f"no bars between {start} and {end} (empty answer)", symbol=symbol)
-            life.update(_trading_life(raw))
+            life.update(trading_life(raw))
             days = await w.history(symbol, raw, results)
         except (AuthError, PlanLimit):
             raise
@@ -262,54 +228,6 @@ async def _fetch_history(
     for res in results.values():
         res.seconds = round(elapsed / max(1, len(results)), 3)
     return symbols, held, life
-
-
-def _settle_history(report: FetchReport, symbols: list[str], held: Held, life: Life) -> None:
-    """The sessions' outcome of a history backfill (of a sharded one: in its commit, from every shard)."""
-    for res in report.sessions:
-        if res.status in (SessionOutcome.FAILED, SessionOutcome.WARN):  # its request failed, or not yet available
-            continue
-        if not report.plan.all_symbols:
-            _settle(report, res, symbols, held[res.session], life, after_last_is_absent=True)
-        elif res.source_rows == 0:
-            res.status, res.error = SessionOutcome.FAILED, "no bars for any symbol on a trading session"
-        elif report.symbol_errors:
-            res.status, res.error = SessionOutcome.PARTIAL, f"{len(report.symbol_errors)} symbol(s) not fetched"
-        else:
-            res.status = SessionOutcome.DONE
-
-
-def _only_missing_symbols(store: Store, plan_: FetchPlan) -> FetchPlan:
-    """A symbol-list daily run asks only for the symbols some planned session lacks (e.g. the one that failed
-    last run), not the whole list again."""
-    have = manifest.read_sessions(store, min(plan_.sessions), max(plan_.sessions))
-    need = tuple(
-        s for s in plan_.symbols or () if any(d not in have or not have[d].covers([s]) for d in plan_.sessions)
-    )
-    return replace(plan_, symbols=need) if need else plan_
-
-
-def _record(store: Store, report: FetchReport, clock: dt.datetime | None = None) -> None:
-    """The manifest entries of the run: what bronze really holds per session (see the module docstring)."""
-    plan_ = report.plan
-    now = (clock or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat(timespec="seconds")
-    source = "grouped" if plan_.all_symbols else "range"
-    entries = {}
-    for r in report.sessions:
-        if plan_.all_symbols:
-            if r.status == SessionOutcome.DONE:  # what bronze holds (a settled session: more than this run wrote)
-                held = r.source_rows - r.duplicates - r.quarantined
-                entries[r.session] = manifest.SessionEntry(manifest.ALL, held, held, source, report.run_id, now)
-            continue
-        held, absent, gaps = report.coverage.get(r.session, (set(), set(), set()))
-        if r.status != SessionOutcome.FAILED and (held or absent or gaps):
-            scope = tuple(sorted(held))
-            entries[r.session] = manifest.SessionEntry(
-                scope, len(scope), r.bronze_rows, source, report.run_id, now,
-                absent=tuple(sorted(absent)), gaps=tuple(sorted(gaps)),
-            )  # fmt: skip
-    if entries:
-        manifest.record_sessions(store, entries)
 
 
 def _rebase_job(report: FetchReport, c: CheckedFetch) -> RebaseJob:
@@ -402,7 +320,7 @@ def _plan(store: Store, c: CheckedFetch, today: dt.date, now: dt.datetime | None
             settle = settle_candidates(held, latest, c.settle_sessions, c.symbols)
     plan_ = plan(c, today, missing, now, settle)
     if plan_.mode == "daily" and not plan_.all_symbols and not c.force:
-        plan_ = _only_missing_symbols(store, plan_)
+        plan_ = only_missing_symbols(store, plan_)
     return plan_
 
 
@@ -461,7 +379,7 @@ async def _run_history(run: _Run) -> None:
     """A history backfill: each symbol's range merged into its history, then the sessions settled."""
     with closing(run.writer()) as writer:
         requested, held, life = await _fetch_history(run.client, writer, run.report, run.progress)
-    _settle_history(run.report, requested, held, life)
+    settle_history(run.report, requested, held, life)
     await _finish(run)
 
 
@@ -484,7 +402,7 @@ async def _run_commit(run: _Run) -> None:
     _start_sessions(report)
     held, life = sharded.combine(report, run.parts)
     requested = [s for s in report.plan.symbols or () if checks.storable_symbol(s)]
-    _settle_history(report, requested, held, life)
+    settle_history(report, requested, held, life)
     await _finish(run)
     clear_staging(run.store, sharded.STAGE, shard.group)
     log.info("fetch=commit run_id=%s group=%s shards=%d", report.run_id, shard.group, shard.count)
@@ -497,7 +415,7 @@ async def _finish(run: _Run) -> None:
     report.rebase = await run_rebase(run.client, run.settings, run.store, _rebase_job(report, run.checked))
     _mark_split_failures(report, _windowed_splits(report, done))
     if report.plan.mode != "skip":
-        _record(run.store, report, run.now)
+        record_manifest(run.store, report, run.now)
     report.requests += run.client.stats.requests
     report.retries += run.client.stats.retries
 
