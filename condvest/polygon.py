@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Answer", "ClientStats", "Pacer", "PolygonClient", "classify", "refusal"]
 
 _RETRY_AFTER_CAP = 120.0
-_MARGIN = 1.02  # a paced request keeps 2% clear of the vendor's window edge (clocks and latency differ)
+_MARGIN = 1.05  # a paced request keeps 5% clear of the vendor's window edge (clocks and latency differ)
 _CALM = 5  # windows without a 429 after which a learned pace doubles (a 429 that was not the plan's limit)
 
 

@@ -29,7 +29,7 @@ from condvest.storage import LocalStore
 KEY = "vendor-key-5c1e"
 FRIDAY = dt.date(2025, 10, 17)
 EVENING = dt.datetime(2025, 10, 17, 18, 30, tzinfo=cal.NEW_YORK)
-WINDOW = 1.0  # the vendor's minute, shortened on the server and in the client alike
+WINDOW = 1.5  # the vendor's minute, shortened on the server and in the client alike
 LIMITS = HttpLimits(backoff_base=0.01, backoff_cap=0.05, rate_window=WINDOW)
 
 
@@ -124,8 +124,8 @@ def test_a_free_keys_gap_fill_completes_by_itself_with_few_wasted_requests(tmp_p
         sent = [r for r in srv.requests if r.endpoint != "unknown"]
         answered = [r for r in sent if r.status == 200]
         assert len(sent) < 2 * len(answered), (len(sent), len(answered))
-        # 30 grouped, one splits and one market-status request at 5 a minute: about 6.5 minutes on the real plan
-        assert elapsed < 8 * WINDOW, elapsed
+        # 30 grouped, one splits and one market-status request at 5 a minute: about 6.7 minutes on the real plan
+        assert elapsed < 8.5 * WINDOW, elapsed
 
 
 def test_a_configured_rate_is_kept_without_a_single_429(tmp_path, market):
@@ -291,17 +291,18 @@ def test_a_history_backfill_of_every_symbol_holds_the_delisted_ones(tmp_path, ma
 
 def test_a_learned_pace_is_kept_then_relaxed_after_calm_windows():
     pacer = Pacer(None, 1.0)
+    pace = 1.05  # the window and its margin
     assert pacer.interval == 0.0  # unlimited: no pace at all
     t0 = time.monotonic()
     for i in range(5):
         pacer.answered(t0 - 0.5 + i * 0.01)
-    assert pacer.rate_limited(t0, None) == pytest.approx(1.02, abs=0.05)  # paused for the vendor's window
-    assert pacer.interval == pytest.approx(1.02 / 5)  # then 5 a window, as the vendor answered
-    assert pacer.rate_limited(t0 - 0.1, None) <= 1.02 and pacer.interval == pytest.approx(1.02 / 5)  # same burst
+    assert pacer.rate_limited(t0, None) == pytest.approx(pace, abs=0.05)  # paused for the vendor's window
+    assert pacer.interval == pytest.approx(pace / 5)  # then 5 a window, as the vendor answered
+    assert pacer.rate_limited(t0 - 0.1, None) <= pace and pacer.interval == pytest.approx(pace / 5)  # same burst
     pacer.answered(t0 + 3.0)  # calm, but not for long enough
-    assert pacer.interval == pytest.approx(1.02 / 5)
+    assert pacer.interval == pytest.approx(pace / 5)
     pacer.answered(t0 + 7.0)  # five windows without a 429: twice the pace
-    assert pacer.interval == pytest.approx(1.02 / 10)
+    assert pacer.interval == pytest.approx(pace / 10)
 
 
 def test_a_misdated_bar_in_a_history_backfill_of_every_symbol_is_quarantined(tmp_path, market):
