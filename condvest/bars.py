@@ -3,8 +3,9 @@
 
 A bar's key is (symbol, session date); the session date is ``t`` (UTC epoch ms) converted to
 America/New_York, never the host's time zone. Rows that break ``low <= open, close <= high`` or
-``volume >= 0``, and rows whose ticker the lake cannot store safely (``params.SYMBOL_RE``: it names a
-key segment), are returned separately with their reason (the quarantine), never dropped.
+``volume >= 0``, rows whose ticker the lake cannot store safely (``params.SYMBOL_RE``: it names a
+key segment), and rows dated another day than the session or range asked for (``misdated``) are returned
+separately with their reason (the quarantine), never dropped.
 """
 
 from __future__ import annotations
@@ -125,6 +126,31 @@ def check_bars(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     quarantined = df[bad].copy()
     quarantined["reason"] = reasons[bad]
     return df[~bad].reset_index(drop=True), quarantined.reset_index(drop=True)
+
+
+def misdated(
+    df: pd.DataFrame, first: dt.date, last: dt.date, sessions: frozenset[dt.date] | set[dt.date] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off, with the reason, the bars whose New York date is not the session asked for (``first == last``,
+    a grouped answer) or lies outside the range asked for, or (with ``sessions``) on a day that is not one."""
+    dates = df["date"]
+    bad = (dates < first) | (dates > last)
+    if sessions is not None:
+        bad |= ~dates.isin(sessions)
+    if not bad.any():
+        return df, df.iloc[0:0].assign(reason=pd.Series(dtype="object"))
+    out = df[bad].copy()
+    if first == last:
+        out["reason"] = [f"dated {d}, not the session asked for ({first})" for d in out["date"]]
+    else:
+        span = f"{first}..{last}"
+        out["reason"] = [
+            f"dated {d}, not an NYSE session"
+            if first <= d <= last
+            else f"dated {d}, outside the range asked for ({span})"
+            for d in out["date"]
+        ]
+    return df[~bad].reset_index(drop=True), out.reset_index(drop=True)
 
 
 def to_table(df: pd.DataFrame, schema: pa.Schema = BRONZE_SCHEMA) -> pa.Table:

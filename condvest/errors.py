@@ -16,7 +16,10 @@ CondvestError
 ├── SourceError            the market-data source failed (names URL path, HTTP status, symbol, date)
 │   ├── RateLimited        HTTP 429 after every retry
 │   ├── SourceUnavailable  5xx, timeouts, connection resets after every retry
-│   ├── AuthError          401/403 or status NOT_AUTHORIZED (never retried)
+│   ├── Refused            the vendor refused the request (its status and its own words; never retried)
+│   │   ├── AuthError        401 (or NOT_AUTHORIZED without a plan reason): the key is unknown or missing
+│   │   ├── PlanLimit        403 beyond the plan: a timeframe (history years, a future date) or an entitlement
+│   │   └── NotYetAvailable  403 today's data before the end of day on this plan: the session is a warn
 │   └── BadPayload         truncated JSON, an error inside an HTTP 200, a schema violation
 ├── DatabaseError          a Postgres operation failed (names the SQL file or table)
 │   └── ClusterError       the embedded throwaway cluster could not start
@@ -101,8 +104,24 @@ class SourceUnavailable(SourceError):
     pass
 
 
-class AuthError(SourceError):
-    pass
+class Refused(SourceError):
+    """The vendor refused the request; ``vendor`` holds its own words (the answer's ``message`` or ``error``)."""
+
+    def __init__(self, message: str, *, vendor: str = "", **ctx: object) -> None:
+        self.vendor = vendor
+        super().__init__(message, **ctx)  # type: ignore[arg-type]
+
+
+class AuthError(Refused):
+    """The key is unknown or missing (HTTP 401): the only refusal that is about the key."""
+
+
+class PlanLimit(Refused):
+    """Beyond the plan (HTTP 403): history older than the plan's years, a future date, an entitlement."""
+
+
+class NotYetAvailable(Refused):
+    """Today's data asked before the end of day on a plan without it (HTTP 403): the next run fetches it."""
 
 
 class BadPayload(SourceError):

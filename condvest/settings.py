@@ -19,7 +19,7 @@ from condvest.errors import ConfigError, ParameterError
 from condvest.previous_env import previous_database, previous_lake
 from condvest.project import environment, find_root, resolve_location
 
-DEFAULT_BASE_URL = "https://api.polygon.io"
+DEFAULT_BASE_URL = "https://api.massive.com"  # the vendor's current host; https://api.polygon.io stays valid
 #: how long a lake lock stays valid without a heartbeat (``CONDVEST_LOCK_LEASE_S``); renewed every third of it
 DEFAULT_LOCK_LEASE_S = 300
 
@@ -119,6 +119,11 @@ class HttpLimits:
     page_size: int = 50000  # bars per page of a range request (Polygon's maximum); more follow next_url
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    #: the plan's rate (``POLYGON_REQUESTS_PER_MINUTE``); ``None``: unlimited, no pacing at all
+    requests_per_minute: int | None = None
+    #: the vendor's rate window in seconds: a 429 without Retry-After pauses every request this long, and the
+    #: run then keeps to the rate it observed within one window (tests shorten it with the offline server's)
+    rate_window: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,7 @@ class Settings:
             concurrency=get_int("CONDVEST_HTTP_CONCURRENCY", HttpLimits.concurrency),
             max_retries=get_int("CONDVEST_HTTP_RETRIES", HttpLimits.max_retries),
             total_timeout=float(get_int("CONDVEST_HTTP_TIMEOUT", int(HttpLimits.total_timeout))),
+            requests_per_minute=get_int("POLYGON_REQUESTS_PER_MINUTE", 0) or None,
         )
         pg_timeouts = PgTimeouts(
             statement=get_int("CONDVEST_PG_STATEMENT_TIMEOUT", PgTimeouts.statement),
@@ -311,7 +317,7 @@ class Settings:
             pg_dsn=Secret(v) if (v := get("CONDVEST_PG_DSN")) else None,
             home=Path(resolve_location(get("CONDVEST_HOME") or ".condvest", root)),
             polygon_base_url=base_url,
-            polygon_api_key=Secret(v) if (v := get("POLYGON_API_KEY")) else None,
+            polygon_api_key=Secret(v) if (v := get("POLYGON_API_KEY") or get("MASSIVE_API_KEY")) else None,
             polygon_api_key_secret_arn=get("POLYGON_API_KEY_SECRET_ARN"),
             rds_secret_arn=get("RDS_SECRET_ARN"),
             rds_endpoint=get("RDS_ENDPOINT") or db.get("rds_endpoint"),

@@ -4,7 +4,9 @@
     plan(params, today, missing) -> FetchPlan        (pure: which sessions a run fetches, and why)
 
 Modules: ``params`` (the parameters, checked once: ``FetchParams.check() -> CheckedFetch``), ``plan`` (the
-sessions to fetch), ``run`` (the run by mode: source, bronze, Postgres, manifest), ``report`` (its result:
+sessions to fetch, and the held ones to settle), ``run`` (the run by mode: source, bronze, Postgres, manifest),
+``universe`` (a history backfill of every symbol from each session's grouped answer), ``coverage`` (what each
+session holds and what the manifest records), ``report`` (its result:
 each session's ``SessionOutcome``), ``writer`` (a run's serialised writes: bronze, then Postgres),
 ``pg_cache`` (the Postgres upsert of the retention window), ``rebase`` (the splits of the fetched sessions,
 and the re-fetch of a split symbol's whole history on the current price basis), ``sharded`` (a history

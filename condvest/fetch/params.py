@@ -35,6 +35,7 @@ class FetchParams:
     as_of: str | None = None
     write_postgres: bool = True
     rebase: str | None = None  # "YYYY-MM-DD" or "all": also rebase symbols with a split since then
+    settle_sessions: int = 2  # a daily run asks again for this many held sessions fetched before they were final
     shard: str = ""  # a sharded history backfill: "I/N" fetches shard I of N, "commit/N" records the manifest
     shard_group: str = ""  # the id the shards and their commit share
 
@@ -47,6 +48,7 @@ class FetchParams:
         as_of = params.iso_date(self.as_of, "as_of") or today
         day = params.iso_date(self.date, "date")
         backfill_days = params.count(self.max_backfill_days, "max_backfill_days", 1, 2000)
+        settle = params.count(self.settle_sessions, "settle_sessions", 0, 30)
         flags = {name: params.flag(getattr(self, name), name) for name in _FLAGS}
         span = params.date_range(self.start, self.end, as_of=as_of)
         if span is not None and day is not None:
@@ -63,6 +65,7 @@ class FetchParams:
             day,
             symbols,
             max_backfill_days=backfill_days,
+            settle_sessions=settle,
             start=start,
             end=end,
             as_of=as_of,
@@ -84,6 +87,7 @@ class CheckedFetch:
     skip_market_check: bool = False
     backfill_missing: bool = True
     max_backfill_days: int = 30
+    settle_sessions: int = 2
     start: dt.date | None = None
     end: dt.date | None = None
     as_of: dt.date | None = None

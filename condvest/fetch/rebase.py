@@ -35,7 +35,7 @@ from condvest import splits as corp
 from condvest.bars import bars_frame, check_bars, dedupe, to_table
 from condvest.bronze import read_bronze_bytes, update_history, write_daily_files
 from condvest.crash import crash_point
-from condvest.errors import AuthError, CondvestError, SourceError
+from condvest.errors import AuthError, CondvestError, PlanLimit, SourceError
 from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
 from condvest.lake import bronze_symbol_prefix, parse_bronze_key
 from condvest.polygon import PolygonClient
@@ -111,7 +111,7 @@ async def _read_splits(client: PolygonClient, job: RebaseJob, report: RebaseRepo
     async def one(day: dt.date) -> None:
         try:
             frames.append(corp.splits_frame(await client.splits(execution_date=day.isoformat()), seen_at))
-        except AuthError:
+        except (AuthError, PlanLimit):
             raise
         except CondvestError as exc:
             report.session_errors[day] = f"splits reference unavailable: {exc}"
@@ -123,7 +123,7 @@ async def _read_splits(client: PolygonClient, job: RebaseJob, report: RebaseRepo
         try:
             window = {"execution_date.gte": job.since.isoformat(), "execution_date.lte": job.as_of.isoformat()}
             frames.append(corp.splits_frame(await client.splits(**window), seen_at))
-        except AuthError:
+        except (AuthError, PlanLimit):
             raise
         except CondvestError as exc:
             report.reference_error = f"splits reference unavailable: {exc}"
@@ -219,7 +219,7 @@ async def run_rebase(client: PolygonClient, settings: Settings, store: Store, jo
                 res.status = "rebased"
             done[symbol] = corp.Basis(job.as_of, stamp.isoformat(timespec="seconds"), job.run_id, res.rows)
             log.info("rebase=done symbol=%s status=%s rows=%d splits=%s", symbol, res.status, res.rows, res.splits)
-        except AuthError:
+        except (AuthError, PlanLimit):
             raise
         except CondvestError as exc:
             res.status, res.error = "failed", str(exc)

@@ -49,6 +49,7 @@ class SessionResult:
     source_rows: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    revised: int = 0  # a settled session's bars the vendor revised after the first fetch (written again)
     bronze_rows: int = 0
     postgres_rows: int = 0
     seconds: float = 0.0
@@ -123,6 +124,7 @@ class FetchReport:
             "retries": self.retries,
             "reason": self.plan.reason,
             **self.rebase.summary(),
+            **({"revised": int(t["revised"].sum())} if len(t) and t["revised"].sum() else {}),
             **({"message": self.message} if self.message else {}),
         }
 

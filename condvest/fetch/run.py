@@ -1,13 +1,17 @@
 """01_fetch: daily bars from Polygon into bronze (first, critical), Postgres (retention window), manifest.
 
-Per session: fetch (grouped daily for all symbols, one request; per-symbol range requests for a
-subset or a historical range) -> parse and deduplicate on (symbol, session date) -> bar checks
-(failures go to the quarantine with their reason) -> bronze -> Postgres upsert of rows inside the
-retention window -> manifest. A session that fails anywhere is reported failed and is not recorded in
-the manifest, so the next run fetches it again; ``FetchReport.raise_for_status`` makes the run fail.
+Per session: fetch (grouped daily for all symbols, one request, also for a history backfill of all:
+``universe``; per-symbol range requests for a symbol list) -> parse and deduplicate on (symbol, session
+date) -> bar checks (failures, and bars dated another day than asked, go to the quarantine with their
+reason) -> bronze -> Postgres upsert of rows inside the retention window -> manifest. A session that fails
+anywhere is reported failed and is not recorded in the manifest, so the next run fetches it again;
+``FetchReport.raise_for_status`` makes the run fail. A session the vendor has not made available yet (today
+before the end of day on the plan, a ``DELAYED`` answer) is a ``warn``, not recorded; a refusal of the plan
+or of the key fails the run. A daily run also asks again for the sessions it holds from before they were
+final (``settle_sessions``) and writes only the bars the vendor revised.
 
 Coverage is honest: the manifest records per session what bronze really holds, every symbol (grouped
-daily, or a history backfill of "all" in which no symbol failed) or the symbols that returned bars. A
+daily, or a history backfill of "all" whose session came) or the symbols that returned bars. A
 symbol whose request failed is recorded nowhere and fails the run (status ``partial`` on the sessions
 it is missing from); the next daily run fetches exactly what is missing. With a symbol list, the
 sessions before a symbol's first bar (listed later) are outside its trading life, recorded as
@@ -30,7 +34,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -39,13 +43,22 @@ from tqdm.auto import tqdm
 from condvest import manifest
 from condvest import params as checks
 from condvest.bars import bars_frame
-from condvest.errors import AuthError, CondvestError, SourceError
+from condvest.calendar import latest_complete_session, previous_session, sessions_between
+from condvest.errors import AuthError, CondvestError, NotYetAvailable, PlanLimit, SourceError
 from condvest.fetch import sharded
+from condvest.fetch.coverage import (
+    only_missing_symbols,
+    record_manifest,
+    settle_history,
+    settle_symbols,
+    trading_life,
+)
 from condvest.fetch.params import CheckedFetch, FetchParams
-from condvest.fetch.plan import FetchPlan, backfill_window, plan
+from condvest.fetch.plan import FetchPlan, backfill_window, plan, settle_candidates
 from condvest.fetch.rebase import RebaseJob, run_rebase
 from condvest.fetch.report import FetchReport, SessionOutcome, SessionResult
 from condvest.fetch.sharded import Held, Life
+from condvest.fetch.universe import fetch_every_symbol
 from condvest.fetch.writer import SessionWriter
 from condvest.polygon import PolygonClient
 from condvest.runs import new_run_id
@@ -78,6 +91,8 @@ async def _bounded(
 async def _fetch_grouped(client: PolygonClient, w: SessionWriter, report: FetchReport, progress: bool) -> None:
     """Every symbol: one grouped-daily request per session, each session written on its own."""
     results = _start_sessions(report)
+    settle = set(report.plan.settle)
+    held = manifest.read_sessions(w.store, min(settle), max(settle)) if settle else {}
 
     async def grouped(day: dt.date) -> None:
         res, t0 = results[day], time.monotonic()
@@ -86,9 +101,14 @@ async def _fetch_grouped(client: PolygonClient, w: SessionWriter, report: FetchR
             res.seconds += time.monotonic() - t0
             if raw.empty:
                 raise SourceError("empty answer on a trading session", date=day.isoformat())
-            await w.session(day, raw, res)
+            entry = held.get(day)
+            prior = await w.stored_session(day, entry.run_id) if day in settle and entry else None
+            await w.session(day, raw, res, prior)
             res.status = SessionOutcome.DONE
-        except AuthError:
+        except NotYetAvailable as exc:  # today before the end of day on this plan: the next run fetches it
+            res.status, res.error = SessionOutcome.WARN, str(exc)
+            log.warning("fetch=session_not_yet_available session=%s vendor=%r", day, exc.vendor)
+        except (AuthError, PlanLimit):
             raise
         except CondvestError as exc:
             res.status, res.error = SessionOutcome.FAILED, str(exc)
@@ -109,7 +129,7 @@ async def _fetch_ranged(client: PolygonClient, w: SessionWriter, report: FetchRe
     async def ranged(symbol: str) -> None:
         try:
             raw = bars_frame(await client.range_daily(symbol, start, end), symbol=symbol)
-        except AuthError:
+        except (AuthError, PlanLimit):
             raise
         except CondvestError as exc:
             report.symbol_errors[symbol] = str(exc)
@@ -124,7 +144,8 @@ async def _fetch_ranged(client: PolygonClient, w: SessionWriter, report: FetchRe
     requested = list(plan_.symbols or ())
     await _bounded(requested, ranged, "fetch symbols", progress, client.limits.concurrency)
     raw = pd.concat(frames, ignore_index=True) if frames else bars_frame([], symbol="")
-    life = _trading_life(raw)
+    raw = await w.outside(raw, _span_results(results, start, end), "range")  # a bar outside the range asked for
+    life = trading_life(raw)
     by_day = {d: g for d, g in raw.groupby("date")} if not raw.empty else {}
     for day in plan_.sessions:
         res = results[day]
@@ -138,8 +159,14 @@ async def _fetch_ranged(client: PolygonClient, w: SessionWriter, report: FetchRe
                 log.error("fetch=session_failed session=%s error=%s", day, exc)
                 continue
         # after its last bar a symbol may only be late at the source: a gap, asked again next run
-        _settle(report, res, requested, held, life, after_last_is_absent=False)
+        settle_symbols(report, res, requested, held, life, after_last_is_absent=False)
         res.seconds = round(res.seconds + (time.monotonic() - t0) / len(plan_.sessions), 3)
+
+
+def _span_results(results: dict[dt.date, SessionResult], start: dt.date, end: dt.date) -> dict[dt.date, SessionResult]:
+    """Every NYSE session of ``start..end`` (the range asked for) with a result: the planned sessions' own, a
+    scratch one for a session the plan does not fetch (already held)."""
+    return {d: results.get(d) or SessionResult(d) for d in sessions_between(start, end)}
 
 
 def _start_sessions(report: FetchReport) -> dict[dt.date, SessionResult]:
@@ -147,47 +174,6 @@ def _start_sessions(report: FetchReport) -> dict[dt.date, SessionResult]:
     results = {d: SessionResult(d) for d in report.plan.sessions}
     report.sessions = [results[d] for d in report.plan.sessions]
     return results
-
-
-def _trading_life(raw: pd.DataFrame) -> dict[str, tuple[dt.date, dt.date]]:
-    """Each symbol's first and last bar in a range answer (its trading life, as far as the span shows it)."""
-    if raw.empty:
-        return {}
-    g = raw.groupby("symbol")["date"]
-    return {s: (a, b) for s, a, b in zip(g.min().index, g.min(), g.max(), strict=True)}
-
-
-def _settle(
-    report: FetchReport,
-    res: SessionResult,
-    requested: list[str],
-    held: set[str],
-    life: dict[str, tuple[dt.date, dt.date]],
-    *,
-    after_last_is_absent: bool,
-) -> None:
-    """A symbol-list session's outcome: what bronze holds, what is outside a symbol's life, the gaps."""
-    day = res.session
-    absent: set[str] = set()
-    gaps: set[str] = set()
-    for sym in requested:
-        if sym in held or sym in report.symbol_errors or sym not in life:
-            continue
-        first, last = life[sym]
-        if day < first or (after_last_is_absent and day > last):
-            absent.add(sym)
-        else:
-            gaps.add(sym)
-    failed = sorted(s for s in requested if s in report.symbol_errors)
-    res.symbols, res.gaps = len(held), ",".join(sorted(gaps))
-    report.coverage[day] = (held, absent, gaps)
-    if failed:
-        res.status, res.error = SessionOutcome.PARTIAL, f"not fetched: {', '.join(failed)}"
-    elif gaps:
-        res.status, res.error = SessionOutcome.WARN, f"no bar inside the trading life of {res.gaps}"
-        log.warning("fetch=gap session=%s symbols=%s", day, res.gaps)
-    else:
-        res.status = SessionOutcome.DONE
 
 
 async def _fetch_history(
@@ -198,12 +184,18 @@ async def _fetch_history(
     keep: Callable[[str], bool] | None = None,
 ) -> tuple[list[str], Held, Life]:
     """Fetch and write each symbol's range (only those ``keep`` holds: a shard's); returns the symbols asked,
-    what bronze holds per session (a symbol list) and each symbol's first and last bar, for ``_settle_history``."""
+    what bronze holds per session (a symbol list) and each symbol's first and last bar, for ``_settle_history``.
+    Every symbol, unsharded: each session's grouped answer (``condvest.fetch.universe``: delisted symbols too)."""
     plan_ = report.plan
     results = _start_sessions(report)
     if not results:  # no NYSE session in the window: nothing to ask
         return [], {}, {}
-    symbols = list(plan_.symbols) if plan_.symbols is not None else await client.tickers()
+    if plan_.all_symbols:
+        missed = await fetch_every_symbol(client, w, results, progress, keep)
+        if keep is not None:  # a shard's sessions say "staged": the commit fails on what did not come
+            report.symbol_errors.update({f"(session {d})": why for d, why in missed.items()})
+        return [], {}, {}
+    symbols = list(plan_.symbols or ())
     for odd in (s for s in symbols if not checks.storable_symbol(s)):  # never put into a URL or a key
         report.unstorable_tickers.append(odd)
         log.warning("fetch=ticker_skipped ticker=%r reason=not_storable", odd)
@@ -216,12 +208,12 @@ async def _fetch_history(
     async def one(symbol: str) -> None:
         try:
             raw = bars_frame(await client.range_daily(symbol, start, end), symbol=symbol)
-            raw = raw[raw["date"].isin(results.keys())]
+            raw = await w.outside(raw, results, symbol)  # a bar outside the range asked for: quarantined
             if raw.empty and not plan_.all_symbols:
                 raise SourceError(f"no bars between {start} and {end} (empty answer)", symbol=symbol)
-            life.update(_trading_life(raw))
+            life.update(trading_life(raw))
             days = await w.history(symbol, raw, results)
-        except AuthError:
+        except (AuthError, PlanLimit):
             raise
         except CondvestError as exc:
             report.symbol_errors[symbol] = str(exc)
@@ -238,71 +230,32 @@ async def _fetch_history(
     return symbols, held, life
 
 
-def _settle_history(report: FetchReport, symbols: list[str], held: Held, life: Life) -> None:
-    """The sessions' outcome of a history backfill (of a sharded one: in its commit, from every shard)."""
-    for res in report.sessions:
-        if not report.plan.all_symbols:
-            _settle(report, res, symbols, held[res.session], life, after_last_is_absent=True)
-        elif res.source_rows == 0:
-            res.status, res.error = SessionOutcome.FAILED, "no bars for any symbol on a trading session"
-        elif report.symbol_errors:
-            res.status, res.error = SessionOutcome.PARTIAL, f"{len(report.symbol_errors)} symbol(s) not fetched"
-        else:
-            res.status = SessionOutcome.DONE
-
-
-def _only_missing_symbols(store: Store, plan_: FetchPlan) -> FetchPlan:
-    """A symbol-list daily run asks only for the symbols some planned session lacks (e.g. the one that failed
-    last run), not the whole list again."""
-    have = manifest.read_sessions(store, min(plan_.sessions), max(plan_.sessions))
-    need = tuple(
-        s for s in plan_.symbols or () if any(d not in have or not have[d].covers([s]) for d in plan_.sessions)
-    )
-    return replace(plan_, symbols=need) if need else plan_
-
-
-def _record(store: Store, report: FetchReport) -> None:
-    """The manifest entries of the run: what bronze really holds per session (see the module docstring)."""
-    plan_ = report.plan
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    source = "range" if plan_.mode == "history" or not plan_.all_symbols else "grouped"
-    entries = {}
-    for r in report.sessions:
-        if plan_.all_symbols:
-            if r.status == SessionOutcome.DONE:
-                entries[r.session] = manifest.SessionEntry(
-                    manifest.ALL, r.bronze_rows, r.bronze_rows, source, report.run_id, now
-                )
-            continue
-        held, absent, gaps = report.coverage.get(r.session, (set(), set(), set()))
-        if r.status != SessionOutcome.FAILED and (held or absent or gaps):
-            scope = tuple(sorted(held))
-            entries[r.session] = manifest.SessionEntry(
-                scope, len(scope), r.bronze_rows, source, report.run_id, now,
-                absent=tuple(sorted(absent)), gaps=tuple(sorted(gaps)),
-            )  # fmt: skip
-    if entries:
-        manifest.record_sessions(store, entries)
-
-
 def _rebase_job(report: FetchReport, c: CheckedFetch) -> RebaseJob:
     done = tuple(r.session for r in report.sessions if r.status == SessionOutcome.DONE)
     since = c.rebase
-    if report.plan.mode == "history" and done:  # a long range: one splits request for all its sessions
+    if _windowed_splits(report, done):  # several sessions: one paged splits request for all of them
         since, done = min(since or done[0], done[0]), ()
     return RebaseJob(report.run_id, report.plan.as_of, done, report.plan.symbols, since, c.write_postgres)
 
 
-def _mark_split_failures(report: FetchReport) -> None:
+def _windowed_splits(report: FetchReport, done: tuple[dt.date, ...]) -> bool:
+    """The splits of a history range, or of several sessions of a daily run (a gap fill), are asked in one paged
+    request (``execution_date.gte/lte``), not one request per session: half a gap fill's requests."""
+    return bool(done) and (report.plan.mode == "history" or len(done) > 1)
+
+
+def _mark_split_failures(report: FetchReport, windowed: bool) -> None:
     """A session whose splits could not be read is fetched again by the next run (with its splits)."""
     for r in report.sessions:
         if r.session in report.rebase.session_errors:
             r.status, r.error = SessionOutcome.FAILED, report.rebase.session_errors[r.session]
     if report.rebase.reference_error:
-        report.symbol_errors["(splits reference)"] = report.rebase.reference_error
-        if report.plan.mode == "history":
+        if not windowed or report.plan.mode == "history":  # a gap fill's window: its sessions say it below
+            report.symbol_errors["(splits reference)"] = report.rebase.reference_error
+        if windowed:  # the sessions' splits were in the window that failed
             for r in report.sessions:
-                r.status, r.error = SessionOutcome.FAILED, report.rebase.reference_error
+                if report.plan.mode == "history" or r.status == SessionOutcome.DONE:
+                    r.status, r.error = SessionOutcome.FAILED, report.rebase.reference_error
 
 
 @dataclass
@@ -316,6 +269,7 @@ class _Run:
     checked: CheckedFetch
     progress: bool
     parts: list[dict[str, Any]] = field(default_factory=list)  # a commit's: every shard's staged outcome
+    now: dt.datetime | None = None  # the run's clock when pinned (tests); the manifest's written_at
 
     def writer(self) -> SessionWriter:
         report = self.report
@@ -341,7 +295,7 @@ async def run_fetch(
     parts = _open_shard(store, report, c)  # a commit refuses here, before any request or write
     _log_plan(report)
     async with PolygonClient.open(settings) as client:
-        run = _Run(settings, store, client, report, c, progress, parts)
+        run = _Run(settings, store, client, report, c, progress, parts, now)
         if not (c.skip_market_check or c.force or report.staged):
             await _market_status(run)
         await _mode(report)(run)
@@ -353,15 +307,20 @@ async def run_fetch(
 def _plan(store: Store, c: CheckedFetch, today: dt.date, now: dt.datetime | None, progress: bool) -> FetchPlan:
     """The run's plan; a daily run first asks the manifest which sessions of its window are missing."""
     missing: list[dt.date] = []
+    settle: list[dt.date] = []
     if c.daily:
         as_of = c.as_of or today
         window = backfill_window(as_of, c.max_backfill_days if c.backfill_missing else 1, now)
         if not manifest.has_manifest(store):  # a lake of the previous pipeline: build the manifest once
             manifest.build_from_listing(store, progress=progress)
         missing = manifest.missing_sessions(store, window, c.symbols)
-    plan_ = plan(c, today, missing, now)
+        if c.symbols is None and c.settle_sessions:  # every symbol: the sessions fetched before they were final
+            latest = latest_complete_session(as_of, now)
+            held = manifest.read_sessions(store, previous_session(window[0]), latest)
+            settle = settle_candidates(held, latest, c.settle_sessions, c.symbols)
+    plan_ = plan(c, today, missing, now, settle)
     if plan_.mode == "daily" and not plan_.all_symbols and not c.force:
-        plan_ = _only_missing_symbols(store, plan_)
+        plan_ = only_missing_symbols(store, plan_)
     return plan_
 
 
@@ -420,7 +379,7 @@ async def _run_history(run: _Run) -> None:
     """A history backfill: each symbol's range merged into its history, then the sessions settled."""
     with closing(run.writer()) as writer:
         requested, held, life = await _fetch_history(run.client, writer, run.report, run.progress)
-    _settle_history(run.report, requested, held, life)
+    settle_history(run.report, requested, held, life)
     await _finish(run)
 
 
@@ -443,7 +402,7 @@ async def _run_commit(run: _Run) -> None:
     _start_sessions(report)
     held, life = sharded.combine(report, run.parts)
     requested = [s for s in report.plan.symbols or () if checks.storable_symbol(s)]
-    _settle_history(report, requested, held, life)
+    settle_history(report, requested, held, life)
     await _finish(run)
     clear_staging(run.store, sharded.STAGE, shard.group)
     log.info("fetch=commit run_id=%s group=%s shards=%d", report.run_id, shard.group, shard.count)
@@ -452,10 +411,11 @@ async def _run_commit(run: _Run) -> None:
 async def _finish(run: _Run) -> None:
     """Every unsharded run's (and a commit's) end: the splits and the rebase, then the manifest, then the counts."""
     report = run.report
+    done = tuple(r.session for r in report.sessions if r.status == SessionOutcome.DONE)
     report.rebase = await run_rebase(run.client, run.settings, run.store, _rebase_job(report, run.checked))
-    _mark_split_failures(report)
+    _mark_split_failures(report, _windowed_splits(report, done))
     if report.plan.mode != "skip":
-        _record(run.store, report)
+        record_manifest(run.store, report, run.now)
     report.requests += run.client.stats.requests
     report.retries += run.client.stats.retries
 

@@ -11,12 +11,15 @@ from typing import Any
 
 import pandas as pd
 
-from condvest.bars import check_bars, dedupe, to_table
-from condvest.bronze import update_history, write_daily_files, write_quarantine
+from condvest.bars import check_bars, dedupe, misdated, to_table
+from condvest.bronze import read_bronze_bytes, update_history, write_daily_files, write_quarantine
 from condvest.crash import crash_point
+from condvest.errors import ObjectNotFound
 from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
 from condvest.fetch.plan import FetchPlan
 from condvest.fetch.report import SessionResult
+from condvest.lake import batch_key
+from condvest.params import storable_symbol
 from condvest.postgres import connect
 from condvest.settings import Settings
 from condvest.storage import Store
@@ -58,21 +61,64 @@ class SessionWriter:
         res.quarantined += len(bad)
         return good, bad
 
-    def _write_session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> set[str]:
+    def _write_session(
+        self, day: dt.date, raw: pd.DataFrame, res: SessionResult, prior: pd.DataFrame | None = None
+    ) -> set[str]:
         t0 = time.monotonic()
+        raw, elsewhere = misdated(raw, day, day)  # a bar of another day is never filed where it says
         good, bad = self._prepare(raw, res)
+        if not elsewhere.empty:
+            res.source_rows += len(elsewhere)
+            res.quarantined += len(elsewhere)
+            bad = pd.concat([bad, elsewhere], ignore_index=True)
+        held = set(good["symbol"])
+        if prior is not None:  # a settled session: only the bars the vendor revised (or added) are written
+            good, res.revised = revised_bars(good, prior)
         write_quarantine(self.store, day, self.run_id, bad)
         res.bronze_rows += write_daily_files(self.store, good, run_id=self.run_id)
         crash_point("fetch.after_bronze")
         if self.write_postgres:
             res.postgres_rows += _upsert(self._pg(), good, self.cutoff)
         res.seconds += time.monotonic() - t0
-        return set(good["symbol"])
+        return held
 
-    async def session(self, day: dt.date, raw: pd.DataFrame, res: SessionResult) -> set[str]:
-        """Write one session's bars; returns the symbols whose bars bronze now holds for it."""
+    async def session(
+        self, day: dt.date, raw: pd.DataFrame, res: SessionResult, prior: pd.DataFrame | None = None
+    ) -> set[str]:
+        """Write one session's bars (with ``prior``, the session as stored: only those that changed); returns the
+        symbols whose bars bronze now holds for it."""
         async with self._lock:
-            return await asyncio.to_thread(self._write_session, day, raw, res)
+            return await asyncio.to_thread(self._write_session, day, raw, res, prior)
+
+    def _stored_session(self, day: dt.date, run_id: str) -> pd.DataFrame:
+        try:
+            return read_bronze_bytes(batch_key(day, run_id), self.store.get(batch_key(day, run_id))).to_pandas()
+        except ObjectNotFound:  # no batch of that run (a range write, a lake of the previous pipeline)
+            return pd.DataFrame(columns=[*VALUE_COLUMNS, "symbol"])
+
+    async def stored_session(self, day: dt.date, run_id: str) -> pd.DataFrame:
+        """The session's bars as the run that recorded it wrote them (its batch object); empty when unknown, so
+        every bar counts as changed and is written again."""
+        return await asyncio.to_thread(self._stored_session, day, run_id)
+
+    def _quarantine_outside(self, raw: pd.DataFrame, results: dict[dt.date, SessionResult], tag: str) -> pd.DataFrame:
+        """Bars outside the range asked for (or on a day without a session) to the quarantine, counted on the
+        nearest session asked for; returns the others."""
+        first, last = min(results), max(results)
+        raw, outside = misdated(raw, first, last, set(results))
+        for day, part in outside.groupby("date"):
+            res = results.get(day) or results[first if day < first else last]
+            res.source_rows += len(part)
+            res.quarantined += len(part)
+            write_quarantine(self.store, day, f"{self.run_id}-{tag}", part)
+        return raw
+
+    async def outside(self, raw: pd.DataFrame, results: dict[dt.date, SessionResult], tag: str) -> pd.DataFrame:
+        """A range answer's bars dated outside the range asked for, quarantined with the reason; returns the rest."""
+        if raw.empty or not results:
+            return raw
+        async with self._lock:
+            return await asyncio.to_thread(self._quarantine_outside, raw, results, tag)
 
     def _write_history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
         scratch = SessionResult(dt.date.min)
@@ -84,7 +130,8 @@ class SessionWriter:
                     results[day].duplicates += int(n)
         for day, part in bad.groupby("date"):
             results[day].quarantined += len(part)
-            write_quarantine(self.store, day, f"{self.run_id}-{symbol}", part)
+            tag = symbol if storable_symbol(symbol) else "unstorable"  # a key segment: never an odd ticker
+            write_quarantine(self.store, day, f"{self.run_id}-{tag}", part)
         if not good.empty:
             update_history(self.store, symbol, [(to_table(good).replace_schema_metadata(None), "daily")])
         pg = _upsert(self._pg(), good, self.cutoff) if self.write_postgres and not good.empty else 0
@@ -105,6 +152,28 @@ class SessionWriter:
         """Merge one symbol's bars into its history; returns the sessions bronze now holds for it."""
         async with self._lock:
             return await asyncio.to_thread(self._write_history, symbol, raw, results)
+
+
+VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "transactions")
+
+
+def revised_bars(good: pd.DataFrame, prior: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The bars of ``good`` that differ from ``prior`` (same symbol) or are new, and how many of them were revisions
+    (a stored bar whose values changed)."""
+    if good.empty:
+        return good, 0
+    cols = list(VALUE_COLUMNS)
+    old = prior.drop_duplicates("symbol", keep="last").set_index("symbol")[cols]
+    new = good.set_index("symbol")[cols]
+    known = new.index.isin(old.index)
+    before = old.reindex(new.index)
+    same = pd.Series(True, index=new.index)
+    for col in cols:
+        a = pd.to_numeric(new[col], errors="coerce").astype("float64")
+        b = pd.to_numeric(before[col], errors="coerce").astype("float64")
+        same &= (a == b) | (a.isna() & b.isna())
+    keep = ~(same & known)
+    return good[keep.to_numpy()].reset_index(drop=True), int((keep & known).sum())
 
 
 def _upsert(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:

@@ -5,6 +5,7 @@ legacy AWS DMS export. Submodules are imported lazily, so importing this package
 
     market   SyntheticMarket: bars as a pure function of (seed, symbol, session)
     server   make_app / serve_in_thread: Polygon's REST endpoints with switchable faults (FaultPlan)
+    plans    PLANS / VendorPlan: the vendor's plans the server plays (refusals, rate, DELAYED, revisions)
     dms      write_dms_export: public/raw_ohlcv/LOAD*.parquet with the real export's quirks
 """
 
@@ -17,10 +18,12 @@ __all__ = [
     "FAULT_KINDS",
     "Fault",
     "FaultPlan",
+    "PLANS",
     "RequestRecord",
     "ServerHandle",
     "Split",
     "SyntheticMarket",
+    "VendorPlan",
     "dms_file_specs",
     "make_app",
     "serve_in_thread",
@@ -28,7 +31,14 @@ __all__ = [
     "write_dms_export",
 ]
 
-_WHERE = {"SyntheticMarket": "market", "Split": "market", "write_dms_export": "dms", "dms_file_specs": "dms"}
+_WHERE = {
+    "PLANS": "plans",
+    "VendorPlan": "plans",
+    "SyntheticMarket": "market",
+    "Split": "market",
+    "write_dms_export": "dms",
+    "dms_file_specs": "dms",
+}
 
 
 def __getattr__(name: str) -> Any:

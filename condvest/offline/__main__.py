@@ -1,6 +1,7 @@
 """Command line of the offline market.
 
 python -m condvest.offline serve --port 8765 --symbols 100 --seed 7 [--api-key KEY] [--now ISO]
+    [--plan unlimited|free|starter|developer] [--minute SECONDS]
 python -m condvest.offline dms --lake ./lake --start 1962-01-02 --end 2025-10-31 [--lake-like]
 """
 
@@ -15,6 +16,7 @@ import threading
 from condvest.errors import CondvestError
 from condvest.offline.dms import write_dms_export
 from condvest.offline.market import SyntheticMarket
+from condvest.offline.plans import PLANS
 from condvest.offline.server import start_in_thread
 from condvest.settings import Settings
 from condvest.storage import open_store
@@ -28,8 +30,19 @@ def _market(args: argparse.Namespace) -> object:
 
 def _serve(args: argparse.Namespace) -> int:
     now = dt.datetime.fromisoformat(args.now) if args.now else None
-    handle = start_in_thread(_market(args), args.host, args.port, args.api_key, now=now)  # type: ignore[arg-type]
-    print(f"offline Polygon server at {handle.base_url} (api key {args.api_key!r}); Ctrl-C stops it", flush=True)
+    handle = start_in_thread(
+        _market(args),  # type: ignore[arg-type]
+        args.host,
+        args.port,
+        args.api_key,
+        now=now,
+        plan=args.plan,
+        minute=args.minute,
+    )
+    print(
+        f"offline Polygon server at {handle.base_url} (api key {args.api_key!r}, plan {args.plan}); Ctrl-C stops it",
+        flush=True,
+    )
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -69,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--api-key", default="test-key")
     serve.add_argument("--now", help="fix the server clock, e.g. 2025-10-20T15:00:00+00:00")
+    serve.add_argument("--plan", default="unlimited", choices=sorted(PLANS), help="the vendor plan to play")
+    serve.add_argument("--minute", type=float, default=60.0, help="seconds of the plan's rate window")
     dms = sub.choices["dms"]
     dms.add_argument("--lake", required=True, help="lake root: a folder or s3://bucket/prefix")
     dms.add_argument("--start", default="1962-01-02")

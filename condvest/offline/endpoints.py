@@ -26,6 +26,7 @@ from condvest.calendar import (
 )
 from condvest.errors import ParameterError
 from condvest.offline.faults import ODD_TICKERS
+from condvest.offline.plans import provisional
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -150,8 +151,41 @@ def decode_cursor(cursor: str) -> dict[str, str]:
     return dict(parse_qsl(raw, keep_blank_values=True))
 
 
-def _origin(request: web.Request) -> str:
+def _origin(request: web.Request, st: Any = None) -> str:
+    """Where ``next_url`` points: the plan's vendor host (the client follows it on its own), else this server."""
+    plan = getattr(st, "plan", None)
+    if plan is not None and plan.next_origin:
+        return plan.next_origin
     return f"{request.scheme}://{request.host}"
+
+
+def _latest_session(st: Any) -> dt.date | None:
+    """The newest session whose bars are published on the server's clock."""
+    last = _last_available(st.clock())
+    days = sessions_between(last - dt.timedelta(days=10), last)
+    return days[-1] if days else None
+
+
+def _as_plan_answers(st: Any, bars: list[dict], payload: dict[str, Any]) -> list[dict]:
+    """The plan's view of published bars: a delisted symbol's bars after its last session gone, the newest
+    session's bars provisional (before the vendor's revision) on a revising plan, ``DELAYED`` for today."""
+    plan, delisted = st.plan, st.delisted
+    if delisted:
+        bars = [
+            b for b in bars if b.get("T", payload.get("ticker")) not in delisted
+            or session_date_from_epoch_ms(b["t"]) <= delisted[b.get("T", payload.get("ticker"))]
+        ]  # fmt: skip
+    if not bars or plan.name == "unlimited":
+        return bars
+    newest = _latest_session(st)
+    today = _today(st)
+    out = []
+    for b in bars:
+        day = session_date_from_epoch_ms(b["t"])
+        if plan.today == "delayed" and day >= today:
+            payload["status"] = "DELAYED"
+        out.append(provisional(b) if plan.revises and day == newest else b)
+    return out
 
 
 def _duplicate(bars: list[dict], count: int, adjacent: bool) -> None:
@@ -193,6 +227,11 @@ def _data_fault(st: Any, request: web.Request, fault: Fault | None, bars: list[d
         for bar, ticker in zip(bars[: fault.count], ODD_TICKERS, strict=False):
             bar["T"] = ticker
         st.faults.note(request.path, renamed=list(ODD_TICKERS[: fault.count]))
+    elif fault.kind == "misdated":
+        shift = 86_400_000 * (7 if symbol is not None else 1)
+        for bar in bars[: fault.count]:
+            bar["t"] -= shift
+        st.faults.note(request.path, misdated=[b["t"] for b in bars[: fault.count]])
     elif fault.kind == "halt" and bars:
         mid = len(bars) // 2
         gone = bars[mid : mid + fault.count]
@@ -216,7 +255,7 @@ def grouped(st: Any, request: web.Request, date_text: str, fault: Fault | None) 
         st.faults.note(request.path, emptied=day.isoformat())
         return payload
     adjusted = _bool(request.query.get("adjusted", "true"))
-    results = st.market.grouped(day, _today(st) if adjusted else None)
+    results = _as_plan_answers(st, st.market.grouped(day, _today(st) if adjusted else None), payload)
     _data_fault(st, request, fault, results, None)
     payload.update(queryCount=len(results), resultsCount=len(results), results=results)
     return payload
@@ -258,7 +297,9 @@ def aggregates(st: Any, request: web.Request, parts: dict[str, str], fault: Faul
         days.reverse()
     page = days[:limit]
     as_of = _today(st) if adjusted else None
-    bars = market.range_bars(ticker, min(page[0], page[-1]), max(page[0], page[-1]), as_of)
+    bars = _as_plan_answers(
+        st, market.range_bars(ticker, min(page[0], page[-1]), max(page[0], page[-1]), as_of), payload
+    )
     if sort == "desc":
         bars.reverse()
     _data_fault(st, request, fault, bars, ticker)
@@ -268,7 +309,7 @@ def aggregates(st: Any, request: web.Request, parts: dict[str, str], fault: Faul
         nxt = ny_midnight_epoch_ms(days[limit - 1] if repeat else days[limit])
         cursor = encode_cursor({"adjusted": str(adjusted).lower(), "limit": limit, "sort": sort})
         bounds = f"{nxt}/{parts['end']}" if sort == "asc" else f"{parts['start']}/{nxt}"
-        payload["next_url"] = f"{_origin(request)}/v2/aggs/ticker/{ticker}/range/1/day/{bounds}?cursor={cursor}"
+        payload["next_url"] = f"{_origin(request, st)}/v2/aggs/ticker/{ticker}/range/1/day/{bounds}?cursor={cursor}"
     return payload
 
 
@@ -348,7 +389,8 @@ def tickers(st: Any, request: web.Request) -> dict[str, Any]:
     names = list(market.symbols)
     if q.get("market", "stocks") != "stocks" or not _bool(q.get("active", "true")):
         names = []
-    names = [s for s in names if market.listing_date(s) <= as_of]
+    gone = getattr(st, "delisted", {})
+    names = [s for s in names if market.listing_date(s) <= as_of and (s not in gone or gone[s] >= as_of)]
     for key, keep in (
         ("ticker", lambda s, v: s == v),
         ("ticker.gte", lambda s, v: s >= v),
@@ -376,7 +418,7 @@ def tickers(st: Any, request: web.Request) -> dict[str, Any]:
     if len(names) > limit:
         nxt = {k: v for k, v in q.items() if k not in ("cursor", "after", "apiKey")}
         nxt.update(after=page[-1], limit=str(limit), date=as_of.isoformat())
-        payload["next_url"] = f"{_origin(request)}/v3/reference/tickers?cursor={encode_cursor(nxt)}"
+        payload["next_url"] = f"{_origin(request, st)}/v3/reference/tickers?cursor={encode_cursor(nxt)}"
     return payload
 
 
@@ -420,7 +462,7 @@ def splits(st: Any, request: web.Request) -> dict[str, Any]:
     if len(items) > offset + limit:
         nxt = {k: v for k, v in q.items() if k not in ("cursor", "offset", "apiKey")}
         nxt.update(offset=str(offset + limit), limit=str(limit))
-        payload["next_url"] = f"{_origin(request)}/v3/reference/splits?cursor={encode_cursor(nxt)}"
+        payload["next_url"] = f"{_origin(request, st)}/v3/reference/splits?cursor={encode_cursor(nxt)}"
     return payload
 
 

@@ -21,8 +21,10 @@ rule whose ``path`` is a substring of the request path, whose kind applies to th
                               the lake cannot store such as ``ABC/WS`` or ``TEST^``)
     halt                      ``count`` bars from the middle of the answer are left out (a trading halt:
                               a range answer lacks sessions inside the symbol's life)
+    misdated                  the first ``count`` bars are stamped on another day: a grouped answer's one
+                              day before the session asked for, a range answer's a week before its start
 
-The last five apply to the grouped-daily and range endpoints only.
+The last six apply to the grouped-daily and range endpoints only.
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ FAULT_KINDS = (
     "empty_session",
     "halt",
     "odd_tickers",
+    "misdated",
 )
 #: the tickers ``odd_tickers`` hands out, in order: the first five are stored, the last four quarantined
 ODD_TICKERS = ("BRK.A", "BACpB", "XYZ.WS.A", "XYZ.U", "ABCw", "ABC/WS", "TEST^", "A B", "../ETC")
 #: faults that change the bars of a grouped or range answer
-DATA_FAULTS = frozenset({"duplicate_bars", "bad_bars", "empty_session", "halt", "odd_tickers"})
+DATA_FAULTS = frozenset({"duplicate_bars", "bad_bars", "empty_session", "halt", "odd_tickers", "misdated"})
 BAR_ENDPOINTS = frozenset({"grouped", "range"})
 
 

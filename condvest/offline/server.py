@@ -12,7 +12,10 @@ Endpoints (as on api.polygon.io; auth by ``apiKey`` query parameter or ``Authori
 
 ``adjusted=true`` (the default) answers are split-adjusted as of the server clock's New York date.
 
-Bars of a session exist once its 16:00 New York close has passed on the server's clock. Test control
+Bars of a session exist once its 16:00 New York close has passed on the server's clock. ``plan`` plays one of
+the vendor's plans (``plans.py``: refusals with the vendor's bodies, a rate limit over a ``minute`` that tests
+shorten, DELAYED, revisions after the close, ``next_url`` on the vendor's host); the default ``unlimited`` is
+the demo's. Test control
 (no auth): ``GET|POST|DELETE /_control/faults`` (see ``faults.py``), ``GET|DELETE /_control/requests``,
 ``POST /_control/clock`` with ``{"now": ISO-8601 | null}``.
 """
@@ -37,11 +40,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from condvest.calendar import UTC
+from condvest.calendar import NEW_YORK, UTC
 from condvest.errors import ParameterError
 from condvest.offline import endpoints
 from condvest.offline.faults import FAULT_KINDS, Fault, FaultPlan
 from condvest.offline.market import SyntheticMarket
+from condvest.offline.plans import RateWindow, VendorPlan, plan_named, refusal
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +125,13 @@ def _check_clock(now: Clock) -> Clock:
 
 
 class _State:
-    def __init__(self, market: SyntheticMarket, api_key: str, now: Clock) -> None:
+    def __init__(
+        self, market: SyntheticMarket, api_key: str, now: Clock, plan: VendorPlan, minute: float = 60.0
+    ) -> None:
         self.market, self.api_key, self.now = market, api_key, _check_clock(now)
+        self.plan, self.minute = plan, minute
+        self.rate = RateWindow(plan.requests_per_minute, minute)
+        self.delisted: dict[str, dt.date] = {}  # symbol -> its last session
         self.faults = FaultPlan()
         self.requests: list[RequestRecord] = []
         self.in_flight = 0  # data requests being answered now (a slow body included)
@@ -143,10 +152,18 @@ class _State:
         return hashlib.md5(f"condvest-offline-{next(self._ids)}".encode()).hexdigest()
 
 
-def make_app(market: SyntheticMarket, *, api_key: str = "test-key", now: Clock = None) -> web.Application:
-    """The aiohttp application; ``now`` fixes the server clock (an aware datetime or a callable)."""
+def make_app(
+    market: SyntheticMarket,
+    *,
+    api_key: str = "test-key",
+    now: Clock = None,
+    plan: str | VendorPlan = "unlimited",
+    minute: float = 60.0,
+) -> web.Application:
+    """The aiohttp application; ``now`` fixes the server clock (an aware datetime or a callable), ``plan`` the
+    vendor's plan it plays (``plans.PLANS``), ``minute`` the seconds of its rate window."""
     app = web.Application(middlewares=[_middleware])
-    app[_STATE] = _State(market, api_key, now)
+    app[_STATE] = _State(market, api_key, now, plan_named(plan), minute)
     app.router.add_route("*", "/_control/faults", _control_faults)
     app.router.add_route("*", "/_control/requests", _control_requests)
     app.router.add_post("/_control/clock", _control_clock)
@@ -216,6 +233,14 @@ async def _middleware(request: web.Request, handler: Callable[..., Any]) -> web.
         msg = "Unknown API Key" if given else "API Key was not provided"
         return _json(request, {"status": "NOT_AUTHORIZED", "request_id": st.request_id(), "message": msg}, 401)
     rec.authorization = how
+    if not st.rate.admit():  # the plan's limit: the vendor's 429 carries no Retry-After
+        rec.status, rec.fault = 429, "plan_rate"
+        return _json(request, {"status": "ERROR", "request_id": st.request_id(), "error": _RATE_MSG}, 429)
+    today = st.clock().astimezone(NEW_YORK).date()
+    refused = refusal(st.plan, rec.endpoint, rec.date, rec.to_date, today)
+    if refused:
+        rec.status, rec.fault = 403, "plan_refusal"
+        return _json(request, {"status": "NOT_AUTHORIZED", "request_id": st.request_id(), "message": refused}, 403)
     fault = st.faults.take(request.path, rec.endpoint)
     request[_FAULT_KEY] = fault
     rec.fault = fault.kind if fault else None
@@ -375,6 +400,14 @@ class ServerHandle:
     def api_key(self) -> str:
         return self._state.api_key
 
+    @property
+    def plan(self) -> VendorPlan:
+        return self._state.plan
+
+    def delist(self, symbol: str, last_session: dt.date) -> None:
+        """``symbol`` trades until ``last_session``: no bars after it, and it leaves the ticker list."""
+        self._state.delisted[symbol] = last_session
+
     def set_now(self, now: Clock) -> None:
         """Fix (or with None, release) the server clock: an aware datetime or a callable returning one."""
         self._state.now = _check_clock(now)
@@ -405,10 +438,17 @@ class ServerHandle:
 
 
 def start_in_thread(
-    market: SyntheticMarket, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key", *, now: Clock = None
+    market: SyntheticMarket,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str = "test-key",
+    *,
+    now: Clock = None,
+    plan: str | VendorPlan = "unlimited",
+    minute: float = 60.0,
 ) -> ServerHandle:
     """Start the server on its own event loop in a daemon thread; call ``handle.stop()`` when done."""
-    app = make_app(market, api_key=api_key, now=now)
+    app = make_app(market, api_key=api_key, now=now, plan=plan, minute=minute)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -455,10 +495,17 @@ def start_in_thread(
 
 @contextmanager
 def serve_in_thread(
-    market: SyntheticMarket, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key", *, now: Clock = None
+    market: SyntheticMarket,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str = "test-key",
+    *,
+    now: Clock = None,
+    plan: str | VendorPlan = "unlimited",
+    minute: float = 60.0,
 ) -> Iterator[ServerHandle]:
     """Run the server in a thread for the ``with`` block; yields its ``ServerHandle``."""
-    handle = start_in_thread(market, host, port, api_key, now=now)
+    handle = start_in_thread(market, host, port, api_key, now=now, plan=plan, minute=minute)
     try:
         yield handle
     finally:

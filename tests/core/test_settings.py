@@ -14,11 +14,21 @@ from condvest.settings import Retention, Settings
 
 def test_settings_defaults_and_seed_names():
     s = Settings.from_env({}, root=Path("/srv/project"))
-    assert s.lake_uri == "/srv/project/lake" and s.polygon_base_url == "https://api.polygon.io"
+    assert s.lake_uri == "/srv/project/lake" and s.polygon_base_url == "https://api.massive.com"
     s = Settings.from_env({"S3_DATALAKE_BUCKET": "dev-condvest-datalake", "POLYGON_API_KEY": "sekrit-123"})
     assert s.lake_uri == "s3://dev-condvest-datalake"
     assert "sekrit-123" not in repr(s) and "sekrit-123" not in str(s.describe())
     assert s.secrets() == ["sekrit-123"]
+
+
+def test_the_vendors_key_names_and_rate():
+    s = Settings.from_env({"MASSIVE_API_KEY": "massive-key-42"}, root=Path("/srv/project"))
+    assert s.polygon_api_key is not None and s.polygon_api_key.reveal() == "massive-key-42"
+    assert s.http.requests_per_minute is None and s.http.rate_window == 60.0  # unset: unlimited
+    s = Settings.from_env({"POLYGON_REQUESTS_PER_MINUTE": "5", "POLYGON_BASE_URL": "https://api.polygon.io"})
+    assert s.http.requests_per_minute == 5 and s.polygon_base_url == "https://api.polygon.io"
+    with pytest.raises(ConfigError, match="POLYGON_REQUESTS_PER_MINUTE"):
+        Settings.from_env({"POLYGON_REQUESTS_PER_MINUTE": "five"})
 
 
 def test_settings_reject_malformed_values():

@@ -145,12 +145,15 @@ def test_a_halt_is_a_gap_warned_not_a_failed_run_and_asked_again(cfg, polygon_se
     assert manifest.missing_sessions(store, cal.last_n_sessions(AS_OF, 5), old_symbols) == []
 
 
-def test_an_all_symbol_backfill_with_a_failing_symbol_records_no_session_as_complete(cfg, polygon_server, old_symbols):
-    polygon_server.faults.add("http_5xx", path=f"/ticker/{old_symbols[0]}/", status=503)
+def test_an_all_symbol_backfill_with_a_failing_session_records_only_the_sessions_that_came(cfg, polygon_server):
+    # every symbol comes from each session's grouped answer (survivorship-free): a session whose request fails is
+    # failed and not recorded, the next backfill asks for it; the sessions that came are complete
+    polygon_server.faults.add("http_5xx", path="/stocks/2025-10-08", status=503)
     report = fetch(cfg, symbols="all", start="2025-10-06", end="2025-10-10")
-    assert report.status == "failed" and f"symbol {old_symbols[0]}" in report.failed
+    assert report.status == "failed" and list(report.failed) == ["2025-10-08"] and "503" in report.failed["2025-10-08"]
     sessions = cal.sessions_between(dt.date(2025, 10, 6), dt.date(2025, 10, 10))
-    assert manifest.missing_sessions(LocalStore(cfg.lake_uri), sessions) == sessions
+    assert manifest.missing_sessions(LocalStore(cfg.lake_uri), sessions) == [dt.date(2025, 10, 8)]
+    assert dt.date(2025, 10, 8) not in set(bronze(cfg)["date"])
 
 
 def test_tickers_the_lake_cannot_store_are_quarantined_and_the_session_goes_on(cfg, polygon_server):

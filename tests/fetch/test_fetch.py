@@ -27,7 +27,8 @@ from condvest.storage import LocalStore
 
 AS_OF = dt.date(2025, 10, 17)
 KEY = "sentinel-key-7f3a9c"
-FAST = HttpLimits(concurrency=8, read_timeout=1.0, max_retries=3, backoff_base=0.01, backoff_cap=0.05)
+# rate_window: a 429 without Retry-After pauses every request for the vendor's minute; here a tenth of a second
+FAST = HttpLimits(concurrency=8, read_timeout=1.0, max_retries=3, backoff_base=0.01, backoff_cap=0.05, rate_window=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -130,9 +130,11 @@ def test_the_daily_pipeline_across_splits_leaves_one_basis_everywhere(cfg, serve
     assert report.status == "ok", report.failed
     assert len(report.sessions) == 10 and report.sessions[3].quarantined == 1
     assert [r.daily_files for r in report.rebase.symbols] == [2 + 9, 2 + 10, 2 + 10]  # Q lacked 10-09
-    # one splits request per fetched session, one range request per symbol with a split (A twice: once)
-    splits_days = sorted(r.date for r in server.requests if r.endpoint == "splits")
-    assert splits_days == [s.session for s in report.sessions]
+    # one paged splits request for the fetched sessions' window, one range request per symbol with a split (A
+    # twice: once)
+    asked = [r.query for r in server.requests if r.endpoint == "splits"]
+    first = report.sessions[0].session.isoformat()
+    assert [(q.get("execution_date.gte"), q.get("execution_date.lte")) for q in asked] == [(first, AS_OF.isoformat())]
     assert range_requests(server) == sorted([A, B, Q])
     assert report.rebase.rebased == sorted([A, B, Q]) and report.summary()["rebased"] == 3
     assert read_splits(store)[["ticker", "execution_date"]].values.tolist() == [

@@ -169,17 +169,19 @@ def assert_same_outcome(plain_cfg: Settings, sharded_cfg: Settings, plain, commi
 
 
 def test_three_shards_of_all_symbols_equal_the_unsharded_backfill(cfg, twin, srv, market):
-    quarantined, doubled = NAMES[1], NAMES[5]
-    srv.faults.add("bad_bars", path=f"/ticker/{quarantined}/", count=1)  # every answer of theirs: both runs
-    srv.faults.add("duplicate_bars", path=f"/ticker/{doubled}/", count=2)
+    def faults():  # February's grouped answers: the first bar broken; March's: the first two twice (both runs)
+        srv.faults.add("bad_bars", path="/stocks/2022-02-", count=1)
+        srv.faults.add("duplicate_bars", path="/stocks/2022-03-", count=2)
+
+    faults()
     plain = fetch(cfg)
     assert plain.status == "ok", plain.failed
-    tickers = sum(r.endpoint == "tickers" for r in srv.requests)
-    assert plain.rebase.rebased and sum(plain.summary()[k] for k in ("quarantined", "duplicates")) > 0
+    grouped = sum(r.endpoint == "grouped" for r in srv.requests)
+    assert grouped == len(plain.sessions) and not any(r.endpoint == "tickers" for r in srv.requests)
+    assert plain.rebase.rebased and all(plain.summary()[k] > 0 for k in ("quarantined", "duplicates"))
 
     srv.reset()
-    srv.faults.add("bad_bars", path=f"/ticker/{quarantined}/", count=1)
-    srv.faults.add("duplicate_bars", path=f"/ticker/{doubled}/", count=2)
+    faults()
     *shards, commit = sharded(twin, 3, "B1")
     assert all(any(Shard(i, 3, "B1").holds(s) for s in NAMES) for i in range(3))  # every shard has symbols
     for i, r in enumerate(shards):
@@ -187,8 +189,8 @@ def test_three_shards_of_all_symbols_equal_the_unsharded_backfill(cfg, twin, srv
         assert r.summary()["message"].startswith(f"shard {i}/3 of sharded run B1: ")
         assert r.message.endswith("staged; the commit (shard=commit/3) records the manifest")
     assert commit.status == "ok" and "message" not in commit.summary()
-    # the shards and the commit asked what the unsharded run asked, and each shard read the reference list once more
-    assert commit.requests == plain.requests + 2 * tickers
+    # the shards and the commit asked what the unsharded run asked, and each shard every session's grouped answer
+    assert commit.requests == plain.requests + 2 * grouped
     assert commit.rebase.rebased == plain.rebase.rebased == sorted({sp.symbol for sp in SPLITS})
     assert_same_outcome(cfg, twin, plain, commit)
 

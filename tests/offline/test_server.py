@@ -280,7 +280,15 @@ def test_every_fault_kind_is_known():
         "empty_session",
         "halt",
         "odd_tickers",
+        "misdated",
     }
+
+
+def test_misdated_bars_are_stamped_on_another_day(polygon_server):
+    polygon_server.faults.add("misdated", path="/grouped/", times=1, count=2)
+    _, doc = _json(polygon_server.url(GROUPED.format(DAY)))
+    days = [session_date_from_epoch_ms(b["t"]) for b in doc["results"]]
+    assert days[:2] == [DAY - dt.timedelta(days=1)] * 2 and set(days[2:]) == {DAY}
 
 
 def test_429_with_and_without_retry_after(polygon_server):
