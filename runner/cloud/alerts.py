@@ -50,6 +50,8 @@ REPORTS: dict[str, dict[str, tuple[tuple[str, str, str], ...]]] = {
 #: the per-interval bar counts 02_resample records (``{"3d": n, ...}``)
 BARS_BY_INTERVAL = "bars_by_interval"
 SUBJECT_MAX = 100  # SNS: at most 100 printable ASCII characters
+#: where Batch's awslogs driver writes when a job definition names no group
+BATCH_LOG_GROUP = "/aws/batch/job"
 MESSAGE_MAX = 256 * 1024 - 2048  # SNS: 256 KiB per message, its attributes included (with room to spare)
 
 
@@ -230,15 +232,15 @@ def job_place(settings: Settings, job_id: str | None, attempt: int, shard: str |
     page_url = object_url(region, page) if page else None
     if not job_id:
         return JobPlace(None, attempt, shard, page_url=page_url)
-    logs = None
+    group, stream = BATCH_LOG_GROUP, None
     try:
         [found] = client("batch", settings).describe_jobs(jobs=[job_id])["jobs"]
         container = found.get("container") or {}
-        group = (container.get("logConfiguration") or {}).get("options", {}).get("awslogs-group") or "/aws/batch/job"
-        if container.get("logStreamName"):
-            logs = logs_url(region, group, container["logStreamName"])
+        group = (container.get("logConfiguration") or {}).get("options", {}).get("awslogs-group") or group
+        stream = container.get("logStreamName") or None
     except Exception as exc:
         log.warning("log stream not found job_id=%s error=%s", job_id, error_text(exc))
+    logs = logs_url(region, group, stream)  # without a stream: the group, where the job id finds it
     return JobPlace(job_id, attempt, shard, batch_job_url(region, job_id), logs, page_url)
 
 

@@ -14,7 +14,7 @@ import pytest
 from condvest.offline.sandbox import offline_world
 from condvest.runs import read_records
 from condvest.storage import open_store
-from runner.cloud.alerts import build_report, failure_text, metric_data, report_text
+from runner.cloud.alerts import build_report, failure_text, fit, logs_url, metric_data, report_text
 from tests.fixtures.paths import ROOT
 from tests.runner.test_runner import SENTINEL, _project
 
@@ -270,3 +270,16 @@ def test_a_stopped_batch_job_releases_the_lock_and_its_retry_runs_as_attempt_2(t
     # attempt 2 again (a duplicated retry) is refused: an attempt's files are never overwritten
     r = job(command, root, {**env, **batch, "AWS_BATCH_JOB_ATTEMPT": "2"})
     assert r.returncode == 2 and "'r1' attempt 2 is already used" in r.stderr
+
+
+def test_alert_links_and_the_sns_size_limit():
+    url = logs_url("eu-west-1", "/condvest/jobs", "condvest-daily/default/4f2a")
+    assert url == (
+        "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/"
+        "$252Fcondvest$252Fjobs/log-events/condvest-daily$252Fdefault$252F4f2a"
+    )
+    short = "condvest daily failed at stage 1"
+    assert fit(short) == short
+    long = short + "\n" + "é" * 300_000  # 600,000 bytes: SNS would refuse it and the alert would be lost
+    cut = fit(long)
+    assert len(cut.encode()) <= 256 * 1024 - 2048 and cut.startswith(short) and "(cut: " in cut

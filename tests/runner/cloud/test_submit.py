@@ -127,6 +127,14 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     [note] = sns_inbox.messages(expect=1)
     assert note["Subject"] == "condvest 02_resample failed, cell 3"
     assert f"run folder: {cloud['CONDVEST_LAKE_URI']}/runs/bad-1/" in note["Message"]
+    job_id = record["jobs"][0]["id"]
+    assert f"batch job: {job_id} (attempt 1)" in note["Message"]
+    console = "https://us-east-1.console.aws.amazon.com"
+    assert f"job: {console}/batch/home?region=us-east-1#jobs/detail/{job_id}" in note["Message"]
+    assert f"logs: {console}/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/" in note["Message"]
+    bucket = cloud["CONDVEST_LAKE_URI"].removeprefix("s3://")
+    page = f"page link: https://s3.console.aws.amazon.com/s3/object/{bucket}?region=us-east-1&prefix=runs/bad-1/"
+    assert page + "02_resample.html" in note["Message"]
     no_secret(json.dumps(note), r.stdout, r.stderr)
     assert main(["status", "bad-1", "--poll", "0.1", "--timeout", "30"]) == 1
     err = capsys.readouterr().err
