@@ -158,7 +158,7 @@ def ensure_job_definition(batch: Any, payload: dict[str, Any]) -> tuple[str, boo
 
 
 def states(batch: Any, job_ids: list[str]) -> list[dict[str, Any]]:
-    """``{id, name, status, reason, exit_code}`` of each job (a job Batch no longer knows: status UNKNOWN)."""
+    """``{id, name, status, reason, exit_code, attempts}`` of each job (a job Batch no longer knows: status UNKNOWN)."""
     found = {j["jobId"]: j for j in batch.describe_jobs(jobs=job_ids)["jobs"]} if job_ids else {}
     out = []
     for job_id in job_ids:
@@ -174,6 +174,7 @@ def states(batch: Any, job_ids: list[str]) -> list[dict[str, Any]]:
                 "status": j["status"],
                 "reason": j.get("statusReason") or container.get("reason") or "",
                 "exit_code": container.get("exitCode"),
+                "attempts": len(j.get("attempts") or []),
             }
         )
     return out

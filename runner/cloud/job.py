@@ -236,6 +236,8 @@ def main_job(
     outcome, tell, return the exit code."""
     job = BatchJob.from_env()
     options = replace(options, attempt=job.attempt)
+    if job.job_id:  # the first line of the job's log stream (``runner logs`` finds the stream by it)
+        print(f"job {target}: batch job {job.job_id} attempt {job.attempt}", file=sys.stderr, flush=True)
     stop = _Stop()
     previous = signal.signal(signal.SIGTERM, stop)
     try:
