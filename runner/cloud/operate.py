@@ -113,6 +113,13 @@ def _poll(record: dict[str, Any], settings: Settings, poll: float, deadline: flo
         sleep(poll)
 
 
+def _records(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """The run index records of a submitted run (its own, its stages' and its shards'), oldest first."""
+    run_id = record["run_id"]
+    runs = open_store(record["runs_uri"], settings)
+    return [r for r in read_records(runs) if run_id in (r.get("run_id"), r.get("pipeline_run_id"))]
+
+
 def follow(
     run_id: str,
     settings: Settings,
@@ -127,8 +134,7 @@ def follow(
     if states is None:
         print(f"status {run_id}: still running after {timeout:.0f} s", file=sys.stderr)
         return EXIT_RUNNING
-    runs = open_store(record["runs_uri"], settings)
-    mine = [r for r in read_records(runs) if run_id in (r.get("run_id"), r.get("pipeline_run_id"))]
+    mine = _records(record, settings)
     latest = latest_records(mine)
     for r in mine:
         if r not in latest:
@@ -154,7 +160,9 @@ def follow(
 
 def _batch_only(record: dict[str, Any], what: str) -> None:
     if record["backend"] != "batch":
-        raise ParameterError(f"{what} works on Batch runs; {record['run_id']} ran in {record['backend']}")
+        raise ParameterError(
+            f"{what} works on Batch runs; {record['run_id']} ran in {record['backend']}", parameter="run"
+        )
 
 
 def _shard_job(record: dict[str, Any], shard: int | None, states: dict[str, str]) -> str:
@@ -163,7 +171,9 @@ def _shard_job(record: dict[str, Any], shard: int | None, states: dict[str, str]
     if shard is None:
         return next((j["id"] for j in record["jobs"] if states.get(j["id"]) != "SUCCEEDED"), record["jobs"][-1]["id"])
     if record.get("shards") is None or not 0 <= shard < record["shards"]:
-        raise ParameterError(f"{record['run_id']} has no shard {shard} (shards: {record.get('shards')})", "shard")
+        raise ParameterError(
+            f"{record['run_id']} has no shard {shard} (shards: {record.get('shards')})", parameter="shard"
+        )
     reruns = [j for j in record["jobs"] if j.get("part") == f"shard-{shard}"]
     if reruns:
         return str(reruns[-1]["id"])
@@ -173,9 +183,22 @@ def _shard_job(record: dict[str, Any], shard: int | None, states: dict[str, str]
     return f"{array['id']}:{shard}"
 
 
-def _committed(jobs: list[dict[str, Any]], states: dict[str, str]) -> bool:
+def _committed(jobs: list[dict[str, Any]], states: dict[str, str], records: list[dict[str, Any]] | None = None) -> bool:
+    """Whether a sharded stage is committed: its latest commit job succeeded and (``records``: the run's records)
+    the latest record of its commit run is ok."""
     commits = [j for j in jobs if j.get("part") == "commit"]
-    return bool(commits) and states.get(commits[-1]["id"]) == "SUCCEEDED"
+    if not commits or states.get(commits[-1]["id"]) != "SUCCEEDED":
+        return False
+    if records is None:
+        return True
+    stage = str(jobs[0].get("stage", "")).removesuffix(".ipynb")
+    mine = [
+        r
+        for r in latest_records(records)
+        if str(r.get("notebook", "")).removesuffix(".ipynb") == stage
+        and str((r.get("parameters") or {}).get("shard", "")).startswith("commit/")
+    ]
+    return bool(mine) and all(r.get("status") == "ok" for r in mine)
 
 
 def log_stream(api: Any, logs_api: Any, job: dict[str, Any]) -> tuple[str, str | None]:
@@ -263,7 +286,8 @@ def rerun(run_id: str, shard: int, settings: Settings) -> int:
         raise ParameterError(f"{run_id} has shards 0 to {shards - 1}, not {shard}", parameter="shard")
     api = client("batch", settings)
     states = {s["id"]: s["status"] for s in batch.states(api, [j["id"] for j in record["jobs"]])}
-    stages = [(nb, jobs) for nb, jobs in _stages(record).items() if not _committed(jobs, states)]
+    records = _records(record, settings)
+    stages = [(nb, jobs) for nb, jobs in _stages(record).items() if not _committed(jobs, states, records)]
     if not stages:
         print(f"run {run_id}: every stage is committed; nothing to re-run", file=sys.stderr)
         return 0
