@@ -8,7 +8,9 @@ the run index (``results`` of each stage's record), so a report can be rebuilt f
 
 Metrics (namespace ``CONDVEST_METRICS_NAMESPACE``, default ``Condvest``): ``FailedRuns`` (1 or 0 per job,
 dimension ``Target``) for the alarm, and per reported pipeline (dimension ``Pipeline``) the figures of
-``REPORTS`` (``BarsResampled`` also per ``Interval``), ``StageDuration`` per ``Stage`` and ``PipelineDuration``.
+``REPORTS`` (``BarsResampled`` also per ``Interval``), ``StageDuration`` per ``Stage`` and ``PipelineDuration``, and
+``PipelineSucceeded`` (1 per success: the heartbeat whose absence for 26 hours alarms). A stop inside Batch puts no
+``FailedRuns``: Batch retries it or reports its final failure.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ REPORTS: dict[str, dict[str, tuple[tuple[str, str, str], ...]]] = {
 #: the per-interval bar counts 02_resample records (``{"3d": n, ...}``)
 BARS_BY_INTERVAL = "bars_by_interval"
 SUBJECT_MAX = 100  # SNS: at most 100 printable ASCII characters
+#: put (1, dimension ``Pipeline``) each time a reported pipeline succeeded
+HEARTBEAT = "PipelineSucceeded"
 #: where Batch's awslogs driver writes when a job definition names no group
 BATCH_LOG_GROUP = "/aws/batch/job"
 MESSAGE_MAX = 256 * 1024 - 2048  # SNS: 256 KiB per message, its attributes included (with room to spare)
@@ -292,6 +296,8 @@ def metric_data(report: Report | None, target: str, failed: bool) -> list[dict[s
     if report is None:
         return data
     pipe = [{"Name": "Pipeline", "Value": report.pipeline}]
+    if report.status == "ok":  # the heartbeat: the template alarms when the daily one is missing for 26 hours
+        data.append({"MetricName": HEARTBEAT, "Dimensions": pipe, "Value": 1.0, "Unit": "Count"})
     for metric, value in report.figures.items():
         data.append({"MetricName": metric, "Dimensions": pipe, "Value": float(value), "Unit": "Count"})
     for interval, value in report.bars_by_interval.items():

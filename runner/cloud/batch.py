@@ -57,7 +57,7 @@ def job_definition(group: str, settings: Settings) -> dict[str, Any]:
             {"type": "MEMORY", "value": str(cloud.memory_mib)},
         ],
         "environment": [{"name": k, "value": v} for k, v in sorted(jobspec.environment(settings).items())],
-        "secrets": jobspec.batch_secrets(settings),
+        "secrets": jobspec.batch_secrets(settings, group),
     }
     if cloud.platform == "FARGATE":
         container["networkConfiguration"] = {"assignPublicIp": "ENABLED"}

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_STORAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 75, 130
 #: the exit codes by which the runner reports an outcome itself (any other code: the job died)
 RUNNER_EXIT_CODES = (EXIT_FAILED, EXIT_REFUSED, EXIT_STORAGE, EXIT_BUSY, EXIT_INTERRUPTED)
+#: the exit codes whose alert the runner published itself: the template's failure rule reports every other final
+#: failure of a Batch job (130 included: inside Batch a stop is Batch's to retry or report)
+ALERTED_EXIT_CODES = (EXIT_FAILED, EXIT_REFUSED, EXIT_STORAGE, EXIT_BUSY)
 BUSY_ERROR = "BusyError"
 #: what AWS Batch sets in a job's container: the job's id and which try this is (1, 2, ...)
 JOB_ID_ENV, ATTEMPT_ENV = "AWS_BATCH_JOB_ID", "AWS_BATCH_JOB_ATTEMPT"

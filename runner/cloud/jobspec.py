@@ -37,6 +37,16 @@ GROUPS = {
     "rebuild": "resample",
     "backfill": "daily",
 }
+#: the secrets each group's notebooks read (a job definition receives no other): the Polygon key for fetching,
+#: the database's for Postgres; resampling and the migration read neither
+GROUP_SECRETS: dict[str, tuple[str, ...]] = {
+    "fetch": ("polygon", "rds"),
+    "daily": ("polygon", "rds"),
+    "resample": (),
+    "migrate": (),
+    "retention": ("rds",),
+    "monitoring": ("rds",),
+}
 #: the container's entrypoint (Dockerfile ENTRYPOINT); a job's command is what follows it
 ENTRYPOINT = ("python", "-m", "runner", "job")
 #: where a job writes its run folders when CONDVEST_RUNS_URI is not an s3:// location: the lake's runs/
@@ -132,20 +142,28 @@ def environment(settings: Settings) -> dict[str, str]:
     }
     if settings.polygon_base_url != DEFAULT_BASE_URL:
         env["POLYGON_BASE_URL"] = settings.polygon_base_url
+    if settings.rds_endpoint and settings.rds_secret_arn:  # an RDS-managed secret has no host key (batch_secrets)
+        env["RDS_ENDPOINT"] = settings.rds_endpoint
     if settings.cloud.alert_topic_arn:
         env["CONDVEST_ALERT_TOPIC_ARN"] = settings.cloud.alert_topic_arn
     check_no_secret(env, settings)
     return env
 
 
-def batch_secrets(settings: Settings) -> list[dict[str, str]]:
-    """The job definition's ``secrets``: Secrets Manager references that Batch resolves into the container."""
+def batch_secrets(settings: Settings, group: str | None = None) -> list[dict[str, str]]:
+    """The job definition's ``secrets``: Secrets Manager references that Batch resolves into the container, only
+    those ``group``'s notebooks read (``GROUP_SECRETS``; ``None``: all). An RDS-managed secret holds no ``host``:
+    with ``RDS_ENDPOINT`` set, the endpoint travels as a plain value (``environment``) instead."""
+    wanted = GROUP_SECRETS[group] if group is not None else ("polygon", "rds")
     out = []
-    if settings.polygon_api_key_secret_arn:
+    if settings.polygon_api_key_secret_arn and "polygon" in wanted:
         out.append({"name": "POLYGON_API_KEY", "valueFrom": settings.polygon_api_key_secret_arn})
-    if settings.rds_secret_arn:
+    if settings.rds_secret_arn and "rds" in wanted:
         arn = settings.rds_secret_arn
-        for var, key in (("RDS_ENDPOINT", "host"), ("RDS_USERNAME", "username"), ("RDS_PASSWORD", "password")):
+        keys = [("RDS_USERNAME", "username"), ("RDS_PASSWORD", "password")]
+        if not settings.rds_endpoint:
+            keys.insert(0, ("RDS_ENDPOINT", "host"))
+        for var, key in keys:
             out.append({"name": var, "valueFrom": f"{arn}:{key}::"})
     return out
 
