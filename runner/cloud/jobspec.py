@@ -67,10 +67,19 @@ def group_of(target: str) -> str:
 
 
 def job_definition_name(group: str, settings: Settings) -> str:
-    """``<prefix>-<group>``; the resample group keeps the seed's ``RESAMPLING_JOB_DEFINITION`` when set."""
-    if group == "resample" and settings.resampling_job_definition:
-        return settings.resampling_job_definition
+    """``<prefix>-<group>``: the workbench's own names (the previous pipeline's definitions are never written)."""
     return f"{settings.cloud.job_definition_prefix}-{group}"
+
+
+def previous_definition_note(settings: Settings) -> str | None:
+    """What to say when the seed's ``RESAMPLING_JOB_DEFINITION`` is set: the workbench leaves it alone."""
+    old = settings.resampling_job_definition
+    if not old or old == job_definition_name("resample", settings):
+        return None
+    return (
+        f"note: RESAMPLING_JOB_DEFINITION names {old}, the previous pipeline's job definition; the workbench "
+        f"registers and submits its own ({job_definition_name('resample', settings)}) and leaves {old} as it is"
+    )
 
 
 def check_request(target: str, parameters: Sequence[tuple[str, str]], settings: Settings) -> None:

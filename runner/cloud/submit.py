@@ -108,6 +108,8 @@ def submit(
     shards: int | None = None,
 ) -> int:
     run_id, calls = plan_submission(target, parameters, backend, settings, run_id, shards)
+    if note := jobspec.previous_definition_note(settings):
+        print(note, file=sys.stderr)
     if dry_run:
         _print_json({"run_id": run_id, "backend": backend, "shards": shards, "calls": calls})
         return 0

@@ -145,3 +145,53 @@ def test_logs_print_the_jobs_stream_and_cancel_stops_what_has_not_ended(cloud, a
     assert "run lg-1: 0 of 1 jobs stopped (1 had ended)" in capsys.readouterr().out
     assert main(["cancel", "nope"]) == 2
     assert "no submission 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("CONDVEST_JOB_MEMORY_MIB", "3000", "Fargate with 1 vCPU takes 2048 to 8192 in steps of 1024 MiB, not 3000"),
+        ("CONDVEST_JOB_VCPUS", "3", "Fargate offers 0.25, 0.5, 1, 2, 4, 8, 16 vCPUs, not 3"),
+        ("CONDVEST_JOB_TIMEOUT_S", "30", "Batch needs at least 60 s, got 30"),
+    ],
+)
+def test_dry_run_refuses_what_batch_would_refuse(cloud, capsys, monkeypatch, variable, value, says):
+    monkeypatch.setenv(variable, value)
+    assert main(["submit", "05_monitoring", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert variable in err and says in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("CONDVEST_DAILY_SCHEDULE", "cron(0 11 * *)", "expected cron(m h dom mon dow year)"),
+        ("CONDVEST_WEEKLY_SCHEDULE", "every sunday", "expected cron("),
+        ("CONDVEST_SCHEDULE_TIMEZONE", "Mars/Olympus_Mons", "unknown time zone 'Mars/Olympus_Mons'"),
+    ],
+)
+def test_schedule_dry_run_refuses_what_scheduler_would_refuse(cloud, capsys, monkeypatch, variable, value, says):
+    monkeypatch.setenv(variable, value)
+    assert main(["schedule", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert variable in err and says in err
+
+
+def test_the_previous_pipelines_job_definition_is_never_overwritten(cloud, aws, capsys, monkeypatch):
+    batch = aws.client("batch")
+    old = {"image": "old-image", "command": ["python", "resample.py"], "resourceRequirements": [
+        {"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}]}  # fmt: skip
+    batch.register_job_definition(jobDefinitionName="resampling-job", type="container", containerProperties=old)
+    monkeypatch.setenv("RESAMPLING_JOB_DEFINITION", "resampling-job")
+    assert main(["submit", "02_resample", "--run-id", "rs-1"]) == 0
+    err = capsys.readouterr().err
+    assert "RESAMPLING_JOB_DEFINITION names resampling-job, the previous pipeline's job definition" in err
+    assert "condvest-resample" in err
+    [jd] = batch.describe_job_definitions(jobDefinitionName="resampling-job")["jobDefinitions"]
+    assert jd["revision"] == 1 and jd["containerProperties"]["image"] == "old-image"
+    # a definition of the workbench's name that the workbench did not register is refused, never revised
+    monkeypatch.setenv("CONDVEST_JOB_DEFINITION_PREFIX", "resampling")
+    batch.register_job_definition(jobDefinitionName="resampling-monitoring", type="container", containerProperties=old)
+    assert main(["submit", "05_monitoring", "--run-id", "rs-2"]) == 2
+    assert "job definition resampling-monitoring exists and is not the workbench's" in capsys.readouterr().err
+    assert len(batch.describe_job_definitions(jobDefinitionName="resampling-monitoring")["jobDefinitions"]) == 1
