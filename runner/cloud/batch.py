@@ -72,6 +72,12 @@ def _default_target(group: str) -> str:
     return next(t for t, g in jobspec.GROUPS.items() if g == group)
 
 
+def _environment(group: str, settings: Settings) -> dict[str, str]:
+    env = jobspec.environment(settings)
+    env["CONDVEST_DUCKDB_MEMORY_LIMIT"] = jobspec.duckdb_memory_limit(settings)
+    return env
+
+
 def job_definition(group: str, settings: Settings) -> dict[str, Any]:
     """The ``register_job_definition`` payload of a group."""
     cloud = settings.cloud
@@ -93,12 +99,19 @@ def job_definition(group: str, settings: Settings) -> dict[str, Any]:
             {"type": "VCPU", "value": f"{cloud.vcpus:g}"},
             {"type": "MEMORY", "value": str(cloud.memory_mib)},
         ],
-        "environment": [{"name": k, "value": v} for k, v in sorted(jobspec.environment(settings).items())],
+        "environment": [{"name": k, "value": v} for k, v in sorted(_environment(group, settings).items())],
         "secrets": jobspec.batch_secrets(settings, group),
+        "linuxParameters": {"initProcessEnabled": True},  # PID 1 reaps the kernel and browser, forwards SIGTERM
     }
+    if cloud.log_group:
+        container["logConfiguration"] = {
+            "logDriver": "awslogs",
+            "options": {"awslogs-group": cloud.log_group, "awslogs-stream-prefix": cloud.job_definition_prefix},
+        }
     if cloud.platform == "FARGATE":
-        container["networkConfiguration"] = {"assignPublicIp": "ENABLED"}
+        container["networkConfiguration"] = {"assignPublicIp": cloud.assign_public_ip}
         container["fargatePlatformConfiguration"] = {"platformVersion": "LATEST"}
+        container["ephemeralStorage"] = {"sizeInGiB": jobspec.GROUP_STORAGE_GIB[group]}
     payload: dict[str, Any] = {
         "jobDefinitionName": jobspec.job_definition_name(group, settings),
         "type": "container",

@@ -47,6 +47,10 @@ GROUP_SECRETS: dict[str, tuple[str, ...]] = {
     "retention": ("rds",),
     "monitoring": ("rds",),
 }
+#: per group, the Fargate ephemeral storage in GiB (DuckDB spills there: a full rebuild spills far more than
+#: Fargate's 20 GiB default; BENCHMARKS.md has the figures) and DuckDB's share of the container's memory
+GROUP_STORAGE_GIB = {"fetch": 30, "daily": 60, "resample": 100, "migrate": 100, "retention": 21, "monitoring": 30}
+DUCKDB_MEMORY_SHARE = 0.75
 #: the container's entrypoint (Dockerfile ENTRYPOINT); a job's command is what follows it
 ENTRYPOINT = ("python", "-m", "runner", "job")
 #: where a job writes its run folders when CONDVEST_RUNS_URI is not an s3:// location: the lake's runs/
@@ -177,12 +181,19 @@ def batch_secrets(settings: Settings, group: str | None = None) -> list[dict[str
     return out
 
 
-def processing_environment(settings: Settings) -> dict[str, str]:
-    """A SageMaker job's environment: the plain one plus the secrets' ARNs (never their values)."""
+def duckdb_memory_limit(settings: Settings) -> str:
+    """DuckDB's memory limit in a job: ``DUCKDB_MEMORY_SHARE`` of the container's memory (the kernel, the
+    runner and the chart browser share the rest)."""
+    return f"{int(settings.cloud.memory_mib * DUCKDB_MEMORY_SHARE)}MB"
+
+
+def processing_environment(settings: Settings, group: str | None = None) -> dict[str, str]:
+    """A SageMaker job's environment: the plain one plus the ARNs of the secrets ``group`` reads (never values)."""
     env = environment(settings)
-    if settings.polygon_api_key_secret_arn:
+    wanted = GROUP_SECRETS[group] if group is not None else ("polygon", "rds")
+    if settings.polygon_api_key_secret_arn and "polygon" in wanted:
         env["POLYGON_API_KEY_SECRET_ARN"] = settings.polygon_api_key_secret_arn
-    if settings.rds_secret_arn:
+    if settings.rds_secret_arn and "rds" in wanted:
         env["RDS_SECRET_ARN"] = settings.rds_secret_arn
     check_no_secret(env, settings)
     return env
