@@ -83,8 +83,13 @@ def container_process(aws, cloud, job_id: str, extra_env: dict[str, str] | None 
     env["AWS_ENDPOINT_URL"] = cloud["AWS_ENDPOINT_URL"] if "AWS_ENDPOINT_URL" in cloud else aws.endpoint_url
     command = [*jobspec.ENTRYPOINT, *job["container"]["command"]]
     assert command[:4] == ["python", "-m", "runner", "job"]
-    env |= {"AWS_BATCH_JOB_ID": job_id, "AWS_BATCH_JOB_ATTEMPT": "1"}  # what Batch sets in every container
     env |= extra_env or {}
+    index = env.get("AWS_BATCH_JOB_ARRAY_INDEX")  # what Batch sets in every container (a child's id: <parent>:<i>)
+    env |= {
+        "AWS_BATCH_JOB_ID": f"{job_id}:{index}" if index else job_id,
+        "AWS_BATCH_JOB_ATTEMPT": "1",
+        **(extra_env or {}),
+    }
     return subprocess.Popen(
         [sys.executable, *command[1:]],
         cwd=ROOT,
