@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from typing import Any
 
@@ -97,6 +98,21 @@ def _check_payloads(calls: list[dict[str, Any]], settings: Settings) -> None:
         raise ParameterError("a payload would carry a secret value; refusing to submit", parameter="payload")
 
 
+#: a complete secret ARN ends with Secrets Manager's 6-character suffix; ECS refuses a partial one with a JSON key
+_COMPLETE_ARN = re.compile(r":secret:.+-[A-Za-z0-9]{6}$")
+
+
+def complete_secret_arns(settings: Settings) -> Settings:
+    """The settings with each partial secret ARN (no suffix) completed by Secrets Manager (``DescribeSecret``)."""
+    changes = {}
+    for field in ("polygon_api_key_secret_arn", "rds_secret_arn"):
+        arn = getattr(settings, field)
+        if arn and not _COMPLETE_ARN.search(arn):
+            changes[field] = client("secretsmanager", settings).describe_secret(SecretId=arn)["ARN"]
+            print(f"secret {arn} is {changes[field]} (a job definition needs the complete ARN)", file=sys.stderr)
+    return settings.with_(**changes) if changes else settings
+
+
 def submit(
     target: str,
     parameters: list[tuple[str, str]],
@@ -107,6 +123,8 @@ def submit(
     run_id: str | None = None,
     shards: int | None = None,
 ) -> int:
+    if not dry_run:
+        settings = complete_secret_arns(settings)
     run_id, calls = plan_submission(target, parameters, backend, settings, run_id, shards)
     if note := jobspec.previous_definition_note(settings):
         print(note, file=sys.stderr)
@@ -179,7 +197,7 @@ def plan_schedules(settings: Settings) -> list[dict[str, Any]]:
 
 
 def schedule(settings: Settings, *, apply: bool) -> int:
-    calls = plan_schedules(settings)
+    calls = plan_schedules(complete_secret_arns(settings) if apply else settings)
     if not apply:
         _print_json({"calls": calls})
         return 0

@@ -195,3 +195,14 @@ def test_the_previous_pipelines_job_definition_is_never_overwritten(cloud, aws, 
     assert main(["submit", "05_monitoring", "--run-id", "rs-2"]) == 2
     assert "job definition resampling-monitoring exists and is not the workbench's" in capsys.readouterr().err
     assert len(batch.describe_job_definitions(jobDefinitionName="resampling-monitoring")["jobDefinitions"]) == 1
+
+
+def test_a_partial_secret_arn_is_completed_before_a_job_definition_names_it(cloud, aws, capsys, monkeypatch):
+    full = cloud["RDS_SECRET_ARN"]
+    partial = full.rsplit("-", 1)[0]  # without Secrets Manager's 6-character suffix
+    monkeypatch.setenv("RDS_SECRET_ARN", partial)
+    assert main(["submit", "05_monitoring", "-p", "read_postgres", "False", "--run-id", "pa-1"]) == 0
+    assert f"secret {partial} is {full}" in capsys.readouterr().err
+    [jd] = aws.client("batch").describe_job_definitions(jobDefinitionName="condvest-monitoring")["jobDefinitions"]
+    refs = {s["name"]: s["valueFrom"] for s in jd["containerProperties"]["secrets"]}
+    assert refs["RDS_PASSWORD"] == f"{full}:password::" and "POLYGON_API_KEY" not in refs
