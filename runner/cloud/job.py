@@ -9,8 +9,8 @@ The exit code is the outcome, whatever ran: 0 ok; 1 a notebook failed (stderr na
 2 refused before anything ran (unknown notebook or pipeline, bad parameter, bad setting); 3 the runs
 location could not be written; 75 busy (another run holds the lake lock: a duplicated or retried schedule
 stops instead of running twice); 130 interrupted or terminated (SIGTERM from Batch or SageMaker: the run is
-recorded as failed before the process exits). ``RUNNER_EXIT_CODES`` lists them, so that the infrastructure's
-failure rule alerts only on jobs that died before the runner could speak.
+recorded as failed before the process exits). ``RUNNER_EXIT_CODES`` lists them; ``ALERTED_EXIT_CODES`` are those
+whose alert the runner published itself, which the infrastructure's failure rule leaves out.
 
 A stop lets go: the first SIGTERM interrupts the kernel running the notebook (``runner.kernel.interrupt_executing``)
 so the cell fails with ``KeyboardInterrupt`` and the notebook's own clean-up runs (the lake lock is released at
