@@ -212,3 +212,45 @@ def test_checkov_finds_no_failed_check():
     summary = json.loads(r.stdout)["summary"]
     assert summary["failed"] == 0 and summary["parsing_errors"] == 0, r.stdout[-3000:]
     assert summary["passed"] > 100
+
+
+def test_the_failure_rule_reports_only_what_the_runner_did_not(template, aws):
+    """The rule's pattern on an EventBridge bus (moto's), delivering to a queue, fed the Batch events of failures."""
+    queue = "arn:aws:batch:us-east-1:123456789012:job-queue/condvest"
+    pattern = json.loads(json.dumps(template["Resources"]["JobDiedRule"]["Properties"]["EventPattern"]))
+    pattern["detail"]["jobQueue"] = [queue]
+    events, sqs = aws.client("events"), aws.client("sqs")
+    inbox = sqs.create_queue(QueueName="rule-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="job-died", EventPattern=json.dumps(pattern), State="ENABLED")
+    events.put_targets(Rule="job-died", Targets=[{"Id": "inbox", "Arn": inbox_arn}])
+    died = "Essential container in task exited"
+    cases = {
+        "oom": ({"statusReason": died, "container": {"exitCode": 137}}, True),  # the runner never spoke
+        "stopped-last-attempt": ({"statusReason": died, "container": {"exitCode": 130}}, True),
+        "runnable-cancelled": ({"statusReason": "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - cancelled"}, True),
+        "image-not-pulled": ({"statusReason": "CannotPullContainerError: pull access denied", "container": {}}, True),
+        "child-oom": ({"statusReason": died, "container": {"exitCode": 137}, "arrayProperties": {"index": 1}}, True),
+        # an array job's parent (its failed child is reported); a commit that never started (its array failed)
+        "array-parent": ({"statusReason": "Array Child Job failed", "arrayProperties": {"size": 3}}, False),
+        "dependent": ({"statusReason": "Dependent Job failed"}, False),
+        "succeeded": ({"status": "SUCCEEDED", "statusReason": died, "container": {"exitCode": 0}}, False),
+        "other-queue": ({"jobQueue": queue + "-x", "statusReason": died, "container": {"exitCode": 137}}, False),
+    }
+    for code in ALERTED_EXIT_CODES:  # the runner published these itself
+        cases[f"runner-{code}"] = ({"statusReason": died, "container": {"exitCode": code}}, False)
+    entries = [
+        {
+            "Source": "aws.batch",
+            "DetailType": "Batch Job State Change",
+            "Detail": json.dumps({"jobQueue": queue, "jobName": name, "jobId": name, "status": "FAILED", **detail}),
+        }
+        for name, (detail, _) in cases.items()
+    ]
+    for i in range(0, len(entries), 10):
+        assert events.put_events(Entries=entries[i : i + 10])["FailedEntryCount"] == 0
+    got: set[str] = set()
+    for _ in range(5):
+        r = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        got |= {json.loads(m["Body"])["detail"]["jobName"] for m in r.get("Messages", [])}
+    assert got == {name for name, (_, wanted) in cases.items() if wanted}
