@@ -94,7 +94,13 @@ def record_line(r: dict[str, Any]) -> str:
     return line
 
 
-def _poll(record: dict[str, Any], settings: Settings, poll: float, deadline: float | None, sleep: Any) -> Any:
+def _poll(
+    record: dict[str, Any],
+    settings: Settings,
+    poll: float,
+    deadline: float | None,
+    sleep: Callable[[float], None],
+) -> list[dict[str, Any]] | None:
     """Poll the jobs until all ended (their states) or the deadline passed (``None``), printing each change."""
     last: list[tuple[str, str]] = []
     while True:
