@@ -93,7 +93,9 @@ def test_a_sharded_rebuild_in_batch_equals_an_unsharded_one(cloud, aws, s3_serve
     assert not list(lake.list("processing_metadata/shards/"))
     assert main(["status", "rb-1", "--poll", "0.1", "--timeout", "30"]) == 0
     out = capsys.readouterr().out
-    assert out.count("02_resample.ipynb ok") == 5 and "run rb-1 ok" in out  # four shards and the commit
+    for part in ("0/4", "1/4", "2/4", "3/4", "commit/4"):  # four shards and the commit, each named
+        assert f"02_resample.ipynb shard {part} ok" in out
+    assert "run rb-1 ok" in out
 
     # BATCH_SIZE is the symbols-per-shard hint: 17 symbols by 5 make 4 children
     monkeypatch.setenv("BATCH_SIZE", "5")
