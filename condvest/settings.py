@@ -171,6 +171,13 @@ class CloudSettings:
     daily_schedule: str = "cron(0 11 ? * MON-FRI *)"
     weekly_schedule: str = "cron(0 2 ? * SUN *)"
     metrics_namespace: str = "Condvest"
+    #: the CloudWatch Logs group of the jobs' ``awslogs`` configuration (the stack's output ``LogGroup``)
+    log_group: str | None = None
+    #: a Fargate job's public IP: ENABLED only in public subnets without a NAT gateway
+    assign_public_ip: str = "DISABLED"
+    #: the subnets and security groups of SageMaker jobs (the stack's; they reach a private RDS)
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, get: Callable[[str], str | None]) -> CloudSettings:
@@ -185,6 +192,13 @@ class CloudSettings:
             if n <= 0:
                 raise ConfigError(f"must be positive, got {v}", variable=name)
             return n
+
+        public_ip = (get("CONDVEST_ASSIGN_PUBLIC_IP") or "DISABLED").upper()
+        if public_ip not in ("ENABLED", "DISABLED"):
+            raise ConfigError(f"expected ENABLED or DISABLED, got {public_ip!r}", variable="CONDVEST_ASSIGN_PUBLIC_IP")
+
+        def ids(name: str) -> tuple[str, ...]:
+            return tuple(x.strip() for x in (get(name) or "").split(",") if x.strip())
 
         platform = (get("CONDVEST_BATCH_PLATFORM") or "FARGATE").upper()
         if platform not in ("FARGATE", "EC2"):
@@ -209,6 +223,10 @@ class CloudSettings:
             daily_schedule=get("CONDVEST_DAILY_SCHEDULE") or d.daily_schedule,
             weekly_schedule=get("CONDVEST_WEEKLY_SCHEDULE") or d.weekly_schedule,
             metrics_namespace=get("CONDVEST_METRICS_NAMESPACE") or d.metrics_namespace,
+            log_group=get("CONDVEST_LOG_GROUP"),
+            assign_public_ip=public_ip,
+            subnets=ids("CONDVEST_SUBNETS"),
+            security_groups=ids("CONDVEST_SECURITY_GROUPS"),
         )
 
 

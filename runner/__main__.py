@@ -10,6 +10,7 @@ undeclared parameter) or a setting is invalid; 3 the runs location could not be 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -73,10 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="python -m runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m runner",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True)
+    # no option of any command may be abbreviated: `submit --shard 2` must never be taken for `--shards 2`
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False)
+    )
     run = sub.add_parser("run", parents=[execution], help="run one notebook")
     run.add_argument("notebook", help="a path or a short name such as 01_fetch (notebooks/01_fetch.ipynb)")
     pipe = sub.add_parser(
@@ -125,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    reading = args.command in ("list", "show", "submit", "status", "schedule")  # these run no notebook here
+    reading = args.command not in ("run", "pipeline", "job")  # these run no notebook here
     _configure_logging(args.verbose, settings.secrets() if reading else secret_values(settings))
     if getattr(args, "log_output", False):
         logging.getLogger("papermill").setLevel(logging.INFO)

@@ -5,7 +5,9 @@ nbclient stops a kernel it started itself and leaves alone one it was handed (``
 over (``km``: a kernel started ahead, or a manager whose kernel nbclient starts), so this engine closes the
 client and stops the kernel itself when the notebook is done, at once (no graceful shutdown round trip): the
 outputs are in, and our notebooks release what they hold (lake lock, DuckDB connections) in their cells, not in
-atexit hooks. papermill registers it under ``runner.kernel.ENGINE_NAME`` from the ``papermill.engine`` entry point
+atexit hooks. While the cells run the kernel is marked ``executing``, so that a stopped job interrupts it (its
+cell fails with ``KeyboardInterrupt``, the notebook's clean-up runs) instead of killing it. papermill registers
+it under ``runner.kernel.ENGINE_NAME`` from the ``papermill.engine`` entry point
 (pyproject.toml) as papermill is imported; importing this module imports papermill.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine
 
-from runner.kernel import RunKernelManager, shutdown_now
+from runner.kernel import RunKernelManager, executing, shutdown_now
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,8 @@ class RunnerEngine(Engine):
             **kwargs,
         )
         try:
-            return client.execute()
+            with executing(km):  # a SIGTERM of the job interrupts it (runner.kernel.interrupt_executing)
+                return client.execute()
         finally:
             close_kernel(client, km)
 

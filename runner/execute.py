@@ -67,7 +67,9 @@ class RunOptions:
     pipeline's) id instead of a new one; ``root``: the project folder (default: found from here);
     ``progress_bar``: papermill's cell progress; ``log_output``: stream cell output to the log;
     ``execution_timeout``: seconds a cell may run (default ``DEFAULT_CELL_TIMEOUT``; ``None``: no limit), so a
-    cell that never returns (a hung connection) fails the run instead of holding a Batch job forever."""
+    cell that never returns (a hung connection) fails the run instead of holding a Batch job forever; ``attempt``:
+    which try of ``run_id`` this is (a Batch retry: attempt 2 runs as attempt 2 of the same run, its files beside
+    the first attempt's)."""
 
     runs_uri: str | None = None
     run_id: str | None = None
@@ -75,6 +77,7 @@ class RunOptions:
     progress_bar: bool = True
     log_output: bool = False
     execution_timeout: float | None = DEFAULT_CELL_TIMEOUT
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,7 @@ def execute(
     shared chart browser, the kernels started ahead); the default is a run of its own. Raises ``ParameterError``
     (nothing run) when ``run_id`` is used already; a failing cell does not raise (the result says so)."""
     scrubber = Scrubber(secret_values(settings))  # secrets fetched at run time included
-    run = RunFolder(store, run_id, prepared.path.name, context.folder)
+    run = RunFolder(store, run_id, prepared.path.name, context.folder, options.attempt)
     run.claim()
     started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     log.info("run started run_id=%s notebook=%s parameters=%s cwd=%s", run_id, run.notebook, prepared.parameters, root)

@@ -18,10 +18,13 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +245,40 @@ def shutdown_now(km: AsyncKernelManager) -> None:
         asyncio.run(km.shutdown_kernel(now=True))
     except Exception as exc:  # noqa: BLE001  a kernel that is gone already
         log.debug("kernel shutdown error=%s", type(exc).__name__)
+
+
+#: the kernel managers whose kernels run a notebook's cells now (``executing``); ``interrupt_executing`` reaches them
+_EXECUTING: set[AsyncKernelManager] = set()
+
+
+@contextmanager
+def executing(km: AsyncKernelManager) -> Iterator[None]:
+    """Mark ``km``'s kernel as running a notebook while the block runs (``runner.engine``)."""
+    _EXECUTING.add(km)
+    try:
+        yield
+    finally:
+        _EXECUTING.discard(km)
+
+
+def interrupt_executing() -> int:
+    """Interrupt (SIGINT, as Jupyter's "interrupt kernel") every kernel running a notebook in this process, so
+    that the running cell raises ``KeyboardInterrupt`` and the notebook's own clean-up runs (``with`` blocks exit:
+    the lake lock is released, DuckDB closes); the run then fails at that cell and is recorded as usual. Returns
+    how many kernels were interrupted (0: none is running cells). Safe in a signal handler: it awaits nothing
+    (the provisioner's ``send_signal`` only signals the kernel's process group)."""
+    count = 0
+    for km in list(_EXECUTING):
+        provisioner = km.provisioner
+        if provisioner is None or not km.has_kernel:
+            continue
+        step = provisioner.send_signal(signal.SIGINT)
+        try:
+            step.send(None)  # the coroutine signals and returns without suspending
+        except StopIteration:
+            count += 1
+        except OSError as exc:  # the kernel is gone already
+            log.debug("kernel interrupt error=%s", type(exc).__name__)
+        else:
+            step.close()
+    return count

@@ -35,10 +35,15 @@ class RunFolder:
     run_id: str
     notebook: str
     folder: str | None = None
+    attempt: int = 1  # a retry's files are ``<stem>.attempt-<n>.*`` beside the first attempt's
 
     @property
     def stem(self) -> str:
         return Path(self.notebook).stem
+
+    @property
+    def file_stem(self) -> str:
+        return self.stem if self.attempt <= 1 else f"{self.stem}.attempt-{self.attempt}"
 
     @property
     def prefix(self) -> str:
@@ -46,15 +51,20 @@ class RunFolder:
 
     @property
     def ipynb_key(self) -> str:
-        return f"{self.prefix}/{self.stem}.ipynb"
+        return f"{self.prefix}/{self.file_stem}.ipynb"
 
     @property
     def html_key(self) -> str:
-        return f"{self.prefix}/{self.stem}.html"
+        return f"{self.prefix}/{self.file_stem}.html"
 
     def png_key(self, k: int) -> str:
         """The k-th chart's PNG (1-based, in page order)."""
-        return f"{self.prefix}/{self.stem}-{k}.png"
+        return f"{self.prefix}/{self.file_stem}-{k}.png"
+
+    @property
+    def title(self) -> str:
+        """The page's title: ``<stem> · <run id>`` (`` · attempt <n>`` for a retry)."""
+        return f"{self.stem} · {self.run_id}" + (f" · attempt {self.attempt}" if self.attempt > 1 else "")
 
     @property
     def plotly_key(self) -> str:
@@ -66,10 +76,12 @@ class RunFolder:
         return ("../" if self.folder else "") + plotly_file()
 
     def claim(self) -> None:
-        """Refuse a run id that a run of this notebook already used here (``ParameterError``, nothing written)."""
+        """Refuse a run id that this attempt of a run of this notebook already used here (``ParameterError``,
+        nothing written); a retry (attempt 2, 3, ...) of the same run id has files of its own."""
         if self.store.exists(self.ipynb_key):
+            attempt = f" attempt {self.attempt}" if self.attempt > 1 else ""
             raise ParameterError(
-                f"{self.run_id!r} is already used by {self.store.url(self.ipynb_key)}", parameter="run_id"
+                f"{self.run_id!r}{attempt} is already used by {self.store.url(self.ipynb_key)}", parameter="run_id"
             )
 
 
@@ -132,6 +144,7 @@ def publish(
         pipeline=context.pipeline,
         pipeline_run_id=context.pipeline_run_id,
         stage=context.stage,
+        attempt=run.attempt,
     )
     append_run(run.store, result.index_record())
     return result
@@ -161,6 +174,7 @@ def _header(
         previous=context.previous,
         next=context.next if execution.failure is None else None,
         failing_cell=f"cell {error.cell}" if error is not None and error.cell is not None else None,
+        attempt=run.attempt,
     )
 
 
@@ -174,7 +188,7 @@ def _write_pages(clean: Any, run: RunFolder, scrubber: Scrubber, pngs: ChartPngs
     pngs.browser.submit([f for f, png in zip(figures, copies, strict=True) if png is None])  # while the page is built
     run.store.put(run.ipynb_key, nbformat.writes(clean).encode())
     try:
-        page = run_page(clean, scrubber, title=f"{run.stem} · {run.run_id}", plotly_src=run.plotly_src)
+        page = run_page(clean, scrubber, title=run.title, plotly_src=run.plotly_src)
     except Exception as exc:  # nbconvert/plotly trouble must not lose the run record; the ipynb is written
         log.warning("html not rendered run_id=%s notebook=%s error=%s", run.run_id, run.notebook, type(exc).__name__)
         pngs.browser.result()  # the PNGs go with the page; a shared browser must not hand them to the next run

@@ -71,6 +71,7 @@ class RunHeader:
     previous: StageLink | None = None
     next: StageLink | None = None
     failing_cell: str | None = None
+    attempt: int = 1
 
     def markdown(self) -> str:
         mark = "ok" if self.status == "ok" else "**failed**"
@@ -84,6 +85,8 @@ class RunHeader:
             ("code version", f"`{self.code_version}`" if self.code_version else "unknown"),
             ("host", f"`{self.host}`" if self.host else "unknown"),
         ]
+        if self.attempt > 1:
+            rows.insert(1, ("attempt", f"{self.attempt} (a retry of run `{self.run_id}`)"))
         shard = (self.parameters or {}).get("shard")
         if shard:
             rows.insert(1, ("pipeline", f"shard {shard} of sharded run `{self.pipeline_run_id}`"))

@@ -55,6 +55,8 @@ class RunResult:
     pipeline: str | None = None
     pipeline_run_id: str | None = None
     stage: int | None = None
+    #: which try of the run this is (a Batch retry of a submitted job: ``AWS_BATCH_JOB_ATTEMPT``); 1 the first
+    attempt: int = 1
 
     @property
     def ok(self) -> bool:
@@ -101,6 +103,7 @@ class RunResult:
             "pipeline": self.pipeline,
             "pipeline_run_id": self.pipeline_run_id,
             "stage": self.stage,
+            "attempt": self.attempt,
         }
 
 

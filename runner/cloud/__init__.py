@@ -8,7 +8,9 @@ submissions, EventBridge Scheduler schedules.
     batch       register the job definition, submit, follow (AWS Batch)
     sagemaker   the same run as a SageMaker Processing job
     schedules   the daily and weekly schedules (EventBridge Scheduler -> Batch SubmitJob)
-    cli         the ``job``, ``submit``, ``status`` and ``schedule`` commands
+    submit      ``submit`` and ``schedule``: the API calls planned, checked, made
+    operate     ``status``, ``logs``, ``rerun`` and ``cancel`` of a submitted run
+    cli         the ``job``, ``submit``, ``status``, ``logs``, ``rerun``, ``cancel`` and ``schedule`` commands
 
 Importing it does nothing; boto3 loads on first use.
 """

@@ -8,7 +8,9 @@ the run index (``results`` of each stage's record), so a report can be rebuilt f
 
 Metrics (namespace ``CONDVEST_METRICS_NAMESPACE``, default ``Condvest``): ``FailedRuns`` (1 or 0 per job,
 dimension ``Target``) for the alarm, and per reported pipeline (dimension ``Pipeline``) the figures of
-``REPORTS`` (``BarsResampled`` also per ``Interval``), ``StageDuration`` per ``Stage`` and ``PipelineDuration``.
+``REPORTS`` (``BarsResampled`` also per ``Interval``), ``StageDuration`` per ``Stage`` and ``PipelineDuration``, and
+``PipelineSucceeded`` (1 per success: the heartbeat whose absence for 26 hours alarms). A stop inside Batch puts no
+``FailedRuns``: Batch retries it or reports its final failure.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from condvest.settings import Settings
 from runner.cloud.aws import client, error_text
@@ -49,6 +52,11 @@ REPORTS: dict[str, dict[str, tuple[tuple[str, str, str], ...]]] = {
 #: the per-interval bar counts 02_resample records (``{"3d": n, ...}``)
 BARS_BY_INTERVAL = "bars_by_interval"
 SUBJECT_MAX = 100  # SNS: at most 100 printable ASCII characters
+#: put (1, dimension ``Pipeline``) each time a reported pipeline succeeded
+HEARTBEAT = "PipelineSucceeded"
+#: where Batch's awslogs driver writes when a job definition names no group
+BATCH_LOG_GROUP = "/aws/batch/job"
+MESSAGE_MAX = 256 * 1024 - 2048  # SNS: 256 KiB per message, its attributes included (with room to spare)
 
 
 @dataclass(frozen=True)
@@ -138,8 +146,10 @@ def failure_text(
     run_id: str | None = None,
     busy: bool = False,
     place: str | None = None,
+    job: JobPlace | None = None,
 ) -> tuple[str, str]:
-    """(subject, message) of a failed job: the stage, the failing cell, the error and where the run is."""
+    """(subject, message) of a failed job: the stage, the failing cell, the error, where the run is and (``job``)
+    which Batch job and attempt ran it, with links a person can open."""
     where = []
     if stage is not None:
         where.append(f"stage {stage}")
@@ -151,6 +161,8 @@ def failure_text(
     state = "busy" if busy else "failed"
     subject = f"condvest {target} {state}" + (f": stage {stage}" if stage is not None else "")
     subject += f", cell {cell}" if cell is not None else ""
+    job = job or JobPlace()
+    subject += f", shard {job.shard}" if job.shard else ""
     lines = [f"condvest {target} {state} at {place}", ""]
     if error:
         lines.append(error)
@@ -160,15 +172,96 @@ def failure_text(
         lines.append(f"page: {page}")
     if run_id:
         lines.append(f"run id: {run_id}")
+    lines += job.lines()
     detail = {"target": target, "status": state, "stage": stage, "notebook": notebook, "cell": cell}
     detail |= {"run_folder": run_folder, "run_id": run_id}
+    detail |= {"batch_job_id": job.job_id, "attempt": job.attempt, "shard": job.shard}
     lines += ["", "detail: " + json.dumps(detail, sort_keys=True)]
     return subject, "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class JobPlace:
+    """Where a failed run ran: its Batch job id, attempt and shard, and the console links that lead to the cause
+    (the job, its CloudWatch Logs stream, the executed page)."""
+
+    job_id: str | None = None
+    attempt: int = 1
+    shard: str | None = None
+    job_url: str | None = None
+    logs_url: str | None = None
+    page_url: str | None = None
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.job_id:
+            out.append(f"batch job: {self.job_id} (attempt {self.attempt})")
+        if self.shard:
+            out.append(f"shard: {self.shard}")
+        for label, url in (("page link", self.page_url), ("logs", self.logs_url), ("job", self.job_url)):
+            if url:
+                out.append(f"{label}: {url}")
+        return out
+
+
+def _console_part(text: str) -> str:
+    """CloudWatch's console encodes a log group or stream name in the URL fragment with ``$25`` for ``%``."""
+    return quote(text, safe="").replace("%", "$25")
+
+
+def logs_url(region: str, group: str, stream: str | None = None) -> str:
+    """The CloudWatch Logs console URL of a log stream (of the group when ``stream`` is ``None``)."""
+    url = f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:log-groups/log-group/"
+    url += _console_part(group)
+    return url + (f"/log-events/{_console_part(stream)}" if stream else "")
+
+
+def batch_job_url(region: str, job_id: str) -> str:
+    """The Batch console URL of a job (its attempts, status reasons and log stream)."""
+    return f"https://{region}.console.aws.amazon.com/batch/home?region={region}#jobs/detail/{job_id}"
+
+
+def object_url(region: str, uri: str) -> str | None:
+    """The S3 console URL of the object at ``s3://bucket/key`` (``None`` for any other location)."""
+    if not uri.startswith("s3://"):
+        return None
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?region={region}&prefix={quote(key, safe='/')}"
+
+
+def job_place(settings: Settings, job_id: str | None, attempt: int, shard: str | None, page: str | None) -> JobPlace:
+    """The ``JobPlace`` of a run: the log stream asked of Batch (``DescribeJobs`` on the running job; when that
+    fails the job's console page still leads to it)."""
+    region = settings.aws_region or "us-east-1"  # boto3's own default when none is set
+    page_url = object_url(region, page) if page else None
+    if not job_id:
+        return JobPlace(None, attempt, shard, page_url=page_url)
+    group, stream = BATCH_LOG_GROUP, None
+    try:
+        [found] = client("batch", settings).describe_jobs(jobs=[job_id])["jobs"]
+        container = found.get("container") or {}
+        group = (container.get("logConfiguration") or {}).get("options", {}).get("awslogs-group") or group
+        stream = container.get("logStreamName") or None
+    except Exception as exc:
+        log.warning("log stream not found job_id=%s error=%s", job_id, error_text(exc))
+    logs = logs_url(region, group, stream)  # without a stream: the group, where the job id finds it
+    return JobPlace(job_id, attempt, shard, batch_job_url(region, job_id), logs, page_url)
 
 
 def _subject(text: str) -> str:
     clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
     return clean if len(clean) <= SUBJECT_MAX else clean[: SUBJECT_MAX - 3] + "..."
+
+
+def fit(message: str, limit: int = MESSAGE_MAX) -> str:
+    """``message`` cut to ``limit`` bytes of UTF-8 (SNS refuses a longer one and the alert would be lost): the
+    head, which names the failure, is kept, and the cut is said."""
+    data = message.encode()
+    if len(data) <= limit:
+        return message
+    note = f"\n... (cut: {len(data) - limit:,} bytes more; the executed notebook has everything)"
+    head = data[: limit - len(note.encode())].decode(errors="ignore")
+    return head + note
 
 
 def publish(settings: Settings, subject: str, message: str, *, kind: str) -> str | None:
@@ -181,7 +274,7 @@ def publish(settings: Settings, subject: str, message: str, *, kind: str) -> str
     response = client("sns", settings).publish(
         TopicArn=topic,
         Subject=_subject(scrub.text(subject)),
-        Message=scrub.text(message),
+        Message=fit(scrub.text(message)),
         MessageAttributes={"kind": {"DataType": "String", "StringValue": kind}},
     )
     log.info("alert published kind=%s topic=%s message_id=%s", kind, topic, response.get("MessageId"))
@@ -203,6 +296,8 @@ def metric_data(report: Report | None, target: str, failed: bool) -> list[dict[s
     if report is None:
         return data
     pipe = [{"Name": "Pipeline", "Value": report.pipeline}]
+    if report.status == "ok":  # the heartbeat: the template alarms when the daily one is missing for 26 hours
+        data.append({"MetricName": HEARTBEAT, "Dimensions": pipe, "Value": 1.0, "Unit": "Count"})
     for metric, value in report.figures.items():
         data.append({"MetricName": metric, "Dimensions": pipe, "Value": float(value), "Unit": "Count"})
     for interval, value in report.bars_by_interval.items():

@@ -14,6 +14,7 @@ import hashlib
 import json
 from typing import Any
 
+from condvest.errors import ConfigError
 from condvest.settings import Settings
 from runner.cloud import jobspec
 from runner.cloud.aws import require
@@ -30,15 +31,57 @@ RETRY_STRATEGY = {
 }
 SPEC_TAG = "condvest:spec"
 TERMINAL = ("SUCCEEDED", "FAILED")
+#: Fargate's vCPU values and, for each, its memory range in MiB and step (what RegisterJobDefinition accepts)
+FARGATE_SIZES = {
+    0.25: (512, 2048, None),
+    0.5: (1024, 4096, 1024),
+    1.0: (2048, 8192, 1024),
+    2.0: (4096, 16384, 1024),
+    4.0: (8192, 30720, 1024),
+    8.0: (16384, 61440, 4096),
+    16.0: (32768, 122880, 8192),
+}
+MIN_TIMEOUT_S = 60  # Batch refuses a shorter attemptDurationSeconds
+
+
+def check_resources(settings: Settings) -> None:
+    """``ConfigError`` for what Batch would refuse: a Fargate vCPU/memory pair it does not offer, a timeout under
+    60 s (so ``--dry-run`` refuses it too, naming the variable)."""
+    cloud = settings.cloud
+    if cloud.job_timeout_s < MIN_TIMEOUT_S:
+        raise ConfigError(
+            f"Batch needs at least {MIN_TIMEOUT_S} s, got {cloud.job_timeout_s}", variable="CONDVEST_JOB_TIMEOUT_S"
+        )
+    if cloud.platform != "FARGATE":
+        return
+    if cloud.vcpus not in FARGATE_SIZES:
+        offered = ", ".join(f"{v:g}" for v in FARGATE_SIZES)
+        raise ConfigError(f"Fargate offers {offered} vCPUs, not {cloud.vcpus:g}", variable="CONDVEST_JOB_VCPUS")
+    low, high, step = FARGATE_SIZES[cloud.vcpus]
+    fits = cloud.memory_mib in (512, 1024, 2048) if step is None else low <= cloud.memory_mib <= high
+    fits = fits and (step is None or (cloud.memory_mib - low) % step == 0)
+    if not fits:
+        what = "512, 1024 or 2048" if step is None else f"{low} to {high} in steps of {step}"
+        raise ConfigError(
+            f"Fargate with {cloud.vcpus:g} vCPU takes {what} MiB, not {cloud.memory_mib}",
+            variable="CONDVEST_JOB_MEMORY_MIB",
+        )
 
 
 def _default_target(group: str) -> str:
     return next(t for t, g in jobspec.GROUPS.items() if g == group)
 
 
+def _environment(group: str, settings: Settings) -> dict[str, str]:
+    env = jobspec.environment(settings)
+    env["CONDVEST_DUCKDB_MEMORY_LIMIT"] = jobspec.duckdb_memory_limit(settings)
+    return env
+
+
 def job_definition(group: str, settings: Settings) -> dict[str, Any]:
     """The ``register_job_definition`` payload of a group."""
     cloud = settings.cloud
+    check_resources(settings)
     require(
         settings,
         [
@@ -56,12 +99,19 @@ def job_definition(group: str, settings: Settings) -> dict[str, Any]:
             {"type": "VCPU", "value": f"{cloud.vcpus:g}"},
             {"type": "MEMORY", "value": str(cloud.memory_mib)},
         ],
-        "environment": [{"name": k, "value": v} for k, v in sorted(jobspec.environment(settings).items())],
-        "secrets": jobspec.batch_secrets(settings),
+        "environment": [{"name": k, "value": v} for k, v in sorted(_environment(group, settings).items())],
+        "secrets": jobspec.batch_secrets(settings, group),
+        "linuxParameters": {"initProcessEnabled": True},  # PID 1 reaps the kernel and browser, forwards SIGTERM
     }
+    if cloud.log_group:
+        container["logConfiguration"] = {
+            "logDriver": "awslogs",
+            "options": {"awslogs-group": cloud.log_group, "awslogs-stream-prefix": cloud.job_definition_prefix},
+        }
     if cloud.platform == "FARGATE":
-        container["networkConfiguration"] = {"assignPublicIp": "ENABLED"}
+        container["networkConfiguration"] = {"assignPublicIp": cloud.assign_public_ip}
         container["fargatePlatformConfiguration"] = {"platformVersion": "LATEST"}
+        container["ephemeralStorage"] = {"sizeInGiB": jobspec.GROUP_STORAGE_GIB[group]}
     payload: dict[str, Any] = {
         "jobDefinitionName": jobspec.job_definition_name(group, settings),
         "type": "container",
@@ -145,20 +195,27 @@ def resolve_refs(payload: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]
 
 
 def ensure_job_definition(batch: Any, payload: dict[str, Any]) -> tuple[str, bool]:
-    """Register ``payload`` unless the latest active revision already is it: (ARN, registered now)."""
+    """Register ``payload`` unless the latest active revision already is it: (ARN, registered now). A definition of
+    that name that the workbench did not register (no ``condvest:spec`` tag) is never given a new revision."""
     name = payload["jobDefinitionName"]
     found: list[dict[str, Any]] = []
     for page in batch.get_paginator("describe_job_definitions").paginate(jobDefinitionName=name, status="ACTIVE"):
         found += page["jobDefinitions"]
     if found:
         latest = max(found, key=lambda d: d["revision"])
-        if (latest.get("tags") or {}).get(SPEC_TAG) == payload["tags"][SPEC_TAG]:
+        if SPEC_TAG not in (latest.get("tags") or {}):
+            raise ConfigError(
+                f"job definition {name} exists and is not the workbench's (no {SPEC_TAG} tag; the previous "
+                "pipeline's?): it is left as it is; choose another CONDVEST_JOB_DEFINITION_PREFIX",
+                variable="CONDVEST_JOB_DEFINITION_PREFIX",
+            )
+        if latest["tags"][SPEC_TAG] == payload["tags"][SPEC_TAG]:
             return latest["jobDefinitionArn"], False
     return batch.register_job_definition(**payload)["jobDefinitionArn"], True
 
 
 def states(batch: Any, job_ids: list[str]) -> list[dict[str, Any]]:
-    """``{id, name, status, reason, exit_code}`` of each job (a job Batch no longer knows: status UNKNOWN)."""
+    """``{id, name, status, reason, exit_code, attempts}`` of each job (a job Batch no longer knows: status UNKNOWN)."""
     found = {j["jobId"]: j for j in batch.describe_jobs(jobs=job_ids)["jobs"]} if job_ids else {}
     out = []
     for job_id in job_ids:
@@ -174,6 +231,7 @@ def states(batch: Any, job_ids: list[str]) -> list[dict[str, Any]]:
                 "status": j["status"],
                 "reason": j.get("statusReason") or container.get("reason") or "",
                 "exit_code": container.get("exitCode"),
+                "attempts": len(j.get("attempts") or []),
             }
         )
     return out

@@ -3,7 +3,12 @@
     job NOTEBOOK|PIPELINE [-p NAME VALUE]...                   the container entrypoint (runner.cloud.job)
     submit NOTEBOOK|PIPELINE --backend batch|sagemaker [-p NAME VALUE]... [--shards N] [--dry-run]
     status RUN [--poll SECONDS] [--timeout SECONDS]            follow a submitted run; exit code = its outcome
+    logs RUN [--shard I] [--follow]                            print a job's CloudWatch Logs stream
+    rerun RUN --shard I                                        re-submit one shard, then its commit
+    cancel RUN                                                 cancel or terminate every job of the run
     schedule --dry-run|--apply                                 the daily and weekly EventBridge schedules
+
+No option may be abbreviated (``--shard 2`` is never taken for ``--shards 2``).
 
 Exit codes as ``run`` (0 ok, 1 failed, 2 refused, 3 runs location), plus ``job``'s 75 (busy) and 130
 (interrupted or terminated), and ``status``'s 4 (still running at ``--timeout``); an AWS API error is 5.
@@ -16,6 +21,7 @@ import sys
 
 from condvest.errors import ConfigError, ParameterError
 from condvest.settings import Settings
+from runner.cloud import operate
 from runner.cloud import submit as submission
 from runner.cloud.aws import error_text
 from runner.cloud.job import main_job
@@ -24,7 +30,7 @@ from runner.notebooks import parse_value
 from runner.scrub import Scrubber
 from runner.sharding import shard_parameters
 
-COMMANDS = ("job", "submit", "status", "schedule")
+COMMANDS = ("job", "submit", "status", "logs", "rerun", "cancel", "schedule")
 EXIT_AWS = 5
 
 
@@ -56,6 +62,16 @@ def add_commands(
     st.add_argument("run", metavar="RUN", help="the run id that submit printed")
     st.add_argument("--poll", type=float, default=30.0, metavar="SECONDS", help="seconds between polls (30)")
     st.add_argument("--timeout", type=float, metavar="SECONDS", help="give up (exit 4) after this long")
+
+    lg = sub.add_parser("logs", parents=[common], help="print the CloudWatch Logs stream of a run's job")
+    lg.add_argument("run", metavar="RUN")
+    lg.add_argument("--shard", type=int, metavar="I", help="shard I's job (a sharded run)")
+    lg.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    rr = sub.add_parser("rerun", parents=[common], help="re-submit one shard of a sharded run, then its commit")
+    rr.add_argument("run", metavar="RUN")
+    rr.add_argument("--shard", type=int, metavar="I", required=True, help="the shard to run again (0-based)")
+    cn = sub.add_parser("cancel", parents=[common], help="cancel or terminate every job of a run")
+    cn.add_argument("run", metavar="RUN")
 
     sc = sub.add_parser("schedule", parents=[common], help="the daily and weekly schedules (EventBridge Scheduler)")
     mode = sc.add_mutually_exclusive_group(required=True)
@@ -107,7 +123,13 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 shards=shards,
             )
         if args.command == "status":
-            return submission.follow(args.run, settings, poll=args.poll, timeout=args.timeout)
+            return operate.follow(args.run, settings, poll=args.poll, timeout=args.timeout)
+        if args.command == "logs":
+            return operate.logs(args.run, settings, shard=args.shard, follow_on=args.follow)
+        if args.command == "rerun":
+            return operate.rerun(args.run, args.shard, settings)
+        if args.command == "cancel":
+            return operate.cancel(args.run, settings)
         return submission.schedule(settings, apply=args.apply)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

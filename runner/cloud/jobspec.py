@@ -37,6 +37,20 @@ GROUPS = {
     "rebuild": "resample",
     "backfill": "daily",
 }
+#: the secrets each group's notebooks read (a job definition receives no other): the Polygon key for fetching,
+#: the database's for Postgres; resampling and the migration read neither
+GROUP_SECRETS: dict[str, tuple[str, ...]] = {
+    "fetch": ("polygon", "rds"),
+    "daily": ("polygon", "rds"),
+    "resample": (),
+    "migrate": (),
+    "retention": ("rds",),
+    "monitoring": ("rds",),
+}
+#: per group, the Fargate ephemeral storage in GiB (DuckDB spills there: a full rebuild spills far more than
+#: Fargate's 20 GiB default; BENCHMARKS.md has the figures) and DuckDB's share of the container's memory
+GROUP_STORAGE_GIB = {"fetch": 30, "daily": 60, "resample": 100, "migrate": 100, "retention": 21, "monitoring": 30}
+DUCKDB_MEMORY_SHARE = 0.75
 #: the container's entrypoint (Dockerfile ENTRYPOINT); a job's command is what follows it
 ENTRYPOINT = ("python", "-m", "runner", "job")
 #: where a job writes its run folders when CONDVEST_RUNS_URI is not an s3:// location: the lake's runs/
@@ -57,10 +71,19 @@ def group_of(target: str) -> str:
 
 
 def job_definition_name(group: str, settings: Settings) -> str:
-    """``<prefix>-<group>``; the resample group keeps the seed's ``RESAMPLING_JOB_DEFINITION`` when set."""
-    if group == "resample" and settings.resampling_job_definition:
-        return settings.resampling_job_definition
+    """``<prefix>-<group>``: the workbench's own names (the previous pipeline's definitions are never written)."""
     return f"{settings.cloud.job_definition_prefix}-{group}"
+
+
+def previous_definition_note(settings: Settings) -> str | None:
+    """What to say when the seed's ``RESAMPLING_JOB_DEFINITION`` is set: the workbench leaves it alone."""
+    old = settings.resampling_job_definition
+    if not old or old == job_definition_name("resample", settings):
+        return None
+    return (
+        f"note: RESAMPLING_JOB_DEFINITION names {old}, the previous pipeline's job definition; the workbench "
+        f"registers and submits its own ({job_definition_name('resample', settings)}) and leaves {old} as it is"
+    )
 
 
 def check_request(target: str, parameters: Sequence[tuple[str, str]], settings: Settings) -> None:
@@ -132,30 +155,45 @@ def environment(settings: Settings) -> dict[str, str]:
     }
     if settings.polygon_base_url != DEFAULT_BASE_URL:
         env["POLYGON_BASE_URL"] = settings.polygon_base_url
+    if settings.rds_endpoint and settings.rds_secret_arn:  # an RDS-managed secret has no host key (batch_secrets)
+        env["RDS_ENDPOINT"] = settings.rds_endpoint
     if settings.cloud.alert_topic_arn:
         env["CONDVEST_ALERT_TOPIC_ARN"] = settings.cloud.alert_topic_arn
     check_no_secret(env, settings)
     return env
 
 
-def batch_secrets(settings: Settings) -> list[dict[str, str]]:
-    """The job definition's ``secrets``: Secrets Manager references that Batch resolves into the container."""
+def batch_secrets(settings: Settings, group: str | None = None) -> list[dict[str, str]]:
+    """The job definition's ``secrets``: Secrets Manager references that Batch resolves into the container, only
+    those ``group``'s notebooks read (``GROUP_SECRETS``; ``None``: all). An RDS-managed secret holds no ``host``:
+    with ``RDS_ENDPOINT`` set, the endpoint travels as a plain value (``environment``) instead."""
+    wanted = GROUP_SECRETS[group] if group is not None else ("polygon", "rds")
     out = []
-    if settings.polygon_api_key_secret_arn:
+    if settings.polygon_api_key_secret_arn and "polygon" in wanted:
         out.append({"name": "POLYGON_API_KEY", "valueFrom": settings.polygon_api_key_secret_arn})
-    if settings.rds_secret_arn:
+    if settings.rds_secret_arn and "rds" in wanted:
         arn = settings.rds_secret_arn
-        for var, key in (("RDS_ENDPOINT", "host"), ("RDS_USERNAME", "username"), ("RDS_PASSWORD", "password")):
+        keys = [("RDS_USERNAME", "username"), ("RDS_PASSWORD", "password")]
+        if not settings.rds_endpoint:
+            keys.insert(0, ("RDS_ENDPOINT", "host"))
+        for var, key in keys:
             out.append({"name": var, "valueFrom": f"{arn}:{key}::"})
     return out
 
 
-def processing_environment(settings: Settings) -> dict[str, str]:
-    """A SageMaker job's environment: the plain one plus the secrets' ARNs (never their values)."""
+def duckdb_memory_limit(settings: Settings) -> str:
+    """DuckDB's memory limit in a job: ``DUCKDB_MEMORY_SHARE`` of the container's memory (the kernel, the
+    runner and the chart browser share the rest)."""
+    return f"{int(settings.cloud.memory_mib * DUCKDB_MEMORY_SHARE)}MB"
+
+
+def processing_environment(settings: Settings, group: str | None = None) -> dict[str, str]:
+    """A SageMaker job's environment: the plain one plus the ARNs of the secrets ``group`` reads (never values)."""
     env = environment(settings)
-    if settings.polygon_api_key_secret_arn:
+    wanted = GROUP_SECRETS[group] if group is not None else ("polygon", "rds")
+    if settings.polygon_api_key_secret_arn and "polygon" in wanted:
         env["POLYGON_API_KEY_SECRET_ARN"] = settings.polygon_api_key_secret_arn
-    if settings.rds_secret_arn:
+    if settings.rds_secret_arn and "rds" in wanted:
         env["RDS_SECRET_ARN"] = settings.rds_secret_arn
     check_no_secret(env, settings)
     return env

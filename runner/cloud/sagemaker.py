@@ -32,7 +32,7 @@ def create_processing_job(
     cloud = settings.cloud
     require(settings, [("CONDVEST_IMAGE", cloud.image), ("CONDVEST_SAGEMAKER_ROLE_ARN", cloud.sagemaker_role_arn)])
     name = jobspec.target_name(target)
-    return {
+    payload: dict[str, Any] = {
         "ProcessingJobName": processing_job_name(run_id),
         "RoleArn": cloud.sagemaker_role_arn,
         "AppSpecification": {
@@ -48,9 +48,13 @@ def create_processing_job(
             }
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": cloud.job_timeout_s},
-        "Environment": jobspec.processing_environment(settings),
+        "Environment": jobspec.processing_environment(settings, jobspec.group_of(name)),
         "Tags": [{"Key": "condvest:run-id", "Value": run_id}, {"Key": "condvest:target", "Value": name}],
     }
+    if cloud.subnets:  # in the stack's VPC, so the job reaches a private RDS
+        vpc = {"Subnets": list(cloud.subnets), "SecurityGroupIds": list(cloud.security_groups)}
+        payload["NetworkConfig"] = {"VpcConfig": vpc}
+    return payload
 
 
 def states(sm: Any, names: list[str]) -> list[dict[str, Any]]:

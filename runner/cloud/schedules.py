@@ -4,20 +4,46 @@ Defaults are the seed's: ``cron(0 11 ? * MON-FRI *)`` for ``daily`` and ``cron(0
 in an explicit time zone (``CONDVEST_SCHEDULE_TIMEZONE``, default UTC: the seed's EventBridge rules ran in UTC);
 ``CONDVEST_DAILY_SCHEDULE`` and ``CONDVEST_WEEKLY_SCHEDULE`` change the expressions. ``apply`` creates a
 schedule or updates it in place, so applying twice leaves the same two schedules. The target is Batch's
-SubmitJob through Scheduler's universal target; its input is the SubmitJob request. Scheduler itself does not
-retry (a failed job alerts instead), and a duplicated run stops "busy" on the lake lock.
+SubmitJob through Scheduler's universal target; its input is the SubmitJob request. A SubmitJob that fails is
+retried (``RETRY_ATTEMPTS``; a job that ran and failed is never resubmitted), a duplicated run stops "busy" on the
+lake lock, and the template's no-daily-success alarm notices a schedule that never fired. An expression or time
+zone Scheduler would refuse is refused before anything is called.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from condvest.errors import ConfigError
 from condvest.settings import Settings
 from runner.cloud import jobspec
 from runner.cloud.aws import require
 
 SUBMIT_JOB_TARGET = "arn:aws:scheduler:::aws-sdk:batch:submitJob"
+#: what Scheduler accepts: cron() with six fields, rate(N unit) or at(yyyy-mm-ddThh:mm:ss)
+_EXPRESSION = re.compile(
+    r"^(cron\((\S+\s+){5}\S+\)|rate\([1-9]\d*\s+(minute|minutes|hour|hours|day|days)\)"
+    r"|at\(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\))$"
+)
+#: a schedule whose SubmitJob failed is retried this often before it goes to the dead-letter queue (if any)
+RETRY_ATTEMPTS = 5
+
+
+def check_schedule(pipeline: str, expression: str, timezone: str) -> None:
+    """``ConfigError`` for an expression or a time zone Scheduler would refuse (``--dry-run`` refuses it too)."""
+    variable = f"CONDVEST_{pipeline.upper()}_SCHEDULE"
+    if not _EXPRESSION.match(expression.strip()):
+        raise ConfigError(
+            f"expected cron(m h dom mon dow year), rate(N minutes|hours|days) or at(...), got {expression!r}",
+            variable=variable,
+        )
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"unknown time zone {timezone!r}", variable="CONDVEST_SCHEDULE_TIMEZONE") from None
 
 
 def schedules(settings: Settings) -> list[tuple[str, str]]:
@@ -38,6 +64,7 @@ def schedule_payload(pipeline: str, expression: str, settings: Settings) -> dict
             ("CONDVEST_SCHEDULER_ROLE_ARN", settings.cloud.scheduler_role_arn),
         ],
     )
+    check_schedule(pipeline, expression, settings.cloud.schedule_timezone)
     name = schedule_name(pipeline, settings)
     # a universal target's input names the API's members as the AWS SDKs do (PascalCase), not as Batch's own
     # JSON does (jobName): Scheduler passes it to the SDK call
@@ -61,7 +88,7 @@ def schedule_payload(pipeline: str, expression: str, settings: Settings) -> dict
             "Arn": SUBMIT_JOB_TARGET,
             "RoleArn": settings.cloud.scheduler_role_arn,
             "Input": json.dumps(submit, sort_keys=True),
-            "RetryPolicy": {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 3600},
+            "RetryPolicy": {"MaximumRetryAttempts": RETRY_ATTEMPTS, "MaximumEventAgeInSeconds": 3600},
         },
     }
 

@@ -1,4 +1,4 @@
-"""``submit``, ``status`` and ``schedule``: a run handed to AWS Batch or SageMaker, followed to its end.
+"""``submit`` and ``schedule``: a run handed to AWS Batch or SageMaker (``runner.cloud.operate`` follows it).
 
 ``submit`` checks the request as a local run would, builds the API payloads and, unless ``--dry-run``
 (which prints them as JSON and calls nothing), registers the group's job definition when it changed,
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 from condvest.checkpoints import checkpoint_table
 from condvest.errors import ObjectNotFound, ParameterError
-from condvest.runs import new_run_id, read_records
+from condvest.runs import new_run_id
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
 from runner.cloud import batch, jobspec, sagemaker, schedules
@@ -99,6 +98,21 @@ def _check_payloads(calls: list[dict[str, Any]], settings: Settings) -> None:
         raise ParameterError("a payload would carry a secret value; refusing to submit", parameter="payload")
 
 
+#: a complete secret ARN ends with Secrets Manager's 6-character suffix; ECS refuses a partial one with a JSON key
+_COMPLETE_ARN = re.compile(r":secret:.+-[A-Za-z0-9]{6}$")
+
+
+def complete_secret_arns(settings: Settings) -> Settings:
+    """The settings with each partial secret ARN (no suffix) completed by Secrets Manager (``DescribeSecret``)."""
+    changes = {}
+    for field in ("polygon_api_key_secret_arn", "rds_secret_arn"):
+        arn = getattr(settings, field)
+        if arn and not _COMPLETE_ARN.search(arn):
+            changes[field] = client("secretsmanager", settings).describe_secret(SecretId=arn)["ARN"]
+            print(f"secret {arn} is {changes[field]} (a job definition needs the complete ARN)", file=sys.stderr)
+    return settings.with_(**changes) if changes else settings
+
+
 def submit(
     target: str,
     parameters: list[tuple[str, str]],
@@ -109,7 +123,11 @@ def submit(
     run_id: str | None = None,
     shards: int | None = None,
 ) -> int:
+    if not dry_run:
+        settings = complete_secret_arns(settings)
     run_id, calls = plan_submission(target, parameters, backend, settings, run_id, shards)
+    if note := jobspec.previous_definition_note(settings):
+        print(note, file=sys.stderr)
     if dry_run:
         _print_json({"run_id": run_id, "backend": backend, "shards": shards, "calls": calls})
         return 0
@@ -131,17 +149,31 @@ def submit(
                 continue
             response = api.submit_job(**batch.resolve_refs(call["payload"], ids))
             ids[response["jobName"]] = response["jobId"]
-            record["jobs"].append({"id": response["jobId"], "name": response["jobName"]})
+            record["jobs"].append(job_entry(response, call["payload"]))
         if shards is not None:
             record["shards"] = shards
     else:
         payload = calls[0]["payload"]
         client("sagemaker", settings).create_processing_job(**payload)
         record["jobs"].append({"id": payload["ProcessingJobName"], "name": payload["ProcessingJobName"]})
-    _store(settings).put(f"{SUBMISSIONS}/{run_id}.json", json.dumps(record, indent=2).encode())
+    write_submission(record, settings)
     jobs = ", ".join(j["id"] for j in record["jobs"])
     print(f"submitted {run_id} to {backend} ({jobs}); follow it: python -m runner status {run_id}")
     return 0
+
+
+def job_entry(response: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """A submitted Batch job as the submission record keeps it: id, name, and (sharded runs) its stage and part
+    (``shards``: the array job, ``commit``, ``shard-<i>``: one shard re-run)."""
+    tags = payload.get("tags") or {}
+    entry = {"id": response["jobId"], "name": response["jobName"]}
+    if "condvest:stage" in tags:
+        entry |= {"stage": tags["condvest:stage"], "part": tags.get("condvest:part", "")}
+    return entry
+
+
+def write_submission(record: dict[str, Any], settings: Settings) -> None:
+    _store(settings).put(f"{SUBMISSIONS}/{record['run_id']}.json", json.dumps(record, indent=2).encode())
 
 
 def read_submission(run_id: str, settings: Settings) -> dict[str, Any]:
@@ -150,76 +182,6 @@ def read_submission(run_id: str, settings: Settings) -> dict[str, Any]:
         return json.loads(store.get(f"{SUBMISSIONS}/{run_id}.json"))
     except ObjectNotFound:
         raise ParameterError(f"no submission {run_id!r} under {store.url(SUBMISSIONS)}", parameter="run") from None
-
-
-def backend_states(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
-    ids = [j["id"] for j in record["jobs"]]
-    if record["backend"] == "batch":
-        return batch.states(client("batch", settings), ids)
-    return sagemaker.states(client("sagemaker", settings), ids)
-
-
-def _terminal(record: dict[str, Any], state: dict[str, Any]) -> bool:
-    done = batch.TERMINAL if record["backend"] == "batch" else sagemaker.TERMINAL
-    return state["status"] in done or state["status"] == "UNKNOWN"
-
-
-def _succeeded(record: dict[str, Any], state: dict[str, Any]) -> bool:
-    return state["status"] == ("SUCCEEDED" if record["backend"] == "batch" else "Completed")
-
-
-def follow(
-    run_id: str,
-    settings: Settings,
-    *,
-    poll: float = 30.0,
-    timeout: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int:
-    """Follow a submitted run until its jobs end; print each change and the outcome; return the exit code."""
-    record = read_submission(run_id, settings)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last: list[tuple[str, str]] = []
-    while True:
-        states = backend_states(record, settings)
-        now = [(s["id"], s["status"]) for s in states]
-        if now != last:
-            for s in states:
-                print(
-                    f"{record['backend']} job {s['id']}: {s['status']}" + (f" ({s['reason']})" if s["reason"] else "")
-                )
-            last = now
-        if all(_terminal(record, s) for s in states):
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            print(f"status {run_id}: still running after {timeout:.0f} s", file=sys.stderr)
-            return 4
-        sleep(poll)
-    runs = open_store(record["runs_uri"], settings)
-    mine = [r for r in read_records(runs) if run_id in (r.get("run_id"), r.get("pipeline_run_id"))]
-    for r in mine:
-        err = r.get("error") or {}
-        cell = (
-            f" in cell {err.get('cell')} (`{err.get('source')}`): {err.get('ename')}: {err.get('evalue')}"
-            if err
-            else ""
-        )
-        stage = f"stage {r['stage']} " if r.get("stage") else ""
-        print(f"{stage}{r['notebook']} {r['status']}{cell}", file=sys.stdout if r["status"] == "ok" else sys.stderr)
-    folder = f"{record['runs_uri'].rstrip('/')}/{run_id}/"
-    failed_jobs = [s for s in states if not _succeeded(record, s)]
-    if failed_jobs:
-        why = "; ".join(f"{s['id']} {s['status']}: {s['reason'] or 'no reason given'}" for s in failed_jobs)
-        print(f"run {run_id} failed: {why} [{folder}]", file=sys.stderr)
-        return 1
-    if not mine:
-        print(f"run {run_id}: the job ended but recorded no run in {record['runs_uri']}", file=sys.stderr)
-        return 1
-    if any(r["status"] != "ok" for r in mine):
-        print(f"run {run_id} failed [{folder}]", file=sys.stderr)
-        return 1
-    print(f"run {run_id} ok [{folder}]")
-    return 0
 
 
 def plan_schedules(settings: Settings) -> list[dict[str, Any]]:
@@ -235,7 +197,7 @@ def plan_schedules(settings: Settings) -> list[dict[str, Any]]:
 
 
 def schedule(settings: Settings, *, apply: bool) -> int:
-    calls = plan_schedules(settings)
+    calls = plan_schedules(complete_secret_arns(settings) if apply else settings)
     if not apply:
         _print_json({"calls": calls})
         return 0

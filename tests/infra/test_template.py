@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from condvest.settings import CloudSettings
-from runner.cloud import batch, jobspec, schedules
-from runner.cloud.job import RUNNER_EXIT_CODES
+from runner.cloud import alerts, batch, jobspec, schedules
+from runner.cloud.job import ALERTED_EXIT_CODES, EXIT_INTERRUPTED
 from tests.fixtures.paths import ROOT
 
 TEMPLATE = ROOT / "infra" / "condvest.yaml"
@@ -46,25 +46,89 @@ def _policies(template: dict, role: str) -> set[str]:
     return {action for action, _ in _grants(template, role)}
 
 
+def _resources(template: dict, role: str, action: str) -> set[str]:
+    """The lake keys (``<prefix>*`` after the bucket) on which a role's managed policies allow ``action``."""
+    out = set()
+    for a, r in _grants(template, role):
+        if a == action:
+            for one in json.loads(r) if r.startswith("[") else [json.loads(r)]:
+                out.add(json.dumps(one).split("${LakeBucket}", 1)[1].lstrip("/").rstrip('"}'))
+    return out
+
+
 def test_least_privilege_per_stage(template):
     res = template["Resources"]
     roles = {r["Properties"]["RoleName"]["Fn::Sub"].split("-job-")[1]: name for name, r in res.items()
              if r["Type"] == "AWS::IAM::Role" and "-job-" in str(r["Properties"].get("RoleName"))}  # fmt: skip
     assert set(roles) == set(jobspec.GROUPS.values())  # one role per job definition group
-    # the fetcher deletes nothing but a sharded backfill's own staging objects
-    deletes = {r for a, r in _grants(template, roles["fetch"]) if a == "s3:DeleteObject"}
-    assert deletes == {json.dumps({"Fn::Sub": "arn:${AWS::Partition}:s3:::${LakeBucket}/processing_metadata/shards/*"})}
-    assert "s3:PutObject" in _policies(template, roles["fetch"])
-    for group in ("resample", "migrate", "daily"):
-        assert "s3:DeleteObject" in _policies(template, roles[group])
+    writes = {g: _resources(template, role, "s3:PutObject") for g, role in roles.items()}
+    deletes = {g: _resources(template, role, "s3:DeleteObject") for g, role in roles.items()}
+    # every stage writes its run folder and the run index (the runner's policy), and only its own prefixes else
+    for group in roles:
+        assert "runs/*" in writes[group]
+    assert writes["fetch"] - {"runs/*"} == {
+        "bronze/raw_ohlcv/*",
+        "bronze/_manifest/*",
+        "bronze/_quarantine/*",
+        "bronze/_batches/*",
+        "bronze/_corporate_actions/*",
+        "processing_metadata/shards/fetch/*",
+    }
+    # the fetcher cannot overwrite silver, checkpoints, resample state, the lock or the DMS export, nor delete
+    # anything but its own shards' staging
+    for key in ("silver/*", "processing_metadata/silver_*", "processing_metadata/_locks/*", "public/raw_ohlcv/*", "*"):
+        assert key not in writes["fetch"]
+    assert deletes["fetch"] == {"processing_metadata/shards/fetch/*"}
+    assert {"silver/*", "processing_metadata/silver_*", "processing_metadata/_locks/*"} <= deletes["resample"]
+    assert "bronze/_manifest/*" not in writes["resample"] and "public/raw_ohlcv/*" not in writes["resample"]
+    assert deletes["migrate"] == {"public/raw_ohlcv/*"}  # the cleanup, and nothing else
+    assert deletes["daily"] == deletes["fetch"] | deletes["resample"]
     for group in ("retention", "monitoring"):
-        assert "s3:DeleteObject" not in _policies(template, roles[group])
-    # the retention and monitoring jobs write nothing in the lake but their run folder
-    runner = res["RunnerPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert any(st["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${LakeBucket}/runs/*"} for st in runner)
-    for group in ("retention", "monitoring"):
-        refs = {r["Ref"] for r in res[roles[group]]["Properties"]["ManagedPolicyArns"]}
-        assert "LakeReadWritePolicy" not in refs and "LakeDeletePolicy" not in refs
+        assert writes[group] == {"runs/*"} and deletes[group] == set()
+    # no policy of a job writes or deletes the whole bucket
+    for group in roles:
+        assert "*" not in writes[group] | deletes[group]
+    # SageMaker runs any stage but deletes nothing, and its jobs get network interfaces in the stack's VPC
+    assert _resources(template, "SageMakerRole", "s3:DeleteObject") == set()
+    inline = json.dumps(res["SageMakerRole"]["Properties"]["Policies"])
+    assert "ec2:CreateNetworkInterface" in inline and "s3:DeleteObject" not in inline
+
+
+def test_job_definitions_get_only_their_groups_secrets(template):
+    res = template["Resources"]
+    groups = {"${Prefix}-daily": "daily", "${Prefix}-retention": "retention"}
+    for d in (r for r in res.values() if r["Type"] == "AWS::Batch::JobDefinition"):
+        group = groups[d["Properties"]["JobDefinitionName"]["Fn::Sub"]]
+        names = {x["Name"] for x in d["Properties"]["ContainerProperties"]["Secrets"]}
+        assert names == {x["name"] for x in _runner_secrets(group)}
+    assert "POLYGON_API_KEY" not in {x["name"] for x in _runner_secrets("retention")}
+    assert "POLYGON_API_KEY" in {x["name"] for x in _runner_secrets("daily")}
+    for group in ("resample", "migrate"):
+        assert _runner_secrets(group) == []
+
+
+def test_logs_network_and_resources_of_the_job_definitions(template):
+    res, params = template["Resources"], template["Parameters"]
+    assert params["LogRetentionDays"]["Default"] == 90
+    group = res["JobLogGroup"]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"} and "KmsKeyId" in group
+    assert set(params["AssignPublicIp"]["AllowedValues"]) == {"ENABLED", "DISABLED"}
+    for d in (r for r in res.values() if r["Type"] == "AWS::Batch::JobDefinition"):
+        props = d["Properties"]["ContainerProperties"]
+        logs = props["LogConfiguration"]
+        assert logs["LogDriver"] == "awslogs" and logs["Options"]["awslogs-group"] == {"Ref": "JobLogGroup"}
+        assert props["NetworkConfiguration"]["AssignPublicIp"] == {"Ref": "AssignPublicIp"}
+        assert props["LinuxParameters"]["InitProcessEnabled"] is True
+        assert props["EphemeralStorage"]["SizeInGiB"] > 20  # more than Fargate's default
+        env = {e["Name"]: e["Value"] for e in props["Environment"]}
+        assert env["CONDVEST_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
+    assert res["AlertTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "AlertKey"}
+    assert res["AlertKey"]["Properties"]["EnableKeyRotation"] is True
+    # a job blocked RUNNABLE is cancelled after the threshold (then reported by the failure rule)
+    limits = res["JobQueue"]["Properties"]["JobStateTimeLimitActions"]
+    assert {x["State"] for x in limits} == {"RUNNABLE"} and {x["Action"] for x in limits} == {"CANCEL"}
+    assert "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY" in {x["Reason"] for x in limits}
+    assert all(x["MaxTimeSeconds"] == {"Ref": "RunnableSeconds"} for x in limits)
 
 
 def test_job_definitions_get_secrets_from_secrets_manager_only(template):
@@ -75,18 +139,17 @@ def test_job_definitions_get_secrets_from_secrets_manager_only(template):
         props = d["Properties"]["ContainerProperties"]
         names = {e["Name"] for e in props["Environment"]}
         assert not names & {"POLYGON_API_KEY", "RDS_PASSWORD", "CONDVEST_PG_DSN"}
-        assert {s["Name"] for s in props["Secrets"]} == {s["name"] for s in _runner_secrets()}
         retry = d["Properties"]["RetryStrategy"]["EvaluateOnExit"]
         assert [{k[0].lower() + k[1:]: v for k, v in e.items()} for e in retry] == [
             {k: v for k, v in e.items()} for e in batch.RETRY_STRATEGY["evaluateOnExit"]
         ]
 
 
-def _runner_secrets() -> list[dict[str, str]]:
+def _runner_secrets(group: str) -> list[dict[str, str]]:
     from condvest.settings import Settings
 
     arn = "arn:aws:secretsmanager:us-east-1:1:secret:x"
-    return jobspec.batch_secrets(Settings(polygon_api_key_secret_arn=arn, rds_secret_arn=arn))
+    return jobspec.batch_secrets(Settings(polygon_api_key_secret_arn=arn, rds_secret_arn=arn), group)
 
 
 def test_schedules_alarm_and_failure_rule(template):
@@ -100,14 +163,94 @@ def test_schedules_alarm_and_failure_rule(template):
         assert props["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
         assert props["Target"]["Arn"] == schedules.SUBMIT_JOB_TARGET
     alarm = res["FailedRunsAlarm"]["Properties"]
-    assert (alarm["Namespace"], alarm["MetricName"]) == (defaults.metrics_namespace, "FailedRuns")
+    assert (alarm["Namespace"], alarm["MetricName"]) == ({"Ref": "MetricsNamespace"}, "FailedRuns")
+    assert params["MetricsNamespace"]["Default"] == defaults.metrics_namespace
+    runner = json.dumps(res["RunnerPolicy"]["Properties"]["PolicyDocument"])
+    assert '"cloudwatch:namespace": {"Ref": "MetricsNamespace"}' in runner
     assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
     # not a second copy of each failure's own message: failures on two consecutive days
     assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (86400, 2, 2)
+    # silence noticed: no daily success for 26 hours alarms, missing data counting as a miss
+    missed = res["MissedDailyAlarm"]["Properties"]
+    assert missed["TreatMissingData"] == "breaching" and missed["ComparisonOperator"] == "LessThanThreshold"
+    [stat] = [m["MetricStat"] for m in missed["Metrics"] if "MetricStat" in m]
+    assert stat["Metric"]["MetricName"] == alerts.HEARTBEAT
+    assert stat["Metric"]["Namespace"] == {"Ref": "MetricsNamespace"}
+    assert stat["Period"] * missed["EvaluationPeriods"] == 26 * 3600 == stat["Period"] * missed["DatapointsToAlarm"]
+    # a schedule that cannot submit retries, then lands in a dead-letter queue whose messages alarm
+    for name in ("DailySchedule", "WeeklySchedule"):
+        target = res[name]["Properties"]["Target"]
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
+    dlq = res["MissedScheduleAlarm"]["Properties"]
+    assert dlq["MetricName"] == "ApproximateNumberOfMessagesVisible" and dlq["AlarmActions"] == [{"Ref": "AlertTopic"}]
+    # the rule: only final failures the runner did not report, not array parents, not never-started dependents
     rule = res["JobDiedRule"]["Properties"]
-    assert rule["EventPattern"]["detail"]["status"] == ["FAILED"]
-    [_, other] = rule["EventPattern"]["detail"]["$or"]
-    assert other["container"]["exitCode"] == [{"anything-but": list(RUNNER_EXIT_CODES)}]
+    detail = rule["EventPattern"]["detail"]
+    assert detail["status"] == ["FAILED"]
+    [_, other] = detail["$or"]
+    assert other["container"]["exitCode"] == [{"anything-but": list(ALERTED_EXIT_CODES)}]
+    assert EXIT_INTERRUPTED not in ALERTED_EXIT_CODES  # a stop in Batch: Batch retries or the rule reports
+    assert detail["arrayProperties"] == {"size": [{"exists": False}]}
+    assert detail["statusReason"] == [{"anything-but": {"prefix": "Dependent Job failed"}}]
     assert rule["Targets"][0]["Arn"] == {"Ref": "AlertTopic"}
+    text = json.dumps(rule["Targets"][0]["InputTransformer"])
+    assert "<id>" in text and "<stream>" in text and "console.aws.amazon.com/batch" in text
     outputs = {o["Description"] for o in template["Outputs"].values()}
     assert outputs >= {"BATCH_JOB_QUEUE", "CONDVEST_ALERT_TOPIC_ARN", "CONDVEST_JOB_ROLE_ARN_PREFIX"}
+
+
+def test_checkov_finds_no_failed_check():
+    checkov = Path(sys.executable).parent / "checkov"
+    if not checkov.exists():
+        pytest.skip("checkov is not installed (pip install -e '.[test]' installs it)")
+    r = subprocess.run(
+        [str(checkov), "-f", str(TEMPLATE), "--framework", "cloudformation", "--quiet", "--compact", "--skip-download",
+         "-o", "json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    summary = json.loads(r.stdout)["summary"]
+    assert summary["failed"] == 0 and summary["parsing_errors"] == 0, r.stdout[-3000:]
+    assert summary["passed"] > 100
+
+
+def test_the_failure_rule_reports_only_what_the_runner_did_not(template, aws):
+    """The rule's pattern on an EventBridge bus (moto's), delivering to a queue, fed the Batch events of failures."""
+    queue = "arn:aws:batch:us-east-1:123456789012:job-queue/condvest"
+    pattern = json.loads(json.dumps(template["Resources"]["JobDiedRule"]["Properties"]["EventPattern"]))
+    pattern["detail"]["jobQueue"] = [queue]
+    events, sqs = aws.client("events"), aws.client("sqs")
+    inbox = sqs.create_queue(QueueName="rule-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="job-died", EventPattern=json.dumps(pattern), State="ENABLED")
+    events.put_targets(Rule="job-died", Targets=[{"Id": "inbox", "Arn": inbox_arn}])
+    died = "Essential container in task exited"
+    cases = {
+        "oom": ({"statusReason": died, "container": {"exitCode": 137}}, True),  # the runner never spoke
+        "stopped-last-attempt": ({"statusReason": died, "container": {"exitCode": 130}}, True),
+        "runnable-cancelled": ({"statusReason": "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - cancelled"}, True),
+        "image-not-pulled": ({"statusReason": "CannotPullContainerError: pull access denied", "container": {}}, True),
+        "child-oom": ({"statusReason": died, "container": {"exitCode": 137}, "arrayProperties": {"index": 1}}, True),
+        # an array job's parent (its failed child is reported); a commit that never started (its array failed)
+        "array-parent": ({"statusReason": "Array Child Job failed", "arrayProperties": {"size": 3}}, False),
+        "dependent": ({"statusReason": "Dependent Job failed"}, False),
+        "succeeded": ({"status": "SUCCEEDED", "statusReason": died, "container": {"exitCode": 0}}, False),
+        "other-queue": ({"jobQueue": queue + "-x", "statusReason": died, "container": {"exitCode": 137}}, False),
+    }
+    for code in ALERTED_EXIT_CODES:  # the runner published these itself
+        cases[f"runner-{code}"] = ({"statusReason": died, "container": {"exitCode": code}}, False)
+    entries = [
+        {
+            "Source": "aws.batch",
+            "DetailType": "Batch Job State Change",
+            "Detail": json.dumps({"jobQueue": queue, "jobName": name, "jobId": name, "status": "FAILED", **detail}),
+        }
+        for name, (detail, _) in cases.items()
+    ]
+    for i in range(0, len(entries), 10):
+        assert events.put_events(Entries=entries[i : i + 10])["FailedEntryCount"] == 0
+    got: set[str] = set()
+    for _ in range(5):
+        r = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        got |= {json.loads(m["Body"])["detail"]["jobName"] for m in r.get("Messages", [])}
+    assert got == {name for name, (_, wanted) in cases.items() if wanted}

@@ -76,11 +76,20 @@ def container_process(aws, cloud, job_id: str, extra_env: dict[str, str] | None 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDVEST_", "POLYGON_", "RDS_", "BATCH_"))}
     env |= {e["name"]: e["value"] for e in props["environment"]}
     env |= {s["name"]: resolve_secret(aws, s["valueFrom"]) for s in props["secrets"]}
-    assert env["POLYGON_API_KEY"] == POLYGON_KEY and env["RDS_PASSWORD"] == RDS_PASSWORD
+    # each group gets only the secrets its notebooks read (jobspec.GROUP_SECRETS), resolved to their values
+    assert (
+        env.get("POLYGON_API_KEY", POLYGON_KEY) == POLYGON_KEY and env.get("RDS_PASSWORD", RDS_PASSWORD) == RDS_PASSWORD
+    )
     env["AWS_ENDPOINT_URL"] = cloud["AWS_ENDPOINT_URL"] if "AWS_ENDPOINT_URL" in cloud else aws.endpoint_url
     command = [*jobspec.ENTRYPOINT, *job["container"]["command"]]
     assert command[:4] == ["python", "-m", "runner", "job"]
     env |= extra_env or {}
+    index = env.get("AWS_BATCH_JOB_ARRAY_INDEX")  # what Batch sets in every container (a child's id: <parent>:<i>)
+    env |= {
+        "AWS_BATCH_JOB_ID": f"{job_id}:{index}" if index else job_id,
+        "AWS_BATCH_JOB_ATTEMPT": "1",
+        **(extra_env or {}),
+    }
     return subprocess.Popen(
         [sys.executable, *command[1:]],
         cwd=ROOT,

@@ -14,7 +14,7 @@ import pytest
 from condvest.offline.sandbox import offline_world
 from condvest.runs import read_records
 from condvest.storage import open_store
-from runner.cloud.alerts import build_report, failure_text, metric_data, report_text
+from runner.cloud.alerts import build_report, failure_text, fit, logs_url, metric_data, report_text
 from tests.fixtures.paths import ROOT
 from tests.runner.test_runner import SENTINEL, _project
 
@@ -50,10 +50,13 @@ def test_a_failing_notebook_exits_nonzero_and_publishes_one_alert_without_secret
     assert f"page: {folder}leak_secret.html" in text
     detail = json.loads(text.split("detail: ", 1)[1])
     assert detail == {
+        "attempt": 1,
+        "batch_job_id": None,
         "cell": 5,
         "notebook": "leak_secret.ipynb",
         "run_folder": folder,
         "run_id": "j1",
+        "shard": None,
         "stage": None,
         "status": "failed",
         "target": "leak_secret",
@@ -166,28 +169,26 @@ def test_report_and_failure_texts():
     assert text.startswith("condvest daily failed at stage 2 (02_resample.ipynb) cell 4 (`x`)")
 
 
-def test_sigterm_records_the_run_as_failed_and_exits_130(tmp_path, aws, sns_inbox):
-    """Batch and SageMaker stop a job with SIGTERM (timeout, termination): the run is recorded and alerted."""
-    import signal
-    import time
-
+def _notebook(root, name: str, *cells: str) -> None:
     import nbformat
 
-    root = _project(tmp_path)
-    marker = tmp_path / "started"
     nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("seconds = 120", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(seconds)"),
-    ]
+    nb.cells = [nbformat.v4.new_code_cell(cells[0], metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells[1:]]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, root / "notebooks" / "slow.ipynb")
-    env = {**os.environ, **aws.env, "CONDVEST_ALERT_TOPIC_ARN": sns_inbox.topic_arn}
-    env.pop("CONDVEST_RUNS_URI", None)
+    nbformat.write(nb, root / "notebooks" / f"{name}.ipynb")
+
+
+def _start_job(args: list[str], root, env: dict[str, str], marker) -> subprocess.Popen[str]:
+    """``python -m runner job ARGS`` as a process, returned once the notebook's cell touched ``marker``."""
+    import time
+
+    full = {**os.environ, **env}
+    full.pop("CONDVEST_RUNS_URI", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "job", "slow", "--run-id", "t1", "--no-progress"],
+        [sys.executable, "-m", "runner", "job", *args],
         cwd=root,
-        env=env,
+        env=full,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -196,12 +197,89 @@ def test_sigterm_records_the_run_as_failed_and_exits_130(tmp_path, aws, sns_inbo
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert marker.exists(), proc.communicate()[1] if proc.poll() is not None else "the cell never started"
+    return proc
+
+
+def test_sigterm_records_the_run_as_failed_and_exits_130(tmp_path, aws, sns_inbox):
+    """Outside Batch (a local job, SageMaker) a stop is final: the run is recorded, its folder named, and alerted."""
+    import signal
+
+    root = _project(tmp_path)
+    marker = tmp_path / "started"
+    _notebook(
+        root,
+        "slow",
+        "seconds = 120",
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(seconds)",
+    )
+    env = {**aws.env, "CONDVEST_ALERT_TOPIC_ARN": sns_inbox.topic_arn}
+    proc = _start_job(["slow", "--run-id", "t1", "--no-progress"], root, env, marker)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "job slow terminated (SIGTERM): the run was recorded as failed" in err
+    folder = f"{root / 'runs'}/t1/"
+    assert f"job slow terminated (SIGTERM): the run was recorded as failed [{folder}]" in err
     [rec] = read_records(open_store(str(root / "runs")))
-    assert rec["run_id"] == "t1" and rec["status"] == "failed"
+    assert rec["run_id"] == "t1" and rec["status"] == "failed" and rec["attempt"] == 1
+    assert rec["error"]["ename"] == "KeyboardInterrupt" and rec["error"]["cell"] == 2  # interrupted in its cell
     [note] = sns_inbox.messages(expect=1)
-    assert note["Subject"] == "condvest slow failed"
-    assert note["Message"].startswith("condvest slow failed at a notebook, stopped by a signal")
+    assert note["Subject"] == "condvest slow failed, cell 2"
+    assert f"run folder: {folder}" in note["Message"] and "run id: t1" in note["Message"]
+
+
+def test_a_stopped_batch_job_releases_the_lock_and_its_retry_runs_as_attempt_2(tmp_path, aws, sns_inbox):
+    """A Spot reclaim: SIGTERM while the notebook holds the lake lock. The kernel is interrupted, the notebook's
+    own clean-up releases the lock at once (not after its lease), the run is recorded as failed with exit 130 and
+    no alert (Batch retries it); the same command as attempt 2 runs, is not busy, and is recorded as attempt 2."""
+    import signal
+
+    from condvest.lake_lock import read_lock
+
+    root = _project(tmp_path)
+    lake = tmp_path / "lake"
+    marker = tmp_path / "holding"
+    _notebook(
+        root,
+        "locked",
+        "seconds = 120",
+        "import pathlib, time\nfrom condvest.lake_lock import lake_lock\nfrom condvest.storage import open_store",
+        f"with lake_lock(open_store(), 'resample', lease_s=300):\n"
+        f"    first = not pathlib.Path({str(marker)!r}).exists()\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        f"    time.sleep(seconds if first else 0)",
+    )
+    env = {**aws.env, "CONDVEST_ALERT_TOPIC_ARN": sns_inbox.topic_arn, "CONDVEST_LAKE_URI": str(lake)}
+    batch = {"AWS_BATCH_JOB_ID": "0b1d8e7c-reclaimed", "AWS_BATCH_JOB_ATTEMPT": "1"}
+    command = ["locked", "--run-id", "r1", "--no-progress"]  # what submit puts in the job, for every attempt
+    proc = _start_job(command, root, {**env, **batch}, marker)
+    assert read_lock(open_store(str(lake)), "resample") is not None
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert read_lock(open_store(str(lake)), "resample") is None  # released by the notebook, not left to expire
+    assert sns_inbox.messages(wait=1.0) == []  # Batch retries a reclaim: no alert for attempt 1
+
+    r = job(command, root, {**env, **batch, "AWS_BATCH_JOB_ATTEMPT": "2"})
+    assert r.returncode == 0, r.stderr
+    records = read_records(open_store(str(root / "runs")))
+    assert [(x["run_id"], x["attempt"], x["status"]) for x in records] == [("r1", 1, "failed"), ("r1", 2, "ok")]
+    assert records[1]["html"] == "r1/locked.attempt-2.html" and (root / "runs/r1/locked.html").exists()
+    assert "a retry of run" not in (root / "runs/r1/locked.html").read_text()
+    assert "a retry of run" in (root / "runs/r1/locked.attempt-2.html").read_text()
+    assert sns_inbox.messages(wait=0.5) == []
+    # attempt 2 again (a duplicated retry) is refused: an attempt's files are never overwritten
+    r = job(command, root, {**env, **batch, "AWS_BATCH_JOB_ATTEMPT": "2"})
+    assert r.returncode == 2 and "'r1' attempt 2 is already used" in r.stderr
+
+
+def test_alert_links_and_the_sns_size_limit():
+    url = logs_url("eu-west-1", "/condvest/jobs", "condvest-daily/default/4f2a")
+    assert url == (
+        "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/"
+        "$252Fcondvest$252Fjobs/log-events/condvest-daily$252Fdefault$252F4f2a"
+    )
+    short = "condvest daily failed at stage 1"
+    assert fit(short) == short
+    long = short + "\n" + "é" * 300_000  # 600,000 bytes: SNS would refuse it and the alert would be lost
+    cut = fit(long)
+    assert len(cut.encode()) <= 256 * 1024 - 2048 and cut.startswith(short) and "(cut: " in cut

@@ -93,7 +93,9 @@ def test_a_sharded_rebuild_in_batch_equals_an_unsharded_one(cloud, aws, s3_serve
     assert not list(lake.list("processing_metadata/shards/"))
     assert main(["status", "rb-1", "--poll", "0.1", "--timeout", "30"]) == 0
     out = capsys.readouterr().out
-    assert out.count("02_resample.ipynb ok") == 5 and "run rb-1 ok" in out  # four shards and the commit
+    for part in ("0/4", "1/4", "2/4", "3/4", "commit/4"):  # four shards and the commit, each named
+        assert f"02_resample.ipynb shard {part} ok" in out
+    assert "run rb-1 ok" in out
 
     # BATCH_SIZE is the symbols-per-shard hint: 17 symbols by 5 make 4 children
     monkeypatch.setenv("BATCH_SIZE", "5")
@@ -129,7 +131,22 @@ def test_a_killed_shard_leaves_the_lake_as_it_was_and_fails_the_commit(cloud, aw
     notes = sns_inbox.messages(expect=2)  # one alert per failed job: the dead shard's, then the commit's
     assert len(notes) == 2 and all("02_resample" in n["Subject"] for n in notes)
     assert sum("ShardsIncomplete" in n["Message"] for n in notes) == 1
+    [dead] = [n for n in notes if "ShardsIncomplete" not in n["Message"]]
+    assert dead["Subject"].endswith(", shard 1/3")
+    assert f"batch job: {array['jobId']}:1 (attempt 1)" in dead["Message"] and "shard: 1/3" in dead["Message"]
     no_secret(r.stdout, r.stderr, json.dumps(notes))
+
+    # the operator re-runs the shard: a job for shard 1 alone, then a new commit depending on it; once both ran,
+    # the lake is rebuilt and the run reads ok, its failed shard named as replaced
+    assert main(["status", "rb-2", "--poll", "0.1", "--timeout", "30"]) == 1
+    assert main(["rerun", "rb-2", "--shard", "1"]) == 0
+    rerun, commit2 = _jobs(cloud, "rb-2", aws)[2:]
+    assert rerun["container"]["command"][rerun["container"]["command"].index("--shard") + 1] == "1/3"
+    assert run_container(aws, cloud, rerun["jobId"]).returncode == 0
+    r = run_container(aws, cloud, commit2["jobId"])
+    assert r.returncode == 0, r.stderr
+    assert _live(lake) != before
+    assert main(["status", "rb-2", "--poll", "0.1", "--timeout", "30"]) == 0
 
 
 def _after(payload: dict) -> list[dict]:

@@ -18,7 +18,7 @@ from tests.runner.cloud.conftest import ACCOUNT, no_secret, run_container
 pytestmark = pytest.mark.slow
 
 
-def test_dry_run_prints_the_exact_payloads_of_both_backends_and_no_secret(cloud, capsys):
+def test_dry_run_prints_the_exact_payloads_of_both_backends_and_no_secret(cloud, capsys, monkeypatch):
     assert main(["submit", "daily", "--backend", "batch", "-p", "max_backfill_days", "3", "--dry-run"]) == 0
     out = capsys.readouterr().out
     plan = json.loads(out)
@@ -40,6 +40,12 @@ def test_dry_run_prints_the_exact_payloads_of_both_backends_and_no_secret(cloud,
     # a notebook failure is never retried; the infrastructure's failures are
     assert jd["retryStrategy"]["evaluateOnExit"][-1] == {"onReason": "*", "action": "EXIT"}
     assert jd["timeout"]["attemptDurationSeconds"] > 0
+    # an init process as PID 1; room for DuckDB's spill beyond Fargate's 20 GiB; its memory limit sized from the
+    # container; no public IP unless asked for
+    assert props["linuxParameters"] == {"initProcessEnabled": True}
+    assert props["ephemeralStorage"]["sizeInGiB"] > 20
+    assert env["CONDVEST_DUCKDB_MEMORY_LIMIT"] == "3072MB"  # 3/4 of the task's 4096 MiB
+    assert props["networkConfiguration"] == {"assignPublicIp": "DISABLED"}
     sub = submit["payload"]
     assert sub["jobQueue"] == "condvest" and sub["jobDefinition"] == "condvest-daily"
     assert sub["containerOverrides"]["command"] == [
@@ -56,9 +62,19 @@ def test_dry_run_prints_the_exact_payloads_of_both_backends_and_no_secret(cloud,
     assert pj["AppSpecification"]["ContainerEntrypoint"] == ["python", "-m", "runner", "job"]
     assert pj["AppSpecification"]["ContainerArguments"] == ["02_resample", "--run-id", "r.1_x", "--no-progress"]
     assert pj["StoppingCondition"]["MaxRuntimeInSeconds"] > 0
+    # a resample job reads neither secret, so it gets neither ARN; the daily pipeline gets both
+    assert not {"POLYGON_API_KEY_SECRET_ARN", "RDS_SECRET_ARN"} & pj["Environment"].keys()
+    assert not {"POLYGON_API_KEY", "RDS_PASSWORD"} & pj["Environment"].keys()
+    assert "NetworkConfig" not in pj  # no subnets given
+    no_secret(out)
+    monkeypatch.setenv("CONDVEST_SUBNETS", "subnet-a, subnet-b")
+    monkeypatch.setenv("CONDVEST_SECURITY_GROUPS", "sg-x")
+    assert main(["submit", "daily", "--backend", "sagemaker", "--run-id", "d.1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    pj = json.loads(out)["calls"][0]["payload"]
     assert pj["Environment"]["POLYGON_API_KEY_SECRET_ARN"] == cloud["POLYGON_API_KEY_SECRET_ARN"]
     assert pj["Environment"]["RDS_SECRET_ARN"] == cloud["RDS_SECRET_ARN"]
-    assert not {"POLYGON_API_KEY", "RDS_PASSWORD"} & pj["Environment"].keys()
+    assert pj["NetworkConfig"] == {"VpcConfig": {"Subnets": ["subnet-a", "subnet-b"], "SecurityGroupIds": ["sg-x"]}}
     no_secret(out)
 
 
@@ -127,6 +143,14 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     [note] = sns_inbox.messages(expect=1)
     assert note["Subject"] == "condvest 02_resample failed, cell 3"
     assert f"run folder: {cloud['CONDVEST_LAKE_URI']}/runs/bad-1/" in note["Message"]
+    job_id = record["jobs"][0]["id"]
+    assert f"batch job: {job_id} (attempt 1)" in note["Message"]
+    console = "https://us-east-1.console.aws.amazon.com"
+    assert f"job: {console}/batch/home?region=us-east-1#jobs/detail/{job_id}" in note["Message"]
+    assert f"logs: {console}/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/" in note["Message"]
+    bucket = cloud["CONDVEST_LAKE_URI"].removeprefix("s3://")
+    page = f"page link: https://s3.console.aws.amazon.com/s3/object/{bucket}?region=us-east-1&prefix=runs/bad-1/"
+    assert page + "02_resample.html" in note["Message"]
     no_secret(json.dumps(note), r.stdout, r.stderr)
     assert main(["status", "bad-1", "--poll", "0.1", "--timeout", "30"]) == 1
     err = capsys.readouterr().err
