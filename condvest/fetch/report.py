@@ -10,18 +10,23 @@ and both are listed by ``failed`` and raised by ``raise_for_status``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import pandas as pd
 
-from condvest.errors import FetchFailed
+from condvest.errors import AuthError, CondvestError, FetchFailed, NotYetAvailable, PlanLimit
 from condvest.fetch.plan import FetchPlan
 from condvest.fetch.rebase import RebaseReport
 from condvest.shards import Shard
 
-__all__ = ["FetchReport", "SessionOutcome", "SessionResult"]
+log = logging.getLogger(__name__)
+
+__all__ = ["FetchReport", "SessionOutcome", "SessionResult", "session_outcome"]
 
 
 class SessionOutcome(StrEnum):
@@ -54,6 +59,23 @@ class SessionResult:
     postgres_rows: int = 0
     seconds: float = 0.0
     error: str = ""
+
+
+@contextmanager
+def session_outcome(res: SessionResult) -> Iterator[None]:
+    """Fetching one session: what the block raises becomes the session's outcome. Not yet available on this
+    plan (today before the end of day) is a ``warn`` the next run fetches; a refused key or plan stops the run
+    (raised); any other workbench error fails the session."""
+    try:
+        yield
+    except NotYetAvailable as exc:
+        res.status, res.error = SessionOutcome.WARN, str(exc)
+        log.warning("fetch=session_not_yet_available session=%s vendor=%r", res.session, exc.vendor)
+    except (AuthError, PlanLimit):
+        raise
+    except CondvestError as exc:
+        res.status, res.error = SessionOutcome.FAILED, str(exc)
+        log.error("fetch=session_failed session=%s error=%s", res.session, exc)
 
 
 @dataclass

@@ -44,7 +44,7 @@ from condvest import manifest
 from condvest import params as checks
 from condvest.bars import bars_frame
 from condvest.calendar import latest_complete_session, previous_session, sessions_between
-from condvest.errors import AuthError, CondvestError, NotYetAvailable, PlanLimit, SourceError
+from condvest.errors import AuthError, CondvestError, PlanLimit, SourceError
 from condvest.fetch import sharded
 from condvest.fetch.coverage import (
     only_missing_symbols,
@@ -56,7 +56,7 @@ from condvest.fetch.coverage import (
 from condvest.fetch.params import CheckedFetch, FetchParams
 from condvest.fetch.plan import FetchPlan, backfill_window, plan, settle_candidates
 from condvest.fetch.rebase import RebaseJob, run_rebase
-from condvest.fetch.report import FetchReport, SessionOutcome, SessionResult
+from condvest.fetch.report import FetchReport, SessionOutcome, SessionResult, session_outcome
 from condvest.fetch.sharded import Held, Life
 from condvest.fetch.universe import fetch_every_symbol
 from condvest.fetch.writer import SessionWriter
@@ -96,7 +96,7 @@ async def _fetch_grouped(client: PolygonClient, w: SessionWriter, report: FetchR
 
     async def grouped(day: dt.date) -> None:
         res, t0 = results[day], time.monotonic()
-        try:
+        with session_outcome(res):
             raw = bars_frame(await client.grouped_daily(day))
             res.seconds += time.monotonic() - t0
             if raw.empty:
@@ -105,14 +105,6 @@ async def _fetch_grouped(client: PolygonClient, w: SessionWriter, report: FetchR
             prior = await w.stored_session(day, entry.run_id) if day in settle and entry else None
             await w.session(day, raw, res, prior)
             res.status = SessionOutcome.DONE
-        except NotYetAvailable as exc:  # today before the end of day on this plan: the next run fetches it
-            res.status, res.error = SessionOutcome.WARN, str(exc)
-            log.warning("fetch=session_not_yet_available session=%s vendor=%r", day, exc.vendor)
-        except (AuthError, PlanLimit):
-            raise
-        except CondvestError as exc:
-            res.status, res.error = SessionOutcome.FAILED, str(exc)
-            log.error("fetch=session_failed session=%s error=%s", day, exc)
         res.seconds = round(res.seconds, 3)
 
     await _bounded(list(report.plan.sessions), grouped, "fetch sessions", progress, max(1, client.limits.concurrency))

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from condvest.bars import bars_frame
 from condvest.calendar import ny_midnight_epoch_ms
-from condvest.errors import AuthError, BadPayload, CondvestError, NotYetAvailable, PlanLimit, SourceError
-from condvest.fetch.report import SessionOutcome, SessionResult
+from condvest.errors import BadPayload, SourceError
+from condvest.fetch.report import SessionOutcome, SessionResult, session_outcome
 from condvest.fetch.writer import SessionWriter
 from condvest.polygon import PolygonClient
 
@@ -83,28 +83,21 @@ async def _one(
     another day is quarantined with the reason (``SessionWriter.outside``)."""
     day, t0 = res.session, time.monotonic()
     try:
-        async with sem:
-            bars = await client.grouped_daily(day)
-        if not bars:
-            raise SourceError("empty answer on a trading session", date=day.isoformat())
-        if any(not isinstance(b.get("T"), str) for b in bars):
-            raise BadPayload("grouped result without a ticker 'T'", date=day.isoformat())
-        if keep is not None:
-            bars = [b for b in bars if keep(b["T"])]
-        lo, hi = ny_midnight_epoch_ms(day), ny_midnight_epoch_ms(day + dt.timedelta(days=1))
-        elsewhere = [b for b in bars if not lo <= int(b["t"]) < hi]
-        if elsewhere:
-            await w.outside(bars_frame(elsewhere), {day: res}, "grouped")
-            bars = [b for b in bars if lo <= int(b["t"]) < hi]
-        return bars
-    except NotYetAvailable as exc:
-        res.status, res.error = SessionOutcome.WARN, str(exc)
-        log.warning("fetch=session_not_yet_available session=%s vendor=%r", day, exc.vendor)
-    except (AuthError, PlanLimit):
-        raise
-    except CondvestError as exc:
-        res.status, res.error = SessionOutcome.FAILED, str(exc)
-        log.error("fetch=session_failed session=%s error=%s", day, exc)
+        with session_outcome(res):
+            async with sem:
+                bars = await client.grouped_daily(day)
+            if not bars:
+                raise SourceError("empty answer on a trading session", date=day.isoformat())
+            if any(not isinstance(b.get("T"), str) for b in bars):
+                raise BadPayload("grouped result without a ticker 'T'", date=day.isoformat())
+            if keep is not None:
+                bars = [b for b in bars if keep(b["T"])]
+            lo, hi = ny_midnight_epoch_ms(day), ny_midnight_epoch_ms(day + dt.timedelta(days=1))
+            elsewhere = [b for b in bars if not lo <= int(b["t"]) < hi]
+            if elsewhere:
+                await w.outside(bars_frame(elsewhere), {day: res}, "grouped")
+                bars = [b for b in bars if lo <= int(b["t"]) < hi]
+            return bars
     finally:
         res.seconds = round(res.seconds + time.monotonic() - t0, 3)
     return []
