@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from condvest import db_cli
 from condvest.errors import BusyError, ConfigError, ParameterError, StorageError
-from condvest.lake_lock import LOCK_NAMES, clear_lock, describe_lease, is_expired, lock_key, read_lock
+from condvest.lake_lock import LOCK_NAMES, clear_lock, lock_key, lock_status
 from condvest.settings import Settings
 from condvest.storage import open_store
 
@@ -31,18 +31,20 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_STORAGE = 0, 1, 2, 3
 def _lock_status(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings=settings)
     key = lock_key(args.name)
-    rec = read_lock(store, args.name)
-    if rec is None:
+    status = lock_status(store, args.name, settings.lock_lease_s)
+    if status is None:
         print(f"lock {args.name}: free ({store.url(key)} does not exist)")
         return EXIT_OK
+    rec, lease = status
     print(f"lock {args.name}: {store.url(key)}")
     print(json.dumps(rec, indent=2, sort_keys=True))
-    print(f"lease: {describe_lease(rec, settings.lock_lease_s)}")
+    print(f"lease: {lease.why}")
     return EXIT_OK
 
 
 def _lock_clear(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings=settings)
+    before = lock_status(store, args.name, settings.lock_lease_s)
     try:
         rec = clear_lock(store, args.name, force=args.force, lease_s=settings.lock_lease_s)
     except BusyError as exc:
@@ -51,7 +53,7 @@ def _lock_clear(args: argparse.Namespace, settings: Settings) -> int:
     if rec is None:
         print(f"lock {args.name}: already free")
         return EXIT_OK
-    state = "expired" if is_expired(rec, settings.lock_lease_s) else "live, forced"
+    state = "live, forced" if before is not None and before[1].live else "expired"
     print(f"lock {args.name}: cleared ({state}); was held by {rec.get('holder', '?')} run {rec.get('run_id', '?')}")
     return EXIT_OK
 

@@ -9,26 +9,31 @@ compaction share the lock ``resample``.
 
 Protocol:
 
-- **Take**: write the record with ``If-None-Match``. When the object exists, read it with its etag: a
-  lease whose ``expires_at`` is in the past (its holder stopped renewing: it died) is taken over with a
-  write conditional on that etag (``If-Match``), so of two contenders exactly one wins; the takeover is
-  logged as a WARNING naming the previous holder. A live lease raises ``BusyError`` naming the holder and
-  when its lease expires. A record without ``expires_at`` (written before leases existed) counts as
-  expired once ``taken_at`` is older than the lease length; an unreadable record never expires by itself.
+- **Take**: write the record with ``If-None-Match``. When the object exists, read it with its etag and ask the
+  store how old it is (``Store.head``: the S3 server's ``LastModified`` against its ``Date``, a file's mtime
+  against this host's clock): the lease is judged by the store's clock, never by the times the holder wrote.
+  A holder is taken over (a write conditional on the etag read, ``If-Match``, so of two contenders exactly one
+  wins; logged as a WARNING naming the previous holder) once the object has not been rewritten for one lease
+  (the holder's ``lease_s``, else ours; plus the store's clock step, 1 s on S3), unless the holder runs on this
+  host and its process is alive (``condvest.processes``: pid and its start time; in this process, a lock it
+  holds): such a holder is never taken over, whatever its record or its clock says. A lock object that cannot
+  be read (not JSON, the wrong shape) is judged by its age alone: expired after one lease. A live lease raises
+  ``BusyError`` naming the holder and when its lease expires.
 - **Heartbeat**: while the body runs, a daemon thread rewrites the record ``lease_s / 3`` after the last
-  renewal was stamped, with a later ``expires_at``, conditional on the etag it last wrote. When that write
-  finds the lock taken over, changed or gone, it logs an ERROR and stops renewing; the body is not
-  interrupted. A storage error is logged and retried after ``lease_s / 6``. When taking the lock took a
+  renewal was stamped (which refreshes the object's modification time), conditional on the etag it last wrote.
+  When that write finds the lock taken over, changed or gone, it logs an ERROR and stops renewing; the body is
+  not interrupted. A storage error is logged and retried after ``lease_s / 6``. When taking the lock took a
   third of the lease or more (a slow store), the lease may have run out on arrival: one renewal right away
   proves it is still ours before the body starts (``BusyError`` when it was taken over meanwhile).
 - **Release**: the Store API has no conditional delete, so release reads the record, checks that the
-  token is ours and that our lease still has at least a third of its length to run, then deletes. The
-  window: another run can take the lock over between that read and the delete only after our lease has
-  expired, i.e. only if the delete is delayed by more than the remaining lease (at least ~``lease_s / 3``).
-  A lease that is (nearly) expired at release is left in place: the next run takes it over.
+  token is ours and that our lease still has at least a third of its length to run (measured from our last
+  renewal on this process's monotonic clock: the store stamped the write later, so the store's age is never
+  more), then deletes. The window: another run can take the lock over between that read and the delete only
+  after our lease has expired, i.e. only if the delete is delayed by more than the remaining lease (at least
+  ~``lease_s / 3``). A lease that is (nearly) expired at release is left in place: the next run takes it over.
 
-Expiry compares the holder's ``expires_at`` with the contender's clock, so hosts' clocks must agree to
-well within the lease length (NTP does). Operators: ``python -m condvest lock status`` shows the record
+The record's ``taken_at``, ``renewed_at`` and ``expires_at`` are the holder's clock, kept for people (``lock
+status`` shows them); no decision reads them. Operators: ``python -m condvest lock status`` shows the record
 and whether its lease is live; ``python -m condvest lock clear [--force]`` removes it (``clear_lock``).
 Fault points for ``CONDVEST_CRASH_AT``: ``lock.after_take``, ``lock.after_renew``, ``lock.before_release``.
 """
@@ -41,19 +46,20 @@ import logging
 import os
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from condvest.crash import crash_point
 from condvest.errors import BusyError, ObjectNotFound, ParameterError, PreconditionFailed, StorageError
 from condvest.lake import METADATA_PREFIX
+from condvest.processes import host_name, process_alive, this_process
 from condvest.runs import new_run_id
 from condvest.settings import DEFAULT_LOCK_LEASE_S
-from condvest.storage import Store
+from condvest.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +98,11 @@ def _decode(data: bytes) -> dict[str, Any]:
         rec = json.loads(data)
     except ValueError:
         rec = None
-    return rec if isinstance(rec, dict) else {"holder": "<unreadable lock object>"}
+    return rec if isinstance(rec, dict) else {"holder": UNREADABLE}
+
+
+#: what ``read_lock`` gives for a lock object that is not a JSON object (judged by its age alone)
+UNREADABLE = "<unreadable lock object>"
 
 
 def _check_lease(lease_s: float) -> float:
@@ -110,8 +120,9 @@ def read_lock(store: Store, name: str) -> dict[str, Any] | None:
 
 
 def lease_expiry(rec: dict[str, Any], lease_s: float = DEFAULT_LOCK_LEASE_S) -> dt.datetime | None:
-    """When the lease of holder record ``rec`` ends: its ``expires_at``, or ``taken_at + lease_s`` for a
-    record written before leases existed; ``None`` when neither can be read (it never expires by itself)."""
+    """When the holder of ``rec`` said its lease ends, by its own clock: its ``expires_at``, or ``taken_at +
+    lease_s`` for a record written before leases existed; ``None`` when neither can be read. For people only:
+    whether a lease is live is judged by the store's clock (``judge_lease``)."""
     expires = _parse_time(rec.get("expires_at"))
     if expires is not None:
         return expires
@@ -119,21 +130,75 @@ def lease_expiry(rec: dict[str, Any], lease_s: float = DEFAULT_LOCK_LEASE_S) -> 
     return None if taken is None else taken + dt.timedelta(seconds=lease_s)
 
 
-def is_expired(rec: dict[str, Any], lease_s: float = DEFAULT_LOCK_LEASE_S, now: dt.datetime | None = None) -> bool:
-    """True when the holder of ``rec`` stopped renewing long enough ago that its lock may be taken over."""
-    expiry = lease_expiry(rec, lease_s)
-    return expiry is not None and expiry <= (now or _now())
+#: tokens of the locks this process holds now (a holder with our pid is alive exactly while its token is here)
+_HELD: set[str] = set()
+_HELD_LOCK = threading.Lock()
 
 
-def describe_lease(rec: dict[str, Any], lease_s: float = DEFAULT_LOCK_LEASE_S, now: dt.datetime | None = None) -> str:
-    """``live, expires at … (in 12 s)``, ``expired at … (3 s ago)`` or why the expiry is unknown."""
-    expiry = lease_expiry(rec, lease_s)
-    if expiry is None:
-        return "live (no readable expires_at or taken_at: it does not expire by itself)"
-    left = (expiry - (now or _now())).total_seconds()
+def _holder_alive(rec: dict[str, Any]) -> bool | None:
+    """Whether the holder's process is alive: asked of this host (``condvest.processes``); for our own pid, whether
+    this process holds that lock now; ``None`` for another host's holder (unknown here)."""
+    if rec.get("pid") == os.getpid() and rec.get("host") == host_name():
+        with _HELD_LOCK:
+            return rec.get("token") in _HELD
+    return process_alive(rec)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """How a lock's lease stands, judged by the store's clock: ``live`` (it may not be taken over) and why, in words;
+    ``left_s``: seconds until it expires by the store's clock unless renewed (negative: expired that long ago;
+    ``None``: the store gave no times)."""
+
+    live: bool
+    why: str
+    left_s: float | None
+
+
+def _holder_lease(rec: dict[str, Any], lease_s: float) -> float:
+    theirs = rec.get("lease_s")
+    if isinstance(theirs, int | float) and not isinstance(theirs, bool) and theirs > 0:
+        return float(theirs)
+    return lease_s
+
+
+def judge_lease(rec: dict[str, Any], info: ObjectInfo | None, lease_s: float = DEFAULT_LOCK_LEASE_S) -> Lease:
+    """Whether holder record ``rec`` of a lock object that the store describes as ``info`` (``Store.head``) still
+    holds its lease: never taken over while its process is alive on this host; otherwise live until the object
+    has gone one lease (the holder's ``lease_s``, else ``lease_s``) without a rewrite, by the store's clock."""
+    alive = _holder_alive(rec)
+    lease = _holder_lease(rec, lease_s)
+    age = info.age_s if info is not None else None
+    if age is None or info is None or info.modified_at is None:  # a store that gives no times: the old rule
+        expiry = lease_expiry(rec, lease)
+        left = None if expiry is None else (expiry - _now()).total_seconds()
+        clock = "by the holder's clock (the store gives no modification times)"
+        at = expiry
+    else:
+        left = lease + info.clock_step_s - age
+        at = dt.datetime.fromtimestamp(info.modified_at + lease + info.clock_step_s, dt.UTC)
+        clock = "by the store's clock"
+    when = f"at {_iso(at)} {clock}" if at is not None else clock
+    if alive:
+        process = f"its process {rec.get('pid')} is alive on this host ({rec.get('host')}), never taken over"
+        until = f"; expires {when}, in {left:.0f} s, unless renewed" if left is not None else ""
+        return Lease(True, f"live, {process}{until}", left)
+    gone = "its process is gone, " if alive is False else ""
+    if left is None:
+        return Lease(True, f"live ({gone}no readable time: it does not expire by itself)", None)
+    idle = f" ({gone}not renewed for {age:.0f} s of a {lease:g} s lease)" if age is not None else ""
     if left > 0:
-        return f"live, expires at {_iso(expiry)} (in {left:.0f} s)"
-    return f"expired at {_iso(expiry)} ({-left:.0f} s ago)"
+        return Lease(True, f"live{idle}, expires {when}, in {left:.0f} s", left)
+    return Lease(False, f"expired {when}, {-left:.0f} s ago{idle}", left)
+
+
+def lock_status(store: Store, name: str, lease_s: float = DEFAULT_LOCK_LEASE_S) -> tuple[dict[str, Any], Lease] | None:
+    """Lock ``name``'s holder record and how its lease stands (``judge_lease``), or ``None`` when it is free."""
+    read = _read_held(store, lock_key(name))
+    if read is None:
+        return None
+    rec, _, info = read
+    return rec, judge_lease(rec, info, lease_s)
 
 
 def _describe(rec: dict[str, Any] | None) -> str:
@@ -143,11 +208,11 @@ def _describe(rec: dict[str, Any] | None) -> str:
     return f"{rec.get('holder', '?')} run {rec.get('run_id', '?')}{purpose} since {rec.get('taken_at', '?')}"
 
 
-def _busy(key: str, name: str, rec: dict[str, Any] | None, lease_s: float) -> BusyError:
-    lease = describe_lease(rec, lease_s) if rec else "lease unknown"
+def _busy(key: str, name: str, rec: dict[str, Any] | None, lease: Lease | None) -> BusyError:
+    state = lease.why if lease is not None else "lease unknown"
     return BusyError(
         lock=key,
-        holder=f"{_describe(rec)}, lease {lease}; a dead holder's lock is taken over once its lease expires, "
+        holder=f"{_describe(rec)}, lease {state}; a dead holder's lock is taken over once its lease expires, "
         f"or clear it now with: python -m condvest lock clear --name {name} --force (condvest.lake_lock.clear_lock)",
     )
 
@@ -160,6 +225,15 @@ def _stamp(rec: dict[str, Any], lease_s: float, *, taken: bool) -> dict[str, Any
     return out
 
 
+def _read_held(store: Store, key: str) -> tuple[dict[str, Any], str, ObjectInfo] | None:
+    """The lock object, its etag and what the store says of that version, or ``None`` when it is gone."""
+    try:
+        data, info = store.get_with_info(key)
+    except ObjectNotFound:
+        return None
+    return _decode(data), info.etag, info
+
+
 def _take(store: Store, key: str, name: str, mine: dict[str, Any], lease_s: float) -> tuple[dict[str, Any], str, float]:
     """Write our record (fresh, or over an expired lease); returns it, its etag and when (``time.monotonic``)
     its times were stamped, or raises BusyError."""
@@ -169,28 +243,27 @@ def _take(store: Store, key: str, name: str, mine: dict[str, Any], lease_s: floa
             return rec, store.put(key, json.dumps(rec).encode(), if_none_match=True), stamped
         except PreconditionFailed:
             pass
-        try:
-            data, etag = store.get_with_etag(key)
-        except ObjectNotFound:
-            continue  # released between our write and our read: try again
-        held = _decode(data)
-        if not is_expired(held, lease_s):
-            raise _busy(key, name, held, lease_s)
+        read = _read_held(store, key)
+        if read is None:
+            continue  # released or renewed between our requests: try again
+        held, etag, info = read
+        lease = judge_lease(held, info, lease_s)
+        if lease.live:
+            raise _busy(key, name, held, lease)
         stamped, rec = time.monotonic(), _stamp(mine, lease_s, taken=True)
         try:
             new_etag = store.put(key, json.dumps(rec).encode(), if_match=etag)
         except PreconditionFailed:
             continue  # another contender took it over (or the holder came back): read again
-        expired = lease_expiry(held, lease_s)
         log.warning(
             "lock taken over lock=%s previous_holder=%s previous_run_id=%s previous_purpose=%s "
-            "previous_taken_at=%s previous_expires_at=%s run_id=%s",
+            "previous_taken_at=%s lease=%r run_id=%s",
             key,
             held.get("holder", "?"),
             held.get("run_id", "?"),
             held.get("purpose", ""),
             held.get("taken_at", "?"),
-            _iso(expired) if expired else "?",
+            lease.why,
             rec["run_id"],
         )
         return rec, new_etag, stamped
@@ -205,6 +278,7 @@ class _Heartbeat:
 
     def __init__(self, store: Store, key: str, rec: dict[str, Any], etag: str, lease_s: float, stamped: float) -> None:
         self.store, self.key, self.rec, self.etag, self.lease_s = store, key, rec, etag, lease_s
+        self.stamped = stamped  # when (time.monotonic) the record last written was stamped
         self._due = stamped + lease_s / 3
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lake-lock-heartbeat-{rec['run_id']}", daemon=True)
@@ -223,7 +297,7 @@ class _Heartbeat:
         """One renewal; ``PreconditionFailed`` when the lock object is no longer the one we last wrote."""
         stamped, rec = time.monotonic(), _stamp(self.rec, self.lease_s, taken=False)
         self.etag = self.store.put(self.key, json.dumps(rec).encode(), if_match=self.etag)
-        self.rec, self._due = rec, stamped + self.lease_s / 3
+        self.rec, self.stamped, self._due = rec, stamped, stamped + self.lease_s / 3
         log.debug("lock renewed lock=%s run_id=%s expires_at=%s", self.key, rec["run_id"], rec["expires_at"])
         crash_point("lock.after_renew")
 
@@ -265,7 +339,7 @@ class _Heartbeat:
         return False
 
 
-def _release(store: Store, key: str, mine: dict[str, Any], lease_s: float) -> None:
+def _release(store: Store, key: str, mine: dict[str, Any], lease_s: float, stamped: float) -> None:
     try:
         current: dict[str, Any] | None = _decode(store.get(key))
     except ObjectNotFound:
@@ -278,8 +352,7 @@ def _release(store: Store, key: str, mine: dict[str, Any], lease_s: float) -> No
             _describe(current) if current else "nobody",
         )
         return
-    expiry = lease_expiry(current, lease_s)
-    if expiry is None or (expiry - _now()).total_seconds() < lease_s / 3:
+    if lease_s - (time.monotonic() - stamped) < lease_s / 3:
         # deleting now could remove the lock of a run that takes ours over in between: leave it to expire
         log.warning("lock lease nearly expired at release lock=%s run_id=%s; left for takeover", key, mine["run_id"])
         return
@@ -302,17 +375,31 @@ def lake_lock(
     """
     key = lock_key(name)
     lease_s = _check_lease(lease_s)
-    host = socket.gethostname()
+    me = this_process()
     mine = {
-        "holder": f"{host}:{os.getpid()}",
-        "host": host,
-        "pid": os.getpid(),
+        "holder": f"{me['host']}:{me['pid']}",
+        **me,
         "run_id": run_id or new_run_id(name),
         "purpose": purpose,
         "token": secrets.token_hex(8),
         "lease_s": lease_s,
     }
     rec, etag, stamped = _take(store, key, name, mine, lease_s)
+    with _HELD_LOCK:
+        _HELD.add(rec["token"])  # from here on this process answers for the holder: alive
+    try:
+        with _held(store, key, name, rec, etag, lease_s, stamped):
+            yield dict(rec)
+    finally:
+        with _HELD_LOCK:
+            _HELD.discard(rec["token"])
+
+
+@contextmanager
+def _held(
+    store: Store, key: str, name: str, rec: dict[str, Any], etag: str, lease_s: float, stamped: float
+) -> Iterator[None]:
+    """The body under the lock just taken: renewed by a heartbeat, released at its end."""
     log.info("lock taken lock=%s run_id=%s lease_s=%g expires_at=%s", key, rec["run_id"], lease_s, rec["expires_at"])
     heartbeat = _Heartbeat(store, key, rec, etag, lease_s, stamped)
     if heartbeat.overdue():
@@ -322,15 +409,16 @@ def lake_lock(
         try:
             heartbeat.renew()
         except PreconditionFailed:
-            raise _busy(key, name, read_lock(store, name), lease_s) from None
+            status = lock_status(store, name, lease_s)
+            raise _busy(key, name, *(status or (None, None))) from None
     heartbeat.start()
     try:
         crash_point("lock.after_take")
-        yield dict(rec)
+        yield
     finally:
         heartbeat.stop()
         crash_point("lock.before_release")
-        _release(store, key, heartbeat.rec, lease_s)
+        _release(store, key, heartbeat.rec, lease_s, heartbeat.stamped)
 
 
 def clear_lock(
@@ -338,15 +426,17 @@ def clear_lock(
 ) -> dict[str, Any] | None:
     """Delete lock ``name``; returns the holder record it removed (``None`` when it was free).
 
-    With ``force=False`` a live lease is refused with ``BusyError`` naming its holder. Like release, this is
-    read-then-delete: a run that takes an expired lock over between the two loses it (a small window).
+    With ``force=False`` a live lease (``judge_lease``: by the store's clock, a live process on this host) is
+    refused with ``BusyError`` naming its holder. Like release, this is read-then-delete: a run that takes an
+    expired lock over between the two loses it (a small window).
     """
     key = lock_key(name)
-    rec = read_lock(store, name)
-    if rec is None:
+    status = lock_status(store, name, lease_s)
+    if status is None:
         return None
-    if not force and not is_expired(rec, lease_s):
-        raise _busy(key, name, rec, lease_s)
+    rec, lease = status
+    if not force and lease.live:
+        raise _busy(key, name, rec, lease)
     store.delete(key)
-    log.warning("lock cleared lock=%s holder=%s lease=%s", key, _describe(rec), describe_lease(rec, lease_s))
+    log.warning("lock cleared lock=%s holder=%s lease=%r", key, _describe(rec), lease.why)
     return rec

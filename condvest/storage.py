@@ -26,6 +26,7 @@ read and nothing newer took its place.
 
 from __future__ import annotations
 
+import email.utils
 import fcntl
 import hashlib
 import itertools
@@ -50,9 +51,24 @@ _TMP_COUNTER = itertools.count()
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """An object as the store lists it. ``modified_at``: when it was last written and ``seen_at``: when the store
+    answered, both in epoch seconds by the store's own clock (the S3 server's ``LastModified`` and ``Date``; the
+    file's mtime and this host's clock on a local lake), to whole ``clock_step_s`` (S3: 1 s); ``None`` when
+    unknown. Their difference is an age no client's clock enters (``condvest.lake_lock``, ``condvest.runs``)."""
+
     key: str
     size: int
     etag: str
+    modified_at: float | None = None
+    seen_at: float | None = None
+    clock_step_s: float = 0.0
+
+    @property
+    def age_s(self) -> float | None:
+        """Seconds since the object was last written, by the store's clock (``None`` when unknown)."""
+        if self.modified_at is None or self.seen_at is None:
+            return None
+        return max(0.0, self.seen_at - self.modified_at)
 
 
 _S3_NOT_FOUND = ("NoSuchKey", "404", "NotFound")
@@ -106,6 +122,16 @@ class Store:
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         raise NotImplementedError
+
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        """The object and what the store says of that version (its etag, and its age by the store's clock when the
+        store can tell); ``ObjectNotFound`` when there is none. Stores answer both in one request; this default
+        asks twice and gives no times when the object changed in between."""
+        data, etag = self.get_with_etag(key)
+        info = self.head(key)
+        if info is None or info.etag != etag:
+            return data, ObjectInfo(key, len(data), etag)
+        return data, info
 
     def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         """Write ``data`` whole (atomically for readers); return the new etag."""
@@ -175,13 +201,18 @@ class LocalStore(Store):
         return f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}"
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        data, info = self.get_with_info(key)
+        return data, info.etag
+
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
         p = self._path(key)
         try:
             with open(p, "rb") as f:
                 st = os.fstat(f.fileno())
-                return f.read(), self._etag(st)
+                data = f.read()
         except OSError as exc:
             raise _map_error(key, exc, "read") from exc
+        return data, ObjectInfo(key, st.st_size, self._etag(st), st.st_mtime, time.time())
 
     def _write(self, p: Path, data: bytes) -> str:
         # a private temporary name in the target folder, then an atomic rename: readers see old or new
@@ -234,7 +265,7 @@ class LocalStore(Store):
             return None
         if not p.is_file():
             return None
-        return ObjectInfo(key, st.st_size, self._etag(st))
+        return ObjectInfo(key, st.st_size, self._etag(st), st.st_mtime, time.time())
 
     def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
         # walk only the directory that holds the prefix, lazily and in key order: each directory's entries
@@ -256,7 +287,7 @@ class LocalStore(Store):
                         st = e.stat()
                     except FileNotFoundError:  # removed while listing
                         continue
-                    yield ObjectInfo(key, st.st_size, self._etag(st))
+                    yield ObjectInfo(key, st.st_size, self._etag(st), st.st_mtime, time.time())
             else:
                 stack.pop()
 
@@ -351,12 +382,17 @@ class S3Store(Store):
         return self.prefix + _check_key(key)
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        data, info = self.get_with_info(key)
+        return data, info.etag
+
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
         k = self._k(key)
         try:
             r = self.client.get_object(Bucket=self.bucket, Key=k)
-            return r["Body"].read(), r["ETag"]
+            data = r["Body"].read()
         except Exception as exc:  # botocore raises ClientError / connection errors
             raise _map_error(key, exc, "read", s3=True) from exc
+        return data, ObjectInfo(key, len(data), r["ETag"], *_s3_times(r, r.get("LastModified")), 1.0)
 
     def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         kw: dict[str, Any] = {}
@@ -380,7 +416,7 @@ class S3Store(Store):
             if isinstance(err, ObjectNotFound):
                 return None
             raise err from exc
-        return ObjectInfo(key, int(r["ContentLength"]), r["ETag"])
+        return ObjectInfo(key, int(r["ContentLength"]), r["ETag"], *_s3_times(r, r.get("LastModified")), 1.0)
 
     def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
         kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
@@ -389,7 +425,8 @@ class S3Store(Store):
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(**kw):
                 for o in page.get("Contents", []):
-                    yield ObjectInfo(o["Key"][len(self.prefix) :], int(o["Size"]), o["ETag"])
+                    times = _s3_times(page, o.get("LastModified"))
+                    yield ObjectInfo(o["Key"][len(self.prefix) :], int(o["Size"]), o["ETag"], *times, 1.0)
         except Exception as exc:
             raise _map_error(prefix, exc, "list", s3=True) from exc
 
@@ -435,6 +472,16 @@ class S3Store(Store):
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
+
+
+def _s3_times(response: dict[str, Any], modified: Any) -> tuple[float | None, float | None]:
+    """``LastModified`` and the answer's ``Date`` header as epoch seconds (the S3 server's clock)."""
+    date = (response.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
+    try:
+        seen = email.utils.parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        seen = None
+    return (modified.timestamp() if hasattr(modified, "timestamp") else None), seen
 
 
 def open_store(uri: str | None = None, settings: Settings | None = None) -> Store:

@@ -1,6 +1,11 @@
-"""The lake lock is a lease: a dead holder's lock heals by itself, a live one refuses, a heartbeat keeps a long
-run's lease alive, two contenders for an expired lease never both win, and ``python -m condvest lock``
-shows and clears it. Every test runs on a local folder and on a real S3 server (SeaweedFS) unless noted."""
+"""The lake lock is a lease judged by the store's clock: a dead holder's lock heals by itself, a live one refuses
+(on this host: whatever its record says), a heartbeat keeps a long run's lease alive, two contenders for an expired
+lease never both win, and ``python -m condvest lock`` shows and clears it. Every test runs on a local folder and on
+a real S3 server (SeaweedFS) unless noted.
+
+A record "expired long ago" must also be old by the store's clock: on a local lake its file's mtime is set back
+(``os.utime``); an S3 server's ``LastModified`` cannot be set, so there the record carries a 1-second lease and the
+test waits until the object is old enough (``_age``)."""
 
 from __future__ import annotations
 
@@ -20,9 +25,10 @@ import pytest
 
 from condvest.crash import CRASH_EXIT_CODE
 from condvest.errors import BusyError, ConfigError, ParameterError, PreconditionFailed, StorageError
-from condvest.lake_lock import lake_lock, lease_expiry, lock_key, read_lock
+from condvest.lake_lock import lake_lock, lease_expiry, lock_key, lock_status, read_lock
+from condvest.processes import host_name, process_alive, process_started
 from condvest.settings import DEFAULT_LOCK_LEASE_S, Settings
-from condvest.storage import ObjectInfo, Store, open_store
+from condvest.storage import LocalStore, ObjectInfo, Store, open_store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,12 +97,27 @@ def _wait_taken(proc: subprocess.Popen[str]) -> None:
     assert line.strip() == "taken", (line, proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
 
 
-def _sleep_past_expiry(store: Store, margin: float = 0.3) -> None:
-    rec = read_lock(store, "resample")
-    assert rec is not None
-    expiry = lease_expiry(rec)
-    assert expiry is not None
-    time.sleep(max(0.0, (expiry - dt.datetime.now(dt.UTC)).total_seconds()) + margin)
+def _sleep_past_expiry(store: Store, margin: float = 0.0, timeout: float = 30.0) -> None:
+    """Wait until the lock's lease has expired by the store's clock (``lock_status``), then ``margin`` more."""
+    deadline = time.monotonic() + timeout
+    while (status := lock_status(store, "resample")) is not None and status[1].live:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05 if status[1].left_s is None else min(0.5, max(0.05, status[1].left_s)))
+    time.sleep(margin)
+
+
+def _age(lake: Lake, seconds: float) -> None:
+    """Make the lock object at least ``seconds`` old by the store's clock: set back its file's mtime on a local
+    lake; wait on S3, whose LastModified cannot be set (keep ``seconds`` small there)."""
+    if isinstance(lake.store, LocalStore):
+        path = lake.store.root / KEY
+        then = time.time() - seconds
+        os.utime(path, (then, then))
+        return
+    deadline = time.monotonic() + seconds + 10
+    while (info := lake.store.head(KEY)) is not None and (info.age_s or 0.0) < seconds:
+        assert time.monotonic() < deadline, info
+        time.sleep(0.2)
 
 
 def _try_lock(store: Store, lease_s: float) -> None:
@@ -191,6 +212,9 @@ class _Wrapped(Store):
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         return self.inner.get_with_etag(key)
 
+    def get_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
+        return self.inner.get_with_info(key)
+
     def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         return self.inner.put(key, data, if_match=if_match, if_none_match=if_none_match)
 
@@ -271,7 +295,8 @@ def test_a_take_slower_than_its_lease_is_confirmed_before_the_body_runs(lake: La
 def test_two_contenders_for_an_expired_lease_exactly_one_wins(lake: Lake, caplog: pytest.LogCaptureFixture) -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
     dead = {"holder": "gone-host:1", "run_id": "dead-run", "taken_at": past.isoformat(), "expires_at": past.isoformat()}
-    lake.store.put(KEY, json.dumps(dead).encode())
+    lake.store.put(KEY, json.dumps({**dead, "lease_s": 1}).encode())
+    _age(lake, 2.5)  # expired by the store's clock too
     at_write, tried = threading.Barrier(2), threading.Barrier(2)
     won: list[str] = []
     lost: list[str] = []
@@ -302,18 +327,91 @@ def test_two_contenders_for_an_expired_lease_exactly_one_wins(lake: Lake, caplog
     assert read_lock(lake.store, "resample") is None
 
 
-def test_a_record_without_expiry_counts_as_expired_after_one_lease(local_lake: Lake) -> None:
-    """Local store only: records written before leases existed (holder, run_id, taken_at)."""
+def test_an_old_record_or_an_unreadable_lock_object_expires_after_one_lease_by_the_stores_clock(
+    local_lake: Lake,
+) -> None:
+    """Local store only: records written before leases existed (holder, run_id, taken_at: no lease_s, so the
+    contender's lease applies) and lock objects that are not a JSON object expire once their file is one lease old,
+    whatever times they hold."""
     store = local_lake.store
     recent = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
     store.put(KEY, json.dumps({"holder": "h:1", "run_id": "old-code", "taken_at": recent.isoformat()}).encode())
+    _age(local_lake, 5)
     with pytest.raises(BusyError, match="old-code"):
         _try_lock(store, 10)
     _try_lock(store, 4)  # older than a 4-second lease
     assert read_lock(store, "resample") is None
-    store.put(KEY, b'{"holder": "h:1", "run_id": "unreadable-time", "taken_at": "x"}')
-    with pytest.raises(BusyError, match="does not expire by itself"):
-        _try_lock(store, 0.1)
+    for unreadable in (b'{"holder": "h:1", "run_id": "unreadable-time", "taken_at": "x"}', b"\x00torn{", b"[]"):
+        store.put(KEY, unreadable)
+        with pytest.raises(BusyError, match="expires at .* by the store's clock"):
+            _try_lock(store, 10)
+        _age(local_lake, 11)
+        _try_lock(store, 10)
+        assert read_lock(store, "resample") is None
+
+
+def test_expiry_follows_the_stores_clock_never_the_holders(lake: Lake) -> None:
+    """A holder on another host whose clock runs an hour ahead is taken over once its object is a lease old; one
+    whose clock runs ten minutes behind is not taken over while its object is fresh."""
+    now = dt.datetime.now(dt.UTC)
+    for skew, run_id in ((dt.timedelta(hours=1), "clock-ahead"), (dt.timedelta(minutes=-10), "clock-behind")):
+        stamp = now + skew
+        rec = {
+            "holder": "elsewhere:7",
+            "host": "elsewhere",
+            "pid": 7,
+            "run_id": run_id,
+            "lease_s": 4 if skew > dt.timedelta(0) else 60,
+            "taken_at": stamp.isoformat(),
+            "expires_at": (stamp + dt.timedelta(seconds=1)).isoformat(),
+        }
+        lake.store.put(KEY, json.dumps(rec).encode())
+        with pytest.raises(BusyError, match=run_id):  # fresh by the store's clock: live, whatever it says
+            _try_lock(lake.reopen(), 60)
+        if run_id == "clock-ahead":
+            _age(lake, 5.5)
+            _try_lock(lake.reopen(), 60)  # one lease old by the store: taken over, though it "expires" in an hour
+            assert read_lock(lake.store, "resample") is None
+    lake.store.delete(KEY)
+
+
+def test_a_live_holder_on_this_host_is_never_taken_over_and_a_dead_one_is(lake: Lake) -> None:
+    """A holder on this host whose record and object both look expired long ago (a clock behind, a stalled
+    heartbeat) is not taken over while its process lives; once the process is gone, the old object is taken over."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)).isoformat()
+        rec = {
+            "holder": f"{host_name()}:{sleeper.pid}",
+            "host": host_name(),
+            "pid": sleeper.pid,
+            "pid_started": process_started(sleeper.pid),
+            "run_id": "alive-here",
+            "lease_s": 1,
+            "taken_at": long_ago,
+            "expires_at": long_ago,
+        }
+        lake.store.put(KEY, json.dumps(rec).encode())
+        _age(lake, 2.5)
+        with pytest.raises(BusyError, match="alive-here") as info:
+            _try_lock(lake.reopen(), 1)
+        assert f"its process {sleeper.pid} is alive on this host" in str(info.value)
+        assert lock_status(lake.store, "resample")[1].live
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert process_alive(rec) is False
+    _try_lock(lake.reopen(), 1)  # its process is gone and its object a lease old: taken over
+    assert read_lock(lake.store, "resample") is None
+
+
+def test_a_pid_taken_by_another_process_is_not_the_recorded_holder() -> None:
+    me = {"host": host_name(), "pid": os.getpid(), "pid_started": process_started(os.getpid())}
+    assert process_alive(me) is True
+    if me["pid_started"] is not None:  # Linux: the start time tells a reused pid from the recorded process
+        assert process_alive({**me, "pid_started": me["pid_started"] + 1}) is False
+    assert process_alive({**me, "host": "another-host"}) is None
+    assert process_alive({"host": host_name(), "pid": "12"}) is None
 
 
 def _overwrite(store: Store, rec: dict) -> None:
@@ -381,7 +479,8 @@ def test_cli_lock_status_and_clear_round_trip(lake: Lake) -> None:
     with lake_lock(lake.store, run_id="cli-holder", purpose="test", lease_s=60):
         status = _cli(lake, "lock", "status", "--name", "resample")
         assert status.returncode == 0, status.stderr
-        assert '"run_id": "cli-holder"' in status.stdout and "lease: live, expires at" in status.stdout
+        assert '"run_id": "cli-holder"' in status.stdout
+        assert f"lease: live, its process {os.getpid()} is alive on this host" in status.stdout
         refused = _cli(lake, "lock", "clear")
         assert refused.returncode == 1 and "cli-holder" in refused.stderr and "--force" in refused.stderr
         assert read_lock(lake.store, "resample")["run_id"] == "cli-holder"
@@ -389,9 +488,12 @@ def test_cli_lock_status_and_clear_round_trip(lake: Lake) -> None:
         assert forced.returncode == 0 and "cli-holder" in forced.stdout, forced.stderr
         assert read_lock(lake.store, "resample") is None
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)).isoformat()
-    lake.store.put(KEY, json.dumps({"holder": "h:2", "run_id": "expired-run", "expires_at": past}).encode())
+    expired = {"holder": "h:2", "run_id": "expired-run", "expires_at": past, "lease_s": 1}
+    lake.store.put(KEY, json.dumps(expired).encode())
+    _age(lake, 2.5)
     status = _cli(lake, "lock", "status")
     assert status.returncode == 0 and "expired-run" in status.stdout and "lease: expired at" in status.stdout
+    assert "by the store's clock" in status.stdout
     cleared = _cli(lake, "lock", "clear")
     assert cleared.returncode == 0 and "expired-run" in cleared.stdout, cleared.stderr
     assert read_lock(lake.store, "resample") is None
