@@ -23,7 +23,7 @@ from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from runner.cloud import cli as cloud_cli
 from runner.execute import DEFAULT_CELL_TIMEOUT, RunOptions, run_notebook
-from runner.listing import pipelines_text, runs_json, runs_table, select_runs, show_run
+from runner.listing import STATUSES, pipelines_text, runs_json, runs_table, select_runs, show_run
 from runner.notebooks import find_project_root, parse_value
 from runner.pipelines import run_pipeline
 from runner.provenance import code_version
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", parents=[common], help="runs from the run index, newest first")
     ls.add_argument("-n", "--limit", type=int, default=20, help="how many runs (default 20)")
     ls.add_argument("--notebook", metavar="NAME", help="only this notebook, e.g. 05_monitoring")
-    ls.add_argument("--status", choices=("ok", "failed"), help="only runs with this status")
+    ls.add_argument("--status", choices=STATUSES, help="only runs with this status")
     ls.add_argument("--since", metavar="WHEN", help="only runs started since a date, a time, or a span (3d, 12h)")
     ls.add_argument("--json", action="store_true", help="print the runs as a JSON array")
     show = sub.add_parser("show", parents=[common], help="one run's summary and where its files are")

@@ -1,7 +1,8 @@
 """Run one notebook: execute it with papermill, then publish it (``runner.publish``) into a run folder and the run
 index; the result model is ``runner.result``.
 
-``execute`` reads as its steps: claim the run folder, run the notebook in its kernel (a private temporary folder
+``execute`` reads as its steps: claim the run (its ``running`` index record and its folder, so that even a runner
+killed with SIGKILL leaves a trace, listed as ``killed``), run the notebook in its kernel (a private temporary folder
 holds the executed notebook) while a ``CellObserver`` starts the chart browser and the next stage's kernel at
 the right cells, then publish (scrubbed of secrets first, so an unscrubbed copy never reaches the runs location).
 """
@@ -9,6 +10,7 @@ the right cells, then publish (scrubbed of secrets first, so an unscrubbed copy 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import logging
 import tempfile
 import threading
@@ -20,7 +22,8 @@ from typing import Any
 
 from condvest.errors import ParameterError
 from condvest.params import run_id as check_run_id
-from condvest.runs import new_run_id
+from condvest.processes import this_process
+from condvest.runs import RunningRecord, claim_run, new_run_id
 from condvest.secret_values import secret_values
 from condvest.settings import Settings
 from condvest.storage import Store, open_store
@@ -29,7 +32,7 @@ from runner.images import ChartBrowser, PngCache, cell_figures, draws_chart
 from runner.kernel import ENGINE_NAME, RunKernelManager, WarmKernel, imports_anything, shutdown_now, skip_iri_grammar
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
-from runner.publish import ChartPngs, RunFolder, publish
+from runner.publish import ChartPngs, RunFolder, publish, scrub_json
 from runner.render import warm_up
 from runner.result import RESULT_MIMETYPE, CellError, Execution, RunResult, collect_results, find_failure
 from runner.scrub import Scrubber
@@ -40,6 +43,7 @@ __all__ = [
     "CellError",
     "CellObserver",
     "PreparedRun",
+    "claim",
     "RunOptions",
     "RunResult",
     "StageContext",
@@ -221,6 +225,49 @@ def run_cells(
     return Execution(nb, started, dt.datetime.now(dt.UTC), failure, aborted)
 
 
+def _placeholder(run: RunFolder, started: dt.datetime, me: dict[str, Any]) -> str:
+    """The page a run folder holds while its notebook runs (replaced by the executed notebook's page)."""
+    title = html.escape(f"{run.title} · running")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>\n"
+        f"<h1>{title}</h1>\n<p>Started {html.escape(started.isoformat(timespec='seconds'))} on "
+        f"{html.escape(str(me['host']))} (pid {me['pid']}). The executed notebook replaces this page when the run "
+        "ends. If it is still here, the run is still going or was killed: "
+        f"<code>python -m runner show {html.escape(run.run_id)}</code> says which.</p>\n</body></html>\n"
+    )
+
+
+def claim(
+    run: RunFolder, prepared: PreparedRun, scrubber: Scrubber, context: StageContext, started: dt.datetime
+) -> RunningRecord:
+    """Leave the run's trace before its notebook starts: its index record (status ``running``, with host and pid;
+    ``ParameterError`` when the run id is used already, nothing written) and its folder (a placeholder page); returns
+    the started heartbeat that keeps the record fresh (``condvest.runs.RunningRecord``), stopped by the caller."""
+    run.claim()
+    me = this_process()
+    record = {
+        "run_id": run.run_id,
+        "notebook": run.notebook,
+        "status": "running",
+        "parameters": scrub_json(prepared.parameters, scrubber),
+        "started_at": started.isoformat(timespec="milliseconds"),
+        "finished_at": None,
+        "duration_s": None,
+        "error": None,
+        "results": {},
+        "ipynb": None,
+        "html": run.html_key,
+        "pipeline": context.pipeline,
+        "pipeline_run_id": context.pipeline_run_id,
+        "stage": context.stage,
+        "attempt": run.attempt,
+        **me,
+    }
+    claim_run(run.store, record)
+    run.store.put(run.html_key, _placeholder(run, started, me).encode())
+    return RunningRecord(run.store, record).start()
+
+
 def execute(
     prepared: PreparedRun,
     *,
@@ -231,15 +278,16 @@ def execute(
     options: RunOptions,
     context: StageContext = StageContext(),
 ) -> RunResult:
-    """Execute a prepared notebook, write its ipynb, html and PNGs into its run folder and append the run index.
+    """Execute a prepared notebook, write its ipynb, html and PNGs into its run folder and its record into the run
+    index (a ``running`` record and the folder are written before the notebook starts: ``claim``).
 
     ``context``: the run's place in its pipeline (``StageContext``: the header's pipeline, stage and links, the
     shared chart browser, the kernels started ahead); the default is a run of its own. Raises ``ParameterError``
     (nothing run) when ``run_id`` is used already; a failing cell does not raise (the result says so)."""
     scrubber = Scrubber(secret_values(settings))  # secrets fetched at run time included
     run = RunFolder(store, run_id, prepared.path.name, context.folder, options.attempt)
-    run.claim()
     started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
+    heartbeat = claim(run, prepared, scrubber, context, started)
     log.info("run started run_id=%s notebook=%s parameters=%s cwd=%s", run_id, run.notebook, prepared.parameters, root)
     browser = ChartBrowser() if context.browser is None else context.browser
     pngs = ChartPngs(settings.chart_png, browser, PngCache(store, prepared.path.stem))
@@ -251,8 +299,12 @@ def execute(
         if execution.aborted:
             why = scrubber.text(f"{type(execution.failure).__name__}: {execution.failure}")
             log.warning("run aborted run_id=%s notebook=%s error=%s", run_id, run.notebook, why)
+        heartbeat.stop()  # before the final record replaces the running one
         result = publish(execution, run, prepared.parameters, scrubber=scrubber, context=context, pngs=pngs, root=root)
+        if result.html_key is None:
+            store.delete(run.html_key)  # the placeholder page: the record says the page could not be rendered
     finally:
+        heartbeat.stop()
         if km is not None and km.has_kernel:  # a kernel started ahead that papermill never reached
             shutdown_now(km)
         if context.browser is None:

@@ -40,7 +40,24 @@ log = logging.getLogger(__name__)
 #: ``RunKernelManager``'s kernel (registered through the ``papermill.engine`` entry point in pyproject.toml)
 ENGINE_NAME = "condvest"
 
-#: what ``python -m ipykernel_launcher`` does, after ``skip_iri_grammar()``
+#: the kernel dies with the runner: a daemon thread of the kernel checks every ``WATCH_S`` seconds that its parent is
+#: still the runner that started it (``{parent}``: its pid); once the runner is gone (SIGKILL included: nothing of
+#: the runner runs then) the kernel kills its own process group (itself and whatever its cells started; jupyter_client
+#: starts it in a session of its own) or, when it leads none, itself. A thread, not ``PR_SET_PDEATHSIG``: that
+#: signal follows the *thread* that started the kernel, and a warm kernel is started by a thread that ends at once.
+WATCH_S = 0.2
+_WATCHDOG = (
+    "import os, signal, threading, time\n"
+    "def __condvest_watch(parent):\n"
+    "    while os.getppid() == parent:\n"
+    "        time.sleep({watch_s})\n"
+    "    group = os.getpgid(0)\n"
+    "    os.killpg(group, signal.SIGKILL) if group == os.getpid() else os.kill(os.getpid(), signal.SIGKILL)\n"
+    "threading.Thread(target=__condvest_watch, args=({parent},), name='condvest-runner-watch', daemon=True).start()\n"
+    "del __condvest_watch\n"
+)
+
+#: what ``python -m ipykernel_launcher`` does, after ``skip_iri_grammar()``; ``kernel_launch`` adds the watchdog
 KERNEL_LAUNCH = (
     "import sys\n"
     "sys.modules.setdefault('rfc3987_syntax', None)\n"
@@ -49,6 +66,11 @@ KERNEL_LAUNCH = (
     "from ipykernel import kernelapp\n"
     "kernelapp.launch_new_instance()\n"
 )
+
+
+def kernel_launch(parent: int) -> str:
+    """``KERNEL_LAUNCH`` for a kernel that dies with process ``parent`` (the runner) within ``WATCH_S`` seconds."""
+    return _WATCHDOG.format(parent=int(parent), watch_s=WATCH_S) + KERNEL_LAUNCH
 
 
 def skip_iri_grammar() -> None:
@@ -60,7 +82,8 @@ def skip_iri_grammar() -> None:
 
 class RunKernelManager(AsyncKernelManager):
     """``AsyncKernelManager`` (nbclient's default) with ``transport_encryption="auto"`` when CurveZMQ exists,
-    starting ipykernel through ``KERNEL_LAUNCH``."""
+    starting ipykernel through ``kernel_launch``: in its own process group (jupyter_client's), and dying with this
+    process (``WATCH_S``)."""
 
     transport_encryption = CaselessStrEnum(["disabled", "auto", "required"], config=True)
 
@@ -86,7 +109,7 @@ class RunKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd: list[str] = super().format_kernel_cmd(extra_arguments)
         if cmd[1:3] == ["-m", "ipykernel_launcher"]:
-            cmd[1:3] = ["-c", KERNEL_LAUNCH]
+            cmd[1:3] = ["-c", kernel_launch(os.getpid())]
         return cmd
 
 

@@ -14,6 +14,10 @@ if TYPE_CHECKING:  # pandas is imported where a table is made: ``python -m runne
     import pandas as pd
 
 
+#: what a run's status can be as the index reads it (``condvest.runs.read_records``)
+STATUSES = ("ok", "failed", "running", "killed")
+
+
 def pipelines_text() -> str:
     """The named pipelines and their stages, for ``pipeline --help``."""
     lines = ["pipelines:"]
@@ -51,8 +55,8 @@ def select_runs(
         name = notebook if notebook.endswith(".ipynb") else f"{notebook}.ipynb"
         df = df[df["notebook"] == name]
     if status:
-        if status not in ("ok", "failed"):
-            raise ParameterError(f"expected ok or failed, got {status!r}", parameter="status")
+        if status not in STATUSES:
+            raise ParameterError(f"expected one of {', '.join(STATUSES)}, got {status!r}", parameter="status")
         df = df[df["status"] == status]
     if since:
         df = df[df["started_at"] >= _since(since)]
@@ -72,20 +76,27 @@ def _record(row: pd.Series) -> dict[str, Any]:
     return out
 
 
+def _missing(value: Any) -> bool:
+    return value is None or value != value  # None, NaN, NaT
+
+
 def runs_json(df: pd.DataFrame) -> str:
     return json.dumps([_record(r) for _, r in df.iterrows()], default=str, indent=1)
 
 
 def runs_table(df: pd.DataFrame, limit: int) -> str:
-    """Newest first: started, status, duration, notebook, run id, failing cell."""
+    """Newest first: started, status, duration, notebook, run id, failing cell (a killed run: why it reads so)."""
     if df.empty:
         return "no runs recorded"
     lines = [f"{'started (UTC)':<20} {'status':<7} {'duration':>9}  {'notebook':<22} {'run id':<40} failing cell"]
     for r in df.head(limit).itertuples(index=False):
         err = r.error if isinstance(r.error, dict) else None
         cell = f"cell {err.get('cell')}: {err.get('ename')}" if err else ""
-        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at is not None else ""
-        lines.append(f"{started:<20} {r.status:<7} {r.duration_s:>8.1f}s  {r.notebook:<22} {r.run_id:<40} {cell}")
+        if r.status == "killed":
+            cell = f"killed: {r.killed_reason}"
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if not _missing(r.started_at) else ""
+        took = f"{r.duration_s:>8.1f}s" if not _missing(r.duration_s) else f"{'-':>9}"
+        lines.append(f"{started:<20} {r.status:<7} {took}  {r.notebook:<22} {r.run_id:<40} {cell}")
     return "\n".join(lines)
 
 
@@ -122,6 +133,8 @@ def show_run(df: pd.DataFrame, run: str) -> str:
                 lines.append(f"pipeline:   {rec['pipeline']} stage {stage} ({rec['pipeline_run_id']})")
         if rec.get("results"):
             lines.append(f"results:    {json.dumps(rec['results'], default=str)}")
+        if rec.get("status") == "killed":
+            lines.append(f"killed:     {rec.get('killed_reason')}; last sign of life {rec.get('finished_at')}")
         if isinstance(rec.get("error"), dict):
             e = rec["error"]
             lines.append(f"error:      cell {e.get('cell')} (`{e.get('source')}`): {e.get('ename')}: {e.get('evalue')}")

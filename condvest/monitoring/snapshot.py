@@ -276,7 +276,7 @@ class MonitoringSnapshot:
             "quarantined_rows": int(self.quarantine["rows"].sum()),
             "silver_intervals": len(self.checkpoints),
             "runs": len(self.runs),
-            "failed_runs": int((self.runs["status"] != "ok").sum()),
+            "failed_runs": int(self.runs["status"].isin(["failed", "killed"]).sum()),
             "postgres": self.postgres,
             "rebased_symbols": int((self.splits["basis"] != "unknown").sum()) if len(self.splits) else 0,
             "symbols_behind_a_split": int((self.splits["status"] == "behind").sum()) if len(self.splits) else 0,

@@ -1,15 +1,20 @@
 """The runner's command line without kernels: list (newest first, filters, JSON), show, pipeline --help,
---version."""
+--version; the run index's records as they read (a legacy index with a torn line, killed runs)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
-from condvest.runs import append_run
-from condvest.storage import open_store
+from condvest.processes import host_name, process_started
+from condvest.runs import KILLED_AFTER_S, append_run, claim_run, read_records, record_key
+from condvest.storage import LocalStore, open_store
 from runner.__main__ import main
 
 
@@ -81,14 +86,67 @@ def test_pipeline_help_lists_pipelines_and_stages_and_version(capsys):
 
 
 def test_a_torn_last_line_is_skipped_with_a_warning_and_the_next_run_is_listed(runs, capsys):
+    """A lake's legacy ``index.jsonl`` (one line per run, from before record objects) keeps its history; its torn
+    last line, and a torn record object, are skipped with a warning naming them."""
     store = open_store(runs)
-    store.put("index.jsonl", store.get("index.jsonl") + b'{"run_id": "torn", "notebook": "01_fe')  # killed mid-append
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    legacy = {"run_id": "legacy", "notebook": "01_fetch.ipynb", "status": "ok", "started_at": old.isoformat()}
+    store.put("index.jsonl", (json.dumps(legacy) + "\n").encode() + b'{"run_id": "torn", "notebook": "01_fe')
+    store.put(record_key("torn-object"), b'{"run_id": "torn-object", "status": "ok", "started_')
     assert main(["list", "--runs-dir", runs]) == 0
     captured = capsys.readouterr()
-    assert _ids(captured.out) == ["r3", "r2", "r1", "r0"]
-    assert "line=5" in captured.err and "skipped" in captured.err
+    assert _ids(captured.out) == ["r3", "r2", "r1", "r0", "legacy"]
+    assert "line=2" in captured.err and "skipped" in captured.err and "index/torn-object.json" in captured.err
     started = dt.datetime.now(dt.UTC).isoformat()
     append_run(store, {"run_id": "r5", "notebook": "02_resample.ipynb", "status": "ok", "started_at": started})
     assert main(["list", "--runs-dir", runs, "--json"]) == 0
     assert [r["run_id"] for r in json.loads(capsys.readouterr().out)][0] == "r5"
     assert main(["show", "--runs-dir", runs, "r5"]) == 0
+    assert main(["show", "--runs-dir", runs, "legacy"]) == 0
+
+
+def test_each_run_writes_only_its_own_record_object(tmp_path):
+    """An append writes one object named after its run (no shared object read or rewritten); a run's final record
+    replaces its running one; a run id is claimed once."""
+    store = LocalStore(tmp_path / "runs")
+    first = {"run_id": "a1", "notebook": "x.ipynb", "status": "running", "started_at": "2026-12-01T00:00:00+00:00"}
+    assert claim_run(store, first) == "index/a1.json"
+    append_run(store, {"run_id": "b2", "status": "ok", "started_at": "2026-12-01T00:00:01+00:00"})
+    append_run(store, {"run_id": "b2", "attempt": 2, "status": "ok", "started_at": "2026-12-01T00:00:02+00:00"})
+    before = store.head("index/b2.json").etag
+    append_run(store, {**first, "status": "ok"})
+    assert store.head("index/b2.json").etag == before  # another run's record untouched
+    assert sorted(o.key for o in store.list("")) == ["index/a1.json", "index/b2.attempt-2.json", "index/b2.json"]
+    assert [(r["run_id"], r["status"]) for r in read_records(store)] == [("a1", "ok"), ("b2", "ok"), ("b2", "ok")]
+    with pytest.raises(Exception, match="already used"):
+        claim_run(store, first)
+
+
+def _running(run_id: str, **process: object) -> dict:
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+    return {"run_id": run_id, "notebook": "02_resample.ipynb", "status": "running", "parameters": {},
+            "started_at": started.isoformat(), "html": f"{run_id}/02_resample.html", **process}  # fmt: skip
+
+
+def test_a_running_record_whose_process_is_gone_lists_as_killed(tmp_path, capsys, keep_logging):
+    runs = str(tmp_path / "runs")
+    store = open_store(runs)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = {"host": host_name()}
+    claim_run(store, _running("dead-here", **here, pid=dead.pid, pid_started=None))
+    claim_run(store, _running("alive-here", **here, pid=os.getpid(), pid_started=process_started(os.getpid())))
+    claim_run(store, _running("silent-elsewhere", host="elsewhere", pid=1))
+    claim_run(store, _running("fresh-elsewhere", host="elsewhere", pid=1))
+    then = time.time() - KILLED_AFTER_S - 5  # its heartbeat stopped longer ago than the limit
+    os.utime(tmp_path / "runs" / record_key("silent-elsewhere"), (then, then))
+    status = {r["run_id"]: r["status"] for r in read_records(store)}
+    assert status == {"dead-here": "killed", "alive-here": "running", "silent-elsewhere": "killed",
+                      "fresh-elsewhere": "running"}  # fmt: skip
+    assert main(["list", "--runs-dir", runs, "--status", "killed"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(_ids(out)) == ["dead-here", "silent-elsewhere"]
+    assert f"killed: its process {dead.pid} on {host_name()} is gone" in out and "no sign of life for" in out
+    assert main(["show", "--runs-dir", runs, "dead-here"]) == 0
+    out = capsys.readouterr().out
+    assert "status:     killed" in out and "duration:   unknown" in out and f"{runs}/dead-here/02_resample.html" in out

@@ -260,7 +260,7 @@ def test_secret_never_reaches_notebook_html_index_or_logs(tmp_path):
     assert proc.returncode == 1
     assert "RuntimeError: request for MSFT failed: https://x.example/v2?apiKey=***" in proc.stderr
     files = [p for p in (root / "runs").rglob("*") if p.is_file()]
-    assert {p.suffix for p in files} >= {".ipynb", ".html", ".jsonl"}
+    assert {p.suffix for p in files} >= {".ipynb", ".html", ".json"}  # the run's index record: index/<run id>.json
     for text in [proc.stdout, proc.stderr, *(p.read_text() for p in files)]:
         assert SENTINEL not in text and "OTHERKEY123" not in text and "pw-not-in-settings" not in text
     assert "key is ***" in proc.stderr  # --log-output shows the cell output, scrubbed
@@ -328,8 +328,9 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     pngs = [r.html_key.removesuffix(".html") + "-1.png" for r in results[:1]]  # the first stage drew one chart
     cache = "png-cache/ok.json"  # which PNG each figure of the notebook's latest run has, for the next run
     runs = [k for r in results for k in (r.ipynb_key, r.html_key)]
-    assert keys == sorted(["index.jsonl", cache, shared, *pngs, *runs])
-    assert all(k.startswith("p1/") for k in keys if k not in ("index.jsonl", cache))
+    records = [f"index/{r.run_id}.json" for r in results]  # one record object per run, nothing shared
+    assert keys == sorted([*records, cache, shared, *pngs, *runs])
+    assert all(k.startswith("p1/") for k in keys if k not in (*records, cache))
     df = read_index(settings)
     assert list(df.status) == ["ok", "failed"] and set(df.pipeline_run_id) == {"p1"}
     assert df.html_url[0] == f"{settings.runs_uri}/{results[0].html_key}"
@@ -350,7 +351,8 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     for t in threads:
         t.join()
     assert len(read_records(store)) == 2 + 12
-    assert json.loads(store.get("index.jsonl").decode().splitlines()[0])["run_id"] == results[0].run_id
+    assert read_records(store)[0]["run_id"] == results[0].run_id  # oldest first
+    assert json.loads(store.get(f"index/{results[1].run_id}.json"))["status"] == "failed"
 
 
 @pytest.mark.slow
@@ -414,8 +416,58 @@ def test_a_pipelines_stages_share_one_browser_and_each_gets_its_own_pngs(tmp_pat
     assert not [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name()], "the browser is closed"
 
 
-def _kernels() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+def _kernels(of: psutil.Process | None = None) -> list[psutil.Process]:
+    of = of or psutil.Process()
+    return [p for p in of.children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+
+
+@pytest.mark.slow
+def test_a_runner_killed_with_sigkill_leaves_a_killed_run_and_its_kernel_dies(tmp_path, keep_logging, capsys):
+    """Fault row 32: the run's record and folder exist before its notebook starts, so a runner killed with SIGKILL
+    is listed as killed (also beside a legacy index whose last line was torn); its kernel dies within a second or
+    two, with the process its cell started (its process group: ipykernel's own parent poller would end the kernel
+    alone, a second later, and leave the child running)."""
+    root = _project(tmp_path, "hang_child")
+    runs = root / "runs"
+    runs.mkdir()
+    old = {"run_id": "legacy", "notebook": "hang_child.ipynb", "status": "ok", "started_at": "2026-01-02T00:00:00Z"}
+    (runs / "index.jsonl").write_text(json.dumps(old) + '\n{"run_id": "torn", "notebook": "ha')
+    env = {k: v for k, v in os.environ.items() if k != "CONDVEST_RUNS_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "run", "hang_child", "--run-id", "k1", "--no-progress"],
+                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        runner, deadline = psutil.Process(proc.pid), time.monotonic() + 60
+        while not ((runs / "index" / "k1.json").exists() and (kernels := _kernels(runner)) and kernels[0].children()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never started"
+            time.sleep(0.1)
+        started = kernels + kernels[0].children()  # the kernel and the process its cell started
+        [record] = [r for r in read_records(LocalStore(runs)) if r["run_id"] == "k1"]
+        assert record["status"] == "running" and record["pid"] == proc.pid
+        assert (runs / "k1" / "hang_child.html").exists(), "the run folder is there before the notebook ends"
+    finally:
+        proc.kill()
+        proc.wait()
+
+    def ended(p: psutil.Process) -> bool:
+        try:
+            return p.status() == psutil.STATUS_ZOMBIE  # dead, waiting for init to collect it
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 2.0
+    while not all(ended(p) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p for p in started if not ended(p)]
+    for p in left:
+        p.kill()
+    assert not left, f"outlived their runner: {left}"
+    assert main(["list", "--runs-dir", str(runs)]) == 0
+    listed = capsys.readouterr()
+    [line] = [x for x in listed.out.splitlines() if " k1 " in x]
+    assert " killed " in line and f"its process {proc.pid}" in line
+    assert "legacy" in listed.out and "line=2" in listed.err
+    assert main(["show", "--runs-dir", str(runs), "k1"]) == 0
+    assert "status:     killed" in capsys.readouterr().out
 
 
 @pytest.mark.slow
