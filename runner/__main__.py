@@ -4,7 +4,8 @@ The cloud commands ``job|submit|status|schedule`` come from runner.cloud.cli (``
 Exit codes: 0 every run succeeded; 1 a notebook cell failed (one line names the notebook and the cell);
 2 the request was refused before anything ran (unknown notebook or pipeline, a secret-looking or
 undeclared parameter) or a setting is invalid; 3 the runs location could not be read or written;
-130 interrupted (Ctrl-C; the run is recorded as failed).
+75 busy (the last run stopped because another run holds the lake lock; as ``job``); 130 interrupted (Ctrl-C;
+the run is recorded as failed).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from condvest.errors import ConfigError, ParameterError, StorageError
+from condvest.errors import BusyError, ConfigError, ParameterError, StorageError
 from condvest.runs import read_index
 from condvest.secret_values import secret_values
 from condvest.settings import Settings
@@ -29,6 +30,9 @@ from runner.pipelines import run_pipeline
 from runner.provenance import code_version
 from runner.scrub import Scrubber, ScrubFilter
 from runner.sharding import run_pipeline_sharded, shard_parameters
+
+#: the exit code of a run stopped by a busy lake (another run holds the lake lock), as ``runner job``'s
+EXIT_BUSY = 75
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -187,7 +191,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         state = "ok" if last.ok else f"failed at {where}"
         folder = f"{last.runs_uri.rstrip('/')}/{last.pipeline_run_id}"
         print(f"pipeline {args.name} {state}: {folder}", file=sys.stdout if last.ok else sys.stderr)
-    return 0 if all(r.ok for r in results) else 1
+    if all(r.ok for r in results):
+        return 0
+    failed = [r for r in results if not r.ok]  # busy only when every failure is: a lake another run holds
+    return EXIT_BUSY if all(r.error is not None and r.error.ename == BusyError.__name__ for r in failed) else 1
 
 
 def exit_now(code: int) -> None:

@@ -527,3 +527,27 @@ def test_a_runs_kernel_starts_while_the_runner_prepares_and_a_refused_run_stops_
         run_notebook("kernel_info", {"nope": 1}, settings=Settings(), options=RunOptions(root=root))
     assert not _kernels(), "the refused run's kernel is stopped"
     assert [r["run_id"] for r in read_records(LocalStore(root / "runs"))] == [record["run_id"]], "nothing run"
+
+
+@pytest.mark.slow
+def test_a_pipeline_stopped_by_a_busy_lake_exits_75(tmp_path, monkeypatch, keep_logging, capsys):
+    """As ``runner job``: a stage that finds the lake lock held fails with BusyError and the command exits 75 (a
+    scheduler's "try later"), not 1. The project's 02_resample is a stand-in that only takes the lock."""
+    from condvest.lake_lock import lake_lock
+
+    root = _project(tmp_path)
+    spec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": spec, "language_info": {"name": "python"}})
+    params = nbformat.v4.new_code_cell("force_full_resample = False\ncompact = True")
+    params.metadata["tags"] = ["parameters"]
+    take = "from condvest.lake_lock import lake_lock\nfrom condvest.storage import open_store\n\n"
+    take += "with lake_lock(open_store(), 'resample', run_id='stand-in'):\n    pass"
+    nb.cells = [params, nbformat.v4.new_code_cell(take)]
+    nbformat.write(nb, root / "notebooks" / "02_resample.ipynb")
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("CONDVEST_LAKE_URI", str(lake))
+    args = ["pipeline", "rebuild", "--cwd", str(root), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+    with lake_lock(open_store(str(lake)), "resample", run_id="the-holder"):
+        assert main(args) == 75
+    err = capsys.readouterr().err
+    assert "BusyError" in err and "the-holder" in err
