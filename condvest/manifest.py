@@ -111,7 +111,7 @@ def _parse(key: str, raw: bytes) -> dict[dt.date, SessionEntry]:
     try:
         doc = json.loads(raw)
         return {dt.date.fromisoformat(d): SessionEntry.from_json(e) for d, e in doc["sessions"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: JSON of another shape
         raise CorruptObject(f"unreadable manifest: {exc}", key=key) from exc
 
 

@@ -115,7 +115,9 @@ def read_parts(store: Store, stage: str, commit: Shard) -> list[dict[str, Any]]:
                 shard=f"{i}/{commit.count}",
             ) from None
         except ValueError:
-            raise ShardsIncomplete("unreadable done record", group=commit.group, shard=f"{i}/{commit.count}") from None
+            doc = None
+        if not isinstance(doc, dict):  # not JSON, or JSON of another shape
+            raise ShardsIncomplete("unreadable done record", group=commit.group, shard=f"{i}/{commit.count}")
         if doc.get("count") != commit.count:
             raise ShardsIncomplete(
                 f"this shard ran as one of {doc.get('count')}, the commit expects {commit.count}",

@@ -179,7 +179,7 @@ def _parse_basis(key: str, raw: bytes) -> dict[str, Basis]:
     try:
         doc = json.loads(raw)
         return {s: Basis.from_json(e) for s, e in doc["symbols"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: JSON of another shape
         raise CorruptObject(f"unreadable basis object: {exc}", key=key) from exc
 
 

@@ -82,7 +82,7 @@ def load_state(store: Store) -> tuple[MigrationState | None, str | None]:
         doc = json.loads(raw)
         doc.pop("version", None)
         state = MigrationState(**doc)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:  # AttributeError: JSON of another shape
         raise CorruptObject(f"unreadable migration state: {exc}; delete it to start over", key=STATE_KEY) from exc
     state.etag = etag
     return state, etag

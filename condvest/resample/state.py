@@ -61,9 +61,11 @@ def read_inflight(store: Store) -> dict | None:
     except ObjectNotFound:
         return None
     try:
-        return dict(json.loads(raw))
-    except (ValueError, TypeError):
-        return {"run_id": "<unreadable>"}
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    # unreadable or of another shape (``[]`` would read as an empty, false record): a stopped run all the same
+    return dict(doc) if isinstance(doc, dict) and doc else {"run_id": "<unreadable>"}
 
 
 def state_key(run_id: str, part: str) -> str:
