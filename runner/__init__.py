@@ -2,7 +2,7 @@
 
     python -m runner run 01_fetch -p date 2026-11-27      one notebook -> <runs>/<run id>/01_fetch.ipynb|html
     python -m runner pipeline daily -p as_of 2026-11-27   the stages of a named pipeline, in order
-    python -m runner list                                 recent runs from <runs>/index.jsonl
+    python -m runner list                                 recent runs from <runs>/index/ (one record per run)
 
 A notebook records result figures for the index by displaying a JSON object under
 ``RESULT_MIMETYPE`` (``application/vnd.condvest.result+json``); the runner merges them into ``results``.

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 return code
     EmbeddedCluster(root / ".condvest").stop()
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s.")
-    print(f"  executed notebooks and html: {runs}/<run id>/  (run index: {runs}/index.jsonl)")
+    print(f"  executed notebooks and html: {runs}/<run id>/  (run index: {runs}/index/)")
     print(f"  the lake:                    {root / 'lake'}")
     print("  explore:                     make lab   (JupyterLab on notebooks/, this lake; 06_explore)")
     return 0
