@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from condvest.errors import ObjectNotFound, ParameterError, PreconditionFailed, StorageError
 from condvest.processes import process_alive
 from condvest.settings import Settings
-from condvest.storage import ObjectInfo, Store, open_store
+from condvest.storage import ObjectInfo, Store, open_store, put_if_unchanged
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,7 +116,7 @@ def claim_run(store: Store, record: dict[str, Any]) -> str:
     ``ParameterError`` naming the record when this run id (and attempt) is used already."""
     key = _key_of(record)
     try:
-        store.put(key, _encode(record), if_none_match=True)
+        put_if_unchanged(store, key, _encode(record), None)  # only when there is none
     except PreconditionFailed:
         raise ParameterError(
             f"{record.get('run_id')!r} is already used by {store.url(key)}", parameter="run_id"

@@ -290,10 +290,11 @@ def execute(
     heartbeat = claim(run, prepared, scrubber, context, started)
     log.info("run started run_id=%s notebook=%s parameters=%s cwd=%s", run_id, run.notebook, prepared.parameters, root)
     browser = ChartBrowser() if context.browser is None else context.browser
-    pngs = ChartPngs(settings.chart_png, browser, PngCache(store, prepared.path.stem))
-    _warm_up_pages()
-    km = context.kernel.take() if context.kernel is not None else None
+    km = None
     try:
+        pngs = ChartPngs(settings.chart_png, browser, PngCache(store, prepared.path.stem))
+        _warm_up_pages()
+        km = context.kernel.take() if context.kernel is not None else None
         observer = CellObserver(pngs, context)
         execution = run_cells(prepared, root=root, options=options, observer=observer, km=km, started=started)
         if execution.aborted:

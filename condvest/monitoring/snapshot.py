@@ -172,7 +172,7 @@ def runs_by_notebook(runs: pd.DataFrame) -> pd.DataFrame:
     df = runs.sort_values("started_at", kind="stable")
     df = df.assign(notebook=[_notebook(n) for n in df["notebook"]], ok=df["status"] == "ok",
                    failure=[_failure(e) for e in df["error"]])  # fmt: skip
-    df["failed"] = ~df["ok"]
+    df["failed"] = df["status"].isin(["failed", "killed"])  # a run still going is neither
     out = df.groupby("notebook").agg(
         runs=("run_id", "size"), ok=("ok", "sum"), failed=("failed", "sum"), last_status=("status", "last"),
         last_started=("started_at", "last"), median_duration_s=("duration_s", "median"),
