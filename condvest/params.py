@@ -56,7 +56,8 @@ def iso_date(value: object, name: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(text)
     except ValueError as exc:  # the shape is right, the day is not on the calendar (2026-02-30)
-        raise ParameterError(f"invalid date {value!r}: {exc}; write a calendar date YYYY-MM-DD", parameter=name) from None
+        problem = f"invalid date {value!r}: {exc}; write a calendar date YYYY-MM-DD"
+        raise ParameterError(problem, parameter=name) from None
 
 
 def date_range(

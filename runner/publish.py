@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from condvest.storage import Store
 from runner.context import StageContext
 from runner.images import ChartBrowser, PngCache, chart_figures
 from runner.provenance import code_version, host
-from runner.render import RunHeader, plotly_file, plotly_js, run_page, with_header
+from runner.render import RunHeader, executed_page_cells, plotly_file, plotly_js, run_page, with_header
 from runner.result import CellError, Execution, RunResult, collect_results
 from runner.scrub import Scrubber
 
@@ -105,7 +105,7 @@ def scrubbed_error(execution: Execution, scrubber: Scrubber) -> CellError | None
     e = execution.error()
     if e is None:
         return None
-    return CellError(e.cell, e.cell_index, scrubber.text(e.source), e.ename, scrubber.text(e.evalue)[:2000])
+    return replace(e, source=scrubber.text(e.source), evalue=scrubber.text(e.evalue)[:2000], line=scrubber.text(e.line))
 
 
 def publish(
@@ -127,7 +127,7 @@ def publish(
     if execution.nb is not None:
         results = scrub_json(collect_results(execution.nb), scrubber)
         header = _header(execution, run, params, error, context, root)
-        clean = with_header(scrubber.notebook(execution.nb), header)
+        clean = with_header(executed_page_cells(scrubber.notebook(execution.nb)), header)
         ipynb_key, html_key = _write_pages(clean, run, scrubber, pngs)
     result = RunResult(
         run_id=run.run_id,
@@ -173,9 +173,27 @@ def _header(
         stages=context.stages,
         previous=context.previous,
         next=context.next if execution.failure is None else None,
-        failing_cell=f"cell {error.cell}" if error is not None and error.cell is not None else None,
+        failing_cell=_failing_cell(error),
         attempt=run.attempt,
+        error=_error_text(error),
+        error_line=(error.line or error.source or None) if error is not None else None,
+        failing_cell_id=error.cell_id if error is not None else None,
     )
+
+
+def _failing_cell(error: CellError | None) -> str | None:
+    """``cell 4, line 2`` (the line when the traceback names it), or ``None``."""
+    if error is None or error.cell is None:
+        return None
+    return f"cell {error.cell}" + (f", line {error.lineno}" if error.lineno is not None else "")
+
+
+def _error_text(error: CellError | None) -> str | None:
+    """``ZeroDivisionError: division by zero`` (the message's first line), or ``None``."""
+    if error is None:
+        return None
+    message = error.evalue.strip().splitlines()[0] if error.evalue.strip() else ""
+    return f"{error.ename}: {message}" if message else error.ename
 
 
 def _write_pages(clean: Any, run: RunFolder, scrubber: Scrubber, pngs: ChartPngs) -> tuple[str, str | None]:

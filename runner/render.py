@@ -1,5 +1,7 @@
 """The run log a person reads: a header cell, and an html page that renders offline.
 
+* ``executed_page_cells(nb)``: what an executed notebook's pages show: progress bars in their final state (or
+  not at all), no widget reprs, no note about the source notebook's stored reference outputs.
 * ``with_header(nb, header)``: a markdown cell first in the executed notebook (ipynb and html) naming the
   run id, pipeline and stage, status, duration, parameters, code version, host and links to the previous
   and next stage's pages.
@@ -25,11 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.scrub import Scrubber
+from runner.widgets import settle_widgets
 
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 #: recorded for the run index, not for people (a notebook shows what it wants under other mimetypes)
 _HIDDEN_MIMETYPES = ("application/vnd.condvest.result+json",)
 HEADER_TAG = "condvest-run-header"
+#: a markdown cell about the outputs stored in the source notebook (nbval's reference outputs of the offline
+#: demo market): true of the unexecuted source only, so an executed notebook's pages leave it out
+REFERENCE_NOTE_TAG = "reference-note"
 _EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=\"(?:https?:)?//[^\"]*\"[^>]*>\s*</script>\s*", re.I)
 
 
@@ -72,19 +78,30 @@ class RunHeader:
     next: StageLink | None = None
     failing_cell: str | None = None
     attempt: int = 1
+    #: a failed run's error (``ZeroDivisionError: division by zero``), the line that raised, and the failing
+    #: cell's id (the status links to the cell: nbconvert's anchor ``#cell-id=<id>``)
+    error: str | None = None
+    error_line: str | None = None
+    failing_cell_id: str | None = None
 
     def markdown(self) -> str:
         mark = "ok" if self.status == "ok" else "**failed**"
+        cell = self.failing_cell
+        if cell and self.failing_cell_id:
+            cell = f"[{cell}](#cell-id={self.failing_cell_id})"
         rows = [
             ("run", f"`{self.run_id}`"),
             ("notebook", f"`{self.notebook}`"),
-            ("status", mark + (f" in {self.failing_cell}" if self.failing_cell else "")),
+            ("status", mark + (f" in {cell}" if cell else "")),
             ("started (UTC)", self.started_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")),
             ("duration", f"{self.duration_s:.1f} s"),
             ("parameters", f"`{json.dumps(dict(self.parameters), default=str)}`" if self.parameters else "defaults"),
             ("code version", f"`{self.code_version}`" if self.code_version else "unknown"),
             ("host", f"`{self.host}`" if self.host else "unknown"),
         ]
+        if self.error:
+            at = f" at `{_code(self.error_line)}`" if self.error_line else ""
+            rows.insert(3, ("error", f"`{_code(self.error)}`{at}"))
         if self.attempt > 1:
             rows.insert(1, ("attempt", f"{self.attempt} (a retry of run `{self.run_id}`)"))
         shard = (self.parameters or {}).get("shard")
@@ -98,6 +115,20 @@ class RunHeader:
             rows.append(("stages", f"{prev} · {nxt}"))
         body = "\n".join(f"| {k} | {v.replace('|', '&#124;')} |" for k, v in rows)
         return f"**Run log** of `{self.notebook}`\n\n| | |\n|---|---|\n{body}\n"
+
+
+def executed_page_cells(nb: Any) -> Any:
+    """A copy of an executed notebook as its pages show it: progress bars in their final state or gone, no
+    widget reprs (``runner.widgets.settle_widgets``), and no cell tagged ``REFERENCE_NOTE_TAG``."""
+    nb = settle_widgets(nb)
+    nb.cells = [c for c in nb.cells if REFERENCE_NOTE_TAG not in (c.get("metadata", {}).get("tags") or [])]
+    return nb
+
+
+def _code(text: str, width: int = 300) -> str:
+    """``text`` on one line, fit for a Markdown code span inside a table cell."""
+    one = " ".join(text.split()).replace("`", "'")
+    return one if len(one) <= width else one[: width - 3] + "..."
 
 
 def with_header(nb: Any, header: RunHeader) -> Any:

@@ -224,6 +224,9 @@ def test_cli_failing_cell_exits_nonzero_and_names_it(tmp_path, keep_logging, cap
         "source": "ratio = x / divisor",
         "ename": "ZeroDivisionError",
         "evalue": "division by zero",
+        "line": "ratio = x / divisor",  # the line that raised (README fault row 45)
+        "lineno": 1,
+        "cell_id": nb.cells[3].id,  # the header cell first, then the notebook's cells
     }
     assert main(["list", "--runs-dir", str(root / "runs")]) == 0
     out = capsys.readouterr().out
