@@ -1,6 +1,7 @@
 """Publish an executed notebook into its run folder and the run index: scrubbed of secrets, with the run's header,
-as ipynb and html (plotly.js written once beside the run folders, the charts' PNGs drawn or copied from the
-latest run's), then one record appended to the index (``<runs>/<folder>/<run id>/<stem>.ipynb|html|-k.png``).
+as ipynb and html (plotly.js written once for the whole store, ``static/``, the charts' PNGs drawn or copied from
+the latest run's) in ``<runs>/<folder>/<run id>/<stem>.ipynb|html|-k.png``, then one record appended to the index
+and ``<runs>/index.html`` rewritten (``runner.browse``).
 
 Everything is scrubbed before it is written, so an unscrubbed copy never reaches the runs location.
 """
@@ -16,10 +17,11 @@ from typing import Any
 from condvest.errors import ParameterError
 from condvest.runs import append_run
 from condvest.storage import Store
+from runner.browse import INDEX_PAGE, write_browse_pages
 from runner.context import StageContext
 from runner.images import ChartBrowser, PngCache, chart_figures
 from runner.provenance import code_version, host
-from runner.render import RunHeader, executed_page_cells, plotly_file, plotly_js, run_page, with_header
+from runner.render import RunHeader, executed_page_cells, plotly_js, plotly_key, plotly_src_for, run_page, with_header
 from runner.result import CellError, Execution, RunResult, collect_results
 from runner.scrub import Scrubber
 
@@ -68,12 +70,13 @@ class RunFolder:
 
     @property
     def plotly_key(self) -> str:
-        """plotly.js, once for the run folders beside this one (the pages reference it relatively)."""
-        return f"{self.folder or self.run_id}/{plotly_file()}"
+        """plotly.js, once for the whole runs store (``static/plotly-<version>.min.js``): the pages reference it
+        relatively, so ``runs/`` grows by the pages, not by a copy per run."""
+        return plotly_key()
 
     @property
     def plotly_src(self) -> str:
-        return ("../" if self.folder else "") + plotly_file()
+        return plotly_src_for(self.html_key)
 
     def claim(self) -> None:
         """Refuse a run id that this attempt of a run of this notebook already used here (``ParameterError``,
@@ -147,6 +150,7 @@ def publish(
         attempt=run.attempt,
     )
     append_run(run.store, result.index_record())
+    write_browse_pages(run.store, context.pipeline_run_id)  # runs/index.html and the pipeline's overview page
     return result
 
 
@@ -178,6 +182,8 @@ def _header(
         error=_error_text(error),
         error_line=(error.line or error.source or None) if error is not None else None,
         failing_cell_id=error.cell_id if error is not None else None,
+        runs_index="../" * run.html_key.count("/") + INDEX_PAGE,
+        pipeline_index=f"../{INDEX_PAGE}" if run.folder else None,
     )
 
 

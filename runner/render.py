@@ -46,6 +46,30 @@ def plotly_file() -> str:
     return f"plotly-{get_plotlyjs_version()}.min.js"
 
 
+#: the runs store's folder of files the pages share (``static/plotly-<version>.min.js``)
+STATIC_FOLDER = "static"
+
+
+def plotly_key() -> str:
+    """Where the runs store keeps the plotly.js every page shares (written once per store and version)."""
+    return f"{STATIC_FOLDER}/{plotly_file()}"
+
+
+def plotly_src_for(page_key: str) -> str:
+    """The shared plotly.js relative to a page at ``page_key`` (``r1/x.html`` -> ``../static/plotly-...js``)."""
+    return "../" * page_key.count("/") + plotly_key()
+
+
+def plotly_scripts(src: str) -> str:
+    """The script tags of a page: the runs store's shared plotly.js at ``src``, else (a run folder downloaded on
+    its own with ``python -m runner bundle``, which puts a copy beside each page) the copy beside the page."""
+    return (
+        f'<script src="{html.escape(src, quote=True)}"></script>\n'
+        "<script>/* a run folder on its own: the copy of plotly.js beside the page */\n"
+        f"if (!window.Plotly) document.write('<script src=\"{plotly_file()}\"><\\/script>');</script>\n"
+    )
+
+
 def plotly_js() -> bytes:
     from plotly.offline import get_plotlyjs
 
@@ -83,6 +107,9 @@ class RunHeader:
     error: str | None = None
     error_line: str | None = None
     failing_cell_id: str | None = None
+    #: links from the page to ``runs/index.html`` and, in a pipeline, to its overview page
+    runs_index: str | None = None
+    pipeline_index: str | None = None
 
     def markdown(self) -> str:
         mark = "ok" if self.status == "ok" else "**failed**"
@@ -113,6 +140,9 @@ class RunHeader:
             prev = f"[← {self.previous.notebook}]({self.previous.href})" if self.previous else "first stage"
             nxt = f"[{self.next.notebook} →]({self.next.href})" if self.next else "last stage"
             rows.append(("stages", f"{prev} · {nxt}"))
+        if self.runs_index:
+            overview = f" · [pipeline overview]({self.pipeline_index})" if self.pipeline_index else ""
+            rows.append(("browse", f"[all runs]({self.runs_index}){overview}"))
         body = "\n".join(f"| {k} | {v.replace('|', '&#124;')} |" for k, v in rows)
         return f"**Run log** of `{self.notebook}`\n\n| | |\n|---|---|\n{body}\n"
 
@@ -186,7 +216,7 @@ def run_page(nb: Any, scrubber: Scrubber, *, title: str | None = None, plotly_sr
     body = _EXTERNAL_SCRIPT.sub("", scrubber.text(body))
     if figures:
         if plotly_src is not None:
-            script = f'<script src="{html.escape(plotly_src, quote=True)}"></script>\n'
+            script = plotly_scripts(plotly_src)
         else:
             script = f'<script type="text/javascript">{plotly_js().decode()}</script>\n'
         at = body.find("</head>")
