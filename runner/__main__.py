@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from condvest.db_cli import embedded_pid_file, left_running_note
 from condvest.errors import ConfigError, ParameterError, StorageError
 from condvest.runs import read_index, read_records
 from condvest.secret_values import secret_values
@@ -167,8 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, settings.secrets() if reading else secret_values(settings))
     if getattr(args, "log_output", False):
         logging.getLogger("papermill").setLevel(logging.INFO)
+    runs_here = args.command in ("run", "pipeline")
+    pg_was_running = runs_here and embedded_pid_file(settings)
     try:
-        return _dispatch(args, settings)
+        code = _dispatch(args, settings)
+        note = left_running_note(settings, pg_was_running) if runs_here else None
+        if note:
+            print(note, file=sys.stderr)
+        return code
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
