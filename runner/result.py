@@ -38,11 +38,11 @@ class CellError:
 
     @property
     def where(self) -> str:
-        """``cell 4, line 2 (`foo(x)`)``: the cell, and the line that raised when known, else the cell's first."""
+        """``cell 4 (`foo(x)`)``: the cell, and the line that raised when known, else the cell's first line (the
+        one-line form every reader of a summary knows; the page header and ``show`` add the line's number)."""
         cell = f"cell {self.cell}" if self.cell is not None else "a cell"
-        at = f", line {self.lineno}" if self.lineno is not None else ""
         text = self.line or self.source
-        return f"{cell}{at}" + (f" (`{text}`)" if text else "")
+        return cell + (f" (`{text}`)" if text else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {
