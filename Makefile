@@ -12,12 +12,17 @@ STAMP   := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	@bash tools/ensure-system.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing the project and its dependencies into $(VENV) (first run, or pyproject.toml or constraints.txt" >&2
+	@echo "changed): papermill, JupyterLab, pandas, DuckDB, pyarrow, psycopg, boto3, plotly, kaleido and the test" >&2
+	@echo "tools, pinned by constraints.txt. pip is quiet while it works: this takes a few minutes." >&2
 	$(PY) -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e '.[test]'
 	@touch $(STAMP)
+	@echo "installed: $(VENV) (make removes nothing; rm -rf $(VENV) to start over)" >&2
 
 system:
 	@bash tools/ensure-system.sh
 
+# the demo's own steps print as they go (about a minute); runs/index.html lists the pages it wrote
 demo: $(STAMP)
 	$(PY) -m condvest.offline.demo
 

@@ -10,10 +10,42 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from condvest.errors import ClusterError, ConfigError
 from condvest.postgres import EmbeddedCluster
 from condvest.settings import Settings
+
+STOP_COMMAND = "python -m condvest db stop"
+
+
+def _embedded(settings: Settings) -> EmbeddedCluster | None:
+    """The embedded cluster when the settings use one and it was created here, else ``None`` (nothing created)."""
+    if settings.pg_dsn is not None or settings.rds_endpoint or settings.rds_secret_arn:
+        return None
+    if not Path(settings.home).is_dir():
+        return None
+    cluster = EmbeddedCluster(settings.home)
+    return cluster if cluster.dir.is_dir() else None
+
+
+def embedded_pid_file(settings: Settings) -> bool:
+    """Whether the embedded cluster's server has a pid file (it runs, or died without cleaning up): a cheap
+    check, before a command that may start it."""
+    cluster = _embedded(settings)
+    return cluster is not None and (cluster.data / "postmaster.pid").exists()
+
+
+def left_running_note(settings: Settings, was_running: bool) -> str | None:
+    """One line for stderr when a command started the embedded PostgreSQL and left it running (a notebook
+    starts it on demand and never stops it: the next run reuses it), naming the stop command; else ``None``."""
+    cluster = _embedded(settings)
+    if was_running or cluster is None or not cluster.running():
+        return None
+    return (
+        f"note: the embedded PostgreSQL this run started is still running on 127.0.0.1:{cluster.port()} "
+        f"(data {cluster.data}); stop it with: {STOP_COMMAND}"
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             state = "already running" if was_running else "started"
             print(
                 f"embedded postgres {state} on 127.0.0.1:{cluster.port()} (data {cluster.data}); "
-                "it stays running: stop it with `python -m condvest db stop`"
+                f"it stays running: stop it with {STOP_COMMAND}"
             )
         elif args.action == "stop":
             if not cluster.running():

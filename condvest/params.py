@@ -30,6 +30,13 @@ from condvest.errors import ParameterError
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$")
 #: run ids name objects and folders: no '/', no leading dot
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: the rule ``SYMBOL_RE`` enforces, in the words an error message gives
+SYMBOL_RULE = (
+    "a ticker is 1 to 16 letters, digits, '.' or '-', starting with a letter or digit, "
+    "as Polygon writes it (class shares BRK.A, preferreds BACpB)"
+)
+#: the shape of a date parameter; ``iso_date`` then checks it is on the calendar
+_DATE_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_INTERVAL = 10_000
 
 
@@ -42,11 +49,15 @@ def iso_date(value: object, name: str) -> dt.date | None:
     if isinstance(value, dt.date):
         return value
     if not isinstance(value, str):
-        raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {value!r}", parameter=name)
+        raise ParameterError(f"expected a date written YYYY-MM-DD, got {value!r}", parameter=name)
+    text = value.strip()
+    if not _DATE_SHAPE.fullmatch(text):
+        raise ParameterError(f"expected a date written YYYY-MM-DD, got {value!r}", parameter=name)
     try:
-        return dt.date.fromisoformat(value.strip())
-    except ValueError:
-        raise ParameterError(f"expected an ISO date YYYY-MM-DD, got {value!r}", parameter=name) from None
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:  # the shape is right, the day is not on the calendar (2026-02-30)
+        problem = f"invalid date {value!r}: {exc}; write a calendar date YYYY-MM-DD"
+        raise ParameterError(problem, parameter=name) from None
 
 
 def date_range(
@@ -95,7 +106,7 @@ def storable_symbol(value: object) -> bool:
 def symbol(value: object, name: str = "symbols") -> str:
     """One ticker as the lake stores it; anything that could escape a path or a query is refused."""
     if not storable_symbol(value):
-        raise ParameterError(f"invalid symbol {value!r}", parameter=name)
+        raise ParameterError(f"invalid symbol {value!r}: {SYMBOL_RULE}", parameter=name)
     return value  # type: ignore[return-value]
 
 

@@ -1,11 +1,6 @@
-"""The command line: ``python -m runner run|pipeline|list|show``. The only place errors become exit codes.
-The cloud commands ``job|submit|status|schedule`` come from runner.cloud.cli (``job``: see runner.cloud.job).
-
-Exit codes: 0 every run succeeded; 1 a notebook cell failed (one line names the notebook and the cell);
-2 the request was refused before anything ran (unknown notebook or pipeline, a secret-looking or
-undeclared parameter) or a setting is invalid; 3 the runs location could not be read or written;
-75 busy (the last run stopped because another run holds the lake lock; as ``job``); 130 interrupted (Ctrl-C;
-the run is recorded as failed).
+"""The command line (python -m runner): run notebooks and pipelines, read the run index, bundle a run folder;
+the cloud commands come from runner.cloud.cli. The only place errors become exit codes (listed in ``EXAMPLES``).
+What a user reads is ``DESCRIPTION`` and ``EXAMPLES`` (python -m runner --help).
 """
 
 from __future__ import annotations
@@ -18,10 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from condvest.db_cli import embedded_pid_file, left_running_note
 from condvest.errors import BusyError, ConfigError, ParameterError, StorageError
-from condvest.runs import read_index
+from condvest.runs import read_index, read_records
 from condvest.secret_values import secret_values
 from condvest.settings import Settings
+from condvest.storage import open_store
+from runner.browse import bundle_run, unique_run
 from runner.cloud import cli as cloud_cli
 from runner.execute import DEFAULT_CELL_TIMEOUT, RunOptions, run_notebook
 from runner.listing import STATUSES, pipelines_text, runs_json, runs_table, select_runs, show_run
@@ -33,6 +31,32 @@ from runner.sharding import run_pipeline_sharded, shard_parameters
 
 #: the exit code of a run stopped by a busy lake (another run holds the lake lock), as ``runner job``'s
 EXIT_BUSY = 75
+
+DESCRIPTION = """Run the workbench's notebooks headlessly and read what they did.
+
+Each run executes a notebook (notebooks/01_fetch ... 06_explore, or a path) with papermill into a run
+folder under runs/ (or CONDVEST_RUNS_URI): the executed notebook, its html page and the charts as PNG,
+plus one record in the run index. runs/index.html lists every run, newest first."""
+
+EXAMPLES = """examples:
+  python -m runner run 01_fetch                        fetch the latest session (and the missing ones)
+  python -m runner run 01_fetch -p date 2025-10-17     fetch one session
+  python -m runner run 02_resample -p intervals 3,5,8  resample into 3-, 5- and 8-session bars
+  python -m runner pipeline daily                      01_fetch, then 02_resample
+  python -m runner list --status failed --since 3d     the failed runs of the last three days
+  python -m runner show 20261207T0619                  one run (a unique start of its id is enough)
+  python -m runner bundle 20261207T0619 --out /tmp     its folder, readable offline on its own
+  python -m runner run --help                          a command's own options
+
+exit codes:
+  0    every run succeeded
+  1    a notebook cell failed (one line names the notebook, the cell and the line that raised)
+  2    refused before anything ran, nothing recorded: an unknown notebook or pipeline, a parameter the
+       notebook does not declare, a secret-looking parameter, a value its stage refuses (-p date 2026-02-30),
+       or an invalid setting
+  3    the runs location could not be read or written
+  75   busy: another run holds the lake lock (try again later; python -m runner list shows it)
+  130  interrupted (Ctrl-C; the run is recorded as failed)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m runner",
-        description=__doc__,
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -111,7 +136,14 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--since", metavar="WHEN", help="only runs started since a date, a time, or a span (3d, 12h)")
     ls.add_argument("--json", action="store_true", help="print the runs as a JSON array")
     show = sub.add_parser("show", parents=[common], help="one run's summary and where its files are")
-    show.add_argument("run", help="a run id (or a pipeline run id: all its stages)")
+    show.add_argument("run", help="a run id (or a pipeline run id: all its stages), or a unique start of one")
+    bundle = sub.add_parser(
+        "bundle",
+        parents=[common],
+        help="copy a run's folder with plotly.js beside its pages, to read offline on its own",
+    )
+    bundle.add_argument("run", help="a run id or a pipeline run id, or a unique start of one")
+    bundle.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="where to copy it (default: .)")
     cloud_cli.add_commands(sub, common, execution)
     return parser
 
@@ -140,8 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, settings.secrets() if reading else secret_values(settings))
     if getattr(args, "log_output", False):
         logging.getLogger("papermill").setLevel(logging.INFO)
+    runs_here = args.command in ("run", "pipeline")
+    pg_was_running = runs_here and embedded_pid_file(settings)
     try:
-        return _dispatch(args, settings)
+        code = _dispatch(args, settings)
+        note = left_running_note(settings, pg_was_running) if runs_here else None
+        if note:
+            print(note, file=sys.stderr)
+        return code
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -163,7 +201,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(runs_json(df.head(args.limit)) if args.json else runs_table(df, limit=args.limit))
         return 0
     if args.command == "show":
-        print(show_run(read_index(settings, runs_uri=args.runs_dir), args.run))
+        df = read_index(settings, runs_uri=args.runs_dir)
+        print(show_run(df, unique_run([*df["run_id"], *df["pipeline_run_id"]], args.run)))
+        return 0
+    if args.command == "bundle":
+        store = open_store(args.runs_dir or settings.runs_uri, settings)
+        run = unique_run(
+            [k for r in read_records(store) for k in (r.get("run_id"), r.get("pipeline_run_id"))], args.run
+        )
+        folder = bundle_run(store, run, args.out)
+        print(f"{folder}  (open its .html pages in a browser: plotly.js is beside each page)")
         return 0
     params = {name: parse_value(value) for name, value in args.parameter}
     params.update(shard_parameters(args.shard, args.shard_group))

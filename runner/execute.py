@@ -32,6 +32,7 @@ from runner.images import ChartBrowser, PngCache, cell_figures, draws_chart
 from runner.kernel import ENGINE_NAME, RunKernelManager, WarmKernel, imports_anything, shutdown_now, skip_iri_grammar
 from runner.notebooks import check_parameters, declared_parameters, find_project_root
 from runner.notebooks import resolve_notebook as _resolve
+from runner.preflight import check_stage_parameters
 from runner.publish import ChartPngs, RunFolder, publish, scrub_json
 from runner.render import warm_up
 from runner.result import RESULT_MIMETYPE, CellError, Execution, RunResult, collect_results, find_failure
@@ -105,6 +106,7 @@ def prepare(
     path = _resolve(notebook, root)
     declared = None if allow_undeclared else declared_parameters(path)
     params = check_parameters(parameters or {}, settings.secrets(), declared, path.name)
+    check_stage_parameters(path, params)  # the stage's own checks: a typo is refused, no run recorded
     import nbformat
 
     meta = nbformat.read(path, as_version=4).metadata

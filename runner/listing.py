@@ -137,7 +137,9 @@ def show_run(df: pd.DataFrame, run: str) -> str:
             lines.append(f"killed:     {rec.get('killed_reason')}; last sign of life {rec.get('finished_at')}")
         if isinstance(rec.get("error"), dict):
             e = rec["error"]
-            lines.append(f"error:      cell {e.get('cell')} (`{e.get('source')}`): {e.get('ename')}: {e.get('evalue')}")
+            at = f", line {e['lineno']}" if e.get("lineno") is not None else ""
+            text = e.get("line") or e.get("source")
+            lines.append(f"error:      cell {e.get('cell')}{at} (`{text}`): {e.get('ename')}: {e.get('evalue')}")
         lines.append(f"html:       {rec['html_url'] or 'not rendered'}")
         lines.append(f"ipynb:      {rec['ipynb_url'] or 'not written'}")
         blocks.append("\n".join(lines))

@@ -1,6 +1,7 @@
 """Publish an executed notebook into its run folder and the run index: scrubbed of secrets, with the run's header,
-as ipynb and html (plotly.js written once beside the run folders, the charts' PNGs drawn or copied from the
-latest run's), then one record appended to the index (``<runs>/<folder>/<run id>/<stem>.ipynb|html|-k.png``).
+as ipynb and html (plotly.js written once for the whole store, ``static/``, the charts' PNGs drawn or copied from
+the latest run's) in ``<runs>/<folder>/<run id>/<stem>.ipynb|html|-k.png``, then one record appended to the index
+and ``<runs>/index.html`` rewritten (``runner.browse``).
 
 Everything is scrubbed before it is written, so an unscrubbed copy never reaches the runs location.
 """
@@ -9,17 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from condvest.errors import ParameterError
 from condvest.runs import append_run
 from condvest.storage import Store
+from runner.browse import INDEX_PAGE, write_browse_pages
 from runner.context import StageContext
 from runner.images import ChartBrowser, PngCache, chart_figures
 from runner.provenance import code_version, host
-from runner.render import RunHeader, plotly_file, plotly_js, run_page, with_header
+from runner.render import RunHeader, executed_page_cells, plotly_js, plotly_key, plotly_src_for, run_page, with_header
 from runner.result import CellError, Execution, RunResult, collect_results
 from runner.scrub import Scrubber
 
@@ -68,12 +70,13 @@ class RunFolder:
 
     @property
     def plotly_key(self) -> str:
-        """plotly.js, once for the run folders beside this one (the pages reference it relatively)."""
-        return f"{self.folder or self.run_id}/{plotly_file()}"
+        """plotly.js, once for the whole runs store (``static/plotly-<version>.min.js``): the pages reference it
+        relatively, so ``runs/`` grows by the pages, not by a copy per run."""
+        return plotly_key()
 
     @property
     def plotly_src(self) -> str:
-        return ("../" if self.folder else "") + plotly_file()
+        return plotly_src_for(self.html_key)
 
     def claim(self) -> None:
         """Refuse a run id that this attempt of a run of this notebook already used here (``ParameterError``,
@@ -105,7 +108,7 @@ def scrubbed_error(execution: Execution, scrubber: Scrubber) -> CellError | None
     e = execution.error()
     if e is None:
         return None
-    return CellError(e.cell, e.cell_index, scrubber.text(e.source), e.ename, scrubber.text(e.evalue)[:2000])
+    return replace(e, source=scrubber.text(e.source), evalue=scrubber.text(e.evalue)[:2000], line=scrubber.text(e.line))
 
 
 def publish(
@@ -127,7 +130,7 @@ def publish(
     if execution.nb is not None:
         results = scrub_json(collect_results(execution.nb), scrubber)
         header = _header(execution, run, params, error, context, root)
-        clean = with_header(scrubber.notebook(execution.nb), header)
+        clean = with_header(executed_page_cells(scrubber.notebook(execution.nb)), header)
         ipynb_key, html_key = _write_pages(clean, run, scrubber, pngs)
     result = RunResult(
         run_id=run.run_id,
@@ -147,6 +150,7 @@ def publish(
         attempt=run.attempt,
     )
     append_run(run.store, result.index_record())
+    write_browse_pages(run.store, context.pipeline_run_id)  # runs/index.html and the pipeline's overview page
     return result
 
 
@@ -173,9 +177,29 @@ def _header(
         stages=context.stages,
         previous=context.previous,
         next=context.next if execution.failure is None else None,
-        failing_cell=f"cell {error.cell}" if error is not None and error.cell is not None else None,
+        failing_cell=_failing_cell(error),
         attempt=run.attempt,
+        error=_error_text(error),
+        error_line=(error.line or error.source or None) if error is not None else None,
+        failing_cell_id=error.cell_id if error is not None else None,
+        runs_index="../" * run.html_key.count("/") + INDEX_PAGE,
+        pipeline_index=f"../{INDEX_PAGE}" if run.folder else None,
     )
+
+
+def _failing_cell(error: CellError | None) -> str | None:
+    """``cell 4, line 2`` (the line when the traceback names it), or ``None``."""
+    if error is None or error.cell is None:
+        return None
+    return f"cell {error.cell}" + (f", line {error.lineno}" if error.lineno is not None else "")
+
+
+def _error_text(error: CellError | None) -> str | None:
+    """``ZeroDivisionError: division by zero`` (the message's first line), or ``None``."""
+    if error is None:
+        return None
+    message = error.evalue.strip().splitlines()[0] if error.evalue.strip() else ""
+    return f"{error.ename}: {message}" if message else error.ename
 
 
 def _write_pages(clean: Any, run: RunFolder, scrubber: Scrubber, pngs: ChartPngs) -> tuple[str, str | None]:

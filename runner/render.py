@@ -1,5 +1,7 @@
 """The run log a person reads: a header cell, and an html page that renders offline.
 
+* ``executed_page_cells(nb)``: what an executed notebook's pages show: progress bars in their final state (or
+  not at all), no widget reprs, no note about the source notebook's stored reference outputs.
 * ``with_header(nb, header)``: a markdown cell first in the executed notebook (ipynb and html) naming the
   run id, pipeline and stage, status, duration, parameters, code version, host and links to the previous
   and next stage's pages.
@@ -25,11 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.scrub import Scrubber
+from runner.widgets import settle_widgets
 
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 #: recorded for the run index, not for people (a notebook shows what it wants under other mimetypes)
 _HIDDEN_MIMETYPES = ("application/vnd.condvest.result+json",)
 HEADER_TAG = "condvest-run-header"
+#: a markdown cell about the outputs stored in the source notebook (nbval's reference outputs of the offline
+#: demo market): true of the unexecuted source only, so an executed notebook's pages leave it out
+REFERENCE_NOTE_TAG = "reference-note"
 _EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=\"(?:https?:)?//[^\"]*\"[^>]*>\s*</script>\s*", re.I)
 
 
@@ -38,6 +44,30 @@ def plotly_file() -> str:
     from plotly.offline import get_plotlyjs_version
 
     return f"plotly-{get_plotlyjs_version()}.min.js"
+
+
+#: the runs store's folder of files the pages share (``static/plotly-<version>.min.js``)
+STATIC_FOLDER = "static"
+
+
+def plotly_key() -> str:
+    """Where the runs store keeps the plotly.js every page shares (written once per store and version)."""
+    return f"{STATIC_FOLDER}/{plotly_file()}"
+
+
+def plotly_src_for(page_key: str) -> str:
+    """The shared plotly.js relative to a page at ``page_key`` (``r1/x.html`` -> ``../static/plotly-...js``)."""
+    return "../" * page_key.count("/") + plotly_key()
+
+
+def plotly_scripts(src: str) -> str:
+    """The script tags of a page: the runs store's shared plotly.js at ``src``, else (a run folder downloaded on
+    its own with ``python -m runner bundle``, which puts a copy beside each page) the copy beside the page."""
+    return (
+        f'<script src="{html.escape(src, quote=True)}"></script>\n'
+        "<script>/* a run folder on its own: the copy of plotly.js beside the page */\n"
+        f"if (!window.Plotly) document.write('<script src=\"{plotly_file()}\"><\\/script>');</script>\n"
+    )
 
 
 def plotly_js() -> bytes:
@@ -72,19 +102,33 @@ class RunHeader:
     next: StageLink | None = None
     failing_cell: str | None = None
     attempt: int = 1
+    #: a failed run's error (``ZeroDivisionError: division by zero``), the line that raised, and the failing
+    #: cell's id (the status links to the cell: nbconvert's anchor ``#cell-id=<id>``)
+    error: str | None = None
+    error_line: str | None = None
+    failing_cell_id: str | None = None
+    #: links from the page to ``runs/index.html`` and, in a pipeline, to its overview page
+    runs_index: str | None = None
+    pipeline_index: str | None = None
 
     def markdown(self) -> str:
         mark = "ok" if self.status == "ok" else "**failed**"
+        cell = self.failing_cell
+        if cell and self.failing_cell_id:
+            cell = f"[{cell}](#cell-id={self.failing_cell_id})"
         rows = [
             ("run", f"`{self.run_id}`"),
             ("notebook", f"`{self.notebook}`"),
-            ("status", mark + (f" in {self.failing_cell}" if self.failing_cell else "")),
+            ("status", mark + (f" in {cell}" if cell else "")),
             ("started (UTC)", self.started_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")),
             ("duration", f"{self.duration_s:.1f} s"),
             ("parameters", f"`{json.dumps(dict(self.parameters), default=str)}`" if self.parameters else "defaults"),
             ("code version", f"`{self.code_version}`" if self.code_version else "unknown"),
             ("host", f"`{self.host}`" if self.host else "unknown"),
         ]
+        if self.error:
+            at = f" at `{_code(self.error_line)}`" if self.error_line else ""
+            rows.insert(3, ("error", f"`{_code(self.error)}`{at}"))
         if self.attempt > 1:
             rows.insert(1, ("attempt", f"{self.attempt} (a retry of run `{self.run_id}`)"))
         shard = (self.parameters or {}).get("shard")
@@ -96,8 +140,25 @@ class RunHeader:
             prev = f"[← {self.previous.notebook}]({self.previous.href})" if self.previous else "first stage"
             nxt = f"[{self.next.notebook} →]({self.next.href})" if self.next else "last stage"
             rows.append(("stages", f"{prev} · {nxt}"))
+        if self.runs_index:
+            overview = f" · [pipeline overview]({self.pipeline_index})" if self.pipeline_index else ""
+            rows.append(("browse", f"[all runs]({self.runs_index}){overview}"))
         body = "\n".join(f"| {k} | {v.replace('|', '&#124;')} |" for k, v in rows)
         return f"**Run log** of `{self.notebook}`\n\n| | |\n|---|---|\n{body}\n"
+
+
+def executed_page_cells(nb: Any) -> Any:
+    """A copy of an executed notebook as its pages show it: progress bars in their final state or gone, no
+    widget reprs (``runner.widgets.settle_widgets``), and no cell tagged ``REFERENCE_NOTE_TAG``."""
+    nb = settle_widgets(nb)
+    nb.cells = [c for c in nb.cells if REFERENCE_NOTE_TAG not in (c.get("metadata", {}).get("tags") or [])]
+    return nb
+
+
+def _code(text: str, width: int = 300) -> str:
+    """``text`` on one line, fit for a Markdown code span inside a table cell."""
+    one = " ".join(text.split()).replace("`", "'")
+    return one if len(one) <= width else one[: width - 3] + "..."
 
 
 def with_header(nb: Any, header: RunHeader) -> Any:
@@ -155,7 +216,7 @@ def run_page(nb: Any, scrubber: Scrubber, *, title: str | None = None, plotly_sr
     body = _EXTERNAL_SCRIPT.sub("", scrubber.text(body))
     if figures:
         if plotly_src is not None:
-            script = f'<script src="{html.escape(plotly_src, quote=True)}"></script>\n'
+            script = plotly_scripts(plotly_src)
         else:
             script = f'<script type="text/javascript">{plotly_js().decode()}</script>\n'
         at = body.find("</head>")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +22,27 @@ _MARKER_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
 @dataclass(frozen=True)
 class CellError:
     """Where and how a run failed. ``cell`` is the execution count (``In [n]`` in the executed notebook);
-    ``cell_index`` is the 0-based position in the source notebook (injected cells not counted)."""
+    ``cell_index`` is the 0-based position in the source notebook (injected cells not counted); ``source`` the
+    cell's first line of code; ``line`` the line that raised and ``lineno`` its number (1-based, within the
+    cell), read from the traceback (``""``/``None`` when there is none: a timeout, a dead kernel);
+    ``cell_id`` the cell's id (the run page's anchor of the cell is ``#cell-id=<cell_id>``)."""
 
     cell: int | None
     cell_index: int | None
     source: str
     ename: str
     evalue: str
+    line: str = ""
+    lineno: int | None = None
+    cell_id: str | None = None
+
+    @property
+    def where(self) -> str:
+        """``cell 4 (`foo(x)`)``: the cell, and the line that raised when known, else the cell's first line (the
+        one-line form every reader of a summary knows; the page header and ``show`` add the line's number)."""
+        cell = f"cell {self.cell}" if self.cell is not None else "a cell"
+        text = self.line or self.source
+        return cell + (f" (`{text}`)" if text else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +51,9 @@ class CellError:
             "source": self.source,
             "ename": self.ename,
             "evalue": self.evalue,
+            "line": self.line,
+            "lineno": self.lineno,
+            "cell_id": self.cell_id,
         }
 
 
@@ -74,14 +92,13 @@ class RunResult:
         e = self.error
         if e is None:
             return f"{self.notebook} failed: {where}"
-        cell = f"cell {e.cell}" if e.cell is not None else "a cell"
         message = e.evalue.strip().splitlines()[0] if e.evalue.strip() else ""
-        return f"{self.notebook} failed in {cell} (`{e.source}`): {e.ename}: {message} [{where}]"
+        return f"{self.notebook} failed in {e.where}: {e.ename}: {message} [{where}]"
 
     def raise_for_status(self) -> RunResult:
         if not self.ok:
             e = self.error
-            cell = f"cell {e.cell} (`{e.source}`)" if e else "an unknown cell"
+            cell = e.where if e else "an unknown cell"
             raise RunFailed(
                 f"{e.ename}: {e.evalue}" if e else "see the executed notebook", notebook=self.notebook, cell=cell
             )
@@ -107,12 +124,34 @@ class RunResult:
         }
 
 
+def _cut(text: str, width: int = 80) -> str:
+    text = text.strip()
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _first_line(source: str) -> str:
     for line in source.splitlines():
         if line.strip() and not line.strip().startswith("#"):
-            text = line.strip()
-            return text if len(text) <= 80 else text[:77] + "..."
+            return _cut(line)
     return ""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: IPython's frame of a notebook cell in a traceback: ``Cell In[3], line 5``
+_CELL_FRAME = re.compile(r"^\s*Cell In\[(\d+)\], line (\d+)", re.M)
+
+
+def failing_line(source: str, traceback: list[str] | str | None, execution_count: int | None) -> tuple[str, int | None]:
+    """The line of a cell that raised, and its number (1-based), read from the kernel's traceback: the first
+    frame of this cell (``Cell In[<execution count>], line <n>``), else the first frame of any cell; ``("",
+    None)`` when the traceback names no line of the cell."""
+    text = _ANSI.sub("", "\n".join(traceback) if isinstance(traceback, list) else str(traceback or ""))
+    frames = [(int(n), int(line)) for n, line in _CELL_FRAME.findall(text)]
+    own = [line for n, line in frames if n == execution_count] or [line for _, line in frames[:1]]
+    lines = source.splitlines()
+    if not own or not 1 <= own[0] <= len(lines):
+        return "", None
+    return _cut(lines[own[0] - 1], 120), own[0]
 
 
 def find_failure(nb: Any, fallback: BaseException | None = None) -> CellError | None:
@@ -129,16 +168,27 @@ def find_failure(nb: Any, fallback: BaseException | None = None) -> CellError | 
             if out.get("output_type") == "error" and not (
                 out.get("ename") == "SystemExit" and str(out.get("evalue", "")) in ("", "0")
             ):
+                line, lineno = failing_line(cell.source, out.get("traceback"), cell.get("execution_count"))
                 return CellError(
                     cell.get("execution_count"),
                     None if tags & _MARKER_TAGS else index,
                     _first_line(cell.source),
                     out.get("ename", "Error"),
                     str(out.get("evalue", "")),
+                    line,
+                    lineno,
+                    cell.get("id"),
                 )
         if pm.get("exception") is True or (fallback is not None and pm.get("status") == "running"):
             ename = type(fallback).__name__ if fallback is not None else "CellExecutionError"
-            return CellError(cell.get("execution_count"), index, _first_line(cell.source), ename, str(fallback or ""))
+            return CellError(
+                cell.get("execution_count"),
+                index,
+                _first_line(cell.source),
+                ename,
+                str(fallback or ""),
+                cell_id=cell.get("id"),
+            )
     if fallback is not None:
         return CellError(None, None, "", type(fallback).__name__, str(fallback))
     return None

@@ -7,6 +7,7 @@ overview_section(snapshot), lake_section(...), ...                   (what the n
 """
 
 from condvest.monitoring.params import CheckedMonitoring, MonitoringParams
+from condvest.monitoring.runs_view import bronze_changed_after_resample, failed_runs
 from condvest.monitoring.snapshot import (
     MonitoringSnapshot,
     Section,
@@ -24,7 +25,9 @@ __all__ = [
     "MonitoringParams",
     "MonitoringSnapshot",
     "Section",
+    "bronze_changed_after_resample",
     "collect",
+    "failed_runs",
     "lake_section",
     "overview_section",
     "retention_section",

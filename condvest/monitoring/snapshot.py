@@ -28,11 +28,12 @@ import pandas as pd
 
 from condvest import retention
 from condvest.calendar import FIRST_SUPPORTED, last_n_sessions, latest_complete_session, sessions_between
-from condvest.checkpoints import checkpoint_table
+from condvest.checkpoints import all_checkpoints, checkpoint_table
 from condvest.errors import DatabaseError
 from condvest.lake import MANIFEST_PREFIX, QUARANTINE_PREFIX, SILVER_PREFIX
 from condvest.manifest import ALL, SessionEntry, read_sessions
 from condvest.monitoring.params import MonitoringParams
+from condvest.monitoring.runs_view import bronze_changed_after_resample, failed_runs
 from condvest.monitoring.styles import styled_runs, styled_states
 from condvest.postgres import connect
 from condvest.retention import RetentionViews, distribution_figure, retention_log_figure
@@ -267,6 +268,7 @@ class MonitoringSnapshot:
     retention: RetentionViews | None = None
     notes: dict[str, str] = field(default_factory=dict)  # section -> why it is empty
     splits: pd.DataFrame = field(default_factory=pd.DataFrame)  # per symbol: basis date and newer splits
+    silver_warning: str = ""  # bronze changed after the last resample (``runs_view``), else ""
 
     def summary(self) -> dict[str, Any]:
         """The headline figures (for the run index)."""
@@ -302,7 +304,8 @@ class MonitoringSnapshot:
             "lake": f"{s['missing_recent_sessions']} of the last {self.recent_sessions} sessions not held in full, "
             f"newest held {bronze or 'none'} (latest complete {self.latest_session}); "
             f"{s['quarantined_rows']} rows quarantined",
-            "silver": f"{s['silver_intervals']} intervals, last session processed {', '.join(silver) or 'none'}",
+            "silver": f"{s['silver_intervals']} intervals, last session processed {', '.join(silver) or 'none'}"
+            + (f"; {self.silver_warning}" if self.silver_warning else ""),
             "retention": f"{int(hot['hot_records'].sum())} rows in raw_ohlcv, "
             f"{int(hot['archived_records'].sum())} in raw_ohlcv_archive"
             if len(hot)
@@ -314,7 +317,7 @@ class MonitoringSnapshot:
         }
         look = {
             "lake": s["missing_recent_sessions"] > 0,
-            "silver": bool(silver) and silver[0] < bronze,
+            "silver": (bool(silver) and silver[0] < bronze) or bool(self.silver_warning),
             "retention": self.postgres != "ok",
             "splits": s["symbols_behind_a_split"] > 0,
             "runs": bool(failing),
@@ -381,6 +384,7 @@ def collect(settings: Settings, p: MonitoringParams | None = None, *, store: Sto
         retention=views,
         notes=notes,
         splits=splits,
+        silver_warning=bronze_changed_after_resample(entries, read_basis(store), all_checkpoints(store)),
     )
     log.info("monitoring_collected %s", " ".join(f"{k}={v!r}" for k, v in snapshot.summary().items()))
     return snapshot
@@ -473,4 +477,6 @@ def runs_section(s: MonitoringSnapshot) -> Section:
         return Section(s.notes["runs"])
     per_notebook = ("Per notebook", styled_runs(runs_by_notebook(s.runs)))
     last = (f"Last {s.runs_shown} runs, newest first", styled_runs(recent_runs(s.runs, s.runs_shown)))
-    return Section("", (per_notebook, last, ("", runs_figure(s.runs))))
+    failed = failed_runs(s.runs, s.runs_shown)
+    bad = (f"Failed runs, newest first ({len(failed)})", styled_runs(failed) if len(failed) else "none")
+    return Section("", (per_notebook, last, bad, ("", runs_figure(s.runs))))

@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
+from condvest.db_cli import embedded_pid_file, left_running_note
 from condvest.postgres import EmbeddedCluster
+from condvest.settings import Settings
 from tests.fixtures.paths import ROOT
 
 pytestmark = pytest.mark.slow
@@ -56,7 +58,14 @@ def _lifecycle(project):
     assert f"running on 127.0.0.1:{port}" in _db(project, "status")
     assert "already running" in _db(project, "start")
     assert "password" not in out.lower()
+    # a runner command that started it says so on stderr, with the stop command (README fault row 47)
+    settings = Settings(home=project / ".condvest")
+    assert embedded_pid_file(settings)
+    note = left_running_note(settings, was_running=False)
+    assert note and f"still running on 127.0.0.1:{port}" in note and note.endswith("python -m condvest db stop")
+    assert left_running_note(settings, was_running=True) is None  # running before the command: not its doing
     assert "stopped" in _db(project, "stop") and not _port_open(port)
+    assert left_running_note(settings, was_running=False) is None and not embedded_pid_file(settings)
     assert "stopped" in _db(project, "status")
     # make clean stops a running cluster before it removes .condvest/
     _db(project, "start")

@@ -16,6 +16,8 @@ from condvest.processes import host_name, process_started
 from condvest.runs import KILLED_AFTER_S, append_run, claim_run, read_records, record_key
 from condvest.storage import LocalStore, open_store
 from runner.__main__ import main
+from runner.browse import pipeline_page, runs_page
+from runner.result import CellError
 
 
 @pytest.fixture
@@ -150,3 +152,44 @@ def test_a_running_record_whose_process_is_gone_lists_as_killed(tmp_path, capsys
     assert main(["show", "--runs-dir", runs, "dead-here"]) == 0
     out = capsys.readouterr().out
     assert "status:     killed" in out and "duration:   unknown" in out and f"{runs}/dead-here/02_resample.html" in out
+
+
+# --- issue 23: a browsable run store, run-id prefixes, help for people ------------------------------------------
+
+
+def test_show_takes_a_unique_start_of_a_run_id_and_names_the_candidates_otherwise(runs, capsys):
+    store = open_store(runs)
+    for rid in ("20261207T0619-a", "20261207T0620-b"):
+        append_run(store, {"run_id": rid, "notebook": "01_fetch.ipynb", "status": "ok", "started_at": "2026-12-07"})
+    capsys.readouterr()
+    assert main(["show", "--runs-dir", runs, "20261207T0619"]) == 0
+    assert "run:        20261207T0619-a" in capsys.readouterr().out
+    assert main(["show", "--runs-dir", runs, "20261207T06"]) == 2
+    err = capsys.readouterr().err
+    assert "starts 2 run ids (20261207T0619-a, 20261207T0620-b)" in err and "give more of it" in err
+    assert main(["show", "--runs-dir", runs, "p1"]) == 0  # a pipeline run id: its stages
+    assert "pipeline:   daily stage 2 (p1)" in capsys.readouterr().out
+
+
+def test_runs_index_page_lists_every_run_newest_first_with_links(runs):
+    records = read_records(open_store(runs))
+    records[1]["error"] = CellError(4, 2, "x()", "KeyError", "k", "y = x()[0]", 3, "c").as_dict()
+    page = runs_page(records)
+    assert [page.index(f'href="r{i}/') for i in (3, 2, 1, 0)] == sorted(
+        page.index(f'href="r{i}/') for i in (3, 2, 1, 0)
+    )
+    assert '<a href="r1/02_resample.html">r1</a>' in page and '<a href="r1/02_resample.ipynb">ipynb</a>' in page
+    assert '<a href="p1/index.html">daily stage 2</a>' in page
+    assert "cell 4, line 3 `y = x()[0]`: KeyError: k" in page and '<td class="failed">failed</td>' in page
+    records[1]["html"] = "p1/r1/02_resample.html"
+    overview = pipeline_page("p1", records)
+    assert '<a href="r1/02_resample.html">r1</a>' in overview and 'href="../index.html"' in overview
+    assert "r0" not in overview  # another run's
+
+
+def test_help_is_user_text_with_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "examples:" in out and "python -m runner run 01_fetch -p date 2025-10-17" in out
+    assert "exit codes:" in out and "bundle" in out

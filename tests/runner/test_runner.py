@@ -170,7 +170,7 @@ def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
     result = run_notebook("ok", {"n": 4}, settings=settings, options=RunOptions(progress_bar=False))
     assert result.ok and result.run_id.endswith(tuple("0123456789abcdef")) and "-ok-" in result.run_id
     run_dir = root / "runs" / result.run_id
-    assert sorted(p.name for p in run_dir.iterdir()) == ["ok-1.png", "ok.html", "ok.ipynb", plotly_file()]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["ok-1.png", "ok.html", "ok.ipynb"]
     png = (run_dir / "ok-1.png").read_bytes()  # the chart as a picture, for e-mail and alerts
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1100
     # the notebook ran with the parameter, from the project root, and recorded its results
@@ -178,10 +178,10 @@ def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
     nb = nbformat.read(run_dir / "ok.ipynb", as_version=4)
     assert any("n = 4" in c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert any(RESULT_MIMETYPE in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    # the html renders the plotly figure offline: plotly.js once in the run folder, referenced relatively
+    # the html renders the plotly figure offline: plotly.js once for the runs store, referenced relatively
     page = (run_dir / "ok.html").read_text()
-    assert "Plotly.newPlot" in page and f'<script src="{plotly_file()}"></script>' in page
-    assert len(page) < 500_000 and "plotly.js v" in (run_dir / plotly_file()).read_text()[:2000]
+    assert "Plotly.newPlot" in page and f'<script src="../static/{plotly_file()}"></script>' in page
+    assert len(page) < 500_000 and "plotly.js v" in (root / "runs" / "static" / plotly_file()).read_text()[:2000]
     assert not re.search(r'<script[^>]+src="(https?:)?//', page), "no script from the network (require.js, MathJax)"
     assert f"<title>ok · {result.run_id}</title>" in page
     assert result.run_id in page and "| status | ok |" in nb.cells[0].source and "code version" in nb.cells[0].source
@@ -224,6 +224,9 @@ def test_cli_failing_cell_exits_nonzero_and_names_it(tmp_path, keep_logging, cap
         "source": "ratio = x / divisor",
         "ename": "ZeroDivisionError",
         "evalue": "division by zero",
+        "line": "ratio = x / divisor",  # the line that raised (README fault row 45)
+        "lineno": 1,
+        "cell_id": nb.cells[3].id,  # the header cell first, then the notebook's cells
     }
     assert main(["list", "--runs-dir", str(root / "runs")]) == 0
     out = capsys.readouterr().out
@@ -324,18 +327,19 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     assert results[0].parameters == {"label": "first", "n": 2} and results[1].parameters == {}
     store = open_store(settings.runs_uri, settings)
     keys = sorted(o.key for o in store.list(""))
-    shared = f"p1/{plotly_file()}"  # plotly.js once per pipeline run folder
+    shared = f"static/{plotly_file()}"  # plotly.js once per runs store
     pngs = [r.html_key.removesuffix(".html") + "-1.png" for r in results[:1]]  # the first stage drew one chart
     cache = "png-cache/ok.json"  # which PNG each figure of the notebook's latest run has, for the next run
     runs = [k for r in results for k in (r.ipynb_key, r.html_key)]
     records = [f"index/{r.run_id}.json" for r in results]  # one record object per run, nothing shared
-    assert keys == sorted([*records, cache, shared, *pngs, *runs])
-    assert all(k.startswith("p1/") for k in keys if k not in (*records, cache))
+    browse = ["index.html", "p1/index.html"]  # every run, and the pipeline's overview
+    assert keys == sorted([*records, cache, shared, *browse, *pngs, *runs])
+    assert all(k.startswith("p1/") for k in keys if k not in (*records, "index.html", cache, shared))
     df = read_index(settings)
     assert list(df.status) == ["ok", "failed"] and set(df.pipeline_run_id) == {"p1"}
     assert df.html_url[0] == f"{settings.runs_uri}/{results[0].html_key}"
     first, second = (store.get(r.html_key).decode() for r in results)
-    assert "Plotly.newPlot" in first and f'<script src="../{plotly_file()}"></script>' in first
+    assert "Plotly.newPlot" in first and f'<script src="../../static/{plotly_file()}"></script>' in first
     # each page's header links its neighbours; a failed stage has no next one
     assert f'href="../{results[1].run_id}/fail_third.html"' in first and "first stage" in first
     assert f'href="../{results[0].run_id}/ok.html"' in second and "fail_third.html →" not in second
