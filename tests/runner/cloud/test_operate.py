@@ -206,3 +206,38 @@ def test_a_partial_secret_arn_is_completed_before_a_job_definition_names_it(clou
     [jd] = aws.client("batch").describe_job_definitions(jobDefinitionName="condvest-monitoring")["jobDefinitions"]
     refs = {s["name"]: s["valueFrom"] for s in jd["containerProperties"]["secrets"]}
     assert refs["RDS_PASSWORD"] == f"{full}:password::" and "POLYGON_API_KEY" not in refs
+
+
+def test_cancel_stops_every_job_of_a_sharded_run_that_has_not_ended(cloud, aws, moto_server, capsys, monkeypatch):
+    """moto's Batch with its job threads (``use_docker``) and no Docker daemon reachable (a closed loopback port):
+    each array child fails at once, the array parent then never ends (moto ends it only when every child
+    succeeded) and the commit waits PENDING on it, as a commit waits on shards that are still running."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")  # moto's job threads read it: nothing listens there
+    moto_server.post("/moto-api/config", {"batch": {"use_docker": True}})
+    try:
+        assert main(["submit", "rebuild", "--shards", "2", "--run-id", "cn-1"]) == 0
+        capsys.readouterr()
+        jobs = _submission(cloud, "cn-1")["jobs"]
+        assert [j["part"] for j in jobs] == ["shards", "commit"]
+        batch = aws.client("batch")
+        ids = [j["id"] for j in jobs]
+        deadline = time.monotonic() + 20
+        while {j["status"] for j in batch.describe_jobs(jobs=ids)["jobs"]} - {"SUBMITTED", "PENDING"}:
+            assert time.monotonic() < deadline, batch.describe_jobs(jobs=ids)["jobs"]
+            time.sleep(0.2)
+
+        assert main(["cancel", "cn-1"]) == 0
+        out = capsys.readouterr().out
+        assert "run cn-1: 2 of 2 jobs stopped (0 had ended)" in out
+        for entry in jobs:
+            assert f"batch job {entry['id']} (" in out
+        reason = "cancelled: python -m runner cancel cn-1"
+        while True:  # the commit's wait ends within a second of its termination
+            described = {j["jobId"]: j for j in batch.describe_jobs(jobs=ids)["jobs"]}
+            if described[jobs[1]["id"]]["status"] == "FAILED" or time.monotonic() > deadline + 10:
+                break
+            time.sleep(0.2)
+        assert {j.get("statusReason") for j in described.values()} == {reason}
+        assert described[jobs[1]["id"]]["status"] == "FAILED"
+    finally:
+        moto_server.post("/moto-api/config", {"batch": {"use_docker": False}})
