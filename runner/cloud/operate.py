@@ -24,7 +24,7 @@ from condvest.runs import read_records
 from condvest.settings import Settings
 from condvest.storage import open_store
 from runner.cloud import batch, sagemaker
-from runner.cloud.alerts import BATCH_LOG_GROUP
+from runner.cloud.alerts import BATCH_LOG_GROUP, error_fields
 from runner.cloud.aws import client
 from runner.cloud.submit import job_entry, read_submission, write_submission
 
@@ -88,7 +88,9 @@ def record_line(r: dict[str, Any]) -> str:
     line = f"{what} {r.get('status')}"
     err = r.get("error") or {}
     if err:
-        cell = f" in cell {err['cell']} (`{err.get('source', '')}`)" if err.get("cell") is not None else ""
+        at = error_fields(err)
+        line_no = f", line {at['lineno']}" if at["lineno"] else ""
+        cell = f" in cell {err['cell']}{line_no} (`{at['source']}`)" if err.get("cell") is not None else ""
         message = (str(err.get("evalue") or "").strip().splitlines() or [""])[0]
         line += f"{cell}: {err.get('ename')}: {message}"
     return line

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -138,8 +139,9 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     )
     r = run_container(aws, cloud, record["jobs"][0]["id"])
     assert r.returncode == 1
-    failing_cell = "cell 3 (`from condvest.display import show_result`): ParameterError"
-    assert f"job 02_resample failed at 02_resample.ipynb in {failing_cell}" in r.stderr
+    # the cell, and the line that raised (the cell's first line while error records carry no ``line``)
+    failing_cell = r"cell 3(, line \d+)? \(`[^`\n]+`\): ParameterError"
+    assert re.search(f"job 02_resample failed at 02_resample.ipynb in {failing_cell}", r.stderr), r.stderr
     [note] = sns_inbox.messages(expect=1)
     assert note["Subject"] == "condvest 02_resample failed, cell 3"
     assert f"run folder: {cloud['CONDVEST_LAKE_URI']}/runs/bad-1/" in note["Message"]
