@@ -23,7 +23,7 @@ from condvest.errors import ParameterError
 from condvest.runs import read_records
 from condvest.settings import Settings
 from condvest.storage import open_store
-from runner.cloud import batch, sagemaker
+from runner.cloud import batch, jobspec, sagemaker
 from runner.cloud.alerts import BATCH_LOG_GROUP, error_fields
 from runner.cloud.aws import client
 from runner.cloud.submit import job_entry, read_submission, write_submission
@@ -259,15 +259,18 @@ def logs(
     return 0
 
 
-def _resubmit(api: Any, job_id: str, name: str, part: str, command: list[str], after: str | None) -> dict[str, Any]:
-    """Submit a copy of the described job ``job_id`` with ``command`` (no array), depending on ``after``."""
+def _resubmit(
+    api: Any, job_id: str, name: str, part: str, command: list[str], after: str | None, size: dict[str, Any]
+) -> dict[str, Any]:
+    """Submit a copy of the described job ``job_id`` with ``command`` (no array), depending on ``after``: the same
+    queue and definition, the container ``size`` (``batch.sized_overrides``)."""
     [old] = api.describe_jobs(jobs=[job_id])["jobs"]
     tags = {**(old.get("tags") or {}), "condvest:part": part}
     payload: dict[str, Any] = {
         "jobName": name[:128],
         "jobQueue": old["jobQueue"],
         "jobDefinition": old["jobDefinition"],
-        "containerOverrides": {"command": command},
+        "containerOverrides": {"command": command, **size},
         "tags": tags,
         "propagateTags": True,
     }
@@ -303,13 +306,19 @@ def rerun(run_id: str, shard: int, settings: Settings) -> int:
     for k, (notebook, jobs) in enumerate(stages):
         array = next(j for j in jobs if j.get("part") == "shards")
         commit = [j for j in jobs if j.get("part") == "commit"][-1]
+        group = jobspec.group_of(notebook)  # sized as now set: CONDVEST_JOB_SIZES can give a shard more memory
+        shard_size = batch.sized_overrides(f"{group}-shard", settings)
         if k == 0:
             command = _command(api, array["id"])
             command[command.index("--shard") + 1] = f"{shard}/{shards}"
-            new = _resubmit(api, array["id"], f"{array['name']}-rerun-{shard}", f"shard-{shard}", command, after)
+            name, part = f"{array['name']}-rerun-{shard}", f"shard-{shard}"
+            new = _resubmit(api, array["id"], name, part, command, after, shard_size)
         else:  # a later stage never ran: all of it again
-            new = _resubmit(api, array["id"], f"{array['name']}-again", "shards", _command(api, array["id"]), after)
-        done = _resubmit(api, commit["id"], f"{commit['name']}-again", "commit", _command(api, commit["id"]), new["id"])
+            command = _command(api, array["id"])
+            new = _resubmit(api, array["id"], f"{array['name']}-again", "shards", command, after, shard_size)
+        commit_size = batch.sized_overrides(f"{group}-commit", settings)
+        command = _command(api, commit["id"])
+        done = _resubmit(api, commit["id"], f"{commit['name']}-again", "commit", command, new["id"], commit_size)
         record["jobs"] += [new, done]
         after = done["id"]
         print(f"re-submitted {notebook}: {new['name']} ({new['id']}), then its commit ({done['id']})")

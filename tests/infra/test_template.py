@@ -131,6 +131,20 @@ def test_logs_network_and_resources_of_the_job_definitions(template):
     assert all(x["MaxTimeSeconds"] == {"Ref": "RunnableSeconds"} for x in limits)
 
 
+def test_the_template_sizes_its_job_definitions_as_the_runner_does(template):
+    """vCPUs, memory, ephemeral storage and DuckDB's limit of the daily and weekly definitions are the runner's
+    (``jobspec.SIZES``), so the scheduled jobs fit their work as submitted ones do."""
+    res = template["Resources"]
+    for name, group in (("DailyJobDefinition", "daily"), ("RetentionJobDefinition", "retention")):
+        props = res[name]["Properties"]["ContainerProperties"]
+        size = jobspec.SIZES[group]
+        wanted = [{k[0].upper() + k[1:]: v for k, v in r.items()} for r in size.resource_requirements()]
+        assert props["ResourceRequirements"] == wanted
+        assert props["EphemeralStorage"]["SizeInGiB"] == size.storage_gib
+        env = {e["Name"]: e["Value"] for e in props["Environment"]}
+        assert env["CONDVEST_DUCKDB_MEMORY_LIMIT"] == jobspec.duckdb_memory_limit(size)
+
+
 def test_job_definitions_get_secrets_from_secrets_manager_only(template):
     res = template["Resources"]
     defs = [r for r in res.values() if r["Type"] == "AWS::Batch::JobDefinition"]

@@ -109,6 +109,10 @@ def test_status_rerun_and_status_of_the_repaired_run(cloud, aws, capsys):
     assert rerun["container"]["command"][-5:] == ["--shard", "1/3", "--shard-group", "rb-1", "--no-progress"]
     assert "arrayProperties" not in rerun or not rerun["arrayProperties"].get("size")
     assert commit["dependsOn"] == [{"jobId": rerun["jobId"]}]
+    # the re-run shard keeps a shard's container (runner.cloud.jobspec.SIZES["resample-shard"]), not the definition's
+    assert {e["name"]: e["value"] for e in rerun["container"]["environment"]}[
+        "CONDVEST_DUCKDB_MEMORY_LIMIT"
+    ] == "3072MB"
     assert commit["container"]["command"][-5:-3] == ["--shard", "commit/3"]
     # the re-run shard and the commit ran and succeeded: the run reads ok, its failed shard named as replaced
     _record(cloud, "rb-1", "02_resample.ipynb", "1/3", "ok")
