@@ -260,15 +260,22 @@ def logs(
 
 
 def _resubmit(
-    api: Any, job_id: str, name: str, part: str, command: list[str], after: str | None, size: dict[str, Any]
+    api: Any,
+    job_id: str,
+    name: str,
+    part: str,
+    command: list[str],
+    after: str | None,
+    size: dict[str, Any],
+    queue: str | None = None,
 ) -> dict[str, Any]:
     """Submit a copy of the described job ``job_id`` with ``command`` (no array), depending on ``after``: the same
-    queue and definition, the container ``size`` (``batch.sized_overrides``)."""
+    definition, the container ``size`` (``batch.sized_overrides``), the same queue unless ``queue``."""
     [old] = api.describe_jobs(jobs=[job_id])["jobs"]
     tags = {**(old.get("tags") or {}), "condvest:part": part}
     payload: dict[str, Any] = {
         "jobName": name[:128],
-        "jobQueue": old["jobQueue"],
+        "jobQueue": queue or old["jobQueue"],
         "jobDefinition": old["jobDefinition"],
         "containerOverrides": {"command": command, **size},
         "tags": tags,
@@ -285,9 +292,10 @@ def _command(api: Any, job_id: str) -> list[str]:
     return list((job.get("container") or {}).get("command") or [])
 
 
-def rerun(run_id: str, shard: int, settings: Settings) -> int:
+def rerun(run_id: str, shard: int, settings: Settings, *, queue: str | None = None) -> int:
     """Re-submit shard ``shard`` of the first stage of a sharded run that is not committed, then that stage's
-    commit (depending on it) and each later stage (array, then commit); the record keeps the new jobs."""
+    commit (depending on it) and each later stage (array, then commit), into ``queue`` when given (the on-demand
+    queue after Spot had no capacity), else each job's own; the record keeps the new jobs."""
     record = read_submission(run_id, settings)
     _batch_only(record, "rerun")
     shards = record.get("shards")
@@ -312,13 +320,14 @@ def rerun(run_id: str, shard: int, settings: Settings) -> int:
             command = _command(api, array["id"])
             command[command.index("--shard") + 1] = f"{shard}/{shards}"
             name, part = f"{array['name']}-rerun-{shard}", f"shard-{shard}"
-            new = _resubmit(api, array["id"], name, part, command, after, shard_size)
+            new = _resubmit(api, array["id"], name, part, command, after, shard_size, queue)
         else:  # a later stage never ran: all of it again
             command = _command(api, array["id"])
-            new = _resubmit(api, array["id"], f"{array['name']}-again", "shards", command, after, shard_size)
+            new = _resubmit(api, array["id"], f"{array['name']}-again", "shards", command, after, shard_size, queue)
         commit_size = batch.sized_overrides(f"{group}-commit", settings)
         command = _command(api, commit["id"])
-        done = _resubmit(api, commit["id"], f"{commit['name']}-again", "commit", command, new["id"], commit_size)
+        name = f"{commit['name']}-again"
+        done = _resubmit(api, commit["id"], name, "commit", command, new["id"], commit_size, queue)
         record["jobs"] += [new, done]
         after = done["id"]
         print(f"re-submitted {notebook}: {new['name']} ({new['id']}), then its commit ({done['id']})")

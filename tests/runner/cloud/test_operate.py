@@ -18,6 +18,7 @@ from condvest.storage import open_store
 from runner.__main__ import main
 from runner.cloud.operate import repaired
 from runner.result import CellError, RunResult
+from tests.fixtures.aws import batch_queue
 
 NOW = dt.datetime(2026, 12, 7, 11, 0, tzinfo=dt.UTC)
 
@@ -99,7 +100,8 @@ def test_status_rerun_and_status_of_the_repaired_run(cloud, aws, capsys):
     assert "02_resample.ipynb shard 1/3 failed: DeadKernelError: Kernel died" in err and "cell None" not in err
     assert "run rb-1 failed" in err
 
-    assert main(["rerun", "rb-1", "--shard", "1"]) == 0
+    ondemand = batch_queue(aws, "condvest-ondemand")  # Spot had no capacity: the shard goes to the on-demand queue
+    assert main(["rerun", "rb-1", "--shard", "1", "--queue", ondemand]) == 0
     out = capsys.readouterr().out
     assert "re-submitted 02_resample: rb-1-1-02_resample-shards-rerun-1" in out
     record = _submission(cloud, "rb-1")
@@ -109,6 +111,7 @@ def test_status_rerun_and_status_of_the_repaired_run(cloud, aws, capsys):
     assert rerun["container"]["command"][-5:] == ["--shard", "1/3", "--shard-group", "rb-1", "--no-progress"]
     assert "arrayProperties" not in rerun or not rerun["arrayProperties"].get("size")
     assert commit["dependsOn"] == [{"jobId": rerun["jobId"]}]
+    assert rerun["jobQueue"].endswith("/condvest-ondemand") and commit["jobQueue"].endswith("/condvest-ondemand")
     # the re-run shard keeps a shard's container (runner.cloud.jobspec.SIZES["resample-shard"]), not the definition's
     assert {e["name"]: e["value"] for e in rerun["container"]["environment"]}[
         "CONDVEST_DUCKDB_MEMORY_LIMIT"
