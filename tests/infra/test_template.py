@@ -96,7 +96,7 @@ def test_least_privilege_per_stage(template):
 
 def test_job_definitions_get_only_their_groups_secrets(template):
     res = template["Resources"]
-    groups = {"${Prefix}-daily": "daily", "${Prefix}-retention": "retention"}
+    groups = {"${Prefix}-stack-daily": "daily", "${Prefix}-stack-retention": "retention"}
     for d in (r for r in res.values() if r["Type"] == "AWS::Batch::JobDefinition"):
         group = groups[d["Properties"]["JobDefinitionName"]["Fn::Sub"]]
         names = {x["Name"] for x in d["Properties"]["ContainerProperties"]["Secrets"]}
@@ -166,7 +166,14 @@ def test_the_template_sizes_its_job_definitions_as_the_runner_does(template):
 def test_job_definitions_get_secrets_from_secrets_manager_only(template):
     res = template["Resources"]
     defs = [r for r in res.values() if r["Type"] == "AWS::Batch::JobDefinition"]
-    assert {d["Properties"]["JobDefinitionName"]["Fn::Sub"] for d in defs} == {"${Prefix}-daily", "${Prefix}-retention"}
+    names = {d["Properties"]["JobDefinitionName"]["Fn::Sub"] for d in defs}
+    assert names == {"${Prefix}-stack-daily", "${Prefix}-stack-retention"}
+    # the runner registers <prefix>-<group> (tagged as its own) and refuses a definition of that name it did not
+    # register: the stack's definitions have other names, so `runner submit daily` works beside the stack
+    assert not names & {f"${{Prefix}}-{group}" for group in jobspec.SIZES}
+    for name in ("DailySchedule", "WeeklySchedule"):  # the stack's schedules submit the stack's definitions
+        submit = json.loads(res[name]["Properties"]["Target"]["Input"]["Fn::Sub"])
+        assert submit["JobDefinition"] in names
     for d in defs:
         props = d["Properties"]["ContainerProperties"]
         names = {e["Name"] for e in props["Environment"]}
