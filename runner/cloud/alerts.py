@@ -175,7 +175,7 @@ def failure_text(
     if run_id:
         lines.append(f"run id: {run_id}")
     lines += job.lines()
-    detail = {"target": target, "status": state, "stage": stage, "notebook": notebook, "cell": cell, "line": lineno}
+    detail = {"target": target, "status": state, "stage": stage, "notebook": notebook, "cell": cell, "lineno": lineno}
     detail |= {"run_folder": run_folder, "run_id": run_id}
     detail |= {"batch_job_id": job.job_id, "attempt": job.attempt, "shard": job.shard}
     lines += ["", "detail: " + json.dumps(detail, sort_keys=True)]

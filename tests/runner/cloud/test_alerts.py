@@ -23,7 +23,7 @@ def test_an_alert_names_the_line_that_raised_not_the_cells_first_line():
         "condvest daily failed at stage 2 (02_resample.ipynb) cell 5, line 3 (`report.raise_for_status()`)"
     )
     assert "run_resample" not in text and "ResampleFailed: 3d: boom" in text
-    assert '"line": 3' in text and subject == "condvest daily failed: stage 2, cell 5"
+    assert '"lineno": 3' in text and subject == "condvest daily failed: stage 2, cell 5"
     status = record_line({"stage": 2, "notebook": "02_resample.ipynb", "status": "failed", "error": record})
     assert (
         status
