@@ -162,8 +162,11 @@ class CloudSettings:
     job_definition_prefix: str = "condvest"
     #: FARGATE (default) or EC2
     platform: str = "FARGATE"
-    vcpus: float = 1.0
-    memory_mib: int = 4096
+    #: every job's vCPUs and MiB when set (``None``: each stage's own, ``runner.cloud.jobspec.SIZES``)
+    vcpus: float | None = None
+    memory_mib: int | None = None
+    #: per-stage sizes, ``resample=8/32768/200,resample-shard=1/4096`` (checked by ``runner.cloud.jobspec``)
+    job_sizes: str = ""
     job_timeout_s: int = 4 * 3600
     sagemaker_instance_type: str = "ml.m5.large"
     schedule_group: str = "default"
@@ -214,8 +217,9 @@ class CloudSettings:
             scheduler_role_arn=get("CONDVEST_SCHEDULER_ROLE_ARN"),
             job_definition_prefix=get("CONDVEST_JOB_DEFINITION_PREFIX") or d.job_definition_prefix,
             platform=platform,
-            vcpus=number("CONDVEST_JOB_VCPUS", d.vcpus, float),
-            memory_mib=int(number("CONDVEST_JOB_MEMORY_MIB", d.memory_mib, int)),
+            vcpus=number("CONDVEST_JOB_VCPUS", 0, float) or None,
+            memory_mib=int(number("CONDVEST_JOB_MEMORY_MIB", 0, int)) or None,
+            job_sizes=get("CONDVEST_JOB_SIZES") or "",
             job_timeout_s=int(number("CONDVEST_JOB_TIMEOUT_S", d.job_timeout_s, int)),
             sagemaker_instance_type=get("CONDVEST_SAGEMAKER_INSTANCE_TYPE") or d.sagemaker_instance_type,
             schedule_group=get("CONDVEST_SCHEDULE_GROUP") or d.schedule_group,

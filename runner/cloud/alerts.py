@@ -141,6 +141,7 @@ def failure_text(
     notebook: str | None = None,
     cell: int | None = None,
     source: str = "",
+    lineno: int | None = None,
     error: str = "",
     page: str | None = None,
     run_id: str | None = None,
@@ -148,15 +149,16 @@ def failure_text(
     place: str | None = None,
     job: JobPlace | None = None,
 ) -> tuple[str, str]:
-    """(subject, message) of a failed job: the stage, the failing cell, the error, where the run is and (``job``)
-    which Batch job and attempt ran it, with links a person can open."""
+    """(subject, message) of a failed job: the stage, the failing cell and line (``source``: the line that raised,
+    ``lineno`` its number in the cell; ``error_fields`` reads them from an error record), the error, where the run
+    is and (``job``) which Batch job and attempt ran it, with links a person can open."""
     where = []
     if stage is not None:
         where.append(f"stage {stage}")
     if notebook:
         where.append(f"({notebook})" if stage is not None else notebook)
     if cell is not None:
-        where.append(f"cell {cell}" + (f" (`{source}`)" if source else ""))
+        where.append(f"cell {cell}" + (f", line {lineno}" if lineno else "") + (f" (`{source}`)" if source else ""))
     place = " ".join(where) or place or "before any notebook ran"
     state = "busy" if busy else "failed"
     subject = f"condvest {target} {state}" + (f": stage {stage}" if stage is not None else "")
@@ -173,11 +175,26 @@ def failure_text(
     if run_id:
         lines.append(f"run id: {run_id}")
     lines += job.lines()
-    detail = {"target": target, "status": state, "stage": stage, "notebook": notebook, "cell": cell}
+    detail = {"target": target, "status": state, "stage": stage, "notebook": notebook, "cell": cell, "lineno": lineno}
     detail |= {"run_folder": run_folder, "run_id": run_id}
     detail |= {"batch_job_id": job.job_id, "attempt": job.attempt, "shard": job.shard}
     lines += ["", "detail: " + json.dumps(detail, sort_keys=True)]
     return subject, "\n".join(lines)
+
+
+def error_fields(error: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``failure_text``'s cell, ``source`` (the line that raised: the record's ``line``, else the cell's first line
+    ``source``), ``lineno`` and ``error`` from a failed cell's error record (``CellError.as_dict()``)."""
+    if not error:
+        return {}
+    line = str(error.get("line") or error.get("source") or "").strip()
+    lineno = error.get("lineno") if error.get("line") else None  # said only past the cell's first line
+    return {
+        "cell": error.get("cell"),
+        "source": line,
+        "lineno": lineno if isinstance(lineno, int) and lineno > 1 else None,
+        "error": f"{error.get('ename')}: {error.get('evalue')}",
+    }
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,10 @@ FARGATE_SIZES = {
 MIN_TIMEOUT_S = 60  # Batch refuses a shorter attemptDurationSeconds
 
 
-def check_resources(settings: Settings) -> None:
-    """``ConfigError`` for what Batch would refuse: a Fargate vCPU/memory pair it does not offer, a timeout under
-    60 s (so ``--dry-run`` refuses it too, naming the variable)."""
+def check_resources(settings: Settings, role: str | None = None) -> None:
+    """``ConfigError`` for what Batch would refuse: a timeout under 60 s, and (``role``: one of
+    ``jobspec.SIZES``, every one when ``None``) a Fargate vCPU/memory pair or ephemeral storage it does not offer,
+    naming the variable that set it (so ``--dry-run`` refuses it too)."""
     cloud = settings.cloud
     if cloud.job_timeout_s < MIN_TIMEOUT_S:
         raise ConfigError(
@@ -54,17 +55,31 @@ def check_resources(settings: Settings) -> None:
         )
     if cloud.platform != "FARGATE":
         return
-    if cloud.vcpus not in FARGATE_SIZES:
+    for one in [role] if role else list(jobspec.SIZES):
+        size, variable = jobspec.job_size(one, settings)
+        check_size(size, variable, one)
+
+
+def check_size(size: jobspec.JobSize, variable: str, role: str) -> None:
+    """``ConfigError`` (naming ``variable``) when Fargate offers no container of ``size``."""
+    what = f" ({role})" if variable == jobspec.SIZES_VARIABLE else ""
+    if size.vcpus not in FARGATE_SIZES:
         offered = ", ".join(f"{v:g}" for v in FARGATE_SIZES)
-        raise ConfigError(f"Fargate offers {offered} vCPUs, not {cloud.vcpus:g}", variable="CONDVEST_JOB_VCPUS")
-    low, high, step = FARGATE_SIZES[cloud.vcpus]
-    fits = cloud.memory_mib in (512, 1024, 2048) if step is None else low <= cloud.memory_mib <= high
-    fits = fits and (step is None or (cloud.memory_mib - low) % step == 0)
+        vcpu_variable = "CONDVEST_JOB_VCPUS" if variable == "CONDVEST_JOB_MEMORY_MIB" else variable
+        raise ConfigError(f"Fargate offers {offered} vCPUs, not {size.vcpus:g}{what}", variable=vcpu_variable)
+    low, high, step = FARGATE_SIZES[size.vcpus]
+    fits = size.memory_mib in (512, 1024, 2048) if step is None else low <= size.memory_mib <= high
+    fits = fits and (step is None or (size.memory_mib - low) % step == 0)
     if not fits:
-        what = "512, 1024 or 2048" if step is None else f"{low} to {high} in steps of {step}"
+        takes = "512, 1024 or 2048" if step is None else f"{low} to {high} in steps of {step}"
         raise ConfigError(
-            f"Fargate with {cloud.vcpus:g} vCPU takes {what} MiB, not {cloud.memory_mib}",
-            variable="CONDVEST_JOB_MEMORY_MIB",
+            f"Fargate with {size.vcpus:g} vCPU takes {takes} MiB, not {size.memory_mib}{what}", variable=variable
+        )
+    low_gib, high_gib = jobspec.STORAGE_GIB
+    if size.storage_gib is not None and not low_gib <= size.storage_gib <= high_gib:
+        raise ConfigError(
+            f"Fargate's ephemeral storage is {low_gib} to {high_gib} GiB, not {size.storage_gib}{what}",
+            variable=variable,
         )
 
 
@@ -72,16 +87,17 @@ def _default_target(group: str) -> str:
     return next(t for t, g in jobspec.GROUPS.items() if g == group)
 
 
-def _environment(group: str, settings: Settings) -> dict[str, str]:
+def _environment(size: jobspec.JobSize, settings: Settings) -> dict[str, str]:
     env = jobspec.environment(settings)
-    env["CONDVEST_DUCKDB_MEMORY_LIMIT"] = jobspec.duckdb_memory_limit(settings)
+    env["CONDVEST_DUCKDB_MEMORY_LIMIT"] = jobspec.duckdb_memory_limit(size)
     return env
 
 
 def job_definition(group: str, settings: Settings) -> dict[str, Any]:
     """The ``register_job_definition`` payload of a group."""
     cloud = settings.cloud
-    check_resources(settings)
+    check_resources(settings, group)
+    size, _ = jobspec.job_size(group, settings)
     require(
         settings,
         [
@@ -95,11 +111,8 @@ def job_definition(group: str, settings: Settings) -> dict[str, Any]:
         "command": [_default_target(group), "--no-progress"],
         "jobRoleArn": f"{cloud.job_role_arn_prefix}{group}",
         "executionRoleArn": cloud.execution_role_arn,
-        "resourceRequirements": [
-            {"type": "VCPU", "value": f"{cloud.vcpus:g}"},
-            {"type": "MEMORY", "value": str(cloud.memory_mib)},
-        ],
-        "environment": [{"name": k, "value": v} for k, v in sorted(_environment(group, settings).items())],
+        "resourceRequirements": size.resource_requirements(),
+        "environment": [{"name": k, "value": v} for k, v in sorted(_environment(size, settings).items())],
         "secrets": jobspec.batch_secrets(settings, group),
         "linuxParameters": {"initProcessEnabled": True},  # PID 1 reaps the kernel and browser, forwards SIGTERM
     }
@@ -111,7 +124,7 @@ def job_definition(group: str, settings: Settings) -> dict[str, Any]:
     if cloud.platform == "FARGATE":
         container["networkConfiguration"] = {"assignPublicIp": cloud.assign_public_ip}
         container["fargatePlatformConfiguration"] = {"platformVersion": "LATEST"}
-        container["ephemeralStorage"] = {"sizeInGiB": jobspec.GROUP_STORAGE_GIB[group]}
+        container["ephemeralStorage"] = {"sizeInGiB": size.storage_gib}
     payload: dict[str, Any] = {
         "jobDefinitionName": jobspec.job_definition_name(group, settings),
         "type": "container",
@@ -157,7 +170,8 @@ def sharded_jobs(
     previous: str | None = None
     for k, (notebook, fixed) in enumerate(jobspec.sharded_stages(name), start=1):
         args = jobspec.stage_args(notebook, fixed, parameters)
-        definition = jobspec.job_definition_name(jobspec.group_of(notebook), settings)
+        group = jobspec.group_of(notebook)
+        definition = jobspec.job_definition_name(group, settings)
         base = f"{run_id.replace('.', '_')[:100]}-{k}-{notebook}"
         common = {"jobQueue": settings.batch_job_queue, "jobDefinition": definition, "propagateTags": True}
         tags = {"condvest:run-id": run_id, "condvest:target": name, "condvest:stage": notebook}
@@ -166,7 +180,8 @@ def sharded_jobs(
             **common,
             "arrayProperties": {"size": shards},
             "containerOverrides": {
-                "command": [*args, "--shard", f"array/{shards}", "--shard-group", run_id, "--no-progress"]
+                "command": [*args, "--shard", f"array/{shards}", "--shard-group", run_id, "--no-progress"],
+                **sized_overrides(f"{group}-shard", settings),
             },
             "tags": {**tags, "condvest:part": "shards"},
         }
@@ -177,13 +192,24 @@ def sharded_jobs(
             **common,
             "dependsOn": [{"jobId": JOB_ID_REF % array["jobName"]}],
             "containerOverrides": {
-                "command": [*args, "--shard", f"commit/{shards}", "--shard-group", run_id, "--no-progress"]
+                "command": [*args, "--shard", f"commit/{shards}", "--shard-group", run_id, "--no-progress"],
+                **sized_overrides(f"{group}-commit", settings),
             },
             "tags": {**tags, "condvest:part": "commit"},
         }
         out += [array, commit]
         previous = commit["jobName"]
     return out
+
+
+def sized_overrides(role: str, settings: Settings) -> dict[str, Any]:
+    """The container overrides that size a sharded run's children or commit (``jobspec.SIZES``): vCPUs, memory and
+    DuckDB's limit from that memory (Fargate's vCPU/memory checked; the storage is the job definition's)."""
+    size, variable = jobspec.job_size(role, settings)
+    if settings.cloud.platform == "FARGATE":
+        check_size(size, variable, role)
+    limit = {"name": "CONDVEST_DUCKDB_MEMORY_LIMIT", "value": jobspec.duckdb_memory_limit(size)}
+    return {"resourceRequirements": size.resource_requirements(), "environment": [limit]}
 
 
 def resolve_refs(payload: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:

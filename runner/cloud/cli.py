@@ -4,7 +4,7 @@
     submit NOTEBOOK|PIPELINE --backend batch|sagemaker [-p NAME VALUE]... [--shards N] [--dry-run]
     status RUN [--poll SECONDS] [--timeout SECONDS]            follow a submitted run; exit code = its outcome
     logs RUN [--shard I] [--follow]                            print a job's CloudWatch Logs stream
-    rerun RUN --shard I                                        re-submit one shard, then its commit
+    rerun RUN --shard I [--queue NAME]                         re-submit one shard, then its commit
     cancel RUN                                                 cancel or terminate every job of the run
     schedule --dry-run|--apply                                 the daily and weekly EventBridge schedules
 
@@ -70,6 +70,9 @@ def add_commands(
     rr = sub.add_parser("rerun", parents=[common], help="re-submit one shard of a sharded run, then its commit")
     rr.add_argument("run", metavar="RUN")
     rr.add_argument("--shard", type=int, metavar="I", required=True, help="the shard to run again (0-based)")
+    rr.add_argument(
+        "--queue", metavar="NAME", help="submit to this queue (the on-demand one when Spot had no capacity)"
+    )
     cn = sub.add_parser("cancel", parents=[common], help="cancel or terminate every job of a run")
     cn.add_argument("run", metavar="RUN")
 
@@ -127,7 +130,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "logs":
             return operate.logs(args.run, settings, shard=args.shard, follow_on=args.follow)
         if args.command == "rerun":
-            return operate.rerun(args.run, args.shard, settings)
+            return operate.rerun(args.run, args.shard, settings, queue=args.queue)
         if args.command == "cancel":
             return operate.cancel(args.run, settings)
         return submission.schedule(settings, apply=args.apply)

@@ -107,8 +107,10 @@ def _failed_line(target: str, last: RunResult, folder: str | None) -> str:
     if e is None:
         return f"job {target} failed at {where}: see the executed notebook [{folder}]"
     cell = f"cell {e.cell}" if e.cell is not None else "a cell"
+    fields = alerts.error_fields(e.as_dict())
+    cell += f", line {fields['lineno']}" if fields["lineno"] else ""
     message = e.evalue.strip().splitlines()[0] if e.evalue.strip() else ""
-    return f"job {target} failed at {where} in {cell} (`{e.source}`): {e.ename}: {message} [{folder}]"
+    return f"job {target} failed at {where} in {cell} (`{fields['source']}`): {e.ename}: {message} [{folder}]"
 
 
 class _Terminated(KeyboardInterrupt):
@@ -193,14 +195,13 @@ def _alert(outcome: JobOutcome, settings: Settings, job: BatchJob) -> None:
     page = f"{last.runs_uri.rstrip('/')}/{last.html_key}" if last is not None and last.html_key else None
     shard = (last.parameters or {}).get("shard") if last is not None else None
     place = alerts.job_place(settings, job.job_id, job.attempt, str(shard) if shard else None, page)
+    cell = alerts.error_fields(e.as_dict() if e is not None else None) or {"error": outcome.error or outcome.line}
     subject, message = alerts.failure_text(
         outcome.target,
         outcome.run_folder,
         stage=last.stage if last is not None else None,
         notebook=last.notebook if last is not None else None,
-        cell=e.cell if e is not None else None,
-        source=e.source if e is not None else "",
-        error=f"{e.ename}: {e.evalue}" if e is not None else outcome.error or outcome.line,
+        **cell,
         page=page,
         run_id=(last.pipeline_run_id or last.run_id) if last is not None else None,
         busy=outcome.exit_code == EXIT_BUSY,

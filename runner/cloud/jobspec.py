@@ -14,6 +14,7 @@ secrets before it is put in a payload.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,46 @@ GROUP_SECRETS: dict[str, tuple[str, ...]] = {
     "retention": ("rds",),
     "monitoring": ("rds",),
 }
-#: per group, the Fargate ephemeral storage in GiB (DuckDB spills there: a full rebuild spills far more than
-#: Fargate's 20 GiB default; BENCHMARKS.md has the figures) and DuckDB's share of the container's memory
-GROUP_STORAGE_GIB = {"fetch": 30, "daily": 60, "resample": 100, "migrate": 100, "retention": 21, "monitoring": 30}
-DUCKDB_MEMORY_SHARE = 0.75
+
+
+@dataclass(frozen=True)
+class JobSize:
+    """A job's container: vCPUs, memory (MiB) and, for a job definition, Fargate ephemeral storage (GiB; where
+    DuckDB spills: the container's /tmp is on it)."""
+
+    vcpus: float
+    memory_mib: int
+    storage_gib: int | None = None
+
+    def resource_requirements(self) -> list[dict[str, str]]:
+        return [{"type": "VCPU", "value": f"{self.vcpus:g}"}, {"type": "MEMORY", "value": str(self.memory_mib)}]
+
+
+#: each stage's container (BENCHMARKS.md has the figures). Fetching is small; the daily pipeline adds an incremental
+#: resample (its whole process tree peaks near 1.1 GB). A full rebuild in one job gets 4 vCPU and 16 GiB (DuckDB 12 GB:
+#: a 10x lake's numbered rows, ~7 GB, stay in memory) and 100 GiB of storage for what still spills (at 10x with a
+#: 3 GB limit the rows table and each interval's sort go through temporary files: ~7 GB each); a sharded rebuild's
+#: shards are 1 vCPU and 4 GiB (a tenth of the work or less), its commit (month merges, 0.8-1.9 GB at 10x) 2 vCPU
+#: and 8 GiB, both on the resample definition's storage. The migration spills its export (~1.2x its parquet size).
+#: Archival and monitoring read Postgres and small lake tables. ``<group>-shard`` and ``<group>-commit`` size a
+#: sharded run's children and commit (Batch overrides; the storage stays the definition's).
+SIZES: dict[str, JobSize] = {
+    "fetch": JobSize(1, 2048, 30),
+    "fetch-shard": JobSize(1, 2048),
+    "fetch-commit": JobSize(1, 2048),
+    "daily": JobSize(1, 4096, 60),
+    "resample": JobSize(4, 16384, 100),
+    "resample-shard": JobSize(1, 4096),
+    "resample-commit": JobSize(2, 8192),
+    "migrate": JobSize(2, 8192, 100),
+    "retention": JobSize(0.5, 2048, 21),
+    "monitoring": JobSize(1, 4096, 30),
+}
+SIZES_VARIABLE = "CONDVEST_JOB_SIZES"
+#: DuckDB's share of the container's memory, and what the kernel, the runner and the chart browser keep beside it
+DUCKDB_MEMORY_SHARE, DUCKDB_HEADROOM_MIB = 0.75, 1024
+#: Fargate's ephemeral storage: 21 to 200 GiB (20 GiB when not set)
+STORAGE_GIB = (21, 200)
 #: the container's entrypoint (Dockerfile ENTRYPOINT); a job's command is what follows it
 ENTRYPOINT = ("python", "-m", "runner", "job")
 #: where a job writes its run folders when CONDVEST_RUNS_URI is not an s3:// location: the lake's runs/
@@ -181,10 +218,45 @@ def batch_secrets(settings: Settings, group: str | None = None) -> list[dict[str
     return out
 
 
-def duckdb_memory_limit(settings: Settings) -> str:
-    """DuckDB's memory limit in a job: ``DUCKDB_MEMORY_SHARE`` of the container's memory (the kernel, the
-    runner and the chart browser share the rest)."""
-    return f"{int(settings.cloud.memory_mib * DUCKDB_MEMORY_SHARE)}MB"
+def _parse_sizes(text: str) -> dict[str, JobSize]:
+    """``CONDVEST_JOB_SIZES``: ``role=VCPUS/MEMORY_MIB[/STORAGE_GIB],...`` (role: a group of ``SIZES``)."""
+    out = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        role, _, value = item.partition("=")
+        parts = value.strip().split("/")
+        if role.strip() not in SIZES or not 2 <= len(parts) <= 3:
+            raise ConfigError(
+                f"expected ROLE=VCPUS/MEMORY_MIB[/STORAGE_GIB] (roles: {', '.join(SIZES)}), got {item!r}",
+                variable=SIZES_VARIABLE,
+            )
+        try:
+            numbers = float(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else None
+        except ValueError:
+            raise ConfigError(f"expected numbers in {item!r}", variable=SIZES_VARIABLE) from None
+        out[role.strip()] = JobSize(*numbers)
+    return out
+
+
+def job_size(role: str, settings: Settings) -> tuple[JobSize, str]:
+    """The container of ``role`` (a group, ``<group>-shard`` or ``<group>-commit``) and the variable that set it:
+    ``CONDVEST_JOB_SIZES``'s entry for the role, else ``CONDVEST_JOB_VCPUS``/``CONDVEST_JOB_MEMORY_MIB`` (every
+    job), else ``SIZES``."""
+    cloud = settings.cloud
+    size = SIZES[role]
+    chosen = _parse_sizes(cloud.job_sizes).get(role)
+    if chosen is not None:
+        return JobSize(chosen.vcpus, chosen.memory_mib, chosen.storage_gib or size.storage_gib), SIZES_VARIABLE
+    variable = (
+        "CONDVEST_JOB_MEMORY_MIB" if cloud.memory_mib else "CONDVEST_JOB_VCPUS" if cloud.vcpus else SIZES_VARIABLE
+    )
+    return JobSize(cloud.vcpus or size.vcpus, cloud.memory_mib or size.memory_mib, size.storage_gib), variable
+
+
+def duckdb_memory_limit(size: JobSize) -> str:
+    """DuckDB's memory limit in a container of ``size``: ``DUCKDB_MEMORY_SHARE`` of its memory, and at least
+    ``DUCKDB_HEADROOM_MIB`` left to the kernel, the runner and the chart browser."""
+    share = min(int(size.memory_mib * DUCKDB_MEMORY_SHARE), size.memory_mib - DUCKDB_HEADROOM_MIB)
+    return f"{max(256, share)}MB"
 
 
 def processing_environment(settings: Settings, group: str | None = None) -> dict[str, str]:

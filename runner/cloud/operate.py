@@ -23,8 +23,8 @@ from condvest.errors import ParameterError
 from condvest.runs import read_records
 from condvest.settings import Settings
 from condvest.storage import open_store
-from runner.cloud import batch, sagemaker
-from runner.cloud.alerts import BATCH_LOG_GROUP
+from runner.cloud import batch, jobspec, sagemaker
+from runner.cloud.alerts import BATCH_LOG_GROUP, error_fields
 from runner.cloud.aws import client
 from runner.cloud.submit import job_entry, read_submission, write_submission
 
@@ -88,7 +88,9 @@ def record_line(r: dict[str, Any]) -> str:
     line = f"{what} {r.get('status')}"
     err = r.get("error") or {}
     if err:
-        cell = f" in cell {err['cell']} (`{err.get('source', '')}`)" if err.get("cell") is not None else ""
+        at = error_fields(err)
+        line_no = f", line {at['lineno']}" if at["lineno"] else ""
+        cell = f" in cell {err['cell']}{line_no} (`{at['source']}`)" if err.get("cell") is not None else ""
         message = (str(err.get("evalue") or "").strip().splitlines() or [""])[0]
         line += f"{cell}: {err.get('ename')}: {message}"
     return line
@@ -257,15 +259,25 @@ def logs(
     return 0
 
 
-def _resubmit(api: Any, job_id: str, name: str, part: str, command: list[str], after: str | None) -> dict[str, Any]:
-    """Submit a copy of the described job ``job_id`` with ``command`` (no array), depending on ``after``."""
+def _resubmit(
+    api: Any,
+    job_id: str,
+    name: str,
+    part: str,
+    command: list[str],
+    after: str | None,
+    size: dict[str, Any],
+    queue: str | None = None,
+) -> dict[str, Any]:
+    """Submit a copy of the described job ``job_id`` with ``command`` (no array), depending on ``after``: the same
+    definition, the container ``size`` (``batch.sized_overrides``), the same queue unless ``queue``."""
     [old] = api.describe_jobs(jobs=[job_id])["jobs"]
     tags = {**(old.get("tags") or {}), "condvest:part": part}
     payload: dict[str, Any] = {
         "jobName": name[:128],
-        "jobQueue": old["jobQueue"],
+        "jobQueue": queue or old["jobQueue"],
         "jobDefinition": old["jobDefinition"],
-        "containerOverrides": {"command": command},
+        "containerOverrides": {"command": command, **size},
         "tags": tags,
         "propagateTags": True,
     }
@@ -280,9 +292,10 @@ def _command(api: Any, job_id: str) -> list[str]:
     return list((job.get("container") or {}).get("command") or [])
 
 
-def rerun(run_id: str, shard: int, settings: Settings) -> int:
+def rerun(run_id: str, shard: int, settings: Settings, *, queue: str | None = None) -> int:
     """Re-submit shard ``shard`` of the first stage of a sharded run that is not committed, then that stage's
-    commit (depending on it) and each later stage (array, then commit); the record keeps the new jobs."""
+    commit (depending on it) and each later stage (array, then commit), into ``queue`` when given (the on-demand
+    queue after Spot had no capacity), else each job's own; the record keeps the new jobs."""
     record = read_submission(run_id, settings)
     _batch_only(record, "rerun")
     shards = record.get("shards")
@@ -301,13 +314,20 @@ def rerun(run_id: str, shard: int, settings: Settings) -> int:
     for k, (notebook, jobs) in enumerate(stages):
         array = next(j for j in jobs if j.get("part") == "shards")
         commit = [j for j in jobs if j.get("part") == "commit"][-1]
+        group = jobspec.group_of(notebook)  # sized as now set: CONDVEST_JOB_SIZES can give a shard more memory
+        shard_size = batch.sized_overrides(f"{group}-shard", settings)
         if k == 0:
             command = _command(api, array["id"])
             command[command.index("--shard") + 1] = f"{shard}/{shards}"
-            new = _resubmit(api, array["id"], f"{array['name']}-rerun-{shard}", f"shard-{shard}", command, after)
+            name, part = f"{array['name']}-rerun-{shard}", f"shard-{shard}"
+            new = _resubmit(api, array["id"], name, part, command, after, shard_size, queue)
         else:  # a later stage never ran: all of it again
-            new = _resubmit(api, array["id"], f"{array['name']}-again", "shards", _command(api, array["id"]), after)
-        done = _resubmit(api, commit["id"], f"{commit['name']}-again", "commit", _command(api, commit["id"]), new["id"])
+            command = _command(api, array["id"])
+            new = _resubmit(api, array["id"], f"{array['name']}-again", "shards", command, after, shard_size, queue)
+        commit_size = batch.sized_overrides(f"{group}-commit", settings)
+        command = _command(api, commit["id"])
+        name = f"{commit['name']}-again"
+        done = _resubmit(api, commit["id"], name, "commit", command, new["id"], commit_size, queue)
         record["jobs"] += [new, done]
         after = done["id"]
         print(f"re-submitted {notebook}: {new['name']} ({new['id']}), then its commit ({done['id']})")

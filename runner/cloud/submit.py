@@ -185,10 +185,13 @@ def read_submission(run_id: str, settings: Settings) -> dict[str, Any]:
 
 
 def plan_schedules(settings: Settings) -> list[dict[str, Any]]:
-    """The job definitions the schedules submit, then the schedules themselves."""
+    """The job definitions the schedules submit, the dead-letter queue and its alarm (each made only when missing),
+    then the schedules themselves."""
     calls: list[dict[str, Any]] = []
     for group in sorted({jobspec.group_of(p) for p, _ in schedules.schedules(settings)}):
         calls.append({"api": "batch.register_job_definition", "payload": batch.job_definition(group, settings)})
+    calls.append({"api": "sqs.create_queue", "payload": schedules.dead_letter_queue(settings)})
+    calls.append({"api": "cloudwatch.put_metric_alarm", "payload": schedules.missed_schedule_alarm(settings)})
     for pipeline, expression in schedules.schedules(settings):
         payload = schedules.schedule_payload(pipeline, expression, settings)
         calls.append({"api": "scheduler.create_schedule|update_schedule", "payload": payload})
@@ -202,12 +205,16 @@ def schedule(settings: Settings, *, apply: bool) -> int:
         _print_json({"calls": calls})
         return 0
     api, scheduler = client("batch", settings), client("scheduler", settings)
+    sqs, cloudwatch = client("sqs", settings), client("cloudwatch", settings)
+    dead_letters, made = schedules.ensure_dead_letters(sqs, cloudwatch, settings)
+    print(f"dead-letter queue {dead_letters} ({', '.join(made) + ' created' if made else 'unchanged'})")
     for call in calls:
         payload = call["payload"]
         if call["api"].startswith("batch."):
             arn, registered = batch.ensure_job_definition(api, payload)
             print(f"job definition {arn} ({'registered' if registered else 'unchanged'})")
-        else:
+        elif call["api"].startswith("scheduler."):
+            payload["Target"]["DeadLetterConfig"]["Arn"] = dead_letters
             done = schedules.apply(scheduler, payload)
             when = f"{payload['ScheduleExpression']} {payload['ScheduleExpressionTimezone']}"
             print(f"schedule {payload['Name']} {done}: {when}")

@@ -96,7 +96,7 @@ def test_least_privilege_per_stage(template):
 
 def test_job_definitions_get_only_their_groups_secrets(template):
     res = template["Resources"]
-    groups = {"${Prefix}-daily": "daily", "${Prefix}-retention": "retention"}
+    groups = {"${Prefix}-stack-daily": "daily", "${Prefix}-stack-retention": "retention"}
     for d in (r for r in res.values() if r["Type"] == "AWS::Batch::JobDefinition"):
         group = groups[d["Properties"]["JobDefinitionName"]["Fn::Sub"]]
         names = {x["Name"] for x in d["Properties"]["ContainerProperties"]["Secrets"]}
@@ -124,17 +124,56 @@ def test_logs_network_and_resources_of_the_job_definitions(template):
         assert env["CONDVEST_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
     assert res["AlertTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "AlertKey"}
     assert res["AlertKey"]["Properties"]["EnableKeyRotation"] is True
-    # a job blocked RUNNABLE is cancelled after the threshold (then reported by the failure rule)
-    limits = res["JobQueue"]["Properties"]["JobStateTimeLimitActions"]
-    assert {x["State"] for x in limits} == {"RUNNABLE"} and {x["Action"] for x in limits} == {"CANCEL"}
-    assert "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY" in {x["Reason"] for x in limits}
-    assert all(x["MaxTimeSeconds"] == {"Ref": "RunnableSeconds"} for x in limits)
+    # a queue that falls back: Batch moves a job to a queue's next environment only when the first is at its maximum
+    # vCPUs, so Spot and on-demand are two queues; the Spot queue cancels a job Spot could not place within
+    # SpotWaitSeconds (the fallback function submits it again on demand), the on-demand queue after RunnableSeconds
+    # (no capacity anywhere: the failure rule reports it); a misconfiguration is cancelled after RunnableSeconds
+    capacity = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"
+    for queue, environment, wait in (
+        ("JobQueue", "SpotEnvironment", "SpotWaitSeconds"),
+        ("OnDemandQueue", "OnDemandEnvironment", "RunnableSeconds"),
+    ):
+        props = res[queue]["Properties"]
+        assert props["ComputeEnvironmentOrder"] == [{"Order": 1, "ComputeEnvironment": {"Ref": environment}}]
+        limits = props["JobStateTimeLimitActions"]
+        assert {x["State"] for x in limits} == {"RUNNABLE"} and {x["Action"] for x in limits} == {"CANCEL"}
+        for x in limits:
+            assert x["MaxTimeSeconds"] == {"Ref": wait if x["Reason"] == capacity else "RunnableSeconds"}
+        assert capacity in {x["Reason"] for x in limits}
+    assert res["SpotEnvironment"]["Properties"]["ComputeResources"]["Type"] == "FARGATE_SPOT"
+    assert res["OnDemandEnvironment"]["Properties"]["ComputeResources"]["Type"] == "FARGATE"
+    fallback = res["SpotFallbackFunction"]["Properties"]
+    assert fallback["Environment"]["Variables"]["FALLBACK_QUEUE"] == {"Ref": "OnDemandQueue"}
+    rule = res["SpotFallbackRule"]["Properties"]
+    assert rule["EventPattern"]["detail"]["jobQueue"] == [{"Ref": "JobQueue"}]
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["SpotFallbackFunction", "Arn"]}
+
+
+def test_the_template_sizes_its_job_definitions_as_the_runner_does(template):
+    """vCPUs, memory, ephemeral storage and DuckDB's limit of the daily and weekly definitions are the runner's
+    (``jobspec.SIZES``), so the scheduled jobs fit their work as submitted ones do."""
+    res = template["Resources"]
+    for name, group in (("DailyJobDefinition", "daily"), ("RetentionJobDefinition", "retention")):
+        props = res[name]["Properties"]["ContainerProperties"]
+        size = jobspec.SIZES[group]
+        wanted = [{k[0].upper() + k[1:]: v for k, v in r.items()} for r in size.resource_requirements()]
+        assert props["ResourceRequirements"] == wanted
+        assert props["EphemeralStorage"]["SizeInGiB"] == size.storage_gib
+        env = {e["Name"]: e["Value"] for e in props["Environment"]}
+        assert env["CONDVEST_DUCKDB_MEMORY_LIMIT"] == jobspec.duckdb_memory_limit(size)
 
 
 def test_job_definitions_get_secrets_from_secrets_manager_only(template):
     res = template["Resources"]
     defs = [r for r in res.values() if r["Type"] == "AWS::Batch::JobDefinition"]
-    assert {d["Properties"]["JobDefinitionName"]["Fn::Sub"] for d in defs} == {"${Prefix}-daily", "${Prefix}-retention"}
+    names = {d["Properties"]["JobDefinitionName"]["Fn::Sub"] for d in defs}
+    assert names == {"${Prefix}-stack-daily", "${Prefix}-stack-retention"}
+    # the runner registers <prefix>-<group> (tagged as its own) and refuses a definition of that name it did not
+    # register: the stack's definitions have other names, so `runner submit daily` works beside the stack
+    assert not names & {f"${{Prefix}}-{group}" for group in jobspec.SIZES}
+    for name in ("DailySchedule", "WeeklySchedule"):  # the stack's schedules submit the stack's definitions
+        submit = json.loads(res[name]["Properties"]["Target"]["Input"]["Fn::Sub"])
+        assert submit["JobDefinition"] in names
     for d in defs:
         props = d["Properties"]["ContainerProperties"]
         names = {e["Name"] for e in props["Environment"]}
@@ -214,43 +253,136 @@ def test_checkov_finds_no_failed_check():
     assert summary["passed"] > 100
 
 
-def test_the_failure_rule_reports_only_what_the_runner_did_not(template, aws):
-    """The rule's pattern on an EventBridge bus (moto's), delivering to a queue, fed the Batch events of failures."""
-    queue = "arn:aws:batch:us-east-1:123456789012:job-queue/condvest"
-    pattern = json.loads(json.dumps(template["Resources"]["JobDiedRule"]["Properties"]["EventPattern"]))
-    pattern["detail"]["jobQueue"] = [queue]
+def _resolved(value, refs: dict[str, str]):
+    """``value`` with each ``{"Ref": name}`` of ``refs`` replaced by its value."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"} and value["Ref"] in refs:
+            return refs[value["Ref"]]
+        return {k: _resolved(v, refs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolved(v, refs) for v in value]
+    return value
+
+
+def test_the_failure_rules_report_only_what_the_runner_did_not(template, aws):
+    """The failure rule's and the Spot fallback's patterns on an EventBridge bus (moto's), each delivering to a
+    queue, fed the Batch events of failures in the Spot and the on-demand queue: each failure goes to one of them
+    (or to none when the runner reported it or it needs no report), never to both."""
+    spot = "arn:aws:batch:us-east-1:123456789012:job-queue/condvest"
+    ondemand = spot + "-ondemand"
+    refs = {"JobQueue": spot, "OnDemandQueue": ondemand}
     events, sqs = aws.client("events"), aws.client("sqs")
-    inbox = sqs.create_queue(QueueName="rule-inbox")["QueueUrl"]
-    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="job-died", EventPattern=json.dumps(pattern), State="ENABLED")
-    events.put_targets(Rule="job-died", Targets=[{"Id": "inbox", "Arn": inbox_arn}])
+    inboxes = {}
+    for rule in ("JobDiedRule", "SpotFallbackRule"):
+        pattern = _resolved(template["Resources"][rule]["Properties"]["EventPattern"], refs)
+        inbox = sqs.create_queue(QueueName=f"{rule}-inbox")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name=rule, EventPattern=json.dumps(pattern), State="ENABLED")
+        events.put_targets(Rule=rule, Targets=[{"Id": "inbox", "Arn": arn}])
+        inboxes[rule] = inbox
     died = "Essential container in task exited"
-    cases = {
-        "oom": ({"statusReason": died, "container": {"exitCode": 137}}, True),  # the runner never spoke
-        "stopped-last-attempt": ({"statusReason": died, "container": {"exitCode": 130}}, True),
-        "runnable-cancelled": ({"statusReason": "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - cancelled"}, True),
-        "image-not-pulled": ({"statusReason": "CannotPullContainerError: pull access denied", "container": {}}, True),
-        "child-oom": ({"statusReason": died, "container": {"exitCode": 137}, "arrayProperties": {"index": 1}}, True),
+    rule, fallback = "JobDiedRule", "SpotFallbackRule"
+    cases = {  # name: (queue, detail, where it goes)
+        "oom": (spot, {"statusReason": died, "container": {"exitCode": 137}}, rule),  # the runner never spoke
+        "oom-on-demand": (ondemand, {"statusReason": died, "container": {"exitCode": 137}}, rule),
+        "stopped-last-attempt": (spot, {"statusReason": died, "container": {"exitCode": 130}}, rule),
+        # Spot had no capacity: the fallback moves it (or reports it); on demand too: no capacity anywhere
+        "spot-no-capacity": (spot, {"statusReason": "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - cancelled"}, fallback),
+        "no-capacity-anywhere": (ondemand, {"statusReason": "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"}, rule),
+        "image-not-pulled": (spot, {"statusReason": "CannotPullContainerError: denied", "container": {}}, fallback),
+        "image-not-pulled-on-demand": (ondemand, {"statusReason": "CannotPullContainerError", "container": {}}, rule),
+        "child-oom": (
+            spot,
+            {"statusReason": died, "container": {"exitCode": 137}, "arrayProperties": {"index": 1}},
+            rule,
+        ),
+        "child-no-capacity": (spot, {"statusReason": "CAPACITY:x", "arrayProperties": {"index": 1}}, fallback),
         # an array job's parent (its failed child is reported); a commit that never started (its array failed)
-        "array-parent": ({"statusReason": "Array Child Job failed", "arrayProperties": {"size": 3}}, False),
-        "dependent": ({"statusReason": "Dependent Job failed"}, False),
-        "succeeded": ({"status": "SUCCEEDED", "statusReason": died, "container": {"exitCode": 0}}, False),
-        "other-queue": ({"jobQueue": queue + "-x", "statusReason": died, "container": {"exitCode": 137}}, False),
+        "array-parent": (spot, {"statusReason": "Array Child Job failed", "arrayProperties": {"size": 3}}, None),
+        "dependent": (spot, {"statusReason": "Dependent Job failed"}, None),
+        "dependent-on-demand": (ondemand, {"statusReason": "Dependent Job failed"}, None),
+        "succeeded": (spot, {"status": "SUCCEEDED", "statusReason": died, "container": {"exitCode": 0}}, None),
+        "other-queue": (spot + "-x", {"statusReason": died, "container": {"exitCode": 137}}, None),
     }
     for code in ALERTED_EXIT_CODES:  # the runner published these itself
-        cases[f"runner-{code}"] = ({"statusReason": died, "container": {"exitCode": code}}, False)
+        for queue in (spot, ondemand):
+            cases[f"runner-{code}-{queue[-3:]}"] = (
+                queue,
+                {"statusReason": died, "container": {"exitCode": code}},
+                None,
+            )
     entries = [
         {
             "Source": "aws.batch",
             "DetailType": "Batch Job State Change",
             "Detail": json.dumps({"jobQueue": queue, "jobName": name, "jobId": name, "status": "FAILED", **detail}),
         }
-        for name, (detail, _) in cases.items()
+        for name, (queue, detail, _) in cases.items()
     ]
     for i in range(0, len(entries), 10):
         assert events.put_events(Entries=entries[i : i + 10])["FailedEntryCount"] == 0
-    got: set[str] = set()
-    for _ in range(5):
-        r = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-        got |= {json.loads(m["Body"])["detail"]["jobName"] for m in r.get("Messages", [])}
-    assert got == {name for name, (_, wanted) in cases.items() if wanted}
+    for name, inbox in inboxes.items():
+        got: set[str] = set()
+        for _ in range(5):
+            r = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            got |= {json.loads(m["Body"])["detail"]["jobName"] for m in r.get("Messages", [])}
+        assert got == {case for case, (_, _, wanted) in cases.items() if wanted == name}, name
+
+
+def test_the_spot_fallback_moves_a_job_spot_could_not_place_and_reports_the_others(
+    template, aws, sns_inbox, monkeypatch
+):
+    """The template's inline function run here against moto: fed the FAILED event of a job the Spot queue cancelled
+    for want of capacity, it submits the same job to the on-demand queue; a shard, or a job cancelled for another
+    reason, is reported to the alert topic instead, with what to do."""
+    from tests.fixtures.aws import batch_queue
+
+    batch = aws.client("batch")
+    spot, ondemand = batch_queue(aws, "condvest"), batch_queue(aws, "condvest-ondemand")
+    ondemand_arn = batch.describe_job_queues(jobQueues=[ondemand])["jobQueues"][0]["jobQueueArn"]
+    for k, v in {"FALLBACK_QUEUE": ondemand_arn, "FALLBACK_QUEUE_NAME": ondemand, "LOG_GROUP": "/condvest/jobs",
+                 "TOPIC_ARN": sns_inbox.topic_arn}.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    container = {"image": "condvest:test", "command": ["daily", "--no-progress"], "resourceRequirements": [
+        {"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "4096"}]}  # fmt: skip
+    batch.register_job_definition(jobDefinitionName="condvest-daily", type="container", containerProperties=container)
+    command = ["daily", "-p", "as_of", "2026-12-04", "--run-id", "d-1", "--no-progress"]
+    submitted = batch.submit_job(
+        jobName="d-1",
+        jobQueue=spot,
+        jobDefinition="condvest-daily",
+        containerOverrides={
+            "command": command,
+            "environment": [{"name": "CONDVEST_DUCKDB_MEMORY_LIMIT", "value": "3072MB"}],
+        },
+        tags={"condvest:run-id": "d-1"},
+        timeout={"attemptDurationSeconds": 3600},
+    )
+    [job] = batch.describe_jobs(jobs=[submitted["jobId"]])["jobs"]
+    code = template["Resources"]["SpotFallbackFunction"]["Properties"]["Code"]["ZipFile"]
+    function: dict = {}
+    exec(compile(code, "index.py", "exec"), function)
+
+    cancelled = {**job, "status": "FAILED", "statusReason": "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"}
+    moved_id = function["handler"]({"detail": cancelled})
+    [moved] = batch.describe_jobs(jobs=[moved_id])["jobs"]
+    assert moved["jobQueue"] == ondemand_arn and moved["jobName"] == "d-1"
+    assert moved["container"]["command"] == command and moved["timeout"] == {"attemptDurationSeconds": 3600}
+    assert moved["jobDefinition"] == job["jobDefinition"]
+    env = {e["name"]: e["value"] for e in moved["container"]["environment"]}
+    assert env["CONDVEST_DUCKDB_MEMORY_LIMIT"] == "3072MB"
+    assert moved["tags"] == {"condvest:run-id": "d-1", "condvest:moved-from": job["jobId"]}
+    assert sns_inbox.messages(wait=0.5) == []  # moved, not reported
+
+    # a shard (its array job and the commit waiting on it cannot be moved): reported, with the way to re-run it
+    shard = {**cancelled, "jobId": job["jobId"] + ":2", "arrayProperties": {"index": 2}}
+    assert function["handler"]({"detail": shard}) is None
+    [note] = sns_inbox.messages(expect=1)
+    assert f"Batch job id {job['jobId']}:2 (shard 2)" in note["Message"]
+    assert "python -m runner rerun RUN --shard I --queue condvest-ondemand" in note["Message"]
+    # a job blocked by a misconfiguration: reported, not moved
+    wrong = {**cancelled, "statusReason": "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"}
+    assert function["handler"]({"detail": wrong}) is None
+    [note] = sns_inbox.messages(expect=1)
+    assert "FAILED before it started: MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT" in note["Message"]
+    assert len(batch.list_jobs(jobQueue=ondemand)["jobSummaryList"]) == 1

@@ -53,6 +53,7 @@ def test_a_failing_notebook_exits_nonzero_and_publishes_one_alert_without_secret
         "attempt": 1,
         "batch_job_id": None,
         "cell": 5,
+        "lineno": None,  # the raising line is the cell's first
         "notebook": "leak_secret.ipynb",
         "run_folder": folder,
         "run_id": "j1",

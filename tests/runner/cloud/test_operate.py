@@ -18,6 +18,7 @@ from condvest.storage import open_store
 from runner.__main__ import main
 from runner.cloud.operate import repaired
 from runner.result import CellError, RunResult
+from tests.fixtures.aws import batch_queue
 
 NOW = dt.datetime(2026, 12, 7, 11, 0, tzinfo=dt.UTC)
 
@@ -99,7 +100,8 @@ def test_status_rerun_and_status_of_the_repaired_run(cloud, aws, capsys):
     assert "02_resample.ipynb shard 1/3 failed: DeadKernelError: Kernel died" in err and "cell None" not in err
     assert "run rb-1 failed" in err
 
-    assert main(["rerun", "rb-1", "--shard", "1"]) == 0
+    ondemand = batch_queue(aws, "condvest-ondemand")  # Spot had no capacity: the shard goes to the on-demand queue
+    assert main(["rerun", "rb-1", "--shard", "1", "--queue", ondemand]) == 0
     out = capsys.readouterr().out
     assert "re-submitted 02_resample: rb-1-1-02_resample-shards-rerun-1" in out
     record = _submission(cloud, "rb-1")
@@ -109,6 +111,11 @@ def test_status_rerun_and_status_of_the_repaired_run(cloud, aws, capsys):
     assert rerun["container"]["command"][-5:] == ["--shard", "1/3", "--shard-group", "rb-1", "--no-progress"]
     assert "arrayProperties" not in rerun or not rerun["arrayProperties"].get("size")
     assert commit["dependsOn"] == [{"jobId": rerun["jobId"]}]
+    assert rerun["jobQueue"].endswith("/condvest-ondemand") and commit["jobQueue"].endswith("/condvest-ondemand")
+    # the re-run shard keeps a shard's container (runner.cloud.jobspec.SIZES["resample-shard"]), not the definition's
+    assert {e["name"]: e["value"] for e in rerun["container"]["environment"]}[
+        "CONDVEST_DUCKDB_MEMORY_LIMIT"
+    ] == "3072MB"
     assert commit["container"]["command"][-5:-3] == ["--shard", "commit/3"]
     # the re-run shard and the commit ran and succeeded: the run reads ok, its failed shard named as replaced
     _record(cloud, "rb-1", "02_resample.ipynb", "1/3", "ok")
@@ -206,3 +213,38 @@ def test_a_partial_secret_arn_is_completed_before_a_job_definition_names_it(clou
     [jd] = aws.client("batch").describe_job_definitions(jobDefinitionName="condvest-monitoring")["jobDefinitions"]
     refs = {s["name"]: s["valueFrom"] for s in jd["containerProperties"]["secrets"]}
     assert refs["RDS_PASSWORD"] == f"{full}:password::" and "POLYGON_API_KEY" not in refs
+
+
+def test_cancel_stops_every_job_of_a_sharded_run_that_has_not_ended(cloud, aws, moto_server, capsys, monkeypatch):
+    """moto's Batch with its job threads (``use_docker``) and no Docker daemon reachable (a closed loopback port):
+    each array child fails at once, the array parent then never ends (moto ends it only when every child
+    succeeded) and the commit waits PENDING on it, as a commit waits on shards that are still running."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")  # moto's job threads read it: nothing listens there
+    moto_server.post("/moto-api/config", {"batch": {"use_docker": True}})
+    try:
+        assert main(["submit", "rebuild", "--shards", "2", "--run-id", "cn-1"]) == 0
+        capsys.readouterr()
+        jobs = _submission(cloud, "cn-1")["jobs"]
+        assert [j["part"] for j in jobs] == ["shards", "commit"]
+        batch = aws.client("batch")
+        ids = [j["id"] for j in jobs]
+        deadline = time.monotonic() + 20
+        while {j["status"] for j in batch.describe_jobs(jobs=ids)["jobs"]} - {"SUBMITTED", "PENDING"}:
+            assert time.monotonic() < deadline, batch.describe_jobs(jobs=ids)["jobs"]
+            time.sleep(0.2)
+
+        assert main(["cancel", "cn-1"]) == 0
+        out = capsys.readouterr().out
+        assert "run cn-1: 2 of 2 jobs stopped (0 had ended)" in out
+        for entry in jobs:
+            assert f"batch job {entry['id']} (" in out
+        reason = "cancelled: python -m runner cancel cn-1"
+        while True:  # the commit's wait ends within a second of its termination
+            described = {j["jobId"]: j for j in batch.describe_jobs(jobs=ids)["jobs"]}
+            if described[jobs[1]["id"]]["status"] == "FAILED" or time.monotonic() > deadline + 10:
+                break
+            time.sleep(0.2)
+        assert {j.get("statusReason") for j in described.values()} == {reason}
+        assert described[jobs[1]["id"]]["status"] == "FAILED"
+    finally:
+        moto_server.post("/moto-api/config", {"batch": {"use_docker": False}})

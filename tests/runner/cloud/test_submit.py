@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -138,8 +139,9 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     )
     r = run_container(aws, cloud, record["jobs"][0]["id"])
     assert r.returncode == 1
-    failing_cell = "cell 3 (`from condvest.display import show_result`): ParameterError"
-    assert f"job 02_resample failed at 02_resample.ipynb in {failing_cell}" in r.stderr
+    # the cell, and the line that raised (the cell's first line while error records carry no ``line``)
+    failing_cell = r"cell 3(, line \d+)? \(`[^`\n]+`\): ParameterError"
+    assert re.search(f"job 02_resample failed at 02_resample.ipynb in {failing_cell}", r.stderr), r.stderr
     [note] = sns_inbox.messages(expect=1)
     assert note["Subject"] == "condvest 02_resample failed, cell 3"
     assert f"run folder: {cloud['CONDVEST_LAKE_URI']}/runs/bad-1/" in note["Message"]
@@ -178,11 +180,18 @@ def test_schedules_applied_twice_are_still_two(cloud, aws, capsys):
     assert main(["schedule", "--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out)
     apis = [c["api"] for c in plan["calls"]]
-    assert apis == ["batch.register_job_definition"] * 2 + ["scheduler.create_schedule|update_schedule"] * 2
+    assert (
+        apis
+        == ["batch.register_job_definition"] * 2
+        + ["sqs.create_queue", "cloudwatch.put_metric_alarm"]
+        + ["scheduler.create_schedule|update_schedule"] * 2
+    )
     assert main(["schedule", "--apply"]) == 0
+    first = capsys.readouterr().out
+    assert "(queue condvest-schedule-dead-letters, alarm condvest-missed-schedule created)" in first
     assert main(["schedule", "--apply"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("created") == 2 and out.count("updated") == 2 and "(unchanged)" in out
+    out = first + capsys.readouterr().out
+    assert out.count("created") == 3 and out.count("updated") == 2 and "(unchanged)" in out
     scheduler = aws.client("scheduler")
     names = sorted(s["Name"] for s in scheduler.list_schedules()["Schedules"])
     assert names == ["condvest-daily", "condvest-weekly"]
@@ -204,6 +213,18 @@ def test_schedules_applied_twice_are_still_two(cloud, aws, capsys):
     assert all(k[0].isupper() and k[0].lower() + k[1:] in members for k in submit), sorted(submit)
     assert {"jobName", "jobQueue", "jobDefinition"} <= {k[0].lower() + k[1:] for k in submit}
     assert json.loads(weekly["Target"]["Input"])["JobDefinition"] == "condvest-retention"
+    # a SubmitJob that still fails after its retries lands in the dead-letter queue, whose messages alarm
+    sqs = aws.client("sqs")
+    queue = sqs.get_queue_url(QueueName="condvest-schedule-dead-letters")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    for schedule in (daily, weekly):
+        assert schedule["Target"]["RetryPolicy"]["MaximumRetryAttempts"] > 0
+        assert schedule["Target"]["DeadLetterConfig"] == {"Arn": attributes["QueueArn"]}
+    assert attributes["SqsManagedSseEnabled"] == "true"
+    [alarm] = aws.client("cloudwatch").describe_alarms(AlarmNames=["condvest-missed-schedule"])["MetricAlarms"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": "condvest-schedule-dead-letters"}]
+    assert alarm["Threshold"] == 1 and alarm["AlarmActions"] == [cloud["CONDVEST_ALERT_TOPIC_ARN"]]
     batch = aws.client("batch")
     for name in ("condvest-daily", "condvest-retention"):
         assert len(batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]) == 1
