@@ -11,15 +11,15 @@ from typing import Any
 
 import pandas as pd
 
-from condvest.bars import check_bars, dedupe, misdated, to_table
+from condvest.bars import VALUE_COLUMNS, check_bars, conflicting, dedupe, misdated, to_table
 from condvest.bronze import read_bronze_bytes, update_history, write_daily_files, write_quarantine
 from condvest.crash import crash_point
 from condvest.errors import ObjectNotFound
-from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
 from condvest.fetch.plan import FetchPlan
 from condvest.fetch.report import SessionResult
 from condvest.lake import batch_key
 from condvest.params import storable_symbol
+from condvest.pg_cache import ensure_cache_table, upsert_bars
 from condvest.postgres import connect
 from condvest.settings import Settings
 from condvest.storage import Store
@@ -36,6 +36,8 @@ class SessionWriter:
         self.write_postgres = write_postgres
         self._conn: Any = None
         self._lock = asyncio.Lock()
+        #: the close of every bar the run stored (``condvest.fetch.suspects`` looks for moves without a split)
+        self.closes: list[pd.DataFrame] = []
 
     def _pg(self) -> Any:
         if self._conn is None:
@@ -55,10 +57,14 @@ class SessionWriter:
 
     def _prepare(self, raw: pd.DataFrame, res: SessionResult) -> tuple[pd.DataFrame, pd.DataFrame]:
         res.source_rows += len(raw)
-        rows, dups = dedupe(raw)
+        rows, clashing = conflicting(raw)  # the same key with different values: neither can be trusted
+        rows, dups = dedupe(rows)
         res.duplicates += dups
         good, bad = check_bars(rows)
+        if not clashing.empty:
+            bad = pd.concat([bad, clashing], ignore_index=True)
         res.quarantined += len(bad)
+        self.closes.append(good[["symbol", "date", "close"]])
         return good, bad
 
     def _write_session(
@@ -124,7 +130,8 @@ class SessionWriter:
         scratch = SessionResult(dt.date.min)
         good, bad = self._prepare(raw, scratch)
         if scratch.duplicates:  # the same bar twice in a response or across pages: count it on its session
-            dup = raw[raw.duplicated(["symbol", "date"], keep="last")].groupby("date").size()
+            kept, _ = conflicting(raw)  # conflicting rows are quarantined, not counted as duplicates
+            dup = kept[kept.duplicated(["symbol", "date"], keep="last")].groupby("date").size()
             for day, n in dup.items():
                 if day in results:
                     results[day].duplicates += int(n)
@@ -152,9 +159,6 @@ class SessionWriter:
         """Merge one symbol's bars into its history; returns the sessions bronze now holds for it."""
         async with self._lock:
             return await asyncio.to_thread(self._write_history, symbol, raw, results)
-
-
-VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "transactions")
 
 
 def revised_bars(good: pd.DataFrame, prior: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -1,0 +1,93 @@
+"""Suspect moves of a fetch run: a close-to-close move beyond ``Settings.suspect_move`` with no split recorded for
+that symbol between the two sessions. What a split the lake does not know about looks like; it may also be real,
+so the bars stay stored. Each is listed on its session (``SessionResult.suspect``), in the run's ``suspects``
+table, and written to ``bronze/_suspect/date=D/<run id>.parquet`` for 05_monitoring, which links the split check
+(``python -m runner run 01_fetch -p rebase <date>``).
+
+A bar is compared with the symbol's bar before it in the run's own answers, or, for the first session of the run,
+with the previous session's bars in bronze's session batches (``bronze/_batches/``: the daily runs'; a session
+already folded into the histories by compaction has none, and its first bars are then not compared). Splits are
+read after the run's rebase, so a split the run learned of is never suspect.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from condvest.bars import SUSPECT_COLUMNS, suspect_moves
+from condvest.calendar import previous_session
+from condvest.errors import ObjectNotFound, ParameterError
+from condvest.lake import batch_prefix, suspect_key
+from condvest.parquet_rows import parquet_bytes
+from condvest.settings import MoveLimits
+from condvest.splits import read_splits
+from condvest.storage import Store
+
+__all__ = ["SUSPECT_SCHEMA", "check_command", "find_suspects", "previous_closes"]
+
+log = logging.getLogger(__name__)
+
+SUSPECT_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("date", pa.date32()),
+        ("previous_date", pa.date32()),
+        ("previous_close", pa.float64()),
+        ("close", pa.float64()),
+        ("ratio", pa.float64()),
+    ]
+)
+
+
+def check_command(since: object) -> str:
+    """The split check for a suspect move (README, Operations, "Splits")."""
+    return f"python -m runner run 01_fetch -p rebase {since}"
+
+
+def previous_closes(store: Store, days: set) -> pd.DataFrame:
+    """The closes bronze's session batches hold for the session before each of ``days`` that is not itself one of
+    ``days`` (newest write winning); empty where no batch is left."""
+    wanted = set()
+    for day in days:
+        try:
+            prev = previous_session(day)
+        except ParameterError:  # the calendar's first session: nothing before it
+            continue
+        if prev not in days:
+            wanted.add(prev)
+    frames = []
+    for prev in sorted(wanted):
+        for obj in store.list(batch_prefix(prev)):
+            try:
+                t = pq.read_table(io.BytesIO(store.get(obj.key)), columns=["symbol", "date", "close", "ingested_at"])
+            except ObjectNotFound:
+                continue
+            except (pa.ArrowException, OSError, KeyError) as exc:  # a shortcut only: the move goes unchecked
+                log.warning("suspect=batch_unreadable key=%s error=%s", obj.key, exc)
+                continue
+            frames.append(t.to_pandas())
+    if not frames:
+        return pd.DataFrame(columns=["symbol", "date", "close"])
+    df = pd.concat(frames, ignore_index=True).sort_values("ingested_at", kind="stable")
+    df["date"] = pd.to_datetime(df["date"]).dt.date
+    return df.drop_duplicates(["symbol", "date"], keep="last")[["symbol", "date", "close"]]
+
+
+def find_suspects(store: Store, closes: list[pd.DataFrame], limits: MoveLimits, run_id: str) -> pd.DataFrame:
+    """The run's suspect moves (``SUSPECT_COLUMNS`` + ``check``), each session's written under ``bronze/_suspect/``."""
+    frames = [c for c in closes if len(c)]
+    if not frames:
+        return pd.DataFrame(columns=[*SUSPECT_COLUMNS, "check"])
+    bars = pd.concat(frames, ignore_index=True).drop_duplicates(["symbol", "date"], keep="last")
+    previous = previous_closes(store, set(bars["date"]))
+    moves = suspect_moves(bars, previous, read_splits(store), limits)
+    for day, part in moves.groupby("date"):
+        table = pa.Table.from_pandas(part[SUSPECT_SCHEMA.names], schema=SUSPECT_SCHEMA, preserve_index=False)
+        store.put(suspect_key(day, run_id), parquet_bytes(table.replace_schema_metadata(None)))
+        log.warning("suspect=moves session=%s symbols=%s", day, ",".join(part["symbol"]))
+    return moves.assign(check=[check_command(d) for d in moves["previous_date"]])
