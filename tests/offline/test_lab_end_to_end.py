@@ -56,7 +56,7 @@ def test_notebooks_in_jupyterlab_see_the_demo_world(tmp_path):
 def _every_page_draws_offline(runs, profile):
     """Every page of the demo's runs opens offline with all its charts drawn; a run folder stays small."""
     pages = sorted(runs.rglob("*.html"))
-    assert len(pages) == 8  # 04 adopt, 03, 01 backfill, daily (01, 02), 04 deploy, weekly (04), 05
+    assert len(pages) == 9  # 04 adopt, 03, 01 backfill, daily (01, 02), 04 deploy, weekly (04 archive, 04 sync), 05
     for page in pages:
         text = page.read_text()
         assert not external_scripts(text), page.name
