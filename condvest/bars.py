@@ -197,6 +197,12 @@ def _is_session(day: dt.date) -> bool:
         return False
 
 
+def split_check(since: object) -> str:
+    """The split check a suspect move calls for (README, Operations, "Splits"): every split since ``since`` read,
+    a symbol that split rebased."""
+    return f"python -m runner run 01_fetch -p rebase {since}"
+
+
 SUSPECT_COLUMNS = ["symbol", "date", "previous_date", "previous_close", "close", "ratio"]
 
 

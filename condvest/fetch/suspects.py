@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from condvest.bars import SUSPECT_COLUMNS, suspect_moves
+from condvest.bars import SUSPECT_COLUMNS, split_check, suspect_moves
 from condvest.calendar import previous_session
 from condvest.errors import ObjectNotFound, ParameterError
 from condvest.lake import batch_prefix, suspect_key
@@ -28,7 +28,7 @@ from condvest.settings import MoveLimits
 from condvest.splits import read_splits
 from condvest.storage import Store
 
-__all__ = ["SUSPECT_SCHEMA", "check_command", "find_suspects", "previous_closes"]
+__all__ = ["SUSPECT_SCHEMA", "find_suspects", "previous_closes"]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ SUSPECT_SCHEMA = pa.schema(
         ("ratio", pa.float64()),
     ]
 )
-
-
-def check_command(since: object) -> str:
-    """The split check for a suspect move (README, Operations, "Splits")."""
-    return f"python -m runner run 01_fetch -p rebase {since}"
 
 
 def previous_closes(store: Store, days: set) -> pd.DataFrame:
@@ -90,4 +85,4 @@ def find_suspects(store: Store, closes: list[pd.DataFrame], limits: MoveLimits, 
         table = pa.Table.from_pandas(part[SUSPECT_SCHEMA.names], schema=SUSPECT_SCHEMA, preserve_index=False)
         store.put(suspect_key(day, run_id), parquet_bytes(table.replace_schema_metadata(None)))
         log.warning("suspect=moves session=%s symbols=%s", day, ",".join(part["symbol"]))
-    return moves.assign(check=[check_command(d) for d in moves["previous_date"]])
+    return moves.assign(check=[split_check(d) for d in moves["previous_date"]])

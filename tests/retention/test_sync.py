@@ -16,6 +16,7 @@ import pytest
 from condvest import calendar as cal
 from condvest.bars import bars_frame, to_table
 from condvest.bronze import update_history, write_daily_files
+from condvest.monitoring.truth import read_truth
 from condvest.pg_cache import ensure_cache_table, read_last_sync, upsert_bars
 from condvest.retention.sync import bronze_figures, postgres_figures, sync
 from condvest.storage import LocalStore
@@ -81,6 +82,9 @@ def test_rows_postgres_lost_or_changed_behind_bronzes_back_are_refilled_from_bro
         assert t.loc[days[-20], "postgres_rows"] == 2
         assert bool(t.loc[changed, "checksum_equal"]) is False and t.loc[changed, "postgres_rows"] == 3
         assert set(t["outcome"]) == {"refilled"} and report.rows_refilled == 9  # every bronze row of those sessions
+        shown = read_truth(store, CUTOFF)  # what 05_monitoring shows
+        assert "3 session(s) differed, 9 rows re-filled, 0 still differ" in shown.detail()
+        assert shown.sync_sessions["date"].tolist() == [str(d) for d in (days[-20], lost, changed)]
         want = everything[everything["date"] >= CUTOFF].sort_values(["symbol", "date"]).reset_index(drop=True)
         got = _pg_rows(conn)
         assert got["date"].tolist() == want["date"].tolist() and got["symbol"].tolist() == want["symbol"].tolist()
