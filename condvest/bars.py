@@ -227,18 +227,21 @@ def suspect_moves(
     moved = both[both["_new"] & same & ((both["ratio"] > lim.high) | (both["ratio"] < lim.low))]
     if moved.empty:
         return pd.DataFrame(columns=SUSPECT_COLUMNS)
-    split = pd.Series(False, index=moved.index)
-    if len(splits):
-        by_symbol = splits.groupby("ticker")["execution_date"].apply(list).to_dict()
-        split = pd.Series(
-            [
-                any(prev < d <= day for d in by_symbol.get(sym, ()))
-                for sym, prev, day in zip(moved["symbol"], moved["previous_date"], moved["date"], strict=True)
-            ],
-            index=moved.index,
-        )
-    out = moved[~split].assign(ratio=lambda f: f["ratio"].round(4))
-    return out[SUSPECT_COLUMNS].reset_index(drop=True)
+    out = moved.assign(ratio=lambda f: f["ratio"].round(4))[SUSPECT_COLUMNS].reset_index(drop=True)
+    return unexplained(out, splits)
+
+
+def unexplained(moves: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+    """The ``moves`` (``symbol``, ``previous_date``, ``date``, ...) that no split in ``splits`` (``ticker``,
+    ``execution_date``) explains: none executed after the previous session and on or before the move's."""
+    if moves.empty or splits.empty:
+        return moves.reset_index(drop=True)
+    by_symbol = splits.groupby("ticker")["execution_date"].apply(list).to_dict()
+    explained = [
+        any(prev < d <= day for d in by_symbol.get(sym, ()))
+        for sym, prev, day in zip(moves["symbol"], moves["previous_date"], moves["date"], strict=True)
+    ]
+    return moves[[not e for e in explained]].reset_index(drop=True)
 
 
 def to_table(df: pd.DataFrame, schema: pa.Schema = BRONZE_SCHEMA) -> pa.Table:

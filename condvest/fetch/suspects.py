@@ -4,10 +4,11 @@ so the bars stay stored. Each is listed on its session (``SessionResult.suspect`
 table, and written to ``bronze/_suspect/date=D/<run id>.parquet`` for 05_monitoring, which links the split check
 (``python -m runner run 01_fetch -p rebase <date>``).
 
-A bar is compared with the symbol's bar before it in the run's own answers, or, for the first session of the run,
-with the previous session's bars in bronze's session batches (``bronze/_batches/``: the daily runs'; a session
-already folded into the histories by compaction has none, and its first bars are then not compared). Splits are
-read after the run's rebase, so a split the run learned of is never suspect.
+A session's bar is compared with the symbol's bar before it in the run's own sessions, or, for the first session of
+the run, with the previous session's bars in bronze's session batches (``bronze/_batches/``: the daily runs'; a session
+already folded into the histories by compaction has none, and its first bars are then not compared). A symbol's range
+written to its history (a backfill) is compared within itself as it is written (only its moves are kept, never its
+bars). Splits are read after the run's rebase, so a split the run learned of is never suspect.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from condvest.bars import SUSPECT_COLUMNS, split_check, suspect_moves
+from condvest.bars import SUSPECT_COLUMNS, split_check, suspect_moves, unexplained
 from condvest.calendar import previous_session
 from condvest.errors import ObjectNotFound, ParameterError
 from condvest.lake import batch_prefix, suspect_key
@@ -73,16 +74,27 @@ def previous_closes(store: Store, days: set) -> pd.DataFrame:
     return df.drop_duplicates(["symbol", "date"], keep="last")[["symbol", "date", "close"]]
 
 
-def find_suspects(store: Store, closes: list[pd.DataFrame], limits: MoveLimits, run_id: str) -> pd.DataFrame:
-    """The run's suspect moves (``SUSPECT_COLUMNS`` + ``check``), each session's written under ``bronze/_suspect/``."""
+def find_suspects(
+    store: Store, closes: list[pd.DataFrame], moves: list[pd.DataFrame], limits: MoveLimits, run_id: str
+) -> pd.DataFrame:
+    """The run's suspect moves (``SUSPECT_COLUMNS`` + ``check``): the sessions' ``closes`` compared with each other
+    and with the previous session's batches, plus the ``moves`` found inside the histories written, less those a
+    split recorded by now explains; each session's written under ``bronze/_suspect/``."""
+    found = [m for m in moves if len(m)]
     frames = [c for c in closes if len(c)]
-    if not frames:
+    if frames:
+        bars = pd.concat(frames, ignore_index=True).drop_duplicates(["symbol", "date"], keep="last")
+        found.append(suspect_moves(bars, previous_closes(store, set(bars["date"])), _NO_SPLITS, limits))
+    found = [m for m in found if len(m)]
+    if not found:
         return pd.DataFrame(columns=[*SUSPECT_COLUMNS, "check"])
-    bars = pd.concat(frames, ignore_index=True).drop_duplicates(["symbol", "date"], keep="last")
-    previous = previous_closes(store, set(bars["date"]))
-    moves = suspect_moves(bars, previous, read_splits(store), limits)
-    for day, part in moves.groupby("date"):
+    moves_ = unexplained(pd.concat(found, ignore_index=True), read_splits(store))
+    moves_ = moves_.drop_duplicates(["symbol", "date"], keep="last").sort_values(["date", "symbol"])
+    for day, part in moves_.groupby("date"):
         table = pa.Table.from_pandas(part[SUSPECT_SCHEMA.names], schema=SUSPECT_SCHEMA, preserve_index=False)
         store.put(suspect_key(day, run_id), parquet_bytes(table.replace_schema_metadata(None)))
         log.warning("suspect=moves session=%s symbols=%s", day, ",".join(part["symbol"]))
-    return moves.assign(check=[split_check(d) for d in moves["previous_date"]])
+    return moves_.assign(check=[split_check(d) for d in moves_["previous_date"]]).reset_index(drop=True)
+
+
+_NO_SPLITS = pd.DataFrame(columns=["ticker", "execution_date"])

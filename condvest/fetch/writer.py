@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from condvest.bars import VALUE_COLUMNS, check_bars, conflicting, dedupe, misdated, to_table
+from condvest.bars import VALUE_COLUMNS, check_bars, conflicting, dedupe, misdated, suspect_moves, to_table
 from condvest.bronze import read_bronze_bytes, update_history, write_daily_files, write_quarantine
 from condvest.crash import crash_point
 from condvest.errors import ObjectNotFound
@@ -26,6 +26,8 @@ from condvest.storage import Store
 
 __all__ = ["SessionWriter"]
 
+_NO_SPLITS = pd.DataFrame(columns=["ticker", "execution_date"])
+
 
 class SessionWriter:
     """Serialises the writes of one run: bronze first, then Postgres; the manifest is recorded last."""
@@ -36,8 +38,10 @@ class SessionWriter:
         self.write_postgres = write_postgres
         self._conn: Any = None
         self._lock = asyncio.Lock()
-        #: the close of every bar the run stored (``condvest.fetch.suspects`` looks for moves without a split)
+        #: the closes of each session the run stored, and the moves found inside each symbol's range written to its
+        #: history (``condvest.fetch.suspects`` looks for moves without a split once the run's splits are known)
         self.closes: list[pd.DataFrame] = []
+        self.moves: list[pd.DataFrame] = []
 
     def _pg(self) -> Any:
         if self._conn is None:
@@ -64,7 +68,6 @@ class SessionWriter:
         if not clashing.empty:
             bad = pd.concat([bad, clashing], ignore_index=True)
         res.quarantined += len(bad)
-        self.closes.append(good[["symbol", "date", "close"]])
         return good, bad
 
     def _write_session(
@@ -78,6 +81,7 @@ class SessionWriter:
             res.quarantined += len(elsewhere)
             bad = pd.concat([bad, elsewhere], ignore_index=True)
         held = set(good["symbol"])
+        self.closes.append(good[["symbol", "date", "close"]])  # one session: compared with the one before, later
         if prior is not None:  # a settled session: only the bars the vendor revised (or added) are written
             good, res.revised = revised_bars(good, prior)
         write_quarantine(self.store, day, self.run_id, bad)
@@ -129,6 +133,8 @@ class SessionWriter:
     def _write_history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
         scratch = SessionResult(dt.date.min)
         good, bad = self._prepare(raw, scratch)
+        # a symbol's range: its moves found at once (the splits filter them later); its bars are not kept
+        self.moves.append(suspect_moves(good, good.iloc[0:0], _NO_SPLITS, self.settings.suspect_move))
         if scratch.duplicates:  # the same bar twice in a response or across pages: count it on its session
             kept, _ = conflicting(raw)  # conflicting rows are quarantined, not counted as duplicates
             dup = kept[kept.duplicated(["symbol", "date"], keep="last")].groupby("date").size()

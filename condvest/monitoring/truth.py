@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from condvest.bars import split_check
+from condvest.bars import split_check, unexplained
 from condvest.lake import SUSPECT_PREFIX
 from condvest.pg_cache import read_last_sync
 from condvest.splits import read_splits
@@ -34,12 +34,7 @@ def open_suspects(moves: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
     after the previous session and on or before the move's), newest first, with the split check (pure)."""
     if moves.empty:
         return pd.DataFrame(columns=SUSPECT_TABLE_COLUMNS)
-    by_symbol = splits.groupby("ticker")["execution_date"].apply(list).to_dict() if len(splits) else {}
-    explained = [
-        any(prev < d <= day for d in by_symbol.get(sym, ()))
-        for sym, prev, day in zip(moves["symbol"], moves["previous_date"], moves["date"], strict=True)
-    ]
-    out = moves[[not e for e in explained]].drop_duplicates(["symbol", "date"], keep="last")
+    out = unexplained(moves, splits).drop_duplicates(["symbol", "date"], keep="last")
     out = out.assign(check=[split_check(d) for d in out["previous_date"]])
     return out.sort_values(["date", "symbol"], ascending=[False, True])[SUSPECT_TABLE_COLUMNS].reset_index(drop=True)
 

@@ -33,9 +33,11 @@ def bar(ticker: str, day: dt.date, c: float = 10.5, **kw: float) -> dict:
 
 
 @contextmanager
-def serve(grouped: dict[dt.date, list[dict]], splits: list[dict] | None = None) -> Iterator[str]:
-    """A loopback server answering grouped-daily requests with ``grouped[day]`` and the splits endpoint with
-    ``splits``; yields its base URL."""
+def serve(
+    grouped: dict[dt.date, list[dict]], splits: list[dict] | None = None, ranges: dict[str, list[dict]] | None = None
+) -> Iterator[str]:
+    """A loopback server answering grouped-daily requests with ``grouped[day]``, range requests with
+    ``ranges[ticker]`` and the splits endpoint with ``splits``; yields its base URL."""
 
     async def grouped_daily(request: web.Request) -> web.Response:
         results = grouped.get(dt.date.fromisoformat(request.match_info["day"]), [])
@@ -44,7 +46,12 @@ def serve(grouped: dict[dt.date, list[dict]], splits: list[dict] | None = None) 
     async def reference_splits(request: web.Request) -> web.Response:
         return web.json_response({"status": "OK", "results": splits or []})
 
+    async def range_daily(request: web.Request) -> web.Response:
+        results = (ranges or {}).get(request.match_info["ticker"], [])
+        return web.json_response({"status": "OK", "resultsCount": len(results), "results": results})
+
     app = web.Application()
+    app.router.add_get("/v2/aggs/ticker/{ticker}/range/1/day/{start}/{end}", range_daily)
     app.router.add_get("/v2/aggs/grouped/locale/us/market/stocks/{day}", grouped_daily)
     app.router.add_get("/v3/reference/splits", reference_splits)
     loop = asyncio.new_event_loop()
@@ -138,3 +145,18 @@ def test_a_doubled_price_without_a_split_is_listed_as_suspect_and_a_split_explai
     assert sorted(objects(cfg, "bronze/raw_ohlcv/").query("date == @FRIDAY")["symbol"]) == ["CALM", "HALF", "UP"]
     listed = objects(cfg, "bronze/_suspect/")  # what 05_monitoring lists
     assert listed["symbol"].tolist() == ["UP"] and listed["ratio"].tolist() == [2.05]
+
+
+def test_a_move_inside_a_backfilled_range_is_suspect_unless_a_split_explains_it(tmp_path):
+    days = cal.sessions_between(dt.date(2025, 10, 6), FRIDAY)
+    closes = {"JUMP": [10.0] * 5 + [25.0] * 5, "SPLIT": [10.0] * 5 + [1.0] * 5}  # x2.5 and x0.1 on the 6th session
+    ranges = {sym: [bar(sym, d, c=c) for d, c in zip(days, cs, strict=True)] for sym, cs in closes.items()}
+    split = {"ticker": "SPLIT", "execution_date": days[5].isoformat(), "split_from": 10, "split_to": 1, "id": "s2"}
+    with serve({}, [split], ranges) as url:
+        cfg = settings(tmp_path, url)
+        params = FetchParams(
+            start=days[0].isoformat(), end=FRIDAY.isoformat(), symbols="JUMP,SPLIT", write_postgres=False
+        )
+        report = asyncio.run(run_fetch(cfg, params, progress=False, now=EVENING))
+    assert report.suspects[["symbol", "date", "ratio"]].values.tolist() == [["JUMP", days[5], 2.5]]
+    assert report.to_frame().set_index("session").loc[days[5], "suspect"] == "JUMP x2.5"

@@ -22,7 +22,7 @@ def test_a_suspect_move_is_listed_with_its_split_check_until_a_recorded_split_ex
     closes = pd.DataFrame(
         {"symbol": ["UP", "UP", "FLAT", "FLAT"], "date": [D1, D2, D1, D2], "close": [10.0, 21.0, 10.0, 10.1]}
     )
-    found = find_suspects(store, [closes], MoveLimits(), "fetch-20251016-230000-abcd")
+    found = find_suspects(store, [closes], [], MoveLimits(), "fetch-20251016-230000-abcd")
     assert found["symbol"].tolist() == ["UP"]
     params = monitoring.MonitoringParams(read_postgres=False)
     snap = monitoring.collect(settings, params)
