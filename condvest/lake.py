@@ -5,6 +5,7 @@ bronze/raw_ohlcv/symbol=AAPL/date=2025-10-17.parquet   daily increment, one file
 bronze/raw_ohlcv/symbol=AAPL/data.parquet              compacted history of one symbol
 bronze/_manifest/sessions_2025.json                    sessions complete in bronze, one object a year
 bronze/_quarantine/date=2025-10-17/<run>.parquet       rows that failed the bar checks, with a reason
+bronze/_suspect/date=2025-10-17/<run>.parquet          moves beyond the limits with no split recorded (stored)
 bronze/_corporate_actions/splits.parquet              the splits 01_fetch has read (Polygon's reference)
 bronze/_corporate_actions/basis.json                  per symbol, the split basis of its bronze history
 silver/silver_3d/year=2025/month=10/data_3d_202510.parquet
@@ -22,6 +23,7 @@ BRONZE_PREFIX = "bronze/raw_ohlcv"
 MANIFEST_PREFIX = "bronze/_manifest"
 QUARANTINE_PREFIX = "bronze/_quarantine"
 BATCH_PREFIX = "bronze/_batches"
+SUSPECT_PREFIX = "bronze/_suspect"
 CORPORATE_ACTIONS_PREFIX = "bronze/_corporate_actions"
 SPLITS_KEY = f"{CORPORATE_ACTIONS_PREFIX}/splits.parquet"
 BASIS_KEY = f"{CORPORATE_ACTIONS_PREFIX}/basis.json"
@@ -56,6 +58,10 @@ def manifest_key(year: int) -> str:
 
 def quarantine_key(day: dt.date, run_id: str) -> str:
     return f"{QUARANTINE_PREFIX}/date={day.isoformat()}/{params.run_id(run_id)}.parquet"
+
+
+def suspect_key(day: dt.date, run_id: str) -> str:
+    return f"{SUSPECT_PREFIX}/date={day.isoformat()}/{params.run_id(run_id)}.parquet"
 
 
 def batch_prefix(day: dt.date) -> str:

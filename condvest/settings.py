@@ -108,6 +108,33 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class MoveLimits:
+    """The close-to-close ratios beyond which a move with no recorded split is suspect
+    (``CONDVEST_SUSPECT_MOVE``, "LOW,HIGH"; default below x0.45 or above x1.8)."""
+
+    low: float = 0.45
+    high: float = 1.8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low < 1 < self.high:
+            raise ParameterError(
+                f"suspect move limits must satisfy 0 < low < 1 < high, got {self.low},{self.high}",
+                parameter="suspect_move",
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> MoveLimits:
+        """``"0.45,1.8"`` -> ``MoveLimits(0.45, 1.8)``."""
+        try:
+            low, high = (float(x) for x in text.split(","))
+        except ValueError:
+            raise ParameterError(
+                f"expected LOW,HIGH such as 0.45,1.8, got {text!r}", parameter="suspect_move"
+            ) from None
+        return cls(low, high)
+
+
+@dataclass(frozen=True)
 class HttpLimits:
     """Concurrency, timeouts and retry policy of the market-data client."""
 
@@ -268,6 +295,8 @@ class Settings:
     duckdb_memory_limit: str = "3GB"
     #: the project root that relative locations were resolved against (``None``: not resolved)
     root: Path | None = None
+    #: close-to-close ratios beyond which a move with no recorded split is listed as suspect (``CONDVEST_SUSPECT_MOVE``)
+    suspect_move: MoveLimits = field(default_factory=MoveLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, root: Path | None = None) -> Settings:
@@ -330,8 +359,15 @@ class Settings:
             raise ConfigError(
                 f"expected a size such as 3GB or 512MB, got {memory!r}", variable="CONDVEST_DUCKDB_MEMORY_LIMIT"
             )
+        suspect_move = MoveLimits()
+        if get("CONDVEST_SUSPECT_MOVE"):
+            try:
+                suspect_move = MoveLimits.parse(get("CONDVEST_SUSPECT_MOVE") or "")
+            except ParameterError as exc:
+                raise ConfigError(str(exc), variable="CONDVEST_SUSPECT_MOVE") from None
         return cls(
             as_of=as_of,
+            suspect_move=suspect_move,
             duckdb_memory_limit=memory,
             lake_uri=lake,
             runs_uri=resolve_location(get("CONDVEST_RUNS_URI") or "./runs", root),

@@ -39,7 +39,8 @@ class Stage:
 PIPELINES: dict[str, tuple[Stage, ...]] = {
     # the daily job: fetch the missing sessions, then resample (fixed resample parameters join it here)
     "daily": (Stage("01_fetch"), Stage("02_resample")),
-    "weekly": (Stage("04_retention", {"mode": "archive"}),),
+    # the weekly job: archive what aged out, then the cache follows bronze (rows Postgres lost re-filled, no API call)
+    "weekly": (Stage("04_retention", {"mode": "archive"}), Stage("04_retention", {"mode": "sync"})),
     # a full rebuild of silver; with --shards N split by symbol into N processes plus a commit
     "rebuild": (Stage("02_resample", {"force_full_resample": True, "compact": False}),),
     # a history backfill (-p start ... -p end ...), then silver rebuilt; with --shards N each stage is sharded

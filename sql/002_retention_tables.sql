@@ -1,5 +1,5 @@
 -- Retention tables: raw_ohlcv_archive (raw_ohlcv's columns + archived_at) and data_retention_log
--- (one row per archive run), and the guard that keeps a bar out of both tables at once.
+-- (one row per archive run, written as it starts), and the guard that keeps a bar out of both tables at once.
 -- Plain PostgreSQL first. Where TimescaleDB is installed in this database (and the archive does not
 -- exist yet), the archive becomes a compressed hypertable instead of a month-partitioned table.
 -- Safe to re-apply.
@@ -59,14 +59,21 @@ CREATE TABLE IF NOT EXISTS data_retention_log (
     records_archived       bigint      NOT NULL DEFAULT 0,
     records_deleted        bigint      NOT NULL DEFAULT 0,
     partitions_moved       integer     NOT NULL DEFAULT 0,
+    -- running: logged at the start and committed before any work; a run that never logged its end (the server
+    -- stopped, its session was killed) is marked interrupted by the next run
     status                 text        NOT NULL
-        CHECK (status IN ('success', 'partial_success', 'failed', 'skipped')),
+        CHECK (status IN ('success', 'partial_success', 'failed', 'skipped', 'running', 'interrupted')),
     error_message          text,
     error_sqlstate         text,
     execution_time_seconds numeric(12, 3)
 );
 
 CREATE INDEX IF NOT EXISTS data_retention_log_started_idx ON data_retention_log (started_at DESC);
+
+-- a log of an earlier deployment: the statuses a run in progress and an interrupted run write
+ALTER TABLE data_retention_log DROP CONSTRAINT IF EXISTS data_retention_log_status_check;
+ALTER TABLE data_retention_log ADD CONSTRAINT data_retention_log_status_check
+    CHECK (status IN ('success', 'partial_success', 'failed', 'skipped', 'running', 'interrupted'));
 
 -- A bar lives in raw_ohlcv xor raw_ohlcv_archive. When a backfill writes a bar into raw_ohlcv whose key
 -- is already archived, the archived copy is removed in the same statement (the newest write wins; the

@@ -88,8 +88,10 @@ $$;
 --     rest by one statement, WITH moved AS (DELETE ... RETURNING) INSERT ..., so a bar inserted
 --     concurrently is either moved or left in raw_ohlcv, never copied without being deleted;
 --   * archived = deleted is checked before commit, else the work is rolled back;
---   * the log row is written after the work's subtransaction, whatever its outcome, and committed before
---     a failure is re-raised: a failed run is logged and still fails.
+--   * the log row is written ('running') and committed before anything else, then completed after the work's
+--     subtransaction, whatever its outcome, and committed before a failure is re-raised: a failed run is logged
+--     and still fails; a run the server's crash (or a killed session) stopped stays 'running', and the next
+--     run, once it holds the lock (so no other run is going), marks it 'interrupted'.
 -- p_method: 'auto' (partitions where possible, then rows) or 'rows' (row by row only).
 -- p_run_id returns the data_retention_log id of the run.
 CREATE OR REPLACE PROCEDURE archive_old_ohlcv_data(
@@ -130,16 +132,26 @@ BEGIN
     v_cutoff := retention_cutoff(p_retention, v_as_of);
     v_threshold := v_cutoff::timestamp AT TIME ZONE 'America/New_York';
 
+    INSERT INTO data_retention_log (started_at, retention, as_of, cutoff_date, archive_threshold, method, status)
+    VALUES (v_started, p_retention, v_as_of, v_cutoff, v_threshold, p_method, 'running')
+    RETURNING id INTO p_run_id;
+    COMMIT;  -- the run is logged before it does anything: a server crash from here on leaves it 'running'
+
     IF NOT pg_try_advisory_xact_lock(c_lock_key) THEN
-        INSERT INTO data_retention_log (started_at, finished_at, retention, as_of, cutoff_date, archive_threshold,
-                                        method, status, error_message, execution_time_seconds)
-        VALUES (v_started, clock_timestamp(), p_retention, v_as_of, v_cutoff, v_threshold, p_method, 'skipped',
-                'another archive_old_ohlcv_data run holds the lock',
-                extract(epoch FROM clock_timestamp() - v_started))
-        RETURNING id INTO p_run_id;
+        UPDATE data_retention_log
+           SET finished_at = clock_timestamp(), status = 'skipped',
+               error_message = 'another archive_old_ohlcv_data run holds the lock',
+               execution_time_seconds = extract(epoch FROM clock_timestamp() - v_started)
+         WHERE id = p_run_id;
         RAISE NOTICE 'archive status=skipped reason=locked run_id=%', p_run_id;
         RETURN;
     END IF;
+    -- no other run is going (this one holds the lock): an earlier run still 'running' never logged its end
+    UPDATE data_retention_log
+       SET status = 'interrupted', finished_at = clock_timestamp(),
+           error_message = format('stopped before it logged its end (the server stopped or its session was killed);'
+                                  ' found by run %s; nothing it did was committed', p_run_id)
+     WHERE status = 'running' AND id < p_run_id;
 
     BEGIN
         PERFORM set_config('lock_timeout', p_lock_timeout, true);
@@ -235,12 +247,11 @@ BEGIN
         v_parts := 0;
     END;
 
-    INSERT INTO data_retention_log (started_at, finished_at, retention, as_of, cutoff_date, archive_threshold, method,
-                                    records_archived, records_deleted, partitions_moved, status, error_message,
-                                    error_sqlstate, execution_time_seconds)
-    VALUES (v_started, clock_timestamp(), p_retention, v_as_of, v_cutoff, v_threshold, p_method, v_archived, v_deleted,
-            v_parts, v_status, v_message, v_state, extract(epoch FROM clock_timestamp() - v_started))
-    RETURNING id INTO p_run_id;
+    UPDATE data_retention_log
+       SET finished_at = clock_timestamp(), records_archived = v_archived, records_deleted = v_deleted,
+           partitions_moved = v_parts, status = v_status, error_message = v_message, error_sqlstate = v_state,
+           execution_time_seconds = extract(epoch FROM clock_timestamp() - v_started)
+     WHERE id = p_run_id;
 
     IF v_status = 'failed' THEN
         COMMIT;  -- keep the log row: the work above was already rolled back to its savepoint

@@ -47,7 +47,7 @@ SELECT id                              AS run_id,
        records_archived,
        records_deleted,
        partitions_moved,
-       CASE WHEN status IN ('skipped', 'failed') THEN 'n/a'
+       CASE WHEN status IN ('skipped', 'failed', 'running', 'interrupted') THEN 'n/a'
             WHEN records_archived = records_deleted THEN 'consistent'
             ELSE 'MISMATCH' END        AS consistency,
        execution_time_seconds,

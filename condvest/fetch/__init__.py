@@ -8,7 +8,7 @@ sessions to fetch, and the held ones to settle), ``run`` (the run by mode: sourc
 ``universe`` (a history backfill of every symbol from each session's grouped answer), ``coverage`` (what each
 session holds and what the manifest records), ``report`` (its result:
 each session's ``SessionOutcome``), ``writer`` (a run's serialised writes: bronze, then Postgres),
-``pg_cache`` (the Postgres upsert of the retention window), ``rebase`` (the splits of the fetched sessions,
+``suspects`` (moves beyond the limits with no split recorded), ``rebase`` (the splits of the fetched sessions,
 and the re-fetch of a split symbol's whole history on the current price basis), ``sharded`` (a history
 backfill split by symbol: the shards' staged outcomes, and their commit).
 """

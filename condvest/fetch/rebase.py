@@ -32,12 +32,12 @@ from typing import Any
 import pandas as pd
 
 from condvest import splits as corp
-from condvest.bars import bars_frame, check_bars, dedupe, to_table
+from condvest.bars import bars_frame, check_bars, conflicting, dedupe, to_table
 from condvest.bronze import read_bronze_bytes, update_history, write_daily_files
 from condvest.crash import crash_point
 from condvest.errors import AuthError, CondvestError, PlanLimit, SourceError
-from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
 from condvest.lake import bronze_symbol_prefix, parse_bronze_key
+from condvest.pg_cache import ensure_cache_table, upsert_bars
 from condvest.polygon import PolygonClient
 from condvest.postgres import connect
 from condvest.settings import Settings
@@ -160,8 +160,10 @@ class _Rewriter:
         return daily, sessions
 
     def write(self, symbol: str, raw: pd.DataFrame, res: SymbolRebase) -> None:
-        rows, _ = dedupe(raw)
+        rows, clashing = conflicting(raw)
+        rows, _ = dedupe(rows)
         good, bad = check_bars(rows)
+        bad = pd.concat([bad, clashing], ignore_index=True) if len(clashing) else bad
         if not bad.empty:
             raise SourceError(f"the re-fetched history has {len(bad)} bar(s) failing the checks", symbol=symbol)
         daily, stored = self.stored(symbol)  # again, under the lock: what the new rows must cover

@@ -55,6 +55,8 @@ class SessionResult:
     duplicates: int = 0
     quarantined: int = 0
     revised: int = 0  # a settled session's bars the vendor revised after the first fetch (written again)
+    #: moves beyond the limits with no split recorded (``condvest.fetch.suspects``): "XYZ x2.05", comma separated
+    suspect: str = ""
     bronze_rows: int = 0
     postgres_rows: int = 0
     seconds: float = 0.0
@@ -94,6 +96,9 @@ class FetchReport:
     retries: int = 0
     seconds: float = 0.0
     rebase: RebaseReport = field(default_factory=RebaseReport)
+    #: the run's suspect moves: a close-to-close move beyond the limits with no split recorded (stored, not
+    #: quarantined), with the split check to run (``condvest.fetch.suspects``)
+    suspects: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     #: one part of a sharded history backfill or its commit (``condvest.fetch.sharded``); None: not sharded
     shard: Shard | None = None
     message: str = ""
@@ -147,8 +152,20 @@ class FetchReport:
             "reason": self.plan.reason,
             **self.rebase.summary(),
             **({"revised": int(t["revised"].sum())} if len(t) and t["revised"].sum() else {}),
+            **({"suspect": len(self.suspects)} if len(self.suspects) else {}),
             **({"message": self.message} if self.message else {}),
         }
+
+    def note_suspects(self, moves: pd.DataFrame, shown: int = 10) -> None:
+        """Keep the run's suspect moves and name them on their sessions (``SessionResult.suspect``)."""
+        self.suspects = moves.reset_index(drop=True)
+        by_day = {r.session: r for r in self.sessions}
+        for day, part in moves.groupby("date"):
+            if day not in by_day:
+                continue
+            names = [f"{s} x{r:g}" for s, r in zip(part["symbol"], part["ratio"], strict=True)]
+            more = f", {len(names) - shown} more" if len(names) > shown else ""
+            by_day[day].suspect = ", ".join(names[:shown]) + more
 
     def raise_for_status(self) -> None:
         """``FetchFailed`` listing the failed sessions and symbols (after the notebook showed the tables); a shard

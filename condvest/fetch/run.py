@@ -58,6 +58,7 @@ from condvest.fetch.plan import FetchPlan, backfill_window, plan, settle_candida
 from condvest.fetch.rebase import RebaseJob, run_rebase
 from condvest.fetch.report import FetchReport, SessionOutcome, SessionResult, session_outcome
 from condvest.fetch.sharded import Held, Life
+from condvest.fetch.suspects import find_suspects
 from condvest.fetch.universe import fetch_every_symbol
 from condvest.fetch.writer import SessionWriter
 from condvest.polygon import PolygonClient
@@ -262,10 +263,13 @@ class _Run:
     progress: bool
     parts: list[dict[str, Any]] = field(default_factory=list)  # a commit's: every shard's staged outcome
     now: dt.datetime | None = None  # the run's clock when pinned (tests); the manifest's written_at
+    writers: list[SessionWriter] = field(default_factory=list)  # what they stored: closes and moves (``_finish``)
 
     def writer(self) -> SessionWriter:
         report = self.report
-        return SessionWriter(self.settings, self.store, report.run_id, report.plan, self.checked.write_postgres)
+        w = SessionWriter(self.settings, self.store, report.run_id, report.plan, self.checked.write_postgres)
+        self.writers.append(w)  # the suspect moves are looked for once the splits are known (``_finish``)
+        return w
 
 
 async def run_fetch(
@@ -406,6 +410,9 @@ async def _finish(run: _Run) -> None:
     done = tuple(r.session for r in report.sessions if r.status == SessionOutcome.DONE)
     report.rebase = await run_rebase(run.client, run.settings, run.store, _rebase_job(report, run.checked))
     _mark_split_failures(report, _windowed_splits(report, done))
+    closes = [c for w in run.writers for c in w.closes]
+    moves = [m for w in run.writers for m in w.moves]
+    report.note_suspects(find_suspects(run.store, closes, moves, run.settings.suspect_move, report.run_id))
     if report.plan.mode != "skip":
         record_manifest(run.store, report, run.now)
     report.requests += run.client.stats.requests

@@ -11,20 +11,22 @@ from typing import Any
 
 import pandas as pd
 
-from condvest.bars import check_bars, dedupe, misdated, to_table
+from condvest.bars import VALUE_COLUMNS, check_bars, conflicting, dedupe, misdated, suspect_moves, to_table
 from condvest.bronze import read_bronze_bytes, update_history, write_daily_files, write_quarantine
 from condvest.crash import crash_point
 from condvest.errors import ObjectNotFound
-from condvest.fetch.pg_cache import ensure_cache_table, upsert_bars
 from condvest.fetch.plan import FetchPlan
 from condvest.fetch.report import SessionResult
 from condvest.lake import batch_key
 from condvest.params import storable_symbol
+from condvest.pg_cache import ensure_cache_table, upsert_bars
 from condvest.postgres import connect
 from condvest.settings import Settings
 from condvest.storage import Store
 
 __all__ = ["SessionWriter"]
+
+_NO_SPLITS = pd.DataFrame(columns=["ticker", "execution_date"])
 
 
 class SessionWriter:
@@ -36,6 +38,10 @@ class SessionWriter:
         self.write_postgres = write_postgres
         self._conn: Any = None
         self._lock = asyncio.Lock()
+        #: the closes of each session the run stored, and the moves found inside each symbol's range written to its
+        #: history (``condvest.fetch.suspects`` looks for moves without a split once the run's splits are known)
+        self.closes: list[pd.DataFrame] = []
+        self.moves: list[pd.DataFrame] = []
 
     def _pg(self) -> Any:
         if self._conn is None:
@@ -55,9 +61,12 @@ class SessionWriter:
 
     def _prepare(self, raw: pd.DataFrame, res: SessionResult) -> tuple[pd.DataFrame, pd.DataFrame]:
         res.source_rows += len(raw)
-        rows, dups = dedupe(raw)
+        rows, clashing = conflicting(raw)  # the same key with different values: neither can be trusted
+        rows, dups = dedupe(rows)
         res.duplicates += dups
         good, bad = check_bars(rows)
+        if not clashing.empty:
+            bad = pd.concat([bad, clashing], ignore_index=True)
         res.quarantined += len(bad)
         return good, bad
 
@@ -72,6 +81,7 @@ class SessionWriter:
             res.quarantined += len(elsewhere)
             bad = pd.concat([bad, elsewhere], ignore_index=True)
         held = set(good["symbol"])
+        self.closes.append(good[["symbol", "date", "close"]])  # one session: compared with the one before, later
         if prior is not None:  # a settled session: only the bars the vendor revised (or added) are written
             good, res.revised = revised_bars(good, prior)
         write_quarantine(self.store, day, self.run_id, bad)
@@ -123,8 +133,11 @@ class SessionWriter:
     def _write_history(self, symbol: str, raw: pd.DataFrame, results: dict[dt.date, SessionResult]) -> set[dt.date]:
         scratch = SessionResult(dt.date.min)
         good, bad = self._prepare(raw, scratch)
+        # a symbol's range: its moves found at once (the splits filter them later); its bars are not kept
+        self.moves.append(suspect_moves(good, good.iloc[0:0], _NO_SPLITS, self.settings.suspect_move))
         if scratch.duplicates:  # the same bar twice in a response or across pages: count it on its session
-            dup = raw[raw.duplicated(["symbol", "date"], keep="last")].groupby("date").size()
+            kept, _ = conflicting(raw)  # conflicting rows are quarantined, not counted as duplicates
+            dup = kept[kept.duplicated(["symbol", "date"], keep="last")].groupby("date").size()
             for day, n in dup.items():
                 if day in results:
                     results[day].duplicates += int(n)
@@ -152,9 +165,6 @@ class SessionWriter:
         """Merge one symbol's bars into its history; returns the sessions bronze now holds for it."""
         async with self._lock:
             return await asyncio.to_thread(self._write_history, symbol, raw, results)
-
-
-VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "transactions")
 
 
 def revised_bars(good: pd.DataFrame, prior: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -1,5 +1,5 @@
-"""05_monitoring: lake coverage and gaps, quarantine, split basis per symbol, silver checkpoints, the retention
-views, run history.
+"""05_monitoring: lake coverage and gaps, quarantine, split basis per symbol, suspect moves and Postgres against
+bronze (``truth``), silver checkpoints, the retention views, run history.
 
 collect(settings, MonitoringParams(recent_sessions=30, ...)) -> MonitoringSnapshot     (reads every source once)
 MonitoringParams(...).check() -> CheckedMonitoring                   (``params``: pure, before anything is read)
@@ -18,6 +18,7 @@ from condvest.monitoring.snapshot import (
     runs_section,
     silver_section,
     splits_section,
+    truth_section,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "runs_section",
     "silver_section",
     "splits_section",
+    "truth_section",
 ]

@@ -35,6 +35,7 @@ from condvest.manifest import ALL, SessionEntry, read_sessions
 from condvest.monitoring.params import MonitoringParams
 from condvest.monitoring.runs_view import bronze_changed_after_resample, failed_runs
 from condvest.monitoring.styles import styled_runs, styled_states
+from condvest.monitoring.truth import Truth, read_truth
 from condvest.postgres import connect
 from condvest.retention import RetentionViews, distribution_figure, retention_log_figure
 from condvest.runs import read_index
@@ -269,6 +270,7 @@ class MonitoringSnapshot:
     notes: dict[str, str] = field(default_factory=dict)  # section -> why it is empty
     splits: pd.DataFrame = field(default_factory=pd.DataFrame)  # per symbol: basis date and newer splits
     silver_warning: str = ""  # bronze changed after the last resample (``runs_view``), else ""
+    truth: Truth | None = None  # suspect moves still open, the last Postgres-against-bronze comparison
 
     def summary(self) -> dict[str, Any]:
         """The headline figures (for the run index)."""
@@ -282,6 +284,7 @@ class MonitoringSnapshot:
             "postgres": self.postgres,
             "rebased_symbols": int((self.splits["basis"] != "unknown").sum()) if len(self.splits) else 0,
             "symbols_behind_a_split": int((self.splits["status"] == "behind").sum()) if len(self.splits) else 0,
+            **(self.truth.summary() if self.truth else {}),
         }
 
     def raise_for_status(self) -> None:
@@ -312,6 +315,7 @@ class MonitoringSnapshot:
             else "raw_ohlcv is empty",
             "splits": f"{s['rebased_symbols']} symbol(s) with a recorded basis, "
             f"{s['symbols_behind_a_split']} with a split newer than their basis",
+            **({"truth": self.truth.detail()} if self.truth else {}),
             "runs": f"{s['runs']} runs, {s['failed_runs']} failed"
             + (f"; last run failed: {', '.join(failing)}" if failing else ""),
         }
@@ -320,6 +324,7 @@ class MonitoringSnapshot:
             "silver": (bool(silver) and silver[0] < bronze) or bool(self.silver_warning),
             "retention": self.postgres != "ok",
             "splits": s["symbols_behind_a_split"] > 0,
+            "truth": bool(self.truth and self.truth.look),
             "runs": bool(failing),
         }
         rows = [(k, "look" if k in self.notes or look[k] else "ok", self.notes.get(k) or v) for k, v in detail.items()]
@@ -385,6 +390,7 @@ def collect(settings: Settings, p: MonitoringParams | None = None, *, store: Sto
         notes=notes,
         splits=splits,
         silver_warning=bronze_changed_after_resample(entries, read_basis(store), all_checkpoints(store)),
+        truth=read_truth(store, last_n_sessions(latest, recent)[0]),
     )
     log.info("monitoring_collected %s", " ".join(f"{k}={v!r}" for k, v in snapshot.summary().items()))
     return snapshot
@@ -448,6 +454,11 @@ def splits_section(s: MonitoringSnapshot) -> Section:
     return Section(
         "", (("Price basis per symbol (behind: a split newer than the basis)", table.reset_index(drop=True)),)
     )
+
+
+def truth_section(s: MonitoringSnapshot) -> Section:
+    """Suspect moves no split explains (with the split check), and what the last sync of Postgres with bronze found."""
+    return Section("", s.truth.items()) if s.truth else Section("not read")
 
 
 def silver_section(s: MonitoringSnapshot) -> Section:

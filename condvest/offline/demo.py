@@ -82,7 +82,7 @@ def _steps(today: dt.date) -> list[tuple[str, list[str]]]:
         ),
         ("daily pipeline (fetch, compaction, resample)", ["pipeline", "daily"]),
         ("deploy the retention policy", ["run", "04_retention", "-p", "mode", "deploy"]),
-        ("weekly pipeline (archive)", ["pipeline", "weekly"]),
+        ("weekly pipeline (archive, then Postgres compared with bronze)", ["pipeline", "weekly"]),
         ("monitoring", ["run", "05_monitoring"]),
     ]
 

@@ -1,14 +1,16 @@
 """04_retention: the Postgres retention policy: deploy it, preview it (dry run), run it (archive), its views.
 
     run_retention(settings, RetentionParams(mode="deploy", ...)) -> RetentionOutcome   (connects, runs, reads)
-        modes: deploy, dry-run, archive, adopt (the previous pipeline's tables converted in place)
+        modes: deploy, dry-run, archive, adopt (the previous pipeline's tables converted in place), sync (raw_ohlcv
+        compared with bronze over the window, session by session, and re-filled from it)
+    sync(conn, store, cutoff, as_of) -> SyncReport            (the cache follows bronze; no API call)
     plan(settings, RetentionParams(...)) -> RetentionPlan     (pure; checks parameters)
     execute(conn, plan) -> RetentionOutcome                   (on a connection of your own)
     read_views(conn) -> RetentionViews, distribution_figure / retention_log_figure
 
 Modules: ``params`` (the parameters, checked once: ``RetentionParams.check() -> CheckedRetention``), ``policy``
 (the SQL files applied, the procedure called), ``adopt`` (the previous pipeline's tables
-converted in place), ``views`` (the monitoring views and their charts);
+converted in place), ``views`` (the monitoring views and their charts), ``sync`` (Postgres against bronze);
 ``python -m condvest.retention deploy|dry-run|archive|adopt`` is its command line.
 """
 
@@ -31,6 +33,7 @@ from condvest.retention.policy import (
     retention_cutoff,
     run_retention,
 )
+from condvest.retention.sync import SyncReport, sync
 from condvest.retention.views import (
     RetentionViews,
     archive_statistics,
@@ -54,6 +57,7 @@ __all__ = [
     "RetentionParams",
     "RetentionPlan",
     "RetentionViews",
+    "SyncReport",
     "adopt",
     "archive",
     "archive_statistics",
@@ -73,4 +77,5 @@ __all__ = [
     "retention_log",
     "retention_log_figure",
     "run_retention",
+    "sync",
 ]

@@ -14,7 +14,7 @@ from condvest.settings import Retention
 
 __all__ = ["METHODS", "MODES", "CheckedRetention", "RetentionParams", "retention_value"]
 
-MODES = ("deploy", "dry-run", "archive", "adopt")
+MODES = ("deploy", "dry-run", "archive", "adopt", "sync")
 METHODS = ("auto", "rows")
 _LOCK_TIMEOUT_RE = re.compile(r"^\d+(\.\d+)?\s*(ms|s|min)?$")
 
@@ -22,7 +22,8 @@ _LOCK_TIMEOUT_RE = re.compile(r"^\d+(\.\d+)?\s*(ms|s|min)?$")
 @dataclass(frozen=True)
 class RetentionParams:
     """04_retention's parameters: ``mode`` (deploy | dry-run | archive | adopt: convert the previous pipeline's
-    tables in place; dry-run shows what it would do), ``retention`` (e.g. "3 years 1 month";
+    tables in place; dry-run shows what it would do | sync: compare raw_ohlcv with bronze over the window, session
+    by session, and re-fill what differs from bronze), ``retention`` (e.g. "3 years 1 month";
     None: the setting 01_fetch uses), ``as_of`` (the run's today; None: the settings'), ``lock_timeout``,
     ``method`` (auto: whole months by partition; rows: row by row)."""
 

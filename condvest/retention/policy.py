@@ -25,9 +25,11 @@ from condvest.postgres import apply_sql, connect, sql_files
 from condvest.retention.adopt import AdoptionPlan, AdoptionReport, adopt, inspect, legacy_tables
 from condvest.retention.params import METHODS, RetentionParams
 from condvest.retention.params import retention_value as _retention
+from condvest.retention.sync import SyncReport, sync
 from condvest.retention.views import RetentionViews, read_views
 from condvest.retention.views import db_error as _db_error
 from condvest.settings import Retention, Settings
+from condvest.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +342,7 @@ class RetentionOutcome:
     deploy: DeployReport | None = None
     archive: ArchiveResult | None = None
     adoption: AdoptionReport | AdoptionPlan | None = None
+    sync: SyncReport | None = None
     beyond_cutoff: pd.DataFrame | None = None
     views: RetentionViews | None = None
 
@@ -355,10 +358,17 @@ class RetentionOutcome:
             raise DatabaseError(f"archive run {self.archive.run_id} failed: {self.archive.error}", table="raw_ohlcv")
 
 
-def execute(conn: Any, run: RetentionPlan) -> RetentionOutcome:
+def execute(conn: Any, run: RetentionPlan, store: Store | None = None) -> RetentionOutcome:
     """Do what the plan's mode says: ``deploy``, ``dry-run`` (nothing written; on the previous pipeline's
     database, what adoption would do), ``archive`` (which deploys first only when the policy is missing from
-    this database) or ``adopt`` (convert the previous pipeline's tables, then deploy)."""
+    this database), ``adopt`` (convert the previous pipeline's tables, then deploy) or ``sync`` (raw_ohlcv
+    compared with the bronze of ``store`` over the window and re-filled from it: ``condvest.retention.sync``)."""
+    if run.mode == "sync":
+        if store is None:
+            raise ParameterError("mode 'sync' needs the lake (store) to compare with", parameter="mode")
+        _refuse_legacy(conn)
+        report = sync(conn, store, run.cutoff, run.as_of)
+        return RetentionOutcome(run.mode, report.to_frame(), report.summary(), sync=report)
     if run.mode == "deploy":
         report = deploy(conn, as_of=run.as_of, retention=run.retention)
         return RetentionOutcome(run.mode, report.to_frame(), report.summary(), deploy=report)
@@ -395,8 +405,9 @@ def run_retention(settings: Settings, p: RetentionParams | None = None) -> Reten
     embedded cluster), do what the mode says, then read what lies beyond the cutoff and the views (empty when
     the policy is not deployed); the connection is closed on return."""
     run = plan(settings, p)
+    store = open_store(settings=settings) if run.mode == "sync" else None
     with connect(settings, autocommit=True) as conn:
-        outcome = execute(conn, run)
+        outcome = execute(conn, run, store)
         beyond = dry_run(conn, run.cutoff)
         # not deployed (a dry run before deploy or adopt): empty views, so the notebook shows empty tables
         views = (

@@ -14,8 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from condvest import calendar as cal
-from condvest.bars import bars_frame, check_bars, check_envelope, dedupe
-from condvest.errors import AuthError, BadPayload
+from condvest.bars import (
+    MoveLimits,
+    bars_frame,
+    check_bars,
+    check_envelope,
+    conflicting,
+    dedupe,
+    misdated,
+    suspect_moves,
+)
+from condvest.errors import AuthError, BadPayload, ParameterError
 
 TZS = ["UTC", "Asia/Tokyo", "America/Los_Angeles"]
 
@@ -50,7 +59,7 @@ finite = st.floats(min_value=0.0001, max_value=1e6, allow_nan=False)
 )
 @settings(max_examples=200, deadline=None)
 def test_parsed_bars_keep_values_exactly_and_valid_bars_pass(o, c, spread, v, day):
-    hi, lo = max(o, c) + spread, max(0.0, min(o, c) - spread)
+    hi, lo = max(o, c) + spread, max(0.0001, min(o, c) - spread)  # a price of 0 is quarantined
     df = bars_frame([_bar(cal.ny_close_epoch_ms(day), o=o, c=c, h=hi, l=lo, v=v, T="ZZ")])
     row = df.iloc[0]
     assert (row["open"], row["close"], row["high"], row["low"], row["volume"]) == (o, c, hi, lo, v)
@@ -80,6 +89,61 @@ def test_dedupe_keys_on_symbol_and_session_not_the_whole_row():
     out, dropped = dedupe(df)
     assert dropped == 1 and len(out) == 2
     assert out.set_index("symbol").loc["A", "close"] == 10.7  # the last one seen wins
+
+
+def test_non_positive_prices_are_quarantined():
+    t = cal.ny_close_epoch_ms(dt.date(2025, 10, 17))
+    zero = _bar(t, T="ZERO", o=0.0, h=0.0, l=0.0, c=0.0)
+    negative = _bar(t, T="NEG", o=-2.0, h=-1.0, l=-3.0, c=-1.5)
+    good, bad = check_bars(bars_frame([_bar(t, T="OK"), zero, negative]))
+    assert list(good["symbol"]) == ["OK"]
+    assert dict(zip(bad["symbol"], bad["reason"], strict=True)) == {"ZERO": "price <= 0", "NEG": "price <= 0"}
+
+
+def test_conflicting_duplicates_are_all_quarantined_and_identical_repeats_stay_plain_duplicates():
+    t = cal.ny_close_epoch_ms(dt.date(2025, 10, 17))
+    df = bars_frame([_bar(t, T="A"), _bar(t, T="A"), _bar(t, T="B"), _bar(t, T="B", c=10.9), _bar(t, T="C")])
+    kept, clashing = conflicting(df)
+    assert sorted(clashing["symbol"]) == ["B", "B"]
+    assert set(clashing["reason"]) == {"conflicting duplicates: the same key twice in one answer with different values"}
+    out, dropped = dedupe(kept)
+    assert sorted(out["symbol"]) == ["A", "C"] and dropped == 1
+
+
+def test_a_bar_on_a_closed_day_is_quarantined_naming_it():
+    friday, saturday = dt.date(2025, 10, 17), dt.date(2025, 10, 18)
+    df = bars_frame([_bar(cal.ny_close_epoch_ms(friday), T="A"), _bar(cal.ny_close_epoch_ms(saturday), T="B")])
+    good, bad = misdated(df, friday, friday)
+    assert list(good["symbol"]) == ["A"]
+    assert bad["reason"].tolist() == ["dated 2025-10-18, not an NYSE session (the session asked for is 2025-10-17)"]
+
+
+def _closes(rows):
+    return pd.DataFrame(rows, columns=["symbol", "date", "close"])
+
+
+def test_a_move_beyond_the_limits_without_a_split_is_suspect():
+    d = [dt.date(2025, 10, 15), dt.date(2025, 10, 16), dt.date(2025, 10, 17)]
+    previous = _closes([("UP", d[0], 10.0), ("DOWN", d[0], 10.0), ("SPLIT", d[0], 10.0), ("CALM", d[0], 10.0)])
+    bars = _closes(
+        [
+            ("UP", d[1], 20.5),  # x2.05 from the previous session's close
+            ("DOWN", d[1], 9.0),
+            ("DOWN", d[2], 0.9),  # x0.1 inside the answer itself
+            ("SPLIT", d[1], 5.0),  # x0.5 ... and a 2-for-1 split executed that day: not suspect
+            ("SPLIT", d[2], 2.0),  # x0.4: suspect, no split that day
+            ("CALM", d[1], 17.9),  # x1.79: inside the limits
+        ]
+    )
+    splits = pd.DataFrame({"ticker": ["SPLIT"], "execution_date": [d[1]]})
+    out = suspect_moves(bars, previous, splits)
+    got = {(r.symbol, r.date): r.ratio for r in out.itertuples()}
+    assert got == {("UP", d[1]): 2.05, ("DOWN", d[2]): 0.1, ("SPLIT", d[2]): 0.4}
+    assert out.set_index("symbol").loc["UP", "previous_close"] == 10.0
+    assert suspect_moves(bars, previous, splits, MoveLimits(0.05, 3.0)).empty
+    assert MoveLimits.parse("0.5, 2") == MoveLimits(0.5, 2.0)
+    with pytest.raises(ParameterError):
+        MoveLimits.parse("2,0.5")
 
 
 def test_fractional_volume_survives():

@@ -24,6 +24,7 @@ from condvest.fetch.run import FetchParams, run_fetch
 from condvest.offline import SyntheticMarket, serve_in_thread
 from condvest.settings import HttpLimits, Secret, Settings
 from condvest.storage import LocalStore
+from tests.fixtures.stepping import Schedule, StepStore, run_actors
 
 AS_OF = dt.date(2025, 10, 17)
 KEY = "sentinel-key-7f3a9c"
@@ -234,6 +235,28 @@ def test_two_fetches_of_the_same_day_at_once_leave_one_row_per_key(cfg, srv):
     b = bronze(cfg)
     assert len(b) == 12 and not b.duplicated(["symbol", "date"]).any() and len(pg_rows(cfg)) == 12
     assert manifest.missing_sessions(LocalStore(cfg.lake_uri), [AS_OF]) == []
+
+
+def test_two_fetches_of_one_day_whose_manifest_updates_interleave_both_stay_recorded(cfg, srv, market):
+    """Fault row 5's mechanism: the manifest is updated only over the version read (a conditional write). Two
+    symbol-list fetches of the same day both read the manifest before either writes it; the second write loses
+    the race, reads again and merges, so the manifest records both symbols (an unconditional write keeps one)."""
+    day = cal.previous_session(AS_OF)
+    a, b = market.symbols[0], market.symbols[1]
+    sched = Schedule(["a", "b", "a", "b"])
+    lake = LocalStore(cfg.lake_uri)
+
+    def one(actor: str, symbol: str):
+        store = StepStore(lake, actor, sched, "bronze/_manifest/")
+        params = FetchParams(date=day.isoformat(), symbols=symbol, skip_market_check=True)
+        return asyncio.run(run_fetch(cfg, params, store=store, progress=False))
+
+    reports = run_actors(sched, {"a": lambda: one("a", a), "b": lambda: one("b", b)})
+    assert [reports[k].status for k in ("a", "b")] == ["ok", "ok"]
+    assert [(actor, op) for actor, op, _ in sched.trace[:4]] == [("a", "get"), ("b", "get"), ("a", "put"), ("b", "put")]
+    held = manifest.read_sessions(lake, day, day)[day]
+    assert manifest.missing_sessions(lake, [day], [a]) == [] and manifest.missing_sessions(lake, [day], [b]) == []
+    assert held.covers([a, b])
 
 
 def test_duplicate_and_bad_bars(cfg, srv):

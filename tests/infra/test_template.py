@@ -72,6 +72,7 @@ def test_least_privilege_per_stage(template):
         "bronze/_quarantine/*",
         "bronze/_batches/*",
         "bronze/_corporate_actions/*",
+        "bronze/_suspect/*",
         "processing_metadata/shards/fetch/*",
     }
     # the fetcher cannot overwrite silver, checkpoints, resample state, the lock or the DMS export, nor delete
@@ -84,7 +85,8 @@ def test_least_privilege_per_stage(template):
     assert deletes["migrate"] == {"public/raw_ohlcv/*"}  # the cleanup, and nothing else
     assert deletes["daily"] == deletes["fetch"] | deletes["resample"]
     for group in ("retention", "monitoring"):
-        assert writes[group] == {"runs/*"} and deletes[group] == set()
+        assert writes[group] - {"processing_metadata/postgres_sync.json"} == {"runs/*"} and deletes[group] == set()
+    assert writes["retention"] == {"runs/*", "processing_metadata/postgres_sync.json"}  # what 04_retention sync found
     # no policy of a job writes or deletes the whole bucket
     for group in roles:
         assert "*" not in writes[group] | deletes[group]

@@ -57,7 +57,7 @@ def test_notebooks_in_jupyterlab_see_the_demo_world(tmp_path):
 def _every_page_draws_offline(runs, profile):
     """Every page of the demo's runs opens offline with all its charts drawn; a run folder stays small."""
     pages = sorted(p for p in runs.rglob("*.html") if p.name != "index.html")  # not the run store's lists
-    assert len(pages) == 8  # 04 adopt, 03, 01 backfill, daily (01, 02), 04 deploy, weekly (04), 05
+    assert len(pages) == 9  # 04 adopt, 03, 01 backfill, daily (01, 02), 04 deploy, weekly (04 archive, 04 sync), 05
     pages_tell_the_truth(runs)  # no frozen progress bar, widget repr or reference note; 05 lists the runs
     for page in pages:
         text = page.read_text()

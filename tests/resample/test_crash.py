@@ -53,6 +53,19 @@ def _lake(tmp_path):
     return root, store, Settings(lake_uri=str(root))
 
 
+def _add_new_symbol(store):
+    """A symbol no checkpoint knows yet, in months before every other symbol's (no other change rewrites them): the
+    stopped run writes its bars there."""
+    write_history(store, "DDD", sessions_between(dt.date(2023, 10, 2), dt.date(2023, 12, 29)), 7)
+
+
+def _move_new_symbol(store):
+    """Between the stopped run and the next: the new symbol's history is replaced by one that starts months later
+    (a rebase, a fix). No incremental run touches its first months again, so only the in-flight marker (fault row 2:
+    the next run rebuilds in full) removes the bars the stopped run left there."""
+    write_history(store, "DDD", DAYS[100:120], 8)
+
+
 def _recover(store, settings):
     with pytest.raises(BusyError, match="since"):
         run_resample(settings, ResampleParams(IV), store=store)
@@ -65,7 +78,11 @@ def _recover(store, settings):
 @pytest.mark.parametrize("point", ["resample.mid_silver", "resample.before_checkpoint"])
 def test_crash_in_a_full_run(tmp_path, point):
     root, store, settings = _lake(tmp_path)
-    _crash(root, point, "resample", IV, "inc")
+    _crash(root, point, "resample", IV, "inc")  # the first run: full
+    _recover(store, settings)
+    _add_new_symbol(store)
+    _crash(root, point, "resample", IV, "full")  # a forced full run over checkpoints
+    _move_new_symbol(store)
     _recover(store, settings)
 
 
@@ -76,7 +93,9 @@ def test_crash_in_an_incremental_run(tmp_path, point):
     for i, d in enumerate(DAYS[80:84]):
         write_daily(store, "AAA", d, 100 + i)
     write_daily(store, "CCC", DAYS[2], 200)  # a late backfill
+    _add_new_symbol(store)
     _crash(root, point, "resample", IV, "inc")
+    _move_new_symbol(store)
     _recover(store, settings)
 
 

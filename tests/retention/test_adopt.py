@@ -19,8 +19,8 @@ import pytest
 
 from condvest import retention
 from condvest.errors import ValidationError
-from condvest.fetch.pg_cache import upsert_bars
 from condvest.monitoring.snapshot import read_retention
+from condvest.pg_cache import upsert_bars
 from condvest.settings import Retention, Settings
 from tests.fixtures.paths import ROOT
 from tests.fixtures.retention import connect

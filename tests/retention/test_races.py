@@ -8,6 +8,8 @@ pg_stat_activity shows the archive waiting, acts, then releases.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -16,6 +18,7 @@ import pytest
 
 from condvest import retention
 from condvest.errors import DatabaseError
+from condvest.postgres import EmbeddedCluster, _pg_bindir
 from tests.fixtures import retention as base
 
 AS_OF = base.AS_OF
@@ -122,8 +125,9 @@ def test_second_concurrent_run_is_skipped_and_logged(request):
         assert a.result(timeout=30).status == "success"
         base.assert_conserved(before, base.state(observer))
         log = retention.retention_log(observer)
-        assert list(log["status"]) == ["success", "skipped"]
-        assert list(log["consistency"]) == ["consistent", "n/a"]
+        # newest first by start: each run is logged as it starts (B started after A)
+        assert list(log["status"]) == ["skipped", "success"]
+        assert list(log["consistency"]) == ["n/a", "consistent"]
 
 
 @pytest.mark.parametrize("method", ["rows", "auto"])
@@ -228,3 +232,38 @@ def test_cancelled_run_is_logged_as_failed(request):
         assert base.state(observer) == before
         status, _, _, sqlstate, _ = base.log_rows(observer)[-1]
         assert (status, sqlstate) == ("failed", "57014")
+
+
+def test_an_archive_the_server_crash_stopped_is_logged_interrupted_by_the_next_run(tmp_path):
+    """Item 5 of issue 21 (fault row 38): PostgreSQL stops (immediate shutdown: no checkpoint, every session cut, as
+    a crash) while an archive is under way. Its log row, written as it started, survives; the next run marks it
+    'interrupted', and nothing moved (every bar where it was)."""
+    cluster = EmbeddedCluster(tmp_path / "own-cluster")  # its own server: the session's shared one stays up
+    dsn = cluster.start()
+    try:
+        with base.connect(dsn) as conn:
+            retention.deploy(conn, as_of=AS_OF)
+            base.load(conn, base.bars())
+            before = base.state(conn)
+        holder = _hold_row_lock(dsn)
+        a = _archive_in_thread(dsn, method="rows", lock_timeout="30s")
+        with base.connect(dsn) as observer:
+            _wait_until_blocked(observer, "CALL archive_old_ohlcv_data")
+            time.sleep(0.5)  # the WAL writer has written the 'running' row (synchronous_commit is off here)
+        pg_ctl = str(_pg_bindir() / "pg_ctl")
+        runuser = ["runuser", "-u", cluster.run_as, "--"] if cluster.run_as else []
+        subprocess.run([*runuser, pg_ctl, "-D", str(cluster.data), "-m", "immediate", "-w", "stop"], check=True)
+        with pytest.raises((DatabaseError, psycopg.OperationalError)):  # the run's session was cut
+            a.result(timeout=30)
+        with contextlib.suppress(psycopg.Error):
+            holder.close()
+        dsn = cluster.start()  # crash recovery
+        with base.connect(dsn) as conn:
+            assert base.state(conn) == before  # the stopped run moved nothing
+            assert list(retention.retention_log(conn)["status"]) == ["running"]
+            assert retention.archive(conn, as_of=AS_OF).status == "success"
+            log = retention.retention_log(conn)
+            assert list(log["status"]) == ["success", "interrupted"]
+            assert "the server stopped" in log["error_message"].iloc[1] and log["consistency"].iloc[1] == "n/a"
+    finally:
+        cluster.destroy()

@@ -315,7 +315,7 @@ def test_backfilled_old_bar_is_never_in_both_tables(deployed):
     """Fault 26: a backfill upserts a bar older than the cutoff. The fetch side refuses it; a direct
     upsert of an archived key takes the bar out of the archive in the same statement, and the next run
     archives the new values."""
-    from condvest.fetch import pg_cache
+    from condvest import pg_cache
 
     cut = retention.cutoff(Retention(), AS_OF)
     with connect(deployed) as conn:

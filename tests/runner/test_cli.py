@@ -81,7 +81,10 @@ def test_pipeline_help_lists_pipelines_and_stages_and_version(capsys):
     with pytest.raises(SystemExit):
         main(["pipeline", "--help"])
     out = capsys.readouterr().out
-    assert "daily    01_fetch -> 02_resample" in out and "weekly   04_retention (mode=archive)" in out
+    assert (
+        "daily    01_fetch -> 02_resample" in out
+        and "weekly   04_retention (mode=archive) -> 04_retention (mode=sync)" in out
+    )
     with pytest.raises(SystemExit):
         main(["--version"])
     assert "condvest runner, code " in capsys.readouterr().out

@@ -141,7 +141,10 @@ def test_pipeline_plan_is_checked_before_any_stage_runs(tmp_path, keep_logging, 
     assert "01_fetch" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
     assert [s.notebook for s in get_pipeline("daily")] == ["01_fetch", "02_resample"]
-    assert get_pipeline("weekly") == (Stage("04_retention", {"mode": "archive"}),)
+    assert get_pipeline("weekly") == (
+        Stage("04_retention", {"mode": "archive"}),
+        Stage("04_retention", {"mode": "sync"}),
+    )
 
 
 def test_concurrent_index_appends_lose_nothing(tmp_path):

@@ -1,18 +1,26 @@
-"""The Postgres hot cache of daily bars: upserts inside the retention window only."""
+"""The Postgres hot cache of daily bars: upserts inside the retention window only (01_fetch's writes, and
+04_retention's re-fill from bronze), and the record of the last comparison with bronze (``read_last_sync``:
+``condvest.retention.sync`` writes it, 05_monitoring reads it)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any
 
 import pandas as pd
 from psycopg import sql
 
-from condvest.errors import DatabaseError
+from condvest.errors import CorruptObject, DatabaseError, ObjectNotFound
+from condvest.lake import METADATA_PREFIX
 from condvest.postgres import apply_sql, sql_files
+from condvest.storage import Store
 
 log = logging.getLogger(__name__)
+
+#: where the last comparison of Postgres with bronze is kept (``condvest.retention.sync``; 05_monitoring reads it)
+SYNC_KEY = f"{METADATA_PREFIX}/postgres_sync.json"
 
 _COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume", "interval", "vwap", "transactions")
 
@@ -104,3 +112,18 @@ def upsert_bars(conn: Any, df: pd.DataFrame, cutoff: dt.date) -> int:
             str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__, table="raw_ohlcv"
         ) from exc
     return int(n)
+
+
+def read_last_sync(store: Store) -> dict[str, Any] | None:
+    """The last sync's outcome (``SyncReport.to_json``), or None when no sync ran yet."""
+    try:
+        raw = store.get(SYNC_KEY)
+    except ObjectNotFound:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptObject(f"unreadable sync record: {exc}", key=SYNC_KEY) from exc
+    if not isinstance(data, dict):
+        raise CorruptObject("the sync record is not a JSON object", key=SYNC_KEY)
+    return data
