@@ -64,9 +64,7 @@ def test_a_session_after_the_demos_split_fetched_from_the_labs_market_is_price_c
         after = sessions_between(DEMO_DAY + dt.timedelta(days=1), DEMO_DAY + dt.timedelta(days=10))[0]
         for split in world.splits:
             last = lake_market.range_bars(split.symbol, DEMO_DAY, DEMO_DAY, as_of=DEMO_DAY)[-1]["c"]
-            doc = _get(
-                f"{base}/v2/aggs/ticker/{split.symbol}/range/1/day/{after}/{after}?adjusted=true&apiKey={key}"
-            )
+            doc = _get(f"{base}/v2/aggs/ticker/{split.symbol}/range/1/day/{after}/{after}?adjusted=true&apiKey={key}")
             (bar,) = doc["results"]
             assert session_date_from_epoch_ms(bar["t"]) == after
             assert 0.7 < bar["c"] / last < 1.4, f"{split.symbol}: {last} in the lake, then {bar['c']} from the lab"
