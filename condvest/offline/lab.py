@@ -109,6 +109,15 @@ def jupyter_command(
     return [*cmd, *extra]
 
 
+def lab_folder(root: Path, *, sources: bool = False) -> tuple[Path, list[str]]:
+    """JupyterLab's folder: ``notebooks/`` for ``sources``, else the working copy ``lab/`` refreshed from it
+    (``refresh_working_copy``); with what the refresh did, one line a notebook."""
+    if sources:
+        return root / "notebooks", []
+    folder = root / WORK_FOLDER
+    return folder, refresh_working_copy(root / "notebooks", folder)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -151,10 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with lab_services(root, n_symbols=opts.symbols) as env:
         if opts.shell:
             return _shell(env, extra, root)
-        folder = root / ("notebooks" if opts.sources else WORK_FOLDER)
-        if not opts.sources:
-            for line in refresh_working_copy(root / "notebooks", folder):
-                _say(line)
+        folder, said = lab_folder(root, sources=opts.sources)
+        for line in said:
+            _say(line)
         cmd = jupyter_command(root, extra, port=opts.port, browser=not opts.no_browser, sources=opts.sources)
         what = (
             "the source notebooks (a deliberate edit: saved without outputs; review with git diff notebooks/)"
