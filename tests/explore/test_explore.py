@@ -96,16 +96,21 @@ def test_notebook_runs_through_the_runner_and_writes_nothing_to_the_lake(small_l
     monkeypatch.setenv("CONDVEST_LAKE_URI", small_lake.lake_uri)
     before = _lake_state(small_lake.lake_uri)
     runs = tmp_path / "explore-runs"
-    result = run_notebook(
-        "06_explore",
-        {"symbols": "AAA,BBB", "interval": 3},
-        settings=small_lake,
-        options=RunOptions(runs_uri=str(runs), root=ROOT, progress_bar=False),
-    )
+    options = RunOptions(runs_uri=str(runs), root=ROOT, progress_bar=False)
+    # the three questions, one parameter edit each: a relative period, the cross-section at a date, the gaps
+    edits = {"symbols": "AAA,BBB", "interval": 3, "start": "-1M", "returns_on": DAYS[54].isoformat()}
+    result = run_notebook("06_explore", edits, settings=small_lake, options=options)
     assert result.ok, result.summary()
     assert _lake_state(small_lake.lake_uri) == before, "06_explore must not write to the lake"
     page = (runs / result.html_key).read_text()
     assert "AAA: 3-session bars, with volume" in page and "BBB: 3-session bars, with volume" in page
+    assert "open bar (2 of 3 sessions)" in page  # BBB's 35 sessions
+    assert DAYS[49].isoformat() in page and DAYS[54].isoformat() in page, "the cross-section's two sessions"
+    assert "phased per symbol" in page and "Gaps against the NYSE calendar" in page
+
+    unknown = run_notebook("06_explore", {"symbols": "ZZZQ"}, settings=small_lake, options=options)
+    assert not unknown.ok
+    assert "no bar in the lake for ZZZQ (unknown symbol; the lake holds 2 symbols: AAA, BBB)" in unknown.summary()
 
 
 # -- the three first questions, each one parameter edit (issue 23) ------------------------------------------------
