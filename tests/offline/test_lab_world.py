@@ -101,3 +101,23 @@ def test_the_shell_and_the_offline_server_reach_the_demos_world(demo_root):
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_the_readmes_examples_name_the_demos_symbols_and_sessions():
+    """Every README example runs in the demo's world as written: its symbols are the demo market's, its dates
+    sessions (ZZZQ is the one deliberately unknown symbol)."""
+    import re
+
+    from condvest.calendar import is_session
+    from tests.fixtures.paths import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    demo = set(World.plan(dt.date.today()).market().symbols)
+    named = set(re.findall(r"-p symbols ([A-Z0-9.,]+)", text)) | set(re.findall(r'symbols = "([A-Z0-9.,]+)"', text))
+    symbols = {s for group in named for s in group.split(",")} | set(
+        re.findall(r"^bronze/raw_ohlcv/symbol=([A-Z0-9.]+)/", text, re.M)
+    )
+    assert symbols - {"ZZZQ"} and symbols - {"ZZZQ"} <= demo, sorted(symbols - demo)
+    for day in re.findall(r"-p (?:date|returns_on) (\d{4}-\d{2}-\d{2})|returns_on = \"(\d{4}-\d{2}-\d{2})\"", text):
+        day = next(d for d in day if d)
+        assert is_session(dt.date.fromisoformat(day)), day
