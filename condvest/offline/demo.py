@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s.")
     print(f"  executed notebooks and html: {runs}/<run id>/  (run index: {runs}/index.jsonl)")
     print(f"  the lake:                    {root / 'lake'}")
-    print("  explore:                     make lab   (JupyterLab on notebooks/, this lake; 06_explore)")
+    print("  explore:                     make lab   (JupyterLab on lab/, a copy of notebooks/; this lake and market)")
+    print("  the runner in this world:    make shell (a terminal: python -m runner run 06_explore -p symbols BQFG)")
     return 0
 
 
