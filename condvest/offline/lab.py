@@ -70,7 +70,7 @@ def lab_services(
         else:
             candidate.start()
             cluster = candidate
-            _say(f"started the embedded PostgreSQL on port {candidate.port()} (stopped when JupyterLab stops)")
+            _say(f"started the embedded PostgreSQL on port {candidate.port()} (stopped when this command stops)")
     with contextlib.ExitStack() as stack:
         if settings.polygon_api_key is None and not settings.polygon_api_key_secret_arn:
             key = "offline-" + secrets.token_hex(8)

@@ -81,7 +81,7 @@ def _market_continues_the_lake(root, lab_env):
     with open_lake(Settings.from_env({}, root=root), ExploreParams(interval=1)) as lake:
         for split in world.splits:
             stored = lake.sql("SELECT date, close FROM daily WHERE symbol = $s ORDER BY date", {"s": split.symbol})
-            last = stored["date"].iloc[-1]
+            last = stored["date"].iloc[-1].date()
             url = f"{base}/v2/aggs/ticker/{split.symbol}/range/1/day/{last}/{last}?adjusted=true&apiKey={key}"
             with urllib.request.urlopen(url, timeout=30) as r:
                 (bar,) = json.loads(r.read())["results"]
