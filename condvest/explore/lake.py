@@ -85,7 +85,7 @@ class LakeViews:
         """The symbols the lake holds, for a message: the first few and the count."""
         held = self.symbols_in_bronze()
         if not held:
-            return "the lake holds no symbol yet (run 03_migrate or 01_fetch)"
+            return "the lake holds no symbol yet: run 03_migrate or 01_fetch"
         shown = ", ".join(held[:_SHOWN_SYMBOLS]) + (", …" if len(held) > _SHOWN_SYMBOLS else "")
         return f"the lake holds {len(held)} symbol{'s' if len(held) != 1 else ''}: {shown}"
 
