@@ -6,7 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: demo lab test test-fast lint format nbval bench clean system
+.PHONY: demo lab lab-sources shell test test-fast lint format nbval bench clean system
 
 # constraints.txt pins the runtime dependencies to what the image installs (tools/lock.py writes it)
 $(STAMP): pyproject.toml constraints.txt
@@ -26,9 +26,18 @@ system:
 demo: $(STAMP)
 	$(PY) -m condvest.offline.demo
 
-# JupyterLab on notebooks/ in the demo's world (embedded PostgreSQL and offline market unless configured)
+# JupyterLab in the demo's world (embedded PostgreSQL and the demo's offline market unless configured), on lab/:
+# an untracked working copy of notebooks/, so exploring never changes what the runner executes
 lab: $(STAMP)
 	$(PY) -m condvest.offline.lab
+
+# a deliberate edit of the source notebooks: JupyterLab on notebooks/, saved without outputs
+lab-sources: $(STAMP)
+	$(PY) -m condvest.offline.lab --sources
+
+# a terminal in the same world: its `python -m runner ...` reaches the demo's lake, market and PostgreSQL
+shell: $(STAMP)
+	$(PY) -m condvest.offline.lab --shell
 
 # every test: the ones not marked slow on two workers (as make test-fast), then the slow ones (notebooks,
 # kernels, browsers, servers, the demo) one at a time, then nbval on the notebooks

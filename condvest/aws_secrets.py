@@ -36,6 +36,6 @@ def resolve_api_key(settings: Settings) -> Secret:
         return Secret(value)
     raise ConfigError(
         "no API key: set POLYGON_API_KEY (environment or .env at the project root) or POLYGON_API_KEY_SECRET_ARN; "
-        "offline, `make lab` starts the synthetic market and sets it",
+        "offline, `make shell` (a terminal) or `make lab` (JupyterLab) serve the demo's market and set it",
         variable="POLYGON_API_KEY",
     )

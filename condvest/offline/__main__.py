@@ -1,7 +1,8 @@
 """Command line of the offline market.
 
-python -m condvest.offline serve --port 8765 --symbols 100 --seed 7 [--api-key KEY] [--now ISO]
+python -m condvest.offline serve --port 8765 [--symbols N --seed S] [--api-key KEY] [--now ISO]
     [--plan unlimited|free|starter|developer] [--minute SECONDS]
+    (default: the demo's market, its symbols, seed and splits as the last ``make demo`` recorded them)
 python -m condvest.offline dms --lake ./lake --start 1962-01-02 --end 2025-10-31 [--lake-like]
 """
 
@@ -18,14 +19,20 @@ from condvest.offline.dms import write_dms_export
 from condvest.offline.market import SyntheticMarket
 from condvest.offline.plans import PLANS
 from condvest.offline.server import start_in_thread
+from condvest.offline.world import world_for
 from condvest.settings import Settings
 from condvest.storage import open_store
 
 
 def _market(args: argparse.Namespace) -> object:
     if args.lake_like:
-        return SyntheticMarket.lake_like(args.symbols, args.seed)
-    return SyntheticMarket(args.symbols, args.seed)
+        return SyntheticMarket.lake_like(args.symbols or 100, 7 if args.seed is None else args.seed)
+    if args.command == "serve":
+        settings = Settings.from_env()
+        world = world_for(settings.home, settings.today(), args.symbols, args.seed)
+        args.described = f"market: {world.describe()}"
+        return world.market()
+    return SyntheticMarket(args.symbols or 100, 7 if args.seed is None else args.seed)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -43,6 +50,8 @@ def _serve(args: argparse.Namespace) -> int:
         f"offline Polygon server at {handle.base_url} (api key {args.api_key!r}, plan {args.plan}); Ctrl-C stops it",
         flush=True,
     )
+    if getattr(args, "described", None):
+        print(args.described, flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -74,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("serve", "dms"):
         p = sub.add_parser(name)
-        p.add_argument("--symbols", type=int, default=100)
-        p.add_argument("--seed", type=int, default=7)
+        p.add_argument("--symbols", type=int, help="serve: the demo's (50); dms: 100")
+        p.add_argument("--seed", type=int, help="default 7")
         p.add_argument("--lake-like", action="store_true", help="calibrate listings to ~10.8M rows (5,350 symbols)")
     serve = sub.choices["serve"]
     serve.add_argument("--host", default="127.0.0.1")

@@ -29,35 +29,17 @@ import sys
 import time
 from pathlib import Path
 
-from condvest.calendar import last_n_sessions, latest_complete_session, previous_session
-from condvest.offline.market import Split, SyntheticMarket
+from condvest.offline.market import SyntheticMarket
 from condvest.offline.previous import seed_previous_deployment
 from condvest.offline.sandbox import offline_world
+from condvest.offline.world import World, plan_dates
 from condvest.postgres import EmbeddedCluster, connect
 from condvest.settings import Secret, Settings
 from condvest.storage import LocalStore
 
 
-def _plan_dates(today: dt.date) -> tuple[dt.date, dt.date, dt.date]:
-    """(last DMS session, backfill start, backfill end): the export, the backfill and the daily window abut."""
-    backfill_end = last_n_sessions(latest_complete_session(today), 31)[0]  # just before the daily window
-    history_start = Settings().retention.cutoff(backfill_end)
-    return previous_session(history_start), history_start, backfill_end
-
-
-def _splits(today: dt.date, n_symbols: int, seed: int = 7) -> list[Split]:
-    """A 2-for-1 and a 1-for-10 reverse split inside the daily window, of two symbols listed before the export
-    ends (so their history spans the DMS export, the backfill and the daily files)."""
-    window = last_n_sessions(latest_complete_session(today), 30)
-    market = SyntheticMarket(n_symbols, seed)
-    old = [s for s in market.symbols if market.listing_date(s) < _plan_dates(today)[0]]
-    if len(old) < 2:
-        return []
-    return [Split(old[0], window[10], 1, 2), Split(old[1], window[20], 10, 1)]
-
-
 def _steps(today: dt.date) -> list[tuple[str, list[str]]]:
-    _, history_start, backfill_end = _plan_dates(today)
+    _, history_start, backfill_end = plan_dates(today)
     return [
         ("adopt the previous pipeline's tables", ["run", "04_retention", "-p", "mode", "adopt"]),
         ("migrate the legacy DMS export", ["run", "03_migrate"]),
@@ -101,15 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = root / "runs"
     t0 = time.monotonic()
     print(f"condvest demo: offline market of {opts.symbols} symbols, today = {today}, lake = {root / 'lake'}")
-    dms_end = _plan_dates(today)[0]
-    splits = _splits(today, opts.symbols)
+    dms_end = plan_dates(today)[0]
+    world = World.plan(today, opts.symbols)
+    world.save(root / ".condvest")  # make lab, make shell and the offline server serve this market
+    splits = list(world.splits)
     for sp in splits:
         print(f"  the market splits {sp.symbol} {sp.split_from:g}:{sp.split_to:g} on {sp.execution_date}")
     with offline_world(
         root, n_symbols=opts.symbols, as_of=today, dms_end=dms_end, pg_home=root / ".condvest", splits=splits
     ) as env:
         env = {**os.environ, **env, "CONDVEST_RUNS_URI": str(runs), "CONDVEST_AS_OF": today.isoformat()}
-        _, history_start, backfill_end = _plan_dates(today)
+        _, history_start, backfill_end = plan_dates(today)
         with connect(Settings(), dsn=Secret(env["CONDVEST_PG_DSN"]), autocommit=True) as conn:
             seeded = seed_previous_deployment(
                 conn,
@@ -135,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s.")
     print(f"  executed notebooks and html: {runs}/<run id>/  (run index: {runs}/index/)")
     print(f"  the lake:                    {root / 'lake'}")
-    print("  explore:                     make lab   (JupyterLab on notebooks/, this lake; 06_explore)")
+    print("  explore:                     make lab   (JupyterLab on lab/, a copy of notebooks/; this lake and market)")
+    print("  the runner in this world:    make shell (a terminal: python -m runner run 06_explore -p symbols BQFG)")
     return 0
 
 

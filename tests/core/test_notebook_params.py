@@ -81,7 +81,10 @@ def test_the_parameters_cell_and_the_params_dataclass_agree(notebook):
 
 
 def test_a_default_changed_on_one_side_is_caught():
-    cell = cell_parameters('interval = 5  # help\nstart = None  # help\nsymbols = ""  # help\ncompare = "1,5,21"\n')
+    cell = cell_parameters(
+        'interval = 5  # help\nstart = None  # help\nsymbols = ""  # help\ncompare = "1,5,21"\n'
+        "returns_over = 21  # help\nreturns_on = None  # help\n"
+    )
     defaults = dataclass_defaults(ExploreParams)
     assert disagreements(cell, {**defaults, "end": None}) == ["end: only in the dataclass"]
     assert disagreements({**cell, "end": None}, defaults) == []

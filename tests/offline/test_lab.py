@@ -45,9 +45,9 @@ def test_lab_starts_what_is_missing_and_stops_what_it_started(tmp_path, monkeypa
         cluster.destroy()
 
 
-def test_jupyter_command_opens_notebooks_and_allows_root_only_as_root(tmp_path):
+def test_jupyter_command_opens_the_working_copy_and_allows_root_only_as_root(tmp_path):
     cmd = jupyter_command(tmp_path, ["--ServerApp.token=x"], port=9999, browser=False)
-    assert f"--ServerApp.root_dir={tmp_path / 'notebooks'}" in cmd and "--port=9999" in cmd and "--no-browser" in cmd
+    assert f"--ServerApp.root_dir={tmp_path / 'lab'}" in cmd and "--port=9999" in cmd and "--no-browser" in cmd
     assert ("--allow-root" in cmd) == (os.geteuid() == 0)
 
 

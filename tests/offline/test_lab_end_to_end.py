@@ -1,19 +1,24 @@
 """The issue's "done when": after ``make demo``, ``make lab``'s services and JupyterLab's server, each notebook
-executed through the server's kernel API from ``notebooks/`` sees the demo's lake, and no PostgreSQL
-process is left afterwards."""
+executed through the server's kernel API from ``lab/`` (the working copy of ``notebooks/``) sees the demo's
+lake, the lab's market serves the demo's split symbols on the lake's price basis, and no PostgreSQL process is
+left afterwards."""
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
+from condvest.explore import ExploreParams, open_lake
 from condvest.monitoring import MonitoringParams, collect
 from condvest.offline.lab import lab_services
+from condvest.offline.world import load_world
 from condvest.postgres import EmbeddedCluster
 from condvest.resample import checkpoint_table
 from condvest.settings import Settings
@@ -70,6 +75,22 @@ def _every_page_draws_offline(runs, profile):
         assert size < 1_000_000, f"{folder.name}: {size} bytes besides the shared plotly.js"
 
 
+def _market_continues_the_lake(root, lab_env):
+    """The demo's split symbols: the lab's market serves their latest session as bronze holds it (one basis)."""
+    world = load_world(root / ".condvest")
+    assert world is not None and len(world.splits) == 2, "the demo recorded its market, with its two splits"
+    base, key = lab_env["POLYGON_BASE_URL"], lab_env["POLYGON_API_KEY"]
+    with open_lake(Settings.from_env({}, root=root), ExploreParams(interval=1)) as lake:
+        for split in world.splits:
+            stored = lake.sql("SELECT date, close FROM daily WHERE symbol = $s ORDER BY date", {"s": split.symbol})
+            last = stored["date"].iloc[-1].date()
+            url = f"{base}/v2/aggs/ticker/{split.symbol}/range/1/day/{last}/{last}?adjusted=true&apiKey={key}"
+            with urllib.request.urlopen(url, timeout=30) as r:
+                (bar,) = json.loads(r.read())["results"]
+            assert bar["c"] == pytest.approx(stored["close"].iloc[-1]), f"{split.symbol} {last}: another basis"
+            assert 0.7 < bar["c"] / stored["close"].iloc[-2] < 1.4, f"{split.symbol}: not continuous at {last}"
+
+
 def _lab_session(root, env, cluster, tmp_path):
     assert not cluster.running()
     settings = Settings.from_env({}, root=root)
@@ -81,6 +102,7 @@ def _lab_session(root, env, cluster, tmp_path):
         lab_server(root, lab_env, tmp_path / "lab.log") as srv,
     ):
         data_dir = cluster.data
+        _market_continues_the_lake(root, lab_env)
         assert _postgres_pids(data_dir), "make lab started the embedded PostgreSQL"
         seen = {}
         for name in sorted(p.name for p in (root / "notebooks").glob("0*.ipynb")):
@@ -92,7 +114,7 @@ def _lab_session(root, env, cluster, tmp_path):
             outputs = run_notebook_in_lab(srv, name, root, probe)
             assert not errors(outputs), (name, errors(outputs))
             seen[name] = ast.literal_eval(last_text(outputs))
-    assert seen["01_fetch.ipynb"] == (str(root / "notebooks"), str(root / "lake")), "kernels run in notebooks/"
+    assert seen["01_fetch.ipynb"] == (str(root / "lab"), str(root / "lake")), "kernels run in the working copy lab/"
     assert seen["02_resample.ipynb"] == expected_checkpoints
     assert seen["05_monitoring.ipynb"] == expected_coverage
     assert not cluster.running() and not _postgres_pids(data_dir), "no PostgreSQL process is left"
