@@ -41,7 +41,7 @@ from condvest.checkpoints import all_checkpoints, checkpoint_table, read_checkpo
 from condvest.crash import crash_point
 from condvest.lake import checkpoint_key
 from condvest.lake_lock import lake_lock
-from condvest.lake_read import connect, load_rows, register_dms
+from condvest.lake_read import batched_rows, connect, load_rows, register_dms
 from condvest.resample.params import DEFAULT_INTERVALS, CheckedResample, ResampleParams
 from condvest.resample.result import IntervalResult, ResampleReport
 from condvest.resample.sharded import STAGE, check_parts, commit_shards, rebuild_in_batches, stage_shard
@@ -111,11 +111,15 @@ def _full(
         return (*rebuild_in_batches(store, ns, tail_len, batches, run_id, listing, threads, duck_limit), batches)
     con = connect(store, threads=threads, memory_limit=duck_limit)
     try:
-        keys = sources.loc[sources["kind"] != "dms", "key"].tolist()
+        bronze = sources[sources["kind"] != "dms"]
+        daily = bronze.loc[bronze["kind"] == "daily", "key"].tolist()
+        # daily rows from fetch's session batches where the file kept its etag: one GET a session, not one a file
+        batch, rest = batched_rows(store, daily, dict(zip(bronze["key"], bronze["etag"], strict=True)))
+        keys = bronze.loc[bronze["kind"] != "daily", "key"].tolist() + rest
         dms_keys = sources.loc[sources["kind"] == "dms", "key"].tolist()
         if dms_keys:
             register_dms(con, store, dms_keys, None)
-        rows = load_rows(con, store, "rows", keys, dms=bool(dms_keys))
+        rows = load_rows(con, store, "rows", keys, dms=bool(dms_keys), batch=batch)
         written = write_full(con, store, ns, threads)
         symbols, tail = state_frames(con, tail_len)
     finally:
