@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from condvest.bars import BRONZE_SCHEMA, QUARANTINE_SCHEMA, to_table
+from condvest.changes import record_changes
 from condvest.errors import CorruptObject, StorageError
 from condvest.lake import batch_key, bronze_daily_key, bronze_history_key, parse_bronze_key, quarantine_key
 from condvest.parquet_rows import parquet_bytes, row_files
@@ -44,9 +45,12 @@ def write_daily_files(store: Store, df: pd.DataFrame, threads: int | None = None
     (``bronze/_batches/date=D/<run_id>.parquet``) naming each file's key and etag: a reader that finds the
     same etag on a file may take the row from the batch instead of opening the file (02_resample's
     incremental run reads one object instead of thousands). The daily files stay the source of truth; a
-    file rewritten later has another etag and is read itself.
+    file rewritten later has another etag and is read itself. Last, one change object names every file written
+    and its etag (``condvest.changes``: a daily 02_resample reads it instead of listing bronze).
     """
     if df.empty:
+        if run_id is not None:  # the run's manifest entries are explained by the change log (condvest.changes)
+            record_changes(store, [], [], run_id)
         return 0
     table = to_table(df).replace_schema_metadata(None)
     dates = table.column("date").to_pylist()
@@ -66,6 +70,7 @@ def write_daily_files(store: Store, df: pd.DataFrame, threads: int | None = None
         for day in sorted(set(dates)):
             part = batch.filter(pc.equal(batch.column("date"), pa.scalar(day, pa.date32())))
             store.put(batch_key(day, run_id), parquet_bytes(part))
+    record_changes(store, keys, etags, run_id)  # last: a daily resample reads the log instead of listing bronze
     return len(keys)
 
 

@@ -4,6 +4,7 @@ public/raw_ohlcv/LOAD*.parquet                         legacy AWS DMS export
 bronze/raw_ohlcv/symbol=AAPL/date=2025-10-17.parquet   daily increment, one file per symbol and session
 bronze/raw_ohlcv/symbol=AAPL/data.parquet              compacted history of one symbol
 bronze/_manifest/sessions_2025.json                    sessions complete in bronze, one object a year
+bronze/_changes/<run_id>-<id>.parquet                  the daily files one write changed (condvest.changes)
 bronze/_quarantine/date=2025-10-17/<run>.parquet       rows that failed the bar checks, with a reason
 bronze/_suspect/date=2025-10-17/<run>.parquet          moves beyond the limits with no split recorded (stored)
 bronze/_corporate_actions/splits.parquet              the splits 01_fetch has read (Polygon's reference)
@@ -24,6 +25,7 @@ MANIFEST_PREFIX = "bronze/_manifest"
 QUARANTINE_PREFIX = "bronze/_quarantine"
 BATCH_PREFIX = "bronze/_batches"
 SUSPECT_PREFIX = "bronze/_suspect"
+CHANGES_PREFIX = "bronze/_changes"
 CORPORATE_ACTIONS_PREFIX = "bronze/_corporate_actions"
 SPLITS_KEY = f"{CORPORATE_ACTIONS_PREFIX}/splits.parquet"
 BASIS_KEY = f"{CORPORATE_ACTIONS_PREFIX}/basis.json"
@@ -70,6 +72,12 @@ def batch_prefix(day: dt.date) -> str:
 
 def batch_key(day: dt.date, run_id: str) -> str:
     return f"{batch_prefix(day)}{params.run_id(run_id)}.parquet"
+
+
+def change_key(run_id: str | None, unique: str) -> str:
+    """A change object's key: the run that wrote it (``anon`` when none) and a unique suffix."""
+    run = params.run_id(run_id) if run_id else "anon"
+    return f"{CHANGES_PREFIX}/{run}-{params.run_id(unique)}.parquet"
 
 
 def silver_prefix(n: int) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pyarrow as pa
@@ -27,7 +28,7 @@ from condvest.bars import BRONZE_SCHEMA
 from condvest.bronze import DEDUP_ORDER_SQL, SOURCE_RANK, find_corrupt_object
 from condvest.dms import read_dms_file
 from condvest.errors import CorruptObject, ObjectNotFound
-from condvest.lake import batch_prefix, parse_bronze_key
+from condvest.lake import BATCH_PREFIX, batch_prefix, parse_bronze_key
 from condvest.storage import Store
 
 log = logging.getLogger(__name__)
@@ -198,20 +199,28 @@ def batched_rows(store: Store, keys: list[str], etags: dict[str, str]) -> tuple[
     A batch is only a shortcut: a file rewritten after its batch has another etag and is read itself; a
     batch that cannot be read is skipped with a warning (its files are then read one by one)."""
     days = sorted({p[1] for p in map(parse_bronze_key, keys) if p is not None and p[1] is not None})
-    tables = []
-    for day in days:
-        for obj in store.list(batch_prefix(day)):
-            try:
-                t = pq.read_table(io.BytesIO(store.get(obj.key)))
-                tables.append(
-                    t.select([*BRONZE_SCHEMA.names, "key", "etag"]).cast(
-                        BRONZE_SCHEMA.append(pa.field("key", pa.string())).append(pa.field("etag", pa.string()))
-                    )
-                )
-            except ObjectNotFound:
-                continue
-            except (pa.ArrowException, OSError, KeyError) as exc:
-                log.warning("batch=unreadable key=%s error=%s (its daily files are read instead)", obj.key, exc)
+    if not days:
+        return None, keys
+    prefixes = tuple(batch_prefix(d) for d in days)
+    # one listing of the batches when they span many sessions (a full rebuild), one per session otherwise
+    found = (
+        [o for o in store.list(f"{BATCH_PREFIX}/") if o.key.startswith(prefixes)]
+        if len(days) > 2
+        else [o for d in days for o in store.list(batch_prefix(d))]
+    )
+    schema = BRONZE_SCHEMA.append(pa.field("key", pa.string())).append(pa.field("etag", pa.string()))
+
+    def read(key: str) -> pa.Table | None:
+        try:
+            return pq.read_table(io.BytesIO(store.get(key))).select(schema.names).cast(schema)
+        except ObjectNotFound:
+            return None
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            log.warning("batch=unreadable key=%s error=%s (its daily files are read instead)", key, exc)
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(found)))) as pool:
+        tables = [t for t in pool.map(read, [o.key for o in found]) if t is not None]
     if not tables:
         return None, keys
     batch = pa.concat_tables(tables)

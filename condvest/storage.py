@@ -339,6 +339,10 @@ class LocalStore(Store):
         return str(self.root / key) if key else str(self.root)
 
 
+def _timestamp_text(value: str) -> str:
+    return value
+
+
 class S3Store(Store):
     """``s3://bucket[/prefix]`` through boto3 (endpoint from ``AWS_ENDPOINT_URL`` for S3-compatible stores)."""
 
@@ -364,9 +368,14 @@ class S3Store(Store):
             with self._client_lock:  # put_many's threads must share one client (and one connection pool)
                 if self._client is None:
                     import boto3
+                    import botocore.session
                     from botocore.config import Config
 
-                    self._client = boto3.session.Session().client(
+                    core = botocore.session.get_session()
+                    # timestamps stay text: nothing here reads LastModified, and parsing it with dateutil was 60% of
+                    # a bronze listing's time (a page of 1,000 objects; BENCHMARKS.md, S3)
+                    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp_text)
+                    self._client = boto3.session.Session(botocore_session=core).client(
                         "s3",
                         endpoint_url=self.endpoint_url,
                         region_name=self.region or "us-east-1",

@@ -36,11 +36,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from condvest.changes import Watch, changed_objects, consume, read_watch, save_watch, snapshot
 from condvest.checkpoints import all_checkpoints, checkpoint_table, read_checkpoint, write_checkpoint
 from condvest.crash import crash_point
 from condvest.lake import checkpoint_key
 from condvest.lake_lock import lake_lock
-from condvest.lake_read import connect, load_rows, register_dms
+from condvest.lake_read import batched_rows, connect, load_rows, register_dms
 from condvest.resample.params import DEFAULT_INTERVALS, CheckedResample, ResampleParams
 from condvest.resample.result import IntervalResult, ResampleReport
 from condvest.resample.sharded import STAGE, check_parts, commit_shards, rebuild_in_batches, stage_shard
@@ -55,6 +56,8 @@ from condvest.resample.state import (
     mark_inflight,
     prune_states,
     read_inflight,
+    sources_after,
+    watch_key,
 )
 from condvest.resample.write import incremental_pass, state_frames, write_full
 from condvest.runs import new_run_id
@@ -108,11 +111,15 @@ def _full(
         return (*rebuild_in_batches(store, ns, tail_len, batches, run_id, listing, threads, duck_limit), batches)
     con = connect(store, threads=threads, memory_limit=duck_limit)
     try:
-        keys = sources.loc[sources["kind"] != "dms", "key"].tolist()
+        bronze = sources[sources["kind"] != "dms"]
+        daily = bronze.loc[bronze["kind"] == "daily", "key"].tolist()
+        # daily rows from fetch's session batches where the file kept its etag: one GET a session, not one a file
+        batch, rest = batched_rows(store, daily, dict(zip(bronze["key"], bronze["etag"], strict=True)))
+        keys = bronze.loc[bronze["kind"] != "daily", "key"].tolist() + rest
         dms_keys = sources.loc[sources["kind"] == "dms", "key"].tolist()
         if dms_keys:
             register_dms(con, store, dms_keys, None)
-        rows = load_rows(con, store, "rows", keys, dms=bool(dms_keys))
+        rows = load_rows(con, store, "rows", keys, dms=bool(dms_keys), batch=batch)
         written = write_full(con, store, ns, threads)
         symbols, tail = state_frames(con, tail_len)
     finally:
@@ -175,7 +182,7 @@ def run_resample(
         if need_full:
             results, batches = _full_pass(run)
         store.delete(INFLIGHT_KEY)
-        _prune(store)
+        _prune(store, run)
     report.results = [results[n] for n in c.intervals]
     report.seconds = time.perf_counter() - t0
     report.message = _message(report, run, batches)
@@ -199,6 +206,10 @@ class _Run:
     journal: str | None
     sources: pd.DataFrame
     stopped: dict | None
+    watch: Watch  # what the run saw of bronze's change log (condvest.changes), saved beside each state it writes
+    base: SilverState | None = None  # the state the change log was read against (a daily run that lists nothing)
+    watched: set[str] | None = None  # the states that got ``watch``
+    seen: Watch | None = None  # the watch saved with the state the checkpoints named (None: none, or several)
 
 
 def _start(store: Store, c: CheckedResample, run_id: str, threads: int | None, memory_limit: str) -> _Run:
@@ -208,16 +219,50 @@ def _start(store: Store, c: CheckedResample, run_id: str, threads: int | None, m
     legacy: list[int] = []
     checkpoints = {n: (None if c.force_full_resample else read_checkpoint(store, n, legacy)) for n in ns}
     journal = latest_journal(store)
-    sources = list_sources(store)
+    stopped = read_inflight(store)
+    base, watch, sources, seen = _from_log(store, checkpoints, journal, stopped)
     log.info(
-        "resample start run_id=%s intervals=%s objects=%d force_full=%s",
+        "resample start run_id=%s intervals=%s objects=%d force_full=%s bronze_listed=%s",
         run_id,
         ",".join(map(str, ns)),
         len(sources),
         c.force_full_resample,
+        base is None,
     )
-    stopped = read_inflight(store)
-    return _Run(store, ns, run_id, threads, memory_limit, cp_etags, checkpoints, legacy, journal, sources, stopped)
+    run = _Run(
+        store, ns, run_id, threads, memory_limit, cp_etags, checkpoints, legacy, journal, sources, stopped, watch, base
+    )
+    run.seen = seen
+    return run
+
+
+def _from_log(
+    store: Store, checkpoints: dict[int, dict | None], journal: str | None, stopped: dict | None
+) -> tuple[SilverState | None, Watch, pd.DataFrame, Watch | None]:
+    """The bronze sources of the run: from the one state every checkpoint names plus bronze's change log when the
+    log can tell what changed (``condvest.changes.changed_objects``; a daily run then lists no bronze prefix),
+    else from a listing of bronze taken after a snapshot of the log. Returns (that state or None, the watch to
+    save with the run's states, the sources, the watch of the state the checkpoints name)."""
+    cps = list(checkpoints.values())
+    states = {cp.get("state") for cp in cps if cp is not None}
+    previous = None
+    if len(states) == 1 and None not in states:
+        cp = cps[0]
+        previous = read_watch(store, watch_key(cp["state"]))  # type: ignore[index,arg-type]
+        ready = (
+            stopped is None
+            and all(x is not None and x.get("tail", 0) >= n - 1 for n, x in checkpoints.items())
+            and journal == cp["source_watermark"].get("journal")  # type: ignore[index]
+        )
+        delta = changed_objects(store, previous) if ready else None
+        if delta is not None:
+            base = SilverState.load(store, cp["state"], cp["tail"], journal)  # type: ignore[index]
+            log.info("resample reading the change log objects=%d", len(delta.objects))
+            sources = sources_after(store, base.sources, delta.objects)
+            sources.attrs["rows_estimate"] = int(base.symbols["n"].sum()) + len(delta.objects)  # sizes a full pass
+            return base, delta.watch, sources, previous
+    watch = snapshot(store, previous)  # before the listing: what the listing holds may be in the log, never less
+    return None, watch, list_sources(store), previous
 
 
 def _incremental(run: _Run) -> dict[int, IntervalResult] | None:
@@ -230,7 +275,10 @@ def _incremental(run: _Run) -> dict[int, IntervalResult] | None:
     for i, (state_id, group) in enumerate(sorted(groups.items())):
         cp = run.checkpoints[group[0]]
         assert cp is not None
-        base = SilverState.load(store, state_id, cp["tail"], cp["source_watermark"].get("journal"))
+        if run.base is not None and run.base.run_id == state_id:
+            base = run.base
+        else:
+            base = SilverState.load(store, state_id, cp["tail"], cp["source_watermark"].get("journal"))
         cursor, extra = apply_journals(store, base)
         changes = diff_sources(base, run.sources, extra)
         slow = len(changes.since) - len(changes.append)
@@ -247,6 +295,10 @@ def _incremental(run: _Run) -> dict[int, IntervalResult] | None:
         args = (store, base, changes, run.sources, cursor, tuple(group), sub_id)
         state, res = incremental_pass(*args, threads=run.threads, memory_limit=limit)
         results.update(res)
+        if state is not None or run.watch != run.seen:  # an unchanged state saw the same bronze: its watch moves on
+            _save_watch(run, (state or base).run_id)
+        else:
+            run.watched = (run.watched or set()) | {base.run_id}
         if state is not None:
             crash_point("resample.before_checkpoint")
             for n in group:
@@ -263,6 +315,7 @@ def _full_pass(run: _Run) -> tuple[dict[int, IntervalResult], int]:
     state, results, batches = _full(store, run.ns, run.sources, run.journal, run.run_id, run.threads, run.memory_limit)
     crash_point("resample.after_silver")
     state.save(store)
+    _save_watch(run, state.run_id)
     crash_point("resample.before_checkpoint")
     for n in run.ns:
         write_checkpoint(store, n, state, "full", results[n].rows_read, run.run_id, run.cp_etags[n])
@@ -345,9 +398,17 @@ def _totals(state: SilverState, n: int) -> tuple[int, str | None]:
     return int(((counts + n - 1) // n).sum()), max(state.symbols["last_date"]).isoformat()
 
 
-def _prune(store: Store) -> None:
-    """Delete states no checkpoint names, and compaction journals every checkpoint has passed."""
+def _save_watch(run: _Run, state_id: str) -> None:
+    save_watch(run.store, watch_key(state_id), run.watch)
+    run.watched = (run.watched or set()) | {state_id}
+
+
+def _prune(store: Store, run: _Run | None = None) -> None:
+    """Delete states no checkpoint names, compaction journals every checkpoint has passed, and the change objects
+    this run read once every checkpoint names a state that saw them."""
     cps = all_checkpoints(store)
+    if run is not None and run.watched and cps and all(c.get("state") in run.watched for c in cps):
+        consume(store, run.watch.consumed)
     prune_states(store, {c["state"] for c in cps if "state" in c})
     cursors = [c.get("source_watermark", {}).get("journal") for c in cps]
     if cps and all(cursors):

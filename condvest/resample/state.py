@@ -72,6 +72,11 @@ def state_key(run_id: str, part: str) -> str:
     return f"{STATE_PREFIX}{run_id}/{part}.parquet"
 
 
+def watch_key(run_id: str) -> str:
+    """Where a state keeps what it saw of bronze's change log (``condvest.changes.Watch``)."""
+    return f"{STATE_PREFIX}{run_id}/watch.json"
+
+
 def journal_key(stamp: str, run_id: str) -> str:
     return f"{JOURNAL_PREFIX}{stamp}-{run_id}.json"
 
@@ -95,6 +100,24 @@ def list_sources(store: Store) -> pd.DataFrame:
     df = _sources_frame(rows)
     df.attrs["rows_estimate"] = stored
     return df
+
+
+def sources_after(store: Store, base: pd.DataFrame, objects: dict[str, str | None]) -> pd.DataFrame:
+    """The sources frame ``list_sources`` would give now, from a state's ``base`` and the bronze objects changed
+    since (key -> etag, ``None``: gone), without listing bronze; the DMS export files as ``list_sources`` finds
+    them (a listing of the export's own prefix)."""
+    keep = base[(base["kind"] != "dms") & ~base["key"].isin(list(objects))]
+    rows = []
+    for key, etag in objects.items():
+        parsed = parse_bronze_key(key)
+        if etag is None or parsed is None:
+            continue
+        sym, day = parsed
+        rows.append((key, etag, sym, day, "daily" if day else "history", False))
+    rows += [(o.key, o.etag, None, None, "dms", False) for o in readable_export(store)]
+    df = pd.concat([keep[SOURCE_COLUMNS], _sources_frame(rows)], ignore_index=True)
+    df["folded"] = False  # as a listing gives it (a run reads ``folded`` from its state)
+    return _sources_frame(list(df.sort_values("key", kind="stable").itertuples(index=False, name=None)))
 
 
 def _sources_frame(rows: list) -> pd.DataFrame:

@@ -68,7 +68,7 @@ def stream_months(
     """Write the bars of interval ``n`` from temp table ``rows``, one object per month (``key_of(year * 12 +
     month - 1)``), each sorted by symbol and date, only over the version read (``etags``; absent: only created).
     Returns (bars, keys written)."""
-    workers = max(2, 2 * (threads or os.cpu_count() or 2))
+    workers = max(2, 2 * (threads or os.cpu_count() or 2), store.write_threads)  # S3: PUTs wait on the network
     reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(_BATCH_ROWS)
 
     def put(key: str, part: pa.Table) -> None:
