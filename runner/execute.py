@@ -33,6 +33,7 @@ from runner.publish import ChartPngs, RunFolder, publish
 from runner.render import warm_up
 from runner.result import RESULT_MIMETYPE, CellError, Execution, RunResult, collect_results, find_failure
 from runner.scrub import Scrubber
+from runner.usage import UsageMeter
 
 __all__ = [
     "DEFAULT_CELL_TIMEOUT",
@@ -239,6 +240,7 @@ def execute(
     scrubber = Scrubber(secret_values(settings))  # secrets fetched at run time included
     run = RunFolder(store, run_id, prepared.path.name, context.folder, options.attempt)
     run.claim()
+    meter = UsageMeter.start()
     started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     log.info("run started run_id=%s notebook=%s parameters=%s cwd=%s", run_id, run.notebook, prepared.parameters, root)
     browser = ChartBrowser() if context.browser is None else context.browser
@@ -251,8 +253,11 @@ def execute(
         if execution.aborted:
             why = scrubber.text(f"{type(execution.failure).__name__}: {execution.failure}")
             log.warning("run aborted run_id=%s notebook=%s error=%s", run_id, run.notebook, why)
-        result = publish(execution, run, prepared.parameters, scrubber=scrubber, context=context, pngs=pngs, root=root)
+        result = publish(
+            execution, run, prepared.parameters, scrubber=scrubber, context=context, pngs=pngs, root=root, usage=meter
+        )
     finally:
+        meter.stop()  # stopped already when the run was recorded
         if km is not None and km.has_kernel:  # a kernel started ahead that papermill never reached
             shutdown_now(km)
         if context.browser is None:
