@@ -45,7 +45,7 @@ def memory_limit_for(limit: int | None) -> str:
     """DuckDB's memory limit in a container of ``limit`` bytes (``None``: no limit); see the module docstring."""
     if limit is None:
         return UNLIMITED_DEFAULT
-    return UNLIMITED_DEFAULT
+    return f"{max(limit // 2, limit - HEADROOM) >> 20}MB"
 
 
 def default_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> str:
