@@ -53,7 +53,8 @@ def _schema() -> pa.Schema:
     return BRONZE_SCHEMA
 
 
-def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7) -> dict:
+def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7, first: int = 0) -> dict:
+    """A bronze lake of ``n_symbols`` symbols (named ``S<first>`` on) and about ``n_rows`` daily rows."""
     from condvest.calendar import sessions_between
 
     t0 = time.perf_counter()
@@ -80,7 +81,7 @@ def generate(root: Path, n_symbols: int, n_rows: int, seed: int = 7) -> dict:
     high = np.maximum(open_, close) * (1 + rng.random(total) * 0.01)
     low = np.minimum(open_, close) * (1 - rng.random(total) * 0.01)
     volume = rng.integers(100, 5_000_000, total).astype(np.float64)
-    names = np.array([f"S{i:05d}" for i in range(n_symbols)])
+    names = np.array([f"S{i:05d}" for i in range(first, first + n_symbols)])
     days = sessions[day_idx]
     ts = days.astype("datetime64[us]") + np.timedelta64(4, "h")
     ingested = np.datetime64("2025-10-18T00:00:00", "us")
