@@ -162,7 +162,8 @@ def main() -> None:
 
         t0 = time.perf_counter()
         result = child(a.child, str(root), a.shard, a.group)
-        print(json.dumps({"seconds": round(time.perf_counter() - t0, 2), "result": result, "peak_rss_mb": _peak_rss_mb()}))
+        seconds = round(time.perf_counter() - t0, 2)
+        print(json.dumps({"seconds": seconds, "result": result, "peak_rss_mb": _peak_rss_mb()}))
         return
     print(f"lake {build(root, a.scale, a.reuse)}", flush=True)
     one = None
@@ -177,15 +178,16 @@ def main() -> None:
             raise SystemExit(f"{n} shards: silver {runs[-1]['silver']} != one job {ref}")
     print(f"\nload average at the end: {os.getloadavg()}")
     print(
-        "\n| scale | N | slowest shard s (cpu s) | commit s (cpu s) | AWS wall s | one-job s (cpu s) | AWS wall / one job"
-        " | commit / one job | shards' cpu s | peak per shard MB | commit peak MB |"
+        "\n| scale | N | slowest shard s (cpu s) | commit s (cpu s) | AWS wall s | one-job s (cpu s) "
+        "| AWS wall / one job | commit / one job | shards' cpu s | peak per shard MB | commit peak MB |"
         "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for r in runs:
         c = r["commit"]
         ow = one["wall_s"] if one else float("nan")
         print(
-            f"| {a.scale:g}x | {r['n']} | {r['slowest_wall_s']} ({r['slowest_cpu_s']}) | {c['wall_s']} ({c['cpu_s']}) | "
+            f"| {a.scale:g}x | {r['n']} | {r['slowest_wall_s']} ({r['slowest_cpu_s']}) | "
+            f"{c['wall_s']} ({c['cpu_s']}) | "
             f"{r['aws_wall_s']} | {ow} ({one['cpu_s'] if one else ''}) | {r['aws_wall_s'] / ow:.2f} | "
             f"{c['wall_s'] / ow:.2f} | {r['shard_cpu_s']} | {r['peak_shard_mb']} | {c['peak_rss_mb']} |"
         )
