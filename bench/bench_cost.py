@@ -116,7 +116,8 @@ def main() -> None:
         gb, objects = lake_size(Path(a.lake))
         print(f"\nlake {a.lake}: {gb:.2f} GB in {objects:,} objects")
         for name, puts, gets in S3_DAYS:
-            print(f"| {name} | {gb:.2f} GB | {puts:,} PUT/LIST a day | {gets:,} GET a day | ${s3_year(gb, puts, gets):.2f} |")
+            year = s3_year(gb, puts, gets)
+            print(f"| {name} | {gb:.2f} GB | {puts:,} PUT/LIST a day | {gets:,} GET a day | ${year:.2f} |")
 
 
 #: measured figures (BENCHMARKS.md, "Shards, dollars and the minimal query"): CPU seconds of the whole process
