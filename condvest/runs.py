@@ -55,6 +55,8 @@ COLUMNS = [
     "stage",
     "ipynb_url",
     "html_url",
+    "vcpu_seconds",  # what the run used (runner/usage.py): CPU seconds of its process tree
+    "gb_seconds",  # and its peak resident GB x wall seconds
 ]
 
 
