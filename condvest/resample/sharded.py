@@ -146,7 +146,7 @@ def _stage_years(
 ) -> tuple[int, int]:
     """Stage the bars of interval ``n`` from temp table ``rows`` as one object per year (fewer, larger objects
     than month files: a shard of a long history stages tens of objects, not thousands). Returns (bars, years)."""
-    workers = max(2, 2 * (threads or os.cpu_count() or 2))
+    workers = max(2 * (threads or os.cpu_count() or 1), store.write_threads)
     reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(1 << 17)
 
     def put(key: str, parts: list[pa.Table]) -> None:
@@ -236,7 +236,8 @@ def commit_shards(
                 raise ShardsIncomplete(
                     f"its staged {part} state is missing", group=commit.group, shard=f"{i}/{commit.count}"
                 ) from None
-    workers = max(2, 2 * (threads or os.cpu_count() or 2))
+    # on S3 a year's merge waits on its GETs and PUTs more than on the CPU: as many at once as the store's writers
+    workers = max(2 * (threads or os.cpu_count() or 1), store.write_threads)
     old = {n: {o.key: o.etag for o in store.list(silver_prefix(n))} for n in ns}
 
     def merge(item: tuple[int, int], staged: list) -> list[tuple[int, str, int]]:
