@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ S3_GB_MONTH = 0.023
 S3_PUT = 0.005 / 1000
 S3_GET = 0.0004 / 1000
 GIB = 2**30
+LAKE_PARTS = ("bronze", "silver", "processing_metadata")
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,9 @@ def s3_year(gb: float, puts_a_day: float, gets_a_day: float) -> float:
 
 
 def lake_size(root: Path) -> tuple[float, int]:
-    """Bytes (GB) and objects under ``root`` (a local lake)."""
+    """Bytes (GB) and objects of a local lake's bronze, silver and metadata (not a DMS export or benchmark output)."""
     total, count = 0, 0
-    for dirpath, _, files in os.walk(root):
+    for dirpath, _, files in (w for sub in LAKE_PARTS for w in os.walk(root / sub)):
         for f in files:
             total += os.path.getsize(os.path.join(dirpath, f))
             count += 1
@@ -107,10 +107,10 @@ def main() -> None:
     print("| workload | tasks x (vCPU, GB) | CPU s | reserved $ on-demand | reserved $ Spot | used $ Spot | source |")
     print("|---|---|---:|---:|---:|---:|---|")
     for w in loads:
-        u = used(w.cpu_s, w.used_gb_s, True) if w.used_gb_s is not None else math.nan
+        u = f"{used(w.cpu_s, w.used_gb_s, True):.4f}" if w.used_gb_s is not None else ""
         print(
             f"| {w.name} | {w.tasks} x ({w.vcpus:g}, {w.gb:g}) | {w.cpu_s:,.0f} | {reserved(w, False):.4f} | "
-            f"{reserved(w, True):.4f} | {u:.4f} | {w.source} |"
+            f"{reserved(w, True):.4f} | {u} | {w.source} |"
         )
     if a.lake:
         gb, objects = lake_size(Path(a.lake))
@@ -121,13 +121,22 @@ def main() -> None:
 
 
 #: measured figures (BENCHMARKS.md, "Shards, dollars and the minimal query"): CPU seconds of the whole process
-#: tree and peak resident GB x wall; the task sizes are the job definitions' (1 vCPU, 4 GB; a shard 1 vCPU, 2 GB)
-WORKLOADS: list[Workload] = []
-#: a day's S3 requests at the seed's scale: the fetch PUTs one object per symbol plus the batch object and the
-#: manifest (GET + PUT), the resample reads the batch object, manifest, checkpoints and the touched months'
-#: files and rewrites them (6 intervals x 1-2 months), the runs' pages and index; compaction and the weekly
-#: archive add a few per week
-S3_DAYS = [("seed scale, daily", 5_350 + 60, 200)]
+#: tree (or of the busiest task); the task sizes are the job definitions' (1 vCPU, 4 GB; a shard 1 vCPU, 2 GB)
+WORKLOADS: list[Workload] = [
+    Workload("daily pipeline (fetch + resample), 1x", 18.6, 18.6, 1, 4, 1, None, "8.6-9.3 s wall on 2 cores"),
+    Workload("weekly archive (04_retention), 1x", 30.0, 30.0, 1, 4, 1, None, "archive ~1 s + views 20-27 s"),
+    Workload("30-session gap fill, 1x", 104.8, 104.8, 1, 4, 1, None, "104.8 s wall, bound by the API"),
+    Workload("full rebuild 1x, one job", 56.2, 56.2, 1, 4, 1, None, "condvest_full, 1x migrated"),
+    Workload("full rebuild 1x, 16 shards + commit", 16 * 3.4 + 16.0, 16.0, 1, 2, 17, None, "3x shards / 3"),
+    Workload("full rebuild 3x, one job", 175.3, 175.3, 1, 4, 1, None, "bench_shards 3x one_job"),
+    Workload("full rebuild 10x, one job", 447.0, 447.0, 1, 4, 1, None, "runner, 2026-12-03"),
+    Workload("full rebuild 10x, 16 shards + commit", 16 * 34.0 + 60.0, 60.0, 1, 2, 17, None, "3x x 10/3"),
+]
+#: a day's S3 requests at the seed's scale: the fetch PUTs one object per symbol (the seed's layout) plus the
+#: session's batch object and the manifest; the resample reads the batch object, manifest, checkpoints and state
+#: and rewrites the touched months (6 intervals x 1-2 months); the run pages; compaction (every ~10 sessions)
+#: reads ~10 daily files and writes one history per symbol, amortised per day
+S3_DAYS = [("seed scale (1x), a day", 5_350 + 20 + 12 + 10 + 535, 6_000)]
 
 if __name__ == "__main__":
     main()
