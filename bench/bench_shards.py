@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,12 +120,12 @@ def silver_bars(root: Path) -> dict[str, int]:
     return out
 
 
-def sharded(root: Path, n: int) -> dict:
+def sharded(root: Path, n: int, parallel: int = 1) -> dict:
     group = f"bench-{n}-{int(time.time())}"
-    shards = []
-    for i in range(n):
-        shards.append(measure("shard", root, f"{i}/{n}", group))
-        print(shards[-1], flush=True)
+    with ThreadPoolExecutor(parallel) as pool:  # parallel > 1: CPU and peak RSS still each shard's own, wall not
+        shards = list(pool.map(lambda i: measure("shard", root, f"{i}/{n}", group), range(n)))
+    for r in shards:
+        print(r, flush=True)
     commit = measure("commit", root, f"commit/{n}", group)
     print(commit, flush=True)
     slow = max(shards, key=lambda r: r["wall_s"])
@@ -149,6 +150,7 @@ def main() -> None:
     ap.add_argument("--shards", default="4,16")
     ap.add_argument("--reuse", action="store_true", help="keep the bronze under --root")
     ap.add_argument("--no-one-job", action="store_true", help="skip the one-job rebuild")
+    ap.add_argument("--parallel", type=int, default=1, help="shards run at once (1: each alone, as timed on AWS)")
     ap.add_argument("--child")
     ap.add_argument("--shard", default="")
     ap.add_argument("--group", default="")
@@ -173,7 +175,7 @@ def main() -> None:
     ref = silver_bars(root) if one else None
     runs = []
     for n in (int(x) for x in a.shards.split(",") if x):
-        runs.append(sharded(root, n))
+        runs.append(sharded(root, n, a.parallel))
         if ref is not None and runs[-1]["silver"] != ref:
             raise SystemExit(f"{n} shards: silver {runs[-1]['silver']} != one job {ref}")
     print(f"\nload average at the end: {os.getloadavg()}")
