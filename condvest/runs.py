@@ -70,6 +70,8 @@ COLUMNS = [
     "html_url",
     "attempt",
     "killed_reason",
+    "vcpu_seconds",  # what the run used (runner/usage.py): CPU seconds of its process tree
+    "gb_seconds",  # and its peak resident GB x wall seconds
 ]
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from condvest.calendar import today_in_new_york
+from condvest.container import default_memory_limit
 from condvest.errors import ConfigError, ParameterError
 from condvest.previous_env import previous_database, previous_lake
 from condvest.project import environment, find_root, resolve_location
@@ -354,7 +355,7 @@ class Settings:
                 as_of = dt.date.fromisoformat(get("CONDVEST_AS_OF") or "")
             except ValueError:
                 raise ConfigError("expected an ISO date YYYY-MM-DD", variable="CONDVEST_AS_OF") from None
-        memory = get("CONDVEST_DUCKDB_MEMORY_LIMIT") or "3GB"
+        memory = get("CONDVEST_DUCKDB_MEMORY_LIMIT") or default_memory_limit()  # sized from the container
         if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory, re.I):
             raise ConfigError(
                 f"expected a size such as 3GB or 512MB, got {memory!r}", variable="CONDVEST_DUCKDB_MEMORY_LIMIT"

@@ -37,6 +37,7 @@ from runner.publish import ChartPngs, RunFolder, publish, scrub_json
 from runner.render import warm_up
 from runner.result import RESULT_MIMETYPE, CellError, Execution, RunResult, collect_results, find_failure
 from runner.scrub import Scrubber
+from runner.usage import UsageMeter
 
 __all__ = [
     "DEFAULT_CELL_TIMEOUT",
@@ -290,6 +291,7 @@ def execute(
     run = RunFolder(store, run_id, prepared.path.name, context.folder, options.attempt)
     started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     heartbeat = claim(run, prepared, scrubber, context, started)
+    meter = UsageMeter.start()
     log.info("run started run_id=%s notebook=%s parameters=%s cwd=%s", run_id, run.notebook, prepared.parameters, root)
     browser = ChartBrowser() if context.browser is None else context.browser
     km = None
@@ -303,11 +305,14 @@ def execute(
             why = scrubber.text(f"{type(execution.failure).__name__}: {execution.failure}")
             log.warning("run aborted run_id=%s notebook=%s error=%s", run_id, run.notebook, why)
         heartbeat.stop()  # before the final record replaces the running one
-        result = publish(execution, run, prepared.parameters, scrubber=scrubber, context=context, pngs=pngs, root=root)
+        result = publish(
+            execution, run, prepared.parameters, scrubber=scrubber, context=context, pngs=pngs, root=root, usage=meter
+        )
         if result.html_key is None:
             store.delete(run.html_key)  # the placeholder page: the record says the page could not be rendered
     finally:
         heartbeat.stop()
+        meter.stop()  # stopped already when the run was recorded
         if km is not None and km.has_kernel:  # a kernel started ahead that papermill never reached
             shutdown_now(km)
         if context.browser is None:

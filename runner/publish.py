@@ -24,6 +24,7 @@ from runner.provenance import code_version, host
 from runner.render import RunHeader, executed_page_cells, plotly_js, plotly_key, plotly_src_for, run_page, with_header
 from runner.result import CellError, Execution, RunResult, collect_results
 from runner.scrub import Scrubber
+from runner.usage import UsageMeter, usage_fields
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def publish(
     context: StageContext,
     pngs: ChartPngs,
     root: Path,
+    usage: UsageMeter | None = None,
 ) -> RunResult:
     """Write the executed notebook's ipynb, html and PNGs into ``run`` (nothing when no notebook was written) and
     append the run to the index; returns the run's result."""
@@ -148,6 +150,7 @@ def publish(
         pipeline_run_id=context.pipeline_run_id,
         stage=context.stage,
         attempt=run.attempt,
+        **usage_fields(usage),  # vcpu_seconds, gb_seconds, up to here (runner.usage)
     )
     append_run(run.store, result.index_record())
     write_browse_pages(run.store, context.pipeline_run_id)  # runs/index.html and the pipeline's overview page

@@ -75,6 +75,9 @@ class RunResult:
     stage: int | None = None
     #: which try of the run this is (a Batch retry of a submitted job: ``AWS_BATCH_JOB_ATTEMPT``); 1 the first
     attempt: int = 1
+    #: what the run used (``runner.usage``): CPU seconds of its process tree, peak resident GB x wall seconds
+    vcpu_seconds: float | None = None
+    gb_seconds: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -121,6 +124,8 @@ class RunResult:
             "pipeline_run_id": self.pipeline_run_id,
             "stage": self.stage,
             "attempt": self.attempt,
+            "vcpu_seconds": self.vcpu_seconds,
+            "gb_seconds": self.gb_seconds,
         }
 
 

@@ -106,6 +106,8 @@ def _from_record(record: Mapping[str, Any], runs_uri: str) -> RunResult:
         pipeline=record.get("pipeline"),
         pipeline_run_id=record.get("pipeline_run_id"),
         stage=record.get("stage"),
+        vcpu_seconds=record.get("vcpu_seconds"),
+        gb_seconds=record.get("gb_seconds"),
     )
 
 

@@ -71,6 +71,7 @@ class Report:
     labels: dict[str, str]  # metric name -> what it counts
     bars_by_interval: dict[str, int] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)  # stage notebook -> seconds
+    usage: dict[str, float] = field(default_factory=dict)  # vcpu_seconds, gb_seconds summed over the stages
 
     @property
     def total_duration(self) -> float:
@@ -86,6 +87,7 @@ class Report:
             "bars_by_interval": self.bars_by_interval,
             "durations_s": self.durations,
             "total_duration_s": self.total_duration,
+            **self.usage,
         }
 
 
@@ -97,12 +99,16 @@ def build_report(pipeline: str, pipeline_run_id: str, records: Sequence[Mapping[
     labels: dict[str, str] = {}
     bars: dict[str, int] = {}
     durations: dict[str, float] = {}
+    usage: dict[str, float] = {}
     as_of = None
     for rec in sorted(mine, key=lambda r: r.get("stage") or 0):
         results = rec.get("results") or {}
         notebook = str(rec.get("notebook"))
         if isinstance(rec.get("duration_s"), int | float):
             durations[notebook.removesuffix(".ipynb")] = float(rec["duration_s"])
+        for k in ("vcpu_seconds", "gb_seconds"):  # runner.usage: what the run used, to price it
+            if isinstance(rec.get(k), int | float):
+                usage[k] = round(usage.get(k, 0.0) + float(rec[k]), 3)
         as_of = as_of or results.get("as_of")
         for key, metric, label in wanted.get(notebook, ()):
             value = results.get(key)
@@ -112,7 +118,7 @@ def build_report(pipeline: str, pipeline_run_id: str, records: Sequence[Mapping[
         if isinstance(results.get(BARS_BY_INTERVAL), dict):
             bars.update({str(k): int(v) for k, v in results[BARS_BY_INTERVAL].items() if isinstance(v, int | float)})
     status = "ok" if mine and all(r.get("status") == "ok" for r in mine) else "failed"
-    return Report(pipeline, pipeline_run_id, status, as_of, figures, labels, bars, durations)
+    return Report(pipeline, pipeline_run_id, status, as_of, figures, labels, bars, durations, usage)
 
 
 def report_text(report: Report, run_folder: str) -> tuple[str, str]:
@@ -128,6 +134,9 @@ def report_text(report: Report, run_folder: str) -> tuple[str, str]:
     if report.durations:
         per = ", ".join(f"{k} {v:.1f} s" for k, v in report.durations.items())
         lines.append(f"{'durations':<28} {per}; total {report.total_duration:.1f} s")
+    if report.usage:
+        used = ", ".join(f"{v:,.1f} {k.replace('_seconds', '-s')}" for k, v in report.usage.items())
+        lines.append(f"{'resources used':<28} {used}")
     lines += ["", f"run folder: {run_folder}", f"run id: {report.pipeline_run_id}", ""]
     lines.append("figures: " + json.dumps(report.as_dict(), sort_keys=True))
     return subject, "\n".join(lines)

@@ -160,3 +160,34 @@ def test_bad_endpoint_is_a_config_error(s3_settings, endpoint: str) -> None:
 def test_httpfs_comes_from_the_wheel() -> None:
     path = duck.httpfs_extension_path()
     assert path.name == "httpfs.duckdb_extension" and f"v{duckdb.__version__}" in str(path)
+
+
+# --- DuckDB's memory limit sized from the container (condvest.container) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "limit", "duckdb_limit"),
+    [
+        ({"memory.max": "2147483648\n"}, 2 << 30, "1024MB"),  # cgroup v2, a 2 GB Batch shard
+        ({"memory.max": "max\n"}, None, "3GB"),  # v2 without a limit
+        ({"memory/memory.limit_in_bytes": "8589934592\n"}, 8 << 30, "7168MB"),  # v1, an 8 GB job
+        ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None, "3GB"),  # v1's "no limit"
+        ({}, None, "3GB"),  # no cgroup files at all (macOS, a plain host)
+    ],
+)
+def test_duckdbs_memory_limit_is_sized_from_the_containers_cgroup(tmp_path, files, limit, duckdb_limit) -> None:
+    from condvest.container import cgroup_memory_limit, default_memory_limit
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_memory_limit(tmp_path) == limit
+    assert default_memory_limit(tmp_path) == duckdb_limit
+
+
+def test_an_explicit_duckdb_memory_limit_wins_over_the_container() -> None:
+    from condvest.container import default_memory_limit
+    from condvest.settings import Settings
+
+    assert Settings.from_env({"CONDVEST_DUCKDB_MEMORY_LIMIT": "700MB"}).duckdb_memory_limit == "700MB"
+    assert Settings.from_env({}).duckdb_memory_limit == default_memory_limit()

@@ -193,6 +193,7 @@ def test_run_writes_notebook_html_and_index(tmp_path, monkeypatch):
     row = df.iloc[0]
     assert (row.run_id, row.notebook, row.status, row.parameters) == (result.run_id, "ok.ipynb", "ok", {"n": 4})
     assert row["results.points"] == 4 and row.error is None and row.duration_s > 0
+    assert row.vcpu_seconds > 0.5 and row.gb_seconds > 0.05  # the kernel's start alone (runner.usage)
     assert row.finished_at >= row.started_at and str(row.started_at.tz) == "UTC"
     assert row.html_url == str(run_dir / "ok.html")
 
