@@ -34,15 +34,17 @@ class RelativeStart:
 
 def relative_start(value: object, name: str = "start") -> dt.date | RelativeStart | None:
     """``start``: an ISO date, a period back from ``end`` (``-10D``, ``-6W``, ``-3M``, ``-2Y``), or unset."""
+    rule = (
+        f"expected an ISO date YYYY-MM-DD or a period back from end such as -3M (D days, W weeks, M months, "
+        f"Y years), got {value!r}"
+    )
     if isinstance(value, str) and value.strip().startswith("-"):
         m = _RELATIVE.match(value.strip().upper())
         if not m or int(m.group(1)) == 0:
-            raise ParameterError(
-                f"expected an ISO date YYYY-MM-DD or a period back from end such as -3M (D days, W weeks, M months, "
-                f"Y years), got {value!r}",
-                parameter=name,
-            )
+            raise ParameterError(rule, parameter=name)
         return RelativeStart(int(m.group(1)), m.group(2))
+    if isinstance(value, str) and _RELATIVE.match("-" + value.strip().upper()):  # "3M": the minus forgotten
+        raise ParameterError(rule, parameter=name)
     return params.iso_date(value, name)
 
 

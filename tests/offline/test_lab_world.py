@@ -111,7 +111,9 @@ def test_the_readmes_examples_name_the_demos_symbols_and_sessions():
     from condvest.calendar import is_session
     from tests.fixtures.paths import ROOT
 
-    text = (ROOT / "README.md").read_text()
+    lines = (ROOT / "README.md").read_text().splitlines()
+    refused = ("typo", "exits 2")  # the examples of what the runner refuses are meant not to run
+    text = "\n".join(line for line in lines if not any(r in line for r in refused))
     demo = set(World.plan(dt.date.today()).market().symbols)
     named = set(re.findall(r"-p symbols ([A-Z0-9.,]+)", text)) | set(re.findall(r'symbols = "([A-Z0-9.,]+)"', text))
     symbols = {s for group in named for s in group.split(",")} | set(
