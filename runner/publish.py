@@ -153,8 +153,17 @@ def publish(
         **usage_fields(usage),  # vcpu_seconds, gb_seconds, up to here (runner.usage)
     )
     append_run(run.store, result.index_record())
-    write_browse_pages(run.store, context.pipeline_run_id)  # runs/index.html and the pipeline's overview page
+    if execution.status != "ok" or not _one_of_many_shards(params):  # the commit rewrites them for its shards
+        write_browse_pages(run.store, context.pipeline_run_id)  # runs/index.html and the pipeline's overview page
     return result
+
+
+def _one_of_many_shards(parameters: dict[str, Any]) -> bool:
+    """Whether the run is one shard of a sharded stage (``shard`` ``I/N``, not ``commit/N``): with thousands of
+    shards, each rewriting the browse pages from every record would be quadratic traffic, so a shard that
+    succeeds leaves them to its commit (a failed one rewrites them: its commit will not run)."""
+    shard = str(parameters.get("shard") or "")
+    return bool(shard) and not shard.strip().startswith("commit")
 
 
 def _header(

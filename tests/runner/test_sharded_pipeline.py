@@ -63,6 +63,8 @@ def test_a_failed_shard_stops_before_the_commit_then_the_rebuild_equals_an_unsha
     records = read_records(LocalStore(tmp_path / "runs"))
     assert sorted(x["status"] for x in records) == ["failed", "ok"]  # two shards, no commit
     assert {x["pipeline_run_id"] for x in records} == {"rb-bad"}
+    page = (tmp_path / "runs" / "index.html").read_text()  # the failed shard rewrote it: no commit will
+    assert all(f">{x['run_id']}</a>" in page for x in records) and '<td class="failed">failed</td>' in page
 
     lake.put(bronze_history_key(victim), good)
     r = _rebuild(tmp_path / "lake", tmp_path / "runs")
@@ -72,6 +74,8 @@ def test_a_failed_shard_stops_before_the_commit_then_the_rebuild_equals_an_unsha
     shown = show_run(read_index(Settings(runs_uri=str(tmp_path / "runs")), runs_uri=str(tmp_path / "runs")), group)
     for label in ("0/2", "1/2", "commit/2"):
         assert f"pipeline:   shard {label} of sharded run {group}" in shown
+    page = (tmp_path / "runs" / "index.html").read_text()  # the commit rewrote it for every shard
+    assert all(f">{x['run_id']}</a>" in page for x in read_records(LocalStore(tmp_path / "runs")))
     got, want = _tables(lake), _tables(reference)
     assert sorted(got) == sorted(want) and got
     assert all(got[k].equals(want[k]) for k in want)
