@@ -30,6 +30,7 @@ RETRY_STRATEGY = {
     ],
 }
 SPEC_TAG = "condvest:spec"
+MOVED_TO_TAG = "condvest:moved-to"
 TERMINAL = ("SUCCEEDED", "FAILED")
 #: Fargate's vCPU values and, for each, its memory range in MiB and step (what RegisterJobDefinition accepts)
 FARGATE_SIZES = {
@@ -241,7 +242,8 @@ def ensure_job_definition(batch: Any, payload: dict[str, Any]) -> tuple[str, boo
 
 
 def states(batch: Any, job_ids: list[str]) -> list[dict[str, Any]]:
-    """``{id, name, status, reason, exit_code, attempts}`` of each job (a job Batch no longer knows: status UNKNOWN)."""
+    """``{id, name, status, reason, exit_code, attempts, moved_to}`` of each job (a job Batch no longer knows: status
+    UNKNOWN; ``moved_to``: the job that replaced it in the on-demand queue)."""
     found = {j["jobId"]: j for j in batch.describe_jobs(jobs=job_ids)["jobs"]} if job_ids else {}
     out = []
     for job_id in job_ids:
@@ -258,6 +260,8 @@ def states(batch: Any, job_ids: list[str]) -> list[dict[str, Any]]:
                 "reason": j.get("statusReason") or container.get("reason") or "",
                 "exit_code": container.get("exitCode"),
                 "attempts": len(j.get("attempts") or []),
+                # the Spot fallback's tag on a job it submitted again to the on-demand queue
+                "moved_to": (j.get("tags") or {}).get(MOVED_TO_TAG),
             }
         )
     return out

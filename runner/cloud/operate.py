@@ -32,10 +32,26 @@ EXIT_RUNNING = 4
 
 
 def backend_states(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """The state of each job of the run; a job the Spot fallback moved to the on-demand queue brings its
+    replacement into the run (kept in the submission record, ``moved_from`` naming the job it replaced)."""
     ids = [j["id"] for j in record["jobs"]]
-    if record["backend"] == "batch":
-        return batch.states(client("batch", settings), ids)
-    return sagemaker.states(client("sagemaker", settings), ids)
+    if record["backend"] != "batch":
+        return sagemaker.states(client("sagemaker", settings), ids)
+    states = batch.states(client("batch", settings), ids)
+    moved = [s for s in states if s.get("moved_to") and s["moved_to"] not in ids]
+    if not moved:
+        return states
+    for s in moved:
+        old = next(j for j in record["jobs"] if j["id"] == s["id"])
+        record["jobs"].append({**old, "id": s["moved_to"], "moved_from": s["id"]})
+        print(f"batch job {s['id']} was moved to the on-demand queue as {s['moved_to']} (Spot had no capacity)")
+    write_submission(record, settings)
+    return backend_states(record, settings)
+
+
+def moved(states: list[dict[str, Any]]) -> set[str]:
+    """Ids of the jobs the Spot fallback replaced (their replacement is followed instead)."""
+    return {s["id"] for s in states if s.get("moved_to")}
 
 
 def _terminal(record: dict[str, Any], state: dict[str, Any]) -> bool:
@@ -150,7 +166,7 @@ def follow(
     for r in latest:
         print(record_line(r), file=sys.stdout if r["status"] == "ok" else sys.stderr)
     folder = f"{record['runs_uri'].rstrip('/')}/{run_id}/"
-    fixed = repaired(record, states)
+    fixed = repaired(record, states) | moved(states)
     failed_jobs = [s for s in states if not _succeeded(record, s) and s["id"] not in fixed]
     if failed_jobs:
         why = "; ".join(f"{s['id']} {s['status']}: {s['reason'] or 'no reason given'}" for s in failed_jobs)
@@ -177,7 +193,9 @@ def _shard_job(record: dict[str, Any], shard: int | None, states: dict[str, str]
     """The job id whose logs ``logs`` prints: shard ``shard``'s latest (a re-run, else the array child ``id:I``
     of the first stage not committed), or the run's first job that did not succeed (else its last)."""
     if shard is None:
-        return next((j["id"] for j in record["jobs"] if states.get(j["id"]) != "SUCCEEDED"), record["jobs"][-1]["id"])
+        replaced = {j.get("moved_from") for j in record["jobs"]}
+        live = [j for j in record["jobs"] if j["id"] not in replaced]
+        return next((j["id"] for j in live if states.get(j["id"]) != "SUCCEEDED"), live[-1]["id"])
     if record.get("shards") is None or not 0 <= shard < record["shards"]:
         raise ParameterError(
             f"{record['run_id']} has no shard {shard} (shards: {record.get('shards')})", parameter="shard"
@@ -234,7 +252,7 @@ def logs(
     record = read_submission(run_id, settings)
     _batch_only(record, "logs")
     api, logs_api = client("batch", settings), client("logs", settings)
-    states = {s["id"]: s["status"] for s in batch.states(api, [j["id"] for j in record["jobs"]])}
+    states = {s["id"]: s["status"] for s in backend_states(record, settings)}
     job_id = _shard_job(record, shard, states)
     token: str | None = None
     while True:

@@ -154,6 +154,43 @@ def test_logs_print_the_jobs_stream_and_cancel_stops_what_has_not_ended(cloud, a
     assert "no submission 'nope'" in capsys.readouterr().err
 
 
+def test_status_follows_a_job_the_spot_fallback_moved_to_the_on_demand_queue(cloud, aws, capsys, monkeypatch):
+    """The template's fallback function (run here against moto) moves a job Spot could not place; ``status`` then
+    follows its replacement and the run reads ok, ``logs`` and ``cancel`` act on the replacement."""
+    from tests.infra.test_template import TEMPLATE
+
+    monkeypatch.setenv("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")  # moto's switch: the job submitted now fails at once
+    assert main(["submit", "05_monitoring", "-p", "read_postgres", "False", "--run-id", "mv-1"]) == 0
+    monkeypatch.delenv("MOTO_SIMPLE_BATCH_FAIL_AFTER")
+    capsys.readouterr()
+    [entry] = _submission(cloud, "mv-1")["jobs"]
+    batch = aws.client("batch")
+    ondemand = batch_queue(aws, "condvest-ondemand")
+    [queue] = batch.describe_job_queues(jobQueues=[ondemand])["jobQueues"]
+    monkeypatch.setenv("FALLBACK_QUEUE", queue["jobQueueArn"])
+    [job] = batch.describe_jobs(jobs=[entry["id"]])["jobs"]
+    assert job["status"] == "FAILED"  # as the Spot queue leaves a job it cancelled
+    from cfnlint.decode import cfn_yaml
+
+    code = cfn_yaml.load(str(TEMPLATE))["Resources"]["SpotFallbackFunction"]["Properties"]["Code"]["ZipFile"]
+    function: dict = {}
+    exec(compile(str(code), "index.py", "exec"), function)
+    cancelled = {**job, "status": "FAILED", "statusReason": "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"}
+    moved_id = function["handler"]({"detail": cancelled})
+    _record(cloud, "mv-1", "05_monitoring.ipynb", "", "ok")  # what the moved job's run appends
+
+    assert main(["status", "mv-1", "--poll", "0.1", "--timeout", "30"]) == 0
+    out = capsys.readouterr().out
+    assert f"batch job {entry['id']} was moved to the on-demand queue as {moved_id}" in out
+    assert f"batch job {moved_id}: SUCCEEDED" in out and "run mv-1 ok" in out
+    jobs = _submission(cloud, "mv-1")["jobs"]
+    assert [(j["id"], j.get("moved_from")) for j in jobs] == [(entry["id"], None), (moved_id, entry["id"])]
+    [moved] = batch.describe_jobs(jobs=[moved_id])["jobs"]
+    assert moved["jobQueue"] == queue["jobQueueArn"] and moved["container"]["command"] == job["container"]["command"]
+    assert main(["cancel", "mv-1"]) == 0  # both ended here (moto ends a job at once)
+    assert "run mv-1: 0 of 2 jobs stopped" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "says"),
     [
