@@ -7,6 +7,9 @@ legacy AWS DMS export. Submodules are imported lazily, so importing this package
     server   make_app / serve_in_thread: Polygon's REST endpoints with switchable faults (FaultPlan)
     plans    PLANS / VendorPlan: the vendor's plans the server plays (refusals, rate, DELAYED, revisions)
     dms      write_dms_export: public/raw_ohlcv/LOAD*.parquet with the real export's quirks
+    world    World: the demo's market (symbols, seed, splits) as the demo recorded it, for make lab / shell / serve
+    workcopy make lab's working copy lab/ of notebooks/, and the save hook that keeps sources free of outputs
+    lab      make lab, make lab-sources and make shell
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ pytestmark = [
 ]
 
 DAYS = last_n_sessions(dt.date(2025, 10, 17), 60)
-EXPLORED = 'symbols = "BBB"\ninterval = 3\nstart = None\nend = None\ncompare = "1,3"\n'
+EXPLORED = (
+    'symbols = "BBB"\ninterval = 3\nstart = "-1M"\nend = None\ncompare = "1,3"\nreturns_over = 5\nreturns_on = None\n'
+)
 
 
 def _git(root, *args: str) -> str:
