@@ -338,6 +338,8 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     records = [f"index/{r.run_id}.json" for r in results]  # one record object per run, nothing shared
     browse = ["index.html", "p1/index.html"]  # every run, and the pipeline's overview
     assert keys == sorted([*records, cache, shared, *browse, *pngs, *runs])
+    ages = [o.age_s for o in store.list("index/")]  # by the S3 server's clock: what tells a silent run killed
+    assert len(ages) == 2 and all(a is not None and 0 <= a < 600 for a in ages)
     assert all(k.startswith("p1/") for k in keys if k not in (*records, "index.html", cache, shared))
     df = read_index(settings)
     assert list(df.status) == ["ok", "failed"] and set(df.pipeline_run_id) == {"p1"}
