@@ -26,6 +26,7 @@ read and nothing newer took its place.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import fcntl
 import hashlib
@@ -372,8 +373,8 @@ class S3Store(Store):
                     from botocore.config import Config
 
                     core = botocore.session.get_session()
-                    # timestamps stay text: nothing here reads LastModified, and parsing it with dateutil was 60% of
-                    # a bronze listing's time (a page of 1,000 objects; BENCHMARKS.md, S3)
+                    # timestamps stay text, parsed by ``_epoch`` with the standard library: parsing them with
+                    # dateutil was 60% of a bronze listing's time (a page of 1,000 objects; BENCHMARKS.md, S3)
                     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp_text)
                     self._client = boto3.session.Session(botocore_session=core).client(
                         "s3",
@@ -490,7 +491,24 @@ def _s3_times(response: dict[str, Any], modified: Any) -> tuple[float | None, fl
         seen = email.utils.parsedate_to_datetime(date).timestamp() if date else None
     except (TypeError, ValueError):
         seen = None
-    return (modified.timestamp() if hasattr(modified, "timestamp") else None), seen
+    return _epoch(modified), seen
+
+
+def _epoch(modified: Any) -> float | None:
+    """A ``LastModified`` as epoch seconds: botocore hands it over as text (``_timestamp_text``), ISO 8601 in a
+    listing, an HTTP date in a HEAD or GET answer; parsed here with the standard library, only when read."""
+    if hasattr(modified, "timestamp"):
+        return modified.timestamp()
+    if not isinstance(modified, str) or not modified:
+        return None
+    try:
+        return dt.datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(modified).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def open_store(uri: str | None = None, settings: Settings | None = None) -> Store:
