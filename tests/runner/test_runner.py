@@ -228,10 +228,12 @@ def test_cli_failing_cell_exits_nonzero_and_names_it(tmp_path, keep_logging, cap
         "source": "ratio = x / divisor",
         "ename": "ZeroDivisionError",
         "evalue": "division by zero",
-        "line": "ratio = x / divisor",  # the line that raised (README fault row 45)
+        "line": "ratio = x / divisor",  # the line that raised (README fault row 46)
         "lineno": 1,
-        "cell_id": nb.cells[3].id,  # the header cell first, then the notebook's cells
+        "cell_id": rec["error"]["cell_id"],
     }
+    page = (run_dir / "fail_third.html").read_text()  # the header links the failing cell
+    assert f'href="#cell-id={rec["error"]["cell_id"]}"' in page and f'id="cell-id={rec["error"]["cell_id"]}"' in page
     assert main(["list", "--runs-dir", str(root / "runs")]) == 0
     out = capsys.readouterr().out
     assert "r1" in out and "failed" in out and "cell 3: ZeroDivisionError" in out
@@ -349,7 +351,7 @@ def test_pipeline_on_s3_runs_stages_in_order_and_stops_at_the_first_failure(tmp_
     # each page's header links its neighbours; a failed stage has no next one
     assert f'href="../{results[1].run_id}/fail_third.html"' in first and "first stage" in first
     assert f'href="../{results[0].run_id}/ok.html"' in second and "fail_third.html →" not in second
-    assert "stage 2 of 3" in second and "failed</strong> in cell" in second
+    assert "stage 2 of 3" in second and 'failed</strong> in <a href="#cell-id=' in second  # a link to the cell
 
     def writer(w):
         for i in range(3):
