@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 return code
     EmbeddedCluster(root / ".condvest").stop()
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s.")
+    print(f"  every run, newest first:     {runs}/index.html  (python -m runner list)")
     print(f"  executed notebooks and html: {runs}/<run id>/  (run index: {runs}/index/)")
     print(f"  the lake:                    {root / 'lake'}")
     print("  explore:                     make lab   (JupyterLab on lab/, a copy of notebooks/; this lake and market)")
