@@ -13,12 +13,15 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from condvest.calendar import today_in_new_york
 from condvest.container import default_memory_limit
 from condvest.errors import ConfigError, ParameterError
 from condvest.previous_env import previous_database, previous_lake
 from condvest.project import environment, find_root, resolve_location
+
+T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.massive.com"  # the vendor's current host; https://api.polygon.io stays valid
 #: how long a lake lock stays valid without a heartbeat (``CONDVEST_LOCK_LEASE_S``); renewed every third of it
@@ -59,6 +62,17 @@ _SIZE_UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
+
+
+def _parsed(text: str | None, parse: Callable[[str], T], variable: str) -> T | None:
+    """``parse(text)`` (``None`` when the variable is unset); its ``ParameterError`` becomes a ``ConfigError``
+    naming ``variable``."""
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ParameterError as exc:
+        raise ConfigError(str(exc), variable=variable) from None
 
 
 def size_bytes(size: str) -> int:
@@ -330,12 +344,7 @@ class Settings:
         if lake.startswith("s3://") and len(lake) <= 5:
             raise ConfigError("s3:// needs a bucket name", variable="CONDVEST_LAKE_URI")
         lake = resolve_location(lake, root)
-        retention = Retention()
-        if get("CONDVEST_RETENTION"):
-            try:
-                retention = Retention.parse(get("CONDVEST_RETENTION") or "")
-            except ParameterError as exc:
-                raise ConfigError(str(exc), variable="CONDVEST_RETENTION") from None
+        retention = _parsed(get("CONDVEST_RETENTION"), Retention.parse, "CONDVEST_RETENTION") or Retention()
         base_url = (get("POLYGON_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         if not re.match(r"^https?://", base_url):
             raise ConfigError(f"expected an http(s) URL, got {base_url!r}", variable="POLYGON_BASE_URL")
@@ -360,12 +369,7 @@ class Settings:
             raise ConfigError(
                 f"expected a size such as 3GB or 512MB, got {memory!r}", variable="CONDVEST_DUCKDB_MEMORY_LIMIT"
             )
-        suspect_move = MoveLimits()
-        if get("CONDVEST_SUSPECT_MOVE"):
-            try:
-                suspect_move = MoveLimits.parse(get("CONDVEST_SUSPECT_MOVE") or "")
-            except ParameterError as exc:
-                raise ConfigError(str(exc), variable="CONDVEST_SUSPECT_MOVE") from None
+        suspect_move = _parsed(get("CONDVEST_SUSPECT_MOVE"), MoveLimits.parse, "CONDVEST_SUSPECT_MOVE") or MoveLimits()
         return cls(
             as_of=as_of,
             suspect_move=suspect_move,
