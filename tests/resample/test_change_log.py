@@ -12,10 +12,11 @@ from condvest import calendar as cal
 from condvest.bronze import read_bronze_bytes, write_daily_files
 from condvest.fetch import FetchParams, run_fetch
 from condvest.lake import BRONZE_PREFIX, CHANGES_PREFIX, bronze_daily_key
+from condvest.manifest import ALL, SessionEntry, record_sessions
 from condvest.resample import ResampleParams, run_resample
-from condvest.settings import Secret
-from condvest.storage import S3Store, open_store
-from tests.fixtures.resample import assert_silver_matches, reference_rows
+from condvest.settings import Secret, Settings
+from condvest.storage import LocalStore, S3Store, open_store
+from tests.fixtures.resample import assert_silver_matches, bronze_table, reference_rows
 
 AS_OF = dt.date(2025, 10, 17)
 NS = (3, 5)
@@ -79,3 +80,35 @@ def test_a_daily_resample_on_s3_lists_no_bronze_prefix(s3_settings, s3_server, p
     run_resample(settings, ResampleParams(",".join(map(str, NS))), store=store).raise_for_status()
     assert _bronze_listings(prefixes, store), "a history write must make the resampler list bronze"
     assert_silver_matches(plain, NS)
+
+
+class _Listing(LocalStore):
+    """A local lake that remembers the prefix of every listing (the store's own ``list``, counted)."""
+
+    def __init__(self, root) -> None:  # noqa: ANN001
+        super().__init__(root)
+        self.prefixes: list[str] = []
+
+    def list(self, prefix: str, start_after: str | None = None):  # noqa: ANN201
+        self.prefixes.append(prefix)
+        return super().list(prefix, start_after)
+
+
+def test_a_file_written_twice_between_runs_is_read_at_its_current_version(tmp_path):
+    """Two change objects name one daily file at two versions: the run heads it, and silver holds the second."""
+    store = _Listing(tmp_path / "lake")
+    settings = Settings(lake_uri=str(tmp_path / "lake"))
+    days = cal.sessions_between(dt.date(2024, 3, 1), dt.date(2024, 4, 30))
+    for k, sym in enumerate(("AAA", "BBB")):
+        write_daily_files(store, bronze_table(sym, days[:30], k, None).to_pandas(), run_id="hist")
+    record_sessions(store, {d: SessionEntry(ALL, 2, 2, "grouped", "hist") for d in days[:30]})
+    run_resample(settings, ResampleParams("3,5"), store=store).raise_for_status()
+
+    write_daily_files(store, bronze_table("AAA", [days[30]], 7, None).to_pandas(), run_id="day")
+    record_sessions(store, {days[30]: SessionEntry(("AAA",), 1, 1, "grouped", "day")})
+    write_daily_files(store, bronze_table("AAA", [days[30]], 8, None).to_pandas())  # corrected at once
+    store.prefixes.clear()
+    report = run_resample(settings, ResampleParams("3,5"), store=store)
+    assert {r.mode for r in report.results} == {"incremental"}
+    assert not [p for p in store.prefixes if p.startswith(BRONZE_PREFIX)], store.prefixes
+    assert_silver_matches(store, NS)
