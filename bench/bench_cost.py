@@ -125,12 +125,16 @@ def main() -> None:
 WORKLOADS: list[Workload] = [
     Workload("daily pipeline (fetch + resample), 1x", 18.6, 18.6, 1, 4, 1, None, "8.6-9.3 s wall on 2 cores"),
     Workload("weekly archive (04_retention), 1x", 30.0, 30.0, 1, 4, 1, None, "archive ~1 s + views 20-27 s"),
-    Workload("30-session gap fill, 1x", 104.8, 104.8, 1, 4, 1, None, "104.8 s wall, bound by the API"),
-    Workload("full rebuild 1x, one job", 56.2, 56.2, 1, 4, 1, None, "condvest_full, 1x migrated"),
-    Workload("full rebuild 1x, 16 shards + commit", 16 * 3.4 + 16.0, 16.0, 1, 2, 17, None, "3x shards / 3"),
-    Workload("full rebuild 3x, one job", 175.3, 175.3, 1, 4, 1, None, "bench_shards 3x one_job"),
+    Workload("30-session gap fill, 1x", 104.8, 104.8, 1, 4, 1, None, "104.8 s wall, waits on the API"),
+    Workload("full rebuild 1x, one job", 67.1, 67.1, 1, 4, 1, 566.8, "runner, whole command, 1x"),
+    Workload("full rebuild 1x, 16 shards", 49.3, 3.4, 1, 2, 16, None, "3x shards / 3"),
+    Workload("full rebuild 1x, their commit", 24.0, 24.0, 1, 4, 1, None, "10 s files + 3x bars / 3"),
+    Workload("full rebuild 3x, one job", 175.3, 175.3, 1, 4, 1, None, "bench_shards 3x"),
+    Workload("full rebuild 3x, 16 shards", 147.9, 10.3, 1, 2, 16, None, "bench_shards 3x"),
+    Workload("full rebuild 3x, their commit", 51.5, 51.5, 1, 4, 1, None, "bench_shards 3x"),
     Workload("full rebuild 10x, one job", 447.0, 447.0, 1, 4, 1, None, "runner, 2026-12-03"),
-    Workload("full rebuild 10x, 16 shards + commit", 16 * 34.0 + 60.0, 60.0, 1, 2, 17, None, "3x x 10/3"),
+    Workload("full rebuild 10x, 16 shards", 493.0, 34.3, 1, 2, 16, None, "3x x 10/3 (projected)"),
+    Workload("full rebuild 10x, their commit", 140.0, 140.0, 1, 4, 1, None, "10 s files + 3x bars x 10/3"),
 ]
 #: a day's S3 requests at the seed's scale: the fetch PUTs one object per symbol (the seed's layout) plus the
 #: session's batch object and the manifest; the resample reads the batch object, manifest, checkpoints and state
