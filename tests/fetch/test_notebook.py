@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from condvest.offline.sandbox import offline_world
+from condvest.runs import read_records
+from condvest.storage import LocalStore
 from tests.fixtures.paths import ROOT
 
 pytestmark = pytest.mark.slow  # runs notebooks
@@ -44,13 +46,13 @@ def test_01_fetch_runs_headless_and_leaves_a_clean_run_log(world):
     assert ipynb and html
     key, dsn = env["POLYGON_API_KEY"], env["CONDVEST_PG_DSN"]
     password = dsn.split(":")[2].split("@")[0]
-    for f in [*ipynb, *html, runs / "index.jsonl"]:
+    for f in [*ipynb, *html, *sorted((runs / "index").glob("*.json"))]:
         text = f.read_text()
         assert key not in text and password not in text, f"secret in {f.name}"
     nb = json.loads(ipynb[-1].read_text())
     outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
     assert "'bronze_rows': 24" in outputs  # 8 symbols x 3 sessions
-    index = [json.loads(line) for line in (runs / "index.jsonl").read_text().splitlines()]
+    index = read_records(LocalStore(runs))
     assert index[-1]["status"] == "ok" and index[-1]["results"]["bronze_rows"] == 24
 
 
@@ -75,5 +77,5 @@ def test_a_failed_session_fails_the_run_naming_the_cell(world):
         urllib.request.urlopen(req).read()
     assert r.returncode == 1
     assert "01_fetch.ipynb failed in cell" in r.stderr and "FetchFailed" in r.stderr and "2025-10-16" in r.stderr
-    index = [json.loads(line) for line in (root / "runs" / "index.jsonl").read_text().splitlines()]
+    index = read_records(LocalStore(root / "runs"))
     assert index[-1]["status"] == "failed"

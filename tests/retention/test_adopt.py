@@ -8,7 +8,6 @@ tables the workbench does not use untouched. Duplicates per (symbol, session) st
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +20,9 @@ from condvest import retention
 from condvest.errors import ValidationError
 from condvest.monitoring.snapshot import read_retention
 from condvest.pg_cache import upsert_bars
+from condvest.runs import read_records
 from condvest.settings import Retention, Settings
+from condvest.storage import LocalStore
 from tests.fixtures.paths import ROOT
 from tests.fixtures.retention import connect
 
@@ -253,5 +254,5 @@ def test_the_notebook_dry_run_then_adopt_on_the_old_database(old_db, tmp_path):
             timeout=300,
         )
         assert r.returncode == 0, r.stdout + r.stderr
-    index = [json.loads(line) for line in (tmp_path / "runs" / "index.jsonl").read_text().splitlines()]
+    index = read_records(LocalStore(tmp_path / "runs"))
     assert index[0]["results"]["adoption_needed"] is True and index[1]["results"]["checksums_equal"] is True

@@ -4,7 +4,6 @@ window, session by session, and what differs re-filled from bronze, on a real Po
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from condvest.bronze import update_history, write_daily_files
 from condvest.monitoring.truth import read_truth
 from condvest.pg_cache import ensure_cache_table, read_last_sync, upsert_bars
 from condvest.retention.sync import bronze_figures, postgres_figures, sync
+from condvest.runs import read_records
 from condvest.storage import LocalStore
 from tests.fixtures.paths import ROOT
 from tests.fixtures.retention import connect
@@ -150,6 +150,6 @@ def test_the_weekly_pipeline_refills_the_rows_postgres_lost(pg_dsn, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with connect(pg_dsn) as conn:
         assert _pg_rows(conn)[["symbol", "date"]].values.tolist() == rows[["symbol", "date"]].values.tolist()
-    index = [json.loads(line) for line in (tmp_path / "runs" / "index.jsonl").read_text().splitlines()]
+    index = read_records(LocalStore(tmp_path / "runs"))
     synced = [rec["results"] for rec in index if rec["results"].get("mode") == "sync"]
     assert synced and synced[-1]["sessions_differing"] == len(days) - 3 and synced[-1]["sessions_still_differing"] == 0

@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from condvest.lake import bronze_history_key
 from condvest.runs import read_records
 from condvest.settings import Settings
 from condvest.storage import open_store
@@ -131,8 +132,13 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     assert f"batch job {job['jobId']}: SUCCEEDED" in out and "05_monitoring.ipynb ok" in out and "run ok-1 ok" in out
     assert sns_inbox.messages(wait=0.5) == []  # a job that is not a reported pipeline publishes nothing when ok
 
-    # a failing notebook: non-zero through the entrypoint, one alert, and status exits with the failure
-    assert main(["submit", "02_resample", "-p", "intervals", "3,x", "--run-id", "bad-1"]) == 0
+    # a typo is refused before anything is submitted (the stage's own check), a failing notebook is not:
+    # non-zero through the entrypoint, one alert, and status exits with the failure
+    assert main(["submit", "02_resample", "-p", "intervals", "3,x", "--run-id", "typo-1"]) == 2
+    assert "parameter intervals" in capsys.readouterr().err
+    lake = open_store(cloud["CONDVEST_LAKE_URI"], Settings.from_env())
+    lake.put(bronze_history_key("AAA"), b"not parquet")  # what the full rebuild reads first
+    assert main(["submit", "02_resample", "-p", "force_full_resample", "True", "--run-id", "bad-1"]) == 0
     capsys.readouterr()
     record = json.loads(
         open_store(f"{cloud['CONDVEST_LAKE_URI']}/runs", Settings.from_env()).get("_submissions/bad-1.json")
@@ -140,10 +146,12 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     r = run_container(aws, cloud, record["jobs"][0]["id"])
     assert r.returncode == 1
     # the cell, and the line that raised (the cell's first line while error records carry no ``line``)
-    failing_cell = r"cell 3(, line \d+)? \(`[^`\n]+`\): ParameterError"
-    assert re.search(f"job 02_resample failed at 02_resample.ipynb in {failing_cell}", r.stderr), r.stderr
+    failing_cell = r"cell (\d+)(, line \d+)? \(`[^`\n]+`\): CorruptObject"
+    failed = re.search(f"job 02_resample failed at 02_resample.ipynb in {failing_cell}", r.stderr)
+    assert failed, r.stderr
+    cell = failed.group(1)
     [note] = sns_inbox.messages(expect=1)
-    assert note["Subject"] == "condvest 02_resample failed, cell 3"
+    assert note["Subject"] == f"condvest 02_resample failed, cell {cell}"
     assert f"run folder: {cloud['CONDVEST_LAKE_URI']}/runs/bad-1/" in note["Message"]
     job_id = record["jobs"][0]["id"]
     assert f"batch job: {job_id} (attempt 1)" in note["Message"]
@@ -156,7 +164,7 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     no_secret(json.dumps(note), r.stdout, r.stderr)
     assert main(["status", "bad-1", "--poll", "0.1", "--timeout", "30"]) == 1
     err = capsys.readouterr().err
-    assert "02_resample.ipynb failed in cell 3" in err and "run bad-1 failed" in err
+    assert f"02_resample.ipynb failed in cell {cell}" in err and "run bad-1 failed" in err
     records = read_records(open_store(f"{cloud['CONDVEST_LAKE_URI']}/runs", Settings.from_env()))
     assert [(x["run_id"], x["status"]) for x in records] == [("ok-1", "ok"), ("bad-1", "failed")]
 
