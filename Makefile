@@ -40,13 +40,13 @@ shell: $(STAMP)
 	$(PY) -m condvest.offline.lab --shell
 
 # every test: the ones not marked slow on two workers (as make test-fast), then the slow ones (notebooks,
-# kernels, browsers, servers, the demo) one at a time, then nbval on the notebooks
+# kernels, browsers, servers, the demo) on two workers too, the slowest first, then nbval on the notebooks
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/cfn-lint infra/*.yaml
 	$(PY) -m pytest -p no:cacheprovider -p no:nbval -m "not slow" -n 2 --dist worksteal tests
-	$(PY) -m pytest -p no:cacheprovider -m slow --durations=10 tests
+	$(PY) -m pytest -p no:cacheprovider -p no:nbval -m slow -n 2 --dist worksteal --durations=10 tests
 	$(PY) -m condvest.offline.sandbox -- $(PY) -m pytest -p no:cacheprovider --nbval-lax notebooks
 
 # the loop while working: lint and every test not marked slow (no notebook runs, browsers, crash-point child
