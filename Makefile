@@ -40,7 +40,7 @@ shell: $(STAMP)
 	$(PY) -m condvest.offline.lab --shell
 
 # every test: the ones not marked slow on two workers (as make test-fast), then the slow ones (notebooks,
-# kernels, browsers, servers, the demo) on two workers too, the slowest first, then nbval on the notebooks
+# kernels, browsers, servers, the demo) on two workers too, then nbval on the notebooks
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
