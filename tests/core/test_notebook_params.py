@@ -18,16 +18,11 @@ from condvest.migrate import MigrateParams
 from condvest.monitoring import MonitoringParams
 from condvest.resample import CompactionParams, ResampleParams
 from condvest.retention import RetentionParams
+from runner.preflight import STAGE_PARAMS, stage_params_class
 from tests.fixtures.paths import ROOT
 
-PARAMS = {
-    "01_fetch": FetchParams,
-    "02_resample": ResampleParams,
-    "03_migrate": MigrateParams,
-    "04_retention": RetentionParams,
-    "05_monitoring": MonitoringParams,
-    "06_explore": ExploreParams,
-}
+#: the runner's own table (its pre-flight checks each stage with these): tied here to the notebooks
+PARAMS = {notebook: stage_params_class(notebook) for notebook in STAGE_PARAMS}
 
 
 def _code_cells(notebook: str) -> list[dict]:
