@@ -234,6 +234,24 @@ def read_records(store: Store) -> list[dict[str, Any]]:
     return records
 
 
+def newest_records(store: Store, count: int) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``count`` run records, oldest first, and how many runs the index holds in all. A record object's key
+    starts with its run id, whose first field is its UTC start time, so the listing alone says which are newest:
+    only those are read (one LIST of ``index/`` and at most ``count`` GETs, whatever the index's length). The
+    legacy ``index.jsonl``'s lines fill in when fewer than ``count`` record objects exist."""
+    infos = sorted((o for o in store.list(RECORDS_PREFIX) if o.key.endswith(".json")), key=lambda o: o.key)
+    legacy = _parse_lines(store)
+    total = len(legacy) + len(infos)
+    chosen = infos[-count:] if count > 0 else []
+    records: list[dict[str, Any]] = []
+    if chosen:
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(chosen))) as pool:
+            read = [r for r in pool.map(lambda o: _read_object(store, o), chosen) if r is not None]
+        records = sorted(read, key=_sort_key)
+    room = max(count - len(chosen), 0)
+    return (legacy[-room:] if room else []) + records, total
+
+
 def read_index(
     settings: Settings | None = None, *, runs_uri: str | None = None, expand_results: bool = False
 ) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from condvest.errors import ObjectNotFound, ParameterError
-from condvest.runs import read_records
+from condvest.runs import newest_records, read_records
 from condvest.storage import Store
 from runner.render import plotly_file, plotly_js, plotly_key
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 INDEX_PAGE = "index.html"
 #: the newest runs ``index.html`` lists (``python -m runner list`` reads them all)
-MAX_LISTED = 2000
+MAX_LISTED = 300
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
@@ -100,17 +100,24 @@ def _row(rec: Mapping[str, Any], base: str, *, with_pipeline: bool) -> list[str]
     return cells
 
 
-def runs_page(records: Iterable[Mapping[str, Any]]) -> str:
-    """``<runs>/index.html``: every run, newest first (at most ``MAX_LISTED``)."""
-    recs = sorted(records, key=lambda r: str(r.get("started_at") or ""), reverse=True)
+def runs_page(records: Iterable[Mapping[str, Any]], total: int | None = None) -> str:
+    """``<runs>/index.html``: the runs given, newest first (at most ``MAX_LISTED``); ``total``: how many runs the
+    index holds in all (the records given when not said)."""
+    recs = sorted(records, key=lambda r: str(r.get("started_at") or ""), reverse=True)[:MAX_LISTED]
+    total = max(total or 0, len(recs))
     failed = sum(1 for r in recs if r.get("status") not in ("ok", "running"))
-    intro = f"{len(recs)} runs, {failed} not ok, newest first. " + (
-        f"The newest {MAX_LISTED} are listed; <code>python -m runner list</code> reads them all."
-        if len(recs) > MAX_LISTED
-        else "<code>python -m runner list</code> and <code>show</code> read the same index."
-    )
+    if total > len(recs):
+        intro = (
+            f"{total} runs; the newest {len(recs)} are listed, {failed} of them not ok, newest first. "
+            "<code>python -m runner list</code> reads them all."
+        )
+    else:
+        intro = (
+            f"{total} runs, {failed} not ok, newest first. "
+            "<code>python -m runner list</code> and <code>show</code> read the same index."
+        )
     header = ["started (UTC)", "status", "notebook", "pipeline", "run (page)", "duration", "failure"]
-    rows = [_row(r, "", with_pipeline=True) for r in recs[:MAX_LISTED]]
+    rows = [_row(r, "", with_pipeline=True) for r in recs]
     return _page("Runs", intro, header, rows)
 
 
@@ -135,12 +142,13 @@ def pipeline_page(pipeline_run_id: str, records: Iterable[Mapping[str, Any]]) ->
     return _page(f"{name} · {pipeline_run_id}", intro, header, rows)
 
 
-def write_browse_pages(store: Store, pipeline_run_id: str | None = None) -> None:
-    """Rewrite ``index.html`` (and ``<pipeline_run_id>/index.html``) from the run index. Never raises for a page
-    (the run is recorded already): a warning says what went wrong."""
+def write_browse_pages(store: Store, pipeline_run_id: str | None = None, newest: int = MAX_LISTED) -> None:
+    """Rewrite ``index.html`` (and ``<pipeline_run_id>/index.html``) from the ``newest`` records of the run index:
+    every run pays one LIST and at most ``newest`` GETs, however long the history (a pipeline's own runs are among
+    the newest). Never raises for a page (the run is recorded already): a warning says what went wrong."""
     try:
-        records = read_records(store)
-        store.put(INDEX_PAGE, runs_page(records).encode())
+        records, total = newest_records(store, newest)
+        store.put(INDEX_PAGE, runs_page(records, total).encode())
         if pipeline_run_id:
             store.put(f"{pipeline_run_id}/{INDEX_PAGE}", pipeline_page(pipeline_run_id, records).encode())
     except Exception as exc:  # noqa: BLE001  a browse page is a convenience; the run and its index are written

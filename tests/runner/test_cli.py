@@ -13,10 +13,10 @@ import time
 import pytest
 
 from condvest.processes import host_name, process_started
-from condvest.runs import KILLED_AFTER_S, append_run, claim_run, read_records, record_key
+from condvest.runs import KILLED_AFTER_S, append_run, claim_run, new_run_id, read_records, record_key
 from condvest.storage import LocalStore, open_store
 from runner.__main__ import main
-from runner.browse import pipeline_page, runs_page
+from runner.browse import pipeline_page, runs_page, write_browse_pages
 from runner.result import CellError
 
 
@@ -188,6 +188,30 @@ def test_runs_index_page_lists_every_run_newest_first_with_links(runs):
     overview = pipeline_page("p1", records)
     assert '<a href="r1/02_resample.html">r1</a>' in overview and 'href="../index.html"' in overview
     assert "r0" not in overview  # another run's
+
+
+def test_runs_page_reads_only_the_newest_records(tmp_path, caplog, keep_logging):
+    """A run rewrites ``runs/index.html`` from the newest records only: its cost does not grow with the history.
+    The oldest record object is torn: reading it would log a warning naming it."""
+    store = open_store(str(tmp_path / "runs"))
+    start = dt.datetime(2026, 1, 5, 14, tzinfo=dt.UTC)
+    ids = []
+    for day in range(6):
+        started = start + dt.timedelta(days=day)
+        run_id = new_run_id("01_fetch", started)
+        ids.append(run_id)
+        append_run(
+            store, {"run_id": run_id, "notebook": "01_fetch.ipynb", "status": "ok", "started_at": started.isoformat()}
+        )
+    store.put(record_key(ids[0]), b'{"run_id": "torn')
+    with caplog.at_level("WARNING"):
+        write_browse_pages(store, newest=3)
+    page = store.get("index.html").decode()
+    assert "6 runs; the newest 3 are listed" in page
+    assert all(i in page for i in ids[3:]) and not any(i in page for i in ids[:3])
+    assert "run record skipped" not in caplog.text  # the torn, oldest record was never read
+    write_browse_pages(store)  # the default bound holds them all: the torn one is now read, skipped, named
+    assert "run record skipped" in caplog.text and "5 runs" not in store.get("index.html").decode()
 
 
 def test_help_is_user_text_with_examples(capsys):
