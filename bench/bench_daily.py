@@ -15,6 +15,10 @@ produced by 03_migrate, beside the same two stages called in-process.
 4. on the first contender's lake, whose silver is then up to date, ``python -m runner run 02_resample`` (the
    daily command with nothing new) ``--repeat`` times with the chart PNGs on and off alternately.
 Prints markdown tables (the figures in BENCHMARKS.md).
+
+With ``--s3`` the contenders are the whole command on the local lake and on the same lake uploaded into SeaweedFS
+on loopback (the lake and its runs on S3, as in AWS), interleaved: runner, runner-s3, runner-2, runner-s3-2; the
+nothing-new command runs after the first of each.
 """
 
 from __future__ import annotations
@@ -48,11 +52,19 @@ def start_server(symbols: int) -> tuple[subprocess.Popen, str]:
     return proc, wait_for_server(f"http://127.0.0.1:{port}", tries=600)
 
 
+#: contender name -> the S3 location of its lake (``--s3``: ``s3://<bucket>/lake``, runs under ``s3://<bucket>/runs``)
+S3_LAKES: dict[str, str] = {}
+#: the environment every command on an S3 lake gets (endpoint, credentials, region)
+S3_ENV: dict[str, str] = {}
+
+
 def _env(lake: Path, base: str, dsn: str, png: bool) -> dict[str, str]:
+    s3 = S3_LAKES.get(lake.name)
     env = {
         **os.environ,
-        "CONDVEST_LAKE_URI": str(lake),
-        "CONDVEST_RUNS_URI": str(lake.parent / (lake.name + "-runs")),
+        **(S3_ENV if s3 else {}),
+        "CONDVEST_LAKE_URI": s3 or str(lake),
+        "CONDVEST_RUNS_URI": s3.rsplit("/", 1)[0] + "/runs" if s3 else str(lake.parent / (lake.name + "-runs")),
         "CONDVEST_HOME": str(lake.parent / (lake.name + "-home")),
         "CONDVEST_AS_OF": DAY,
         "CONDVEST_PG_DSN": dsn,
@@ -115,6 +127,55 @@ def child_in_process(lake: str, base: str, dsn: str) -> dict:
     }
 
 
+def s3_base(lake: Path, server, bucket: str) -> dict:  # noqa: ANN001
+    """The same lake built on S3 itself (a lake copied from a disk would not do: a local object's etag is not its
+    S3 etag, so the first run would see every source changed and rebuild in full): the DMS export under ``lake``
+    uploaded into ``s3://<bucket>/lake/``, migrated by ``run_migration`` and resampled in full there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.bench_resample import INTERVALS
+    from condvest.migrate.run import run_migration
+    from condvest.resample import ResampleParams, run_resample
+    from condvest.settings import Settings
+
+    client = server.client()
+    files = sorted((lake / "public" / "raw_ohlcv").glob("*.parquet"))
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda f: client.upload_file(str(f), bucket, f"lake/public/raw_ohlcv/{f.name}"), files))
+    os.environ.update(S3_ENV)
+    settings = Settings(
+        lake_uri=f"s3://{bucket}/lake",
+        s3_endpoint_url=server.endpoint_url,
+        aws_region=server.region,
+        home=lake.parent / "home-s3-base",
+    )
+    t0 = time.perf_counter()
+    m = run_migration(settings, progress=False)
+    assert m.passed and m.status == "migrated", m.status
+    t1 = time.perf_counter()
+    run_resample(settings, ResampleParams(INTERVALS, True), threads=2, memory_limit="3GB")
+    return {"migrate_s": round(t1 - t0, 1), "full_resample_s": round(time.perf_counter() - t1, 1)}
+
+
+def copy_bucket(server, src: str, dst: str) -> tuple[int, float]:  # noqa: ANN001
+    """Every object of bucket ``src`` into ``dst`` under the same key, server-side from 16 threads (a copy keeps
+    the content, so the etags the lake's state recorded). Returns (objects, seconds)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = server.client()
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=src)
+        for o in page.get("Contents", [])
+    ]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: client.copy_object(Bucket=dst, Key=k, CopySource={"Bucket": src, "Key": k}), keys))
+    probe = keys[len(keys) // 2]
+    assert client.head_object(Bucket=src, Key=probe)["ETag"] == client.head_object(Bucket=dst, Key=probe)["ETag"]
+    return len(keys), round(time.perf_counter() - t0, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, default=Path("/tmp/condvest-bench-daily"))
@@ -124,6 +185,11 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="use the lake a previous --keep run left under --root")
     ap.add_argument("--keep", action="store_true", help="leave the lake under --root (default: delete it)")
     ap.add_argument("--repeat", type=int, default=5, help="runs of the nothing-new 02_resample command, per setting")
+    ap.add_argument(
+        "--s3",
+        action="store_true",
+        help="the whole command on a local lake beside the same lake (and its runs) in SeaweedFS on loopback",
+    )
     a = ap.parse_args()
     if a.child:
         import duckdb  # noqa: F401  imports are not timed
@@ -147,14 +213,42 @@ def main() -> None:
     server, base = start_server(a.symbols)
     cluster = EmbeddedCluster(a.root / "pg")
     rows, again = [], []
+    weed = s3 = None
+    names = ["runner", "runner-nopng", "in-process", "runner-2", "runner-nopng-2"]
+    if a.s3:
+        import tempfile
+
+        from tests.fixtures.s3 import _start_weed
+
+        names = ["runner", "runner-s3", "runner-2", "runner-s3-2"]
+        sock = Path(tempfile.mkdtemp(prefix="weed-", dir="/tmp"))
+        (a.root / "weed").mkdir(exist_ok=True)
+        weed, s3 = _start_weed(a.root / "weed", sock)
+        S3_ENV.update(
+            AWS_ACCESS_KEY_ID=s3.access_key,
+            AWS_SECRET_ACCESS_KEY=s3.secret_key,
+            AWS_REGION=s3.region,
+            AWS_ENDPOINT_URL_S3=s3.endpoint_url,
+            AWS_EC2_METADATA_DISABLED="true",
+        )
     try:
+        if s3 is not None:
+            from tests.fixtures.s3 import _wait_ready
+
+            _wait_ready(weed, s3)
+            base_bucket = s3.new_bucket("base")
+            print("S3 lake built", s3_base(base_lake, s3, base_bucket), flush=True)
         dsn = cluster.start().reveal()
-        for name in ("runner", "runner-nopng", "in-process", "runner-2", "runner-nopng-2"):
+        for name in names:
             lake = a.root / name
             # hard links: the same inodes, so the same etags (a copy would make every object look changed);
             # every write replaces a file whole (temporary name + rename), so the base lake is never touched
             shutil.rmtree(lake, ignore_errors=True)
             shutil.copytree(base_lake, lake, copy_function=os.link)
+            if s3 is not None and "s3" in name:
+                bucket = s3.new_bucket(name.replace("-", ""))
+                S3_LAKES[name] = f"s3://{bucket}/lake"
+                print(name, "copied (objects, s)", copy_bucket(s3, base_bucket, bucket), flush=True)
             load = round(os.getloadavg()[0], 1)
             if name.startswith("runner"):
                 r = through_runner(lake, base, dsn, png="nopng" not in name)
@@ -167,16 +261,21 @@ def main() -> None:
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append({"name": name, "load": load, **r})
             print(rows[-1], flush=True)
-            if name == "runner":  # silver is up to date now: the daily 02_resample command with nothing new
+            if name in ("runner", "runner-s3"):  # silver is up to date now: the daily 02_resample, nothing new
                 for _ in range(a.repeat):
-                    for png in (True, False):
+                    for png in (True, False) if not a.s3 else (True,):
                         load = round(os.getloadavg()[0], 1)
-                        again.append({"png": png, "load": load, **nothing_new(lake, base, dsn, png=png)})
+                        r = {"png": png, "lake": "S3" if "s3" in name else "local disk", "load": load}
+                        again.append({**r, **nothing_new(lake, base, dsn, png=png)})
                         print({"name": "02_resample, nothing new", **again[-1]}, flush=True)
             shutil.rmtree(lake, ignore_errors=True)
     finally:
         server.terminate()
         cluster.destroy()
+        if weed is not None:
+            from tests.fixtures.s3 import _stop
+
+            _stop(weed, s3)
         if not a.keep:
             shutil.rmtree(a.root, ignore_errors=True)
     print(f"\ndaily pipeline, {a.symbols:,} symbols, session {DAY}, {os.cpu_count()} cores\n")
@@ -196,13 +295,13 @@ def main() -> None:
             "| chart PNGs | whole command s (median) | runs s | notebook s (median) | peak RSS of the tree MB | load |"
         )
         print("|---|---:|---:|---:|---:|---:|")
-        for png in (True, False):
-            rs = [r for r in again if r["png"] is png]
+        for png, where in sorted({(r["png"], r["lake"]) for r in again}, reverse=True):
+            rs = [r for r in again if r["png"] is png and r["lake"] == where]
             walls = sorted(r["wall_s"] for r in rs)
             nbs = sorted(r["notebook_s"] or 0 for r in rs)
             loads = f"{min(r['load'] for r in rs)}-{max(r['load'] for r in rs)}"
             print(
-                f"| {'on (default)' if png else 'off'} | {statistics.median(walls)} | {walls} | "
+                f"| {'on (default)' if png else 'off'}, {where} | {statistics.median(walls)} | {walls} | "
                 f"{statistics.median(nbs)} | {max(r['tree_rss_mb'] for r in rs)} | {loads} |"
             )
 
