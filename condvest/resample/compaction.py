@@ -20,6 +20,14 @@ symbols ends with a journal object ``bronze/_compaction/<time>-<run>.json`` (old
 ``data.parquet`` and the folded files) written before the deletes: the resampler reads it to know that
 the rewritten objects hold nothing new. Compaction holds the lake lock ``resample``, so it never runs
 beside a resample. A re-run after a crash folds the same files again, with the same result.
+
+Most runs fold nothing (folding waits for ``min_fold_sessions`` due dates), and finding that out by listing
+bronze costs a page of 1,000 keys per 1,000 objects on S3, every day. A run that lists bronze records the session
+dates that still have daily files (``processing_metadata/compaction/daily_dates.json``); the next run takes those
+plus the dates of fetch's session batches (one short listing of ``bronze/_batches/``: every fetch writes one per
+session it wrote) and lists bronze only when that says enough dates are due. A daily file written without a
+batch (a rebase, a previous pipeline's files) is not lost: it is found by the next listing, at the latest when
+the batches make folding due.
 """
 
 from __future__ import annotations
@@ -36,8 +44,8 @@ from tqdm.auto import tqdm
 from condvest.bronze import read_bronze_bytes, update_history
 from condvest.crash import crash_point
 from condvest.display import progress_disable
-from condvest.errors import PreconditionFailed
-from condvest.lake import BATCH_PREFIX, BRONZE_PREFIX, bronze_history_key, parse_bronze_key
+from condvest.errors import CorruptObject, ObjectNotFound, PreconditionFailed
+from condvest.lake import BATCH_PREFIX, BRONZE_PREFIX, METADATA_PREFIX, bronze_history_key, parse_bronze_key
 from condvest.lake_lock import lake_lock
 from condvest.resample.params import CompactionParams
 from condvest.resample.state import journal_key
@@ -48,6 +56,8 @@ from condvest.storage import Store, open_store
 log = logging.getLogger(__name__)
 
 BATCH = 500
+#: the session dates with daily files that the last compaction which listed bronze left (see the docstring)
+DATES_KEY = f"{METADATA_PREFIX}/compaction/daily_dates.json"
 
 
 @dataclass
@@ -89,6 +99,25 @@ def _batch_date(key: str) -> dt.date:
         return dt.date.max
 
 
+def _known_dates(store: Store) -> set[dt.date] | None:
+    """The session dates that have daily files, known without listing bronze: those the last listing left plus
+    the dates of the session batches now; ``None`` when no listing was recorded (or its record is unreadable)."""
+    try:
+        doc = json.loads(store.get(DATES_KEY))
+        known = {dt.date.fromisoformat(d) for d in doc["dates"]}
+    except ObjectNotFound:
+        return None
+    except (ValueError, KeyError, TypeError, CorruptObject):
+        log.warning("compaction dates record unreadable, bronze listed record=%s", store.url(DATES_KEY))
+        return None
+    return known | {d for o in store.list(f"{BATCH_PREFIX}/") if (d := _batch_date(o.key)) != dt.date.max}
+
+
+def _record_dates(store: Store, dates: list[dt.date], run_id: str) -> None:
+    doc = {"run_id": run_id, "dates": [d.isoformat() for d in dates]}
+    store.put(DATES_KEY, json.dumps(doc).encode())
+
+
 def _fold_symbol(store: Store, symbol: str, daily: list[str]) -> tuple[dict, int]:
     tables, etags = [], {}
     for key in sorted(daily):
@@ -112,6 +141,18 @@ def compact_bronze(
     report = CompactionReport(run_id, keep_sessions)
     t0 = time.perf_counter()
     with lake_lock(store, "resample", run_id=run_id, purpose="compaction", lease_s=settings.lock_lease_s):
+        known = _known_dates(store)
+        if known is not None:
+            dates = sorted(known)
+            due = dates[: max(0, len(dates) - keep_sessions)]
+            if len(due) < min_fold_sessions:
+                report.message = (
+                    f"nothing to compact: {len(due)} session(s) due, folding starts at {min_fold_sessions} "
+                    "(from the session batches; bronze not listed)"
+                )
+                report.seconds = time.perf_counter() - t0
+                log.info("compaction skipped run_id=%s due=%d listed=no", run_id, len(due))
+                return report
         by_symbol: dict[str, dict[str, dt.date]] = {}
         for o in store.list(f"{BRONZE_PREFIX}/symbol="):
             parsed = parse_bronze_key(o.key)
@@ -120,6 +161,7 @@ def compact_bronze(
         dates = sorted({d for files in by_symbol.values() for d in files.values()})
         due = dates[: max(0, len(dates) - keep_sessions)]
         if len(due) < min_fold_sessions:
+            _record_dates(store, dates, run_id)
             report.message = f"nothing to compact: {len(due)} session(s) due, folding starts at {min_fold_sessions}"
             report.seconds = time.perf_counter() - t0
             log.info("compaction skipped run_id=%s due=%d", run_id, len(due))
@@ -156,6 +198,9 @@ def compact_bronze(
         # fetch's session batches only shortcut reading daily files: once those are folded, they go too
         old_batches = [o.key for o in store.list(f"{BATCH_PREFIX}/") if _batch_date(o.key) < cutoff]
         store.delete_many(old_batches)
+        left = {d for d in dates if d >= cutoff}  # and the dates of a skipped symbol's files, still there
+        left |= {d for sym in report.skipped for k, d in by_symbol[sym].items() if k in work.get(sym, ())}
+        _record_dates(store, sorted(left), run_id)
     report.seconds = time.perf_counter() - t0
     report.message = (
         f"folded {report.files_folded} daily file(s) of {report.symbols} symbol(s) dated before {report.cutoff}"

@@ -6,9 +6,11 @@ import datetime as dt
 import io
 import json
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from condvest.bronze import write_daily_files
 from condvest.calendar import sessions_between
 from condvest.errors import BusyError, ParameterError
 from condvest.lake import bronze_daily_key, bronze_history_key
@@ -18,7 +20,7 @@ from condvest.resample.compaction import compact_bronze
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
 from condvest.storage import LocalStore
-from tests.fixtures.resample import assert_silver_matches, reference_rows, write_daily, write_history
+from tests.fixtures.resample import assert_silver_matches, bronze_table, reference_rows, write_daily, write_history
 
 DAYS = sessions_between(dt.date(2024, 3, 1), dt.date(2024, 5, 31))
 
@@ -99,3 +101,45 @@ def test_parameters_and_lock(lake):
     with lake_lock(store, "resample", run_id="someone"):
         with pytest.raises(BusyError, match="someone"):
             compact_bronze(settings, store=store)
+
+
+class ListingStore(LocalStore):
+    """A local lake that remembers the prefixes listed (a test double, not a patch: the store is the test's)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.listed: list[str] = []
+
+    def list(self, prefix, start_after=None):
+        self.listed.append(prefix)
+        return super().list(prefix, start_after)
+
+
+def _fetched(store, day):
+    """The session as 01_fetch writes it: daily files and the session's batch object."""
+    rows = pd.concat([bronze_table(s, [day], 3).to_pandas() for s in ("AAA", "BBB")], ignore_index=True)
+    write_daily_files(store, rows, run_id=f"20260101T000000Z-01_fetch-{day:%m%d}00")
+
+
+def test_a_day_with_nothing_due_lists_no_bronze_and_a_file_without_batch_is_folded_later(tmp_path):
+    """Most days compaction folds nothing: it knows the dates from its last listing and the session batches, so
+    on S3 it does not page through bronze every day; a daily file written without a batch (a rebase, a previous
+    pipeline's) is still folded, by the next listing."""
+    store, settings = ListingStore(tmp_path / "lake"), Settings(lake_uri=str(tmp_path / "lake"))
+    p = CompactionParams(keep_sessions=3, min_fold_sessions=3)
+    write_history(store, "AAA", DAYS[:19], 1)
+    write_daily(store, "BBB", DAYS[19], 7)  # no batch object
+    for d in DAYS[20:23]:
+        _fetched(store, d)
+    first = compact_bronze(settings, p, store=store)  # no record yet: it lists bronze
+    assert first.files_folded == 0 and any(x.startswith("bronze/raw_ohlcv/") for x in store.listed)
+    _fetched(store, DAYS[23])
+    store.listed.clear()
+    second = compact_bronze(settings, p, store=store)  # 5 dates, 2 due: nothing to fold
+    assert second.files_folded == 0 and "bronze not listed" in second.message
+    assert not any(x.startswith("bronze/raw_ohlcv/") for x in store.listed), store.listed
+    _fetched(store, DAYS[24])
+    before = reference_rows(store)
+    third = compact_bronze(settings, p, store=store)  # 3 due: it lists and folds, the batchless file too
+    assert third.cutoff == DAYS[22].isoformat() and not store.exists(bronze_daily_key("BBB", DAYS[19]))
+    assert third.files_folded == 1 + 2 * 2 and reference_rows(store).equals(before)
