@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -266,14 +267,31 @@ def commit_shards(
     workers = max(2 * (threads or os.cpu_count() or 1), store.write_threads)
     old = {n: {o.key: o.etag for o in store.list(silver_prefix(n))} for n in ns}
 
+    cpu: dict[str, float] = defaultdict(float)  # CPU seconds of each step, all threads (the profile logged)
+
     def merge(item: tuple[int, int], staged: list) -> list[tuple[int, str, int]]:
         n, year = item
-        table, months = _in_order([_read_ipc(store.get(k)) for _, k, _ in sorted(staged)])
+        mark = {"t": time.thread_time()}
+
+        def step(name: str) -> None:
+            now = time.thread_time()
+            cpu[name] += now - mark["t"]  # a float add under the GIL
+            mark["t"] = now
+
+        data = [store.get(k) for _, k, _ in sorted(staged)]
+        step("get")
+        tables = [_read_ipc(d) for d in data]
+        step("decode")
+        table, months = _in_order(tables)
+        step("order")
         out = []
         for m, start, end in months.tolist():
             part = table.slice(start, end - start)
             key = silver_key(n, year, m)
-            _put_month(store, key, encode_silver(part), old[n].get(key))
+            body = encode_silver(part)
+            step("encode")
+            _put_month(store, key, body, old[n].get(key))
+            step("put")
             crash_point("resample.mid_silver")
             out.append((n, key, part.num_rows))
         return out
@@ -281,8 +299,12 @@ def commit_shards(
     # every interval's years in one pool (no barrier between intervals: the small years of one interval overlap
     # the large ones of the next), the staged bytes being merged bounded by merge_bytes
     items = [((n, year), staged) for n in ns for year, staged in sorted(years[n].items())]
+    t0, c0 = time.perf_counter(), time.process_time()
     with tqdm(total=len(items), desc="02_resample commit years", unit="year", disable=progress_disable()) as bar:
         done = _bounded_map(merge, items, workers, merge_bytes, bar.update)
+    profile = {k: round(v, 2) for k, v in cpu.items()}
+    profile.update(wall=round(time.perf_counter() - t0, 2), cpu=round(time.process_time() - c0, 2), years=len(items))
+    log.info("resample commit silver written: %s", profile, extra={"profile": profile})
     results: dict[int, IntervalResult] = {}
     for n in ns:
         mine = [(k, b) for i, k, b in done if i == n]
