@@ -241,3 +241,21 @@ def test_a_large_staging_area_is_cleared_in_chunks(tmp_path):
     assert [o.key for o in store.list("processing_metadata/shards/")] == [
         "processing_metadata/shards/resample/G10/done/part-0.json"
     ]  # another run's staging is kept
+
+
+def test_a_part_staged_by_the_older_parquet_staging_makes_the_commit_refuse(tmp_path):
+    store, settings = _lake(tmp_path)
+    _fill(store)
+    for i in range(2):
+        run_resample(settings, ResampleParams(intervals=IV, shard=f"{i}/2", shard_group="G5"))
+    # shard 1's years as an older version staged them (Parquet): the commit does not read them as this version's
+    for o in list(store.list("processing_metadata/shards/resample/G5/silver_")):
+        if o.key.endswith("/part-1.arrow"):
+            store.put(o.key.removesuffix(".arrow") + ".parquet", store.get(o.key))
+            store.delete(o.key)
+    with pytest.raises(ShardsIncomplete, match=r"shard 1/2"):
+        run_resample(settings, ResampleParams(intervals=IV, shard="commit/2", shard_group="G5"))
+    assert not list(store.list("silver/"))
+    run_resample(settings, ResampleParams(intervals=IV, shard="1/2", shard_group="G5"))  # it runs again
+    run_resample(settings, ResampleParams(intervals=IV, shard="commit/2", shard_group="G5"))
+    assert_silver_matches(store, NS)
