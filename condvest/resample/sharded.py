@@ -271,8 +271,7 @@ def commit_shards(
 
     cpu: dict[str, float] = defaultdict(float)  # CPU seconds of each step, all threads (the profile logged)
 
-    def merge(item: tuple[int, int], staged: list) -> list[tuple[int, str, int]]:
-        n, year = item
+    def timer() -> Callable[[str], None]:
         mark = {"t": time.thread_time()}
 
         def step(name: str) -> None:
@@ -280,29 +279,38 @@ def commit_shards(
             cpu[name] += now - mark["t"]  # a float add under the GIL
             mark["t"] = now
 
+        return step
+
+    def write(n: int, year: int, m: int, part: pa.Table) -> tuple[int, str, int]:
+        step = timer()
+        key = silver_key(n, year, m)
+        body = encode_silver(part)
+        step("encode")
+        _put_month(store, key, body, old[n].get(key))
+        step("put")
+        crash_point("resample.mid_silver")
+        return n, key, part.num_rows
+
+    def merge(item: tuple[int, int], staged: list) -> list[tuple[int, str, int]]:
+        n, year = item
+        step = timer()
         data = [store.get(k) for _, k, _ in sorted(staged)]
         step("get")
         tables = [_read_ipc(d) for d in data]
         step("decode")
         table, months = _in_order(tables)
         step("order")
-        out = []
-        for m, start, end in months.tolist():
-            part = table.slice(start, end - start)
-            key = silver_key(n, year, m)
-            body = encode_silver(part)
-            step("encode")
-            _put_month(store, key, body, old[n].get(key))
-            step("put")
-            crash_point("resample.mid_silver")
-            out.append((n, key, part.num_rows))
-        return out
+        # the months of a year are encoded on the writers' threads: a large recent year, merged alone within
+        # the memory budget, still keeps every core busy
+        futures = [writers.submit(write, n, year, m, table.slice(a, b - a)) for m, a, b in months.tolist()]
+        return [f.result() for f in futures]
 
     # every interval's years in one pool (no barrier between intervals: the small years of one interval overlap
     # the large ones of the next), the staged bytes being merged bounded by merge_bytes
     items = [((n, year), staged) for n in ns for year, staged in sorted(years[n].items())]
     t0, c0 = time.perf_counter(), time.process_time()
-    with tqdm(total=len(items), desc="02_resample commit years", unit="year", disable=progress_disable()) as bar:
+    bar = tqdm(total=len(items), desc="02_resample commit years", unit="year", disable=progress_disable())
+    with bar, ThreadPoolExecutor(max_workers=workers) as writers:
         done = _bounded_map(merge, items, workers, merge_bytes, bar.update)
     profile = {k: round(v, 2) for k, v in cpu.items()}
     profile.update(wall=round(time.perf_counter() - t0, 2), cpu=round(time.process_time() - c0, 2), years=len(items))
