@@ -127,14 +127,14 @@ WORKLOADS: list[Workload] = [
     Workload("weekly archive (04_retention), 1x", 30.0, 30.0, 1, 4, 1, None, "archive ~1 s + views 20-27 s"),
     Workload("30-session gap fill, 1x", 104.8, 104.8, 1, 4, 1, None, "104.8 s wall, waits on the API"),
     Workload("full rebuild 1x, one job", 67.1, 67.1, 1, 4, 1, 566.8, "runner, whole command, 1x"),
-    Workload("full rebuild 1x, 16 shards", 49.3, 3.4, 1, 2, 16, None, "3x shards / 3"),
-    Workload("full rebuild 1x, their commit", 24.0, 24.0, 1, 4, 1, None, "10 s files + 3x bars / 3"),
+    Workload("full rebuild 1x, 16 shards", 43.8, 3.3, 1, 2, 16, None, "3x shards / 3"),
+    Workload("full rebuild 1x, their commit", 11.6, 11.6, 2, 4, 1, None, "3x commit / 3"),
     Workload("full rebuild 3x, one job", 175.3, 175.3, 1, 4, 1, None, "bench_shards 3x"),
-    Workload("full rebuild 3x, 16 shards", 147.9, 10.3, 1, 2, 16, None, "bench_shards 3x"),
-    Workload("full rebuild 3x, their commit", 51.5, 51.5, 1, 4, 1, None, "bench_shards 3x"),
+    Workload("full rebuild 3x, 16 shards", 131.4, 9.9, 1, 2, 16, None, "bench_shards 3x, 2026-12-07"),
+    Workload("full rebuild 3x, their commit", 34.8, 34.8, 2, 4, 1, None, "bench_shards 3x, 2026-12-07"),
     Workload("full rebuild 10x, one job", 447.0, 447.0, 1, 4, 1, None, "runner, 2026-12-03"),
-    Workload("full rebuild 10x, 16 shards", 493.0, 34.3, 1, 2, 16, None, "3x x 10/3 (projected)"),
-    Workload("full rebuild 10x, their commit", 140.0, 140.0, 1, 4, 1, None, "10 s files + 3x bars x 10/3"),
+    Workload("full rebuild 10x, 16 shards", 385.0, 26.8, 1, 2, 16, None, "bench_shards 10x, 2026-12-07"),
+    Workload("full rebuild 10x, their commit", 75.0, 75.0, 2, 4, 1, None, "bench_shards 10x, 2026-12-07"),
 ]
 #: a day's S3 requests at the seed's scale: the fetch PUTs one object per symbol (the seed's layout) plus the
 #: session's batch object and the manifest; the resample reads the batch object, manifest, checkpoints and state

@@ -1,21 +1,22 @@
 """Sharded full rebuild at scale: N shards (each as a 2 GB Batch container would run it) and their commit, beside the
 one-job rebuild of the same lake, in the same invocation.
 
-    .venv/bin/python bench/bench_shards.py --root /tmp/cvs3x --scale 3 [--shards 4,16] [--reuse] [--rounds 1]
+    .venv/bin/python bench/bench_shards.py --root /tmp/cvs3x --scale 3 [--shards 16,4] [--reuse] [--no-one-job]
 
 1. the lake: ``scale`` x the seed (5,350 x scale symbols, 10.8M x scale rows back to 1962), written by
    ``bench_resample.generate`` one seed-sized block of symbols at a time (``--reuse``: keep the bronze already
    under the root; silver, metadata and staging are removed first either way);
 2. the one-job rebuild: ``run_resample(force_full_resample=True)``, 2 threads, DuckDB 3 GB (a 4 GB job), in a
-   child process;
+   child process pinned to 2 CPUs (``sched_setaffinity``: the 2 vCPUs of its task);
 3. for each N: every shard ``I/N`` in a child process of its own, one after the other (on AWS they run at once,
    each in its own container, so each is timed alone): ``run_resample`` with ``shard="I/N"`` (what
    ``python -m runner job 02_resample --shard array/N`` runs in its kernel: the same function and parameters),
-   1 thread and DuckDB's limit sized for a 2 GB container (``condvest.container.memory_limit_for``: 1 GB); then
-   the commit ``commit/N`` (2 threads, 3 GB) in a child process;
-4. each child's wall, CPU (user + system, all threads, from wait4) and peak RSS (VmHWM), and the AWS wall: the
-   slowest shard plus the commit. Silver after each sharded run is checked equal to the one-job silver (bar
-   count per interval).
+   1 thread and DuckDB's limit sized for a 2 GB container (``condvest.container.memory_limit_for``: 1 GB), pinned
+   to 1 CPU (a 1 vCPU task); then the commit ``commit/N`` (2 threads, 3 GB, pinned to 2 CPUs) in a child process;
+4. each child's wall, CPU (user + system, all threads, from wait4) and peak RSS (VmHWM), the commit's profile (CPU
+   seconds per step of writing silver, from its log record), and the AWS wall: the slowest shard plus the commit.
+   Silver after each sharded run is checked equal to the one-job silver (bar count per interval).
+Run it alone on the machine (``flock`` on the shared lock): the walls are only the AWS walls on a quiet machine.
 Prints markdown tables (BENCHMARKS.md, "Shards, dollars and the minimal query").
 """
 
@@ -39,6 +40,8 @@ SEED_SYMBOLS, SEED_ROWS = 5350, 10_800_000
 ONE_JOB = {"threads": 2, "memory_limit": "3GB"}
 SHARD_CONTAINER_BYTES = 2 << 30
 COMMIT = {"threads": 2, "memory_limit": "3GB"}
+#: the vCPUs of each child's AWS task (runner/cloud/jobspec.py SIZES): a shard 1, the commit and the one job 2
+CPUS = {"one_job": 2, "shard": 1, "commit": 2}
 
 
 def build(root: Path, scale: float, reuse: bool) -> dict:
@@ -67,10 +70,21 @@ def build(root: Path, scale: float, reuse: bool) -> dict:
 
 
 def child(name: str, root: str, shard: str, group: str) -> dict:
+    import logging
+
     from condvest.container import memory_limit_for
     from condvest.resample import ResampleParams, run_resample
     from condvest.settings import Settings
 
+    profile: dict = {}
+
+    class Profile(logging.Handler):  # the commit logs the CPU of each step of writing silver
+        def emit(self, record: logging.LogRecord) -> None:
+            profile.update(getattr(record, "profile", {}))
+
+    logger = logging.getLogger("condvest.resample.sharded")
+    logger.addHandler(Profile())
+    logger.setLevel(logging.INFO)
     settings = Settings(lake_uri=root)
     if name == "one_job":
         r = run_resample(settings, ResampleParams(INTERVALS, True), **ONE_JOB)
@@ -83,15 +97,14 @@ def child(name: str, root: str, shard: str, group: str) -> dict:
         r = run_resample(settings, p, **COMMIT)
     else:
         raise SystemExit(f"unknown child {name}")
-    return {
-        "bars": sum(x.bars_written for x in r.results),
-        "months": sum(x.months_rewritten for x in r.results),
-    }
+    out = {"bars": sum(x.bars_written for x in r.results), "months": sum(x.months_rewritten for x in r.results)}
+    return {**out, "profile": profile} if profile else out
 
 
 def measure(name: str, root: Path, shard: str = "", group: str = "") -> dict:
     t0 = time.perf_counter()
     cmd = [sys.executable, __file__, "--child", name, "--root", str(root), "--shard", shard, "--group", group]
+    cmd += ["--cpus", str(CPUS[name])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     out = proc.stdout.read() if proc.stdout else b""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -101,6 +114,7 @@ def measure(name: str, root: Path, shard: str = "", group: str = "") -> dict:
     res = json.loads(out.decode().strip().splitlines()[-1])
     return {
         "name": f"{name} {shard}".strip(),
+        "cpus": CPUS[name],
         "wall_s": round(wall, 2),
         "inner_s": res["seconds"],
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
@@ -154,9 +168,12 @@ def main() -> None:
     ap.add_argument("--child")
     ap.add_argument("--shard", default="")
     ap.add_argument("--group", default="")
+    ap.add_argument("--cpus", type=int, default=0, help="child: run on this many CPUs (its task's vCPUs)")
     a = ap.parse_args()
     root = Path(a.root)
     if a.child:
+        if a.cpus:
+            os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: a.cpus])
         import duckdb  # noqa: F401  imports are not part of the timed work
         import pandas  # noqa: F401
 
@@ -192,6 +209,12 @@ def main() -> None:
             f"{c['wall_s']} ({c['cpu_s']}) | "
             f"{r['aws_wall_s']} | {ow} ({one['cpu_s'] if one else ''}) | {r['aws_wall_s'] / ow:.2f} | "
             f"{c['wall_s'] / ow:.2f} | {r['shard_cpu_s']} | {r['peak_shard_mb']} | {c['peak_rss_mb']} |"
+        )
+    for r in runs:
+        walls = sorted(x["wall_s"] for x in r["shards"])
+        print(
+            f"\n{r['n']} shards: walls {walls[0]}-{walls[-1]} s, commit profile (CPU s per step): "
+            f"{r['commit'].get('profile')}"
         )
     if one:
         print(f"\none job: {one}")

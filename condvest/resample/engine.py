@@ -65,11 +65,20 @@ def _session_ts(dates: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.cast(utc, pa.timestamp("us"))
 
 
-def silver_bytes(table: pa.Table) -> bytes:
+def silver_table(table: pa.Table) -> pa.Table:
+    """The bars of ``table`` as a silver file holds them: its columns and types, plus ``ts``."""
     bars = table.select(SILVER_COLUMNS).cast(SILVER_SCHEMA)
-    bars = bars.add_column(2, "ts", _session_ts(bars.column("date")))
+    return bars.add_column(2, "ts", _session_ts(bars.column("date"))).cast(SILVER_FILE_SCHEMA)
+
+
+def encode_silver(bars: pa.Table) -> bytes:
+    """A silver file's bytes from a ``silver_table``."""
     buf = io.BytesIO()
     # dictionary pages for the symbol only: a month's prices repeat nowhere, and trying a dictionary for each
     # float column then falling back was a third of the cost of writing a small month file
-    pq.write_table(bars.cast(SILVER_FILE_SCHEMA), buf, compression="zstd", use_dictionary=["symbol"])
+    pq.write_table(bars, buf, compression="zstd", use_dictionary=["symbol"])
     return buf.getvalue()
+
+
+def silver_bytes(table: pa.Table) -> bytes:
+    return encode_silver(silver_table(table))

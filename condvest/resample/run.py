@@ -373,7 +373,9 @@ def _sharded(
         cp_etags = {n: (h.etag if (h := store.head(checkpoint_key(n))) is not None else None) for n in ns}
         parts, months = check_parts(store, ns, shard)  # refuses before anything is written
         mark_inflight(store, run_id)
-        state, results = commit_shards(store, ns, tail_len, shard, parts, months, run_id, threads)
+        # the staged years merged at once within the run's memory limit (a recent year at 10x is ~1 GB merged)
+        merge_bytes = size_bytes(memory_limit) if memory_limit else 1 << 30
+        state, results = commit_shards(store, ns, tail_len, shard, parts, months, run_id, threads, merge_bytes)
         crash_point("resample.after_silver")
         state.save(store)
         crash_point("resample.before_checkpoint")

@@ -4,14 +4,18 @@ Shard I of N (``stage_shard``) reads the bronze objects of its symbols (and its 
 still read), computes every interval's bars exactly as the full rebuild does (a symbol's bars depend on that
 symbol's rows only), and stages them under ``processing_metadata/shards/resample/<group>/``:
 
-    silver_{N}d/YYYY/part-<i>.parquet     its bars of that year (one object a year: few, large objects)
+    silver_{N}d/YYYY/part-<i>.arrow       its bars of that year (one object a year: few, large objects), as
+                                           silver holds them (``ts`` too) ordered by (month, symbol, date), in
+                                           Arrow IPC with LZ4 (temporary: cheap to write and read, not small)
     state/<sources|symbols|tail>/part-<i>.parquet   its part of the resample state
     done/part-<i>.json                     written last: intervals, counts, DMS versions read
 
 It takes no lock and writes nothing live. The commit (``commit_shards``) holds the lake lock ``resample``,
 checks every done record before writing anything (``ShardsIncomplete`` otherwise), then writes each month
 file once from the N parts of its year (over the version it read), deletes months that hold no bar any more, saves the
-merged state and writes the checkpoints last: silver then equals an unsharded full rebuild, bar for bar.
+merged state and writes the checkpoints last: silver then equals an unsharded full rebuild, byte for byte.
+Each part is in order and no symbol is in two shards: the commit orders a year by sorting its runs of one
+symbol in one month (``_in_order``), never the rows, and encodes each month, a slice of the ordered year.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,7 +42,7 @@ from condvest.display import progress_disable
 from condvest.errors import ObjectNotFound
 from condvest.lake import silver_key, silver_prefix
 from condvest.lake_read import connect, load_rows, register_dms
-from condvest.resample.engine import bars_sql, silver_bytes
+from condvest.resample.engine import bars_sql, encode_silver, silver_table
 from condvest.resample.result import IntervalResult
 from condvest.resample.state import SilverState, latest_journal, list_sources
 from condvest.resample.write import _delete_months, _months, _put_month, state_frames
@@ -60,12 +66,16 @@ _PARTS = ("sources", "symbols", "tail")
 #: staging groups of in-process batched rebuilds are named ``batched-<run id>``: such a run holds the lake lock
 #: ``resample`` throughout, so a group of that name found by the next one was left by a run that stopped
 BATCH_GROUP = "batched-"
-#: memory a staged year takes while merged, per staged byte (its decoded columns plus one month sorted beside them)
-MERGE_EXPANSION = 8
+#: memory a staged year takes while merged, per staged byte (LZ4 decoded, about 2x, then ordered in a copy)
+MERGE_EXPANSION = 5
+#: a month's order in a silver file
+_ORDER = [("symbol", "ascending"), ("date", "ascending")]
+#: staged years: Arrow IPC, LZ4 (half the CPU of zstd Parquet to write and read back, ~1.3x the bytes)
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 def _year_key(prefix: str, n: int, year: int, index: int) -> str:
-    return f"{prefix}silver_{n}d/{year:04d}/part-{index}.parquet"
+    return f"{prefix}silver_{n}d/{year:04d}/part-{index}.arrow"
 
 
 def _state_key(prefix: str, part: str, index: int) -> str:
@@ -75,6 +85,17 @@ def _state_key(prefix: str, part: str, index: int) -> str:
 def _read_parquet(data: bytes) -> pa.Table:
     """A staged object's table (the file's own reader: a third of ``pq.read_table``'s cost on small files)."""
     return pq.ParquetFile(pa.BufferReader(data)).read()
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=_IPC) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _read_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_file(pa.BufferReader(data)).read_all()
 
 
 def _parquet(df: pd.DataFrame) -> bytes:
@@ -100,7 +121,7 @@ def stage_shard(
     if shard.index is None:
         raise ValueError("stage_shard needs a shard, not the commit")
     prefix = staging_prefix(STAGE, shard.group)
-    mine = f"/part-{shard.index}.parquet"
+    mine = (f"/part-{shard.index}.parquet", f"/part-{shard.index}.arrow")
     clear_part(store, STAGE, shard, [o.key for o in store.list(prefix) if o.key.endswith(mine)])
     sources, journal = listing if listing is not None else (list_sources(store), latest_journal(store))
     is_dms = sources["kind"] == "dms"
@@ -145,12 +166,18 @@ def _stage_years(
     con: duckdb.DuckDBPyConnection, store: Store, n: int, key_of: Callable[[int], str], threads: int | None
 ) -> tuple[int, int]:
     """Stage the bars of interval ``n`` from temp table ``rows`` as one object per year (fewer, larger objects
-    than month files: a shard of a long history stages tens of objects, not thousands). Returns (bars, years)."""
+    than month files: a shard of a long history stages tens of objects, not thousands), each month sorted by
+    (symbol, date) and in silver's columns (the work the commit would otherwise do for every bar, done here in
+    N containers at once). Returns (bars, years)."""
     workers = max(2 * (threads or os.cpu_count() or 1), store.write_threads)
     reader = con.execute(f"SELECT * FROM ({bars_sql('rows')}) ORDER BY date", {"n": n}).fetch_record_batch(1 << 17)
 
     def put(key: str, parts: list[pa.Table]) -> None:
-        store.put(key, silver_bytes(pa.concat_tables(parts)))
+        # one sort of the year by (month, symbol, date): a sort and a silver_table per month cost 4x as much
+        year = pa.concat_tables(parts)
+        year = year.append_column("month", pc.month(year.column("date")))
+        year = year.take(pc.sort_indices(year, [("month", "ascending"), *_ORDER]))
+        store.put(key, _ipc_bytes(silver_table(year).combine_chunks()))
         crash_point("resample.shard_mid_stage")
 
     bars, years, held, year = 0, 0, [], None
@@ -195,7 +222,9 @@ def check_parts(store: Store, ns: tuple[int, ...], commit: Shard) -> tuple[list[
         counts: dict[int, int] = defaultdict(int)
         for o in store.list(f"{prefix}silver_{n}d/"):
             year, name = o.key[len(prefix) :].split("/")[1:3]
-            index = int(name.removeprefix("part-").removesuffix(".parquet"))
+            if not name.endswith(".arrow"):  # staged by an older version (Parquet): not counted, the shard reruns
+                continue
+            index = int(name.removeprefix("part-").removesuffix(".arrow"))
             by_year[int(year)].append((index, o.key, o.size))
             counts[index] += 1
         for i, p in enumerate(parts):
@@ -240,25 +269,52 @@ def commit_shards(
     workers = max(2 * (threads or os.cpu_count() or 1), store.write_threads)
     old = {n: {o.key: o.etag for o in store.list(silver_prefix(n))} for n in ns}
 
+    cpu: dict[str, float] = defaultdict(float)  # CPU seconds of each step, all threads (the profile logged)
+
+    def timer() -> Callable[[str], None]:
+        mark = {"t": time.thread_time()}
+
+        def step(name: str) -> None:
+            now = time.thread_time()
+            cpu[name] += now - mark["t"]  # a float add under the GIL
+            mark["t"] = now
+
+        return step
+
+    def write(n: int, year: int, m: int, part: pa.Table) -> tuple[int, str, int]:
+        step = timer()
+        key = silver_key(n, year, m)
+        body = encode_silver(part)
+        step("encode")
+        _put_month(store, key, body, old[n].get(key))
+        step("put")
+        crash_point("resample.mid_silver")
+        return n, key, part.num_rows
+
     def merge(item: tuple[int, int], staged: list) -> list[tuple[int, str, int]]:
         n, year = item
-        table = pa.concat_tables([_read_parquet(store.get(k)) for _, k, _ in sorted(staged)])
-        months = pc.month(table.column("date"))
-        out = []
-        for m in pc.unique(months).to_pylist():
-            part = table.filter(pc.equal(months, m))  # one month at a time: the year is held once, not sorted whole
-            part = part.take(pc.sort_indices(part, [("symbol", "ascending"), ("date", "ascending")]))
-            key = silver_key(n, year, int(m))
-            _put_month(store, key, silver_bytes(part), old[n].get(key))
-            crash_point("resample.mid_silver")
-            out.append((n, key, part.num_rows))
-        return out
+        step = timer()
+        data = [store.get(k) for _, k, _ in sorted(staged)]
+        step("get")
+        tables = [_read_ipc(d) for d in data]
+        step("decode")
+        table, months = _in_order(tables)
+        step("order")
+        # the months of a year are encoded on the writers' threads: a large recent year, merged alone within
+        # the memory budget, still keeps every core busy
+        futures = [writers.submit(write, n, year, m, table.slice(a, b - a)) for m, a, b in months.tolist()]
+        return [f.result() for f in futures]
 
     # every interval's years in one pool (no barrier between intervals: the small years of one interval overlap
     # the large ones of the next), the staged bytes being merged bounded by merge_bytes
     items = [((n, year), staged) for n in ns for year, staged in sorted(years[n].items())]
-    with tqdm(total=len(items), desc="02_resample commit years", unit="year", disable=progress_disable()) as bar:
+    t0, c0 = time.perf_counter(), time.process_time()
+    bar = tqdm(total=len(items), desc="02_resample commit years", unit="year", disable=progress_disable())
+    with bar, ThreadPoolExecutor(max_workers=workers) as writers:
         done = _bounded_map(merge, items, workers, merge_bytes, bar.update)
+    profile = {k: round(v, 2) for k, v in cpu.items()}
+    profile.update(wall=round(time.perf_counter() - t0, 2), cpu=round(time.process_time() - c0, 2), years=len(items))
+    log.info("resample commit silver written: %s", profile, extra={"profile": profile})
     results: dict[int, IntervalResult] = {}
     for n in ns:
         mine = [(k, b) for i, k, b in done if i == n]
@@ -281,6 +337,36 @@ def commit_shards(
     journals = [p.get("journal") for p in parts]
     journal = None if any(j is None for j in journals) else min(journals)  # the earliest: journals are re-checked
     return SilverState(run_id, sources, symbols, tail, tail_len, journal), results
+
+
+def _in_order(tables: list[pa.Table]) -> tuple[pa.Table, np.ndarray]:
+    """A year's bars in (month, symbol, date) order, from the shards' staged parts (each in that order already,
+    no symbol in two of them), and each month's (start, end) rows. The rows are not sorted: every part is cut into
+    runs of one symbol in one month, the runs (a few per symbol and month) are sorted and taken in that order."""
+    table = pa.concat_tables(tables)  # the parts as chunks: not copied
+    rows = table.num_rows
+    if rows == 0:
+        return table, np.empty((0, 3), dtype=np.int64)
+    months = pc.month(table.column("date")).to_numpy()
+    symbol = table.column("symbol").combine_chunks()
+    # a run starts where the symbol or the month changes (a part boundary is a symbol change: no symbol in two);
+    # the sort of the runs is stable, so runs of one symbol and month keep their (date) order
+    change = pc.not_equal(symbol.slice(1), symbol.slice(0, rows - 1)).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.flatnonzero(change | (np.diff(months) != 0)) + 1])
+    lengths = np.diff(np.append(starts, rows))
+    runs = pa.table({"month": months[starts], "symbol": symbol.take(pa.array(starts))})
+    order = pc.sort_indices(runs, [("month", "ascending"), ("symbol", "ascending")]).to_numpy()
+    start, length = starts[order], lengths[order]
+    ends = np.cumsum(length)  # each run's end row once in order
+    if np.array_equal(order, np.arange(len(order))):
+        ordered = table  # one part, or parts whose symbols do not interleave
+    else:
+        ordered = table.take(pa.array(np.arange(rows) + np.repeat(start - (ends - length), length)))
+    m = months[start]  # each run's month, in order
+    cuts = np.flatnonzero(np.diff(m)) + 1  # the first run of each month after the first
+    first_row = np.concatenate([[0], ends[cuts - 1]])
+    last_row = ends[np.append(cuts, len(m)) - 1]
+    return ordered, np.column_stack([m[np.concatenate([[0], cuts])], first_row, last_row])
 
 
 def _bounded_map(

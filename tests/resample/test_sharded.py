@@ -73,6 +73,8 @@ def test_sharded_rebuild_equals_unsharded_file_for_file(tmp_path):
     assert sorted(a) == sorted(b)
     for key in a:
         pd.testing.assert_frame_equal(a[key], b[key], obj=key)
+    # byte for byte: the commit orders each month from the shards' runs of symbols, not by sorting its rows
+    assert _bytes_of(plain, "silver/") == _bytes_of(sharded, "silver/")
     assert_silver_matches(sharded, NS)
     cols = ["interval", "last_processed_session", "bars", "complete_bars", "partial_bars", "symbols"]
     pd.testing.assert_frame_equal(checkpoint_table(plain_settings)[cols], checkpoint_table(sharded_settings)[cols])
@@ -196,3 +198,64 @@ def test_a_batched_rebuild_that_crashed_recovers_to_the_same_silver(tmp_path):
     assert "symbol batches" in r.message
     assert_silver_matches(store, NS)
     assert not list(store.list("processing_metadata/shards/"))
+
+
+def test_the_commit_orders_a_year_from_the_shards_runs_as_a_sort_would():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from condvest.resample.sharded import _in_order
+
+    d = dt.date
+    # two shards' staged parts of one year, each in (month, symbol, date) order, their symbols interleaving
+    a = pa.table(
+        {
+            "symbol": ["A", "C", "C", "A", "C"],
+            "date": [d(2024, 1, 2), d(2024, 1, 3), d(2024, 1, 9), d(2024, 3, 1), d(2024, 3, 4)],
+            "v": [1, 2, 3, 4, 5],
+        }
+    )
+    b = pa.table({"symbol": ["B", "D", "B"], "date": [d(2024, 1, 5), d(2024, 1, 2), d(2024, 2, 7)], "v": [6, 7, 8]})
+    ordered, months = _in_order([a, b])
+    both = pa.concat_tables([a, b])
+    # what sorting every row by (month, symbol, date) gives
+    keyed = both.append_column("month", pc.month(both["date"]))
+    expect = both.take(pc.sort_indices(keyed, [("month", "ascending"), ("symbol", "ascending"), ("date", "ascending")]))
+    assert ordered.equals(expect)
+    assert ordered["v"].to_pylist() == [1, 6, 2, 3, 7, 8, 4, 5]
+    assert months.tolist() == [[1, 0, 5], [2, 5, 6], [3, 6, 8]]  # month, first row, end row
+    # one part alone is already in order: kept as it is
+    alone, m = _in_order([a])
+    assert alone["v"].to_pylist() == [1, 2, 3, 4, 5] and m.tolist() == [[1, 0, 3], [3, 3, 5]]
+
+
+def test_a_large_staging_area_is_cleared_in_chunks(tmp_path):
+    from condvest.shards import clear_staging, staging_prefix
+
+    store = LocalStore(tmp_path)
+    keys = [f"{staging_prefix('resample', 'G9')}silver_3d/{i // 16:04d}/part-{i % 16}.arrow" for i in range(2500)]
+    store.put_many([(k, b"x") for k in keys])
+    store.put("processing_metadata/shards/resample/G10/done/part-0.json", b"{}")
+    assert clear_staging(store, "resample", "G9") == 2500
+    assert not list(store.list(staging_prefix("resample", "G9")))
+    assert [o.key for o in store.list("processing_metadata/shards/")] == [
+        "processing_metadata/shards/resample/G10/done/part-0.json"
+    ]  # another run's staging is kept
+
+
+def test_a_part_staged_by_the_older_parquet_staging_makes_the_commit_refuse(tmp_path):
+    store, settings = _lake(tmp_path)
+    _fill(store)
+    for i in range(2):
+        run_resample(settings, ResampleParams(intervals=IV, shard=f"{i}/2", shard_group="G5"))
+    # shard 1's years as an older version staged them (Parquet): the commit does not read them as this version's
+    for o in list(store.list("processing_metadata/shards/resample/G5/silver_")):
+        if o.key.endswith("/part-1.arrow"):
+            store.put(o.key.removesuffix(".arrow") + ".parquet", store.get(o.key))
+            store.delete(o.key)
+    with pytest.raises(ShardsIncomplete, match=r"shard 1/2"):
+        run_resample(settings, ResampleParams(intervals=IV, shard="commit/2", shard_group="G5"))
+    assert not list(store.list("silver/"))
+    run_resample(settings, ResampleParams(intervals=IV, shard="1/2", shard_group="G5"))  # it runs again
+    run_resample(settings, ResampleParams(intervals=IV, shard="commit/2", shard_group="G5"))
+    assert_silver_matches(store, NS)
