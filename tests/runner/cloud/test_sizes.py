@@ -75,7 +75,7 @@ def test_a_size_fargate_does_not_offer_is_refused_naming_the_variable(value, say
 def test_a_sharded_runs_children_and_commit_are_sized_apart(monkeypatch):
     monkeypatch.chdir(ROOT)
     array, commit = batch.sharded_jobs("rebuild", [], 16, "rb-1", Settings.from_env(ENV))
-    for payload, vcpus, mib, limit in ((array, "1", "4096", "3072MB"), (commit, "2", "8192", "6144MB")):
+    for payload, vcpus, mib, limit in ((array, "1", "4096", "3072MB"), (commit, "4", "8192", "6144MB")):
         overrides = payload["containerOverrides"]
         assert {r["type"]: r["value"] for r in overrides["resourceRequirements"]} == {"VCPU": vcpus, "MEMORY": mib}
         assert overrides["environment"] == [{"name": "CONDVEST_DUCKDB_MEMORY_LIMIT", "value": limit}]
