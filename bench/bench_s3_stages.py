@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import logging
 import os
 import shutil
 import sys
@@ -119,6 +120,10 @@ def main() -> None:
     ap.add_argument("--bronze", type=Path, help="a lake folder whose bronze/ is rebuilt in full (only that stage)")
     a = ap.parse_args()
     from condvest.settings import Secret, Settings
+
+    # the S3 reads' own figure (storage.local_files: objects, bytes, seconds), to tell reading from writing
+    logging.basicConfig(level=logging.WARNING, format="  %(name)s %(message)s", stream=sys.stdout)
+    logging.getLogger("condvest.storage").setLevel(logging.INFO)
 
     a.root.mkdir(parents=True, exist_ok=True)
     export_dir = a.root / f"export-{a.symbols}-{a.rows}"

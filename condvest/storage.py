@@ -562,12 +562,14 @@ def local_files(store: Store, keys: Sequence[str], threads: int | None = None) -
     folder = tempfile.mkdtemp(prefix=f"{LOCAL_COPY_PREFIX}{os.getpid()}-")
     try:
         paths: dict[str, str] = {}
+        clock, size = time.monotonic(), 0
         for i, (key, data) in enumerate(store.get_many(keys, threads)):
             path = os.path.join(folder, f"{i:07d}-{key.rsplit('/', 1)[-1]}")
             with open(path, "wb") as f:
                 f.write(data)
             paths[key] = path
-        log.debug("local copies objects=%d folder=%s", len(paths), folder)
+            size += len(data)
+        log.info("local copies objects=%d bytes=%d seconds=%.2f", len(paths), size, time.monotonic() - clock)
         yield paths
     finally:
         shutil.rmtree(folder, ignore_errors=True)
