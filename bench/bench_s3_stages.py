@@ -15,6 +15,12 @@ the next stage starts (so both see the same load), timed from the call to its re
   incremental    ``run_resample`` after it: reads the change log, the session's batch, the state, the months
 
 Prints one markdown row per stage: local s, S3 s, ratio, and the load average when the stage started.
+
+    .venv/bin/python bench/bench_s3_stages.py --bronze /path/to/lake   # the full rebuild of an existing bronze
+
+With ``--bronze`` (a lake folder holding ``bronze/``, e.g. bench_resample.py's 3x lake) only the full rebuild runs:
+the folder's ``bronze/`` is hard-linked into a local lake (never written: every write is a new file) and uploaded
+into the bucket (16 at a time, not timed), then rebuilt on both.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,6 +58,16 @@ def _upload(export_dir: Path, lake: str, server, bucket: str) -> None:  # noqa: 
         dst.mkdir(parents=True, exist_ok=True)
         for f in files:
             shutil.copyfile(f, dst / f.name)
+
+
+def _link_and_upload_bronze(src: Path, lake: Path, server, bucket: str) -> int:  # noqa: ANN001
+    """``src/bronze`` hard-linked into ``lake/bronze`` and uploaded under ``lake/`` in the bucket; returns the count."""
+    shutil.copytree(src / "bronze", lake / "bronze", copy_function=os.link)
+    files = [p for p in sorted((lake / "bronze").rglob("*")) if p.is_file()]
+    client = server.client()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda f: client.upload_file(str(f), bucket, f"lake/{f.relative_to(lake).as_posix()}"), files))
+    return len(files)
 
 
 def _stages(threads: int, memory: str) -> list[tuple[str, Callable]]:
@@ -99,11 +117,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory", default="3GB")
     ap.add_argument("--only", default="", help="comma-separated stage numbers (1-5) to run; the others are skipped")
+    ap.add_argument("--bronze", type=Path, help="a lake folder whose bronze/ is rebuilt in full (only that stage)")
     a = ap.parse_args()
     from condvest.settings import Secret, Settings
 
+    # the S3 reads' own figure (storage.local_files: objects, bytes, seconds), to tell reading from writing
+    logging.basicConfig(level=logging.WARNING, format="  %(name)s %(message)s", stream=sys.stdout)
+    logging.getLogger("condvest.storage").setLevel(logging.INFO)
+
+    a.root.mkdir(parents=True, exist_ok=True)
     export_dir = a.root / f"export-{a.symbols}-{a.rows}"
-    if not any((export_dir / "public" / "raw_ohlcv").glob("*.parquet")):
+    if a.bronze is None and not any((export_dir / "public" / "raw_ohlcv").glob("*.parquet")):
         shutil.rmtree(export_dir, ignore_errors=True)
         print(f"export generated in {export(export_dir, a.symbols, a.rows):.1f} s", flush=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=a.root))
@@ -136,11 +160,18 @@ def main() -> None:
                 **common,
             ),
         }
-        for s in lakes.values():
-            _upload(export_dir, s.lake_uri, server, bucket)
+        if a.bronze is not None:
+            t0 = time.perf_counter()
+            n = _link_and_upload_bronze(a.bronze, work / "lake", server, bucket)
+            print(f"bronze of {a.bronze}: {n:,} objects linked and uploaded in {time.perf_counter() - t0:.1f} s")
+        else:
+            for s in lakes.values():
+                _upload(export_dir, s.lake_uri, server, bucket)
         only = {int(x) for x in a.only.split(",") if x}
         rows = []
         for k, (name, stage) in enumerate(_stages(a.threads, a.memory), 1):
+            if a.bronze is not None and k != 2:  # an existing bronze: the full rebuild only
+                continue
             if only and k not in only and k > 2:  # the migration and the rebuild make the lake the others need
                 continue
             got = {}
@@ -151,8 +182,9 @@ def main() -> None:
                 got[where] = time.perf_counter() - t0
                 print(f"{name} {where}: {got[where]:.2f} s ({what})", flush=True)
             rows.append((name, got["local"], got["s3"], load))
+        scale = f"bronze of {a.bronze}" if a.bronze is not None else f"{a.symbols:,} symbols, {a.rows:,} rows"
         print(
-            f"\nS3 stages: {a.symbols:,} symbols, {a.rows:,} rows, SeaweedFS on loopback, {os.cpu_count()} cores, "
+            f"\nS3 stages: {scale}, SeaweedFS on loopback, {os.cpu_count()} cores, "
             f"threads={a.threads}, memory={a.memory}\n"
         )
         print("| stage | local disk (s) | S3 (s) | S3 / local | load at start |")

@@ -6,10 +6,11 @@ imported on first use: the runner's command line reads checkpoints without loadi
 
     read_checkpoint(store, n, legacy=None) -> dict | None   the interval's commit record (None: none, or the
                                                             previous pipeline's)
-    all_checkpoints(store) -> list[dict]                    every readable checkpoint
+    all_checkpoints(store) -> list[dict]                    every readable checkpoint (read concurrently)
     write_checkpoint(store, n, state, mode, rows_read, run_id, etag) -> dict
                                                             the commit record, written only over version ``etag``
     checkpoint_table(settings) -> pandas.DataFrame          one row per checkpoint, in interval order
+    checkpoint_frame(docs) -> pandas.DataFrame              the same from checkpoints already read
     is_legacy_checkpoint(doc) -> bool                       written by the previous pipeline (no state)
 
 A checkpoint names the resampler's state (``state``, ``tail``, ``source_watermark``) and counts the bars
@@ -21,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 from condvest.errors import CorruptObject, ObjectNotFound
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CheckpointState",
     "all_checkpoints",
+    "checkpoint_frame",
     "checkpoint_table",
     "is_legacy_checkpoint",
     "read_checkpoint",
@@ -86,17 +89,18 @@ def read_checkpoint(store: Store, n: int, legacy: list[int] | None = None) -> di
 
 
 def all_checkpoints(store: Store) -> list[dict]:
-    """Every checkpoint that can be read, in key order (one that vanished or is not a JSON object is left out)."""
-    out = []
-    for o in store.list(f"{METADATA_PREFIX}/silver_"):
-        if o.key.endswith("_checkpoint.json"):
-            try:
-                doc = json.loads(store.get(o.key))
-            except (ValueError, ObjectNotFound):
-                continue
-            if isinstance(doc, dict):
-                out.append(doc)
-    return out
+    """Every checkpoint that can be read, in key order (one that vanished or is not a JSON object is left out).
+    One listing, then the objects read concurrently (each a round trip on S3)."""
+    keys = [o.key for o in store.list(f"{METADATA_PREFIX}/silver_") if o.key.endswith("_checkpoint.json")]
+
+    def read(key: str) -> object:
+        try:
+            return json.loads(store.get(key))
+        except (ValueError, ObjectNotFound):
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(store.write_threads, len(keys)))) as pool:
+        return [doc for doc in pool.map(read, keys) if isinstance(doc, dict)]
 
 
 def write_checkpoint(
@@ -133,11 +137,15 @@ def write_checkpoint(
 
 def checkpoint_table(settings: Settings, *, store: Store | None = None, with_times: bool = False) -> pd.DataFrame:
     """One row per checkpoint (interval order); ``with_times`` adds run id and update time."""
+    return checkpoint_frame(all_checkpoints(store or open_store(settings=settings)), with_times=with_times)
+
+
+def checkpoint_frame(docs: list[dict], *, with_times: bool = False) -> pd.DataFrame:
+    """``checkpoint_table`` of checkpoints already read (``all_checkpoints``)."""
     import pandas as pd
 
-    store = store or open_store(settings=settings)
     cols = ["interval", "last_processed_session", "bars", "complete_bars", "partial_bars", "symbols", "status"]
     if with_times:
         cols += ["mode", "rows_read", "run_id", "updated_at"]
-    rows = sorted(all_checkpoints(store), key=lambda c: c.get("interval", 0))
+    rows = sorted(docs, key=lambda c: c.get("interval", 0))
     return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)

@@ -29,7 +29,7 @@ from condvest.bronze import DEDUP_ORDER_SQL, SOURCE_RANK, find_corrupt_object
 from condvest.dms import read_dms_file
 from condvest.errors import CorruptObject, ObjectNotFound
 from condvest.lake import BATCH_PREFIX, batch_prefix, parse_bronze_key
-from condvest.storage import Store
+from condvest.storage import Store, local_files
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,25 @@ def load_rows(
     symbol from 0. Returns the rows read."""
     if table not in TABLES:
         raise ValueError(table)
+    # DuckDB reads files: an object store's are fetched first, many at a time (``local_files``); its httpfs would
+    # keep about one object per DuckDB thread in flight, each a HEAD and ranged GETs
+    with local_files(store, keys) as paths:
+        return _load(con, store, table, keys, paths, dms, symbols, batch)
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    table: str,
+    keys: list[str],
+    paths: dict[str, str],
+    dms: bool,
+    symbols: set[str] | None,
+    batch: pa.Table | None,
+) -> int:
     con.register("wanted", pa.table({"symbol": pa.array(sorted(symbols or ()), pa.string())}))
-    history = [store.url(k) for k in keys if k.endswith("/data.parquet")]
-    daily = [store.url(k) for k in keys if not k.endswith("/data.parquet")]
+    history = [paths[k] for k in keys if k.endswith("/data.parquet")]
+    daily = [paths[k] for k in keys if not k.endswith("/data.parquet")]
     params: dict[str, object] = {"all_symbols": symbols is None}
     scans = []
     for param, rank, urls in (("history", SOURCE_RANK["history"], history), ("daily", SOURCE_RANK["daily"], daily)):
@@ -162,7 +178,7 @@ def load_rows(
                 raise find_corrupt_object(store, keys, exc) from exc
             log.debug("bronze read retry attempt=%d error=%s", k + 1, exc)
     if union:  # union_by_name fills a missing column with NULLs: refuse half-empty columns, naming the file
-        _refuse_missing_values(con, store, keys, params, [param for param, _ in scans], date)
+        _refuse_missing_values(con, paths, params, [param for param, _ in scans], date)
     return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
@@ -175,20 +191,19 @@ _NULL_CHECK = (
 
 def _refuse_missing_values(
     con: duckdb.DuckDBPyConnection,
-    store: Store,
-    keys: list[str],
+    paths: dict[str, str],
     params: dict[str, object],
     scans: list[str],
     date: str,
 ) -> None:
     """``CorruptObject`` naming the first bronze object that lacks a required column (or holds a NULL in one)."""
-    by_url = {store.url(k): k for k in keys}
+    by_path = {path: k for k, path in paths.items()}
     for param in scans:
         if param not in ("history", "daily") or date not in _DATE_EXPRS:
             raise ValueError(param)
         row = con.execute(_NULL_CHECK.format(param=param, date=date), {param: params[param]}).fetchone()
         if row is not None:
-            key = by_url.get(row[0], row[0])
+            key = by_path.get(row[0], row[0])
             raise CorruptObject("bronze object lacks a required column or value (symbol, date, OHLCV)", key=key)
 
 

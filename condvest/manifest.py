@@ -151,15 +151,23 @@ def missing_sessions(store: Store, sessions: Iterable[dt.date], symbols: Iterabl
 
 
 def record_sessions(store: Store, entries: Mapping[dt.date, SessionEntry]) -> None:
-    """Merge ``entries`` into the manifest (``storage.update_object`` per year: a lost race is retried)."""
+    """Merge ``entries`` into the manifest (``storage.update_object`` per year: a lost race is retried). The years
+    are independent objects, updated concurrently (the migration records sixty of them, each two round trips on
+    S3); the first failure is raised after the others finished."""
     by_year: dict[int, dict[dt.date, SessionEntry]] = {}
     for d, e in entries.items():
         by_year.setdefault(d.year, {})[d] = e
-    for year, new in sorted(by_year.items()):
+
+    def update(year: int) -> None:
+        new = by_year[year]
         done = update_object(
             store, manifest_key(year), partial(_merged, new), read=_parse, write=_dump, what="manifest update"
         )
         log.debug("manifest=updated key=%s sessions=%d attempt=%d", done.key, len(new), done.attempts)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(store.write_threads, len(by_year)))) as pool:
+        for _ in pool.map(update, sorted(by_year)):
+            pass
 
 
 def _merged(

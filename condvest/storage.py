@@ -16,6 +16,10 @@ them by hand; they go through the two functions at the end of this module:
                                                (``UPDATE_RETRY``: bounded attempts, exponential backoff with
                                                jitter; ``UpdateContended`` naming the key when they run out)
 
+Reading many objects: ``Store.get_many`` keeps ``write_threads`` requests in flight (results in key order,
+memory bounded); ``local_files`` hands a reader that wants files (DuckDB) a path per key, fetching an object
+store's objects that way into a private temporary folder.
+
 ``delete_if(key, etag)`` deletes an object only while it still has the version read, so a writer's newer
 version is never removed (compaction deletes the daily files it folded this way). On S3 it sends
 ``If-Match`` on DeleteObject (AWS honours it since 2024); SeaweedFS answers 412 to a stale etag as
@@ -34,10 +38,14 @@ import itertools
 import logging
 import os
 import random
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -133,6 +141,28 @@ class Store:
         if info is None or info.etag != etag:
             return data, ObjectInfo(key, len(data), etag)
         return data, info
+
+    def get_many(self, keys: Iterable[str], threads: int | None = None) -> Iterator[tuple[str, bytes]]:
+        """``(key, data)`` for each of ``keys``, in their order, read concurrently: ``threads`` (default
+        ``write_threads``) requests in flight and at most twice that many objects held ahead of the caller, so
+        memory stays bounded whatever the count. A failed read (``ObjectNotFound`` naming its key, ...) is raised
+        in its turn, the reads not started yet are dropped."""
+        n = max(1, threads or self.write_threads)
+        it = iter(keys)
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            window: deque[tuple[str, Future[bytes]]] = deque()
+            try:
+                for k in itertools.islice(it, 2 * n):
+                    window.append((k, pool.submit(self.get, k)))
+                while window:
+                    k, fut = window.popleft()
+                    data = fut.result()
+                    for nxt in itertools.islice(it, 1):
+                        window.append((nxt, pool.submit(self.get, nxt)))
+                    yield k, data
+            finally:
+                for _, fut in window:
+                    fut.cancel()
 
     def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         """Write ``data`` whole (atomically for readers); return the new etag."""
@@ -509,6 +539,55 @@ def _epoch(modified: Any) -> float | None:
         return email.utils.parsedate_to_datetime(modified).timestamp()
     except (TypeError, ValueError):
         return None
+
+
+#: the temporary folders of ``local_files`` (``<prefix><pid>-<random>``; one a killed process left is removed by
+#: the next ``local_files`` on this machine)
+LOCAL_COPY_PREFIX = "condvest-objects-"
+
+
+@contextmanager
+def local_files(store: Store, keys: Sequence[str], threads: int | None = None) -> Iterator[dict[str, str]]:
+    """A path on this machine for each of ``keys`` (key -> path) while the block runs, for a reader that wants
+    files (DuckDB's ``read_parquet``): a ``LocalStore``'s own files, untouched (a missing one fails where it is
+    read); any other store's objects fetched with ``get_many`` (``threads`` in flight, default ``write_threads``)
+    into a private temporary folder removed on exit. DuckDB's httpfs keeps about one object per DuckDB thread in
+    flight, each a HEAD and ranged GETs; this keeps 16 GETs in flight on S3 (BENCHMARKS.md, S3). Disk: the
+    objects' size, for the block's duration. ``ObjectNotFound`` names a missing key; a corrupt object is copied
+    as it is (its reader names it)."""
+    if isinstance(store, LocalStore) or not keys:
+        yield {k: store.url(k) for k in keys}
+        return
+    _remove_stale_copies()
+    folder = tempfile.mkdtemp(prefix=f"{LOCAL_COPY_PREFIX}{os.getpid()}-")
+    try:
+        paths: dict[str, str] = {}
+        clock, size = time.monotonic(), 0
+        for i, (key, data) in enumerate(store.get_many(keys, threads)):
+            path = os.path.join(folder, f"{i:07d}-{key.rsplit('/', 1)[-1]}")
+            with open(path, "wb") as f:
+                f.write(data)
+            paths[key] = path
+            size += len(data)
+        log.info("local copies objects=%d bytes=%d seconds=%.2f", len(paths), size, time.monotonic() - clock)
+        yield paths
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_stale_copies() -> None:
+    """Remove ``local_files`` folders whose process is gone (killed before its ``finally``)."""
+    for p in Path(tempfile.gettempdir()).glob(f"{LOCAL_COPY_PREFIX}*-*"):
+        pid = p.name[len(LOCAL_COPY_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+            log.info("local copies removed stale folder=%s", p)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def open_store(uri: str | None = None, settings: Settings | None = None) -> Store:

@@ -2,9 +2,9 @@
 
 Both sides are DuckDB aggregates. The source side is the deduplicated export (the rows the migration chose,
 in memory: one symbol group at a time, see ``migrate_read``); the target side is read back from the written
-``data.parquet`` objects through ``Store.url`` (also on S3). Per symbol: row count, first and last session,
-and a checksum, the sum (mod 2**64) of a 64-bit hash of every row's values (session, timestamp, OHLCV, vwap,
-transactions, interval, ingested_at).
+``data.parquet`` objects (on S3 fetched many at a time by ``storage.local_files``, then read as files). Per
+symbol: row count, first and last session, and a checksum, the sum (mod 2**64) of a 64-bit hash of every row's
+values (session, timestamp, OHLCV, vwap, transactions, interval, ingested_at).
 
 1. Both sides are aggregated per symbol without a join. Where all four agree, bronze holds exactly the
    export's rows for that symbol: ``ok``. That is every symbol of a migration into an empty bronze.
@@ -31,7 +31,7 @@ from condvest.bronze import find_corrupt_object
 from condvest.duck import connect
 from condvest.lake import bronze_history_key
 from condvest.migrate.read import SourceRows
-from condvest.storage import Store
+from condvest.storage import Store, local_files
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +104,8 @@ def validate(store: Store, src: SourceRows, *, memory_limit: str | None = None) 
     keys = [bronze_history_key(s) for s in src.symbols]
     con = _connect(store, memory_limit)
     try:
-        con.register("src", src.table.append_column("_win", src.winners_mask()))
-        source = con.execute(_AGG.format(rows=_SOURCE_ROWS)).df()
-        files = [store.url(k) for k in keys]
-        try:
-            target = con.execute(_AGG.format(rows=_TARGET_ROWS), {"files": files}).df()
-        except duckdb.Error as exc:
-            raise find_corrupt_object(store, keys, exc) from exc
-        df = _compare(src, source, target)
-        odd = df.loc[~df["ok"], "symbol"].tolist()
-        if odd:
-            log.info("validation joining symbols=%d whose aggregates differ", len(odd))
-            df = pd.concat([df[df["ok"]], _joined(con, src, odd, keys, store)], ignore_index=True)
-            df = df.sort_values("symbol", ignore_index=True)
+        with local_files(store, keys) as paths:
+            df = _validate(con, store, src, keys, paths)
     finally:
         con.close()
     log.info(
@@ -127,6 +116,26 @@ def validate(store: Store, src: SourceRows, *, memory_limit: str | None = None) 
         int(df["target_rows"].sum()),
     )
     return df[COLUMNS]
+
+
+def _validate(
+    con: duckdb.DuckDBPyConnection, store: Store, src: SourceRows, keys: list[str], paths: dict[str, str]
+) -> pd.DataFrame:
+    """Steps 1 and 2 with the written histories at ``paths`` (key -> local path or URL)."""
+    con.register("src", src.table.append_column("_win", src.winners_mask()))
+    source = con.execute(_AGG.format(rows=_SOURCE_ROWS)).df()
+    files = [paths[k] for k in keys]
+    try:
+        target = con.execute(_AGG.format(rows=_TARGET_ROWS), {"files": files}).df()
+    except duckdb.Error as exc:
+        raise find_corrupt_object(store, keys, exc) from exc
+    df = _compare(src, source, target)
+    odd = df.loc[~df["ok"], "symbol"].tolist()
+    if odd:
+        log.info("validation joining symbols=%d whose aggregates differ", len(odd))
+        df = pd.concat([df[df["ok"]], _joined(con, src, odd, keys, store, paths)], ignore_index=True)
+        df = df.sort_values("symbol", ignore_index=True)
+    return df
 
 
 def _base(src: SourceRows) -> pd.DataFrame:
@@ -168,7 +177,12 @@ def _compare(src: SourceRows, source: pd.DataFrame, target: pd.DataFrame) -> pd.
 
 
 def _joined(
-    con: duckdb.DuckDBPyConnection, src: SourceRows, symbols: list[str], keys: list[str], store: Store
+    con: duckdb.DuckDBPyConnection,
+    src: SourceRows,
+    symbols: list[str],
+    keys: list[str],
+    store: Store,
+    paths: dict[str, str],
 ) -> pd.DataFrame:
     """Step 2: the row-level join for ``symbols`` (those whose aggregates differ)."""
     wanted = set(symbols)
@@ -176,7 +190,7 @@ def _joined(
     con.execute(_SOURCE)
     files = [k for k, sym in zip(keys, src.symbols, strict=True) if sym in wanted]
     try:
-        con.execute(_TARGET, {"files": [store.url(k) for k in files]})
+        con.execute(_TARGET, {"files": [paths[k] for k in files]})
     except duckdb.Error as exc:
         raise find_corrupt_object(store, files, exc) from exc
     joined = con.execute(_JOINED).df()

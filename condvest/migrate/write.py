@@ -64,9 +64,10 @@ def write_histories(
     on_batch: Callable[[list[HistoryWrite]], None] | None = None,
 ) -> list[HistoryWrite]:
     """Write every symbol of ``src`` (one symbol group, or the whole export) after ``state.written_through``;
-    save ``state`` after each batch. ``existing``: the symbols that already have a history (default: listed
-    here); ``batches_before``: this run's batches already written by earlier groups (the crash points count
-    the run's batches); ``bar``: a progress bar to advance by the symbols written."""
+    save ``state`` after each batch; ``threads`` histories at a time (at least ``store.write_threads``).
+    ``existing``: the symbols that already have a history (default: listed here); ``batches_before``: this run's
+    batches already written by earlier groups (the crash points count the run's batches); ``bar``: a progress bar
+    to advance by the symbols written."""
     todo = [i for i, s in enumerate(src.symbols) if state.written_through is None or s > state.written_through]
     if not todo:
         return []
@@ -78,7 +79,8 @@ def write_histories(
         sym = src.symbols[i]
         return write_symbol(store, sym, src.symbol_rows(i), sym in existing)
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    # an object store's conditional PUTs wait on the network: at least ``store.write_threads`` of them in flight
+    with ThreadPoolExecutor(max_workers=max(1, threads, store.write_threads)) as pool:
         for k, (lo, hi) in enumerate(_batches(len(todo), batch_symbols), start=batches_before + 1):
             batch = list(pool.map(one, todo[lo:hi]))
             crash_point(f"migrate.write_batch.{k}")  # files of this run's k-th batch written, state not saved

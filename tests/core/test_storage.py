@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import random
+import tempfile
 import threading
 
 import botocore.exceptions
@@ -10,7 +13,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 
 from condvest.errors import ObjectNotFound, PreconditionFailed, StorageError
-from condvest.storage import LocalStore, S3Store, Store, open_store
+from condvest.storage import LOCAL_COPY_PREFIX, LocalStore, S3Store, Store, local_files, open_store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -218,6 +221,51 @@ def test_put_many(store: Store) -> None:
         assert store.get(k) == v
     with pytest.raises(StorageError):
         store.put_many([("good", b"1"), ("../bad", b"2")])
+
+
+def test_get_many_answers_in_the_order_asked_and_names_a_missing_object(store: Store) -> None:
+    # more objects than the reads kept ahead (2 x 4 threads), of different sizes, asked in a shuffled order
+    items = {f"bronze/raw_ohlcv/symbol=S{i:03d}/data.parquet": os.urandom(1 + 997 * i % 5000) for i in range(40)}
+    store.put_many(items.items(), threads=8)
+    order = list(items)
+    random.Random(7).shuffle(order)
+    assert list(store.get_many(order, threads=4)) == [(k, items[k]) for k in order]
+    assert list(store.get_many([])) == []
+    missing = "bronze/raw_ohlcv/symbol=GONE/data.parquet"
+    asked = [*order[:20], missing, *order[20:]]
+    got = []
+    with pytest.raises(ObjectNotFound) as err:
+        for k, data in store.get_many(asked, threads=4):
+            got.append((k, data))
+    assert err.value.key == missing
+    assert got == [(k, items[k]) for k in order[:20]]  # everything before it was handed over, in order
+
+
+def test_local_files_hold_each_objects_bytes_and_are_removed_after(
+    store: Store, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # see only the folders this test makes
+    (tmp_path / "tmp").mkdir()
+    items = {f"bronze/raw_ohlcv/symbol=S{i:03d}/data.parquet": os.urandom(10 + i) for i in range(40)}
+    store.put_many(items.items(), threads=8)
+    keys = sorted(items, reverse=True)
+    with local_files(store, keys) as paths:
+        assert list(paths) == keys
+        for k in keys:
+            with open(paths[k], "rb") as f:
+                assert f.read() == items[k], k
+        if isinstance(store, LocalStore):
+            assert paths == {k: store.url(k) for k in keys}  # a folder's own files: nothing copied
+        else:
+            assert all(p.startswith(str(tmp_path / "tmp" / LOCAL_COPY_PREFIX)) for p in paths.values())
+    assert all(os.path.exists(p) == isinstance(store, LocalStore) for p in paths.values())
+    if isinstance(store, LocalStore):
+        return  # its own files: a missing one fails where it is read (as before)
+    with pytest.raises(ObjectNotFound) as err:
+        with local_files(store, [*keys, "bronze/raw_ohlcv/symbol=GONE/data.parquet"]):
+            pass
+    assert err.value.key == "bronze/raw_ohlcv/symbol=GONE/data.parquet"
+    assert list((tmp_path / "tmp").iterdir()) == []  # no copy left behind, after a failure either
 
 
 def test_url(store: Store) -> None:

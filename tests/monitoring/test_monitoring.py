@@ -3,10 +3,12 @@ index, a real PostgreSQL with the retention policy deployed, and papermill runni
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
@@ -208,6 +210,30 @@ def test_splits_show_each_symbols_basis_and_any_newer_split(tmp_path):
     later = monitoring.collect(settings, monitoring.MonitoringParams(read_postgres=False))
     assert (later.splits["status"] == "current").all() and later.overview().loc["splits", "state"] == "ok"
     assert monitoring.splits_section(later).items[0][1]["basis"].tolist() == ["2025-01-15", "2025-01-15"]
+
+
+def test_on_s3_the_page_shows_what_it_shows_on_a_local_lake(tmp_path, s3_settings):
+    """The sources are read at the same time (and silver listed per interval digit): on S3 every table equals the
+    local lake's, every interval's silver files counted (3d and 34d share a listing, as 13d and 21d do not)."""
+    from condvest.storage import open_store
+
+    settings = settings_for(tmp_path)
+    on_s3 = dataclasses.replace(s3_settings, as_of=AS_OF, runs_uri=settings.runs_uri)
+    record_runs(settings.runs_uri)
+    snaps = []
+    for st, store in ((settings, LocalStore(settings.lake_uri)), (on_s3, open_store(settings=on_s3))):
+        fill_lake(store)
+        for n in (8, 13, 21, 34):
+            store.put(silver_key(n, 2025, 1), b"PAR1")
+            store.put(checkpoint_key(n), json.dumps({"interval": n, "status": "complete", "state": "s1"}).encode())
+        record_basis(store, {"AAA": Basis(dt.date(2025, 1, 10), "2025-01-10T22:00:00+00:00", "r1", 40)})
+        snaps.append(monitoring.collect(st, monitoring.MonitoringParams(read_postgres=False)))
+    local, s3 = snaps
+    assert s3.silver_files["interval"].tolist() == [3, 5, 8, 13, 21, 34]
+    assert s3.checkpoints["interval"].tolist() == [3, 5, 8, 13, 21, 34]
+    for name in ("coverage", "sessions", "missing", "quarantine", "silver_files", "checkpoints", "splits", "runs"):
+        pd.testing.assert_frame_equal(getattr(s3, name), getattr(local, name), obj=name)
+    assert s3.summary() == local.summary() and s3.silver_warning == local.silver_warning
 
 
 def test_an_empty_lake_says_nothing_yet_everywhere(tmp_path):
