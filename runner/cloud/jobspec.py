@@ -69,7 +69,8 @@ class JobSize:
 #: 3 GB limit the rows table and each interval's sort go through temporary files: ~7 GB each); a sharded rebuild's
 #: shards are 1 vCPU and 4 GiB (a tenth of the work or less), its commit (month merges, 0.8-2.0 GB at 10x) 4 vCPU
 #: and 8 GiB, both on the resample definition's storage: the commit's wall is most of a sharded run's (its years
-#: are independent and kept 1.7 of 2 cores busy at 10x; on 2 vCPU it was 0.21 of the one job's wall). The migration spills its export (~1.2x its parquet size).
+#: are independent and kept 1.7 of 2 cores busy at 10x; on 2 vCPU it was 0.21 of the one job's wall). The
+#: migration spills its export (~1.2x its parquet size).
 #: Archival and monitoring read Postgres and small lake tables. ``<group>-shard`` and ``<group>-commit`` size a
 #: sharded run's children and commit (Batch overrides; the storage stays the definition's).
 SIZES: dict[str, JobSize] = {
