@@ -166,8 +166,7 @@ def record_sessions(store: Store, entries: Mapping[dt.date, SessionEntry]) -> No
         log.debug("manifest=updated key=%s sessions=%d attempt=%d", done.key, len(new), done.attempts)
 
     with ThreadPoolExecutor(max_workers=max(1, min(store.write_threads, len(by_year)))) as pool:
-        for _ in pool.map(update, sorted(by_year)):
-            pass
+        list(pool.map(update, sorted(by_year)))
 
 
 def _merged(

@@ -225,13 +225,16 @@ def read_records(store: Store) -> list[dict[str, Any]]:
     A line or a record object that is not a JSON object (torn by a kill or a full disk while it was written) is
     skipped with a warning naming its line number or key: one bad record never hides the other runs. Cost on S3:
     one paginated LIST of ``index/`` and one GET per record (``READ_THREADS`` at a time)."""
-    records = _parse_lines(store)
     infos = [o for o in store.list(RECORDS_PREFIX) if o.key.endswith(".json")]
-    if infos:
-        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(infos))) as pool:
-            objects = [r for r in pool.map(lambda o: _read_object(store, o), infos) if r is not None]
-        records += sorted(objects, key=_sort_key)
-    return records
+    return _parse_lines(store) + _read_objects(store, infos)
+
+
+def _read_objects(store: Store, infos: list[ObjectInfo]) -> list[dict[str, Any]]:
+    """The record objects ``infos`` read ``READ_THREADS`` at a time, by start time (unreadable ones left out)."""
+    if not infos:
+        return []
+    with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(infos))) as pool:
+        return sorted((r for r in pool.map(lambda o: _read_object(store, o), infos) if r is not None), key=_sort_key)
 
 
 def newest_records(store: Store, count: int) -> tuple[list[dict[str, Any]], int]:
@@ -243,13 +246,8 @@ def newest_records(store: Store, count: int) -> tuple[list[dict[str, Any]], int]
     legacy = _parse_lines(store)
     total = len(legacy) + len(infos)
     chosen = infos[-count:] if count > 0 else []
-    records: list[dict[str, Any]] = []
-    if chosen:
-        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(chosen))) as pool:
-            read = [r for r in pool.map(lambda o: _read_object(store, o), chosen) if r is not None]
-        records = sorted(read, key=_sort_key)
     room = max(count - len(chosen), 0)
-    return (legacy[-room:] if room else []) + records, total
+    return (legacy[-room:] if room else []) + _read_objects(store, chosen), total
 
 
 def read_index(

@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pyarrow as pa
@@ -65,7 +64,7 @@ def read_bars(
 
 def _silver_bars(store: Store, symbol: str, interval: int, since: dt.date | None) -> pd.DataFrame:
     """``symbol``'s silver bars of ``interval`` labelled on or after ``since``: the listing starts at ``since``'s
-    year and the month files are fetched at once (``store.write_threads`` in flight: on S3 a chart's dozen
+    year and the month files are fetched at once (``Store.get_many``: on S3 a chart's dozen
     files are one round trip, not a dozen), each filtered to the symbol as it is read."""
     prefix = silver_prefix(interval)
     after = f"{prefix}year={since.year:04d}/" if since else None
@@ -74,11 +73,8 @@ def _silver_bars(store: Store, symbol: str, interval: int, since: dt.date | None
         return pd.DataFrame(columns=_COLUMNS)
     wanted = [("symbol", "==", symbol)] + ([("date", ">=", since)] if since else [])
 
-    def read(key: str) -> pa.Table:
-        return pq.read_table(pa.BufferReader(store.get(key)), columns=_COLUMNS, filters=wanted)
-
-    with ThreadPoolExecutor(max_workers=min(store.write_threads, len(keys))) as pool:
-        table = pa.concat_tables(pool.map(read, keys))
+    parts = [pq.read_table(pa.BufferReader(data), columns=_COLUMNS, filters=wanted) for _, data in store.get_many(keys)]
+    table = pa.concat_tables(parts)
     df = table.sort_by("date").to_pandas(date_as_object=False)
     df["date"] = df["date"].astype("datetime64[us]")
     return df
