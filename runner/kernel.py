@@ -83,7 +83,7 @@ def skip_iri_grammar() -> None:
 class RunKernelManager(AsyncKernelManager):
     """``AsyncKernelManager`` (nbclient's default) with ``transport_encryption="auto"`` when CurveZMQ exists,
     starting ipykernel through ``kernel_launch``: in its own process group (jupyter_client's), and dying with this
-    process (``WATCH_S``)."""
+    process (``WATCH_S``), with the processes its cells started (ipykernel's own parent poller is off)."""
 
     transport_encryption = CaselessStrEnum(["disabled", "auto", "required"], config=True)
 
@@ -110,6 +110,10 @@ class RunKernelManager(AsyncKernelManager):
         cmd: list[str] = super().format_kernel_cmd(extra_arguments)
         if cmd[1:3] == ["-m", "ipykernel_launcher"]:
             cmd[1:3] = ["-c", kernel_launch(os.getpid())]
+            # ipykernel's own parent poller (every second; it ends the kernel alone with ``os._exit``) raced the
+            # watchdog, and when it noticed first the processes the kernel's cells started outlived the runner:
+            # parent 1 turns it off (ipykernel never polls for init) without the banner a parent of 0 prints
+            cmd.append("--IPKernelApp.parent_handle=1")
         return cmd
 
 
