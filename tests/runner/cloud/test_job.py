@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def job(args: list[str], cwd, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, **env}
+    full = {**os.environ, "CONDVEST_CHART_PNG": "0", **env}  # no browser: no test here looks at a PNG
     full.pop("CONDVEST_RUNS_URI", None) if "CONDVEST_RUNS_URI" not in env else None
     return subprocess.run(
         [sys.executable, "-m", "runner", "job", *args, "--no-progress"],
@@ -184,7 +184,7 @@ def _start_job(args: list[str], root, env: dict[str, str], marker) -> subprocess
     """``python -m runner job ARGS`` as a process, returned once the notebook's cell touched ``marker``."""
     import time
 
-    full = {**os.environ, **env}
+    full = {**os.environ, "CONDVEST_CHART_PNG": "0", **env}  # no browser: no test here looks at a PNG
     full.pop("CONDVEST_RUNS_URI", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner", "job", *args],
