@@ -17,6 +17,7 @@ from condvest.crash import CRASH_ENV
 from condvest.resample import ResampleParams
 from condvest.resample.run import run_resample
 from condvest.settings import Settings
+from condvest.shards import shard_of
 from condvest.storage import Store, open_store
 from runner.__main__ import main
 from runner.cloud.batch import JOB_ID_REF
@@ -30,10 +31,10 @@ SYMBOLS = [f"S{i:02d}" for i in range(17)]
 ARRAY = "AWS_BATCH_JOB_ARRAY_INDEX"
 
 
-def _fill(store: Store) -> None:
-    for k, sym in enumerate(SYMBOLS):
-        write_history(store, sym, DAYS[(k * 11) % 90 : -2], seed=k)
-        for d in DAYS[-2:]:
+def _fill(store: Store, symbols: list[str] = SYMBOLS, days: list[dt.date] = DAYS) -> None:
+    for k, sym in enumerate(symbols):
+        write_history(store, sym, days[(k * 11) % 90 : -2], seed=k)
+        for d in days[-2:]:
             write_daily(store, sym, d, seed=50 + k)
 
 
@@ -109,7 +110,10 @@ def test_a_sharded_rebuild_in_batch_equals_an_unsharded_one(cloud, aws, s3_serve
 def test_a_killed_shard_leaves_the_lake_as_it_was_and_fails_the_commit(cloud, aws, sns_inbox):
     settings = Settings.from_env()
     lake = open_store(cloud["CONDVEST_LAKE_URI"], settings)
-    _fill(lake)
+    # a smaller world than the rebuild's (what is checked here is what a dead shard leaves, not the bars): six
+    # symbols, four in shard 0 and two in shard 1, over six months of one year
+    _fill(lake, SYMBOLS[:6], DAYS[-130:])
+    assert [shard_of(s, 2) for s in SYMBOLS[:6]] == [0, 0, 0, 0, 1, 1]
     run_resample(settings, ResampleParams(force_full_resample=True), store=lake)
     write_daily(lake, "S03", dt.date(2024, 9, 3), seed=7)  # bronze moved on: a rebuild would change silver
     before = _live(lake)
