@@ -81,6 +81,7 @@ def container_process(aws, cloud, job_id: str, extra_env: dict[str, str] | None 
         env.get("POLYGON_API_KEY", POLYGON_KEY) == POLYGON_KEY and env.get("RDS_PASSWORD", RDS_PASSWORD) == RDS_PASSWORD
     )
     env["AWS_ENDPOINT_URL"] = cloud["AWS_ENDPOINT_URL"] if "AWS_ENDPOINT_URL" in cloud else aws.endpoint_url
+    env["CONDVEST_CHART_PNG"] = "0"  # no browser: the cloud tests look at no PNG (tests/runner/test_images.py does)
     command = [*jobspec.ENTRYPOINT, *job["container"]["command"]]
     assert command[:4] == ["python", "-m", "runner", "job"]
     env |= extra_env or {}

@@ -130,7 +130,7 @@ def test_a_batch_run_is_submitted_run_and_followed_to_its_outcome(cloud, aws, sn
     assert main(["status", "ok-1", "--poll", "0.1", "--timeout", "30"]) == 0
     out = capsys.readouterr().out
     assert f"batch job {job['jobId']}: SUCCEEDED" in out and "05_monitoring.ipynb ok" in out and "run ok-1 ok" in out
-    assert sns_inbox.messages(wait=0.5) == []  # a job that is not a reported pipeline publishes nothing when ok
+    assert sns_inbox.messages(wait=0) == []  # a job that is not a reported pipeline publishes nothing when ok
 
     # a typo is refused before anything is submitted (the stage's own check), a failing notebook is not:
     # non-zero through the entrypoint, one alert, and status exits with the failure
