@@ -90,31 +90,31 @@ def _explore_in_the_browser(url: str, token: str, root) -> nbformat.NotebookNode
                 ".every(p => /\\[\\d+\\]/.test(p.textContent))",
                 timeout=120_000,
             )
-            deadline = time.monotonic() + 30  # past autosave: no explicit save anywhere
-            while (explored := _saved_explored(root)) is None and time.monotonic() < deadline:
-                page.wait_for_timeout(500)
-            if explored is None:  # autosave held back (a "file changed" dialog on a loaded machine): save by hand,
-                _save_by_hand(page)  # as a researcher would; what is tested is where it lands, not the timer
-                deadline = time.monotonic() + 30
-                while (explored := _saved_explored(root)) is None:
-                    assert time.monotonic() < deadline, "JupyterLab never wrote the explored notebook"
-                    page.wait_for_timeout(500)
-            return explored
+            return _wait_for_the_save(page, root)
         finally:
             browser.close()
 
 
-def _save_by_hand(page) -> None:
-    """Ctrl+S in the notebook; a dialog JupyterLab opens on the way (the file changed on disk) is accepted."""
-    page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
-    page.keyboard.press("Control+s")
-    page.wait_for_timeout(1000)
-    for _ in range(3):
+def _wait_for_the_save(page, root, autosave: float = 10, timeout: float = 120) -> nbformat.NotebookNode:
+    """Wait (the page open) until JupyterLab wrote the explored notebook, and return what it wrote. Autosave
+    (every 2 s) normally writes it within seconds; a dialog JupyterLab opens on the way (the file changed on
+    disk, seen on a loaded machine) is accepted as a researcher would. A loaded machine also stretches
+    autosave's interval (ten times a slow save's duration), so after ``autosave`` seconds without a write the
+    notebook is saved by hand (Ctrl+S): what is tested is where it lands, not the timer."""
+    start = time.monotonic()
+    saved_by_hand = False
+    while (explored := _saved_explored(root)) is None:
+        waited = time.monotonic() - start
+        assert waited < timeout, "JupyterLab never wrote the explored notebook"
         dialog = page.locator(".jp-Dialog .jp-mod-accept")
-        if dialog.count() == 0:
-            break
-        dialog.first.click()
-        page.wait_for_timeout(500)
+        if dialog.count():
+            dialog.first.click()
+        elif waited > autosave and not saved_by_hand:
+            page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
+            page.keyboard.press("Control+s")
+            saved_by_hand = True
+        page.wait_for_timeout(250)
+    return explored
 
 
 def _saved_explored(root) -> nbformat.NotebookNode | None:
