@@ -5,9 +5,12 @@ with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -16,22 +19,29 @@ from runner.kernel import RunKernelManager
 pytestmark = pytest.mark.slow  # starts Jupyter kernels
 
 
+@contextlib.asynccontextmanager
+async def _ready_kernel() -> AsyncIterator[tuple[RunKernelManager, Any]]:
+    """A runner kernel and its client, ready; shut down afterwards."""
+    km = RunKernelManager(kernel_name="python3")
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
 @pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
 def test_kernels_started_at_once_get_sockets_of_their_own_and_leave_none(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # jupyter_client's own default would put one shared "kernel-ipc" name here
 
     async def one() -> str:
-        km = RunKernelManager(kernel_name="python3")
-        await km.start_kernel()
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=60)
+        async with _ready_kernel() as (km, _):
             assert km.transport == "ipc"
             return km.ip
-        finally:
-            kc.stop_channels()
-            await km.shutdown_kernel(now=True)
 
     async def many() -> list[str]:
         return await asyncio.gather(*[one() for _ in range(3)])
@@ -50,21 +60,13 @@ def test_only_the_runners_watchdog_ends_a_kernel_whose_runner_died(tmp_path, mon
     code = "import threading; print(sorted(f'{type(t).__name__}:{t.name}' for t in threading.enumerate()))"
 
     async def threads() -> str:
-        km = RunKernelManager(kernel_name="python3")
-        await km.start_kernel()
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=60)
+        async with _ready_kernel() as (_, kc):
             out: list[str] = []
             reply = await kc.execute_interactive(
                 code, timeout=60, output_hook=lambda m: out.append(m["content"].get("text", ""))
             )
             assert reply["content"]["status"] == "ok"
             return "".join(out)
-        finally:
-            kc.stop_channels()
-            await km.shutdown_kernel(now=True)
 
     listed = asyncio.run(threads())
     assert "condvest-runner-watch" in listed, listed
